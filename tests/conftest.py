@@ -1,0 +1,37 @@
+"""Shared test configuration: Hypothesis profiles, the real-data folder, optional oracles."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# "ci" keeps the whole suite within minutes on 2 cores and is reproducible; "dev" explores more.
+settings.register_profile("ci", max_examples=20, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Tests read real data (the GPT-2 BPE files, the-verdict, ...) through TINYGRAD_LLM_DATA, as users do.
+if "TINYGRAD_LLM_DATA" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["TINYGRAD_LLM_DATA"] = str(SHARED_DATA)
+os.environ.pop("TINYGRAD_LLM_DEVICE", None)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (or TINYGRAD_LLM_DATA); the test is skipped when it is absent."""
+    path = Path(os.environ.get("TINYGRAD_LLM_DATA", SHARED_DATA))
+    if not path.is_dir():
+        pytest.skip(f"real data folder {path} is absent (set TINYGRAD_LLM_DATA or place ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch as an oracle; skipped with a reason when not installed (CI installs the CPU build)."""
+    return pytest.importorskip("torch", reason="PyTorch is not installed (oracle only: pip install torch==2.13.0)")

@@ -1,0 +1,164 @@
+"""Which array library runs the math: NumPy on the CPU, CuPy on a CUDA GPU.
+
+Everything above this module works on raw arrays through an ``xp`` namespace (``numpy`` or ``cupy``)
+chosen per call from the arrays themselves, so the same model code runs on both. CuPy is imported only
+when a CUDA array or device is asked for; a NumPy-only installation never touches it.
+
+Also here: the dtype policy (float32 unless a float64 array is given), and the seeded random generators
+that dropout, initialisation and sampling draw from.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+DEFAULT_FLOAT = np.float32
+
+_cupy = None  # the cupy module once imported
+
+
+def _import_cupy():
+    """Import CuPy and check a GPU is visible, or raise an error naming what is missing."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError as exc:
+        raise RuntimeError(
+            "device 'cuda' needs CuPy, which is not installed: "
+            "pip install 'tinygrad-llm[cuda12]' (CUDA 12) or 'tinygrad-llm[cuda13]' (CUDA 13)"
+        ) from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError when the driver is missing
+        raise RuntimeError(f"device 'cuda': CuPy is installed but no CUDA GPU is usable ({exc})") from exc
+    if count == 0:
+        raise RuntimeError("device 'cuda': CuPy is installed but no CUDA GPU is visible")
+    _cupy = cupy
+    return cupy
+
+
+def cuda_available() -> bool:
+    """True when CuPy is installed and sees at least one GPU."""
+    try:
+        _import_cupy()
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_device(device: str | None) -> str:
+    """Normalise a device name (None -> the default) and make sure it can be used."""
+    if device is None:
+        return default_device()
+    if device not in DEVICES:
+        device = str(device)
+        if device.startswith("cuda:"):
+            raise ValueError(f"device {device!r}: only 'cuda' (the current CuPy device) is supported")
+        raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
+    if device == "cuda":
+        _import_cupy()
+    return device
+
+
+def default_device() -> str:
+    """The device named by TINYGRAD_LLM_DEVICE, 'cpu' when unset."""
+    device = os.environ.get("TINYGRAD_LLM_DEVICE", "cpu") or "cpu"
+    if device not in DEVICES:
+        raise ValueError(f"TINYGRAD_LLM_DEVICE={device!r}: expected one of {DEVICES}")
+    if device == "cuda":
+        _import_cupy()
+    return device
+
+
+def xp_for(device: str):
+    """The array module of a device: numpy for 'cpu', cupy for 'cuda'."""
+    return np if device == "cpu" else _import_cupy()
+
+
+def get_array_module(array):
+    """numpy or cupy, whichever owns ``array`` (numpy for scalars and lists)."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy
+    if "cupy" in sys.modules and type(array).__module__.startswith("cupy"):
+        return _import_cupy()
+    return np
+
+
+def device_of(array) -> str:
+    return "cpu" if get_array_module(array) is np else "cuda"
+
+
+def to_device(array, device: str):
+    """Copy an array to a device (no copy when it is already there)."""
+    xp = get_array_module(array)
+    if device == "cpu":
+        return array if xp is np else xp.asnumpy(array)
+    cupy = _import_cupy()
+    return array if xp is cupy else cupy.asarray(array)
+
+
+def to_numpy(array) -> np.ndarray:
+    return to_device(array, "cpu")
+
+
+def scatter_add(target, index, values) -> None:
+    """``target[index] += values`` where repeated indices accumulate (numpy.add.at on either backend)."""
+    if get_array_module(target) is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Random generators. One seeded generator per device; manual_seed reseeds them all, so a run is
+# reproducible from its seed, and get_rng_state/set_rng_state let a checkpoint resume exactly.
+
+_generators: dict[str, object] = {}
+_seed: int | None = None
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every generator the library draws from (dropout, initialisation, sampling)."""
+    global _seed
+    _seed = int(seed)
+    _generators.clear()
+
+
+def get_generator(device: str = "cpu"):
+    """The device's generator: numpy.random.Generator on the CPU, cupy.random.Generator on CUDA."""
+    gen = _generators.get(device)
+    if gen is None:
+        if device == "cpu":
+            gen = np.random.default_rng(_seed)
+        else:
+            cupy = _import_cupy()
+            gen = cupy.random.default_rng(_seed)
+        _generators[device] = gen
+    return gen
+
+
+def get_rng_state() -> dict:
+    """The CPU generator's state as plain JSON-able data (for checkpoints)."""
+    return {"cpu": get_generator("cpu").bit_generator.state}
+
+
+def set_rng_state(state: dict) -> None:
+    get_generator("cpu").bit_generator.state = state["cpu"]
+
+
+def result_dtype(data) -> np.dtype:
+    """The dtype a new tensor gets: floats become float32 unless already float64 or float16 arrays."""
+    dtype = getattr(data, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(data).dtype
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return dtype if hasattr(data, "dtype") else np.dtype(DEFAULT_FLOAT)
+    return dtype

@@ -1,0 +1,59 @@
+"""What every operation shares: undoing broadcasting, and turning arguments into tensors."""
+from __future__ import annotations
+
+from tinygrad_llm import backend
+from tinygrad_llm.tensor import Tensor
+
+
+def sum_to(x, shape: tuple):
+    """Sum ``x`` down to ``shape``: the gradient of broadcasting an array of ``shape`` up to ``x.shape``.
+
+    Leading axes that broadcasting added are summed away; axes of length 1 in ``shape`` are summed with
+    keepdims. The one place where broadcasting is undone.
+    """
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1
+    )
+    y = x.sum(axis=axes, keepdims=True)
+    return y.reshape(shape)
+
+
+def as_tensor(value, like: Tensor) -> Tensor:
+    """A Tensor for an operand: Tensors pass through, Python numbers take ``like``'s float dtype."""
+    if isinstance(value, Tensor):
+        return value
+    xp = backend.get_array_module(like.data)
+    if isinstance(value, (int, float, bool)) and like.data.dtype.kind == "f":
+        return Tensor._from_op(xp.asarray(value, dtype=like.data.dtype), None)
+    if backend.get_array_module(value) is not xp:
+        value = backend.to_device(value, backend.device_of(like.data))
+    return Tensor._from_op(xp.asarray(value), None)
+
+
+def raw(value, xp):
+    """The raw array of a Tensor or array-like (for integer and boolean arguments: ids, masks)."""
+    if isinstance(value, Tensor):
+        value = value.data
+    if backend.get_array_module(value) is not xp:
+        value = backend.to_device(value, "cpu" if xp.__name__ == "numpy" else "cuda")
+    return xp.asarray(value)
+
+
+def normalize_axes(axis, ndim: int) -> tuple:
+    """axis (None, int or tuple, negatives allowed) as a sorted tuple of non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    return tuple(sorted(set(out)))
+
+
+def shapes(*tensors) -> str:
+    return " and ".join(str(tuple(t.shape)) for t in tensors)

@@ -1,0 +1,246 @@
+"""Elementwise arithmetic and matrix products: + - * / ** neg exp log sqrt tanh relu @, and casts.
+
+Binary operations broadcast as NumPy does; their backward undoes the broadcast with ``sum_to``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinygrad_llm.functional._common import as_tensor, sum_to
+from tinygrad_llm.tensor import Function, Tensor
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return a + b
+
+    def backward(self, gy):
+        # d(a+b)/da = d(a+b)/db = 1
+        return sum_to(gy, self.a_shape), sum_to(gy, self.b_shape)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return a - b
+
+    def backward(self, gy):
+        # d(a-b)/da = 1, d(a-b)/db = -1
+        gb = sum_to(-gy, self.b_shape) if self.needs_grad[1] else None
+        return sum_to(gy, self.a_shape), gb
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, gy):
+        # d(ab)/da = b, d(ab)/db = a
+        ga = sum_to(gy * self.b, self.a.shape) if self.needs_grad[0] else None
+        gb = sum_to(gy * self.a, self.b.shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a_shape, self.b = a.shape, b
+        self.y = a / b
+        return self.y
+
+    def backward(self, gy):
+        # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -(1/b) y
+        ga_full = gy / self.b
+        ga = sum_to(ga_full, self.a_shape) if self.needs_grad[0] else None
+        gb = sum_to(-ga_full * self.y, self.b.shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    """x ** exponent for a scalar exponent."""
+
+    def __init__(self, exponent: float):
+        self.exponent = exponent
+
+    def forward(self, x):
+        self.x = x
+        return x ** self.exponent
+
+    def backward(self, gy):
+        c = self.exponent
+        return gy * c * self.x ** (c - 1)  # d(x^c)/dx = c x^(c-1)
+
+
+class Exp(Function):
+    def forward(self, x):
+        self.y = self.xp.exp(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y  # d(e^x)/dx = e^x
+
+
+class Log(Function):
+    def forward(self, x):
+        self.x = x
+        return self.xp.log(x)
+
+    def backward(self, gy):
+        return gy / self.x  # d(ln x)/dx = 1/x
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        self.y = self.xp.sqrt(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy / (2 * self.y)  # d(sqrt x)/dx = 1/(2 sqrt x)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.y = self.xp.tanh(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * (1 - self.y * self.y)  # d(tanh x)/dx = 1 - tanh^2 x
+
+
+class ReLU(Function):
+    def forward(self, x):
+        self.positive = x > 0
+        return x * self.positive
+
+    def backward(self, gy):
+        return gy * self.positive  # 1 where x > 0, else 0
+
+
+class MatMul(Function):
+    """a @ b with NumPy's rules: batched, broadcasting batch axes, 1-D operands promoted and dropped."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, gy):
+        xp, a, b = self.xp, self.a, self.b
+        # Promote 1-D operands as matmul did: a (n,) -> (1, n), b (n,) -> (n, 1), and restore the axes
+        # the product dropped from gy.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = gy
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        ga = gb = None
+        if self.needs_grad[0]:
+            ga = g2 @ xp.swapaxes(b2, -1, -2)  # dL/dA = dL/dY B^T
+            ga = sum_to(ga, a2.shape).reshape(a.shape)
+        if self.needs_grad[1]:
+            if b2.ndim == 2 and a2.ndim > 2:
+                # b was broadcast over a's batch axes: fold them into rows, one GEMM, no (batch, n, m) temporary
+                gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])
+            else:
+                gb = sum_to(xp.swapaxes(a2, -1, -2) @ g2, b2.shape)  # dL/dB = A^T dL/dY
+            gb = gb.reshape(b.shape)
+        return ga, gb
+
+
+class Cast(Function):
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def forward(self, x):
+        self.x_dtype = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.x_dtype)
+
+
+# ---- user-facing functions -------------------------------------------------------------------------
+
+def add(a, b) -> Tensor:
+    a = a if isinstance(a, Tensor) else as_tensor(a, b)
+    return Add()(a, as_tensor(b, a))
+
+
+def sub(a, b) -> Tensor:
+    a = a if isinstance(a, Tensor) else as_tensor(a, b)
+    return Sub()(a, as_tensor(b, a))
+
+
+def mul(a, b) -> Tensor:
+    a = a if isinstance(a, Tensor) else as_tensor(a, b)
+    return Mul()(a, as_tensor(b, a))
+
+
+def div(a, b) -> Tensor:
+    a = a if isinstance(a, Tensor) else as_tensor(a, b)
+    return Div()(a, as_tensor(b, a))
+
+
+def neg(x: Tensor) -> Tensor:
+    return Neg()(x)
+
+
+def pow(x: Tensor, exponent) -> Tensor:
+    """x ** exponent; the exponent is a Python number (a tensor exponent goes through exp and log)."""
+    if isinstance(exponent, Tensor):
+        raise TypeError("pow: the exponent must be a Python number; for a tensor exponent use exp(b * log(x))")
+    return Pow(exponent)(x)
+
+
+def rpow(x: Tensor, base) -> Tensor:
+    """base ** x for a Python number base > 0, as exp(x ln base)."""
+    if base <= 0:
+        raise ValueError(f"pow: a number base must be positive to raise it to a tensor, got {base}")
+    return exp(x * float(np.log(base)))
+
+
+def exp(x: Tensor) -> Tensor:
+    return Exp()(x)
+
+
+def log(x: Tensor) -> Tensor:
+    return Log()(x)
+
+
+def sqrt(x: Tensor) -> Tensor:
+    return Sqrt()(x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    return Tanh()(x)
+
+
+def relu(x: Tensor) -> Tensor:
+    return ReLU()(x)
+
+
+def matmul(a, b) -> Tensor:
+    a = a if isinstance(a, Tensor) else as_tensor(a, b)
+    b = as_tensor(b, a)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"MatMul: operands must have at least one dimension, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        raise ValueError(f"MatMul: shapes {a.shape} @ {b.shape}: inner dimensions "
+                         f"{a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]} differ")
+    return MatMul()(a, b)
+
+
+def cast(x: Tensor, dtype) -> Tensor:
+    if np.dtype(dtype) == x.dtype:
+        return x
+    return Cast(dtype)(x)

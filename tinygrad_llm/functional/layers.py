@@ -1,0 +1,106 @@
+"""The layers' operations: linear, embedding, layer_norm."""
+from __future__ import annotations
+
+from tinygrad_llm import backend
+from tinygrad_llm.functional._common import raw
+from tinygrad_llm.tensor import Function, Tensor
+
+
+class Linear(Function):
+    """y = x W^T + b with W of shape (out, in), as torch.nn.Linear; x is (..., in)."""
+
+    def forward(self, x, weight, bias=None):
+        self.x, self.weight = x, weight
+        y = x @ weight.T  # (..., in) @ (in, out) -> (..., out)
+        if bias is not None:
+            y += bias
+        return y
+
+    def backward(self, gy):
+        x, w = self.x, self.weight
+        gx = gy @ w if self.needs_grad[0] else None  # dL/dx = gy W
+        gy2 = gy.reshape(-1, gy.shape[-1])  # (N, out): fold the batch axes into rows
+        gw = gy2.T @ x.reshape(-1, x.shape[-1]) if self.needs_grad[1] else None  # dL/dW = gy^T x
+        gb = gy2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None  # dL/db = sum gy
+        return gx, gw, gb
+
+
+class Embedding(Function):
+    """weight[ids]: row lookup; the backward adds each row's gradient into the rows it was read from."""
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def forward(self, weight):
+        self.weight_shape, self.weight_dtype = weight.shape, weight.dtype
+        return weight[self.ids]  # (..., ) ids -> (..., dim)
+
+    def backward(self, gy):
+        gw = self.xp.zeros(self.weight_shape, dtype=self.weight_dtype)
+        backend.scatter_add(gw, self.ids.reshape(-1), gy.reshape(-1, self.weight_shape[1]))  # repeated ids sum
+        return gw
+
+
+class LayerNorm(Function):
+    """Normalise over the last axis, then scale and shift: y = (x - mean) / sqrt(var + eps) * w + b."""
+
+    def __init__(self, eps: float, has_weight: bool, has_bias: bool):
+        self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
+
+    def forward(self, x, *affine):
+        xp = self.xp
+        mean = x.mean(axis=-1, keepdims=True)
+        centered = x - mean
+        var = (centered * centered).mean(axis=-1, keepdims=True)  # two passes: no cancellation
+        self.rstd = 1.0 / xp.sqrt(var + self.eps)
+        self.xhat = centered * self.rstd
+        self.weight = affine[0] if self.has_weight else None
+        y = self.xhat * self.weight if self.has_weight else self.xhat.copy()
+        if self.has_bias:
+            y += affine[-1]
+        return y
+
+    def backward(self, gy):
+        xhat, rstd = self.xhat, self.rstd
+        gxhat = gy * self.weight if self.has_weight else gy
+        # xhat = (x - mean) rstd  =>  dx = rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat))
+        gx = rstd * (gxhat - gxhat.mean(axis=-1, keepdims=True)
+                     - xhat * (gxhat * xhat).mean(axis=-1, keepdims=True))
+        grads = [gx]
+        rows = gy.reshape(-1, gy.shape[-1])
+        if self.has_weight:
+            grads.append((rows * xhat.reshape(rows.shape)).sum(axis=0))  # dL/dw = sum gy xhat
+        if self.has_bias:
+            grads.append(rows.sum(axis=0))  # dL/db = sum gy
+        return tuple(grads)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias; weight is (out_features, in_features)."""
+    if weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} needs a weight of shape (out, {x.shape[-1]}), "
+                         f"got {weight.shape}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias of shape {bias.shape}, expected ({weight.shape[0]},)")
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return Linear()(*inputs)
+
+
+def embedding(ids, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` (num_embeddings, dim) selected by integer ``ids`` of any shape."""
+    ids = raw(ids, backend.get_array_module(weight.data))
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= weight.shape[0]):
+        bad = int(ids.max()) if int(ids.max()) >= weight.shape[0] else int(ids.min())
+        raise IndexError(f"embedding: id {bad} is outside [0, {weight.shape[0]}) for a table of shape {weight.shape}")
+    return Embedding(ids)(weight)
+
+
+def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Layer normalisation over the last axis (biased variance, as GPT-2 and torch.nn.LayerNorm)."""
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != (x.shape[-1],):
+            raise ValueError(f"layer_norm: {name} of shape {p.shape}, expected ({x.shape[-1]},) for input {x.shape}")
+    affine = [p for p in (weight, bias) if p is not None]
+    return LayerNorm(eps, weight is not None, bias is not None)(x, *affine)

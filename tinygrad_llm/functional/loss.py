@@ -1,0 +1,69 @@
+"""cross_entropy: the language-modelling loss, computed through a stable logsumexp."""
+from __future__ import annotations
+
+from tinygrad_llm import backend
+from tinygrad_llm.functional._common import raw
+from tinygrad_llm.tensor import Function, Tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class CrossEntropy(Function):
+    """-log softmax(logits)[target] per row of (N, C) logits; rows whose target is ignore_index count 0."""
+
+    def __init__(self, targets, ignore_index: int, reduction: str):
+        self.targets, self.ignore_index, self.reduction = targets, ignore_index, reduction
+
+    def forward(self, logits):
+        xp = self.xp
+        self.valid = self.targets != self.ignore_index
+        self.safe_targets = xp.where(self.valid, self.targets, 0)
+        m = logits.max(axis=-1, keepdims=True)
+        self.lse = xp.log(xp.exp(logits - m).sum(axis=-1, keepdims=True)) + m  # logsumexp, max subtracted
+        self.logits = logits
+        picked = xp.take_along_axis(logits, self.safe_targets[:, None], axis=-1)
+        losses = ((self.lse - picked)[:, 0] * self.valid).astype(logits.dtype)
+        self.count = int(self.valid.sum())
+        if self.reduction == "none":
+            return losses
+        total = losses.sum()
+        if self.reduction == "sum":
+            return total
+        return total / self.count if self.count else xp.asarray(xp.nan, dtype=logits.dtype)
+
+    def backward(self, gy):
+        xp = self.xp
+        # d(lse - x_t)/dx = softmax(x) - onehot(t), for the rows that count
+        g = xp.exp(self.logits - self.lse)
+        rows = xp.arange(g.shape[0])
+        g[rows, self.safe_targets] -= 1
+        if self.reduction == "none":
+            scale = (gy * self.valid)[:, None]
+        else:
+            scale = self.valid[:, None] * (gy / self.count if self.reduction == "mean" and self.count else gy)
+        return g * scale.astype(g.dtype)
+
+
+def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of (..., C) logits against integer targets of shape (...).
+
+    Classes are on the last axis (as GPT logits (B, T, vocab)); ``reduction='mean'`` averages over the
+    targets that are not ``ignore_index``, ``'sum'`` adds them, ``'none'`` returns one loss per target.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    xp = backend.get_array_module(logits.data)
+    targets = raw(targets, xp)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
+                         f"{logits.shape[:-1]}, got {targets.shape}")
+    n_classes = logits.shape[-1]
+    flat = targets.reshape(-1)
+    valid = flat[flat != ignore_index]
+    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= n_classes):
+        bad = int(valid.max()) if int(valid.max()) >= n_classes else int(valid.min())
+        raise IndexError(f"cross_entropy: target {bad} is outside [0, {n_classes}) (ignore_index={ignore_index})")
+    loss = CrossEntropy(flat, ignore_index, reduction)(logits.reshape(-1, n_classes))
+    return loss.reshape(targets.shape) if reduction == "none" else loss

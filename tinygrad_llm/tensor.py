@@ -1,0 +1,356 @@
+"""Tensor, the Function protocol, and reverse-mode differentiation.
+
+A ``Tensor`` wraps one raw array (``numpy.ndarray`` or ``cupy.ndarray``). Every differentiable
+operation is a ``Function`` subclass (they live in ``tinygrad_llm.functional``) with ``forward`` and
+``backward`` side by side, both on raw arrays::
+
+    class Exp(Function):
+        def forward(self, x):
+            self.y = self.xp.exp(x)
+            return self.y
+
+        def backward(self, gy):
+            return gy * self.y  # d/dx e^x = e^x
+
+Calling a Function on tensors runs ``forward`` and, when some input requires a gradient and grad mode
+is on, records the Function as the output's creator. ``Tensor.backward`` walks those records in reverse
+topological order (iteratively, so a chain of any length works), hands each Function the gradient of its
+output, and accumulates what it returns into its inputs.
+
+The operators and methods of Tensor (``+``, ``@``, ``sum``, ``reshape``, indexing, ...) are installed by
+``tinygrad_llm.functional``, which holds every operation, as DeZero's ``setup_variable`` does.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from tinygrad_llm import backend
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Within this block no operation is recorded: outputs never require a gradient."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    """Re-enable recording inside a ``no_grad`` block."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class Function:
+    """One differentiable operation: ``forward(*arrays) -> array`` and ``backward(gy) -> grads``.
+
+    ``forward`` receives the raw arrays of the inputs (and the Function's own parameters, set in
+    ``__init__``), keeps on ``self`` only what ``backward`` needs, and returns one array.
+    ``backward`` receives the gradient of the output (an array of the output's shape) and returns one
+    gradient per input, each of that input's shape, or None where no gradient is needed
+    (``self.needs_grad[i]`` says which inputs want one). ``self.xp`` is numpy or cupy.
+    """
+
+    xp = np
+    inputs: tuple = ()
+    needs_grad: tuple = ()
+
+    def __call__(self, *inputs: "Tensor") -> "Tensor":
+        first = inputs[0].data
+        self.xp = xp = backend.get_array_module(first)
+        if xp is not np or backend._cupy is not None:
+            _check_same_device(self, inputs)
+        try:
+            y = self.forward(*[x.data for x in inputs])
+        except ValueError as exc:  # NumPy's broadcast/matmul errors, restated with the operation's name
+            if str(exc).startswith(self.name):
+                raise
+            described = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in inputs)
+            raise ValueError(f"{self.name}: inputs of shapes {described}: {exc}") from None
+        if _grad_enabled:
+            needs_grad = tuple(x.requires_grad for x in inputs)
+            if any(needs_grad):
+                out = Tensor._from_op(y, self)
+                self.inputs = inputs
+                self.needs_grad = needs_grad
+                return out
+        return Tensor._from_op(y, None)
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, gy):
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+def _check_same_device(fn: Function, inputs) -> None:
+    devices = {backend.device_of(x.data) for x in inputs}
+    if len(devices) > 1:
+        described = ", ".join(f"{backend.device_of(x.data)} {tuple(x.shape)}" for x in inputs)
+        raise RuntimeError(f"{fn.name}: inputs are on different devices ({described}); "
+                           f"move them to one device with .to(device)")
+
+
+class Tensor:
+    """An n-dimensional array that remembers how it was computed.
+
+    Args:
+        data: a number, nested list, numpy or cupy array, or Tensor.
+        requires_grad: record operations on this tensor so ``backward`` can give it a ``.grad``.
+        dtype: numpy dtype; float data defaults to float32 unless an array already is float64/float16.
+        device: "cpu" or "cuda"; default from ``TINYGRAD_LLM_DEVICE``, or the device of an array given.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_creator", "_retains_grad", "_hooks", "__weakref__")
+    __array_priority__ = 100  # numpy_array + tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if device is None and backend.device_of(data) == "cuda":
+            device = "cuda"
+        device = backend.check_device(device)
+        xp = backend.xp_for(device)
+        dtype = np.dtype(dtype) if dtype is not None else backend.result_dtype(data)
+        data = backend.to_device(data, device) if hasattr(data, "dtype") else data
+        self.data = xp.asarray(data, dtype=dtype)
+        self.grad = None
+        self._creator = None
+        self._retains_grad = False
+        self._hooks = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _from_op(cls, data, creator: Function | None) -> "Tensor":
+        """The fast constructor used by Functions: no conversion, no checks."""
+        t = object.__new__(cls)
+        t.data = data
+        t.grad = None
+        t._creator = creator
+        t.requires_grad = creator is not None
+        t._retains_grad = False
+        t._hooks = None
+        return t
+
+    # --- attributes -----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._creator is None
+
+    @property
+    def creator(self) -> Function | None:
+        """The Function that produced this tensor (None for a leaf)."""
+        return self._creator
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(backend.to_numpy(self.data), separator=", ", prefix="Tensor(")
+        extras = [f"dtype={self.dtype}"]
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self._creator is not None:
+            extras.append(f"grad_fn={self._creator.name}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return f"Tensor({body}, {', '.join(extras)})"
+
+    __hash__ = object.__hash__  # == is elementwise, so hash by identity
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        return int(self.item())
+
+    # --- conversion -----------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The data as a numpy array (a copy from the GPU; the array itself on the CPU)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): tensor of shape {self.shape} has {self.data.size} elements, expected 1")
+        return self.data.item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph."""
+        return Tensor._from_op(self.data, None)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype} "
+                            f"for a tensor of shape {self.shape}")
+        if not requires_grad and self._creator is not None:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use .detach() instead")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on this intermediate tensor after backward (leaves always keep theirs)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require a gradient")
+        self._retains_grad = True
+
+    def register_hook(self, fn) -> None:
+        """Call ``fn(grad)`` when this tensor's gradient is complete; a non-None return replaces it."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook() on a tensor that does not require a gradient")
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(fn)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # --- differentiation ------------------------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into ``.grad`` of every leaf that requires a gradient.
+
+        ``grad`` seeds the traversal (ones for a one-element tensor). The graph is released afterwards
+        unless ``retain_graph``, so memory stays flat over thousands of steps.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require a gradient "
+                               "(no input had requires_grad=True, or it was computed under no_grad())")
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a one-element tensor, got shape "
+                                   f"{self.shape}: pass grad= of that shape, or reduce with .sum()/.mean()")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(): gradient of shape {grad.shape} for a tensor of shape {self.shape}")
+        _run_backward(self, grad, retain_graph)
+
+
+def _topological_order(root: Tensor) -> list:
+    """Tensors reachable from root through creators, every tensor after all the tensors it feeds."""
+    order, visited = [], {id(root)}
+    stack = [(root, False)]
+    while stack:
+        tensor, expanded = stack.pop()
+        if expanded:
+            order.append(tensor)
+            continue
+        stack.append((tensor, True))
+        creator = tensor._creator
+        if creator is None:
+            continue
+        if creator.inputs is None:
+            raise RuntimeError(f"backward() through {creator.name} a second time: its graph was released "
+                               "after the first backward; pass retain_graph=True to the first call")
+        for x in creator.inputs:
+            if x.requires_grad and id(x) not in visited:
+                visited.add(id(x))
+                stack.append((x, False))
+    order.reverse()  # root first
+    return order
+
+
+def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
+    grads = {id(root): seed}  # gradient flowing into each tensor, summed over its uses
+    owned = set()  # ids of tensors whose gradient above was summed here: safe to add into in place
+    stored = set()  # ids of arrays kept as some tensor's .grad: never alias them twice
+    for tensor in _topological_order(root):
+        g = grads.pop(id(tensor), None)
+        if g is None:
+            continue
+        if tensor._hooks:
+            for hook in tensor._hooks:
+                replaced = hook(g)
+                if replaced is not None:
+                    g = replaced.data if isinstance(replaced, Tensor) else replaced
+        creator = tensor._creator
+        if creator is None or tensor._retains_grad:
+            if tensor.grad is None:
+                if id(g) in stored or getattr(g, "base", None) is not None:
+                    g = g.copy()
+                tensor.grad = g
+                stored.add(id(g))
+            else:
+                tensor.grad += g  # accumulate across backward calls (gradient accumulation)
+        if creator is None:
+            continue
+        input_grads = creator.backward(g)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        for x, gx, needed in zip(creator.inputs, input_grads, creator.needs_grad):
+            if not needed or gx is None:
+                continue
+            if gx.shape != x.data.shape:
+                raise RuntimeError(f"{creator.name}.backward returned a gradient of shape {gx.shape} "
+                                   f"for an input of shape {x.data.shape}")
+            if gx.dtype != x.data.dtype:
+                gx = gx.astype(x.data.dtype)
+            key = id(x)
+            previous = grads.get(key)
+            if previous is None:
+                grads[key] = gx
+            elif key in owned:
+                previous += gx
+            else:
+                grads[key] = previous + gx
+                owned.add(key)
+        if not retain_graph:
+            _release(creator)
+
+
+def _release(fn: Function) -> None:
+    """Drop a Function's inputs and saved arrays so the graph behind it can be freed."""
+    fn.__dict__.clear()
+    fn.inputs = None
