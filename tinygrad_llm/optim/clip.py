@@ -1,0 +1,45 @@
+"""Gradient clipping by global L2 norm, as ``torch.nn.utils.clip_grad_norm_``."""
+from __future__ import annotations
+
+import math
+
+from tinygrad_llm import backend
+
+
+def clip_grad_norm_(parameters, max_norm: float, error_if_nonfinite: bool = False) -> float:
+    """Scale all gradients together so that their global L2 norm is at most ``max_norm``; return the norm.
+
+    total_norm = √(Σ_p ‖g_p‖²) over every parameter with a gradient (None gradients are skipped).
+    When total_norm > max_norm every gradient is multiplied by ``max_norm / (total_norm + 1e-6)``, as
+    PyTorch (the 1e-6 guards a zero norm); otherwise they are left as they are. Returns the norm before
+    clipping, as a Python float — log it to watch for spikes.
+
+    Non-finite norm (an inf or NaN somewhere in the gradients): the gradients are left untouched and
+    the non-finite norm is returned, so the caller can skip the step or stop with a clear message
+    (PyTorch would scale them by 0 or NaN instead); ``error_if_nonfinite=True`` raises a RuntimeError.
+    """
+    if hasattr(parameters, "data") and hasattr(parameters, "grad"):
+        parameters = [parameters]
+    grads = [p.grad for p in parameters if p.grad is not None]
+    max_norm = float(max_norm)
+    if not max_norm > 0 or not math.isfinite(max_norm):
+        raise ValueError(f"clip_grad_norm_: max_norm must be a finite number > 0, got {max_norm}")
+    if not grads:
+        return 0.0
+    # Sum the squares of each gradient's own norm (each computed in its dtype, as PyTorch does).
+    squares = 0.0
+    for g in grads:
+        xp = backend.get_array_module(g)
+        norm = float(xp.linalg.norm(g.ravel()))
+        squares += norm * norm
+    total_norm = math.sqrt(squares)
+    if not math.isfinite(total_norm):
+        if error_if_nonfinite:
+            raise RuntimeError(f"clip_grad_norm_: the total norm of the gradients is {total_norm}; "
+                               "some gradient has an inf or NaN")
+        return total_norm
+    clip_coef = max_norm / (total_norm + 1e-6)
+    if clip_coef < 1.0:
+        for g in grads:
+            g *= clip_coef
+    return total_norm
