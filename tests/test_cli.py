@@ -1,0 +1,153 @@
+"""The tinygrad-llm command end to end on a tiny model, and its bad-input contract:
+one line on stderr, a non-zero exit, no traceback."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tinygrad_llm.cli import main
+
+TINY = ["--preset", "tiny", "--context-length", "16", "--batch-size", "4", "--eval-iters", "2",
+        "--sample-tokens", "8", "--warmup-steps", "0"]
+
+
+def run_cli(*args, stdin: str | None = None, cwd=None):
+    """The command in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TINYGRAD_LLM_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "tinygrad_llm", *map(str, args)], capture_output=True,
+                          text=True, input=stdin, cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run trained by the CLI on a small text file: 6 steps."""
+    root = tmp_path_factory.mktemp("cli")
+    (root / "story.txt").write_text("the cat sat on the mat. the dog sat on the log. " * 80)
+    code = main(["train", "--data", str(root / "story.txt"), "--out", str(root / "run"), "--max-steps", "6",
+                 "--eval-interval", "3", *TINY])
+    assert code == 0
+    return root
+
+
+def test_train_writes_the_run_folder(trained, capsys):
+    run = trained / "run"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "log.jsonl", "losses.png"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6]
+    assert json.loads((run / "config.json").read_text())["vocab_size"] == len(set("the cat sat on mat. dog log"))
+
+
+def test_generate_streams_a_continuation(trained, capsys):
+    assert main(["generate", "--checkpoint", str(trained / "run"), "--prompt", "the ", "--max-new-tokens", "12",
+                 "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("the ") and len(first.rstrip("\n")) == len("the ") + 12  # char tokens: one char each
+    main(["generate", "--checkpoint", str(trained / "run"), "--prompt", "the ", "--max-new-tokens", "12",
+          "--seed", "3", "--no-cache"])
+    assert capsys.readouterr().out == first  # the KV cache changes nothing but speed
+
+
+def test_chat_answers_each_line(trained):
+    result = run_cli("chat", "--checkpoint", trained / "run", "--max-new-tokens", "5", "--temperature", "0",
+                     stdin="the cat\nthe dog\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and len(lines[0]) == 5 and len(lines[1]) == 5
+
+
+def test_info_reports_parameters_and_memory(capsys):
+    assert main(["info", "--preset", "gpt2-small"]) == 0
+    out = capsys.readouterr().out
+    assert "163,009,536" in out and "124,412,160" in out and "training memory" in out
+    assert main(["info", "--list"]) == 0
+    assert "gpt2-xl" in capsys.readouterr().out
+
+
+def test_resume_continues_exactly(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("abcdefghij klmnopqrst uvwxyz. " * 60)
+    common = ["--data", str(text), "--eval-interval", "2", "--lr", "3e-3", "--min-lr", "3e-3", "--dropout", "0.1",
+              *TINY]
+    assert main(["train", "--out", str(tmp_path / "straight"), "--max-steps", "6", *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "split"), "--max-steps", "4", *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "split"), "--max-steps", "6", "--resume", *common]) == 0
+
+    def losses(run):
+        return [(r["step"], r["train_loss"], r["val_loss"]) for r in
+                map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())]
+
+    assert losses("straight") == losses("split")
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "chat", "info"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"])
+    assert stop.value.code == 0
+    assert "usage: tinygrad-llm " + command in capsys.readouterr().out
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    for fragment in fragments:
+        assert fragment in last, (fragment, result.stderr)
+
+
+def test_bad_data_files(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes(b"na\xefve text")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "short.txt").write_text("too short")
+    cases = [
+        (tmp_path / "missing.txt", ["missing.txt", "no such file"]),
+        (tmp_path / "empty.txt", ["empty.txt", "empty"]),
+        (tmp_path / "latin1.txt", ["latin1.txt", "byte offset 2"]),
+        (tmp_path / "image.png", ["image.png", "binary"]),
+        (tmp_path / "nothing", ["nothing", "no text files"]),
+        (tmp_path / "short.txt", ["fewer than one window", "--context-length"]),
+    ]
+    for path, fragments in cases:
+        assert_one_line_error(run_cli("train", "--data", path, "--out", tmp_path / "out", "--max-steps", "1", *TINY),
+                              "tinygrad-llm train: error:", *fragments)
+
+
+def test_bad_arguments(tmp_path, trained):
+    story = trained / "story.txt"
+    assert_one_line_error(run_cli("train", "--data", story, "--preset", "huge", "--out", tmp_path / "a"),
+                          "unknown GPT preset 'huge'")
+    assert_one_line_error(run_cli("train", "--data", story, "--lr", "nan"), "--lr", "finite")
+    assert_one_line_error(run_cli("train", "--data", story, "--out", tmp_path / "b", "--batch-size", "100000",
+                                  "--max-steps", "1", "--preset", "tiny", "--context-length", "16"),
+                          "fewer than one batch")
+    assert_one_line_error(run_cli("train", "--data", story, "--out", tmp_path / "none", "--resume", *TINY),
+                          "--resume: no checkpoint in")
+    assert_one_line_error(run_cli("train", "--data", story, "--out", trained / "run", *TINY), "already holds a run")
+
+
+def test_bad_checkpoints(tmp_path, trained):
+    import shutil
+
+    assert_one_line_error(run_cli("generate", "--checkpoint", tmp_path / "nowhere", "--prompt", "x"), "no such")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(trained / "run" / "config.json", partial)
+    assert_one_line_error(run_cli("generate", "--checkpoint", partial, "--prompt", "x"), "model.safetensors", "missing")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(trained / "run", truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert_one_line_error(run_cli("generate", "--checkpoint", truncated, "--prompt", "x"), "model.safetensors")
+    reshaped = tmp_path / "reshaped"
+    shutil.copytree(trained / "run", reshaped)
+    config = json.loads((reshaped / "config.json").read_text())
+    (reshaped / "config.json").write_text(json.dumps({**config, "emb_dim": 32}))
+    assert_one_line_error(run_cli("generate", "--checkpoint", reshaped, "--prompt", "x"), "model.safetensors", "shape")

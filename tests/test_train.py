@@ -1,0 +1,106 @@
+"""The training loop: it learns, resumes bit for bit, and stops cleanly on a non-finite loss."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import tinygrad_llm as tl
+from tinygrad_llm.checkpoint import load_checkpoint
+from tinygrad_llm.data import GPTDataset
+from tinygrad_llm.model import GPTConfig, GPTModel
+from tinygrad_llm.train.corpus import CorpusError, builtin_corpus, load_corpus, read_text_file
+from tinygrad_llm.train.trainer import Trainer, TrainConfig, TrainingError, read_log
+
+CONFIG = GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1)
+
+
+def make_trainer(out, seed=0, **overrides) -> Trainer:
+    """A small model on a repeating pattern with noise; dropout on, so generator state matters."""
+    tl.manual_seed(seed)
+    rng = np.random.default_rng(1)
+    ids = (np.arange(600) * 7 % 32 + (rng.random(600) < 0.1)) % 32
+    settings = dict(max_steps=12, batch_size=4, lr=3e-3, warmup_steps=3, eval_interval=4, eval_iters=2,
+                    grad_accum=2, seed=seed)
+    settings.update(overrides)
+    model = GPTModel(CONFIG)
+    return Trainer(model, GPTDataset(ids[:500], 8, stride=3), GPTDataset(ids[500:], 8), TrainConfig(**settings),
+                   out, log=lambda message: None)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=40, eval_interval=20)
+    _, initial_val_loss = trainer.evaluate()
+    history = trainer.fit()
+    assert initial_val_loss > 3.0  # about ln(32): an untrained model knows nothing
+    assert history[-1]["val_loss"] < initial_val_loss - 0.3
+    assert [r["step"] for r in history] == [20, 40]
+    assert set(history[0]) == {"step", "tokens_seen", "train_loss", "val_loss", "lr", "elapsed_s"}
+    assert history[-1]["tokens_seen"] == 40 * 2 * 4 * 8  # steps x micro-batches x batch x context
+
+
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit()
+    interrupted = make_trainer(tmp_path / "resumed")
+    interrupted.fit(stop_after=6)  # between evaluations: a checkpoint at step 6, as Ctrl-C leaves
+    resumed = make_trainer(tmp_path / "resumed", seed=99)  # another seed: everything must come from the checkpoint
+    assert resumed.load_state() == 6
+    resumed.fit()
+    assert read_log(tmp_path / "straight") == [
+        {**r, "elapsed_s": s["elapsed_s"]} for r, s in zip(read_log(tmp_path / "resumed"), read_log(tmp_path / "straight"))]
+    for name, value in straight.model.state_dict().items():
+        np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)
+
+
+def test_log_and_plot_and_checkpoint_files(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=8, keep_last=1)
+    trainer.fit()
+    for name in ("model.safetensors", "config.json", "log.jsonl"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in (tmp_path / "checkpoints").glob("ckpt-*")] == ["ckpt-000008"]
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.step == 8 and ckpt.trainer_state["tokens_seen"] == 8 * 2 * 4 * 8
+    assert GPTConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == CONFIG
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint_kept(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.fit(stop_after=4)
+    trainer.model.out_head.weight.data[...] = np.nan
+    with pytest.raises(TrainingError, match=r"became nan at step 5.*last good checkpoint"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path).step == 4
+    assert np.isfinite(load_checkpoint(tmp_path).model_state["out_head.weight"]).all()
+
+
+def test_bad_configurations_are_named():
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr must be a finite"):
+        TrainConfig(lr=float("nan"))
+    model = GPTModel(CONFIG)
+    with pytest.raises(TrainingError, match="fewer than one batch"):
+        Trainer(model, GPTDataset(np.arange(20) % 32, 8), GPTDataset(np.arange(20) % 32, 8),
+                TrainConfig(batch_size=64), "unused")
+
+
+def test_corpus_reading(tmp_path):
+    assert "assert" in builtin_corpus() and len(builtin_corpus()) > 100_000
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(CorpusError, match="empty.txt: the file is empty"):
+        read_text_file(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(CorpusError, match="not valid UTF-8 at byte offset 3"):
+        read_text_file(tmp_path / "latin1.txt")
+    (tmp_path / "blob.bin").write_bytes(b"PK\x03\x04\x00\x00")
+    with pytest.raises(CorpusError, match="looks binary"):
+        read_text_file(tmp_path / "blob.bin")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(CorpusError, match="no text files"):
+        load_corpus(tmp_path / "folder")
+    (tmp_path / "folder" / "b.txt").write_text("second")
+    (tmp_path / "folder" / "a.md").write_text("first")
+    assert load_corpus(tmp_path / "folder")[0] == "first\n\nsecond"

@@ -1,0 +1,57 @@
+"""The ``tinygrad-llm`` command (also ``python -m tinygrad_llm``): train, generate, chat, info.
+
+Errors in what the user gave (a missing file, a bad number, a checkpoint that does not fit) end the
+command with one line on stderr and exit status 1 (2 for a usage error), never a traceback;
+TINYGRAD_LLM_DEBUG=1 shows the traceback for bug reports.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tinygrad_llm import __version__
+
+COMMANDS = ("train", "generate", "chat", "info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tinygrad_llm.cli import generate, info, train
+
+    parser = argparse.ArgumentParser(
+        prog="tinygrad-llm",
+        description="Train a GPT from scratch on your text, then generate from it. Every gradient is "
+                    "computed by tinygrad_llm's own NumPy/CuPy autograd engine.",
+        epilog="Run 'tinygrad-llm COMMAND --help' for a command's options. With no --data, 'train' uses "
+               "Python's own help texts, so a first run needs no download.",
+    )
+    parser.add_argument("--version", action="version", version=f"tinygrad-llm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    train.add_parser(sub)
+    generate.add_generate_parser(sub)
+    generate.add_chat_parser(sub)
+    info.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # bad input: one line, no traceback
+        if os.environ.get("TINYGRAD_LLM_DEBUG"):
+            raise
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, MemoryError):
+            message = "out of memory: use a smaller --batch-size, --context-length or model"
+        print(f"tinygrad-llm {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def fail(message: str):
+    """Stop the command with a one-line error (raised as ValueError, printed by ``main``)."""
+    raise ValueError(message)

@@ -1,0 +1,86 @@
+"""Arguments and loading shared by the commands."""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_device_argument(parser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="where to compute (default: $TINYGRAD_LLM_DEVICE or cpu); cuda needs CuPy")
+
+
+def add_sampling_arguments(parser) -> None:
+    parser.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate (default 200)")
+    parser.add_argument("--temperature", type=nonnegative_float, default=0.8,
+                        help="0 is greedy; higher is more random (default 0.8)")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top-p", type=finite_float, default=None,
+                        help="nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1]")
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    parser.add_argument("--no-cache", action="store_true", help="recompute the whole context each step (no KV cache)")
+
+
+def load_model_and_tokenizer(checkpoint, device: str | None):
+    """The model, its tokenizer and a description, from a run folder (config.json + model.safetensors
+    [+ tokenizer.json])."""
+    from tinygrad_llm.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, check_state_matches,
+                                         load_model_files)
+    from tinygrad_llm.model import GPTConfig, GPTModel
+    from tinygrad_llm.tokenizer import get_tokenizer, load_tokenizer
+
+    folder = Path(checkpoint)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such checkpoint folder")
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: expected a folder with config.json and model.safetensors")
+    state, config = load_model_files(folder)
+    try:
+        model = GPTModel(GPTConfig.from_dict(config))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: not a model configuration this GPT can build ({exc})") from None
+    check_state_matches(state, model.state_dict(), folder / MODEL_FILE)
+    model.load_state_dict(state)
+    if device:
+        model.to(device)
+    model.eval()
+    tokenizer = load_tokenizer(folder) if (folder / "tokenizer.json").exists() else get_tokenizer("gpt2")
+    return model, tokenizer

@@ -1,0 +1,91 @@
+"""``tinygrad-llm generate`` and ``tinygrad-llm chat``: text from a trained model, streamed as it comes."""
+from __future__ import annotations
+
+import sys
+
+from tinygrad_llm.cli.common import add_device_argument, add_sampling_arguments, load_model_and_tokenizer
+
+
+def add_generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="continue a prompt with a trained model",
+                       description="Continue --prompt with the model saved in --checkpoint, printing tokens as "
+                                   "they are generated.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="a run folder from 'tinygrad-llm train' (config.json + model.safetensors)")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    add_sampling_arguments(p)
+    add_device_argument(p)
+    p.set_defaults(run=run_generate)
+
+
+def add_chat_parser(sub) -> None:
+    p = sub.add_parser("chat", help="type prompts, read continuations (an interactive loop)",
+                       description="An interactive loop: each line you type is continued by the model. "
+                                   "Ctrl-D or 'exit' ends it.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run folder from 'tinygrad-llm train'")
+    add_sampling_arguments(p)
+    add_device_argument(p)
+    p.set_defaults(run=run_chat)
+
+
+def stream_text(token_stream, tokenizer, out=None) -> str:
+    """Print the text of each new token as it arrives; return the whole generated text.
+
+    The text is decoded from all ids so far, so a character split over several byte tokens appears whole
+    (an unfinished one at the end is held back until it completes).
+    """
+    out = out or sys.stdout
+    ids, shown = [], ""
+    for token in token_stream:
+        ids.append(int(token))
+        text = tokenizer.decode(ids)
+        if text.endswith("\ufffd"):
+            continue
+        out.write(text[len(shown):])
+        out.flush()
+        shown = text
+    text = tokenizer.decode(ids)
+    out.write(text[len(shown):])
+    out.flush()
+    return text
+
+
+def _continue(model, tokenizer, prompt: str, args) -> str:
+    import numpy as np
+
+    from tinygrad_llm.generate import generate_stream
+
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty: give some text to continue")
+    return stream_text(generate_stream(model, np.asarray([ids], dtype=np.int64), args.max_new_tokens,
+                                       context_size=model.config.context_length, temperature=args.temperature,
+                                       top_k=args.top_k, top_p=args.top_p, eos_id=getattr(tokenizer, "eot_id", None),
+                                       use_cache=not args.no_cache, seed=args.seed), tokenizer)
+
+
+def run_generate(args) -> int:
+    model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device)
+    sys.stdout.write(args.prompt)
+    _continue(model, tokenizer, args.prompt, args)
+    sys.stdout.write("\n")
+    return 0
+
+
+def run_chat(args) -> int:
+    model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {args.checkpoint} ({model.num_parameters():,} parameters); Ctrl-D or 'exit' to leave")
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            break
+        if line.strip() in ("exit", "quit"):
+            break
+        if not line.strip():
+            continue
+        _continue(model, tokenizer, line, args)
+        sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,54 @@
+"""The book's loss helpers (chapter 5): the loss of one batch, the average over a loader, perplexity."""
+from __future__ import annotations
+
+import math
+
+from tinygrad_llm import backend
+from tinygrad_llm import functional as F
+from tinygrad_llm.tensor import Tensor, no_grad
+
+
+def calc_loss_batch(input_batch, target_batch, model, device: str | None = None) -> Tensor:
+    """Mean cross-entropy of the model's next-token logits against the targets.
+
+    input_batch, target_batch: integer arrays or Tensors (B, T), the targets being the inputs shifted by
+    one; ``device`` moves them to the model's device ("cpu"/"cuda"; default: where the model is).
+    Returns a one-element Tensor (call ``.backward()`` on it to train).
+    """
+    device = device or model.device
+    inputs = backend.to_device(input_batch.data if isinstance(input_batch, Tensor) else input_batch, device)
+    targets = backend.to_device(target_batch.data if isinstance(target_batch, Tensor) else target_batch, device)
+    logits = model(inputs)  # (B, T) -> (B, T, vocab)
+    return F.cross_entropy(logits, targets)  # (B, T, vocab) against (B, T) -> ()
+
+
+def calc_loss_loader(data_loader, model, device: str | None = None, num_batches: int | None = None) -> float:
+    """Average of ``calc_loss_batch`` over the first ``num_batches`` batches of ``data_loader`` (all when None).
+
+    data_loader: any iterable of (inputs, targets) pairs; an empty one gives NaN, as the book. No gradients
+    are recorded (wrap a training step yourself); the model's mode is left as it is.
+    """
+    if num_batches is not None and num_batches < 0:
+        raise ValueError(f"calc_loss_loader: num_batches must be >= 0 or None, got {num_batches}")
+    try:
+        available = len(data_loader)
+    except TypeError:  # a plain iterator: take what it gives
+        available = None
+    if available == 0 or num_batches == 0:
+        return float("nan")
+    if num_batches is not None and available is not None:
+        num_batches = min(num_batches, available)
+    total, count = 0.0, 0
+    with no_grad():
+        for i, (input_batch, target_batch) in enumerate(data_loader):
+            if num_batches is not None and i >= num_batches:
+                break
+            total += calc_loss_batch(input_batch, target_batch, model, device).item()
+            count += 1
+    return total / count if count else float("nan")
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss): the number of tokens the model is, on average, as unsure between as a uniform choice."""
+    loss = float(loss.item() if isinstance(loss, Tensor) else loss)
+    return math.exp(loss) if loss < 709 else float("inf")  # exp overflows a float beyond ~709

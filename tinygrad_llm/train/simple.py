@@ -1,0 +1,61 @@
+"""Chapter 5's training loop, as the book writes it: ``train_model_simple`` and its helpers.
+
+    train_losses, val_losses, tokens_seen = train_model_simple(
+        model, train_loader, val_loader, optimizer, device="cpu", num_epochs=10,
+        eval_freq=5, eval_iter=5, start_context="Every effort moves you", tokenizer=tokenizer)
+
+The configurable loop with checkpoints, schedules and resume is ``Trainer`` (trainer.py).
+"""
+from __future__ import annotations
+
+from tinygrad_llm.generate import generate, text_to_token_ids, token_ids_to_text
+from tinygrad_llm.tensor import no_grad
+from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
+
+
+def evaluate_model(model, train_loader, val_loader, device, eval_iter: int) -> tuple[float, float]:
+    """Mean loss over the first ``eval_iter`` batches of each loader, in eval mode (dropout off)."""
+    was_training = model.training
+    model.eval()
+    with no_grad():
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    model.train(was_training)
+    return train_loss, val_loss
+
+
+def generate_and_print_sample(model, tokenizer, device, start_context: str, max_new_tokens: int = 50) -> str:
+    """Greedy continuation of ``start_context``, printed on one line (as the book) and returned."""
+    context_size = model.config.context_length
+    encoded = text_to_token_ids(start_context, tokenizer)
+    token_ids = generate(model, encoded, max_new_tokens=max_new_tokens, context_size=context_size)
+    text = token_ids_to_text(token_ids, tokenizer)
+    print(text.replace("\n", " "))
+    return text
+
+
+def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
+                       eval_iter: int, start_context: str, tokenizer):
+    """Train for ``num_epochs``; every ``eval_freq`` steps log the train and validation loss.
+
+    Returns (train_losses, val_losses, track_tokens_seen), one entry per evaluation, as the book.
+    """
+    train_losses, val_losses, track_tokens_seen = [], [], []
+    tokens_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            optimizer.step()
+            tokens_seen += input_batch.size
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        generate_and_print_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen

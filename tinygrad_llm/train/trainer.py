@@ -1,0 +1,258 @@
+"""The configurable training loop: schedules, clipping, accumulation, evaluation, checkpoints, exact resume.
+
+    trainer = Trainer(model, train_dataset, val_dataset, TrainConfig(max_steps=2000, lr=1e-3), out_dir="runs/x",
+                      tokenizer=tokenizer)
+    trainer.fit()             # or Trainer.resume(...) to continue the run saved in out_dir
+
+Every ``eval_interval`` steps (and at the end) it evaluates on ``eval_iters`` batches of each split, appends
+a line to ``log.jsonl`` (step, tokens_seen, train_loss, val_loss, lr, elapsed_s), redraws ``losses.png`` and
+writes a checkpoint holding everything a resumed run needs to continue bit for bit: weights, optimizer
+moments, step, the data loader's position and the random generators' states.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinygrad_llm import backend
+from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
+from tinygrad_llm.data import DataLoader
+from tinygrad_llm.files import atomic_write
+from tinygrad_llm.optim import AdamW, clip_grad_norm_, lr_at, param_groups_for_weight_decay
+from tinygrad_llm.tensor import no_grad
+from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
+from tinygrad_llm.train.plot import plot_losses
+
+LOG_FILE, PLOT_FILE = "log.jsonl", "losses.png"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, an impossible configuration); the message says why."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``max_steps`` wins over ``epochs``; one step is ``grad_accum`` micro-batches."""
+
+    max_steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float | None = None  # floor of the cosine decay; None: lr / 10
+    warmup_steps: int = 0
+    weight_decay: float = 0.1
+    betas: tuple = (0.9, 0.999)
+    grad_clip: float | None = 1.0
+    eval_interval: int = 100
+    eval_iters: int = 20
+    seed: int = 1337
+    keep_last: int = 2
+
+    def __post_init__(self):
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "keep_last"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("max_steps", "epochs"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+        if self.lr == 0:
+            raise ValueError("lr must be positive, got 0")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        self.betas = tuple(self.betas)
+
+    @property
+    def floor_lr(self) -> float:
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+
+class Trainer:
+    """Trains ``model`` on windows of ``train_dataset`` (a GPTDataset), evaluating on ``val_dataset``."""
+
+    def __init__(self, model, train_dataset, val_dataset, config: TrainConfig, out_dir, tokenizer=None,
+                 device: str | None = None, log=None):
+        self.model, self.config, self.tokenizer = model, config, tokenizer
+        self.out_dir = Path(out_dir)
+        self.device = device or model.device
+        self.log = log or (lambda message: print(message, flush=True))
+        if len(train_dataset) < config.batch_size:
+            raise TrainingError(f"the training split has {len(train_dataset)} windows, fewer than one batch of "
+                                f"{config.batch_size}: use a smaller --batch-size or --context-length, or more text")
+        if len(val_dataset) == 0:
+            raise TrainingError("the validation split has no full window: use a smaller --context-length or more text")
+        self.train_loader = DataLoader(train_dataset, config.batch_size, shuffle=True, drop_last=True, seed=config.seed)
+        # evaluation always reads the same first batches, in order, and never moves the training position
+        self.train_eval_loader = DataLoader(train_dataset, config.batch_size, shuffle=False, drop_last=False)
+        self.val_eval_loader = DataLoader(val_dataset, config.batch_size, shuffle=False, drop_last=False)
+        self.optimizer = AdamW(param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr,
+                               betas=config.betas)
+        steps_per_epoch = max(len(self.train_loader) // config.grad_accum, 1)
+        self.total_steps = config.max_steps or (config.epochs or 1) * steps_per_epoch
+        self.step, self.tokens_seen, self.elapsed_s = 0, 0, 0.0
+        self.history: list[dict] = []
+        self._batches = None
+        self._saved_step = None
+
+    # --- resume -----------------------------------------------------------------------------------
+    def load_state(self, checkpoint_dir=None) -> int:
+        """Restore weights, optimizer, data position, generators and history from the latest checkpoint
+        of ``checkpoint_dir`` (default: this run's folder). Returns the step it resumes from."""
+        ckpt = load_checkpoint(checkpoint_dir or self.out_dir, expected_state=self.model.state_dict())
+        self.model.load_state_dict(ckpt.model_state)
+        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        state = ckpt.trainer_state
+        self.train_loader.load_state_dict(state["data"])
+        backend.set_rng_state(state["rng"])
+        self.step, self.tokens_seen, self.elapsed_s = state["step"], state["tokens_seen"], state["elapsed_s"]
+        self.history = list(state["history"])
+        self._saved_step = self.step
+        return self.step
+
+    def _trainer_state(self) -> dict:
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
+                "data": self.train_loader.state_dict(), "rng": backend.get_rng_state(),
+                "history": self.history, "train_config": dataclasses.asdict(self.config)}
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current step, then the log and the plot."""
+        self._saved_step = self.step
+        path = save_checkpoint(self.out_dir, self.model.state_dict(), self.model.config.to_dict(),
+                               self.optimizer.state_dict(), self._trainer_state(), keep_last=self.config.keep_last)
+        self._write_log()
+        return path
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def _next_batch(self):
+        """The next training batch; a new epoch (a new shuffled pass) starts when one runs out."""
+        while True:
+            if self._batches is None:
+                self._batches = iter(self.train_loader)
+            try:
+                return next(self._batches)
+            except StopIteration:
+                self._batches = None
+
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        warmup = min(c.warmup_steps, self.total_steps)  # a run shorter than its warmup just warms up
+        return lr_at(step, max_lr=c.lr, total_steps=self.total_steps, warmup_steps=warmup, min_lr=c.floor_lr)
+
+    def train_step(self) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean training loss."""
+        c, model = self.config, self.model
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for _ in range(c.grad_accum):
+            inputs, targets = self._next_batch()
+            loss = calc_loss_batch(inputs, targets, model, self.device)
+            (loss / c.grad_accum).backward()  # .grad sums the micro-batches: the gradient of their mean
+            total += loss.item()
+            self.tokens_seen += inputs.size
+        loss = total / c.grad_accum
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad()
+            raise TrainingError(f"the training loss became {loss} at step {self.step + 1}; stopped without "
+                                f"updating. The last good checkpoint is in {self.out_dir} (lower --lr, or set "
+                                f"--grad-clip)")
+        if c.grad_clip:
+            clip_grad_norm_(model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.step += 1
+        return loss
+
+    def evaluate(self) -> tuple[float, float]:
+        was_training = self.model.training
+        self.model.eval()
+        with no_grad():
+            train_loss = calc_loss_loader(self.train_eval_loader, self.model, self.device, self.config.eval_iters)
+            val_loss = calc_loss_loader(self.val_eval_loader, self.model, self.device, self.config.eval_iters)
+        self.model.train(was_training)
+        return train_loss, val_loss
+
+    def fit(self, stop_after: int | None = None) -> list[dict]:
+        """Train until ``total_steps`` (or until step ``stop_after``, saving there as an interruption would).
+
+        Ctrl-C saves a checkpoint of the last finished step before leaving, so ``resume`` continues it.
+        Returns the evaluation history (the records of log.jsonl).
+        """
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.tokenizer is not None and hasattr(self.tokenizer, "save"):
+            self.tokenizer.save(self.out_dir)  # tokenizer.json beside config.json
+        end = self.total_steps if stop_after is None else min(stop_after, self.total_steps)
+        self.model.train()
+        bar = _progress_bar(self.step, self.total_steps)
+        started = time.perf_counter() - self.elapsed_s
+        try:
+            while self.step < end:
+                loss = self.train_step()
+                self.elapsed_s = time.perf_counter() - started
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{self.tokens_seen / max(self.elapsed_s, 1e-9):,.0f}")
+                if self.step % self.config.eval_interval == 0 or self.step == self.total_steps:
+                    self._evaluate_and_save(bar)
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+            if self.step and self._saved_step != self.step:
+                self.save()
+            self.log(f"interrupted: saved step {self.step} to {self.out_dir}; continue with --resume")
+            raise
+        if bar is not None:
+            bar.close()
+        if self._saved_step != self.step:
+            self.save()  # stopped between evaluations: a checkpoint exactly here, no extra log record
+        return self.history
+
+    def _evaluate_and_save(self, bar) -> None:
+        train_loss, val_loss = self.evaluate()
+        record = {"step": self.step, "tokens_seen": self.tokens_seen, "train_loss": train_loss,
+                  "val_loss": val_loss, "lr": self.lr_at(self.step - 1), "elapsed_s": round(self.elapsed_s, 3)}
+        self.history.append(record)
+        self.save()
+        rate = self.tokens_seen / max(self.elapsed_s, 1e-9)
+        line = (f"step {self.step:>6}/{self.total_steps}  train {train_loss:.4f}  val {val_loss:.4f}  "
+                f"lr {record['lr']:.2e}  {rate:,.0f} tok/s  {self.elapsed_s:.1f}s")
+        if bar is not None:
+            bar.write(line)
+        else:
+            self.log(line)
+
+    def _write_log(self) -> None:
+        with atomic_write(self.out_dir / LOG_FILE, "w") as f:
+            for record in self.history:
+                f.write(json.dumps(record) + "\n")
+        if self.history:
+            plot_losses([r["step"] for r in self.history], [r["tokens_seen"] for r in self.history],
+                        [r["train_loss"] for r in self.history], [r["val_loss"] for r in self.history],
+                        self.out_dir / PLOT_FILE)
+
+
+def _progress_bar(start: int, total: int):
+    """A tqdm bar on a terminal; None when output is redirected (plain log lines instead)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+
+def read_log(out_dir) -> list[dict]:
+    """The records of a run's log.jsonl."""
+    path = Path(out_dir) / LOG_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
