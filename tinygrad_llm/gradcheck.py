@@ -48,14 +48,13 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         original = x.copy()
         if x.size <= ELEMENTWISE_LIMIT:
             numeric = np.zeros(x.shape)
-            flat = x.reshape(-1)  # a view: writing it perturbs the input in place
-            for j in range(flat.size):
-                flat[j] = original.reshape(-1)[j] + eps
+            for j in np.ndindex(x.shape):  # write x itself: x may be a non-contiguous view (x.T)
+                x[j] = original[j] + eps
                 plus = loss()
-                flat[j] = original.reshape(-1)[j] - eps
+                x[j] = original[j] - eps
                 minus = loss()
-                flat[j] = original.reshape(-1)[j]
-                numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+                x[j] = original[j]
+                numeric[j] = (plus - minus) / (2 * eps)
             got = backend.to_numpy(analytic[i])
             _compare(i, got, numeric, atol, rtol, "element")
         else:
@@ -76,7 +75,9 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
 
 
 def _compare(index: int, analytic, numeric, atol: float, rtol: float, unit: str) -> None:
+    analytic, numeric = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, dtype=np.float64)
     error = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+    error = np.where(np.isfinite(error), error, np.inf)  # a NaN or infinite gradient fails, never passes
     if error.size and error.max() > 0:
         worst = np.unravel_index(int(np.argmax(error)), error.shape)
         raise AssertionError(

@@ -72,24 +72,24 @@ class Function:
     needs_grad: tuple = ()
 
     def __call__(self, *inputs: "Tensor") -> "Tensor":
-        first = inputs[0].data
-        self.xp = xp = backend.get_array_module(first)
-        if xp is not np or backend._cupy is not None:
+        if backend._cupy is not None:  # CuPy in use: arrays may live on either device
+            self.xp = backend.get_array_module(inputs[0].data)
             _check_same_device(self, inputs)
+        # else every array is a NumPy array (a CuPy array in a Tensor imports CuPy) and xp stays numpy
         try:
             y = self.forward(*[x.data for x in inputs])
-        except ValueError as exc:  # NumPy's broadcast/matmul errors, restated with the operation's name
+        except (ValueError, IndexError) as exc:  # NumPy's broadcast/axis/index errors, with the operation's name
             if str(exc).startswith(self.name):
                 raise
             described = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in inputs)
-            raise ValueError(f"{self.name}: inputs of shapes {described}: {exc}") from None
+            kind = ValueError if isinstance(exc, ValueError) else IndexError
+            raise kind(f"{self.name}: inputs of shapes {described}: {exc}") from None
         if _grad_enabled:
-            needs_grad = tuple(x.requires_grad for x in inputs)
-            if any(needs_grad):
-                out = Tensor._from_op(y, self)
+            needs_grad = tuple([x.requires_grad for x in inputs])
+            if True in needs_grad:  # record the graph only when some input wants a gradient
                 self.inputs = inputs
                 self.needs_grad = needs_grad
-                return out
+                return Tensor._from_op(y, self)
         return Tensor._from_op(y, None)
 
     def forward(self, *xs):
@@ -280,13 +280,18 @@ class Tensor:
 
 def _topological_order(root: Tensor) -> list:
     """Tensors reachable from root through creators, every tensor after all the tensors it feeds."""
-    order, visited = [], {id(root)}
+    # Depth-first, iterative. A tensor is marked visited when it is expanded, not when it is pushed:
+    # marking at push time could append a tensor shared by two paths before a tensor that feeds it.
+    order, visited = [], set()
     stack = [(root, False)]
     while stack:
         tensor, expanded = stack.pop()
         if expanded:
-            order.append(tensor)
+            order.append(tensor)  # everything it depends on is already in order
             continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
         stack.append((tensor, True))
         creator = tensor._creator
         if creator is None:
@@ -296,7 +301,6 @@ def _topological_order(root: Tensor) -> list:
                                "after the first backward; pass retain_graph=True to the first call")
         for x in creator.inputs:
             if x.requires_grad and id(x) not in visited:
-                visited.add(id(x))
                 stack.append((x, False))
     order.reverse()  # root first
     return order
@@ -305,7 +309,7 @@ def _topological_order(root: Tensor) -> list:
 def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
     grads = {id(root): seed}  # gradient flowing into each tensor, summed over its uses
     owned = set()  # ids of tensors whose gradient above was summed here: safe to add into in place
-    stored = set()  # ids of arrays kept as some tensor's .grad: never alias them twice
+    stored = {id(seed)}  # ids of arrays kept as some tensor's .grad (or the caller's seed): never alias them
     for tensor in _topological_order(root):
         g = grads.pop(id(tensor), None)
         if g is None:
@@ -315,11 +319,16 @@ def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
                 replaced = hook(g)
                 if replaced is not None:
                     g = replaced.data if isinstance(replaced, Tensor) else replaced
+                    if g.shape != tensor.shape:
+                        raise RuntimeError(f"register_hook: the hook returned a gradient of shape {g.shape} "
+                                           f"for a tensor of shape {tensor.shape}")
         creator = tensor._creator
         if creator is None or tensor._retains_grad:
             if tensor.grad is None:
                 if id(g) in stored or getattr(g, "base", None) is not None:
                     g = g.copy()
+                if isinstance(g, np.generic):  # NumPy returns scalars for 0-d results: .grad is an array
+                    g = np.asarray(g)
                 tensor.grad = g
                 stored.add(id(g))
             else:
@@ -332,17 +341,19 @@ def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
         for x, gx, needed in zip(creator.inputs, input_grads, creator.needs_grad):
             if not needed or gx is None:
                 continue
-            if gx.shape != x.data.shape:
+            data = x.data
+            if gx.shape != data.shape:
                 raise RuntimeError(f"{creator.name}.backward returned a gradient of shape {gx.shape} "
-                                   f"for an input of shape {x.data.shape}")
-            if gx.dtype != x.data.dtype:
-                gx = gx.astype(x.data.dtype)
+                                   f"for an input of shape {data.shape}")
+            if gx.dtype != data.dtype:
+                gx = gx.astype(data.dtype)
             key = id(x)
             previous = grads.get(key)
             if previous is None:
                 grads[key] = gx
             elif key in owned:
-                previous += gx
+                previous += gx  # in place; a 0-d result of NumPy is an immutable scalar, hence the store
+                grads[key] = previous
             else:
                 grads[key] = previous + gx
                 owned.add(key)

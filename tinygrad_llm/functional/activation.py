@@ -1,9 +1,13 @@
-"""Activations and dropout: softmax, log_softmax, gelu, dropout (relu is in arithmetic)."""
+"""Activations and dropout: softmax, causal_softmax, log_softmax, gelu, dropout (relu is in arithmetic).
+
+Softmax, CausalSoftmax and GELU run a compiled kernel (``tinygrad_llm.kernels``) when one is available;
+the NumPy lines below them are the reference the kernels are tested against.
+"""
 from __future__ import annotations
 
 import math
 
-from tinygrad_llm import backend
+from tinygrad_llm import backend, kernels
 from tinygrad_llm.tensor import Function, Tensor
 
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -15,14 +19,51 @@ class Softmax(Function):
 
     def forward(self, x):
         xp = self.xp
-        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))  # subtract the max: exp never overflows
-        self.y = e / e.sum(axis=self.axis, keepdims=True)
+        self.last_axis = x.ndim > 0 and self.axis in (-1, x.ndim - 1)  # the kernels work on the last axis
+        self.y = kernels.run("softmax_forward", x) if self.last_axis else None
+        if self.y is None:
+            e = xp.exp(x - x.max(axis=self.axis, keepdims=True))  # subtract the max: exp never overflows
+            self.y = e / e.sum(axis=self.axis, keepdims=True)
         return self.y
 
     def backward(self, gy):
-        # dy_i/dx_j = y_i (delta_ij - y_j)  =>  dx = y * (gy - sum_j gy_j y_j)
-        y = self.y
-        return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
+        gx = kernels.run("softmax_backward", self.y, gy) if self.last_axis else None
+        if gx is None:
+            # dy_i/dx_j = y_i (delta_ij - y_j)  =>  dx = y * (gy - sum_j gy_j y_j)
+            y = self.y
+            gx = y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
+        return gx
+
+
+class CausalSoftmax(Function):
+    """Attention weights in one step: softmax(scale * scores) over the last axis, causally masked.
+
+    scores (..., T, S) hold T queries that are the last T of S positions (S == T in training, S > T when
+    decoding with a KV cache): query i sees keys j <= i + (S - T), the others get weight 0. The kernel never
+    builds the masked copy; the reference below does, with -inf, exactly as the book's masked_fill.
+    """
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def forward(self, x):
+        self.y = kernels.run("softmax_forward", x, scale=self.scale, causal=True)
+        if self.y is None:
+            xp = self.xp
+            n_queries, n_keys = x.shape[-2:]
+            keep = xp.arange(n_keys)[None, :] <= xp.arange(n_queries)[:, None] + (n_keys - n_queries)  # (T, S)
+            z = xp.where(keep, x * self.scale, -xp.inf)
+            e = xp.exp(z - z.max(axis=-1, keepdims=True))  # exp(-inf) = 0 on the masked entries
+            self.y = e / e.sum(axis=-1, keepdims=True)
+        return self.y
+
+    def backward(self, gy):
+        gx = kernels.run("softmax_backward", self.y, gy, scale=self.scale, causal=True)
+        if gx is None:
+            # softmax's backward, times d(scale x)/dx = scale; masked entries have y = 0 and get 0
+            y = self.y
+            gx = self.scale * y * (gy - (gy * y).sum(axis=-1, keepdims=True))
+        return gx
 
 
 class LogSoftmax(Function):
@@ -45,13 +86,21 @@ class GELU(Function):
 
     def forward(self, x):
         self.x = x
-        self.t = self.xp.tanh(GELU_C * (x + 0.044715 * x ** 3))
-        return 0.5 * x * (1 + self.t)
+        y = kernels.run("gelu_forward", x)
+        self.t = None  # the kernel recomputes t in its backward instead of keeping it
+        if y is None:
+            self.t = self.xp.tanh(GELU_C * (x + 0.044715 * x ** 3))
+            y = 0.5 * x * (1 + self.t)
+        return y
 
     def backward(self, gy):
-        x, t = self.x, self.t
-        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-        return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
+        gx = kernels.run("gelu_backward", self.x, gy)
+        if gx is None:
+            x = self.x
+            t = self.t if self.t is not None else self.xp.tanh(GELU_C * (x + 0.044715 * x ** 3))
+            # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+            gx = gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
+        return gx
 
 
 class Dropout(Function):
@@ -71,6 +120,24 @@ class Dropout(Function):
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     return Softmax(axis)(x)
+
+
+def causal_softmax(scores: Tensor, scale: float = 1.0) -> Tensor:
+    """softmax(scale * scores) over the last axis with a causal mask, for attention.
+
+    scores: (..., T, S) with S >= T, e.g. queries @ keys^T of shape (B, n_heads, T, T); query i sees keys
+    j <= i + (S - T). scale: a positive number, usually 1 / sqrt(head_dim). Returns weights of the same
+    shape, 0 on the masked entries; the same as ``softmax(masked_fill(scores * scale, mask, -inf))``.
+    """
+    if scores.ndim < 2:
+        raise ValueError(f"causal_softmax: scores must have at least 2 dimensions (..., T, S), got shape {scores.shape}")
+    if scores.shape[-1] < scores.shape[-2]:
+        raise ValueError(f"causal_softmax: scores of shape {scores.shape} have fewer keys ({scores.shape[-1]}) "
+                         f"than queries ({scores.shape[-2]}): every query must see at least itself")
+    scale = float(scale)
+    if not scale > 0 or math.isinf(scale):
+        raise ValueError(f"causal_softmax: scale must be a positive finite number, got {scale}")
+    return CausalSoftmax(scale)(scores)
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:

@@ -4,6 +4,8 @@ Binary operations broadcast as NumPy does; their backward undoes the broadcast w
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinygrad_llm.functional._common import as_tensor, sum_to
@@ -16,8 +18,10 @@ class Add(Function):
         return a + b
 
     def backward(self, gy):
-        # d(a+b)/da = d(a+b)/db = 1
-        return sum_to(gy, self.a_shape), sum_to(gy, self.b_shape)
+        # d(a+b)/da = d(a+b)/db = 1  (no reduction for an input that needs no gradient, e.g. x + 1.0)
+        ga = sum_to(gy, self.a_shape) if self.needs_grad[0] else None
+        gb = sum_to(gy, self.b_shape) if self.needs_grad[1] else None
+        return ga, gb
 
 
 class Sub(Function):
@@ -27,8 +31,9 @@ class Sub(Function):
 
     def backward(self, gy):
         # d(a-b)/da = 1, d(a-b)/db = -1
+        ga = sum_to(gy, self.a_shape) if self.needs_grad[0] else None
         gb = sum_to(-gy, self.b_shape) if self.needs_grad[1] else None
-        return sum_to(gy, self.a_shape), gb
+        return ga, gb
 
 
 class Mul(Function):
@@ -77,6 +82,8 @@ class Pow(Function):
 
     def backward(self, gy):
         c = self.exponent
+        if c == 0:
+            return self.xp.zeros_like(gy)  # x^0 = 1 everywhere; c x^(c-1) would be 0 * inf = nan at x = 0
         return gy * c * self.x ** (c - 1)  # d(x^c)/dx = c x^(c-1)
 
 
@@ -150,7 +157,8 @@ class MatMul(Function):
         if self.needs_grad[1]:
             if b2.ndim == 2 and a2.ndim > 2:
                 # b was broadcast over a's batch axes: fold them into rows, one GEMM, no (batch, n, m) temporary
-                gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])
+                rows = math.prod(a2.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
+                gb = a2.reshape(rows, a2.shape[-1]).T @ g2.reshape(rows, g2.shape[-1])
             else:
                 gb = sum_to(xp.swapaxes(a2, -1, -2) @ g2, b2.shape)  # dL/dB = A^T dL/dY
             gb = gb.reshape(b.shape)

@@ -1,7 +1,13 @@
-"""The layers' operations: linear, embedding, layer_norm."""
+"""The layers' operations: linear, embedding, layer_norm.
+
+LayerNorm and Embedding's backward run a compiled kernel (``tinygrad_llm.kernels``) when one is
+available; the NumPy lines below them are the reference the kernels are tested against.
+"""
 from __future__ import annotations
 
-from tinygrad_llm import backend
+import math
+
+from tinygrad_llm import backend, kernels
 from tinygrad_llm.functional._common import raw
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -19,8 +25,9 @@ class Linear(Function):
     def backward(self, gy):
         x, w = self.x, self.weight
         gx = gy @ w if self.needs_grad[0] else None  # dL/dx = gy W
-        gy2 = gy.reshape(-1, gy.shape[-1])  # (N, out): fold the batch axes into rows
-        gw = gy2.T @ x.reshape(-1, x.shape[-1]) if self.needs_grad[1] else None  # dL/dW = gy^T x
+        rows = math.prod(gy.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
+        gy2 = gy.reshape(rows, gy.shape[-1])  # (N, out): fold the batch axes into rows
+        gw = gy2.T @ x.reshape(rows, x.shape[-1]) if self.needs_grad[1] else None  # dL/dW = gy^T x
         gb = gy2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None  # dL/db = sum gy
         return gx, gw, gb
 
@@ -36,8 +43,10 @@ class Embedding(Function):
         return weight[self.ids]  # (..., ) ids -> (..., dim)
 
     def backward(self, gy):
-        gw = self.xp.zeros(self.weight_shape, dtype=self.weight_dtype)
-        backend.scatter_add(gw, self.ids.reshape(-1), gy.reshape(-1, self.weight_shape[1]))  # repeated ids sum
+        gw = kernels.run("embedding_backward", self.ids, gy, self.weight_shape[0])
+        if gw is None:
+            gw = self.xp.zeros(self.weight_shape, dtype=self.weight_dtype)
+            backend.scatter_add(gw, self.ids.reshape(-1), gy.reshape(-1, self.weight_shape[1]))  # repeated ids sum
         return gw
 
 
@@ -49,18 +58,31 @@ class LayerNorm(Function):
 
     def forward(self, x, *affine):
         xp = self.xp
+        self.weight = affine[0] if self.has_weight else None
+        out = kernels.run("layer_norm_forward", x, self.weight, affine[-1] if self.has_bias else None, self.eps)
+        if out is not None:  # the kernel saves x, mean and rstd (rows,); backward recomputes xhat from them
+            y, self.mean, self.rstd = out
+            self.x, self.xhat = x, None
+            return y
         mean = x.mean(axis=-1, keepdims=True)
         centered = x - mean
         var = (centered * centered).mean(axis=-1, keepdims=True)  # two passes: no cancellation
         self.rstd = 1.0 / xp.sqrt(var + self.eps)
         self.xhat = centered * self.rstd
-        self.weight = affine[0] if self.has_weight else None
         y = self.xhat * self.weight if self.has_weight else self.xhat.copy()
         if self.has_bias:
             y += affine[-1]
         return y
 
     def backward(self, gy):
+        if self.xhat is None:
+            out = kernels.run("layer_norm_backward", gy, self.x, self.weight, self.mean, self.rstd)
+            if out is not None:
+                gx, gw, gb = out
+                return (gx,) + ((gw,) if self.has_weight else ()) + ((gb,) if self.has_bias else ())
+            keep = self.x.shape[:-1] + (1,)  # kernels switched off since forward: rebuild what the reference keeps
+            self.mean, self.rstd = self.mean.reshape(keep), self.rstd.reshape(keep)
+            self.xhat = (self.x - self.mean) * self.rstd
         xhat, rstd = self.xhat, self.rstd
         gxhat = gy * self.weight if self.has_weight else gy
         # xhat = (x - mean) rstd  =>  dx = rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat))

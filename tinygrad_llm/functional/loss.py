@@ -1,7 +1,7 @@
 """cross_entropy: the language-modelling loss, computed through a stable logsumexp."""
 from __future__ import annotations
 
-from tinygrad_llm import backend
+from tinygrad_llm import backend, kernels
 from tinygrad_llm.functional._common import raw
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -18,11 +18,17 @@ class CrossEntropy(Function):
         xp = self.xp
         self.valid = self.targets != self.ignore_index
         self.safe_targets = xp.where(self.valid, self.targets, 0)
-        m = logits.max(axis=-1, keepdims=True)
-        self.lse = xp.log(xp.exp(logits - m).sum(axis=-1, keepdims=True)) + m  # logsumexp, max subtracted
         self.logits = logits
-        picked = xp.take_along_axis(logits, self.safe_targets[:, None], axis=-1)
-        losses = ((self.lse - picked)[:, 0] * self.valid).astype(logits.dtype)
+        out = kernels.run("cross_entropy_forward", logits, self.safe_targets, self.ignore_index)
+        if out is not None:  # one pass per row: max, sum of exp, lse, the loss; no (N, C) temporary
+            losses, lse = out
+            losses *= self.valid
+            self.lse = lse[:, None]
+        else:
+            m = logits.max(axis=-1, keepdims=True)
+            self.lse = xp.log(xp.exp(logits - m).sum(axis=-1, keepdims=True)) + m  # logsumexp, max subtracted
+            picked = xp.take_along_axis(logits, self.safe_targets[:, None], axis=-1)
+            losses = ((self.lse - picked)[:, 0] * self.valid).astype(logits.dtype)
         self.count = int(self.valid.sum())
         if self.reduction == "none":
             return losses
@@ -33,15 +39,19 @@ class CrossEntropy(Function):
 
     def backward(self, gy):
         xp = self.xp
-        # d(lse - x_t)/dx = softmax(x) - onehot(t), for the rows that count
-        g = xp.exp(self.logits - self.lse)
-        rows = xp.arange(g.shape[0])
-        g[rows, self.safe_targets] -= 1
         if self.reduction == "none":
-            scale = (gy * self.valid)[:, None]
+            scale = gy * self.valid
         else:
-            scale = self.valid[:, None] * (gy / self.count if self.reduction == "mean" and self.count else gy)
-        return g * scale.astype(g.dtype)
+            scale = self.valid * (gy / self.count if self.reduction == "mean" and self.count else gy)
+        scale = scale.astype(self.logits.dtype)  # (N,): each row's weight in the loss, 0 for ignored rows
+        g = kernels.run("cross_entropy_backward", self.logits, self.lse[:, 0], self.safe_targets, scale)
+        if g is None:
+            # d(lse - x_t)/dx = softmax(x) - onehot(t), for the rows that count
+            g = xp.exp(self.logits - self.lse)
+            rows = xp.arange(g.shape[0])
+            g[rows, self.safe_targets] -= 1
+            g *= scale[:, None]
+        return g
 
 
 def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:

@@ -53,20 +53,20 @@ class Max(Function):
     def backward(self, gy):
         # the gradient goes to the maximal elements; ties share it equally, as central differences do
         g = _expand_reduced(gy, self.axes, self.keepdims, self.xp)
-        count = self.is_max.sum(axis=self.axes, keepdims=True)
+        count = self.is_max.sum(axis=self.axes, keepdims=True, dtype=gy.dtype)  # gy's dtype: no float64 detour
         return self.is_max * (g / count)
 
 
 def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    return Sum(normalize_axes(axis, x.ndim), keepdims)(x)
+    return Sum(normalize_axes(axis, x.ndim, "sum"), keepdims)(x)
 
 
 def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    return Mean(normalize_axes(axis, x.ndim), keepdims)(x)
+    return Mean(normalize_axes(axis, x.ndim, "mean"), keepdims)(x)
 
 
 def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    axes = normalize_axes(axis, x.ndim)
+    axes = normalize_axes(axis, x.ndim, "max")
     if any(x.shape[a] == 0 for a in axes):
         raise ValueError(f"max: cannot reduce a zero-length axis of a tensor of shape {x.shape}")
     return Max(axes, keepdims)(x)

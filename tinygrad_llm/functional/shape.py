@@ -152,12 +152,16 @@ def transpose(x: Tensor, *axes) -> Tensor:
         axes = tuple(axes[0])
     if not axes:
         axes = tuple(reversed(range(x.ndim)))
-    if sorted(a % x.ndim for a in axes) != list(range(x.ndim)) or len(axes) != x.ndim:
+    if len(axes) != x.ndim or any(not -x.ndim <= a < x.ndim for a in axes) \
+            or sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
         raise ValueError(f"transpose: {axes} is not a permutation of the axes of a tensor of shape {x.shape}")
     return Transpose(tuple(a % x.ndim for a in axes))(x)
 
 
 def swapaxes(x: Tensor, axis1: int, axis2: int) -> Tensor:
+    for a in (axis1, axis2):
+        if not -x.ndim <= a < x.ndim:
+            raise ValueError(f"swapaxes: axis {a} is out of range for a tensor of shape {x.shape}")
     axes = list(range(x.ndim))
     axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
     return Transpose(tuple(axes))(x)
@@ -174,7 +178,10 @@ def _raw_key(key, data):
     def convert(k):
         if k is None or k is Ellipsis or isinstance(k, (int, slice, np.integer)):
             return k
-        return raw(k, xp)
+        k = raw(k, xp)
+        if k.size == 0 and k.dtype.kind == "f":  # an empty list selects nothing, as in NumPy
+            k = k.astype(np.intp)
+        return k
 
     return tuple(convert(k) for k in key) if isinstance(key, tuple) else convert(key)
 
@@ -197,6 +204,8 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
 def split(x: Tensor, indices_or_sections, axis: int = 0) -> list:
     """Split along ``axis`` as numpy.split: a number of equal sections, or the indices to cut at."""
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"split: axis {axis} is out of range for a tensor of shape {x.shape}")
     n = x.shape[axis]
     if isinstance(indices_or_sections, int):
         if indices_or_sections <= 0 or n % indices_or_sections:
