@@ -1,5 +1,158 @@
 """Compiled kernels, shipped as ``tinygrad_llm.kernels``: Numba on the CPU, CuPy on CUDA.
 
 Each kernel is a faster implementation of a ``forward``/``backward`` pair in ``tinygrad_llm.functional``,
-which is the only module that calls into here. ``TINYGRAD_LLM_KERNELS=numpy`` forces the NumPy reference.
+which is the only module that calls into here, always in the same shape::
+
+    y = kernels.run("softmax_forward", x)
+    if y is None:          # no kernel for this backend/dtype, kernels switched off, or compilation failed
+        y = ...            # the NumPy reference, written out in place
+
+Which implementation runs:
+
+- ``TINYGRAD_LLM_KERNELS=numpy`` (read at every call) forces the NumPy reference everywhere;
+  ``kernels.use("numpy")`` does the same inside a ``with`` block, ``kernels.set_mode(...)`` for good.
+- otherwise NumPy arrays go to the Numba kernels (``numba_softmax``, ``numba_layers``) and CuPy arrays to
+  the CuPy kernels (``cuda``), for float32 and float64 arrays; anything else takes the reference.
+- if Numba is missing or a kernel fails to compile, one ``RuntimeWarning`` says so and that backend's
+  kernels are switched off for the rest of the process: the reference keeps running, nothing crashes.
+
+Kernel names (each a plain function on raw arrays, documented in its module): softmax_forward,
+softmax_backward (plain and causal, with a scale), layer_norm_forward/backward, gelu_forward/backward,
+cross_entropy_forward/backward, embedding_backward, adamw_update_.
 """
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import warnings
+
+import numpy as np
+
+ENV = "TINYGRAD_LLM_KERNELS"
+MODES = ("auto", "numpy")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_mode_override: str | None = None  # set by set_mode()/use(); wins over the environment
+_modules: dict[str, list | None] = {}  # backend ("numba"/"cuda") -> loaded kernel modules, None when off
+_NUMBA_MODULES = ("tinygrad_llm.kernels.numba_softmax", "tinygrad_llm.kernels.numba_layers")
+_CUDA_MODULES = ("tinygrad_llm.kernels.cuda",)
+
+
+def mode() -> str:
+    """'numpy' (reference only) or 'auto' (kernels where available), from set_mode/use or the environment."""
+    if _mode_override is not None:
+        return _mode_override
+    value = os.environ.get(ENV, "").strip().lower() or "auto"
+    if value not in MODES:
+        raise ValueError(f"{ENV}={value!r}: expected one of {MODES}")
+    return value
+
+
+def set_mode(value: str | None) -> None:
+    """Choose 'numpy' or 'auto' for this process; None goes back to reading TINYGRAD_LLM_KERNELS."""
+    global _mode_override
+    if value is not None and value not in MODES:
+        raise ValueError(f"kernels.set_mode: expected one of {MODES} or None, got {value!r}")
+    _mode_override = value
+
+
+@contextlib.contextmanager
+def use(value: str):
+    """``with kernels.use("numpy"):`` runs the NumPy reference inside the block (tests, debugging)."""
+    global _mode_override
+    if value not in MODES:
+        raise ValueError(f"kernels.use: expected one of {MODES}, got {value!r}")
+    previous, _mode_override = _mode_override, value
+    try:
+        yield
+    finally:
+        _mode_override = previous
+
+
+def backend_for(array) -> str:
+    """'numba' for NumPy arrays, 'cuda' for CuPy arrays."""
+    return "cuda" if type(array).__module__.startswith("cupy") else "numba"
+
+
+def available(backend: str = "numba") -> bool:
+    """True when that backend's kernels are importable and have not been switched off by a failure."""
+    return _load(backend) is not None
+
+
+def active(array) -> str:
+    """The implementation a call on ``array`` would use now: 'numba', 'cuda' or 'numpy'."""
+    if mode() == "numpy" or getattr(array, "dtype", None) not in FLOAT_DTYPES:
+        return "numpy"
+    backend = backend_for(array)
+    return backend if available(backend) else "numpy"
+
+
+def run(name: str, *args, **kwargs):
+    """Run kernel ``name`` on ``args``; None when the reference must run instead (see the module doc).
+
+    The backend and dtype come from the first float array among ``args``; every float array must share it.
+    """
+    if mode() == "numpy":
+        return None
+    floats = [a for a in args if hasattr(a, "dtype") and a.dtype.kind == "f"]
+    if not floats or floats[0].dtype not in FLOAT_DTYPES or any(a.dtype != floats[0].dtype for a in floats):
+        return None
+    backend = backend_for(floats[0])
+    modules = _load(backend)
+    if modules is None:
+        return None
+    fn = next((getattr(m, name) for m in modules if hasattr(m, name)), None)
+    if fn is None:
+        return None
+    try:
+        return fn(*args, **kwargs)
+    except _compile_errors(backend) as exc:
+        _disable(backend, f"kernel {name!r} failed to compile ({type(exc).__name__}: {_first_line(exc)})")
+        return None
+
+
+def _load(backend: str):
+    if backend not in _modules:
+        names = _NUMBA_MODULES if backend == "numba" else _CUDA_MODULES
+        try:
+            _modules[backend] = [importlib.import_module(n) for n in names]
+        except Exception as exc:  # ImportError (numba/cupy missing), or a compile error at import
+            _modules[backend] = None
+            _warn(backend, f"cannot be loaded ({type(exc).__name__}: {_first_line(exc)})")
+    return _modules[backend]
+
+
+def _compile_errors(backend: str) -> tuple:
+    """The exception types that mean 'this kernel could not be built', per backend."""
+    errors: list = []
+    if backend == "numba":
+        with contextlib.suppress(ImportError):
+            from numba.core.errors import NumbaError
+            errors.append(NumbaError)
+    else:
+        with contextlib.suppress(ImportError):
+            from cupy.cuda.compiler import CompileException
+            errors.append(CompileException)
+    return tuple(errors) or (ImportError,)
+
+
+def _disable(backend: str, why: str) -> None:
+    _modules[backend] = None
+    _warn(backend, why)
+
+
+def _warn(backend: str, why: str) -> None:
+    label = "Numba" if backend == "numba" else "CuPy"
+    warnings.warn(f"tinygrad_llm.kernels: {label} kernels {why}; using the NumPy reference implementation",
+                  RuntimeWarning, stacklevel=4)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def _reset() -> None:
+    """Forget loaded or failed backends (tests use it to simulate a failure and recover)."""
+    _modules.clear()

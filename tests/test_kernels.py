@@ -1,0 +1,378 @@
+"""Compiled kernels (tinygrad_llm.kernels) against the NumPy reference they replace.
+
+Every comparison runs the same user-facing operation twice, once with ``kernels.use("auto")`` (the Numba
+kernel on the CPU, the CuPy kernel on a GPU) and once with ``kernels.use("numpy")`` (the reference), on
+Hypothesis-generated shapes and values, and compares forward and backward.
+
+Tolerances, per dtype, relative to the scale of each result: float32 2e-5 (the kernels' own exp/tanh are
+within a few ulp; sums run in another order); float64 1e-10 (the kernels call math.exp/tanh there; only
+the summation order differs). The scale is the largest magnitude of the reference result, or for a
+gradient that ends in a cancellation (softmax: y (gy - sum gy y); layer norm: gxhat - mean(gxhat) - ...)
+the magnitude of the terms that cancel, passed as ``grad_scale`` times max|gy|.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinygrad_llm as tl
+from tinygrad_llm import backend, kernels
+from tinygrad_llm import functional as F
+
+TOLERANCE = {np.float32: 2e-5, np.float64: 1e-10}
+DTYPES = st.sampled_from([np.float32, np.float64])
+SCALES = st.sampled_from([1.0, 30.0, 1e4])  # 1e4: exp over/underflows unless the max is subtracted
+LENGTHS = st.sampled_from([1, 2, 3, 7, 31, 64, 255, 1000, 4099])  # length 1, odd, large rows
+LEADING = st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple)
+
+
+@pytest.fixture(autouse=True)
+def fresh_kernels():
+    """Each test starts with the kernels loaded and the mode unset, and leaves them so."""
+    kernels._reset()
+    kernels.set_mode(None)
+    yield
+    kernels._reset()
+    kernels.set_mode(None)
+
+
+def assert_close(got, want, dtype, what="", at_least=0.0):
+    got, want = backend.to_numpy(got), backend.to_numpy(want)
+    assert got.shape == want.shape and got.dtype == want.dtype, (what, got.shape, want.shape, got.dtype)
+    tol = TOLERANCE[np.dtype(dtype).type]
+    scale = max(float(np.max(np.abs(want), initial=0.0)), at_least, 1e-30)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, err_msg=what)
+
+
+def run_both(fn, arrays, grad_mask=None, seed=0):
+    """fn(*tensors) forward and backward (with a random output gradient) under each implementation.
+
+    Returns {mode: (output, [input grads])}; asserts that 'auto' really ran a kernel."""
+    results = {}
+    for mode in ("auto", "numpy"):
+        with kernels.use(mode):
+            assert kernels.active(arrays[0]) == ("numpy" if mode == "numpy" else kernels.backend_for(arrays[0]))
+            tensors = [tl.Tensor(a.copy(), requires_grad=True) for a in arrays]
+            out = fn(*tensors)
+            rng = np.random.default_rng(seed)
+            gy = rng.standard_normal(out.shape).astype(out.dtype)
+            if grad_mask is not None:
+                gy = gy * grad_mask
+            out.backward(gy)
+            results[mode] = (out.data, [t.grad for t in tensors], gy)
+    return results
+
+
+def compare(fn, arrays, dtype, name, grad_scale=0.0):
+    results = run_both(fn, arrays)
+    (y_k, g_k, _), (y_r, g_r, gy) = results["auto"], results["numpy"]
+    assert_close(y_k, y_r, dtype, f"{name} forward")
+    gy_max = float(np.max(np.abs(backend.to_numpy(gy)), initial=0.0))
+    for i, (a, b) in enumerate(zip(g_k, g_r)):
+        assert_close(a, b, dtype, f"{name} gradient of input {i}", at_least=grad_scale * gy_max)
+
+
+def values(seed, shape, dtype, scale):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+# ---- kernel vs reference on generated shapes ---------------------------------------------------------
+
+@given(lead=LEADING, n=LENGTHS, dtype=DTYPES, scale=SCALES, seed=st.integers(0, 2**16), with_inf=st.booleans())
+def test_softmax_matches_reference(lead, n, dtype, scale, seed, with_inf):
+    x = values(seed, lead + (n,), dtype, scale)
+    if with_inf and n > 1:
+        x[..., ::2] = -np.inf  # masked entries (never the whole row: index 1 stays finite)
+    compare(lambda t: F.softmax(t), [x], dtype, "softmax", grad_scale=1.0)
+
+
+@given(lead=LEADING, t=st.integers(1, 40), extra=st.sampled_from([0, 0, 1, 5]), dtype=DTYPES, scale=SCALES,
+       attn_scale=st.sampled_from([1.0, 0.125, 2.5]), seed=st.integers(0, 2**16))
+def test_causal_softmax_matches_reference(lead, t, extra, dtype, scale, attn_scale, seed):
+    x = values(seed, lead + (t, t + extra), dtype, scale)  # extra > 0: queries after a KV cache
+    compare(lambda s: F.causal_softmax(s, attn_scale), [x], dtype, "causal_softmax", grad_scale=attn_scale)
+
+
+@given(lead=LEADING, n=LENGTHS, dtype=DTYPES, scale=SCALES, affine=st.sampled_from(["both", "weight", "none"]),
+       shift=st.sampled_from([0.0, 100.0]), seed=st.integers(0, 2**16))
+def test_layer_norm_matches_reference(lead, n, dtype, scale, affine, shift, seed):
+    x = values(seed, lead + (n,), dtype, scale) + dtype(shift * scale)  # a large mean: two passes needed
+    params = [values(seed + 1, (n,), dtype, 1.0), values(seed + 2, (n,), dtype, 1.0)]
+    x64 = x.astype(np.float64)
+    rstd_max = float(np.max(1 / np.sqrt(x64.var(axis=-1) + 1e-5)))
+    w_max = float(np.abs(params[0]).max()) if affine != "none" else 1.0
+    # gx = rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat)): terms of size rstd |w| |gy| sqrt(n) cancel
+    kw = dict(grad_scale=rstd_max * w_max * math.sqrt(n))
+    if affine == "both":
+        compare(lambda a, w, b: F.layer_norm(a, w, b), [x, *params], dtype, "layer_norm", **kw)
+    elif affine == "weight":
+        compare(lambda a, w: F.layer_norm(a, w), [x, params[0]], dtype, "layer_norm", **kw)
+    else:
+        compare(lambda a: F.layer_norm(a), [x], dtype, "layer_norm", **kw)
+
+
+@given(lead=LEADING, n=LENGTHS, dtype=DTYPES, scale=st.sampled_from([1.0, 5.0, 1e4]), seed=st.integers(0, 2**16))
+def test_gelu_matches_reference(lead, n, dtype, scale, seed):
+    compare(F.gelu, [values(seed, lead + (n,), dtype, scale)], dtype, "gelu")
+
+
+@given(rows=st.integers(1, 9), n=LENGTHS, dtype=DTYPES, scale=SCALES,
+       reduction=st.sampled_from(["mean", "sum", "none"]), seed=st.integers(0, 2**16))
+def test_cross_entropy_matches_reference(rows, n, dtype, scale, reduction, seed):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, n, rows)
+    targets[rng.random(rows) < 0.3] = -100  # ignored rows
+    logits = values(seed, (rows, n), dtype, scale)
+    compare(lambda z: F.cross_entropy(z, targets, reduction=reduction), [logits], dtype, "cross_entropy",
+            grad_scale=1.0)  # softmax - onehot: terms of size 1 cancel at the target
+
+
+@given(vocab=st.integers(1, 50), dim=st.sampled_from([1, 3, 16, 33, 768]), ids_shape=LEADING.map(lambda s: s + (5,)),
+       dtype=DTYPES, seed=st.integers(0, 2**16))
+def test_embedding_backward_matches_reference(vocab, dim, ids_shape, dtype, seed):
+    ids = np.random.default_rng(seed).integers(0, vocab, ids_shape)  # with few ids, many repeats
+    compare(lambda w: F.embedding(ids, w), [values(seed, (vocab, dim), dtype, 1.0)], dtype, "embedding")
+
+
+def test_cross_entropy_with_every_row_ignored_sums_to_zero_with_zero_gradient():
+    for mode in ("auto", "numpy"):
+        with kernels.use(mode):
+            z = tl.Tensor(np.ones((3, 5), np.float32), requires_grad=True)
+            loss = F.cross_entropy(z, np.full(3, -100), reduction="sum")
+            loss.backward()
+            assert loss.item() == 0.0 and not z.grad.any()
+
+
+def test_causal_softmax_is_the_books_masked_softmax():
+    """The reference itself against the book's recipe: masked_fill(-inf) then softmax."""
+    x = values(3, (2, 3, 6, 6), np.float64, 3.0)
+    mask = np.triu(np.ones((6, 6), bool), k=1)
+    want = F.softmax(tl.Tensor(x).masked_fill(mask, -np.inf) * 0.5).data
+    for mode in ("auto", "numpy"):
+        with kernels.use(mode):
+            got = F.causal_softmax(tl.Tensor(x * 2), 0.25).data  # scale applies to the scores
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+            assert not got[..., mask].any()
+
+
+def test_causal_softmax_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="scale"):
+        F.causal_softmax(tl.Tensor(np.zeros((2, 2))), 0.0)
+    with pytest.raises(ValueError, match="fewer keys"):
+        F.causal_softmax(tl.Tensor(np.zeros((3, 2))), 1.0)
+    with pytest.raises(ValueError, match="2 dimensions"):
+        F.causal_softmax(tl.Tensor(np.zeros(3)), 1.0)
+
+
+# ---- gradchecks with kernels on and off --------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["auto", "numpy"])
+def test_gradchecks_of_user_facing_ops(mode):
+    rng = np.random.default_rng(0)
+
+    def leaf(*shape, scale=1.0):
+        return tl.Tensor(rng.standard_normal(shape) * scale, requires_grad=True, dtype=np.float64)
+
+    targets = np.array([[1, 4, -100], [0, 2, 3]])
+    ids = np.array([[0, 2, 2], [1, 0, 2]])
+    with kernels.use(mode):
+        x = leaf(2, 3, 5, scale=2.0)
+        assert tl.gradcheck(lambda a: F.softmax(a), [x])
+        assert tl.gradcheck(lambda a: F.causal_softmax(a, 0.4), [leaf(2, 4, 4)])
+        assert tl.gradcheck(lambda a: F.causal_softmax(a, 1.5), [leaf(3, 5)])  # S > T
+        assert tl.gradcheck(lambda a, w, b: F.layer_norm(a, w, b), [x, leaf(5), leaf(5)])
+        assert tl.gradcheck(F.gelu, [x])
+        assert tl.gradcheck(lambda z: F.cross_entropy(z, targets), [leaf(2, 3, 6, scale=3.0)])
+        assert tl.gradcheck(lambda w: F.embedding(ids, w), [leaf(4, 3)])
+
+
+# ---- selection: TINYGRAD_LLM_KERNELS, fallback with one warning --------------------------------------
+
+def _exploding(*args, **kwargs):
+    raise AssertionError("a kernel ran although the NumPy reference was selected")
+
+
+def test_env_numpy_selects_the_reference(monkeypatch):
+    from tinygrad_llm.kernels import numba_layers, numba_softmax
+
+    x = values(0, (4, 9), np.float32, 1.0)
+    monkeypatch.setattr(numba_softmax, "softmax_forward", _exploding)
+    monkeypatch.setattr(numba_layers, "layer_norm_forward", _exploding)
+    monkeypatch.setenv("TINYGRAD_LLM_KERNELS", "numpy")
+    assert kernels.mode() == "numpy" and kernels.active(x) == "numpy"
+    y = F.softmax(tl.Tensor(x)).data  # the reference ran: the patched kernel would have raised
+    e = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum(-1, keepdims=True), rtol=1e-6)
+    F.layer_norm(tl.Tensor(x))
+    monkeypatch.setenv("TINYGRAD_LLM_KERNELS", "")  # unset/empty: kernels where available
+    assert kernels.active(x) == "numba"
+    with pytest.raises(AssertionError, match="a kernel ran"):
+        F.softmax(tl.Tensor(x))  # proves the dispatch really goes through the kernel in 'auto'
+    monkeypatch.setenv("TINYGRAD_LLM_KERNELS", "fast")
+    with pytest.raises(ValueError, match="TINYGRAD_LLM_KERNELS"):
+        F.softmax(tl.Tensor(x))
+
+
+def test_compile_failure_falls_back_with_one_warning(monkeypatch):
+    from numba.core.errors import TypingError
+
+    from tinygrad_llm.kernels import numba_softmax
+
+    def broken(*args, **kwargs):
+        raise TypingError("simulated compile failure")
+
+    monkeypatch.setattr(numba_softmax, "softmax_forward", broken)
+    x = values(1, (3, 8), np.float32, 2.0)
+    with kernels.use("numpy"):
+        want_softmax = F.softmax(tl.Tensor(x)).data
+        want_ln = F.layer_norm(tl.Tensor(x)).data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = F.softmax(tl.Tensor(x)).data  # fails, warns, falls back
+        F.softmax(tl.Tensor(x))  # no second warning: Numba is off for the process
+        got_ln = F.layer_norm(tl.Tensor(x)).data
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "simulated compile failure" in messages[0], messages
+    np.testing.assert_array_equal(got, want_softmax)
+    np.testing.assert_array_equal(got_ln, want_ln)
+    assert not kernels.available("numba") and kernels.active(x) == "numpy"
+
+
+def test_missing_numba_falls_back_with_one_warning(monkeypatch):
+    for name in [m for m in sys.modules if m.startswith("tinygrad_llm.kernels.numba")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba -> ImportError
+    x = values(2, (3, 8), np.float32, 1.0)
+    with pytest.warns(RuntimeWarning, match="Numba kernels cannot be loaded") as record:
+        F.gelu(tl.Tensor(x))
+        F.softmax(tl.Tensor(x))
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+
+
+# ---- AdamW --------------------------------------------------------------------------------------------
+
+HYPER = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
+
+
+def _adamw_run(mode, param, grads, dtype):
+    state = [param.astype(dtype), np.zeros_like(param, dtype), np.zeros_like(param, dtype)]
+    with kernels.use(mode):
+        for step, g in enumerate(grads, start=1):
+            F.adamw_update_(state[0], g.astype(dtype), state[1], state[2], step=step, **HYPER)
+    return state
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("variant", ["serial", "parallel"])
+def test_adamw_kernel_matches_reference_over_20_steps(dtype, variant, monkeypatch):
+    from tinygrad_llm.kernels import numba_math
+
+    monkeypatch.setattr(numba_math, "PARALLEL_MIN_ELEMENTS", 0 if variant == "parallel" else 1 << 62)
+    rng = np.random.default_rng(0)
+    param = rng.standard_normal(10_001)  # odd size: a partial last chunk
+    grads = [rng.standard_normal(param.shape) * 10 ** rng.uniform(-3, 1) for _ in range(20)]
+    kernel, reference = _adamw_run("auto", param, grads, dtype), _adamw_run("numpy", param, grads, dtype)
+    for got, want, name in zip(kernel, reference, ("param", "exp_avg", "exp_avg_sq")):
+        # same operations in the same order, no fastmath: equal up to one rounding per step
+        np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps * 20, atol=0, err_msg=name)
+
+
+def test_adamw_matches_torch_over_20_steps(torch):
+    rng = np.random.default_rng(1)
+    param = rng.standard_normal((37, 29)).astype(np.float32)
+    grads = [rng.standard_normal(param.shape).astype(np.float32) for _ in range(20)]
+    p = torch.nn.Parameter(torch.from_numpy(param.copy()))
+    opt = torch.optim.AdamW([p], lr=HYPER["lr"], betas=(HYPER["beta1"], HYPER["beta2"]), eps=HYPER["eps"],
+                            weight_decay=HYPER["weight_decay"], foreach=False)
+    for g in grads:
+        p.grad = torch.from_numpy(g.copy())
+        opt.step()
+    state = opt.state[p]
+    for mode in ("auto", "numpy"):
+        ours = _adamw_run(mode, param, grads, np.float32)
+        for got, want, name in zip(ours, (p.detach(), state["exp_avg"], state["exp_avg_sq"]),
+                                   ("param", "exp_avg", "exp_avg_sq")):
+            want = want.numpy()
+            # float32 rounding: a few ulp of the value per step
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max(), err_msg=f"{mode} {name}")
+
+
+def test_adamw_rejects_mismatched_arrays():
+    p = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="exp_avg_sq has shape"):
+        F.adamw_update_(p, p.copy(), p.copy(), np.zeros(4, np.float32), step=1, **HYPER)
+    with pytest.raises(ValueError, match="step counts from 1"):
+        F.adamw_update_(p, p.copy(), p.copy(), p.copy(), step=0, **HYPER)
+
+
+# ---- CUDA (CuPy) kernels: the same comparisons on the GPU -------------------------------------------
+
+cuda = pytest.mark.skipif(not backend.cuda_available(), reason="no CUDA GPU with CuPy on this machine")
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_kernels_match_reference(dtype):
+    import cupy
+
+    def on_gpu(*arrays):
+        return [cupy.asarray(a) for a in arrays]
+
+    for n in (1, 7, 256, 1000, 50257):
+        x = values(n, (6, n), dtype, 30.0)
+        compare(lambda t: F.softmax(t), on_gpu(x), dtype, f"cuda softmax n={n}")
+        compare(F.gelu, on_gpu(x), dtype, f"cuda gelu n={n}")
+        compare(lambda a, w, b: F.layer_norm(a, w, b),
+                on_gpu(x, values(1, (n,), dtype, 1.0), values(2, (n,), dtype, 1.0)), dtype, f"cuda layer_norm n={n}")
+        targets = cupy.asarray(np.random.default_rng(n).integers(0, n, 6))
+        targets[0] = -100
+        compare(lambda z: F.cross_entropy(z, targets), on_gpu(x), dtype, f"cuda cross_entropy n={n}")
+    for t, extra in ((1, 0), (7, 0), (256, 0), (5, 3)):
+        compare(lambda s: F.causal_softmax(s, 0.125), on_gpu(values(t, (2, 3, t, t + extra), dtype, 3.0)), dtype,
+                f"cuda causal_softmax T={t}")
+    param = np.random.default_rng(0).standard_normal(100_003)
+    grads = [np.random.default_rng(i).standard_normal(param.shape) for i in range(20)]
+    results = {}
+    for mode in ("auto", "numpy"):
+        state = on_gpu(param.astype(dtype), np.zeros_like(param, dtype), np.zeros_like(param, dtype))
+        with kernels.use(mode):
+            for step, g in enumerate(grads, start=1):
+                F.adamw_update_(state[0], cupy.asarray(g.astype(dtype)), state[1], state[2], step=step, **HYPER)
+        results[mode] = state
+    for got, want in zip(results["auto"], results["numpy"]):
+        assert_close(got, want, dtype, "cuda adamw")
+    assert math.isfinite(float(results["auto"][0].sum()))
+
+
+# ---- both compiled variants: serial (small arrays) and parallel (large ones) --------------------------
+
+@pytest.mark.parametrize("variant", ["serial", "parallel"])
+def test_serial_and_parallel_variants_match_reference(variant, monkeypatch):
+    """Each kernel runs serially below PARALLEL_MIN_ELEMENTS and in parallel above; force each in turn."""
+    from tinygrad_llm.kernels import numba_math
+
+    monkeypatch.setattr(numba_math, "PARALLEL_MIN_ELEMENTS", 0 if variant == "parallel" else 1 << 62)
+    chosen = numba_math.SizedKernel.for_size
+    calls = []
+    monkeypatch.setattr(numba_math.SizedKernel, "for_size",
+                        lambda self, n: calls.append(chosen(self, n) is self.parallel) or chosen(self, n))
+    ids = np.array([[0, 3, 3, 1], [2, 2, 0, 4]])
+    for dtype in (np.float32, np.float64):
+        x = values(1, (2, 3, 5, 7), dtype, 3.0)
+        compare(lambda t: F.softmax(t), [x], dtype, "softmax", grad_scale=1.0)
+        scores = values(2, (2, 3, 5, 5), dtype, 3.0)
+        compare(lambda t: F.causal_softmax(t, 0.5), [scores], dtype, "causal softmax", grad_scale=1.0)
+        compare(lambda t, w, b: F.layer_norm(t, w, b), [x, values(3, (7,), dtype, 1.0), values(4, (7,), dtype, 1.0)],
+                dtype, "layer norm", grad_scale=10.0)
+        compare(F.gelu, [x], dtype, "gelu")
+        compare(lambda t: F.cross_entropy(t, ids), [values(5, (2, 4, 6), dtype, 3.0)], dtype, "cross entropy",
+                grad_scale=1.0)
+        compare(lambda w: F.embedding(ids, w), [values(6, (5, 33), dtype, 1.0)], dtype, "embedding")
+    assert calls and all(calls) == (variant == "parallel") and any(calls) == (variant == "parallel")
