@@ -32,6 +32,23 @@ def find_data_file(relative: str) -> Path | None:
     return None
 
 
+def require_data_file(relative: str, given=None) -> Path:
+    """A data file: ``given`` (the file itself, or a folder holding ``relative``), else
+    ``$TINYGRAD_LLM_DATA/relative``; a FileNotFoundError saying where it looked and what to do otherwise."""
+    if given:
+        path = Path(given).expanduser()
+        candidate = path if path.is_file() else path / relative
+        looked = str(candidate)
+    else:
+        root = data_dir()
+        candidate = root / relative if root is not None else None
+        looked = str(candidate) if candidate is not None else f"${DATA_ENV} (unset)"
+    if candidate is not None and candidate.is_file():
+        return candidate
+    raise FileNotFoundError(f"{relative} not found (looked at {looked}): pass the file or its folder, or set "
+                            f"{DATA_ENV} to a folder laid out like ../shared/data")
+
+
 def cache_dir() -> Path:
     """Where downloads are kept: TINYGRAD_LLM_CACHE, else ~/.cache/tinygrad_llm."""
     value = os.environ.get(CACHE_ENV)
@@ -50,6 +67,7 @@ def atomic_write(path, mode: str = "wb"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file gets the usual permissions
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
@@ -60,6 +78,12 @@ def atomic_write(path, mode: str = "wb"):
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def fsync_dir(path) -> None:
