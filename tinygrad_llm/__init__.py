@@ -8,14 +8,20 @@
     loss.backward()
     x.grad  # a numpy (or cupy) array of x's shape and dtype
 """
-from tinygrad_llm import functional
+from tinygrad_llm import functional, nn
 from tinygrad_llm.backend import cuda_available, manual_seed
+from tinygrad_llm.generate import generate, generate_stream, text_to_token_ids, token_ids_to_text
 from tinygrad_llm.gradcheck import gradcheck
+from tinygrad_llm.model import GPTConfig, GPTModel
+from tinygrad_llm.optim import SGD, AdamW, clip_grad_norm_
 from tinygrad_llm.tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
+from tinygrad_llm.tokenizer import get_tokenizer, load_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "Tensor", "cuda_available", "enable_grad", "functional", "gradcheck", "is_grad_enabled",
-    "manual_seed", "no_grad",
+    "AdamW", "SGD", "clip_grad_norm_", "get_tokenizer", "load_tokenizer",
+    "Function", "GPTConfig", "GPTModel", "Tensor", "cuda_available", "enable_grad", "functional", "generate",
+    "generate_stream", "gradcheck", "is_grad_enabled", "manual_seed", "nn", "no_grad", "text_to_token_ids",
+    "token_ids_to_text",
 ]

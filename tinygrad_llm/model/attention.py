@@ -1,0 +1,117 @@
+"""Causal multi-head self-attention with one fused QKV projection, and the KV cache for decoding.
+
+The chapter 3 progression (attention without weights, with trainable weights, the causal mask, dropout,
+a wrapper of single heads) is in examples/ch03_attention.py; this is the efficient form the book ends
+with, one step further: the query, key and value projections are one (d_in -> 3 * d_out) Linear, so a
+single matrix product computes all three (as GPT-2's ``c_attn``).
+"""
+from __future__ import annotations
+
+import math
+
+from tinygrad_llm import backend
+from tinygrad_llm import functional as F
+from tinygrad_llm.nn import Dropout, Linear, Module
+from tinygrad_llm.tensor import Tensor
+
+
+class LayerKVCache:
+    """The keys and values one attention layer has computed so far: arrays (B, n_heads, max_length, head_dim)
+    filled up to ``length``. Allocated on first use with the batch size, dtype and device it is given."""
+
+    def __init__(self, max_length: int):
+        self.max_length = max_length
+        self.keys = self.values = None
+        self.length = 0
+
+    def update(self, keys, values):
+        """Append new keys/values (B, H, T_new, hd); return all of them so far, (B, H, length, hd) views."""
+        batch, heads, t_new, head_dim = keys.shape
+        if self.length + t_new > self.max_length:
+            raise RuntimeError(f"KV cache is full: it holds {self.length} positions and {t_new} more would pass "
+                               f"its capacity of {self.max_length} (the context length); call reset() and "
+                               f"feed the last {self.max_length} tokens again, as generate() does")
+        if self.keys is None:
+            xp = backend.get_array_module(keys)
+            shape = (batch, heads, self.max_length, head_dim)
+            self.keys, self.values = xp.empty(shape, dtype=keys.dtype), xp.empty(shape, dtype=values.dtype)
+        elif self.keys.shape[0] != batch:
+            raise ValueError(f"KV cache was filled with a batch of {self.keys.shape[0]} sequences, got {batch}")
+        end = self.length + t_new
+        self.keys[:, :, self.length:end] = keys
+        self.values[:, :, self.length:end] = values
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+class KVCache:
+    """One LayerKVCache per transformer block. ``length`` is the number of positions already seen, so the
+    next tokens fed to the model get positions ``length, length + 1, ...``.
+
+        cache = KVCache(model.config.n_layers, model.config.context_length)
+        logits = model(prompt_ids, cache=cache)      # prefill: (B, T) -> (B, T, vocab)
+        logits = model(next_ids[:, None], cache=cache)  # one step: (B, 1) -> (B, 1, vocab)
+    """
+
+    def __init__(self, n_layers: int, max_length: int):
+        self.max_length = max_length
+        self.layers = [LayerKVCache(max_length) for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length if self.layers else 0
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.length = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class MultiHeadAttention(Module):
+    """Causal multi-head self-attention: (B, T, d_in) -> (B, T, d_out).
+
+    The book's signature and attribute names (``out_proj``, ``dropout``), with the three projections
+    fused into ``W_qkv`` (d_in -> 3 * d_out: queries, then keys, then values along the output axis).
+    """
+
+    def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
+                 qkv_bias: bool = False):
+        super().__init__()
+        if d_out % num_heads:
+            raise ValueError(f"MultiHeadAttention: d_out {d_out} must be divisible by num_heads {num_heads}")
+        self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
+        self.context_length = context_length
+        self.W_qkv = Linear(d_in, 3 * d_out, bias=qkv_bias)
+        self.out_proj = Linear(d_out, d_out)  # combines the heads' outputs
+        self.dropout = Dropout(dropout)
+        # No stored (context, context) mask: F.causal_softmax masks while it normalises (see forward).
+
+    def forward(self, x: Tensor, cache: LayerKVCache | None = None) -> Tensor:
+        b, num_tokens, _ = x.shape
+        h, hd = self.num_heads, self.head_dim
+        qkv = self.W_qkv(x)  # (B, T, d_in) -> (B, T, 3 * d_out)
+        qkv = qkv.reshape(b, num_tokens, 3, h, hd)  # (B, T, 3 * d_out) -> (B, T, 3, H, hd)
+        qkv = qkv.transpose(2, 0, 3, 1, 4)  # (B, T, 3, H, hd) -> (3, B, H, T, hd)
+        queries, keys, values = qkv[0], qkv[1], qkv[2]  # each (B, H, T, hd)
+
+        start = 0  # position of the first new token
+        if cache is not None:
+            start = cache.length
+            past_keys, past_values = cache.update(keys.data, values.data)  # (B, H, start + T, hd) each
+            keys, values = Tensor._from_op(past_keys, None), Tensor._from_op(past_values, None)
+
+        attn_scores = queries @ keys.swapaxes(-1, -2)  # (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S), S = start + T
+        # The book's three steps in one operation: scale by 1/sqrt(hd), mask the future (query i sits at
+        # position start + i and sees keys j <= start + i; the book's masked_fill with -inf), softmax.
+        attn_weights = F.causal_softmax(attn_scores, scale=1.0 / math.sqrt(hd))  # (B, H, T, S), rows sum to 1
+        attn_weights = self.dropout(attn_weights)
+
+        context = attn_weights @ values  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
+        context = context.transpose(0, 2, 1, 3)  # (B, H, T, hd) -> (B, T, H, hd)
+        context = context.reshape(b, num_tokens, self.d_out)  # (B, T, H, hd) -> (B, T, d_out)
+        return self.out_proj(context)  # (B, T, d_out) -> (B, T, d_out)
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, context_length={self.context_length}"
