@@ -13,7 +13,6 @@ the-verdict.txt is found in --data (a file, or a folder holding it), else in $TI
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
 from tinygrad_llm.data import GPTDataset, create_dataloader
-from tinygrad_llm.files import DATA_ENV
+from tinygrad_llm.files import require_data_file
 from tinygrad_llm.tokenizer import (GPT2FilesNotFound, SimpleTokenizerV1, SimpleTokenizerV2, build_vocab,
                                     get_tokenizer, train_bpe)
 
@@ -35,18 +34,7 @@ def section(title: str) -> None:
 
 def find_text(data: str | None) -> Path:
     """--data (a file or a folder with the-verdict.txt), else $TINYGRAD_LLM_DATA/the-verdict.txt."""
-    candidates = []
-    if data:
-        path = Path(data).expanduser()
-        candidates = [path] if path.is_file() else [path / FILENAME]
-    elif os.environ.get(DATA_ENV):
-        candidates = [Path(os.environ[DATA_ENV]).expanduser() / FILENAME]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    where = candidates[0] if candidates else f"--data or ${DATA_ENV}"
-    raise FileNotFoundError(f"{FILENAME} not found (looked at {where}); pass --data FOLDER_OR_FILE or set "
-                            f"{DATA_ENV} to a folder holding it (like ../shared/data)")
+    return require_data_file(FILENAME, data)
 
 
 # ---- 2.2-2.4 word-level tokenizers ----------------------------------------------------------------------
@@ -167,7 +155,7 @@ def embeddings(dataloader, device: str) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help=f"the-verdict.txt, or a folder holding it (default: ${DATA_ENV})")
+    parser.add_argument("--data", help="the-verdict.txt, or a folder holding it (default: $TINYGRAD_LLM_DATA)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the tensors live")
     args = parser.parse_args(argv)
     try:

@@ -6,24 +6,24 @@ import math
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def int_at_least(minimum: int):
+    """An argparse type: an integer >= minimum, or a message saying what was expected."""
+    expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+positive_int = int_at_least(1)
+nonnegative_int = int_at_least(0)
 
 
 def finite_float(text: str) -> float:
@@ -60,18 +60,29 @@ def add_sampling_arguments(parser) -> None:
 
 
 def load_model_and_tokenizer(checkpoint, device: str | None):
-    """The model, its tokenizer and a description, from a run folder (config.json + model.safetensors
-    [+ tokenizer.json])."""
+    """The model and its tokenizer, from a run folder (config.json + model.safetensors [+ tokenizer.json]),
+    a Hugging Face GPT-2 folder or a GPT-2 model name (gpt2, gpt2-medium, ...: GPT-2's tokenizer)."""
+    import json
+
     from tinygrad_llm.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, check_state_matches,
                                          load_model_files)
     from tinygrad_llm.model import GPTConfig, GPTModel
+    from tinygrad_llm.model.pretrained import ALIASES, HF_MODELS, is_hf_config
     from tinygrad_llm.tokenizer import get_tokenizer, load_tokenizer
 
     folder = Path(checkpoint)
+    if not folder.exists() and (str(checkpoint) in HF_MODELS or str(checkpoint) in ALIASES):
+        return GPTModel.from_pretrained(str(checkpoint), device=device), get_tokenizer("gpt2")
     if not folder.exists():
-        raise FileNotFoundError(f"{folder}: no such checkpoint folder")
+        raise FileNotFoundError(f"{folder}: no such checkpoint folder (nor a model name: {', '.join(HF_MODELS)})")
     if not folder.is_dir():
         raise ValueError(f"{folder}: expected a folder with config.json and model.safetensors")
+    try:
+        hf_layout = is_hf_config(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        hf_layout = False  # missing or unreadable: load_model_files below names the problem
+    if hf_layout:  # a Hugging Face GPT-2 folder: its vocabulary is GPT-2's
+        return GPTModel.from_pretrained(folder, device=device), get_tokenizer("gpt2")
     state, config = load_model_files(folder)
     try:
         model = GPTModel(GPTConfig.from_dict(config))

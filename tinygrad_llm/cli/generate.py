@@ -10,8 +10,9 @@ def add_generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="continue a prompt with a trained model",
                        description="Continue --prompt with the model saved in --checkpoint, printing tokens as "
                                    "they are generated.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="a run folder from 'tinygrad-llm train' (config.json + model.safetensors)")
+    p.add_argument("--checkpoint", required=True, metavar="DIR|NAME",
+                   help="a run folder from 'tinygrad-llm train' (config.json + model.safetensors), a Hugging Face "
+                        "GPT-2 folder, or a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl: downloaded once)")
     p.add_argument("--prompt", required=True, help="the text to continue")
     add_sampling_arguments(p)
     add_device_argument(p)
@@ -22,7 +23,8 @@ def add_chat_parser(sub) -> None:
     p = sub.add_parser("chat", help="type prompts, read continuations (an interactive loop)",
                        description="An interactive loop: each line you type is continued by the model. "
                                    "Ctrl-D or 'exit' ends it.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run folder from 'tinygrad-llm train'")
+    p.add_argument("--checkpoint", required=True, metavar="DIR|NAME",
+                   help="a run folder from 'tinygrad-llm train', a Hugging Face GPT-2 folder, or a GPT-2 name")
     add_sampling_arguments(p)
     add_device_argument(p)
     p.set_defaults(run=run_chat)

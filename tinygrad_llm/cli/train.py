@@ -25,14 +25,19 @@ def add_parser(sub) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--data", default=None, metavar="PATH",
                       help="a UTF-8 text file, or a folder of .txt/.md/.rst files (default: Python's help texts)")
-    data.add_argument("--tokenizer", choices=("char", "byte", "gpt2", "bpe"), default=DEFAULTS["tokenizer"],
-                      help="char: one token per character; byte: 256 bytes; gpt2: GPT-2's BPE (needs its files: "
-                           "TINYGRAD_LLM_DATA or network); bpe: train a byte-level BPE on the data")
+    data.add_argument("--tokenizer", choices=("char", "byte", "gpt2", "bpe"), default=None,
+                      help="char (the default; gpt2 with --init-from): one token per character; byte: 256 bytes; "
+                           "gpt2: GPT-2's BPE (needs its files: TINYGRAD_LLM_DATA or network); bpe: train a "
+                           "byte-level BPE on the data")
     data.add_argument("--vocab-size", type=positive_int, default=1024, help="vocabulary size for --tokenizer bpe")
     data.add_argument("--val-fraction", type=finite_float, default=0.1, help="share of the text held out for validation")
     model = p.add_argument_group("model")
     model.add_argument("--preset", default=DEFAULT_PRESET, help="model size: tiny, mini, small-cpu, gpt2-small, ... "
                                                                 "(see 'tinygrad-llm info --list')")
+    model.add_argument("--init-from", default=None, metavar="DIR|NAME",
+                       help="start from pretrained weights and their shape instead of a preset: a Hugging Face "
+                            "GPT-2 folder, a GPT-2 name (gpt2, gpt2-medium, ...) or a run folder; needs the gpt2 "
+                            "tokenizer")
     model.add_argument("--n-layers", type=positive_int, help="transformer blocks (overrides the preset)")
     model.add_argument("--n-heads", type=positive_int, help="attention heads (overrides the preset)")
     model.add_argument("--emb-dim", type=positive_int, help="embedding width (overrides the preset)")
@@ -104,11 +109,20 @@ def run_train(args) -> int:
     elif (out / "checkpoints").exists():
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or another --out")
 
+    tokenizer_name = args.tokenizer or ("gpt2" if args.init_from else DEFAULTS["tokenizer"])
+    if args.init_from and not args.resume:
+        if tokenizer_name != "gpt2":
+            raise ValueError(f"--init-from starts from GPT-2 weights, which read GPT-2's token ids: use --tokenizer "
+                             f"gpt2 (the default with --init-from), not {tokenizer_name}")
+        shaped = [flag for flag, value in (("--n-layers", args.n_layers), ("--n-heads", args.n_heads),
+                                           ("--emb-dim", args.emb_dim)) if value is not None]
+        if shaped:
+            raise ValueError(f"--init-from takes the model's shape from {args.init_from}: drop {', '.join(shaped)}")
     tl.manual_seed(args.seed)
     if args.resume and (out / "tokenizer.json").exists():
         tokenizer = load_tokenizer(out)
     else:
-        tokenizer = build_tokenizer(args.tokenizer, text, args.vocab_size)
+        tokenizer = build_tokenizer(tokenizer_name, text, args.vocab_size)
     split = int(len(text) * (1 - args.val_fraction))
     train_ids = np.asarray(tokenizer.encode(text[:split]), dtype=np.int64)
     val_ids = np.asarray(tokenizer.encode(text[split:]), dtype=np.int64)
@@ -127,7 +141,15 @@ def run_train(args) -> int:
         import json
 
         config = GPTConfig.from_dict(json.loads((find_checkpoint(out) / "config.json").read_text()))
-    model = GPTModel(config)
+    if args.init_from and not args.resume:  # (a resumed run's checkpoint already holds the weights)
+        model = GPTModel.from_pretrained(args.init_from, device=args.device, drop_rate=args.dropout).train()
+        config = model.config
+        if ctx > config.context_length or tokenizer.n_vocab > config.vocab_size:
+            raise ValueError(f"--init-from {args.init_from}: the model takes {config.context_length} positions and "
+                             f"{config.vocab_size} token ids; --context-length {ctx} and the {tokenizer.name} "
+                             f"tokenizer's {tokenizer.n_vocab} ids must fit")
+    else:
+        model = GPTModel(config)
     if args.device:
         model.to(args.device)
     train_config = TrainConfig(
@@ -142,7 +164,8 @@ def run_train(args) -> int:
     if args.resume:
         step = trainer.load_state()
         print(f"resuming {out} at step {step}", file=sys.stderr)
-    print(f"training {model.num_parameters():,} parameters ({args.preset}: {config.n_layers} layers, "
+    shape = f"from {args.init_from}" if args.init_from else args.preset
+    print(f"training {model.num_parameters():,} parameters ({shape}: {config.n_layers} layers, "
           f"{config.n_heads} heads, {config.emb_dim} wide, context {ctx}, vocabulary {config.vocab_size}) on "
           f"{described}: {len(train_ids):,} training / {len(val_ids):,} validation tokens, "
           f"{trainer.total_steps} steps -> {out}", file=sys.stderr)
