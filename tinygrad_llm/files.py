@@ -130,7 +130,8 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
     with response:
         if start and response.status != 206:  # the server ignored the range: start over
             start = 0
-        total = response.length + start if response.length is not None else None
+        length = getattr(response, "length", None)  # file:// responses have no .length
+        total = length + start if length is not None else None
         from tqdm import tqdm
 
         with open(part, "ab" if start else "wb") as f, tqdm(

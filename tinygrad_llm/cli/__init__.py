@@ -12,11 +12,11 @@ import sys
 
 from tinygrad_llm import __version__
 
-COMMANDS = ("train", "generate", "chat", "info")
+COMMANDS = ("train", "generate", "chat", "info", "finetune-classifier", "finetune-instruct")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tinygrad_llm.cli import generate, info, train
+    from tinygrad_llm.cli import finetune, generate, info, train
 
     parser = argparse.ArgumentParser(
         prog="tinygrad-llm",
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_generate_parser(sub)
     generate.add_chat_parser(sub)
     info.add_parser(sub)
+    finetune.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,199 @@
+"""Chapter 7: the prompt format, the collate function's exact tensors, the split, data errors, the judge."""
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+
+from tinygrad_llm.finetune.instruction import (InstructionDataset, custom_collate_fn, format_input,
+                                               load_instruction_data, split_instruction_data)
+from tinygrad_llm.finetune.judge import JudgeError, OllamaJudge, exact_match, rouge_l, score_responses, token_f1
+
+PAD = 50256
+X = -100
+
+
+def test_format_input_is_the_books():
+    entry = {"instruction": "Convert to passive voice.", "input": "The chef cooks the meal.", "output": "..."}
+    assert format_input(entry) == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\nConvert to passive voice.\n\n### Input:\nThe chef cooks the meal.")
+    assert format_input({**entry, "input": ""}).endswith("### Instruction:\nConvert to passive voice.")
+
+
+def test_collate_pads_keeps_first_end_of_text_and_ignores_the_rest():
+    # the book's example: [0, 1, 2, 3, 4], [5, 6], [7, 8, 9]
+    inputs, targets = custom_collate_fn([[0, 1, 2, 3, 4], [5, 6], [7, 8, 9]], pad_token_id=PAD)
+    np.testing.assert_array_equal(inputs, [[0, 1, 2, 3, 4],
+                                           [5, 6, PAD, PAD, PAD],
+                                           [7, 8, 9, PAD, PAD]])
+    np.testing.assert_array_equal(targets, [[1, 2, 3, 4, PAD],
+                                            [6, PAD, X, X, X],
+                                            [8, 9, PAD, X, X]])
+    assert inputs.dtype == np.int64 and targets.dtype == np.int64
+
+
+def test_collate_truncates_to_allowed_max_length():
+    inputs, targets = custom_collate_fn([[0, 1, 2, 3, 4], [5, 6]], pad_token_id=PAD, allowed_max_length=3)
+    np.testing.assert_array_equal(inputs, [[0, 1, 2], [5, 6, PAD]])
+    np.testing.assert_array_equal(targets, [[1, 2, 3], [6, PAD, X]])
+
+
+def test_collate_masks_the_prompt_tokens():
+    # prompts of 3 and 1 tokens: targets predicting prompt tokens 1..2 are ignored
+    inputs, targets = custom_collate_fn([[0, 1, 2, 3, 4], [5, 6]], pad_token_id=PAD, prompt_lengths=[3, 1])
+    np.testing.assert_array_equal(inputs, [[0, 1, 2, 3, 4], [5, 6, PAD, PAD, PAD]])
+    np.testing.assert_array_equal(targets, [[X, X, 3, 4, PAD], [6, PAD, X, X, X]])
+
+
+def test_collate_keeps_an_end_of_text_inside_the_text():
+    """Padding is found by position: a genuine end-of-text in the text stays a target (the book's
+    value-based mask would ignore it)."""
+    inputs, targets = custom_collate_fn([[1, PAD, 2], [3]], pad_token_id=PAD)
+    np.testing.assert_array_equal(targets, [[PAD, 2, PAD], [PAD, X, X]])
+
+
+def test_instruction_dataset_batches(shared_data):
+    from tinygrad_llm.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer("gpt2")
+    data = load_instruction_data(shared_data / "instruction-data.json")
+    train, test, val = split_instruction_data(data)
+    assert (len(train), len(test), len(val)) == (935, 110, 55)
+    dataset = InstructionDataset(train[:4], tokenizer, mask_inputs=True)
+    inputs, targets = dataset.get_batch([0, 1])
+    first = dataset[0]
+    assert inputs.shape == targets.shape == (2, max(len(dataset[0]), len(dataset[1])))
+    np.testing.assert_array_equal(inputs[0, :len(first)], first)
+    prompt = dataset.prompt_lengths[0]
+    assert prompt == len(tokenizer.encode(format_input(train[0])))
+    assert np.all(targets[0, :prompt - 1] == X) and targets[0, prompt - 1] == first[prompt]
+    assert targets[0, len(first) - 1] == PAD
+
+
+def test_bad_instruction_files_name_the_record(tmp_path):
+    cases = {
+        "dict.json": ({"instruction": "a", "output": "b"}, "expected a JSON list"),
+        "missing.json": ([{"instruction": "a", "output": "b"}, {"instruction": "c"}], r"record 1: 'output' is missing"),
+        "notobj.json": ([{"instruction": "a", "output": "b"}, "text"], "record 1 is a str"),
+        "badtype.json": ([{"instruction": 3, "output": "b"}], "record 0: 'instruction' is a int"),
+        "empty.json": ([], "empty"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=message) as info:
+            load_instruction_data(path)
+        assert name in str(info.value)
+    (tmp_path / "broken.json").write_text("[{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_instruction_data(tmp_path / "broken.json")
+
+
+def test_offline_metrics():
+    assert exact_match("The cake is baked.", "the cake is baked") == 1.0
+    assert exact_match("cake baked", "the cake is baked") == 0.0
+    assert token_f1("the cake", "the cake is baked") == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert rouge_l("cake the baked", "the cake is baked") == pytest.approx(2 * (2 / 3) * (2 / 4) / (2 / 3 + 2 / 4))
+    scores = score_responses([{"output": "yes", "model_response": "yes"}, {"output": "no", "model_response": "x"}])
+    assert scores == {"exact_match": 0.5, "token_f1": 0.5, "rouge_l": 0.5, "n": 2}
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_unreachable_judge_is_a_clear_error():
+    url = f"http://127.0.0.1:{_closed_port()}/api/chat"
+    judge = OllamaJudge(url=url, timeout=5)
+    with pytest.raises(JudgeError, match="cannot reach the judge at http://127.0.0.1"):
+        judge.check()
+    with pytest.raises(ValueError, match="http"):
+        OllamaJudge(url="localhost:11434")
+
+
+def test_cli_with_unreachable_judge_writes_nothing(tmp_path, shared_data, capsys):
+    from tinygrad_llm.cli import main
+
+    out = tmp_path / "run"
+    code = main(["finetune-instruct", "--data", str(shared_data / "instruction-data.json"), "--preset", "tiny",
+                 "--judge-url", f"http://127.0.0.1:{_closed_port()}/api/chat", "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the judge" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_rejects_a_bad_instruction_file(tmp_path, capsys):
+    from tinygrad_llm.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"input": "c"}]))
+    out = tmp_path / "run"
+    assert main(["finetune-instruct", "--data", str(bad), "--preset", "tiny", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "bad.json: record 1: 'instruction' is missing" in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_finetune_instruct_end_to_end(tmp_path, shared_data):
+    """A tiny from-scratch run on a slice of the data: the model, the responses file and the metrics."""
+    from tinygrad_llm.cli import main
+
+    data = json.loads((shared_data / "instruction-data.json").read_text())[:60]  # 51 / 6 / 3
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "run"
+    code = main(["finetune-instruct", "--data", str(path), "--preset", "tiny", "--tokenizer", "byte",
+                 "--n-layers", "1", "--epochs", "1", "--batch-size", "8", "--max-length", "64", "--max-new-tokens", "5",
+                 "--max-test", "3", "--eval-freq", "50", "--eval-iter", "1", "--out", str(out)])
+    assert code == 0
+    responses = json.loads((out / "instruction-data-with-response.json").read_text())
+    assert len(responses) == 3 and all(isinstance(r["model_response"], str) for r in responses)
+    assert responses[0]["instruction"] == data[51]["instruction"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["val_loss"])
+    assert set(metrics["offline_scores"]) == {"exact_match", "token_f1", "rouge_l", "n"}
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "finetune.json"):
+        assert (out / name).is_file()
+
+
+def test_judge_reads_an_ollama_stream_from_a_local_server():
+    """A stand-in server answering as Ollama does (one JSON object per line): the judge joins the pieces,
+    parses the score, and gets None for an answer that is not a number."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    answers = iter([["4", "2"], ["not a number"]])  # the pieces of each streamed answer
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            for piece in next(answers):
+                self.wfile.write((json.dumps({"message": {"content": piece}, "done": False}) + "\n").encode())
+            self.wfile.write((json.dumps({"message": {"content": ""}, "done": True}) + "\n").encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        judge = OllamaJudge(model="judge-model", url=f"http://127.0.0.1:{server.server_port}/api/chat", timeout=10)
+        entry = {"instruction": "Say hi.", "input": "", "output": "Hi.", "model_response": "Hello."}
+        assert judge.score(entry) == 42
+        assert received[0]["model"] == "judge-model" and received[0]["options"]["temperature"] == 0
+        assert "score the model response `Hello.`" in received[0]["messages"][0]["content"]
+        assert judge.score(entry) is None
+    finally:
+        server.shutdown()
+        server.server_close()

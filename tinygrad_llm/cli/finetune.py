@@ -1,0 +1,334 @@
+"""``tinygrad-llm finetune-classifier`` and ``finetune-instruct``: chapters 6 and 7 (and appendix E's LoRA).
+
+The starting model is ``--init-from`` (a run folder of ``tinygrad-llm train``, a Hugging Face GPT-2 folder
+or name when ``GPTModel.from_pretrained`` can load it) or, with ``--preset``, a fresh model trained from
+scratch. Everything the user gave is checked before training starts, and the outputs are written only at
+the end, each atomically: an error leaves no partial output.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from tinygrad_llm.cli.common import add_device_argument, finite_float, nonnegative_float, positive_int
+
+TOKENIZERS = ("gpt2", "byte")
+
+
+def _add_model_arguments(p, default_preset: str) -> None:
+    model = p.add_argument_group("starting model")
+    start = model.add_mutually_exclusive_group()
+    start.add_argument("--init-from", metavar="DIR|NAME", default=None,
+                       help="a run folder of 'tinygrad-llm train' (config.json + model.safetensors), or a GPT-2 "
+                            "folder/name in the Hugging Face layout")
+    start.add_argument("--preset", default=None,
+                       help=f"train from scratch with this model size (default {default_preset} when no --init-from)")
+    model.add_argument("--tokenizer", choices=TOKENIZERS, default="gpt2",
+                       help="tokenizer of a from-scratch model (default gpt2; an --init-from model brings its own)")
+    model.add_argument("--emb-dim", type=positive_int, default=None, help="override the preset's width")
+    model.add_argument("--n-layers", type=positive_int, default=None, help="override the preset's blocks")
+    model.add_argument("--n-heads", type=positive_int, default=None, help="override the preset's heads")
+    model.add_argument("--dropout", type=nonnegative_float, default=None, help="dropout rate (default: the model's)")
+    lora = p.add_argument_group("LoRA (appendix E)")
+    lora.add_argument("--lora-rank", type=positive_int, default=None,
+                      help="freeze the model and train rank-r adapters on every Linear instead")
+    lora.add_argument("--lora-alpha", type=finite_float, default=None,
+                      help="adapter scale is alpha / rank (default alpha = rank: scale 1)")
+
+
+def _add_run_arguments(p) -> None:
+    run = p.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=123,
+                     help="seed of the split, initialisation and shuffling (default 123)")
+    add_device_argument(run)
+    run.add_argument("--out", required=True, metavar="DIR", help="folder for the fine-tuned model and results")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "finetune-classifier", help="fine-tune a GPT into a spam classifier (chapter 6)",
+        description="Train a GPT to classify SMS messages as ham or spam (the SMS Spam Collection, balanced, "
+                    "split 70/10/20), reading the class off the last token. Writes the model, tokenizer.json, "
+                    "finetune.json and metrics.json (train/val/test accuracy and loss) into --out.")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="the SMSSpamCollection file (label<TAB>text) or its folder (default: $TINYGRAD_LLM_DATA/"
+                        "sms_spam_collection, else download from UCI)")
+    _add_model_arguments(p, "tiny")
+    train = p.add_argument_group("training")
+    train.add_argument("--trainable", default=None,
+                       help="last-block (the book's: last block + final norm + head), last-N, head or all "
+                            "(default: last-block with --init-from, all from scratch)")
+    train.add_argument("--epochs", type=positive_int, default=5, help="passes over the training split (default 5)")
+    train.add_argument("--lr", type=finite_float, default=None, help="AdamW learning rate (default 5e-5 with "
+                                                                     "--init-from, 1e-3 from scratch)")
+    train.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay (default 0.1)")
+    train.add_argument("--batch-size", type=positive_int, default=8, help="messages per batch (default 8)")
+    train.add_argument("--max-length", type=positive_int, default=None,
+                       help="tokens per message (truncate/pad; default: the longest training message, capped at "
+                            "the context length)")
+    train.add_argument("--eval-freq", type=positive_int, default=50, help="steps between loss evaluations (default 50)")
+    train.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation (default 5)")
+    _add_run_arguments(p)
+    p.set_defaults(run=run_finetune_classifier)
+
+    p = sub.add_parser(
+        "finetune-instruct", help="fine-tune a GPT to follow instructions (chapter 7)",
+        description="Train a GPT on Alpaca-style {instruction, input, output} records (split 85/5/10 in file "
+                    "order), then answer the test instructions into instruction-data-with-response.json and "
+                    "score them offline (exact match, token F1, ROUGE-L) and, with --judge-url, by an "
+                    "Ollama-compatible judge model. Writes the model, its tokenizer and metrics.json into --out.")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="a JSON list of {instruction, input, output} "
+                        "(default: $TINYGRAD_LLM_DATA/instruction-data.json)")
+    _add_model_arguments(p, "small-cpu")
+    train = p.add_argument_group("training")
+    train.add_argument("--epochs", type=positive_int, default=2, help="passes over the training split (default 2)")
+    train.add_argument("--lr", type=finite_float, default=None, help="AdamW learning rate (default 5e-5 with "
+                                                                     "--init-from, 1e-3 from scratch)")
+    train.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay (default 0.1)")
+    train.add_argument("--batch-size", type=positive_int, default=8, help="records per batch (default 8)")
+    train.add_argument("--max-length", type=positive_int, default=None,
+                       help="allowed_max_length: tokens per training sequence (default: the context length)")
+    train.add_argument("--mask-inputs", action="store_true", help="no loss on the instruction and input tokens")
+    train.add_argument("--eval-freq", type=positive_int, default=5, help="steps between loss evaluations (default 5)")
+    train.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation (default 5)")
+    score = p.add_argument_group("responses and scoring")
+    score.add_argument("--max-new-tokens", type=positive_int, default=256,
+                       help="tokens per test response (default 256)")
+    score.add_argument("--max-test", type=positive_int, default=None, help="answer only the first N test records")
+    score.add_argument("--judge-url", default=None, metavar="URL",
+                       help="an Ollama-compatible /api/chat endpoint (e.g. http://localhost:11434/api/chat) to "
+                            "score responses 0-100, the book's method; checked before training starts")
+    score.add_argument("--judge-model", default="llama3", help="the judge's model name (default llama3)")
+    score.add_argument("--judge-timeout", type=positive_int, default=60, help="seconds per judge request (default 60)")
+    _add_run_arguments(p)
+    p.set_defaults(run=run_finetune_instruct)
+
+
+# ---- shared steps ---------------------------------------------------------------------------------------
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_start_model(args, context_length: int | None = None):
+    """(model, tokenizer, description): from --init-from, or a fresh --preset model for --tokenizer."""
+    from tinygrad_llm.model import GPTConfig, GPTModel
+    from tinygrad_llm.tokenizer import get_tokenizer
+
+    overrides = {k: v for k, v in (("emb_dim", args.emb_dim), ("n_layers", args.n_layers), ("n_heads", args.n_heads),
+                                   ("drop_rate", args.dropout)) if v is not None}
+    if args.init_from is None:
+        tokenizer = get_tokenizer(args.tokenizer)
+        preset = args.preset or args.default_preset
+        overrides = {"vocab_size": tokenizer.n_vocab, **overrides}
+        if context_length is not None:
+            overrides["context_length"] = context_length
+        config = GPTConfig.preset(preset, **overrides)
+        return GPTModel(config), tokenizer, f"a fresh {preset} model (from scratch)"
+    source = Path(args.init_from)
+    if (source / "config.json").is_file() and (source / "model.safetensors").is_file():
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        if "emb_dim" in config:  # the library's own layout: a run folder of 'tinygrad-llm train'
+            from tinygrad_llm.cli.common import load_model_and_tokenizer
+
+            model, tokenizer = load_model_and_tokenizer(source, None)
+            _apply_dropout(model, overrides.get("drop_rate"))
+            return model, tokenizer, f"{source}"
+    if not hasattr(GPTModel, "from_pretrained"):
+        raise ValueError(f"--init-from {args.init_from}: not a run folder with config.json and model.safetensors "
+                         "(loading GPT-2 checkpoints needs GPTModel.from_pretrained)")
+    model = GPTModel.from_pretrained(args.init_from, drop_rate=overrides.get("drop_rate"))
+    return model, get_tokenizer("gpt2"), f"{args.init_from}"
+
+
+def _apply_dropout(model, rate) -> None:
+    if rate is None:
+        return
+    from tinygrad_llm.nn import Dropout
+
+    model.config.drop_rate = rate
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.p = rate
+
+
+def _apply_lora(args, model) -> dict | None:
+    if args.lora_alpha is not None and args.lora_rank is None:
+        raise ValueError("--lora-alpha needs --lora-rank")
+    if args.lora_rank is None:
+        return None
+    from tinygrad_llm.finetune.lora import freeze, replace_linear_with_lora
+
+    alpha = args.lora_alpha if args.lora_alpha is not None else float(args.lora_rank)
+    freeze(model)
+    replace_linear_with_lora(model, rank=args.lora_rank, alpha=alpha)
+    return {"rank": args.lora_rank, "alpha": alpha, "scale": alpha / args.lora_rank}
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+
+
+def _counts(model) -> dict:
+    return {"trainable_parameters": model.num_parameters(trainable_only=True),
+            "total_parameters": model.num_parameters()}
+
+
+# ---- finetune-classifier --------------------------------------------------------------------------------
+
+def run_finetune_classifier(args) -> int:
+    import tinygrad_llm as tl
+    from tinygrad_llm.data import DataLoader
+    from tinygrad_llm.finetune import classifier as C
+    from tinygrad_llm.finetune.io import save_finetuned, write_json
+    from tinygrad_llm.finetune.lora import merge_lora
+    from tinygrad_llm.finetune.spam_data import (CLASS_NAMES, SpamDataset, create_balanced_dataset, find_spam_file,
+                                                 random_split, read_sms_spam)
+    from tinygrad_llm.optim import AdamW
+
+    out = Path(args.out)
+    _check_out(out)
+    args.default_preset = "tiny"
+    texts, labels = read_sms_spam(find_spam_file(args.data))
+    texts, labels = create_balanced_dataset(texts, labels, seed=args.seed)
+    splits = random_split(texts, labels, 0.7, 0.1, seed=args.seed)
+    tl.manual_seed(args.seed)
+
+    if args.init_from is None:  # the context of a fresh model is the message length
+        from tinygrad_llm.tokenizer import get_tokenizer
+
+        probe = SpamDataset(*splits["train"], get_tokenizer(args.tokenizer), max_length=args.max_length)
+        model, tokenizer, described = load_start_model(args, context_length=probe.max_length)
+    else:
+        model, tokenizer, described = load_start_model(args)
+    train_set = SpamDataset(*splits["train"], tokenizer, max_length=args.max_length)
+    max_length = min(train_set.max_length, model.config.context_length)  # never past the context
+    if max_length != train_set.max_length:
+        train_set = SpamDataset(*splits["train"], tokenizer, max_length=max_length)
+    val_set = SpamDataset(*splits["validation"], tokenizer, max_length=max_length)
+    test_set = SpamDataset(*splits["test"], tokenizer, max_length=max_length)
+
+    C.add_classification_head(model, num_classes=len(CLASS_NAMES))
+    trainable = args.trainable or ("last-block" if args.init_from else "all")
+    C.set_trainable(model, trainable)
+    lora = _apply_lora(args, model)
+    if args.device:
+        model.to(args.device)
+    lr = args.lr if args.lr is not None else (5e-5 if args.init_from else 1e-3)
+    if lr <= 0:
+        raise ValueError(f"--lr must be positive, got {lr}")
+    optimizer = AdamW(C.trainable_parameters(model), lr=lr, weight_decay=args.weight_decay)
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, drop_last=False)
+    test_loader = DataLoader(test_set, batch_size=args.batch_size, drop_last=False)
+    counts = _counts(model)
+    _log(f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier ({trainable}"
+         f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {counts['trainable_parameters']:,} of "
+         f"{counts['total_parameters']:,} parameters trainable; {len(train_set)} / {len(val_set)} / {len(test_set)} "
+         f"messages of {max_length} tokens -> {out}")
+
+    start = time.perf_counter()
+    C.train_classifier_simple(model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs,
+                              eval_freq=args.eval_freq, eval_iter=args.eval_iter, log=_log)
+    train_s = time.perf_counter() - start
+    model.eval()
+    metrics = {}
+    for name, loader in (("train", train_loader), ("val", val_loader), ("test", test_loader)):
+        metrics[f"{name}_accuracy"] = C.calc_accuracy_loader(loader, model, args.device)
+        metrics[f"{name}_loss"] = C.calc_loss_loader(loader, model, args.device)
+    if lora:
+        merge_lora(model)  # export a plain model: W + scale * (A B)^T
+    metrics.update(counts, epochs=args.epochs, lr=lr, batch_size=args.batch_size, max_length=max_length,
+                   trainable=trainable, lora=lora, seed=args.seed, train_seconds=round(train_s, 1),
+                   init_from=args.init_from, config=model.config.to_dict())
+    save_finetuned(out, model, tokenizer, {"task": "classification", "num_classes": len(CLASS_NAMES),
+                                           "class_names": list(CLASS_NAMES), "max_length": max_length,
+                                           "pad_token_id": train_set.pad_token_id})
+    write_json(out / "metrics.json", metrics)
+    _log(f"accuracy: train {metrics['train_accuracy'] * 100:.2f}% | val {metrics['val_accuracy'] * 100:.2f}% | "
+         f"test {metrics['test_accuracy'] * 100:.2f}% ({train_s:.0f}s training); saved to {out}")
+    return 0
+
+
+# ---- finetune-instruct ----------------------------------------------------------------------------------
+
+def run_finetune_instruct(args) -> int:
+    import tinygrad_llm as tl
+    from tinygrad_llm.data import DataLoader
+    from tinygrad_llm.files import find_data_file
+    from tinygrad_llm.finetune import instruction as I
+    from tinygrad_llm.finetune.io import save_finetuned, write_json
+    from tinygrad_llm.finetune.judge import OllamaJudge, score_responses
+    from tinygrad_llm.finetune.lora import merge_lora
+    from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
+    from tinygrad_llm.train.simple import evaluate_model
+
+    out = Path(args.out)
+    _check_out(out)
+    args.default_preset = "small-cpu"
+    data_path = args.data or find_data_file("instruction-data.json")
+    if data_path is None:
+        raise ValueError("--data: give the instruction JSON file (or set TINYGRAD_LLM_DATA to a folder holding "
+                         "instruction-data.json)")
+    data = I.load_instruction_data(data_path)
+    train_data, test_data, val_data = I.split_instruction_data(data)
+    if args.max_test is not None:
+        test_data = test_data[:args.max_test]
+    judge = None
+    if args.judge_url:
+        judge = OllamaJudge(model=args.judge_model, url=args.judge_url, timeout=args.judge_timeout)
+        judge.check()  # fail now, not after training
+    tl.manual_seed(args.seed)
+    model, tokenizer, described = load_start_model(args)
+    if tokenizer.eot_id is None:
+        raise ValueError(f"the tokenizer {tokenizer.name!r} has no <|endoftext|> to pad and stop with")
+    lora = _apply_lora(args, model)
+    if args.device:
+        model.to(args.device)
+    context = model.config.context_length
+    allowed = min(args.max_length or context, context)
+    datasets = [I.InstructionDataset(d, tokenizer, allowed_max_length=allowed, mask_inputs=args.mask_inputs)
+                for d in (train_data, val_data)]
+    train_loader = DataLoader(datasets[0], batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed)
+    val_loader = DataLoader(datasets[1], batch_size=args.batch_size, drop_last=False)
+    lr = args.lr if args.lr is not None else (5e-5 if args.init_from else 1e-3)
+    if lr <= 0:
+        raise ValueError(f"--lr must be positive, got {lr}")
+    optimizer = AdamW(param_groups_for_weight_decay(model, args.weight_decay), lr=lr)
+    counts = _counts(model)
+    _log(f"instruction fine-tuning {described}{' with LoRA rank %d' % lora['rank'] if lora else ''}: "
+         f"{counts['trainable_parameters']:,} of {counts['total_parameters']:,} parameters trainable; "
+         f"{len(train_data)} / {len(val_data)} / {len(test_data)} train/val/test records -> {out}")
+
+    from tinygrad_llm.train.simple import train_model_simple
+
+    start = time.perf_counter()
+    train_losses, val_losses, _ = train_model_simple(
+        model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
+        eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer)
+    train_s = time.perf_counter() - start
+    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, args.device, args.eval_iter)
+    if lora:
+        merge_lora(model)
+    _log(f"answering {len(test_data)} test instructions ...")
+    responses = I.generate_test_responses(model, tokenizer, test_data, args.max_new_tokens, args.device,
+                                          progress=sys.stderr.isatty())
+    metrics = {"train_loss": train_loss, "val_loss": val_loss, "offline_scores": score_responses(responses)}
+    if judge is not None:
+        metrics["judge"] = judge.score_entries(responses)
+    metrics.update(counts, epochs=args.epochs, lr=lr, batch_size=args.batch_size, allowed_max_length=allowed,
+                   mask_inputs=args.mask_inputs, lora=lora, seed=args.seed, train_seconds=round(train_s, 1),
+                   init_from=args.init_from, config=model.config.to_dict(),
+                   loss_history={"train": train_losses, "val": val_losses})
+    save_finetuned(out, model, tokenizer, {"task": "instruction", "prompt_format": "alpaca"})
+    I.save_responses(out / "instruction-data-with-response.json", responses)
+    write_json(out / "metrics.json", metrics)
+    scores = metrics["offline_scores"]
+    _log(f"train loss {train_loss:.3f}, val loss {val_loss:.3f}; test responses: token F1 {scores['token_f1']:.3f}, "
+         f"ROUGE-L {scores['rouge_l']:.3f}, exact match {scores['exact_match']:.3f}"
+         + (f", judge {metrics['judge']['average']:.1f}/100" if judge else "") + f"; saved to {out}")
+    return 0

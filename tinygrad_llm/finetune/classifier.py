@@ -1,0 +1,195 @@
+"""Chapter 6: a GPT as a text classifier, reading its prediction off the last token's output.
+
+    model = GPTModel(config)                                   # pretrained, or from scratch
+    add_classification_head(model, num_classes=2)             # out_head: Linear(emb_dim, 2)
+    set_trainable(model, "last-block")                         # the book's recipe
+    optimizer = AdamW(trainable_parameters(model), lr=5e-5, weight_decay=0.1)
+    train_losses, val_losses, train_accs, val_accs, examples_seen = train_classifier_simple(
+        model, train_loader, val_loader, optimizer, device="cpu", num_epochs=5, eval_freq=50, eval_iter=5)
+    classify_text("You are a winner ...", model, tokenizer, max_length=train_set.max_length)   # "spam"
+
+Why the last token: with causal attention it is the only position that has attended to every token of
+the message. The book pads with end-of-text to a fixed length and still reads the last position, so a
+short message is followed by padding the last position also sees; that works, and is kept here as the book
+has it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinygrad_llm import backend
+from tinygrad_llm import functional as F
+from tinygrad_llm.nn import Linear
+from tinygrad_llm.tensor import Tensor, no_grad
+
+TRAINABLE_CHOICES = ("last-block", "all", "head")
+
+
+def add_classification_head(model, num_classes: int = 2):
+    """Replace ``model.out_head`` by a new ``Linear(emb_dim, num_classes)`` (bias included, as the book's
+    ``torch.nn.Linear(in_features=768, out_features=2)``), on the model's device. Returns the model."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"add_classification_head: num_classes must be an integer >= 2, got {num_classes!r}")
+    head = Linear(model.config.emb_dim, int(num_classes))
+    if model.device != "cpu":
+        head.to(model.device)
+    model.out_head = head
+    return model
+
+
+def set_trainable(model, trainable: str = "last-block"):
+    """Choose which parameters learn (the others get requires_grad False: no gradient, no optimizer state).
+
+    "last-block": the book's recipe: the last transformer block, the final LayerNorm and the head;
+    "last-N" (e.g. "last-2"): the last N blocks, the final LayerNorm and the head;
+    "head": the output head only; "all": every parameter.
+    """
+    n_blocks = len(model.trf_blocks)
+    if trainable == "all":
+        blocks = n_blocks
+    elif trainable == "head":
+        blocks = None
+    elif trainable == "last-block":
+        blocks = 1
+    elif trainable.startswith("last-") and trainable[5:].isdigit() and int(trainable[5:]) >= 1:
+        blocks = min(int(trainable[5:]), n_blocks)
+    else:
+        raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES} or 'last-N' (N >= 1), got {trainable!r}")
+    for p in model.parameters():
+        p.requires_grad_(trainable == "all")
+        p.grad = None
+    to_train = [model.out_head]
+    if blocks is not None:
+        to_train += [model.final_norm] + [model.trf_blocks[i] for i in range(n_blocks - blocks, n_blocks)]
+    for module in to_train:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def trainable_parameters(model) -> list:
+    """(name, parameter) pairs of the parameters that learn, for an optimizer."""
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+# ---- loss and accuracy --------------------------------------------------------------------------------
+
+def _to(array, device):
+    return backend.to_device(array.data if isinstance(array, Tensor) else array, device)
+
+
+def last_token_logits(model, input_batch) -> Tensor:
+    """(B, T) ids -> (B, num_classes): the model's output at the last position."""
+    return model(input_batch)[:, -1, :]  # (B, T, classes) -> (B, classes)
+
+
+def calc_loss_batch(input_batch, target_batch, model, device: str | None = None) -> Tensor:
+    """Cross-entropy of the last token's logits (B, classes) against the labels (B,)."""
+    device = device or model.device
+    logits = last_token_logits(model, _to(input_batch, device))
+    return F.cross_entropy(logits, _to(target_batch, device))
+
+
+def calc_loss_loader(data_loader, model, device: str | None = None, num_batches: int | None = None) -> float:
+    """Average classification loss over the first ``num_batches`` batches (all when None); NaN when empty."""
+    total, count = 0.0, 0
+    n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    if n == 0:
+        return float("nan")
+    with no_grad():
+        for i, (input_batch, target_batch) in enumerate(data_loader):
+            if i >= n:
+                break
+            total += calc_loss_batch(input_batch, target_batch, model, device).item()
+            count += 1
+    return total / count
+
+
+def calc_accuracy_loader(data_loader, model, device: str | None = None, num_batches: int | None = None) -> float:
+    """Share of correctly classified examples in the first ``num_batches`` batches (all when None).
+
+    The model's mode is left as it is: call ``model.eval()`` first, as the book does, to turn dropout off."""
+    device = device or model.device
+    correct, seen = 0, 0
+    n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    if n == 0:
+        return float("nan")
+    with no_grad():
+        for i, (input_batch, target_batch) in enumerate(data_loader):
+            if i >= n:
+                break
+            logits = last_token_logits(model, _to(input_batch, device))
+            predicted = backend.to_numpy(logits.data.argmax(axis=-1))  # (B, classes) -> (B,)
+            labels = backend.to_numpy(_to(target_batch, "cpu"))
+            correct += int((predicted == labels).sum())
+            seen += len(labels)
+    return correct / seen
+
+
+def evaluate_model(model, train_loader, val_loader, device, eval_iter: int) -> tuple[float, float]:
+    """Mean classification loss over ``eval_iter`` batches of each loader, in eval mode."""
+    was_training = model.training
+    model.eval()
+    train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+    val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    model.train(was_training)
+    return train_loss, val_loss
+
+
+def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
+                            eval_iter: int, log=print):
+    """The book's loop: every ``eval_freq`` steps the train/val loss, after every epoch the train/val accuracy
+    over ``eval_iter`` batches. Returns (train_losses, val_losses, train_accs, val_accs, examples_seen)."""
+    train_losses, val_losses, train_accs, val_accs = [], [], [], []
+    examples_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            optimizer.step()
+            examples_seen += input_batch.shape[0]
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                if log:
+                    log(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, "
+                        f"Val loss {val_loss:.3f}")
+        model.eval()
+        train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
+        val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
+        model.train()
+        if log:
+            log(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
+        train_accs.append(train_accuracy)
+        val_accs.append(val_accuracy)
+    model.eval()
+    return train_losses, val_losses, train_accs, val_accs, examples_seen
+
+
+def classify_text(text: str, model, tokenizer, device: str | None = None, max_length: int | None = None,
+                  pad_token_id: int | None = None, class_names=("not spam", "spam")) -> str:
+    """The predicted class name of one text (the book's ``classify_review``): encode, truncate to
+    ``max_length`` (and the context), pad with end-of-text to ``max_length``, read the last token's logits."""
+    device = device or model.device
+    if pad_token_id is None:
+        pad_token_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
+    input_ids = tokenizer.encode(text)
+    context = model.config.context_length
+    limit = context if max_length is None else min(max_length, context)
+    input_ids = input_ids[:limit] or [pad_token_id]
+    if max_length is not None:
+        input_ids += [pad_token_id] * (limit - len(input_ids))
+    ids = backend.to_device(np.asarray([input_ids], dtype=np.int64), device)  # (1, T)
+    was_training = model.training
+    model.eval()
+    with no_grad():
+        logits = last_token_logits(model, ids)  # (1, classes)
+    model.train(was_training)
+    predicted = int(backend.to_numpy(logits.data).argmax(axis=-1)[0])
+    if predicted >= len(class_names):
+        return str(predicted)
+    return class_names[predicted]

@@ -1,0 +1,187 @@
+"""Chapter 7: instruction fine-tuning on Alpaca-style records {instruction, input, output}.
+
+    data = load_instruction_data("instruction-data.json")
+    train_data, test_data, val_data = split_instruction_data(data)        # 85 / 10 / 5 %, in file order
+    train_set = InstructionDataset(train_data, tokenizer, allowed_max_length=1024)
+    train_loader = DataLoader(train_set, batch_size=8, shuffle=True, drop_last=True, seed=123)
+    ... train_model_simple(model, train_loader, val_loader, optimizer, ...)   (chapter 5's loop)
+    test_data = generate_test_responses(model, tokenizer, test_data)       # adds "model_response"
+    save_responses("instruction-data-with-response.json", test_data)
+
+``custom_collate_fn`` is the book's: each sequence gets one end-of-text appended and is padded with
+end-of-text to the longest in the batch plus one; inputs drop the last token, targets drop the first; every
+padding target after the first end-of-text becomes -100 (ignored by the loss), so the model learns to stop
+but not to predict padding. The book finds the padding by value (``targets == pad_token_id``); here it is
+found by position (everything past the sequence's own tokens), which is the same unless a text itself
+contains end-of-text, whose genuine occurrence the book would then mask by mistake.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tinygrad_llm.files import atomic_write
+
+IGNORE_INDEX = -100
+RESPONSE_KEY = "model_response"
+
+
+def format_input(entry: dict) -> str:
+    """The Alpaca prompt of ``entry``, exactly as the book: instruction, then the input when it has one."""
+    instruction_text = (
+        f"Below is an instruction that describes a task. "
+        f"Write a response that appropriately completes the request."
+        f"\n\n### Instruction:\n{entry['instruction']}"
+    )
+    input_text = f"\n\n### Input:\n{entry['input']}" if entry.get("input") else ""
+    return instruction_text + input_text
+
+
+def format_response(entry: dict) -> str:
+    """The part the model learns to write: the response header, then the output."""
+    return f"\n\n### Response:\n{entry['output']}"
+
+
+def load_instruction_data(path) -> list[dict]:
+    """A JSON list of objects with string ``instruction`` and ``output`` (``input`` optional, default "").
+
+    Anything else raises ValueError naming the file and the first bad record's index.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected a JSON list of instruction records)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of {{instruction, input, output}} objects, "
+                         f"got a {type(data).__name__}")
+    if not data:
+        raise ValueError(f"{path}: the list of instruction records is empty")
+    for index, entry in enumerate(data):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: record {index} is a {type(entry).__name__}, expected an object with "
+                             "'instruction' and 'output'")
+        for key in ("instruction", "output"):
+            if not isinstance(entry.get(key), str):
+                problem = "is missing" if key not in entry else f"is a {type(entry[key]).__name__}, not a string"
+                raise ValueError(f"{path}: record {index}: '{key}' {problem}")
+        if not isinstance(entry.get("input", ""), str):
+            raise ValueError(f"{path}: record {index}: 'input' must be a string when present")
+    return [{**entry, "input": entry.get("input", "")} for entry in data]
+
+
+def split_instruction_data(data: list, train_frac: float = 0.85, test_frac: float = 0.10):
+    """(train, test, validation): the first 85%, the next 10%, the rest (5%), in order, as the book."""
+    train_portion = int(len(data) * train_frac)
+    test_portion = int(len(data) * test_frac)
+    train = data[:train_portion]
+    test = data[train_portion:train_portion + test_portion]
+    val = data[train_portion + test_portion:]
+    if not train or not test or not val:
+        raise ValueError(f"split_instruction_data: {len(data)} records leave an empty split "
+                         f"({len(train)} train, {len(test)} test, {len(val)} validation)")
+    return train, test, val
+
+
+def custom_collate_fn(batch, pad_token_id: int = 50256, ignore_index: int = IGNORE_INDEX,
+                      allowed_max_length: int | None = None, prompt_lengths=None):
+    """(inputs, targets), both (B, L) int64, from token-id lists.
+
+    L = longest sequence + 1 (its appended end-of-text), cut to ``allowed_max_length``. For a sequence of n
+    tokens: inputs = tokens + [eot] * (L - n), targets = tokens[1:] + [eot] + [ignore_index] * (L - n).
+    ``prompt_lengths``: for each sequence, how many leading tokens are the prompt (instruction and input);
+    their targets become ``ignore_index``, so the loss covers only the response (the book's exercise 7.2).
+    """
+    if not batch:
+        raise ValueError("custom_collate_fn: empty batch")
+    batch_max_length = max(len(item) + 1 for item in batch)
+    inputs = np.full((len(batch), batch_max_length - 1), pad_token_id, dtype=np.int64)
+    targets = np.full((len(batch), batch_max_length - 1), ignore_index, dtype=np.int64)
+    for row, item in enumerate(batch):
+        n = len(item)
+        inputs[row, :n] = item                  # the tokens, then padding
+        targets[row, :n - 1] = item[1:]         # each position predicts the next token
+        targets[row, n - 1] = pad_token_id      # ... and the last one predicts end-of-text, kept as a target
+        if prompt_lengths is not None:
+            targets[row, :max(int(prompt_lengths[row]) - 1, 0)] = ignore_index  # do not learn to write the prompt
+    if allowed_max_length is not None:
+        inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
+    return inputs, targets
+
+
+class InstructionDataset:
+    """Records encoded as ``format_input(entry) + format_response(entry)``; batches via ``custom_collate_fn``.
+
+    ``dataset[i]`` is the token-id list (the book's item); ``get_batch(indices)`` collates, so the library's
+    ``DataLoader`` yields ``(inputs, targets)``. ``mask_inputs`` ignores the prompt tokens in the targets.
+    """
+
+    def __init__(self, data, tokenizer, pad_token_id: int | None = None, allowed_max_length: int | None = None,
+                 mask_inputs: bool = False, ignore_index: int = IGNORE_INDEX):
+        if pad_token_id is None:
+            if tokenizer.eot_id is None:
+                raise ValueError(f"InstructionDataset: tokenizer {tokenizer.name!r} has no <|endoftext|>; "
+                                 "pass pad_token_id")
+            pad_token_id = tokenizer.eot_id
+        self.data = list(data)
+        self.pad_token_id, self.ignore_index = int(pad_token_id), ignore_index
+        self.allowed_max_length, self.mask_inputs = allowed_max_length, bool(mask_inputs)
+        self.encoded_texts, self.prompt_lengths = [], []
+        for entry in self.data:
+            prompt = format_input(entry)
+            self.encoded_texts.append(tokenizer.encode(prompt + format_response(entry)))
+            self.prompt_lengths.append(len(tokenizer.encode(prompt)))
+
+    def __getitem__(self, index):
+        return self.encoded_texts[index]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def get_batch(self, indices):
+        indices = [int(i) for i in indices]
+        return custom_collate_fn([self.encoded_texts[i] for i in indices], self.pad_token_id, self.ignore_index,
+                                 self.allowed_max_length,
+                                 [self.prompt_lengths[i] for i in indices] if self.mask_inputs else None)
+
+
+def generate_response(model, tokenizer, entry: dict, max_new_tokens: int = 256, device: str | None = None) -> str:
+    """The model's greedy answer to ``entry``'s prompt, stopping at end-of-text, header stripped (the book)."""
+    from tinygrad_llm import backend
+    from tinygrad_llm.generate import generate, text_to_token_ids
+
+    prompt_ids = text_to_token_ids(format_input(entry), tokenizer)  # (1, T)
+    context = model.config.context_length
+    prompt_ids = prompt_ids[:, -context:]  # keep the tail of a prompt longer than the context
+    device = device or model.device
+    out = generate(model, backend.to_device(prompt_ids, device), max_new_tokens=max_new_tokens,
+                   context_size=context, eos_id=tokenizer.eot_id)
+    new_ids = backend.to_numpy(out)[0, prompt_ids.shape[1]:].tolist()
+    if tokenizer.eot_id is not None and tokenizer.eot_id in new_ids:
+        new_ids = new_ids[:new_ids.index(tokenizer.eot_id)]
+    return tokenizer.decode(new_ids).replace("### Response:", "").strip()
+
+
+def generate_test_responses(model, tokenizer, test_data, max_new_tokens: int = 256, device: str | None = None,
+                            progress: bool = False) -> list[dict]:
+    """Copies of the records with ``"model_response"`` added (the book's instruction-data-with-response)."""
+    items = list(test_data)
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="responses")
+    return [{**entry, RESPONSE_KEY: generate_response(model, tokenizer, entry, max_new_tokens, device)}
+            for entry in items]
+
+
+def save_responses(path, entries) -> Path:
+    """Write the records (with their responses) as indented JSON, atomically."""
+    path = Path(path)
+    with atomic_write(path, "w") as f:
+        json.dump(list(entries), f, indent=4)
+        f.write("\n")
+    return path

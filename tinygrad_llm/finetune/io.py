@@ -1,0 +1,73 @@
+"""Fine-tuned models on disk, in the layout of a training run folder plus one metadata file:
+
+    out/
+      model.safetensors   the weights, the library's parameter names (LoRA merged in: a plain GPTModel)
+      config.json         the GPTConfig
+      tokenizer.json      the tokenizer
+      finetune.json       what kind of fine-tuning: {"task": "classification", "num_classes": 2,
+                          "class_names": [...], "max_length": ..., "pad_token_id": ...} or {"task": "instruction"}
+
+An instruction-tuned model is a plain GPT: ``tinygrad-llm generate --checkpoint out`` runs it. A classifier
+has a (num_classes, emb_dim) head instead of the vocabulary head: ``load_classifier(out)`` rebuilds it.
+Every file is written atomically; nothing is read with pickle.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tinygrad_llm import backend
+from tinygrad_llm.files import atomic_write
+
+FINETUNE_FILE = "finetune.json"
+
+
+def write_json(path, obj) -> Path:
+    path = Path(path)
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, allow_nan=True)
+        f.write("\n")
+    return path
+
+
+def save_finetuned(out, model, tokenizer, meta: dict) -> Path:
+    """Write model.safetensors, config.json, tokenizer.json and finetune.json into ``out`` (each atomically)."""
+    from safetensors.numpy import save
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {name: np.ascontiguousarray(backend.to_numpy(array)) for name, array in model.state_dict().items()}
+    payload = save(state)  # built in memory first: a failure leaves no file behind
+    with atomic_write(out / "model.safetensors") as f:
+        f.write(payload)
+    write_json(out / "config.json", model.config.to_dict())
+    tokenizer.save(out)
+    write_json(out / FINETUNE_FILE, meta)
+    return out
+
+
+def load_classifier(path, device: str | None = None):
+    """(model, tokenizer, meta) of a classifier saved by ``finetune-classifier`` (or ``save_finetuned``)."""
+    from tinygrad_llm.checkpoint import check_state_matches, load_model_files
+    from tinygrad_llm.finetune.classifier import add_classification_head
+    from tinygrad_llm.model import GPTConfig, GPTModel
+    from tinygrad_llm.tokenizer import load_tokenizer
+
+    path = Path(path)
+    meta_file = path / FINETUNE_FILE
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{meta_file}: missing ({path} is not a folder written by finetune-classifier)")
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    if meta.get("task") != "classification":
+        raise ValueError(f"{meta_file}: task is {meta.get('task')!r}, not 'classification'")
+    state, config = load_model_files(path)
+    model = GPTModel(GPTConfig.from_dict(config))
+    add_classification_head(model, int(meta["num_classes"]))
+    check_state_matches(state, model.state_dict(), path / "model.safetensors")
+    model.load_state_dict(state)
+    if device:
+        model.to(device)
+    model.eval()
+    return model, load_tokenizer(path), meta
