@@ -260,12 +260,7 @@ def read_safetensors(file) -> dict:
     from safetensors.numpy import load
 
     file = Path(file)
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{file}: missing") from None
-    except OSError as exc:
-        raise CheckpointError(f"{file}: cannot be read ({exc})") from None
+    data = _read_bytes(file)
     try:
         return load(data)
     except Exception as exc:  # safetensors' SafetensorError (header, offsets), and anything else it raises
@@ -364,13 +359,18 @@ def _json_text(obj, what: str) -> str:
         raise TypeError(f"{what} is not JSON-able: {exc}") from None
 
 
-def _read_json(file: Path):
+def _read_bytes(file: Path) -> bytes:
+    """The file's bytes, or a CheckpointError naming it."""
     try:
-        data = file.read_bytes()
+        return file.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{file}: missing") from None
     except OSError as exc:
         raise CheckpointError(f"{file}: cannot be read ({exc})") from None
+
+
+def _read_json(file: Path):
+    data = _read_bytes(file)
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -21,6 +21,8 @@ from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.nn import Linear
 from tinygrad_llm.tensor import Tensor, no_grad
+from tinygrad_llm.train import losses as lm_losses
+from tinygrad_llm.train import simple
 
 TRAINABLE_CHOICES = ("last-block", "all", "head")
 
@@ -92,17 +94,7 @@ def calc_loss_batch(input_batch, target_batch, model, device: str | None = None)
 
 def calc_loss_loader(data_loader, model, device: str | None = None, num_batches: int | None = None) -> float:
     """Average classification loss over the first ``num_batches`` batches (all when None); NaN when empty."""
-    total, count = 0.0, 0
-    n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-    if n == 0:
-        return float("nan")
-    with no_grad():
-        for i, (input_batch, target_batch) in enumerate(data_loader):
-            if i >= n:
-                break
-            total += calc_loss_batch(input_batch, target_batch, model, device).item()
-            count += 1
-    return total / count
+    return lm_losses.calc_loss_loader(data_loader, model, device, num_batches, loss_batch=calc_loss_batch)
 
 
 def calc_accuracy_loader(data_loader, model, device: str | None = None, num_batches: int | None = None) -> float:
@@ -128,12 +120,7 @@ def calc_accuracy_loader(data_loader, model, device: str | None = None, num_batc
 
 def evaluate_model(model, train_loader, val_loader, device, eval_iter: int) -> tuple[float, float]:
     """Mean classification loss over ``eval_iter`` batches of each loader, in eval mode."""
-    was_training = model.training
-    model.eval()
-    train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
-    val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
-    model.train(was_training)
-    return train_loss, val_loss
+    return simple.evaluate_model(model, train_loader, val_loader, device, eval_iter, loss_batch=calc_loss_batch)
 
 
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,

@@ -22,12 +22,15 @@ def calc_loss_batch(input_batch, target_batch, model, device: str | None = None)
     return F.cross_entropy(logits, targets)  # (B, T, vocab) against (B, T) -> ()
 
 
-def calc_loss_loader(data_loader, model, device: str | None = None, num_batches: int | None = None) -> float:
+def calc_loss_loader(data_loader, model, device: str | None = None, num_batches: int | None = None,
+                     loss_batch=None) -> float:
     """Average of ``calc_loss_batch`` over the first ``num_batches`` batches of ``data_loader`` (all when None).
 
     data_loader: any iterable of (inputs, targets) pairs; an empty one gives NaN, as the book. No gradients
-    are recorded (wrap a training step yourself); the model's mode is left as it is.
+    are recorded (wrap a training step yourself); the model's mode is left as it is. ``loss_batch`` replaces
+    the per-batch loss (chapter 6 scores the last token's class logits instead).
     """
+    loss_batch = loss_batch or calc_loss_batch
     if num_batches is not None and num_batches < 0:
         raise ValueError(f"calc_loss_loader: num_batches must be >= 0 or None, got {num_batches}")
     try:
@@ -43,7 +46,7 @@ def calc_loss_loader(data_loader, model, device: str | None = None, num_batches:
         for i, (input_batch, target_batch) in enumerate(data_loader):
             if num_batches is not None and i >= num_batches:
                 break
-            total += calc_loss_batch(input_batch, target_batch, model, device).item()
+            total += loss_batch(input_batch, target_batch, model, device).item()
             count += 1
     return total / count if count else float("nan")
 

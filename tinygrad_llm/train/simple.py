@@ -13,13 +13,14 @@ from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 
 
-def evaluate_model(model, train_loader, val_loader, device, eval_iter: int) -> tuple[float, float]:
-    """Mean loss over the first ``eval_iter`` batches of each loader, in eval mode (dropout off)."""
+def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, loss_batch=None) -> tuple[float, float]:
+    """Mean loss over the first ``eval_iter`` batches of each loader, in eval mode (dropout off);
+    ``loss_batch`` as in ``calc_loss_loader``."""
     was_training = model.training
     model.eval()
     with no_grad():
-        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
-        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+        train_loss = calc_loss_loader(train_loader, model, device, eval_iter, loss_batch)
+        val_loss = calc_loss_loader(val_loader, model, device, eval_iter, loss_batch)
     model.train(was_training)
     return train_loss, val_loss
 
