@@ -10,8 +10,8 @@ from tinygrad_llm.cli.common import (add_device_argument, finite_float, nonnegat
 
 DEFAULT_PRESET = "mini"
 DEFAULTS = {  # the main job: a character-level GPT on pydoc_data, a few minutes on 2 CPU cores
-    "tokenizer": "char", "context_length": 64, "batch_size": 12, "max_steps": 600, "lr": 2e-3,
-    "warmup_steps": 50, "eval_interval": 100, "eval_iters": 10, "dropout": 0.0,
+    "tokenizer": "char", "context_length": 64, "batch_size": 12, "max_steps": 2000, "lr": 2e-3,
+    "warmup_steps": 100, "eval_interval": 250, "eval_iters": 10, "dropout": 0.0,
 }
 
 
@@ -65,10 +65,16 @@ def add_parser(sub) -> None:
     run.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/<data name>)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in --out exactly where it stopped")
     run.add_argument("--keep-last", type=positive_int, default=2, help="checkpoints to keep")
-    run.add_argument("--sample-prompt", default=None, help="text to continue after training (default: the start of "
-                                                           "the validation text)")
+    run.add_argument("--sample-prompt", default=None, help="text to continue after training (default: the first "
+                                                           "line of the validation text)")
     run.add_argument("--sample-tokens", type=positive_int, default=200, help="tokens in the final sample")
     p.set_defaults(run=run_train)
+
+
+def first_line(text: str, limit: int) -> str:
+    """The first whole non-empty line of ``text`` (cut to ``limit`` characters): a natural sample prompt."""
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]  # [0] may start mid-line
+    return (lines[0] if lines else text.strip())[:limit] or text[:limit]
 
 
 def build_tokenizer(name: str, text: str, vocab_size: int):
@@ -174,7 +180,7 @@ def run_train(args) -> int:
     if last:
         print(f"done: step {last['step']}, train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
               f"{last['elapsed_s']:.0f}s; saved to {out}", file=sys.stderr)
-    prompt = args.sample_prompt if args.sample_prompt is not None else tokenizer.decode(val_ids[:ctx // 2].tolist())
+    prompt = args.sample_prompt if args.sample_prompt is not None else first_line(text[split:], ctx // 2)
     prompt_ids = np.asarray([tokenizer.encode(prompt) or [0]], dtype=np.int64)
     print(f"\n--- sample (continuing {prompt!r}) ---\n{prompt}", end="", flush=True)
     from tinygrad_llm.cli.generate import stream_text
