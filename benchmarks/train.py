@@ -12,6 +12,9 @@ ratio of the times.
 
 Part 2, a training step (forward, backward, clip, AdamW) of the gpt2-small configuration (163M parameters,
 untied) at batch 4, context 64: tokens/second of each side, interleaved repetitions, medians and the ratio.
+--preset/--batch-size/--context-length measure another shape, e.g. the main job's model:
+
+    python benchmarks/train.py --part 2 --preset mini --batch-size 12 --repeats 7 --no-torch
 
 Needs $TINYGRAD_LLM_DATA (or --data) for tinyshakespeare.txt; torch for the reference (--no-torch skips it).
 """
@@ -125,12 +128,13 @@ def part1(args, torch) -> None:
 
 
 def part2(args, torch) -> None:
-    config = GPTConfig.preset("gpt2-small", context_length=64, drop_rate=0.0)
+    batch, context = args.batch_size, args.context_length
+    config = GPTConfig.preset(args.preset, context_length=context, drop_rate=0.0)
     tl.manual_seed(0)
     model = GPTModel(config)
     rng = np.random.default_rng(0)
-    x = rng.integers(0, config.vocab_size, (4, 64))
-    y = rng.integers(0, config.vocab_size, (4, 64))
+    x = rng.integers(0, config.vocab_size, (batch, context))
+    y = rng.integers(0, config.vocab_size, (batch, context))
     optimizer = AdamW(param_groups_for_weight_decay(model, 0.1), lr=1e-4)
 
     def ours_step():
@@ -156,8 +160,8 @@ def part2(args, torch) -> None:
             topt.zero_grad(set_to_none=True)
 
         steps["torch eager"] = torch_step
-    print(f"\nPart 2: one training step of gpt2-small ({model.num_parameters():,} parameters, untied), batch 4 x 64 "
-          f"tokens, {args.repeats} interleaved repetitions after one warm-up")
+    print(f"\nPart 2: one training step of {args.preset} ({model.num_parameters():,} parameters, untied), batch "
+          f"{batch} x {context} tokens, {args.repeats} interleaved repetitions after one warm-up")
     for fn in steps.values():
         fn()
     times = {name: [] for name in steps}
@@ -169,7 +173,7 @@ def part2(args, torch) -> None:
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     print("| side | median s/step | tokens/s |\n| --- | ---: | ---: |")
     for name, seconds in medians.items():
-        print(f"| {name} | {seconds:.2f} | {256 / seconds:.0f} |")
+        print(f"| {name} | {seconds:.3f} | {batch * context / seconds:.0f} |")
     if "torch eager" in medians:
         print(f"time ours / torch: {medians['tinygrad_llm'] / medians['torch eager']:.2f}")
 
@@ -182,6 +186,9 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=None, help="part 1 iterations (default 2000)")
     parser.add_argument("--eval-batches", type=int, default=200, help="part 1 validation batches")
     parser.add_argument("--repeats", type=int, default=None, help="part 2 repetitions (default 5)")
+    parser.add_argument("--preset", default="gpt2-small", help="part 2 model (default gpt2-small)")
+    parser.add_argument("--batch-size", type=int, default=4, help="part 2 batch size (default 4)")
+    parser.add_argument("--context-length", type=int, default=64, help="part 2 tokens per row (default 64)")
     parser.add_argument("--part", choices=("1", "2", "both"), default="both")
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and Numba")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
