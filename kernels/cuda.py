@@ -263,15 +263,17 @@ def cross_entropy_backward(logits, lse, targets, row_scale):
 
 GELU_C = math.sqrt(2.0 / math.pi)
 
+# x s with s = sigmoid(2u) = 0.5 (1 + tanh u): no cancellation of 1 + tanh u at negative x
 _gelu_forward = cupy.ElementwiseKernel(
     "T x, T c, T a", "T y",
-    "y = (T)0.5 * x * ((T)1 + tanh(c * (x + a * x * x * x)))",
+    "y = x / ((T)1 + exp((T)-2 * c * (x + a * x * x * x)))",
     "tinygrad_gelu_forward")
 
 _gelu_backward = cupy.ElementwiseKernel(
     "T x, T gy, T c, T a", "T gx",
-    """T t = tanh(c * (x + a * x * x * x));
-       gx = gy * ((T)0.5 * ((T)1 + t) + (T)0.5 * x * ((T)1 - t * t) * c * ((T)1 + (T)3 * a * x * x));""",
+    """T e = exp((T)-2 * c * (x + a * x * x * x));
+       T s = (T)1 / ((T)1 + e);
+       gx = gy * (s + (T)2 * x * e * s * s * c * ((T)1 + (T)3 * a * x * x));""",
     "tinygrad_gelu_backward")
 
 # In place on p, m, v (declared as outputs, read and written); torch.optim.AdamW's order of operations.

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from tinygrad_llm.kernels.numba_math import FAST, HALF, ONE, n_blocks, parallel_kernel, tanh_row
+from tinygrad_llm.kernels.numba_math import FAST, ONE, exp_row, n_blocks, parallel_kernel
 
 # ---- layer norm --------------------------------------------------------------------------------------
 
@@ -117,43 +117,53 @@ CHUNK = 2048  # elements per piece of work: the scratch rows stay in L1
 
 
 @parallel_kernel(fastmath=FAST, cache=True)
-def _gelu(x, y, gy, backward, c, a):
-    """y = 0.5 x (1 + tanh(c (x + a x^3))), or with ``backward`` its derivative times gy (x, y, gy flat).
+def _gelu(x, y, gy, backward, c, a, zero, one):
+    """y = x s with s = sigmoid(2u) = 0.5 (1 + tanh u), u = c (x + a x^3); or with ``backward`` the
+    derivative times gy (x, y, gy flat). sigmoid avoids the cancellation of 1 + tanh u at negative x.
 
-    The constants c, a arrive in x's dtype (a float64 constant would turn float32 math into float64)."""
+    The constants c, a, zero, one arrive in x's dtype (a float64 constant would turn float32 math into
+    float64)."""
     a3 = a + a + a  # not 3 * a: an int times a float32 is float64 in Numba
+    two = one + one
     n = x.shape[0]
     for b in prange((n + CHUNK - 1) // CHUNK):
         lo, hi = b * CHUNK, min(n, (b + 1) * CHUNK)
-        u = np.empty(hi - lo, x.dtype)
-        t = np.empty(hi - lo, x.dtype)
+        minus_2u = np.empty(hi - lo, x.dtype)
+        e = np.empty(hi - lo, x.dtype)
         bits = np.empty(hi - lo, np.int32)
         for j in range(hi - lo):
             v = x[lo + j]
-            u[j] = c * (v + a * v * v * v)
-        tanh_row(u, t, bits)
+            minus_2u[j] = -two * c * (v + a * v * v * v)
+        exp_row(minus_2u, zero, one, e, bits)  # e = exp(-2u)
         if backward:
             for j in range(hi - lo):
-                v, tj = x[lo + j], t[j]
-                # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)
-                d = HALF * (ONE + tj) + HALF * v * (ONE - tj * tj) * c * (ONE + a3 * v * v)
-                y[lo + j] = gy[lo + j] * d
+                v = x[lo + j]
+                s = one / (one + e[j])
+                # 1 - s: directly where s < 1/2 (no cancellation there; e may be inf), else as e s (exact)
+                one_minus_s = one - s if e[j] > one else e[j] * s
+                # d/dx = s + 2 x s (1 - s) c (1 + 3 a x^2)
+                y[lo + j] = gy[lo + j] * (s + s * one_minus_s * (two * v * c * (one + a3 * v * v)))
         else:
             for j in range(hi - lo):
-                y[lo + j] = HALF * x[lo + j] * (ONE + t[j])
+                y[lo + j] = x[lo + j] / (one + e[j])
+
+
+def _gelu_constants(dtype):
+    t = dtype.type
+    return t(GELU_C), t(GELU_A), t(0), t(1)
 
 
 def gelu_forward(x):
     x1 = np.ascontiguousarray(x).reshape(-1)
     y = np.empty(x.shape, x.dtype)
-    _gelu.for_size(x1.size)(x1, y.reshape(-1), x1, False, x.dtype.type(GELU_C), x.dtype.type(GELU_A))
+    _gelu.for_size(x1.size)(x1, y.reshape(-1), x1, False, *_gelu_constants(x.dtype))
     return y
 
 
 def gelu_backward(x, gy):
     x1 = np.ascontiguousarray(x).reshape(-1)
     gx = np.empty(x.shape, x.dtype)
-    _gelu.for_size(x1.size)(x1, gx.reshape(-1), np.ascontiguousarray(gy).reshape(-1), True, x.dtype.type(GELU_C), x.dtype.type(GELU_A))
+    _gelu.for_size(x1.size)(x1, gx.reshape(-1), np.ascontiguousarray(gy).reshape(-1), True, *_gelu_constants(x.dtype))
     return gx
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from tinygrad_llm import backend, kernels
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -82,25 +84,37 @@ class LogSoftmax(Function):
 
 
 class GELU(Function):
-    """GPT-2's GELU, the tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    """GPT-2's GELU, the tanh approximation: 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3).
+
+    Computed as x * s with s = sigmoid(2u) = 1 / (1 + e^(-2u)), the same value as 0.5 (1 + tanh u) without
+    its cancellation: for negative x, 1 + tanh u is a small difference of numbers near 1, and float32
+    would keep only a few digits of gelu(-4).
+    """
 
     def forward(self, x):
         self.x = x
         y = kernels.run("gelu_forward", x)
-        self.t = None  # the kernel recomputes t in its backward instead of keeping it
+        self.s = None  # the kernel recomputes s in its backward instead of keeping it
         if y is None:
-            self.t = self.xp.tanh(GELU_C * (x + 0.044715 * x ** 3))
-            y = 0.5 * x * (1 + self.t)
+            self.s = _gelu_gate(self.xp, x)
+            y = x * self.s
         return y
 
     def backward(self, gy):
         gx = kernels.run("gelu_backward", self.x, gy)
         if gx is None:
             x = self.x
-            t = self.t if self.t is not None else self.xp.tanh(GELU_C * (x + 0.044715 * x ** 3))
-            # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-            gx = gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
+            s = self.s if self.s is not None else _gelu_gate(self.xp, x)
+            # d/dx [0.5 x (1 + tanh u)] = 0.5 (1 + t) + 0.5 x (1 - t^2) u'(x), and with t = 2s - 1:
+            #   = s + 2 x s (1 - s) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+            gx = gy * (s + 2 * x * s * (1 - s) * GELU_C * (1 + 3 * 0.044715 * x * x))
         return gx
+
+
+def _gelu_gate(xp, x):
+    """s = sigmoid(2u) = 0.5 (1 + tanh u); e^(-2u) overflows to inf for very negative x, where s is 0."""
+    with np.errstate(over="ignore"):
+        return 1 / (1 + xp.exp(-2 * GELU_C * (x + 0.044715 * x ** 3)))
 
 
 class Dropout(Function):
