@@ -179,24 +179,26 @@ class Cast(Function):
 
 # ---- user-facing functions -------------------------------------------------------------------------
 
-def add(a, b) -> Tensor:
+def _binary(op, a, b) -> Tensor:
+    """Apply the two-input Function class ``op``; either operand may be a Python number or an array."""
     a = a if isinstance(a, Tensor) else as_tensor(a, b)
-    return Add()(a, as_tensor(b, a))
+    return op()(a, as_tensor(b, a))
+
+
+def add(a, b) -> Tensor:
+    return _binary(Add, a, b)
 
 
 def sub(a, b) -> Tensor:
-    a = a if isinstance(a, Tensor) else as_tensor(a, b)
-    return Sub()(a, as_tensor(b, a))
+    return _binary(Sub, a, b)
 
 
 def mul(a, b) -> Tensor:
-    a = a if isinstance(a, Tensor) else as_tensor(a, b)
-    return Mul()(a, as_tensor(b, a))
+    return _binary(Mul, a, b)
 
 
 def div(a, b) -> Tensor:
-    a = a if isinstance(a, Tensor) else as_tensor(a, b)
-    return Div()(a, as_tensor(b, a))
+    return _binary(Div, a, b)
 
 
 def neg(x: Tensor) -> Tensor:
