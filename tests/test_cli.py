@@ -83,6 +83,9 @@ def test_resume_continues_exactly(tmp_path):
                 map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())]
 
     assert losses("straight") == losses("split")
+    other_context = [a if a != "16" else "32" for a in common]
+    assert_one_line_error(run_cli("train", "--out", tmp_path / "split", "--max-steps", "8", "--resume", *other_context),
+                          "--resume:", "--context-length")
 
 
 @pytest.mark.parametrize("command", ["train", "generate", "chat", "info"])

@@ -168,7 +168,13 @@ def run_train(args) -> int:
     val_set = GPTDataset(val_ids, ctx, stride=ctx)
     trainer = Trainer(model, train_set, val_set, train_config, out, tokenizer=tokenizer, device=args.device)
     if args.resume:
-        step = trainer.load_state()
+        try:
+            step = trainer.load_state()
+        except ValueError as exc:
+            if "num_windows" not in str(exc):
+                raise
+            raise ValueError(f"--resume: {out} was trained on other windows than these data, --context-length and "
+                             f"--val-fraction give now; pass the ones the run started with ({exc})") from None
         print(f"resuming {out} at step {step}", file=sys.stderr)
     shape = f"from {args.init_from}" if args.init_from else args.preset
     print(f"training {model.num_parameters():,} parameters ({shape}: {config.n_layers} layers, "
