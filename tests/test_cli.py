@@ -71,6 +71,15 @@ def test_info_reports_parameters_and_memory(capsys):
     assert "gpt2-xl" in capsys.readouterr().out
 
 
+def test_info_reads_a_run_folder_and_a_hugging_face_folder(trained, tmp_path, capsys):
+    assert main(["info", "--checkpoint", str(trained / "run")]) == 0
+    assert "vocab_size       14" in capsys.readouterr().out
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12,
+                                                       "n_positions": 1024, "vocab_size": 50257}))
+    assert main(["info", "--checkpoint", str(tmp_path)]) == 0
+    assert "124,439,808" in capsys.readouterr().out  # GPT-2 small as released: QKV biases, tied head
+
+
 def test_resume_continues_exactly(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("abcdefghij klmnopqrst uvwxyz. " * 60)

@@ -10,7 +10,8 @@ def add_parser(sub) -> None:
                                    "training needs (parameters, gradients, AdamW moments, activations).")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--preset", default=None, help="a preset name (default gpt2-small)")
-    which.add_argument("--checkpoint", metavar="DIR", default=None, help="a run folder (config.json)")
+    which.add_argument("--checkpoint", metavar="DIR", default=None,
+                       help="a run folder or a Hugging Face GPT-2 folder (its config.json)")
     which.add_argument("--list", action="store_true", help="list the presets")
     p.add_argument("--batch-size", type=positive_int, default=8, help="batch size for the memory estimate")
     p.add_argument("--context-length", type=positive_int, default=None,
@@ -23,6 +24,7 @@ def run_info(args) -> int:
     from pathlib import Path
 
     from tinygrad_llm.model import PRESETS, GPTConfig, count_parameters, estimate_memory, format_bytes
+    from tinygrad_llm.model.pretrained import config_from_hf, is_hf_config
 
     if args.list:
         for name, cfg in PRESETS.items():
@@ -34,7 +36,8 @@ def run_info(args) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing (expected a run folder with config.json)")
         try:
-            config = GPTConfig.from_dict(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            config = config_from_hf(data, path) if is_hf_config(data) else GPTConfig.from_dict(data)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path}: not a model configuration ({exc})") from None
         title = str(args.checkpoint)
