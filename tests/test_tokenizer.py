@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tinygrad_llm.tokenizer import (BPETokenizer, ByteTokenizer, CharTokenizer, GPT2FilesNotFound, GPT2Tokenizer,
@@ -246,6 +246,7 @@ def test_bpe_round_trips_any_unicode_and_matches_slow_reference(bpe_sample, text
 
 @settings(max_examples=10)
 @given(st.text(min_size=1, max_size=300), st.integers(257, 330))
+@example(text="A\U000323b0", vocab_size=258)  # a letter to Python's regex (Unicode 17), not to tiktoken's
 def test_bpe_trainer_on_any_text(text, vocab_size):
     import warnings
 
@@ -256,6 +257,17 @@ def test_bpe_trainer_on_any_text(text, vocab_size):
     assert tok.n_vocab <= vocab_size
     ids = tok.encode(text, disallowed_special=())
     assert tok.decode(ids) == text and ids == tok.encode_slow(text, disallowed_special=())
+
+
+def test_bpe_splits_text_as_the_trainer_did_whatever_unicode_tiktoken_knows():
+    # U+323B0 (CJK Extension J, Unicode 17) is a letter to the regex module the trainer splits with: "A" and it
+    # form one piece, so the one merge learned is (A, its first byte); tiktoken's older tables would split there
+    text = "A\U000323b0"
+    tok = train_bpe(text, 258)
+    assert tok.merges == [(65, 0xF0)]
+    assert tok.encode(text) == tok.encode_slow(text) == [256, 0xB2, 0x8E, 0xB0]
+    assert tok.encode("x" + text + "<|endoftext|>" + text) == [ord("x")] + tok.encode(text) + [tok.eot_id] + tok.encode(text)
+    assert tok.encode("A\ud800", disallowed_special=()) == list("A\ufffd".encode())  # a lone surrogate, as tiktoken
 
 
 def test_bpe_tiktoken_equals_slow_reference_on_real_text(shared_data, verdict):

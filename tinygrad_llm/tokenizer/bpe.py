@@ -4,6 +4,14 @@ Ids 0..255 are the bytes; merge k (a pair of ids) makes id 256 + k, whose bytes 
 joined; special tokens come after the merges. ``encode_slow`` is the textbook algorithm in plain Python (the
 reference the tests hold tiktoken to): split the text with the pre-tokenisation regex, then within each piece
 repeatedly apply the earliest-learned merge present, all its occurrences left to right, until none applies.
+
+One regex engine splits the text everywhere: the Python ``regex`` module, which the trainer learned the merges
+on. tiktoken splits with its own (Rust) engine, whose Unicode tables may be older or newer: a character
+assigned in one Unicode version but not the other (U+323B0, a CJK letter since Unicode 17, is "unassigned"
+to an older table) is a letter to one engine and punctuation to the other, so the two split ``"A\U000323b0"``
+differently and a merge learned across that boundary would apply in one and not the other. ASCII is the same
+in every Unicode version, so ASCII text goes through tiktoken whole; other text is split here and only each
+piece's merges are done by tiktoken.
 """
 from __future__ import annotations
 
@@ -56,6 +64,28 @@ class BPETokenizer(TiktokenTokenizer):
         encoding = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks,
                                      special_tokens=dict(special_tokens))
         super().__init__(encoding, name=name)
+
+    def encode(self, text: str, *, allowed_special=DEFAULT_ALLOWED, disallowed_special="all") -> list[int]:
+        check_text(text, type(self).__name__)
+        if text.isascii():  # every Unicode version classifies ASCII alike: tiktoken's split is the trainer's
+            return super().encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
+        import regex
+
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates become U+FFFD, as tiktoken's own encode does
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        ids: list[int] = []
+        piece_ids: dict[str, list[int]] = {}  # texts repeat their words: each distinct piece is merged once
+        for part, special_id in split_special(text, self.special_tokens, allowed_special, disallowed_special):
+            if special_id is not None:
+                ids.append(special_id)
+                continue
+            for piece in regex.findall(self.pattern, part):
+                if piece not in piece_ids:
+                    piece_ids[piece] = self.encoding._core_bpe.encode_single_piece(piece.encode("utf-8"))
+                ids.extend(piece_ids[piece])
+        return ids
 
     def to_dict(self) -> dict:
         return {"type": "bpe", "name": self.name, "pattern": self.pattern,
