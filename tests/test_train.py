@@ -55,6 +55,54 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)
 
 
+def interrupt_at(monkeypatch, trainer, where: str, call: int) -> None:
+    """Send this process SIGINT (a real Ctrl-C) from inside the ``call``-th forward pass ("forward"), parameter
+    update ("update") or evaluation ("evaluate") of ``trainer``."""
+    import signal
+
+    from tinygrad_llm.train import trainer as trainer_module
+
+    calls = [0]
+
+    def wrap(function):
+        def wrapped(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == call:
+                signal.raise_signal(signal.SIGINT)
+            return function(*args, **kwargs)
+        return wrapped
+
+    if where == "forward":
+        monkeypatch.setattr(trainer_module, "calc_loss_batch", wrap(trainer_module.calc_loss_batch))
+    elif where == "update":
+        trainer.optimizer.step = wrap(trainer.optimizer.step)
+    else:
+        monkeypatch.setattr(trainer_module, "calc_loss_loader", wrap(trainer_module.calc_loss_loader))
+
+
+@pytest.mark.parametrize("where, call, saved_step", [
+    ("forward", 14, 6),   # the 2nd micro-batch of step 7: its 1st batch was read, dropout drawn; rewound
+    ("update", 5, 5),     # mid-update: the update finishes first, step 5 is whole
+    ("evaluate", 3, 8),   # during step 8's evaluation: the resumed run evaluates step 8 first
+])
+def test_resume_after_ctrl_c_is_bitwise_identical(tmp_path, monkeypatch, where, call, saved_step):
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit()
+    interrupted = make_trainer(tmp_path / "resumed")
+    interrupt_at(monkeypatch, interrupted, where, call)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "resumed").trainer_state["data"]["position"] == saved_step * 2  # 2 batches a step
+    resumed = make_trainer(tmp_path / "resumed", seed=99)
+    assert resumed.load_state() == saved_step
+    resumed.fit()
+    for name, value in straight.model.state_dict().items():
+        np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)
+    assert [{**r, "elapsed_s": 0} for r in read_log(tmp_path / "resumed")] == [
+        {**r, "elapsed_s": 0} for r in read_log(tmp_path / "straight")]
+
+
 def test_log_and_plot_and_checkpoint_files(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=8, keep_last=1)
     trainer.fit()

@@ -11,10 +11,13 @@ moments, step, the data loader's position and the random generators' states.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,30 +153,53 @@ class Trainer:
         return lr_at(step, max_lr=c.lr, total_steps=self.total_steps, warmup_steps=warmup, min_lr=c.floor_lr)
 
     def train_step(self) -> float:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the mean training loss."""
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean training loss.
+
+        A step happens whole or not at all: an interrupt (Ctrl-C) during its forward and backward passes
+        rewinds the data position, the generators and the token count to the step's start, and one during the
+        parameter update waits until it is done. So a checkpoint written after an interrupt is exactly that of
+        the last finished step, and resuming from it replays the interrupted step's batch.
+        """
         c, model = self.config, self.model
-        lr = self.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        total = 0.0
-        for _ in range(c.grad_accum):
-            inputs, targets = self._next_batch()
-            loss = calc_loss_batch(inputs, targets, model, self.device)
-            (loss / c.grad_accum).backward()  # .grad sums the micro-batches: the gradient of their mean
-            total += loss.item()
-            self.tokens_seen += inputs.size
-        loss = total / c.grad_accum
-        if not math.isfinite(loss):
+        start = self._step_start()
+        try:
+            lr = self.lr_at(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            total, tokens = 0.0, 0
+            for _ in range(c.grad_accum):
+                inputs, targets = self._next_batch()
+                loss = calc_loss_batch(inputs, targets, model, self.device)
+                (loss / c.grad_accum).backward()  # .grad sums the micro-batches: the gradient of their mean
+                total += loss.item()
+                tokens += inputs.size
+            loss = total / c.grad_accum
+            if not math.isfinite(loss):
+                raise TrainingError(f"the training loss became {loss} at step {self.step + 1}; stopped without "
+                                    f"updating. The last good checkpoint is in {self.out_dir} (lower --lr, or set "
+                                    f"--grad-clip)")
+        except BaseException:
+            self._rewind(start)
+            raise
+        with signals_held():  # every parameter moves, or none
+            if c.grad_clip:
+                clip_grad_norm_(model.parameters(), c.grad_clip)
+            self.optimizer.step()
             self.optimizer.zero_grad()
-            raise TrainingError(f"the training loss became {loss} at step {self.step + 1}; stopped without "
-                                f"updating. The last good checkpoint is in {self.out_dir} (lower --lr, or set "
-                                f"--grad-clip)")
-        if c.grad_clip:
-            clip_grad_norm_(model.parameters(), c.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        self.step += 1
+            self.step += 1
+            self.tokens_seen += tokens
         return loss
+
+    def _step_start(self) -> dict:
+        """What a step changes besides the parameters: where the data is, and the generators."""
+        return {"data": self.train_loader.state_dict(), "rng": backend.get_rng_state()}
+
+    def _rewind(self, start: dict) -> None:
+        """Undo a step cut short: its batches will be read again, its dropout masks drawn again."""
+        self.optimizer.zero_grad()
+        self.train_loader.load_state_dict(start["data"])
+        self._batches = None
+        backend.set_rng_state(start["rng"])
 
     def evaluate(self) -> tuple[float, float]:
         was_training = self.model.training
@@ -198,13 +224,15 @@ class Trainer:
         bar = _progress_bar(self.step, self.total_steps)
         started = time.perf_counter() - self.elapsed_s
         try:
+            if self.step and self._eval_due() and (not self.history or self.history[-1]["step"] != self.step):
+                self._evaluate_and_save(bar)  # an interrupt cut this step's evaluation short: do it now
             while self.step < end:
                 loss = self.train_step()
                 self.elapsed_s = time.perf_counter() - started
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{self.tokens_seen / max(self.elapsed_s, 1e-9):,.0f}")
-                if self.step % self.config.eval_interval == 0 or self.step == self.total_steps:
+                if self._eval_due():
                     self._evaluate_and_save(bar)
         except KeyboardInterrupt:
             if bar is not None:
@@ -218,6 +246,9 @@ class Trainer:
         if self._saved_step != self.step:
             self.save()  # stopped between evaluations: a checkpoint exactly here, no extra log record
         return self.history
+
+    def _eval_due(self) -> bool:
+        return self.step % self.config.eval_interval == 0 or self.step == self.total_steps
 
     def _evaluate_and_save(self, bar) -> None:
         train_loss, val_loss = self.evaluate()
@@ -241,6 +272,23 @@ class Trainer:
             plot_losses([r["step"] for r in self.history], [r["tokens_seen"] for r in self.history],
                         [r["train_loss"] for r in self.history], [r["val_loss"] for r in self.history],
                         self.out_dir / PLOT_FILE)
+
+
+@contextlib.contextmanager
+def signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Ctrl-C (and SIGTERM) wait until the block is done, then act as they would have (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    for signum in dict.fromkeys(received):
+        signal.raise_signal(signum)  # now handled by whatever handler was there before
 
 
 def _progress_bar(start: int, total: int):
