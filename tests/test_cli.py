@@ -80,20 +80,24 @@ def test_info_reads_a_run_folder_and_a_hugging_face_folder(trained, tmp_path, ca
     assert "124,439,808" in capsys.readouterr().out  # GPT-2 small as released: QKV biases, tied head
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("abcdefghij klmnopqrst uvwxyz. " * 60)
     common = ["--data", str(text), "--eval-interval", "2", "--lr", "3e-3", "--min-lr", "3e-3", "--dropout", "0.1",
               *TINY]
     assert main(["train", "--out", str(tmp_path / "straight"), "--max-steps", "6", *common]) == 0
     assert main(["train", "--out", str(tmp_path / "split"), "--max-steps", "4", *common]) == 0
-    assert main(["train", "--out", str(tmp_path / "split"), "--max-steps", "6", "--resume", *common]) == 0
+    # --resume takes the run's own data and settings; only --max-steps is given, and said to override
+    assert main(["train", "--out", str(tmp_path / "split"), "--max-steps", "6", "--resume"]) == 0
+    assert "with the run's own settings; overriding --max-steps 4 -> 6" in capsys.readouterr().err
 
     def losses(run):
         return [(r["step"], r["train_loss"], r["val_loss"]) for r in
                 map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())]
 
     assert losses("straight") == losses("split")
+    assert main(["train", "--out", str(tmp_path / "split"), "--resume"]) == 0  # not on to the default 2000 steps
+    assert losses("split") == losses("straight") and "6 steps ->" in capsys.readouterr().err
     other_context = [a if a != "16" else "32" for a in common]
     assert_one_line_error(run_cli("train", "--out", tmp_path / "split", "--max-steps", "8", "--resume", *other_context),
                           "--resume:", "--context-length")

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # which options were given, not defaulted
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:

@@ -77,6 +77,81 @@ def first_line(text: str, limit: int) -> str:
     return (lines[0] if lines else text.strip())[:limit] or text[:limit]
 
 
+# What --resume takes from the run itself (saved with every checkpoint) unless the command line gives it.
+# These shape the data or the model: the run cannot continue with other values.
+FIXED_ON_RESUME = ("data", "tokenizer", "vocab_size", "val_fraction", "preset", "init_from", "n_layers", "n_heads",
+                   "emb_dim", "context_length", "dropout", "batch_size", "grad_accum", "seed")
+# These a resumed run may change: train longer, with another schedule, evaluate more often.
+OVERRIDABLE_ON_RESUME = ("max_steps", "epochs", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
+                         "eval_interval", "eval_iters", "keep_last", "sample_prompt", "sample_tokens")
+
+
+def run_settings(args) -> dict:
+    """The settings a resumed run takes again, as JSON-able data (the data path made absolute)."""
+    settings = {name: getattr(args, name) for name in FIXED_ON_RESUME + OVERRIDABLE_ON_RESUME}
+    if settings["data"] is not None:
+        settings["data"] = str(Path(settings["data"]).resolve())
+    return settings
+
+
+def given_options(argv) -> set[str]:
+    """The destinations of the options ``argv`` gives explicitly (parsed again with every default suppressed)."""
+    from tinygrad_llm.cli import build_parser
+
+    parser = build_parser()
+    train_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    for action in train_parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command", "run"}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def apply_saved_settings(args, saved: dict, out: Path) -> list[str]:
+    """Take the run's own ``saved`` settings for every option the command line did not give; refuse given
+    values that would change the data or the model; return the overrides as "--flag old -> new"."""
+    argv = getattr(args, "argv", None)
+    given = given_options(argv) if argv is not None else set(saved)
+    if given & {"max_steps", "epochs"}:  # one of them sets the length; the other is then unset
+        given |= {"max_steps", "epochs"}
+    conflicts, overrides = [], []
+    for name, old in saved.items():
+        if name not in given:
+            setattr(args, name, old)
+            continue
+        new = getattr(args, name)
+        if name == "data" and new is not None:
+            new = str(Path(new).resolve())
+        if new == old:
+            continue
+        if name in FIXED_ON_RESUME:
+            conflicts.append(f"{flag(name)} {new} (the run has {old})")
+        elif new is not None:
+            overrides.append(f"{flag(name)} {old} -> {new}")
+    if conflicts:
+        raise ValueError(f"--resume: {out} was trained with other data or model settings than "
+                         f"{', '.join(conflicts)}; drop those flags to continue it, or start a new run with another --out")
+    return overrides
+
+
+def read_saved_settings(out: Path) -> dict:
+    """The settings saved with the run's latest checkpoint ({} for a run saved before they were)."""
+    import json
+
+    from tinygrad_llm.checkpoint import TRAINER_JSON, find_checkpoint
+
+    state = json.loads((find_checkpoint(out) / TRAINER_JSON).read_text(encoding="utf-8"))
+    if "settings" in state:
+        return state["settings"]
+    saved = {name: value for name, value in state.get("train_config", {}).items() if name in OVERRIDABLE_ON_RESUME
+             or name in FIXED_ON_RESUME}  # older runs: at least their training settings
+    if "grad_clip" in saved and saved["grad_clip"] is None:
+        saved["grad_clip"] = 0.0
+    return saved
+
+
 def build_tokenizer(name: str, text: str, vocab_size: int):
     from tinygrad_llm.tokenizer import get_tokenizer
 
@@ -86,6 +161,18 @@ def build_tokenizer(name: str, text: str, vocab_size: int):
         print(f"training a byte-level BPE of {vocab_size} tokens on the data ...", file=sys.stderr)
         return get_tokenizer("bpe", text=text, vocab_size=vocab_size)
     return get_tokenizer(name)
+
+
+def check_arguments(args) -> None:
+    """Everything wrong with the arguments alone, said before any file is read or written."""
+    from tinygrad_llm.model import PRESETS
+
+    if not 0 < args.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.lr <= 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if not args.init_from and args.preset not in PRESETS:
+        raise ValueError(f"--preset: unknown GPT preset {args.preset!r}: expected one of {sorted(PRESETS)}")
 
 
 def run_train(args) -> int:
@@ -100,20 +187,21 @@ def run_train(args) -> int:
     from tinygrad_llm.train.corpus import load_corpus
     from tinygrad_llm.train.trainer import Trainer, TrainConfig
 
-    if not 0 < args.val_fraction < 1:
-        raise ValueError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
-    if args.lr <= 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
-    text, described = load_corpus(args.data)
     out = Path(args.out) if args.out else Path("runs") / (Path(args.data).stem if args.data else "pydoc")
+    changed = []
     if args.resume:
         try:
             find_checkpoint(out)
         except NoCheckpointError:
             raise NoCheckpointError(f"--resume: no checkpoint in {out} to resume from "
                                     f"(train without --resume first, or pass the run's --out)") from None
-    elif (out / "checkpoints").exists():
+        changed = apply_saved_settings(args, read_saved_settings(out), out)
+    check_arguments(args)
+    if args.max_steps is None and args.epochs is None:
+        args.max_steps = DEFAULTS["max_steps"]
+    if not args.resume and (out / "checkpoints").exists():
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or another --out")
+    text, described = load_corpus(args.data)
 
     tokenizer_name = args.tokenizer or ("gpt2" if args.init_from else DEFAULTS["tokenizer"])
     if args.init_from and not args.resume:
@@ -159,7 +247,7 @@ def run_train(args) -> int:
     if args.device:
         model.to(args.device)
     train_config = TrainConfig(
-        max_steps=args.max_steps if args.max_steps or args.epochs else DEFAULTS["max_steps"], epochs=args.epochs,
+        max_steps=args.max_steps, epochs=args.epochs,
         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, min_lr=args.min_lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
         eval_interval=args.eval_interval, eval_iters=args.eval_iters, seed=args.seed, keep_last=args.keep_last)
@@ -167,6 +255,7 @@ def run_train(args) -> int:
     train_set = GPTDataset(train_ids, ctx, stride=max(ctx // 2, 1))
     val_set = GPTDataset(val_ids, ctx, stride=ctx)
     trainer = Trainer(model, train_set, val_set, train_config, out, tokenizer=tokenizer, device=args.device)
+    trainer.run_settings = run_settings(args)  # saved with each checkpoint: what --resume takes again
     if args.resume:
         try:
             step = trainer.load_state()
@@ -175,12 +264,17 @@ def run_train(args) -> int:
                 raise
             raise ValueError(f"--resume: {out} was trained on other windows than these data, --context-length and "
                              f"--val-fraction give now; pass the ones the run started with ({exc})") from None
-        print(f"resuming {out} at step {step}", file=sys.stderr)
+        print(f"resuming {out} at step {step} with the run's own settings"
+              + (f"; overriding {', '.join(changed)}" if changed else ""), file=sys.stderr)
     shape = f"from {args.init_from}" if args.init_from else args.preset
     print(f"training {model.num_parameters():,} parameters ({shape}: {config.n_layers} layers, "
           f"{config.n_heads} heads, {config.emb_dim} wide, context {ctx}, vocabulary {config.vocab_size}) on "
           f"{described}: {len(train_ids):,} training / {len(val_ids):,} validation tokens, "
           f"{trainer.total_steps} steps -> {out}", file=sys.stderr)
+    if args.warmup_steps >= trainer.total_steps:
+        print(f"warning: --warmup-steps {args.warmup_steps} is not below the run's {trainer.total_steps} steps, so the "
+              f"learning rate only warms up and never decays: use --warmup-steps {trainer.total_steps // 10} "
+              f"(about a tenth of the steps) or more --max-steps", file=sys.stderr)
     trainer.fit()
     last = trainer.history[-1] if trainer.history else None
     if last:

@@ -2,7 +2,8 @@
 
     trainer = Trainer(model, train_dataset, val_dataset, TrainConfig(max_steps=2000, lr=1e-3), out_dir="runs/x",
                       tokenizer=tokenizer)
-    trainer.fit()             # or Trainer.resume(...) to continue the run saved in out_dir
+    trainer.load_state()      # only to continue the run saved in out_dir
+    trainer.fit()
 
 Every ``eval_interval`` steps (and at the end) it evaluates on ``eval_iters`` batches of each split, appends
 a line to ``log.jsonl`` (step, tokens_seen, train_loss, val_loss, lr, elapsed_s), redraws ``losses.png`` and
@@ -107,6 +108,7 @@ class Trainer:
         self.history: list[dict] = []
         self._batches = None
         self._saved_step = None
+        self.run_settings: dict = {}  # the caller's own settings (the command line's), saved with each checkpoint
 
     # --- resume -----------------------------------------------------------------------------------
     def load_state(self, checkpoint_dir=None) -> int:
@@ -126,7 +128,8 @@ class Trainer:
     def _trainer_state(self) -> dict:
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
                 "data": self.train_loader.state_dict(), "rng": backend.get_rng_state(),
-                "history": self.history, "train_config": dataclasses.asdict(self.config)}
+                "history": self.history, "train_config": dataclasses.asdict(self.config),
+                "settings": self.run_settings}
 
     def save(self) -> Path:
         """Write a checkpoint of the current step, then the log and the plot."""
