@@ -1,4 +1,4 @@
-"""The ``tinygrad-llm`` command (also ``python -m tinygrad_llm``): train, generate, chat, info.
+"""The ``tinygrad-llm`` command (also ``python -m tinygrad_llm``): train, generate, chat, info, finetune-*.
 
 Errors in what the user gave (a missing file, a bad number, a checkpoint that does not fit) end the
 command with one line on stderr and exit status 1 (2 for a usage error), never a traceback;
@@ -12,11 +12,12 @@ import sys
 
 from tinygrad_llm import __version__
 
-COMMANDS = ("train", "generate", "chat", "info", "finetune-classifier", "finetune-instruct")
+COMMANDS = ("train", "generate", "chat", "info", "finetune-classifier", "finetune-instruct",
+            "finetune-dpo")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tinygrad_llm.cli import finetune, generate, info, train
+    from tinygrad_llm.cli import dpo, finetune, generate, info, train
 
     parser = argparse.ArgumentParser(
         prog="tinygrad-llm",
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_chat_parser(sub)
     info.add_parser(sub)
     finetune.add_parsers(sub)
+    dpo.add_parser(sub)
     return parser
 
 

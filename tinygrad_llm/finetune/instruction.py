@@ -44,9 +44,11 @@ def format_response(entry: dict) -> str:
     return f"\n\n### Response:\n{entry['output']}"
 
 
-def load_instruction_data(path) -> list[dict]:
+def load_instruction_data(path, required=("instruction", "output")) -> list[dict]:
     """A JSON list of objects with string ``instruction`` and ``output`` (``input`` optional, default "").
 
+    ``required``: the string fields every record must have (the preference data needs "chosen" and
+    "rejected" as well).
     Anything else raises ValueError naming the file and the first bad record's index.
     """
     path = Path(path)
@@ -64,8 +66,8 @@ def load_instruction_data(path) -> list[dict]:
     for index, entry in enumerate(data):
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: record {index} is a {type(entry).__name__}, expected an object with "
-                             "'instruction' and 'output'")
-        for key in ("instruction", "output"):
+                             f"{', '.join(repr(k) for k in required)}")
+        for key in required:
             if not isinstance(entry.get(key), str):
                 problem = "is missing" if key not in entry else f"is a {type(entry[key]).__name__}, not a string"
                 raise ValueError(f"{path}: record {index}: '{key}' {problem}")

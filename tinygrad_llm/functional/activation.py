@@ -1,4 +1,4 @@
-"""Activations and dropout: softmax, causal_softmax, log_softmax, gelu, dropout (relu is in arithmetic).
+"""Activations and dropout: softmax, causal_softmax, log_softmax, logsigmoid, gelu, dropout (relu is in arithmetic).
 
 Softmax, CausalSoftmax and GELU run a compiled kernel (``tinygrad_llm.kernels``) when one is available;
 the NumPy lines below them are the reference the kernels are tested against.
@@ -83,6 +83,23 @@ class LogSoftmax(Function):
         return gy - self.xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
 
 
+class LogSigmoid(Function):
+    """log sigmoid(x) = -log(1 + e^(-x)), the log-likelihood of a logistic choice (DPO's loss is its negative).
+
+    Computed as -logaddexp(0, -x): never exp of a large positive number, and no log(0) for very negative x
+    (where the naive log(sigmoid(x)) would give -inf instead of x).
+    """
+
+    def forward(self, x):
+        self.x = x
+        return -self.xp.logaddexp(0, -x)
+
+    def backward(self, gy):
+        # d/dx [-log(1 + e^(-x))] = e^(-x) / (1 + e^(-x)) = sigmoid(-x) = exp(-logaddexp(0, x)), which never
+        # computes 1 - sigmoid(x) (all cancellation when x is large)
+        return gy * self.xp.exp(-self.xp.logaddexp(0, self.x))
+
+
 class GELU(Function):
     """GPT-2's GELU, the tanh approximation: 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3).
 
@@ -156,6 +173,11 @@ def causal_softmax(scores: Tensor, scale: float = 1.0) -> Tensor:
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     return LogSoftmax(axis)(x)
+
+
+def logsigmoid(x: Tensor) -> Tensor:
+    """log(sigmoid(x)) elementwise, stable at both ends (torch.nn.functional.logsigmoid)."""
+    return LogSigmoid()(x)
 
 
 def gelu(x: Tensor) -> Tensor:

@@ -1,0 +1,209 @@
+"""Direct preference optimization (DPO), as the book's chapter-7 bonus notebook codes it.
+
+    reference_model = copy of policy_model, in eval mode (never trained)
+    precompute_reference_logprobs(reference_model, train_set)            # optional: the reference runs once
+    tracking = train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader, optimizer,
+                                      num_epochs=1, beta=0.1, eval_freq=5, eval_iter=5)
+
+For each record, the log-probability a model gives the chosen and the rejected response (the tokens the
+batch masks select, averaged over them as the book does, or summed as the DPO paper does) is compared with
+the same quantity under the frozen reference model:
+
+    loss = -log sigmoid(beta * ((pi_chosen - pi_rejected) - (ref_chosen - ref_rejected)))
+
+At step 0 the policy is the reference, the argument is 0 and the loss is ln 2 = 0.693. The "rewards" the
+book tracks are pi - ref for the chosen and for the rejected responses (without beta), and their
+difference is the reward margin: positive once the policy prefers the chosen answers more than the
+reference did.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinygrad_llm import backend
+from tinygrad_llm import functional as F
+from tinygrad_llm.tensor import Tensor, no_grad
+
+IGNORE_INDEX = -100
+
+
+def compute_logprobs(logits: Tensor, labels, selection_mask=None, average: bool = True) -> Tensor:
+    """Per-sequence log-probability of ``labels`` under ``logits``: (B, L, V) and (B, L) -> (B,).
+
+    Position t's logits predict token t + 1 (the book drops the last logit and the first label). With a
+    ``selection_mask`` (B, L), only the labels where it is True count (the response tokens); ``average``
+    divides by their number (the book), otherwise the log-probabilities are summed (the DPO paper). A row
+    with no selected token gets 0.
+    """
+    xp = backend.get_array_module(logits.data)
+    labels = xp.asarray(labels.data if isinstance(labels, Tensor) else labels)
+    if labels.shape != logits.shape[:2]:
+        raise ValueError(f"compute_logprobs: labels of shape {labels.shape} do not match logits {logits.shape}")
+    targets = xp.full(labels.shape, IGNORE_INDEX, dtype=np.int64)  # (B, L): position t -> token t + 1
+    targets[:, :-1] = labels[:, 1:]
+    if selection_mask is not None:
+        mask = xp.asarray(selection_mask.data if isinstance(selection_mask, Tensor) else selection_mask)
+        selected = mask[:, 1:].astype(bool)  # the mask of the predicted tokens, as the book's mask[:, 1:]
+        targets[:, :-1] = xp.where(selected, targets[:, :-1], IGNORE_INDEX)
+    # -cross_entropy is log softmax(logits)[target], and 0 where the target is ignored
+    token_logprobs = -F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="none")  # (B, L)
+    total = token_logprobs.sum(axis=-1)  # (B, L) -> (B,)
+    if not average:
+        return total
+    counts = (targets != IGNORE_INDEX).sum(axis=-1)  # (B,)
+    return total / xp.maximum(counts, 1).astype(logits.dtype)
+
+
+def compute_dpo_loss(model_chosen_logprobs: Tensor, model_rejected_logprobs: Tensor, reference_chosen_logprobs,
+                     reference_rejected_logprobs, beta: float = 0.1):
+    """(loss, chosen_rewards, rejected_rewards): the batch-mean DPO loss (a Tensor) and the mean rewards
+    (floats, not differentiated), from per-sequence log-probabilities (B,) of the policy and the reference."""
+    reference_chosen = _values(reference_chosen_logprobs)
+    reference_rejected = _values(reference_rejected_logprobs)
+    dtype = model_chosen_logprobs.dtype
+    model_logratios = model_chosen_logprobs - model_rejected_logprobs  # (B,)
+    reference_logratios = Tensor((reference_chosen - reference_rejected).astype(dtype),
+                                 device=model_chosen_logprobs.device)  # (B,): a constant
+    logits = model_logratios - reference_logratios
+    losses = -F.logsigmoid(logits * beta)  # DPO, eq. 7 of the paper
+    chosen_rewards = float((_values(model_chosen_logprobs) - reference_chosen).mean())
+    rejected_rewards = float((_values(model_rejected_logprobs) - reference_rejected).mean())
+    return losses.mean(), chosen_rewards, rejected_rewards
+
+
+def _values(x) -> np.ndarray:
+    """A (B,) float64 NumPy copy of log-probabilities (a Tensor, an array on any device or a list)."""
+    if isinstance(x, Tensor):
+        x = x.data
+    return np.asarray(backend.to_numpy(x) if hasattr(x, "dtype") else x, dtype=np.float64)
+
+
+def sequence_logprobs(model, batch: dict, key: str, average: bool = True, device: str | None = None) -> Tensor:
+    """Log-probabilities (B,) of the ``key`` ("chosen"/"rejected") sequences of a batch under ``model``."""
+    device = device or model.device
+    ids = backend.to_device(batch[key], device)
+    return compute_logprobs(model(ids), ids, backend.to_device(batch[f"{key}_mask"], device), average)
+
+
+def compute_dpo_loss_batch(batch: dict, policy_model, reference_model, beta: float = 0.1, average: bool = True,
+                           device: str | None = None):
+    """The DPO loss of one batch dict (see ``PreferenceDataset``): the policy runs with gradients; the
+    reference's log-probabilities come from the batch when precomputed, else from ``reference_model``
+    without gradients. Returns (loss Tensor, chosen_rewards, rejected_rewards)."""
+    policy_chosen = sequence_logprobs(policy_model, batch, "chosen", average, device)
+    policy_rejected = sequence_logprobs(policy_model, batch, "rejected", average, device)
+    if "reference_chosen_logprobs" in batch:
+        reference_chosen, reference_rejected = batch["reference_chosen_logprobs"], batch["reference_rejected_logprobs"]
+    else:
+        if reference_model is None:
+            raise ValueError("compute_dpo_loss_batch: no reference model and no precomputed reference "
+                             "log-probabilities in the batch")
+        with no_grad():
+            reference_chosen = sequence_logprobs(reference_model, batch, "chosen", average, device)
+            reference_rejected = sequence_logprobs(reference_model, batch, "rejected", average, device)
+    return compute_dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
+
+
+def compute_dpo_loss_loader(data_loader, policy_model, reference_model, beta: float = 0.1,
+                            num_batches: int | None = None, average: bool = True, device: str | None = None):
+    """(loss, chosen_rewards, rejected_rewards) averaged over the first ``num_batches`` batches (all when None),
+    without gradients; NaNs for an empty loader, as the book."""
+    n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    total_loss = total_chosen = total_rejected = 0.0
+    with no_grad():
+        for i, batch in enumerate(data_loader):
+            if i >= n:
+                break
+            loss, chosen, rejected = compute_dpo_loss_batch(batch, policy_model, reference_model, beta, average,
+                                                            device)
+            total_loss += loss.item()
+            total_chosen += chosen
+            total_rejected += rejected
+    return total_loss / n, total_chosen / n, total_rejected / n
+
+
+def evaluate_dpo_loss_loader(policy_model, reference_model, train_loader, val_loader, beta: float = 0.1,
+                             eval_iter: int | None = 5, average: bool = True, device: str | None = None) -> dict:
+    """{train_loss, train_chosen_reward, train_rejected_reward, val_...} over ``eval_iter`` batches of each
+    loader (all when None), the policy in eval mode (dropout off) and then back in its previous mode."""
+    was_training = policy_model.training
+    policy_model.eval()
+    result = {}
+    for split, loader in (("train", train_loader), ("val", val_loader)):
+        loss, chosen, rejected = compute_dpo_loss_loader(loader, policy_model, reference_model, beta, eval_iter,
+                                                         average, device)
+        result.update({f"{split}_loss": loss, f"{split}_chosen_reward": chosen,
+                       f"{split}_rejected_reward": rejected, f"{split}_reward_margin": chosen - rejected})
+    policy_model.train(was_training)
+    return result
+
+
+def precompute_reference_logprobs(reference_model, dataset, batch_size: int = 8, average: bool = True,
+                                  device: str | None = None):
+    """Run the frozen reference model once over ``dataset`` (a PreferenceDataset) in eval mode and attach its
+    per-record log-probabilities to it (``dataset.set_reference_logprobs``): later batches carry them, and
+    training needs no reference forward pass. Returns (chosen (N,), rejected (N,)).
+
+    Equal to running the reference per batch: the model is causal, so the padding a batch adds after a
+    sequence does not change the log-probabilities of its tokens.
+    """
+    was_training = reference_model.training
+    reference_model.eval()
+    chosen, rejected = np.empty(len(dataset)), np.empty(len(dataset))
+    with no_grad():
+        for start in range(0, len(dataset), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(dataset)))
+            batch = dataset.get_batch(indices)
+            chosen[indices] = _values(sequence_logprobs(reference_model, batch, "chosen", average, device))
+            rejected[indices] = _values(sequence_logprobs(reference_model, batch, "rejected", average, device))
+    reference_model.train(was_training)
+    dataset.set_reference_logprobs(chosen, rejected)
+    return chosen, rejected
+
+
+def train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader, optimizer, num_epochs: int,
+                           beta: float, eval_freq: int, eval_iter: int, start_context: str | None = None,
+                           tokenizer=None, average: bool = True, device: str | None = None, log=print) -> dict:
+    """The book's DPO loop: a step per batch; every ``eval_freq`` steps the train/val loss and rewards over
+    ``eval_iter`` batches; after each epoch a sample for ``start_context`` when a tokenizer is given.
+
+    Returns the book's tracking dict: train_losses, train_chosen_rewards, train_rejected_rewards, val_losses,
+    val_chosen_rewards, val_rejected_rewards (one entry per evaluation) and tokens_seen, plus steps.
+    """
+    tracking = {"train_losses": [], "train_chosen_rewards": [], "train_rejected_rewards": [], "val_losses": [],
+                "val_chosen_rewards": [], "val_rejected_rewards": [], "tokens_seen": [], "steps": []}
+    tokens_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        policy_model.train()
+        for batch in train_loader:
+            optimizer.zero_grad()
+            loss, _, _ = compute_dpo_loss_batch(batch, policy_model, reference_model, beta, average, device)
+            loss.backward()
+            optimizer.step()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"DPO loss became {loss.item()} at step {global_step + 1}: lower the "
+                                         "learning rate")
+            tokens_seen += batch["chosen"].size
+            global_step += 1
+            if global_step % eval_freq == 0:
+                res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader, val_loader, beta,
+                                               eval_iter, average, device)
+                for split in ("train", "val"):
+                    tracking[f"{split}_losses"].append(res[f"{split}_loss"])
+                    tracking[f"{split}_chosen_rewards"].append(res[f"{split}_chosen_reward"])
+                    tracking[f"{split}_rejected_rewards"].append(res[f"{split}_rejected_reward"])
+                tracking["tokens_seen"].append(tokens_seen)
+                tracking["steps"].append(global_step)
+                if log:
+                    log(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {res['train_loss']:.3f}, "
+                        f"Val loss {res['val_loss']:.3f}, Train reward margins {res['train_reward_margin']:.3f}, "
+                        f"Val reward margins {res['val_reward_margin']:.3f}")
+        if tokenizer is not None and start_context:
+            from tinygrad_llm.train.simple import generate_and_print_sample
+
+            generate_and_print_sample(policy_model, tokenizer, device, start_context)
+    return tracking
