@@ -111,14 +111,18 @@ def save_checkpoint(out_dir, model_state: dict, config: dict, optimizer_state: d
     name = f"ckpt-{step:06d}"
     final, tmp = root / name, root / f"{name}.tmp"
     tmp.mkdir()
-    for filename, content in files.items():
-        with atomic_write(tmp / filename) as f:
-            f.write(content)
-    manifest = {"format": FORMAT, "version": VERSION, "step": step,
-                "files": {filename: len(content) for filename, content in files.items()}}
-    with atomic_write(tmp / MANIFEST) as f:
-        f.write(_json_text(manifest, "manifest").encode())
-    fsync_dir(tmp)
+    try:
+        for filename, content in files.items():
+            with atomic_write(tmp / filename) as f:
+                f.write(content)
+        manifest = {"format": FORMAT, "version": VERSION, "step": step,
+                    "files": {filename: len(content) for filename, content in files.items()}}
+        with atomic_write(tmp / MANIFEST) as f:
+            f.write(_json_text(manifest, "manifest").encode())
+        fsync_dir(tmp)
+    except BaseException:  # disk full, a file size limit, ...: remove our unfinished folder, keep the others
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
     if final.exists():  # the same step saved twice: swap, so a complete ckpt-<step>[.old] exists throughout
         old = root / f"{name}.old"

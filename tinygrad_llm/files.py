@@ -73,9 +73,11 @@ def atomic_write(path, mode: str = "wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:  # disk full, too large, ...
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None  # (same OSError subclass)
         raise
     fsync_dir(path.parent)
 

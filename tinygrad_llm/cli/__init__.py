@@ -41,11 +41,15 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # which options were given, not defaulted
+    from tinygrad_llm.train.signals import Interrupted, terminate_as_interrupt
+
     try:
-        return args.run(args) or 0
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: a run saves its checkpoint, unlocks its folder
+            return args.run(args) or 0
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else 2
+        print(f"\ninterrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'})", file=sys.stderr)
+        return 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     except Exception as exc:  # bad input: one line, no traceback
         if os.environ.get("TINYGRAD_LLM_DEBUG"):
             raise

@@ -55,7 +55,7 @@ def add_sampling_arguments(parser) -> None:
     parser.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens")
     parser.add_argument("--top-p", type=finite_float, default=None,
                         help="nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1]")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    parser.add_argument("--seed", type=nonnegative_int, default=None, help="seed for reproducible sampling")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole context each step (no KV cache)")
 
 

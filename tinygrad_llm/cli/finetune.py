@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tinygrad_llm.cli.common import add_device_argument, finite_float, nonnegative_float, positive_int
+from tinygrad_llm.cli.common import add_device_argument, finite_float, nonnegative_float, nonnegative_int, positive_int
 
 TOKENIZERS = ("gpt2", "byte")
 
@@ -40,10 +40,13 @@ def _add_model_arguments(p, default_preset: str) -> None:
 
 def _add_run_arguments(p) -> None:
     run = p.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=123,
+    run.add_argument("--seed", type=nonnegative_int, default=123,
                      help="seed of the split, initialisation and shuffling (default 123)")
     add_device_argument(run)
-    run.add_argument("--out", required=True, metavar="DIR", help="folder for the fine-tuned model and results")
+    run.add_argument("--out", required=True, metavar="DIR", help="folder for the fine-tuned model and results "
+                                                                 "(new or empty, unless --overwrite)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="write into an --out that is not empty, replacing its files of the same names")
 
 
 def add_parsers(sub) -> None:
@@ -71,7 +74,7 @@ def add_parsers(sub) -> None:
     train.add_argument("--eval-freq", type=positive_int, default=50, help="steps between loss evaluations (default 50)")
     train.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation (default 5)")
     _add_run_arguments(p)
-    p.set_defaults(run=run_finetune_classifier)
+    p.set_defaults(run=_claimed(run_finetune_classifier))
 
     p = sub.add_parser(
         "finetune-instruct", help="fine-tune a GPT to follow instructions (chapter 7)",
@@ -104,7 +107,7 @@ def add_parsers(sub) -> None:
     score.add_argument("--judge-model", default="llama3", help="the judge's model name (default llama3)")
     score.add_argument("--judge-timeout", type=positive_int, default=60, help="seconds per judge request (default 60)")
     _add_run_arguments(p)
-    p.set_defaults(run=run_finetune_instruct)
+    p.set_defaults(run=_claimed(run_finetune_instruct))
 
 
 # ---- shared steps ---------------------------------------------------------------------------------------
@@ -168,9 +171,15 @@ def _apply_lora(args, model) -> dict | None:
     return {"rank": args.lora_rank, "alpha": alpha, "scale": alpha / args.lora_rank}
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
+def _claimed(run):
+    """``run(args, out)`` with --out checked, locked and marked first (before any data or model is read)."""
+    def command(args) -> int:
+        from tinygrad_llm.run_folder import claim
+
+        with claim(args.out, args.command, overwrite=args.overwrite) as out:
+            return run(args, out)
+
+    return command
 
 
 def _counts(model) -> dict:
@@ -180,7 +189,7 @@ def _counts(model) -> dict:
 
 # ---- finetune-classifier --------------------------------------------------------------------------------
 
-def run_finetune_classifier(args) -> int:
+def run_finetune_classifier(args, out: Path) -> int:
     import tinygrad_llm as tl
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.finetune import classifier as C
@@ -190,8 +199,6 @@ def run_finetune_classifier(args) -> int:
                                                  random_split, read_sms_spam)
     from tinygrad_llm.optim import AdamW
 
-    out = Path(args.out)
-    _check_out(out)
     args.default_preset = "tiny"
     texts, labels = read_sms_spam(find_spam_file(args.data))
     texts, labels = create_balanced_dataset(texts, labels, seed=args.seed)
@@ -256,7 +263,7 @@ def run_finetune_classifier(args) -> int:
 
 # ---- finetune-instruct ----------------------------------------------------------------------------------
 
-def run_finetune_instruct(args) -> int:
+def run_finetune_instruct(args, out: Path) -> int:
     import tinygrad_llm as tl
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.files import find_data_file
@@ -267,8 +274,6 @@ def run_finetune_instruct(args) -> int:
     from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
     from tinygrad_llm.train.simple import evaluate_model
 
-    out = Path(args.out)
-    _check_out(out)
     args.default_preset = "small-cpu"
     data_path = args.data or find_data_file("instruction-data.json")
     if data_path is None:

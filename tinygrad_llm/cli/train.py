@@ -60,10 +60,13 @@ def add_parser(sub) -> None:
     run.add_argument("--eval-interval", type=positive_int, default=DEFAULTS["eval_interval"],
                      help="steps between evaluations and checkpoints")
     run.add_argument("--eval-iters", type=positive_int, default=DEFAULTS["eval_iters"], help="batches per evaluation")
-    run.add_argument("--seed", type=int, default=1337, help="seed of initialisation, shuffling and dropout")
+    run.add_argument("--seed", type=nonnegative_int, default=1337, help="seed of initialisation, shuffling and dropout")
     add_device_argument(run)
     run.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/<data name>)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in --out exactly where it stopped")
+    run.add_argument("--overwrite", action="store_true",
+                     help="write into an --out that is not empty: another folder's files of the same names are "
+                          "replaced, an earlier run there starts afresh (without it such a folder is refused)")
     run.add_argument("--keep-last", type=positive_int, default=2, help="checkpoints to keep")
     run.add_argument("--sample-prompt", default=None, help="text to continue after training (default: the first "
                                                            "line of the validation text)")
@@ -176,17 +179,11 @@ def check_arguments(args) -> None:
 
 
 def run_train(args) -> int:
-    import numpy as np
-
-    import tinygrad_llm as tl
     from tinygrad_llm.checkpoint import NoCheckpointError, find_checkpoint
-    from tinygrad_llm.data import GPTDataset
-    from tinygrad_llm.generate import generate_stream
-    from tinygrad_llm.model import GPTConfig, GPTModel
-    from tinygrad_llm.tokenizer import load_tokenizer
-    from tinygrad_llm.train.corpus import load_corpus
-    from tinygrad_llm.train.trainer import Trainer, TrainConfig
+    from tinygrad_llm.run_folder import check_output_path, claim
 
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite starts it afresh: pass one of them")
     out = Path(args.out) if args.out else Path("runs") / (Path(args.data).stem if args.data else "pydoc")
     changed = []
     if args.resume:
@@ -199,8 +196,23 @@ def run_train(args) -> int:
     check_arguments(args)
     if args.max_steps is None and args.epochs is None:
         args.max_steps = DEFAULTS["max_steps"]
-    if not args.resume and (out / "checkpoints").exists():
-        raise ValueError(f"{out} already holds a run: pass --resume to continue it, or another --out")
+    check_output_path(out)
+    with claim(out, "train", resume=args.resume, overwrite=args.overwrite):  # locked and marked as a run
+        return _train(args, out, changed)
+
+
+def _train(args, out: Path, changed: list) -> int:
+    import numpy as np
+
+    import tinygrad_llm as tl
+    from tinygrad_llm.checkpoint import find_checkpoint
+    from tinygrad_llm.data import GPTDataset
+    from tinygrad_llm.generate import generate_stream
+    from tinygrad_llm.model import GPTConfig, GPTModel
+    from tinygrad_llm.tokenizer import load_tokenizer
+    from tinygrad_llm.train.corpus import load_corpus
+    from tinygrad_llm.train.trainer import Trainer, TrainConfig
+
     text, described = load_corpus(args.data)
 
     tokenizer_name = args.tokenizer or ("gpt2" if args.init_from else DEFAULTS["tokenizer"])
@@ -225,6 +237,12 @@ def run_train(args) -> int:
         if len(ids) < ctx + 1:
             raise ValueError(f"the {name} split of {described} has {len(ids)} tokens, fewer than one window of "
                              f"--context-length {ctx} + 1: use a shorter context or more text")
+
+    prompt = args.sample_prompt if args.sample_prompt is not None else first_line(text[split:], ctx // 2)
+    try:  # checked now, not after the whole run
+        prompt_ids = np.asarray([tokenizer.encode(prompt) or [0]], dtype=np.int64)
+    except ValueError as exc:
+        raise ValueError(f"--sample-prompt {prompt!r}: the {tokenizer.name} tokenizer cannot encode it ({exc})") from None
 
     overrides = {"vocab_size": tokenizer.n_vocab, "context_length": ctx, "drop_rate": args.dropout}
     for field, value in (("n_layers", args.n_layers), ("n_heads", args.n_heads), ("emb_dim", args.emb_dim)):
@@ -280,8 +298,6 @@ def run_train(args) -> int:
     if last:
         print(f"done: step {last['step']}, train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
               f"{last['elapsed_s']:.0f}s; saved to {out}", file=sys.stderr)
-    prompt = args.sample_prompt if args.sample_prompt is not None else first_line(text[split:], ctx // 2)
-    prompt_ids = np.asarray([tokenizer.encode(prompt) or [0]], dtype=np.int64)
     print(f"\n--- sample (continuing {prompt!r}) ---\n{prompt}", end="", flush=True)
     from tinygrad_llm.cli.generate import stream_text
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinygrad_llm import backend
+from tinygrad_llm import backend, run_folder
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.files import atomic_write
@@ -31,6 +31,7 @@ from tinygrad_llm.optim import AdamW, clip_grad_norm_, lr_at, param_groups_for_w
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 from tinygrad_llm.train.plot import plot_losses
+from tinygrad_llm.train.signals import _NoGuard, catch_signals
 
 LOG_FILE, PLOT_FILE = "log.jsonl", "losses.png"
 
@@ -109,6 +110,7 @@ class Trainer:
         self._batches = None
         self._saved_step = None
         self.run_settings: dict = {}  # the caller's own settings (the command line's), saved with each checkpoint
+        self._signals = _NoGuard()  # inside fit: SIGINT/SIGTERM wait while a checkpoint is written
 
     # --- resume -----------------------------------------------------------------------------------
     def load_state(self, checkpoint_dir=None) -> int:
@@ -133,10 +135,16 @@ class Trainer:
 
     def save(self) -> Path:
         """Write a checkpoint of the current step, then the log and the plot."""
-        self._saved_step = self.step
-        path = save_checkpoint(self.out_dir, self.model.state_dict(), self.model.config.to_dict(),
-                               self.optimizer.state_dict(), self._trainer_state(), keep_last=self.config.keep_last)
-        self._write_log()
+        with self._signals.deferred():
+            try:
+                path = save_checkpoint(self.out_dir, self.model.state_dict(), self.model.config.to_dict(),
+                                       self.optimizer.state_dict(), self._trainer_state(),
+                                       keep_last=self.config.keep_last)
+                self._saved_step = self.step
+                self._write_log()
+            except OSError as exc:  # disk full, a file size limit: the earlier checkpoints are untouched
+                raise TrainingError(f"saving step {self.step} failed: {exc}; {self.out_dir} keeps its last complete "
+                                    "checkpoint (free some space, then --resume)") from None
         return path
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -216,10 +224,19 @@ class Trainer:
     def fit(self, stop_after: int | None = None) -> list[dict]:
         """Train until ``total_steps`` (or until step ``stop_after``, saving there as an interruption would).
 
-        Ctrl-C saves a checkpoint of the last finished step before leaving, so ``resume`` continues it.
-        Returns the evaluation history (the records of log.jsonl).
+        Ctrl-C or SIGTERM saves a checkpoint of the last finished step before leaving, so ``resume``
+        continues it; signals wait while a checkpoint is written. ``out_dir`` is locked while training and
+        must be empty or a run (see ``run_folder``). Returns the evaluation history (the records of log.jsonl).
         """
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        run_folder.check_output_path(self.out_dir, "out_dir").mkdir(parents=True, exist_ok=True)
+        with run_folder.lock(self.out_dir, log=self.log), catch_signals(self.log) as self._signals:
+            try:
+                run_folder.adopt(self.out_dir, "train", flag="out_dir")
+                return self._fit(stop_after)
+            finally:
+                self._signals = _NoGuard()
+
+    def _fit(self, stop_after: int | None) -> list[dict]:
         if self.tokenizer is not None and hasattr(self.tokenizer, "save"):
             self.tokenizer.save(self.out_dir)  # tokenizer.json beside config.json
         end = self.total_steps if stop_after is None else min(stop_after, self.total_steps)
@@ -241,7 +258,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
             if self.step and self._saved_step != self.step:
-                self.save()
+                self.save()  # (a second Ctrl-C / SIGTERM is ignored while it writes)
             self.log(f"interrupted: saved step {self.step} to {self.out_dir}; continue with --resume")
             raise
         if bar is not None:

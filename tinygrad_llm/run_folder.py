@@ -1,0 +1,207 @@
+"""Output folders: checked before the first step, claimed by a lock, marked as ours.
+
+Every command that writes a folder (``train``, ``finetune-*``, ``Trainer.fit``) goes through here, so the
+rules hold everywhere:
+
+- ``--out`` must be a folder or creatable as one; an existing file, or a parent that is a file or not
+  writable, is refused before any work, naming ``--out``.
+- A non-empty folder is written into only if it carries the marker ``.tinygrad-llm-run`` (a tinygrad-llm
+  run: "this folder is ours") -- any other folder (a Hugging Face model, your documents) is refused unless
+  ``overwrite=True`` (``--overwrite``), which replaces only the files we write.
+- The lock file ``.tinygrad-llm.lock`` holds the owner's pid under an exclusive ``flock``: a second run on
+  the same folder stops with "DIR is in use by process N". The kernel drops a flock when its process dies,
+  so the lock of a killed run is stale by construction; the next run takes it over and says so.
+
+Process 0 alone should claim a folder when several processes train one model (data parallel).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from tinygrad_llm.files import atomic_write
+
+MARKER = ".tinygrad-llm-run"
+LOCK = ".tinygrad-llm.lock"
+FORMAT = "tinygrad_llm.run"
+# files a training run writes at the top of its folder; an --overwrite of one of our runs removes these
+RUN_OUTPUTS = ("checkpoints", "log.jsonl", "losses.png")
+
+_held: dict[Path, list] = {}  # folder -> [lock file descriptor, depth]: the locks this process holds
+
+
+class RunFolderError(ValueError):
+    """An output folder cannot be used (a file, not writable, someone else's folder, in use); the message
+    says which and what to do."""
+
+
+def is_run_folder(folder) -> bool:
+    """Whether ``folder`` is a tinygrad-llm run: it has the marker (or, from before markers existed, a
+    ``checkpoints/latest`` pointer or a ``finetune.json``)."""
+    folder = Path(folder)
+    return ((folder / MARKER).is_file() or (folder / "checkpoints" / "latest").is_file()
+            or (folder / "finetune.json").is_file())
+
+
+def check_output_path(out, flag: str = "--out") -> Path:
+    """``out`` is a folder, or can be created as one: refused up front (naming ``flag``) otherwise."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise RunFolderError(f"{flag} {out}: exists and is not a folder (expected a folder for the run's files)")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise RunFolderError(f"{flag} {out}: the folder is not writable")
+        return out
+    parent = out.absolute().parent
+    while not parent.exists():  # the first ancestor that exists must be a writable folder
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunFolderError(f"{flag} {out}: cannot be created, {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{flag} {out}: cannot be created, {parent} is not writable")
+    return out
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in (MARKER, LOCK))
+
+
+@contextlib.contextmanager
+def claim(out, command: str, *, resume: bool = False, overwrite: bool = False, flag: str = "--out",
+          log=None):
+    """Check ``out``, create it, lock it and mark it as a run of ``command``; release the lock on exit.
+
+    ``resume``: the folder must already be a run. ``overwrite``: a non-empty folder that is not a run is
+    written into anyway; a run of ours loses its checkpoints and log (a fresh start). Otherwise a
+    non-empty folder is refused. If this call created the folder and the command fails before writing
+    anything, the empty folder is removed again.
+    """
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    out = check_output_path(out, flag)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"{flag} {out}: cannot be created ({exc.strerror})") from None
+    failed = True
+    try:
+        with lock(out, log=log):
+            _check_contents(out, command, resume=resume, overwrite=overwrite, flag=flag)
+            if overwrite and not resume and is_run_folder(out):
+                for name in RUN_OUTPUTS:  # our own files only: a fresh run must not mix with the old one's
+                    path = out / name
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    elif path.exists() or path.is_symlink():
+                        path.unlink()
+            mark(out, command)
+            yield out
+            failed = False
+    finally:
+        if failed and created and out.is_dir() and not _foreign_entries(out):
+            with contextlib.suppress(OSError):
+                (out / MARKER).unlink(missing_ok=True)
+                out.rmdir()
+
+
+def _check_contents(out: Path, command: str, *, resume: bool, overwrite: bool, flag: str) -> None:
+    entries = _foreign_entries(out)
+    if resume:
+        if not is_run_folder(out):
+            raise RunFolderError(f"--resume: {out} is not a tinygrad-llm run (no {MARKER} file); pass the --out "
+                                 "of the run to continue")
+        return
+    if not entries or overwrite:
+        return
+    if is_run_folder(out):
+        resume_hint = "--resume to continue it, " if command == "train" else ""
+        raise RunFolderError(f"{flag} {out} already holds a run: pass {resume_hint}--overwrite to replace it, "
+                             f"or another {flag}")
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    raise RunFolderError(f"{flag} {out}: the folder is not empty ({shown}) and is not a tinygrad-llm run; "
+                         f"choose a new or empty folder, or pass --overwrite to write {command}'s files into it")
+
+
+def adopt(out, command: str, flag: str = "--out") -> None:
+    """For a writer already holding the lock (``Trainer.fit``): ``out`` must be empty or a run; mark it."""
+    out = Path(out)
+    if not is_run_folder(out):
+        _check_contents(out, command, resume=False, overwrite=False, flag=flag)
+    mark(out, command)
+
+
+def mark(out, command: str) -> None:
+    """Write the marker that says ``out`` is a tinygrad-llm run (kept as it is when already there)."""
+    marker = Path(out) / MARKER
+    if not marker.is_file():
+        with atomic_write(marker, "w") as f:
+            f.write(json.dumps({"format": FORMAT, "version": 1, "created_by": command}) + "\n")
+
+
+@contextlib.contextmanager
+def lock(folder, log=None):
+    """Hold ``folder``'s lock file (re-entrant within one process); RunFolderError when another live
+    process holds it."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    folder = Path(folder)
+    key = folder.resolve()
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    fd = _acquire(folder, log)
+    _held[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _held[key]
+        with contextlib.suppress(OSError):  # unlink while still holding it, so no one locks a doomed file
+            os.unlink(folder / LOCK)
+        os.close(fd)
+
+
+def _acquire(folder: Path, log) -> int:
+    import fcntl
+
+    path = folder / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            owner = _read_pid(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise RunFolderError(f"{folder}: cannot lock {path} ({exc.strerror})") from None
+            who = f"process {owner}" if owner else "another process"
+            raise RunFolderError(f"{folder} is in use by {who} (its lock file {path}); wait for it to finish, "
+                                 "or use another --out") from None
+        try:
+            same_file = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same_file = False
+        if not same_file:  # its owner removed it between our open and our lock: try the new one
+            os.close(fd)
+            continue
+        previous = _read_pid(fd)
+        if previous and previous != os.getpid():
+            log(f"{folder}: taking over the lock of process {previous}, which is no longer running")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
