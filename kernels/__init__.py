@@ -13,8 +13,10 @@ Which implementation runs:
   ``kernels.use("numpy")`` does the same inside a ``with`` block, ``kernels.set_mode(...)`` for good.
 - otherwise NumPy arrays go to the Numba kernels (``numba_softmax``, ``numba_layers``) and CuPy arrays to
   the CuPy kernels (``cuda``), for float32 and float64 arrays; anything else takes the reference.
-- if Numba is missing or a kernel fails to compile, one ``RuntimeWarning`` says so and that backend's
-  kernels are switched off for the rest of the process: the reference keeps running, nothing crashes.
+- if Numba is missing, or a kernel fails to compile or (on CUDA) to launch, one ``RuntimeWarning`` says so
+  and that backend's kernels are switched off for the rest of the process: the reference keeps running.
+  (An error that leaves the GPU's context unusable, such as an illegal memory access, will fail the
+  reference too; the warning then names the kernel that caused it.)
 
 Kernel names (each a plain function on raw arrays, documented in its module): softmax_forward,
 softmax_backward (plain and causal, with a scale), layer_norm_forward/backward, gelu_forward/backward,
@@ -113,8 +115,8 @@ def run(name: str, *args, **kwargs):
         return None
     try:
         return fn(*args, **kwargs)
-    except _compile_errors(backend) as exc:
-        _disable(backend, f"kernel {name!r} failed to compile ({type(exc).__name__}: {_first_line(exc)})")
+    except _kernel_errors(backend) as exc:
+        _disable(backend, f"kernel {name!r} failed to compile or launch ({type(exc).__name__}: {_first_line(exc)})")
         return None
 
 
@@ -129,8 +131,8 @@ def _load(backend: str):
     return _modules[backend]
 
 
-def _compile_errors(backend: str) -> tuple:
-    """The exception types that mean 'this kernel could not be built', per backend."""
+def _kernel_errors(backend: str) -> tuple:
+    """The exception types that mean 'this kernel could not be built or started', per backend."""
     errors: list = []
     if backend == "numba":
         with contextlib.suppress(ImportError):
@@ -140,6 +142,10 @@ def _compile_errors(backend: str) -> tuple:
         with contextlib.suppress(ImportError):
             from cupy.cuda.compiler import CompileException
             errors.append(CompileException)
+        with contextlib.suppress(ImportError):  # a launch refused (too many resources, no kernel image, ...)
+            from cupy_backends.cuda.api.driver import CUDADriverError
+            from cupy_backends.cuda.api.runtime import CUDARuntimeError
+            errors += [CUDADriverError, CUDARuntimeError]
     return tuple(errors) or (ImportError,)
 
 

@@ -1,13 +1,18 @@
 """CuPy kernels for CUDA arrays: the same functions, with the same arguments, as the Numba modules.
 
-UNTESTED ON A GPU: written against CuPy's documented RawKernel/ElementwiseKernel interfaces on a machine
-without CUDA. tests/test_kernels.py::test_cuda_kernels_match_reference compares every kernel here with the
-NumPy/CuPy reference and runs wherever CuPy sees a GPU; record its outcome in benchmarks/RESULTS.md.
+Not yet run on a GPU: written against CuPy's RawModule/ElementwiseKernel interfaces on machines without
+CUDA. The sources do compile with NVRTC (tests/test_kernels.py::test_cuda_sources_compile, wherever NVRTC is
+installed); tests/test_kernels.py runs every kernel test on device="cuda" as well, with the same shapes and
+extreme values as the Numba kernels, wherever CuPy sees a GPU: ``python benchmarks/gpu_check.py`` runs them
+and records the outcome in benchmarks/RESULTS.md.
 
 Row operations (softmax, layer norm, cross-entropy) run one thread block per row: each thread strides over
 the row, and a block reduction (warp shuffles, then one value per warp in shared memory) combines the max
-and the sums. Sums accumulate in double. Elementwise operations (GELU, AdamW) are ElementwiseKernels.
-The embedding backward keeps the reference (cupyx.scatter_add is already an atomic GPU kernel).
+and the sums. Sums accumulate in double. Layer norm's weight and bias gradients are column sums over all
+rows, computed by a second kernel without any (rows, width) temporary. Elementwise operations (GELU, AdamW)
+are ElementwiseKernels. The embedding backward sorts the ids and sums each id's rows in order, where the
+reference's ``cupy.add.at`` adds with atomics in whatever order the threads arrive: its float sums differ
+from run to run, and resuming a run would not repeat it bit for bit.
 """
 from __future__ import annotations
 
@@ -142,6 +147,49 @@ extern "C" __global__ void layer_norm_backward(const T* gy, const T* x, const T*
     }
 }
 
+// Column sums over all rows: gweight[j] = sum_r gy[r, j] xhat[r, j], gbias[j] = sum_r gy[r, j], xhat recomputed
+// from x, mean and rstd. Block (32, 8): 32 neighbouring columns (coalesced reads), 8 row lanes; blockIdx.y
+// picks every gridDim.y-th group of rows. Each block writes one partial row of (gridDim.y, width) in double;
+// the host adds the partial rows in a fixed order (deterministic, unlike atomics).
+extern "C" __global__ void layer_norm_param_grads(const T* gy, const T* x, const T* mean, const T* rstd,
+                                                  long long rows, int width, double* gw_parts, double* gb_parts) {
+    __shared__ double sw[8][33], sb[8][33];  // 33: no bank conflicts on the column reads below
+    int j = blockIdx.x * 32 + threadIdx.x;
+    double w = 0.0, b = 0.0;
+    if (j < width) {
+        for (long long r = (long long)blockIdx.y * 8 + threadIdx.y; r < rows; r += (long long)gridDim.y * 8) {
+            double g = gy[r * width + j];
+            w += g * (double)((x[r * width + j] - mean[r]) * rstd[r]);
+            b += g;
+        }
+    }
+    sw[threadIdx.y][threadIdx.x] = w;
+    sb[threadIdx.y][threadIdx.x] = b;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < width) {
+        for (int k = 1; k < 8; k++) { w += sw[k][threadIdx.x]; b += sb[k][threadIdx.x]; }
+        gw_parts[(long long)blockIdx.y * width + j] = w;
+        gb_parts[(long long)blockIdx.y * width + j] = b;
+    }
+}
+
+// Embedding backward without atomics, so a run repeats bit for bit: the flat ids are sorted (stably, with
+// their positions in `order`), and the block at the first position of each run of equal ids adds that run's
+// gradient rows, in order, into the id's row. Other blocks return at once.
+extern "C" __global__ void embedding_backward(const long long* sorted_ids, const long long* order, const T* gy,
+                                              long long n, int dim, T* gw) {
+    long long i = blockIdx.x;
+    long long id = sorted_ids[i];
+    if (i > 0 && sorted_ids[i - 1] == id) return;
+    long long end = i + 1;
+    while (end < n && sorted_ids[end] == id) end++;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) {
+        double s = 0.0;
+        for (long long k = i; k < end; k++) s += gy[order[k] * dim + j];
+        gw[id * dim + j] = (T)s;
+    }
+}
+
 extern "C" __global__ void cross_entropy_forward(const T* logits, const long long* targets, int classes,
                                                  long long ignore_index, T* losses, T* lse) {
     __shared__ double sbuf[32];
@@ -234,8 +282,33 @@ def layer_norm_backward(gy, x, weight, mean, rstd):
         w = cupy.empty(1, x.dtype) if weight is None else cupy.ascontiguousarray(weight)
         _kernel("layer_norm_backward", x.dtype)((x2.shape[0],), (BLOCK,), (
             gy2, x2, w, mean, rstd, np.int32(x2.shape[1]), np.int32(weight is not None), gx))
-    xhat = (x2 - mean[:, None]) * rstd[:, None]
-    return gx.reshape(x.shape), (gy2 * xhat).sum(axis=0), gy2.sum(axis=0)
+    gw, gb = _layer_norm_param_grads(gy2, x2, mean, rstd)
+    return gx.reshape(x.shape), gw, gb
+
+
+def _layer_norm_param_grads(gy2, x2, mean, rstd):
+    """(sum_r gy xhat, sum_r gy) over the rows of (rows, width) arrays, in x's dtype."""
+    rows, width = x2.shape
+    chunks = max(1, min(256, -(-rows // 64)))  # each row lane handles >= 8 rows; <= 256 partial rows
+    gw_parts = cupy.zeros((chunks, width), cupy.float64)
+    gb_parts = cupy.zeros((chunks, width), cupy.float64)
+    if x2.size:
+        _kernel("layer_norm_param_grads", x2.dtype)(((width + 31) // 32, chunks), (32, 8), (
+            gy2, x2, mean, rstd, np.int64(rows), np.int32(width), gw_parts, gb_parts))
+    return gw_parts.sum(axis=0).astype(x2.dtype), gb_parts.sum(axis=0).astype(x2.dtype)
+
+
+def embedding_backward(ids, gy, num_embeddings):
+    """The (num_embeddings, dim) gradient of weight[ids] given gy of shape ids.shape + (dim,); deterministic."""
+    dim = gy.shape[-1]
+    gw = cupy.zeros((num_embeddings, dim), gy.dtype)
+    gy2 = cupy.ascontiguousarray(gy).reshape(-1, dim)
+    if gy2.size:
+        flat = cupy.asarray(ids).reshape(-1).astype(cupy.int64, copy=False)
+        order = cupy.argsort(flat)  # CuPy's sort is stable: each run keeps the rows' order
+        _kernel("embedding_backward", gy.dtype)((flat.size,), (BLOCK,), (
+            cupy.ascontiguousarray(flat[order]), order, gy2, np.int64(flat.size), np.int32(dim), gw))
+    return gw
 
 
 def cross_entropy_forward(logits, targets, ignore_index):
@@ -263,28 +336,29 @@ def cross_entropy_backward(logits, lse, targets, row_scale):
 
 GELU_C = math.sqrt(2.0 / math.pi)
 
-# x s with s = sigmoid(2u) = 0.5 (1 + tanh u): no cancellation of 1 + tanh u at negative x
-_gelu_forward = cupy.ElementwiseKernel(
-    "T x, T c, T a", "T y",
-    "y = x / ((T)1 + exp((T)-2 * c * (x + a * x * x * x)))",
-    "tinygrad_gelu_forward")
-
-_gelu_backward = cupy.ElementwiseKernel(
-    "T x, T gy, T c, T a", "T gx",
-    """T e = exp((T)-2 * c * (x + a * x * x * x));
-       T s = (T)1 / ((T)1 + e);
-       gx = gy * (s + (T)2 * x * e * s * s * c * ((T)1 + (T)3 * a * x * x));""",
-    "tinygrad_gelu_backward")
-
-# In place on p, m, v (declared as outputs, read and written); torch.optim.AdamW's order of operations.
-_adamw = cupy.ElementwiseKernel(
-    "T g, T decay, T beta1_c, T beta2, T beta2_c, T bc2_sqrt, T eps, T neg_step_size", "T p, T m, T v",
-    """T m_new = m + beta1_c * (g - m);
-       T v_new = v * beta2 + beta2_c * g * g;
-       m = m_new;
-       v = v_new;
-       p = p * decay + neg_step_size * (m_new / (sqrt(v_new) / bc2_sqrt + eps));""",
-    "tinygrad_adamw_update")
+# Each elementwise kernel as (inputs, outputs, body), kept as data so tests can compile the bodies with NVRTC.
+ELEMENTWISE = {
+    # x s with s = sigmoid(2u) = 0.5 (1 + tanh u): no cancellation of 1 + tanh u at negative x
+    "gelu_forward": ("T x, T c, T a", "T y", "y = x / ((T)1 + exp((T)-2 * c * (x + a * x * x * x)));"),
+    # d/dx = s + 2 x s (1 - s) c (1 + 3 a x^2). Below x ~ -10 (float32) e = exp(-2u) overflows to inf and s
+    # is 0: written with e (2 x e s^2) that is inf * 0 = NaN. So 1 - s is taken directly where s < 1/2 (no
+    # cancellation there, and e may be inf) and as e s elsewhere (exact), as the Numba kernel does.
+    "gelu_backward": ("T x, T gy, T c, T a", "T gx", """
+        T e = exp((T)-2 * c * (x + a * x * x * x));
+        T s = (T)1 / ((T)1 + e);
+        T one_minus_s = e > (T)1 ? (T)1 - s : e * s;
+        gx = gy * (s + s * one_minus_s * ((T)2 * x * c * ((T)1 + (T)3 * a * x * x)));"""),
+    # In place on p, m, v (declared as outputs, read and written); torch.optim.AdamW's order of operations.
+    "adamw_update": ("T g, T decay, T beta1_c, T beta2, T beta2_c, T bc2_sqrt, T eps, T neg_step_size",
+                     "T p, T m, T v", """
+        T m_new = m + beta1_c * (g - m);
+        T v_new = v * beta2 + beta2_c * g * g;
+        m = m_new;
+        v = v_new;
+        p = p * decay + neg_step_size * (m_new / (sqrt(v_new) / bc2_sqrt + eps));"""),
+}
+_gelu_forward, _gelu_backward, _adamw = (cupy.ElementwiseKernel(*ELEMENTWISE[name], f"tinygrad_{name}")
+                                         for name in ("gelu_forward", "gelu_backward", "adamw_update"))
 
 
 def gelu_forward(x):

@@ -2,7 +2,9 @@
 
 Every comparison runs the same user-facing operation twice, once with ``kernels.use("auto")`` (the Numba
 kernel on the CPU, the CuPy kernel on a GPU) and once with ``kernels.use("numpy")`` (the reference), on
-Hypothesis-generated shapes and values, and compares forward and backward.
+Hypothesis-generated shapes and values, and compares forward and backward. Each such test runs on
+device="cpu" and again on device="cuda" (skipped without CuPy and a GPU), with the same shapes and extreme
+values: the CuPy kernels are held to exactly what the Numba ones are.
 
 Tolerances, per dtype, relative to the scale of each result: float32 2e-5 (the kernels' own exp/tanh are
 within a few ulp; sums run in another order); float64 1e-10 (the kernels call math.exp/tanh there; only
@@ -30,6 +32,15 @@ DTYPES = st.sampled_from([np.float32, np.float64])
 SCALES = st.sampled_from([1.0, 30.0, 1e4])  # 1e4: exp over/underflows unless the max is subtracted
 LENGTHS = st.sampled_from([1, 2, 3, 7, 31, 64, 255, 1000, 4099])  # length 1, odd, large rows
 LEADING = st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple)
+
+
+cuda = pytest.mark.skipif(not backend.cuda_available(), reason="no CUDA GPU with CuPy on this machine")
+DEVICES = pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[cuda, pytest.mark.cuda])])
+
+
+def on(device, *arrays):
+    """The arrays on ``device`` (NumPy arrays stay as they are on the CPU)."""
+    return [backend.to_device(a, device) for a in arrays]
 
 
 @pytest.fixture(autouse=True)
@@ -64,13 +75,14 @@ def run_both(fn, arrays, grad_mask=None, seed=0):
             gy = rng.standard_normal(out.shape).astype(out.dtype)
             if grad_mask is not None:
                 gy = gy * grad_mask
+            gy = backend.to_device(gy, out.device)
             out.backward(gy)
             results[mode] = (out.data, [t.grad for t in tensors], gy)
     return results
 
 
-def compare(fn, arrays, dtype, name, grad_scale=0.0, forward_scale=0.0):
-    results = run_both(fn, arrays)
+def compare(fn, arrays, dtype, name, grad_scale=0.0, forward_scale=0.0, device="cpu"):
+    results = run_both(fn, on(device, *arrays))
     (y_k, g_k, _), (y_r, g_r, gy) = results["auto"], results["numpy"]
     assert_close(y_k, y_r, dtype, f"{name} forward", at_least=forward_scale)
     gy_max = float(np.max(np.abs(backend.to_numpy(gy)), initial=0.0))
@@ -84,24 +96,27 @@ def values(seed, shape, dtype, scale):
 
 # ---- kernel vs reference on generated shapes ---------------------------------------------------------
 
+@DEVICES
 @given(lead=LEADING, n=LENGTHS, dtype=DTYPES, scale=SCALES, seed=st.integers(0, 2**16), with_inf=st.booleans())
-def test_softmax_matches_reference(lead, n, dtype, scale, seed, with_inf):
+def test_softmax_matches_reference(lead, n, dtype, scale, seed, with_inf, device):
     x = values(seed, lead + (n,), dtype, scale)
     if with_inf and n > 1:
         x[..., ::2] = -np.inf  # masked entries (never the whole row: index 1 stays finite)
-    compare(lambda t: F.softmax(t), [x], dtype, "softmax", grad_scale=1.0)
+    compare(lambda t: F.softmax(t), [x], dtype, "softmax", grad_scale=1.0, device=device)
 
 
+@DEVICES
 @given(lead=LEADING, t=st.integers(1, 40), extra=st.sampled_from([0, 0, 1, 5]), dtype=DTYPES, scale=SCALES,
        attn_scale=st.sampled_from([1.0, 0.125, 2.5]), seed=st.integers(0, 2**16))
-def test_causal_softmax_matches_reference(lead, t, extra, dtype, scale, attn_scale, seed):
+def test_causal_softmax_matches_reference(lead, t, extra, dtype, scale, attn_scale, seed, device):
     x = values(seed, lead + (t, t + extra), dtype, scale)  # extra > 0: queries after a KV cache
-    compare(lambda s: F.causal_softmax(s, attn_scale), [x], dtype, "causal_softmax", grad_scale=attn_scale)
+    compare(lambda s: F.causal_softmax(s, attn_scale), [x], dtype, "causal_softmax", grad_scale=attn_scale, device=device)
 
 
+@DEVICES
 @given(lead=LEADING, n=LENGTHS, dtype=DTYPES, scale=SCALES, affine=st.sampled_from(["both", "weight", "none"]),
        shift=st.sampled_from([0.0, 100.0]), seed=st.integers(0, 2**16))
-def test_layer_norm_matches_reference(lead, n, dtype, scale, affine, shift, seed):
+def test_layer_norm_matches_reference(lead, n, dtype, scale, affine, shift, seed, device):
     x = values(seed, lead + (n,), dtype, scale) + dtype(shift * scale)  # a large mean: two passes needed
     params = [values(seed + 1, (n,), dtype, 1.0), values(seed + 2, (n,), dtype, 1.0)]
     x64 = x.astype(np.float64)
@@ -113,21 +128,23 @@ def test_layer_norm_matches_reference(lead, n, dtype, scale, affine, shift, seed
     kappa = max(1.0, float(np.abs(x64.mean(axis=-1)).max()) * rstd_max)
     kw = dict(grad_scale=rstd_max * w_max * math.sqrt(n) * kappa, forward_scale=w_max * kappa)
     if affine == "both":
-        compare(lambda a, w, b: F.layer_norm(a, w, b), [x, *params], dtype, "layer_norm", **kw)
+        compare(lambda a, w, b: F.layer_norm(a, w, b), [x, *params], dtype, "layer_norm", **kw, device=device)
     elif affine == "weight":
-        compare(lambda a, w: F.layer_norm(a, w), [x, params[0]], dtype, "layer_norm", **kw)
+        compare(lambda a, w: F.layer_norm(a, w), [x, params[0]], dtype, "layer_norm", **kw, device=device)
     else:
-        compare(lambda a: F.layer_norm(a), [x], dtype, "layer_norm", **kw)
+        compare(lambda a: F.layer_norm(a), [x], dtype, "layer_norm", **kw, device=device)
 
 
+@DEVICES
 @given(lead=LEADING, n=LENGTHS, dtype=DTYPES, scale=st.sampled_from([1.0, 5.0, 1e4]), seed=st.integers(0, 2**16))
-def test_gelu_matches_reference(lead, n, dtype, scale, seed):
-    compare(F.gelu, [values(seed, lead + (n,), dtype, scale)], dtype, "gelu")
+def test_gelu_matches_reference(lead, n, dtype, scale, seed, device):
+    compare(F.gelu, [values(seed, lead + (n,), dtype, scale)], dtype, "gelu", device=device)
 
 
+@DEVICES
 @given(rows=st.integers(1, 9), n=LENGTHS, dtype=DTYPES, scale=SCALES,
        reduction=st.sampled_from(["mean", "sum", "none"]), seed=st.integers(0, 2**16))
-def test_cross_entropy_matches_reference(rows, n, dtype, scale, reduction, seed):
+def test_cross_entropy_matches_reference(rows, n, dtype, scale, reduction, seed, device):
     rng = np.random.default_rng(seed)
     targets = rng.integers(0, n, rows)
     targets[rng.random(rows) < 0.3] = -100  # ignored rows
@@ -135,14 +152,15 @@ def test_cross_entropy_matches_reference(rows, n, dtype, scale, reduction, seed)
     # loss = logsumexp - logit[target]: two numbers of the logits' size cancel (a confident row's loss is
     # ~0); gradient = softmax - onehot: terms of size 1 cancel at the target
     compare(lambda z: F.cross_entropy(z, targets, reduction=reduction), [logits], dtype, "cross_entropy",
-            grad_scale=1.0, forward_scale=float(np.abs(logits).max(initial=0.0)))
+            grad_scale=1.0, forward_scale=float(np.abs(logits).max(initial=0.0)), device=device)
 
 
+@DEVICES
 @given(vocab=st.integers(1, 50), dim=st.sampled_from([1, 3, 16, 33, 768]), ids_shape=LEADING.map(lambda s: s + (5,)),
        dtype=DTYPES, seed=st.integers(0, 2**16))
-def test_embedding_backward_matches_reference(vocab, dim, ids_shape, dtype, seed):
+def test_embedding_backward_matches_reference(vocab, dim, ids_shape, dtype, seed, device):
     ids = np.random.default_rng(seed).integers(0, vocab, ids_shape)  # with few ids, many repeats
-    compare(lambda w: F.embedding(ids, w), [values(seed, (vocab, dim), dtype, 1.0)], dtype, "embedding")
+    compare(lambda w: F.embedding(ids, w), [values(seed, (vocab, dim), dtype, 1.0)], dtype, "embedding", device=device)
 
 
 def test_cross_entropy_with_every_row_ignored_sums_to_zero_with_zero_gradient():
@@ -316,44 +334,95 @@ def test_adamw_rejects_mismatched_arrays():
         F.adamw_update_(p, p.copy(), p.copy(), p.copy(), step=0, **HYPER)
 
 
-# ---- CUDA (CuPy) kernels: the same comparisons on the GPU -------------------------------------------
+# ---- extreme values the Hypothesis scales may miss --------------------------------------------------
 
-cuda = pytest.mark.skipif(not backend.cuda_available(), reason="no CUDA GPU with CuPy on this machine")
+@DEVICES
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_gradient_is_finite_far_below_zero(dtype, device):
+    """exp(-2u) overflows below x ~ -10 (float32), ~ -21 (float64): the gate is 0 there and so is the
+    gradient; a kernel that writes the derivative with e = exp(-2u) gets inf * 0 = NaN instead."""
+    x = np.array([-1e4, -300.0, -50.0, -21.5, -20.0, -12.0, -10.5, -10.0, -9.0, -3.0, -0.5, 0.0, 0.5, 3.0, 10.0,
+                  50.0, 1e4], dtype)
+    results = run_both(F.gelu, on(device, x))
+    for mode, (y, (gx,), gy) in results.items():
+        gx, y = backend.to_numpy(gx), backend.to_numpy(y)
+        assert np.isfinite(gx).all() and np.isfinite(y).all(), (mode, gx)
+        assert (gx[:3] == 0).all() and (y[:3] <= 0).all(), (mode, gx[:3], y[:3])  # far left: gelu(x) = -0, slope 0
+    compare(F.gelu, [x], dtype, "gelu extremes", device=device)
 
 
 @cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cuda_kernels_match_reference(dtype):
+def test_cuda_kernels_at_gpt_shapes(dtype):
+    """GPT-2's widths (768 columns, a 50257-token vocabulary), and AdamW over 20 steps, on the GPU."""
     import cupy
 
-    def on_gpu(*arrays):
-        return [cupy.asarray(a) for a in arrays]
-
-    for n in (1, 7, 256, 1000, 50257):
+    for n in (768, 50257):
         x = values(n, (6, n), dtype, 30.0)
-        compare(lambda t: F.softmax(t), on_gpu(x), dtype, f"cuda softmax n={n}")
-        compare(F.gelu, on_gpu(x), dtype, f"cuda gelu n={n}")
-        compare(lambda a, w, b: F.layer_norm(a, w, b),
-                on_gpu(x, values(1, (n,), dtype, 1.0), values(2, (n,), dtype, 1.0)), dtype, f"cuda layer_norm n={n}")
-        targets = cupy.asarray(np.random.default_rng(n).integers(0, n, 6))
+        compare(lambda t: F.softmax(t), [x], dtype, f"cuda softmax n={n}", grad_scale=1.0, device="cuda")
+        compare(F.gelu, [x], dtype, f"cuda gelu n={n}", device="cuda")
+        compare(lambda a, w, b: F.layer_norm(a, w, b), [x, values(1, (n,), dtype, 1.0), values(2, (n,), dtype, 1.0)],
+                dtype, f"cuda layer_norm n={n}", grad_scale=10.0 * math.sqrt(n), device="cuda")
+        targets = np.random.default_rng(n).integers(0, n, 6)
         targets[0] = -100
-        compare(lambda z: F.cross_entropy(z, targets), on_gpu(x), dtype, f"cuda cross_entropy n={n}")
-    for t, extra in ((1, 0), (7, 0), (256, 0), (5, 3)):
-        compare(lambda s: F.causal_softmax(s, 0.125), on_gpu(values(t, (2, 3, t, t + extra), dtype, 3.0)), dtype,
-                f"cuda causal_softmax T={t}")
+        compare(lambda z: F.cross_entropy(z, targets), [x], dtype, f"cuda cross_entropy n={n}", grad_scale=1.0,
+                forward_scale=float(np.abs(x).max()), device="cuda")
+    compare(lambda s: F.causal_softmax(s, 0.125), [values(7, (2, 12, 256, 256), dtype, 3.0)], dtype,
+            "cuda causal_softmax T=256", grad_scale=0.125, device="cuda")
     param = np.random.default_rng(0).standard_normal(100_003)
     grads = [np.random.default_rng(i).standard_normal(param.shape) for i in range(20)]
     results = {}
     for mode in ("auto", "numpy"):
-        state = on_gpu(param.astype(dtype), np.zeros_like(param, dtype), np.zeros_like(param, dtype))
+        state = on("cuda", param.astype(dtype), np.zeros_like(param, dtype), np.zeros_like(param, dtype))
         with kernels.use(mode):
             for step, g in enumerate(grads, start=1):
                 F.adamw_update_(state[0], cupy.asarray(g.astype(dtype)), state[1], state[2], step=step, **HYPER)
         results[mode] = state
-    for got, want in zip(results["auto"], results["numpy"]):
-        assert_close(got, want, dtype, "cuda adamw")
-    assert math.isfinite(float(results["auto"][0].sum()))
+    for got, want, name in zip(results["auto"], results["numpy"], ("param", "exp_avg", "exp_avg_sq")):
+        # same operations in the same order: equal up to one rounding per step, as the Numba kernel
+        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want),
+                                   rtol=4 * np.finfo(dtype).eps * 20, atol=0, err_msg=f"cuda adamw {name}")
+
+
+def test_cuda_sources_compile():
+    """Every CUDA source here compiles with NVRTC for float and double (no GPU needed, only NVRTC)."""
+    nvrtc = _nvrtc_or_skip()
+    from tinygrad_llm.kernels import cuda as cuda_kernels
+
+    sources = {f"rows ({t})": cuda_kernels._ROW_SOURCE.replace("{T}", t) for t in ("float", "double")}
+    for name, (inputs, outputs, body) in cuda_kernels.ELEMENTWISE.items():
+        for t in ("float", "double"):
+            sources[f"{name} ({t})"] = _elementwise_as_kernel(inputs, outputs, body, t)
+    for name, source in sources.items():
+        program = nvrtc.createProgram(source, "tinygrad.cu", [], [])
+        try:
+            nvrtc.compileProgram(program, ["-arch=compute_90", "-std=c++14"])
+        except Exception as exc:
+            pytest.fail(f"{name} does not compile: {exc}\n{nvrtc.getProgramLog(program)}")
+
+
+def _nvrtc_or_skip():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.createProgram("", "probe.cu", [], [])
+    except Exception as exc:  # CuPy missing (ImportError), or NVRTC's library missing
+        pytest.skip(f"needs CuPy and NVRTC (pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12): {exc}")
+    return nvrtc
+
+
+def _elementwise_as_kernel(inputs: str, outputs: str, body: str, ctype: str) -> str:
+    """An ElementwiseKernel's body inside a plain __global__ function: each parameter a local read from (or,
+    for outputs, a reference into) an array, as CuPy's generated code gives them."""
+    params, lines = [], []
+    for kind, decls in (("in", inputs), ("out", outputs)):
+        for decl in decls.split(","):
+            name = decl.split()[-1]
+            params.append(f"T* {name}_array")
+            lines.append(f"T{'&' if kind == 'out' else ''} {name} = {name}_array[i];")
+    return (f"typedef {ctype} T;\nextern \"C\" __global__ void k({', '.join(params)}) {{\n"
+            f"int i = blockIdx.x * blockDim.x + threadIdx.x;\n" + "\n".join(lines) + f"\n{body}\n}}\n")
 
 
 # ---- both compiled variants: serial (small arrays) and parallel (large ones) --------------------------

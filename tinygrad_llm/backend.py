@@ -108,12 +108,7 @@ def to_numpy(array) -> np.ndarray:
 
 def scatter_add(target, index, values) -> None:
     """``target[index] += values`` where repeated indices accumulate (numpy.add.at on either backend)."""
-    if get_array_module(target) is np:
-        np.add.at(target, index, values)
-    else:
-        import cupyx
-
-        cupyx.scatter_add(target, index, values)
+    get_array_module(target).add.at(target, index, values)  # cupy.add.at: an atomic-add kernel on the GPU
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -145,12 +140,29 @@ def get_generator(device: str = "cpu"):
 
 
 def get_rng_state() -> dict:
-    """The CPU generator's state as plain JSON-able data (for checkpoints)."""
-    return {"cpu": get_generator("cpu").bit_generator.state}
+    """Every generator's state, for checkpoints: ``{"cpu": <PCG64 state, JSON-able>}``, plus, once dropout
+    or initialisation has drawn on the GPU, ``{"cuda": <uint8 array>}``: a copy, on the GPU, of CuPy's cuRAND
+    states (one per GPU thread; ``cupy.random.Generator`` has no public state API). The trainer takes this
+    state before every step, so it must not wait for the GPU; a checkpoint copies it to the host."""
+    state = {"cpu": get_generator("cpu").bit_generator.state}
+    if "cuda" in _generators:
+        device_states = _generators["cuda"].bit_generator._state  # int8 device array of curandState structs
+        state["cuda"] = device_states.copy().view(np.uint8)  # copied on the GPU (no wait); a checkpoint moves it
+    return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what get_rng_state returned. A saved GPU state is written into this process's CuPy generator
+    (created on first use; ignored where there is no GPU); it must come from a GPU with as many multiprocessors."""
     get_generator("cpu").bit_generator.state = state["cpu"]
+    saved = state.get("cuda")
+    if saved is None or ("cuda" not in _generators and not cuda_available()):
+        return  # nothing drew on a GPU, or there is none here (a GPU run resumed on the CPU)
+    device_states = get_generator("cuda").bit_generator._state
+    if saved.size != device_states.size:
+        raise ValueError(f"the saved CUDA random state has {saved.size} bytes, this GPU's generator "
+                         f"{device_states.size}: it was saved on a GPU with another number of multiprocessors")
+    device_states[...] = _import_cupy().asarray(saved).reshape(-1).view(np.int8)
 
 
 def result_dtype(data) -> np.dtype:

@@ -12,8 +12,9 @@ context window, the book's loop slides the window, which moves every position, s
 from the last ``context_size`` tokens at each such step, exactly as the uncached loop computes them.
 
 Sampling draws from its own ``numpy.random.Generator`` (``seed``), else from the library's generator
-(``tinygrad_llm.manual_seed``), one uniform number per row per step on the CPU, so a seeded run gives the
-same tokens on any device and with or without the cache.
+(``tinygrad_llm.manual_seed``), one uniform number per row per step on the CPU, so a seeded run draws the
+same numbers on any device and with or without the cache. On a GPU the sampling itself runs there and only
+the chosen ids come back (a few bytes per step, not the whole row of logits).
 """
 from __future__ import annotations
 
@@ -100,37 +101,42 @@ def _inference(model):
 
 # ---- one step ----------------------------------------------------------------------------------------
 
-def sample_next_token(logits: np.ndarray, temperature: float = 0.0, top_k: int | None = None,
+def sample_next_token(logits, temperature: float = 0.0, top_k: int | None = None,
                       top_p: float | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
-    """The next token of every row of ``logits`` (B, vocab) -> (B,) int64.
+    """The next token of every row of ``logits`` (B, vocab) -> (B,) int64, as a NumPy array.
 
     temperature 0: the argmax (top_k/top_p change nothing). Otherwise softmax(logits / temperature),
     restricted to the ``top_k`` largest logits and to the smallest set of tokens whose probabilities add
     up to ``top_p`` (nucleus), renormalised, and sampled with one uniform number per row from ``rng``.
+
+    ``logits`` may be on a GPU: the work happens there and only the (B,) chosen ids come back to the host,
+    not the (B, vocab) logits. The uniform numbers always come from ``rng`` on the CPU, so a seeded run
+    draws the same numbers on any device.
     """
-    logits = np.asarray(logits, dtype=np.float64)  # (B, V); float64 so the cumulative sums are exact enough
+    xp = backend.get_array_module(logits)
+    logits = xp.asarray(logits, dtype=xp.float64)  # (B, V); float64 so the cumulative sums are exact enough
     if temperature == 0:
-        return logits.argmax(axis=-1)  # (B, V) -> (B,)
+        return backend.to_numpy(logits.argmax(axis=-1)).astype(np.int64)  # (B, V) -> (B,)
     rng = rng if rng is not None else backend.get_generator("cpu")
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
-        kth_largest = np.partition(logits, -top_k, axis=-1)[:, -top_k:].min(axis=-1, keepdims=True)  # (B, 1)
-        logits = np.where(logits < kth_largest, -np.inf, logits)  # as the book: keep ties with the k-th
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))  # (B, V), stable softmax numerator
+        kth_largest = xp.partition(logits, -top_k, axis=-1)[:, -top_k:].min(axis=-1, keepdims=True)  # (B, 1)
+        logits = xp.where(logits < kth_largest, -xp.inf, logits)  # as the book: keep ties with the k-th
+    probs = xp.exp(logits - logits.max(axis=-1, keepdims=True))  # (B, V), stable softmax numerator
     probs /= probs.sum(axis=-1, keepdims=True)
     if top_p is not None and top_p < 1:
-        order = np.argsort(-probs, axis=-1, kind="stable")  # (B, V): most likely first
-        sorted_probs = np.take_along_axis(probs, order, axis=-1)
-        before = np.cumsum(sorted_probs, axis=-1) - sorted_probs  # probability mass ahead of each token
+        stable = {"kind": "stable"} if xp is np else {}  # CuPy's sort is always stable
+        order = xp.argsort(-probs, axis=-1, **stable)  # (B, V): most likely first
+        sorted_probs = xp.take_along_axis(probs, order, axis=-1)
+        before = xp.cumsum(sorted_probs, axis=-1) - sorted_probs  # probability mass ahead of each token
         keep_sorted = before < top_p  # the first token is always kept
-        keep = np.zeros_like(keep_sorted)
-        np.put_along_axis(keep, order, keep_sorted, axis=-1)
-        probs = np.where(keep, probs, 0.0)
+        keep = xp.take_along_axis(keep_sorted, xp.argsort(order, axis=-1), axis=-1)  # back to vocabulary order
+        probs = xp.where(keep, probs, 0.0)
         probs /= probs.sum(axis=-1, keepdims=True)
-    cumulative = np.cumsum(probs, axis=-1)  # (B, V)
-    u = rng.random(probs.shape[0])[:, None] * cumulative[:, -1:]  # (B, 1), uniform in [0, total)
+    cumulative = xp.cumsum(probs, axis=-1)  # (B, V)
+    u = xp.asarray(rng.random(probs.shape[0]))[:, None] * cumulative[:, -1:]  # (B, 1), uniform in [0, total)
     chosen = (cumulative <= u).sum(axis=-1)  # first index whose cumulative mass exceeds u
-    return np.minimum(chosen, probs.shape[-1] - 1).astype(np.int64)
+    return backend.to_numpy(xp.minimum(chosen, probs.shape[-1] - 1)).astype(np.int64)
 
 
 def _decode(model, ids: np.ndarray, max_new_tokens: int, window: int, temperature, top_k, top_p, eos_id,
@@ -149,7 +155,7 @@ def _decode(model, ids: np.ndarray, max_new_tokens: int, window: int, temperatur
                 logits = model(sequence[:, -window:], cache=cache)
             else:
                 logits = model(sequence[:, -1:], cache=cache)  # (B, 1) -> (B, 1, vocab)
-            last = backend.to_numpy(logits.data[:, -1, :])  # (B, vocab)
+            last = logits.data[:, -1, :]  # (B, vocab), left on the model's device: only (B,) ids come back
         next_ids = sample_next_token(last, temperature, top_k, top_p, rng)  # (B,)
         if eos_id is not None:
             next_ids = np.where(finished, eos_id, next_ids)  # finished rows are padded with eos

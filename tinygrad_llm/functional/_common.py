@@ -42,6 +42,26 @@ def raw(value, xp):
     return xp.asarray(value)
 
 
+def first_out_of_range(ids, upper: int, ignore=None) -> tuple:
+    """(bad, count): an id of ``ids`` outside [0, upper) (the largest if any is too large, else the
+    smallest) or None, and how many ids are not ``ignore``. Ids equal to ``ignore`` are left out.
+
+    On a GPU array every value that comes back to the host is a copy that waits for all queued work:
+    min, max and count come back together, in one copy. Check NumPy ids before moving them (no wait)."""
+    xp = backend.get_array_module(ids)
+    if ids.size == 0:
+        return None, 0
+    if ignore is None:
+        stats = xp.stack([ids.min(), ids.max(), xp.asarray(ids.size, dtype=ids.dtype)])
+    else:
+        keep = ids != ignore
+        kept = xp.where(keep, ids, 0)  # ignored entries become 0, always in range
+        stats = xp.stack([kept.min(), kept.max(), keep.sum().astype(ids.dtype)])
+    lo, hi, count = stats.tolist()  # the one device-to-host copy
+    bad = hi if hi >= upper else (lo if lo < 0 else None)
+    return bad, int(count)
+
+
 def normalize_axes(axis, ndim: int, op: str = "reduction") -> tuple:
     """axis (None, int or tuple, negatives allowed) as a sorted tuple of non-negative ints."""
     if axis is None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from tinygrad_llm import backend, kernels
-from tinygrad_llm.functional._common import raw
+from tinygrad_llm.functional._common import first_out_of_range, raw
 from tinygrad_llm.tensor import Function, Tensor
 
 
@@ -108,15 +110,20 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return Linear()(*inputs)
 
 
-def embedding(ids, weight: Tensor) -> Tensor:
-    """Rows of ``weight`` (num_embeddings, dim) selected by integer ``ids`` of any shape."""
-    ids = raw(ids, backend.get_array_module(weight.data))
+def embedding(ids, weight: Tensor, check: bool = True) -> Tensor:
+    """Rows of ``weight`` (num_embeddings, dim) selected by integer ``ids`` of any shape.
+
+    NumPy ids are checked on the host, then moved to the weight's device; GPU ids are checked with one
+    device-to-host copy. ``check=False`` skips the range check, for a caller that has just made it (an id
+    out of range would then read a wrong row on a GPU, where indexing wraps around)."""
+    ids = ids.data if isinstance(ids, Tensor) else ids
+    ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= weight.shape[0]):
-        bad = int(ids.max()) if int(ids.max()) >= weight.shape[0] else int(ids.min())
+    bad = first_out_of_range(ids, weight.shape[0])[0] if check else None
+    if bad is not None:
         raise IndexError(f"embedding: id {bad} is outside [0, {weight.shape[0]}) for a table of shape {weight.shape}")
-    return Embedding(ids)(weight)
+    return Embedding(raw(ids, backend.get_array_module(weight.data)))(weight)
 
 
 def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:

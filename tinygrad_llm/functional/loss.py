@@ -1,8 +1,10 @@
 """cross_entropy: the language-modelling loss, computed through a stable logsumexp."""
 from __future__ import annotations
 
+import numpy as np
+
 from tinygrad_llm import backend, kernels
-from tinygrad_llm.functional._common import raw
+from tinygrad_llm.functional._common import first_out_of_range, raw
 from tinygrad_llm.tensor import Function, Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -11,8 +13,9 @@ REDUCTIONS = ("mean", "sum", "none")
 class CrossEntropy(Function):
     """-log softmax(logits)[target] per row of (N, C) logits; rows whose target is ignore_index count 0."""
 
-    def __init__(self, targets, ignore_index: int, reduction: str):
+    def __init__(self, targets, ignore_index: int, reduction: str, count: int):
         self.targets, self.ignore_index, self.reduction = targets, ignore_index, reduction
+        self.count = count  # targets that are not ignore_index, counted where they were checked
 
     def forward(self, logits):
         xp = self.xp
@@ -29,7 +32,6 @@ class CrossEntropy(Function):
             self.lse = xp.log(xp.exp(logits - m).sum(axis=-1, keepdims=True)) + m  # logsumexp, max subtracted
             picked = xp.take_along_axis(logits, self.safe_targets[:, None], axis=-1)
             losses = ((self.lse - picked)[:, 0] * self.valid).astype(logits.dtype)
-        self.count = int(self.valid.sum())
         if self.reduction == "none":
             return losses
         total = losses.sum()
@@ -63,7 +65,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
     if reduction not in REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     xp = backend.get_array_module(logits.data)
-    targets = raw(targets, xp)
+    targets = targets.data if isinstance(targets, Tensor) else targets
+    targets = targets if hasattr(targets, "dtype") else np.asarray(targets)  # NumPy targets: checked on the host
     if targets.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
     if targets.shape != logits.shape[:-1]:
@@ -71,9 +74,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
                          f"{logits.shape[:-1]}, got {targets.shape}")
     n_classes = logits.shape[-1]
     flat = targets.reshape(-1)
-    valid = flat[flat != ignore_index]
-    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= n_classes):
-        bad = int(valid.max()) if int(valid.max()) >= n_classes else int(valid.min())
+    bad, count = first_out_of_range(flat, n_classes, ignore=ignore_index)  # one copy for GPU targets
+    if bad is not None:
         raise IndexError(f"cross_entropy: target {bad} is outside [0, {n_classes}) (ignore_index={ignore_index})")
-    loss = CrossEntropy(flat, ignore_index, reduction)(logits.reshape(-1, n_classes))
+    loss = CrossEntropy(raw(flat, xp), ignore_index, reduction, count)(logits.reshape(-1, n_classes))
     return loss.reshape(targets.shape) if reduction == "none" else loss

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinygrad_llm import backend
-from tinygrad_llm.functional._common import raw
+from tinygrad_llm import functional as F
+from tinygrad_llm.functional._common import first_out_of_range
 from tinygrad_llm.model import pretrained
 from tinygrad_llm.model.attention import KVCache, LayerKVCache, MultiHeadAttention
 from tinygrad_llm.model.config import GPTConfig
@@ -90,16 +90,17 @@ class GPTModel(Module):
         With a ``cache`` (a KVCache, under ``no_grad``), the ids continue the sequence the cache has seen:
         their positions start at ``cache.length``, and their keys and values are appended to it.
         """
-        xp = backend.get_array_module(self.tok_emb.weight.data)
-        ids = raw(in_idx, xp)
+        ids = in_idx.data if isinstance(in_idx, Tensor) else in_idx
+        ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
         cfg = self.config
         if ids.ndim != 2:
             raise ValueError(f"GPTModel: token ids must have shape (batch, sequence), got shape {ids.shape}")
         if ids.dtype.kind not in "iu":
             raise TypeError(f"GPTModel: token ids must be integers, got dtype {ids.dtype}")
         batch, num_tokens = ids.shape
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size):
-            bad = int(ids.max()) if int(ids.max()) >= cfg.vocab_size else int(ids.min())
+        # Checked once, where the ids are: on the host for NumPy ids (no GPU wait), before they move.
+        bad, _ = first_out_of_range(ids, cfg.vocab_size)
+        if bad is not None:
             raise IndexError(f"GPTModel: token id {bad} is outside the vocabulary [0, {cfg.vocab_size}): was the "
                              f"text encoded with the tokenizer this model was trained with?")
         start = 0
@@ -116,8 +117,8 @@ class GPTModel(Module):
                              f"length {cfg.context_length}: crop it to the last {cfg.context_length - start} "
                              f"tokens")
 
-        tok_embeds = self.tok_emb(ids)  # (B, T) -> (B, T, C)
-        pos_embeds = self.pos_emb(xp.arange(start, start + num_tokens))  # (T,) -> (T, C)
+        tok_embeds = F.embedding(ids, self.tok_emb.weight, check=False)  # (B, T) -> (B, T, C); checked above
+        pos_embeds = self.pos_emb.weight[start:start + num_tokens]  # positions start..start+T-1: (T, C)
         x = tok_embeds + pos_embeds  # (B, T, C) + (T, C) -> (B, T, C)
         x = self.drop_emb(x)
         if cache is None:

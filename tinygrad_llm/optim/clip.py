@@ -26,13 +26,11 @@ def clip_grad_norm_(parameters, max_norm: float, error_if_nonfinite: bool = Fals
         raise ValueError(f"clip_grad_norm_: max_norm must be a finite number > 0, got {max_norm}")
     if not grads:
         return 0.0
-    # Sum the squares of each gradient's own norm (each computed in its dtype, as PyTorch does).
-    squares = 0.0
-    for g in grads:
-        xp = backend.get_array_module(g)
-        norm = float(xp.linalg.norm(g.ravel()))
-        squares += norm * norm
-    total_norm = math.sqrt(squares)
+    # The norm of the gradients' own norms (each computed in its dtype, as PyTorch does), all on the
+    # gradients' device: one device-to-host copy in all, not one per parameter (each stalls a GPU).
+    xp = backend.get_array_module(grads[0])
+    norms = xp.stack([xp.linalg.norm(g.ravel()).astype(xp.float64) for g in grads])  # (n_params,)
+    total_norm = float(xp.sqrt((norms * norms).sum()))  # the one sync
     if not math.isfinite(total_norm):
         if error_if_nonfinite:
             raise RuntimeError(f"clip_grad_norm_: the total norm of the gradients is {total_norm}; "

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.tensor import Tensor, no_grad
 
@@ -12,12 +11,14 @@ def calc_loss_batch(input_batch, target_batch, model, device: str | None = None)
     """Mean cross-entropy of the model's next-token logits against the targets.
 
     input_batch, target_batch: integer arrays or Tensors (B, T), the targets being the inputs shifted by
-    one; ``device`` moves them to the model's device ("cpu"/"cuda"; default: where the model is).
+    one, on the host or on the model's device; they are computed where the model is (``device``, the book's
+    argument, is accepted for its signature: the model's own device decides).
     Returns a one-element Tensor (call ``.backward()`` on it to train).
     """
-    device = device or model.device
-    inputs = backend.to_device(input_batch.data if isinstance(input_batch, Tensor) else input_batch, device)
-    targets = backend.to_device(target_batch.data if isinstance(target_batch, Tensor) else target_batch, device)
+    # Host batches stay on the host here: the model and the loss check their ids there (a check on the GPU
+    # waits for it), then move them to the model's device.
+    inputs = input_batch.data if isinstance(input_batch, Tensor) else input_batch
+    targets = target_batch.data if isinstance(target_batch, Tensor) else target_batch
     logits = model(inputs)  # (B, T) -> (B, T, vocab)
     return F.cross_entropy(logits, targets)  # (B, T, vocab) against (B, T) -> ()
 

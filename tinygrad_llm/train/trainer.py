@@ -182,9 +182,9 @@ class Trainer:
                 inputs, targets = self._next_batch()
                 loss = calc_loss_batch(inputs, targets, model, self.device)
                 (loss / c.grad_accum).backward()  # .grad sums the micro-batches: the gradient of their mean
-                total += loss.item()
+                total = total + loss.data.astype("float64")  # summed where it is: no GPU wait per micro-batch
                 tokens += inputs.size
-            loss = total / c.grad_accum
+            loss = float(total) / c.grad_accum  # one device-to-host copy per step
             if not math.isfinite(loss):
                 raise TrainingError(f"the training loss became {loss} at step {self.step + 1}; stopped without "
                                     f"updating. The last good checkpoint is in {self.out_dir} (lower --lr, or set "
