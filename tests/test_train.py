@@ -103,6 +103,23 @@ def test_resume_after_ctrl_c_is_bitwise_identical(tmp_path, monkeypatch, where, 
         {**r, "elapsed_s": 0} for r in read_log(tmp_path / "straight")]
 
 
+def test_progress_lines_without_a_terminal(tmp_path):
+    lines = []
+    trainer = make_trainer(tmp_path, max_steps=6, eval_interval=3)
+    trainer.log = lines.append  # pytest captures stderr: no terminal, so no bar
+    trainer.progress_interval_s = 0.0
+    trainer.fit()
+    steps = [line.split()[1] for line in lines if "tok/s" in line]
+    assert steps == ["1/6", "2/6", "3/6", "3/6", "4/6", "5/6", "6/6", "6/6"]  # progress, and evaluations
+    assert "loss" in lines[0] and "val" in lines[3]
+    lines.clear()
+    trainer = make_trainer(tmp_path / "quiet", max_steps=6, eval_interval=3)
+    trainer.log = lines.append
+    trainer.progress_interval_s = 3600.0
+    trainer.fit()  # the first step's line is the sign of life, then one every progress_interval_s
+    assert [line.split()[1] for line in lines] == ["1/6", "3/6", "6/6"]
+
+
 def test_log_and_plot_and_checkpoint_files(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=8, keep_last=1)
     trainer.fit()

@@ -109,6 +109,8 @@ class Trainer:
         self.history: list[dict] = []
         self._batches = None
         self._saved_step = None
+        # without a terminal (output redirected to a file, CI) a progress line every so often instead of a bar
+        self.progress_interval_s = 15.0
         self.run_settings: dict = {}  # the caller's own settings (the command line's), saved with each checkpoint
         self._signals = _NoGuard()  # inside fit: SIGINT/SIGTERM wait while a checkpoint is written
 
@@ -243,15 +245,21 @@ class Trainer:
         self.model.train()
         bar = _progress_bar(self.step, self.total_steps)
         started = time.perf_counter() - self.elapsed_s
+        shown = []  # when progress lines were printed (no terminal)
         try:
             if self.step and self._eval_due() and (not self.history or self.history[-1]["step"] != self.step):
                 self._evaluate_and_save(bar)  # an interrupt cut this step's evaluation short: do it now
             while self.step < end:
                 loss = self.train_step()
                 self.elapsed_s = time.perf_counter() - started
+                rate = f"{self.tokens_seen / max(self.elapsed_s, 1e-9):,.0f}"
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{self.tokens_seen / max(self.elapsed_s, 1e-9):,.0f}")
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=rate)
+                elif not shown or time.perf_counter() - shown[-1] >= self.progress_interval_s:
+                    shown.append(time.perf_counter())  # the first step, then every progress_interval_s
+                    self.log(f"step {self.step:>6}/{self.total_steps}  loss {loss:.4f}  {rate} tok/s  "
+                             f"{self.elapsed_s:.1f}s")
                 if self._eval_due():
                     self._evaluate_and_save(bar)
         except KeyboardInterrupt:
