@@ -120,6 +120,39 @@ def test_progress_lines_without_a_terminal(tmp_path):
     assert [line.split()[1] for line in lines] == ["1/6", "3/6", "6/6"]
 
 
+def test_the_best_model_is_kept_and_overfitting_is_named(tmp_path):
+    from tinygrad_llm.checkpoint import read_safetensors
+
+    lines = []
+    trainer = make_trainer(tmp_path, max_steps=12, eval_interval=2)
+    trainer.log = lines.append
+    val_losses = iter([3.0, 2.5, 2.4, 2.6, 2.7, 2.9])  # best at step 6, then above it for 3 evaluations
+    real_evaluate = trainer.evaluate
+    weights_at = {}
+
+    def scripted_evaluate():
+        weights_at[trainer.step] = {k: v.copy() for k, v in trainer.model.state_dict().items()}
+        return real_evaluate()[0], next(val_losses)
+
+    trainer.evaluate = scripted_evaluate
+    trainer.fit(stop_after=10)
+    assert trainer.best == {"step": 6, "val_loss": 2.4}
+    assert not any("memorising" in line for line in lines)  # 2 evaluations above the best: too early to say
+    resumed = make_trainer(tmp_path, seed=5)
+    resumed.log = lines.append
+    resumed.evaluate = scripted_evaluate
+    resumed.load_state()
+    trainer = resumed  # (scripted_evaluate reads trainer.step)
+    resumed.fit()
+    assert resumed.best == {"step": 6, "val_loss": 2.4}  # the best survives a resume
+    published = read_safetensors(tmp_path / "model.safetensors")
+    for name, value in weights_at[6].items():
+        np.testing.assert_array_equal(published[name], value, err_msg=name)  # generate reads the best
+    assert load_checkpoint(tmp_path).step == 12  # the latest stays there to resume from
+    notes = [line for line in lines if "memorising" in line]
+    assert len(notes) == 1 and "best 2.4000 at step 6, now 2.9000" in notes[0] and "--dropout" in notes[0]
+
+
 def test_log_and_plot_and_checkpoint_files(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=8, keep_last=1)
     trainer.fit()

@@ -73,7 +73,8 @@ class Checkpoint:
 # --- saving ------------------------------------------------------------------------------------------
 
 def save_checkpoint(out_dir, model_state: dict, config: dict, optimizer_state: dict | None = None,
-                    trainer_state: dict | None = None, *, step: int | None = None, keep_last: int = 3) -> Path:
+                    trainer_state: dict | None = None, *, step: int | None = None, keep_last: int = 3,
+                    publish: bool = True) -> Path:
     """Write a checkpoint under ``out_dir/checkpoints/ckpt-<step>`` atomically; return its folder.
 
     ``model_state``: name -> array (numpy, cupy, or anything with ``.data``), e.g. ``model.state_dict()``.
@@ -81,7 +82,8 @@ def save_checkpoint(out_dir, model_state: dict, config: dict, optimizer_state: d
     safetensors). ``trainer_state``: JSON-able dict (numpy scalars and arrays allowed), e.g.
     ``{"step", "tokens_seen", "data": loader.state_dict(), "rng": backend.get_rng_state()}``.
     ``step`` defaults to ``trainer_state["step"]``. Also replaces ``out_dir/model.safetensors`` and
-    ``out_dir/config.json``, and keeps only the ``keep_last`` newest checkpoints.
+    ``out_dir/config.json`` (unless ``publish=False``: the trainer publishes only its best model there),
+    and keeps only the ``keep_last`` newest checkpoints.
     """
     trainer_state = dict(trainer_state or {})
     if step is None:
@@ -135,12 +137,18 @@ def save_checkpoint(out_dir, model_state: dict, config: dict, optimizer_state: d
         fsync_dir(root)
     with atomic_write(root / LATEST) as f:
         f.write(f"{name}\n".encode())
-    with atomic_write(out_dir / CONFIG_FILE) as f:  # what `generate --checkpoint out_dir` reads
-        f.write(config_text.encode())
-    with atomic_write(out_dir / MODEL_FILE) as f:
-        f.write(model_bytes)
+    if publish:
+        publish_model(out_dir, model_bytes, config_text)
     _prune(root, keep=final, keep_last=int(keep_last))
     return final
+
+
+def publish_model(out_dir, model_bytes: bytes, config_text: str) -> None:
+    """Replace ``out_dir/model.safetensors`` and ``config.json``: what ``generate --checkpoint out_dir`` reads."""
+    with atomic_write(Path(out_dir) / CONFIG_FILE) as f:
+        f.write(config_text.encode())
+    with atomic_write(Path(out_dir) / MODEL_FILE) as f:
+        f.write(model_bytes)
 
 
 def _remove_leftovers(root: Path) -> None:

@@ -298,6 +298,13 @@ def _train(args, out: Path, changed: list) -> int:
     if last:
         print(f"done: step {last['step']}, train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
               f"{last['elapsed_s']:.0f}s; saved to {out}", file=sys.stderr)
+        best = trainer.best
+        if best["step"] is not None and best["step"] != last["step"]:
+            from tinygrad_llm.checkpoint import MODEL_FILE, read_safetensors
+
+            print(f"{out}/{MODEL_FILE} is the best model, from step {best['step']} (val loss {best['val_loss']:.4f}); "
+                  f"the latest is in {out}/checkpoints, to resume from", file=sys.stderr)
+            model.load_state_dict(read_safetensors(out / MODEL_FILE))  # the sample shows what generate will
     print(f"\n--- sample (continuing {prompt!r}) ---\n{prompt}", end="", flush=True)
     from tinygrad_llm.cli.generate import stream_text
 

@@ -9,6 +9,11 @@ Every ``eval_interval`` steps (and at the end) it evaluates on ``eval_iters`` ba
 a line to ``log.jsonl`` (step, tokens_seen, train_loss, val_loss, lr, elapsed_s), redraws ``losses.png`` and
 writes a checkpoint holding everything a resumed run needs to continue bit for bit: weights, optimizer
 moments, step, the data loader's position and the random generators' states.
+
+As nanoGPT does, the model in ``out_dir`` itself (``model.safetensors``, what ``generate`` reads) is the one
+with the lowest validation loss so far; ``checkpoints/`` holds the latest, to resume from. When validation
+loss has not improved for ``patience`` evaluations while training goes on, the log says so once (the model
+is memorising its training text) and suggests what to change.
 """
 from __future__ import annotations
 
@@ -113,6 +118,9 @@ class Trainer:
         self.progress_interval_s = 15.0
         self.run_settings: dict = {}  # the caller's own settings (the command line's), saved with each checkpoint
         self._signals = _NoGuard()  # inside fit: SIGINT/SIGTERM wait while a checkpoint is written
+        self.best = {"step": None, "val_loss": None}  # the evaluation whose model out_dir holds
+        self.patience = 3  # evaluations without a new best before the log says the run overfits
+        self._warned_overfitting = False
 
     # --- resume -----------------------------------------------------------------------------------
     def load_state(self, checkpoint_dir=None) -> int:
@@ -126,6 +134,7 @@ class Trainer:
         backend.set_rng_state(state["rng"])
         self.step, self.tokens_seen, self.elapsed_s = state["step"], state["tokens_seen"], state["elapsed_s"]
         self.history = list(state["history"])
+        self.best = dict(state.get("best", self.best))
         self._saved_step = self.step
         return self.step
 
@@ -133,15 +142,16 @@ class Trainer:
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
                 "data": self.train_loader.state_dict(), "rng": backend.get_rng_state(),
                 "history": self.history, "train_config": dataclasses.asdict(self.config),
-                "settings": self.run_settings}
+                "settings": self.run_settings, "best": self.best}
 
     def save(self) -> Path:
-        """Write a checkpoint of the current step, then the log and the plot."""
+        """Write a checkpoint of the current step, then the log and the plot. The model is published in
+        out_dir too when it is the best so far (or nothing was evaluated yet)."""
         with self._signals.deferred():
             try:
                 path = save_checkpoint(self.out_dir, self.model.state_dict(), self.model.config.to_dict(),
                                        self.optimizer.state_dict(), self._trainer_state(),
-                                       keep_last=self.config.keep_last)
+                                       keep_last=self.config.keep_last, publish=self.best["step"] in (None, self.step))
                 self._saved_step = self.step
                 self._write_log()
             except OSError as exc:  # disk full, a file size limit: the earlier checkpoints are untouched
@@ -283,14 +293,32 @@ class Trainer:
         record = {"step": self.step, "tokens_seen": self.tokens_seen, "train_loss": train_loss,
                   "val_loss": val_loss, "lr": self.lr_at(self.step - 1), "elapsed_s": round(self.elapsed_s, 3)}
         self.history.append(record)
+        if self.best["val_loss"] is None or val_loss < self.best["val_loss"]:
+            self.best = {"step": self.step, "val_loss": val_loss}
         self.save()
         rate = self.tokens_seen / max(self.elapsed_s, 1e-9)
         line = (f"step {self.step:>6}/{self.total_steps}  train {train_loss:.4f}  val {val_loss:.4f}  "
                 f"lr {record['lr']:.2e}  {rate:,.0f} tok/s  {self.elapsed_s:.1f}s")
-        if bar is not None:
-            bar.write(line)
-        else:
-            self.log(line)
+        for message in (line, self._overfitting_note()):
+            if message and bar is not None:
+                bar.write(message)
+            elif message:
+                self.log(message)
+
+    def _overfitting_note(self) -> str | None:
+        """A note, once, when validation loss has stayed above its best for ``patience`` evaluations."""
+        since_best = [r for r in self.history if r["step"] > (self.best["step"] or 0)]
+        if self._warned_overfitting or self.best["step"] is None or len(since_best) < self.patience:
+            return None
+        first, last = self.history[0], self.history[-1]
+        if last["val_loss"] < self.best["val_loss"] * 1.01 or last["train_loss"] >= first["train_loss"]:
+            return None  # a plateau, or training itself going wrong: not overfitting
+        self._warned_overfitting = True
+        return (f"note: validation loss has risen for {len(since_best)} evaluations (best {self.best['val_loss']:.4f} "
+                f"at step {self.best['step']}, now {last['val_loss']:.4f}) while training loss fell to "
+                f"{last['train_loss']:.4f}: the model is memorising its training text. {self.out_dir} keeps the "
+                f"best model. Next time: more text, a smaller model (--preset tiny), more --dropout (0.1-0.2), "
+                f"fewer --max-steps, or a lower --lr")
 
     def _write_log(self) -> None:
         with atomic_write(self.out_dir / LOG_FILE, "w") as f:
