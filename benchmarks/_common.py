@@ -85,20 +85,19 @@ def print_machine(**extra) -> None:
         print(f"  {key:20s} {value}")
 
 
-def set_threads(n: int) -> None:
-    """Use ``n`` threads in torch and Numba (NumPy's BLAS reads OPENBLAS_NUM_THREADS at import only)."""
+def set_threads(n: int | None) -> None:
+    """Use ``n`` threads in torch and in ours (``tinygrad_llm.threads``); None leaves both at their defaults."""
+    if n is None:
+        return
     try:
         import torch
 
         torch.set_num_threads(n)
     except ImportError:
         pass
-    try:
-        import numba
+    from tinygrad_llm import threads
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    threads.set_threads(n)
 
 
 def _calibrate(fn, min_time: float) -> int:

@@ -10,11 +10,17 @@ and see the same batches (random windows drawn with one seeded generator); the v
 over the same 200 random validation batches. Prints each side's final validation loss, wall time, and the
 ratio of the times.
 
-Part 2, a training step (forward, backward, clip, AdamW) of the gpt2-small configuration (163M parameters,
-untied) at batch 4, context 64: tokens/second of each side, interleaved repetitions, medians and the ratio.
---preset/--batch-size/--context-length measure another shape, e.g. the main job's model:
+Part 2, a training step (forward, backward, clip at 1.0, AdamW) at three shapes (benchmarks/_steps.py):
+nanoGPT's CPU "baby" (4 layers, 4 heads, 128 wide, block 64, batch 12, vocab 65), "medium" (6 layers,
+6 heads, 384 wide, block 256, batch 8, vocab 65) and gpt2-small untied (block 64, batch 4). Three sides:
+ours, PyTorch eager and torch.compile (where it compiles; the reason is printed where not), the same
+weights and batch, interleaved repetitions in one process, medians and the ratios:
 
-    python benchmarks/train.py --part 2 --preset mini --batch-size 12 --repeats 7 --no-torch
+    python benchmarks/train.py --part 2 --threads 1              # all three shapes, one thread each side
+    python benchmarks/train.py --part 2 --shape baby --repeats 9  # one shape; no --threads: the defaults
+
+Each side's defaults differ (ours: the thread policy of tinygrad_llm.threads; torch: all cores), and two
+libraries' pools in one process disturb each other: benchmarks/load.py runs each side in its own process.
 
 Needs $TINYGRAD_LLM_DATA (or --data) for tinyshakespeare.txt; torch for the reference (--no-torch skips it).
 """
@@ -38,7 +44,7 @@ from tinygrad_llm.model import GPTConfig, GPTModel  # noqa: E402
 from tinygrad_llm.optim import AdamW, clip_grad_norm_, lr_at, param_groups_for_weight_decay  # noqa: E402
 from tinygrad_llm.tokenizer import get_tokenizer  # noqa: E402
 
-from _common import print_machine, set_threads  # noqa: E402
+from _common import print_machine, set_threads, time_interleaved  # noqa: E402
 
 NANOGPT = dict(block=64, batch=12, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99), weight_decay=0.1, clip=1.0)
 
@@ -128,54 +134,20 @@ def part1(args, torch) -> None:
 
 
 def part2(args, torch) -> None:
-    batch, context = args.batch_size, args.context_length
-    config = GPTConfig.preset(args.preset, context_length=context, drop_rate=0.0)
-    tl.manual_seed(0)
-    model = GPTModel(config)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, config.vocab_size, (batch, context))
-    y = rng.integers(0, config.vocab_size, (batch, context))
-    optimizer = AdamW(param_groups_for_weight_decay(model, 0.1), lr=1e-4)
+    from _steps import SHAPES, build_steps, shape_config
 
-    def ours_step():
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-
-    steps = {"tinygrad_llm": ours_step}
-    if torch is not None:
-        from torch_gpt import build_torch_gpt, decay_groups
-
-        tg = build_torch_gpt(torch, model).train()
-        topt = torch.optim.AdamW(decay_groups(tg, 0.1), lr=1e-4)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y).flatten()
-
-        def torch_step():
-            loss = torch.nn.functional.cross_entropy(tg(tx).flatten(0, 1), ty)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(tg.parameters(), 1.0)
-            topt.step()
-            topt.zero_grad(set_to_none=True)
-
-        steps["torch eager"] = torch_step
-    print(f"\nPart 2: one training step of {args.preset} ({model.num_parameters():,} parameters, untied), batch "
-          f"{batch} x {context} tokens, {args.repeats} interleaved repetitions after one warm-up")
-    for fn in steps.values():
-        fn()
-    times = {name: [] for name in steps}
-    for _ in range(args.repeats):
-        for name, fn in steps.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
-    print("| side | median s/step | tokens/s |\n| --- | ---: | ---: |")
-    for name, seconds in medians.items():
-        print(f"| {name} | {seconds:.3f} | {batch * context / seconds:.0f} |")
-    if "torch eager" in medians:
-        print(f"time ours / torch: {medians['tinygrad_llm'] / medians['torch eager']:.2f}")
+    shapes = list(SHAPES) if args.shape == "all" else [args.shape]
+    for shape in shapes:
+        config, batch = shape_config(shape, args.batch_size, args.context_length)
+        steps = build_steps(shape, sides=args.sides, torch=torch, batch=args.batch_size, context=args.context_length)
+        print(f"\nPart 2: one training step (forward, backward, clip, AdamW) of {shape}: {config.n_layers} layers, "
+              f"{config.n_heads} heads, {config.emb_dim} wide, vocab {config.vocab_size} (untied), batch {batch} x "
+              f"{config.context_length} tokens; {args.repeats} interleaved repetitions after one warm-up")
+        medians = time_interleaved(steps, repeats=args.repeats, number=1, warmup=1)
+        print("| side | median ms/step | tokens/s | ours / side (time) |\n| --- | ---: | ---: | ---: |")
+        for name, seconds in medians.items():
+            ratio = medians.get("tinygrad_llm", float("nan")) / seconds
+            print(f"| {name} | {1000 * seconds:.1f} | {batch * config.context_length / seconds:.0f} | {ratio:.2f} |")
 
 
 def main(argv=None) -> int:
@@ -186,23 +158,30 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=None, help="part 1 iterations (default 2000)")
     parser.add_argument("--eval-batches", type=int, default=200, help="part 1 validation batches")
     parser.add_argument("--repeats", type=int, default=None, help="part 2 repetitions (default 5)")
-    parser.add_argument("--preset", default="gpt2-small", help="part 2 model (default gpt2-small)")
-    parser.add_argument("--batch-size", type=int, default=4, help="part 2 batch size (default 4)")
-    parser.add_argument("--context-length", type=int, default=64, help="part 2 tokens per row (default 64)")
+    parser.add_argument("--shape", default="all",
+                        help="part 2 model: baby, medium, gpt2-small (benchmarks/_steps.py), all three (the "
+                             "default), or a preset name (tinygrad-llm info --list) at batch 12 x 64")
+    parser.add_argument("--batch-size", type=int, default=None, help="part 2 batch (default: the shape's)")
+    parser.add_argument("--context-length", type=int, default=None, help="part 2 tokens per row (default: the shape's)")
+    parser.add_argument("--sides", nargs="+", default=["tinygrad_llm", "torch eager", "torch.compile"],
+                        choices=["tinygrad_llm", "torch eager", "torch.compile"], help="part 2 sides")
     parser.add_argument("--part", choices=("1", "2", "both"), default="both")
-    parser.add_argument("--threads", type=int, default=2, help="threads for torch and Numba")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for torch and ours (default: each library's own default)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     args = parser.parse_args(argv)
     args.iters = args.iters or (200 if args.quick else 2000)
     args.repeats = args.repeats or (3 if args.quick else 5)
     torch = None
-    if not args.no_torch:
+    if args.no_torch:
+        args.sides = [side for side in args.sides if not side.startswith("torch")]
+    else:
         try:
             import torch
         except ImportError:
             print("torch is not installed: the PyTorch reference is skipped")
     set_threads(args.threads)
-    print_machine(threads=args.threads)
+    print_machine(threads=args.threads or "each library's default")
     try:
         if args.part in ("1", "both"):
             part1(args, torch)

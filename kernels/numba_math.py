@@ -26,6 +26,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from tinygrad_llm import threads
+
 # Below this many elements a kernel runs serially: waking Numba's thread pool costs 10-50 us on a quiet
 # machine and milliseconds on a busy one, more than the work itself (e.g. layer norm of a (768, 128) batch).
 PARALLEL_MIN_ELEMENTS = 1 << 17
@@ -151,7 +153,9 @@ class SizedKernel:
         self.__doc__ = fn.__doc__
 
     def for_size(self, n_elements: int):
-        return self.parallel if n_elements >= PARALLEL_MIN_ELEMENTS else self.serial
+        if n_elements >= PARALLEL_MIN_ELEMENTS and threads.kernel_threads() > 1:
+            return self.parallel
+        return self.serial
 
 
 def parallel_kernel(**options):

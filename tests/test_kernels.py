@@ -429,10 +429,13 @@ def _elementwise_as_kernel(inputs: str, outputs: str, body: str, ctype: str) -> 
 
 @pytest.mark.parametrize("variant", ["serial", "parallel"])
 def test_serial_and_parallel_variants_match_reference(variant, monkeypatch):
-    """Each kernel runs serially below PARALLEL_MIN_ELEMENTS and in parallel above; force each in turn."""
+    """Each kernel runs serially below PARALLEL_MIN_ELEMENTS (or when the thread policy gives the kernels one
+    thread, as it does by default) and in parallel above; force each in turn."""
+    from tinygrad_llm import threads
     from tinygrad_llm.kernels import numba_math
 
     monkeypatch.setattr(numba_math, "PARALLEL_MIN_ELEMENTS", 0 if variant == "parallel" else 1 << 62)
+    monkeypatch.setattr(threads, "kernel_threads", lambda: 2)
     chosen = numba_math.SizedKernel.for_size
     calls = []
     monkeypatch.setattr(numba_math.SizedKernel, "for_size",

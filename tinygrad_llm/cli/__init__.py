@@ -44,6 +44,10 @@ def main(argv=None) -> int:
     from tinygrad_llm.train.signals import Interrupted, terminate_as_interrupt
 
     try:
+        if getattr(args, "threads", None) is not None:
+            from tinygrad_llm import threads
+
+            threads.set_threads(args.threads)
         with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: a run saves its checkpoint, unlocks its folder
             return args.run(args) or 0
     except KeyboardInterrupt as exc:

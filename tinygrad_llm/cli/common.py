@@ -44,8 +44,12 @@ def nonnegative_float(text: str) -> float:
 
 
 def add_device_argument(parser) -> None:
+    """--device, and --threads beside it: every command that computes takes both."""
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="where to compute (default: $TINYGRAD_LLM_DEVICE or cpu); cuda needs CuPy")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for the matrix products (default: $TINYGRAD_LLM_THREADS, else automatic: "
+                             "the cores other processes leave free, one on a busy machine; see 'tinygrad-llm info')")
 
 
 def add_sampling_arguments(parser) -> None:

@@ -13,6 +13,8 @@ def add_parser(sub) -> None:
     which.add_argument("--checkpoint", metavar="DIR", default=None,
                        help="a run folder or a Hugging Face GPT-2 folder (its config.json)")
     which.add_argument("--list", action="store_true", help="list the presets")
+    which.add_argument("--threads", action="store_true", dest="threads_only",
+                       help="only the thread policy: how many CPU threads the math would use now, and why")
     p.add_argument("--batch-size", type=positive_int, default=8, help="batch size for the memory estimate")
     p.add_argument("--context-length", type=positive_int, default=None,
                    help="tokens per window for the memory estimate (default: the model's context)")
@@ -26,6 +28,9 @@ def run_info(args) -> int:
     from tinygrad_llm.model import PRESETS, GPTConfig, count_parameters, estimate_memory, format_bytes
     from tinygrad_llm.model.pretrained import config_from_hf, is_hf_config
 
+    if args.threads_only:
+        print_threads()
+        return 0
     if args.list:
         for name, cfg in PRESETS.items():
             print(f"{name:12s} {count_parameters(cfg):>14,} parameters  {cfg.n_layers:>2} layers "
@@ -56,4 +61,13 @@ def run_info(args) -> int:
     print(f"  training memory, float32, batch {args.batch_size} x context {ctx}:")
     for key, value in memory.items():
         print(f"    {key:14s} {format_bytes(value)}")
+    print_threads()
     return 0
+
+
+def print_threads() -> None:
+    from tinygrad_llm import threads
+
+    print("threads (CPU)")
+    for line in threads.describe():
+        print(f"  {line}")

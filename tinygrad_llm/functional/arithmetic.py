@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from tinygrad_llm import threads
 from tinygrad_llm.functional._common import as_tensor, sum_to
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -137,7 +138,7 @@ class MatMul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a @ b
+        return threads.matmul(a, b)  # a @ b, on as many threads as a product of this size should get
 
     def backward(self, gy):
         xp, a, b = self.xp, self.a, self.b
@@ -152,15 +153,15 @@ class MatMul(Function):
             g2 = xp.expand_dims(g2, -2)
         ga = gb = None
         if self.needs_grad[0]:
-            ga = g2 @ xp.swapaxes(b2, -1, -2)  # dL/dA = dL/dY B^T
+            ga = threads.matmul(g2, xp.swapaxes(b2, -1, -2))  # dL/dA = dL/dY B^T
             ga = sum_to(ga, a2.shape).reshape(a.shape)
         if self.needs_grad[1]:
             if b2.ndim == 2 and a2.ndim > 2:
                 # b was broadcast over a's batch axes: fold them into rows, one GEMM, no (batch, n, m) temporary
                 rows = math.prod(a2.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
-                gb = a2.reshape(rows, a2.shape[-1]).T @ g2.reshape(rows, g2.shape[-1])
+                gb = threads.matmul(a2.reshape(rows, a2.shape[-1]).T, g2.reshape(rows, g2.shape[-1]))
             else:
-                gb = sum_to(xp.swapaxes(a2, -1, -2) @ g2, b2.shape)  # dL/dB = A^T dL/dY
+                gb = sum_to(threads.matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape)  # dL/dB = A^T dL/dY
             gb = gb.reshape(b.shape)
         return ga, gb
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from tinygrad_llm import backend, kernels
+from tinygrad_llm import backend, kernels, threads
 from tinygrad_llm.functional._common import first_out_of_range, raw
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -19,17 +19,17 @@ class Linear(Function):
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight = x, weight
-        y = x @ weight.T  # (..., in) @ (in, out) -> (..., out)
+        y = threads.matmul(x, weight.T)  # (..., in) @ (in, out) -> (..., out)
         if bias is not None:
             y += bias
         return y
 
     def backward(self, gy):
         x, w = self.x, self.weight
-        gx = gy @ w if self.needs_grad[0] else None  # dL/dx = gy W
+        gx = threads.matmul(gy, w) if self.needs_grad[0] else None  # dL/dx = gy W
         rows = math.prod(gy.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
         gy2 = gy.reshape(rows, gy.shape[-1])  # (N, out): fold the batch axes into rows
-        gw = gy2.T @ x.reshape(rows, x.shape[-1]) if self.needs_grad[1] else None  # dL/dW = gy^T x
+        gw = threads.matmul(gy2.T, x.reshape(rows, x.shape[-1])) if self.needs_grad[1] else None  # dL/dW = gy^T x
         gb = gy2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None  # dL/db = sum gy
         return gx, gw, gb
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from tinygrad_llm import backend
+from tinygrad_llm import backend, threads
 
 
 def clip_grad_norm_(parameters, max_norm: float, error_if_nonfinite: bool = False) -> float:
@@ -26,11 +26,12 @@ def clip_grad_norm_(parameters, max_norm: float, error_if_nonfinite: bool = Fals
         raise ValueError(f"clip_grad_norm_: max_norm must be a finite number > 0, got {max_norm}")
     if not grads:
         return 0.0
-    # The norm of the gradients' own norms (each computed in its dtype, as PyTorch does), all on the
-    # gradients' device: one device-to-host copy in all, not one per parameter (each stalls a GPU).
+    # The norm of the gradients' squared norms g.g (each a dot product in its dtype, as PyTorch's norm), all on
+    # the gradients' device: one device-to-host copy in all, not one per parameter (each stalls a GPU). The
+    # dot is a BLAS call, so through the thread policy: on a busy machine a parallel one waits a scheduler slice.
     xp = backend.get_array_module(grads[0])
-    norms = xp.stack([xp.linalg.norm(g.ravel()).astype(xp.float64) for g in grads])  # (n_params,)
-    total_norm = float(xp.sqrt((norms * norms).sum()))  # the one sync
+    squares = xp.stack([threads.matmul(g.ravel(), g.ravel()).astype(xp.float64) for g in grads])  # (n_params,)
+    total_norm = float(xp.sqrt(squares.sum()))  # the one sync
     if not math.isfinite(total_norm):
         if error_if_nonfinite:
             raise RuntimeError(f"clip_grad_norm_: the total norm of the gradients is {total_norm}; "
