@@ -55,13 +55,40 @@ def main(argv=None) -> int:
         print(f"\ninterrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'})", file=sys.stderr)
         return 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     except Exception as exc:  # bad input: one line, no traceback
-        if os.environ.get("TINYGRAD_LLM_DEBUG"):
+        if os.environ.get("TINYGRAD_LLM_DEBUG") and not _data_parallel():
             raise
         message = str(exc) or type(exc).__name__
         if isinstance(exc, MemoryError):
             message = "out of memory: use a smaller --batch-size, --context-length or model"
+        if _data_parallel():
+            _stop_the_job(args.command, message)
         print(f"tinygrad-llm {args.command}: error: {message}", file=sys.stderr)
         return 1
+
+
+def _data_parallel():
+    """The communicator of a data-parallel run under mpiexec (None for one process)."""
+    from tinygrad_llm.dist import comm
+
+    current = comm._current
+    return current if current is not None and current.world_size > 1 else None
+
+
+def _stop_the_job(command: str, message: str) -> None:
+    """A process of a data-parallel run failed: say which and why, then end every process of the job (the
+    others may be waiting for it in a collective, and would wait forever). Process 0's own failure is the
+    likeliest to be everyone's (bad input), so the others give it a second to report it first."""
+    import time
+    import traceback
+
+    comm = _data_parallel()
+    if comm.rank:
+        time.sleep(1.0)
+    if os.environ.get("TINYGRAD_LLM_DEBUG"):
+        traceback.print_exc(file=sys.__stderr__)
+    print(f"tinygrad-llm {command}: error on process {comm.rank} of {comm.world_size}: {message}; stopping all "
+          f"{comm.world_size} processes", file=sys.__stderr__, flush=True)
+    comm.abort(1)
 
 
 def fail(message: str):

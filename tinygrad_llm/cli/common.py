@@ -52,6 +52,44 @@ def add_device_argument(parser) -> None:
                              "the cores other processes leave free, one on a busy machine; see 'tinygrad-llm info')")
 
 
+def start_data_parallel(device: str | None):
+    """The communicator for a training command (``mpiexec -n N``: N processes, else one), with every process
+    but 0 silenced: process 0 alone prints (errors still reach the terminal, see ``cli.main``).
+
+    Returns None for a process that should not train at all: started by mpiexec without mpi4py installed,
+    where process 0 trains alone (with a note) and the others leave at once.
+    """
+    import os
+    import sys
+
+    from tinygrad_llm import dist
+
+    comm = dist.init(device)
+    if getattr(comm, "launcher_rank", 0) > 0:
+        return None
+    if not comm.is_root:
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+    elif comm.note:
+        print(f"note: {comm.note}", file=sys.stderr)
+    return comm
+
+
+def describe_processes(comm, batch_size: int) -> str:
+    """", batch 8" or ", 2 processes (MPI) x batch 4": for the line a command prints when training starts."""
+    if comm.world_size == 1:
+        return f", batch {batch_size}"
+    import os
+
+    import numpy as np
+
+    # the process ids, so that mpiexec's report of a process that died ("PID 1234 ... signal 9") names its rank
+    pids = np.zeros(comm.world_size, dtype=np.int64)
+    pids[comm.rank] = os.getpid()
+    comm.allgather_(pids)
+    return (f", {comm.world_size} processes ({comm.name}, pids {' '.join(map(str, pids))} for ranks 0..) "
+            f"x batch {batch_size}")
+
+
 def add_sampling_arguments(parser) -> None:
     parser.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate (default 200)")
     parser.add_argument("--temperature", type=nonnegative_float, default=0.8,

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tinygrad_llm.cli.common import (add_device_argument, finite_float, nonnegative_float, nonnegative_int,
-                                     positive_int)
+from tinygrad_llm.cli.common import (add_device_argument, describe_processes, finite_float, nonnegative_float,
+                                     nonnegative_int, positive_int, start_data_parallel)
 
 DEFAULT_PRESET = "mini"
 DEFAULTS = {  # the main job: a character-level GPT on pydoc_data, a few minutes on 2 CPU cores
@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
                        help="tokens per training window")
     model.add_argument("--dropout", type=nonnegative_float, default=DEFAULTS["dropout"], help="dropout rate")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"], help="windows per micro-batch")
+    opt.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"],
+                     help="windows per micro-batch (per process under mpiexec, as torch DDP)")
     opt.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step")
     length = opt.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=positive_int, default=None,
@@ -68,6 +69,9 @@ def add_parser(sub) -> None:
                      help="write into an --out that is not empty: another folder's files of the same names are "
                           "replaced, an earlier run there starts afresh (without it such a folder is refused)")
     run.add_argument("--keep-last", type=positive_int, default=2, help="checkpoints to keep")
+    run.add_argument("--zero", action="store_true",
+                     help="under mpiexec: shard AdamW's moments over the processes (ZeRO stage 1); each keeps "
+                          "1/N of them ('tinygrad-llm info --processes N' shows the memory saved)")
     run.add_argument("--sample-prompt", default=None, help="text to continue after training (default: the first "
                                                            "line of the validation text)")
     run.add_argument("--sample-tokens", type=positive_int, default=200, help="tokens in the final sample")
@@ -182,6 +186,9 @@ def run_train(args) -> int:
     from tinygrad_llm.checkpoint import NoCheckpointError, find_checkpoint
     from tinygrad_llm.run_folder import check_output_path, claim
 
+    comm = start_data_parallel(args.device)  # under mpiexec: this process's place among the N
+    if comm is None:
+        return 0
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite starts it afresh: pass one of them")
     out = Path(args.out) if args.out else Path("runs") / (Path(args.data).stem if args.data else "pydoc")
@@ -197,11 +204,13 @@ def run_train(args) -> int:
     if args.max_steps is None and args.epochs is None:
         args.max_steps = DEFAULTS["max_steps"]
     check_output_path(out)
+    if not comm.is_root:  # process 0 alone claims, locks and writes the run folder
+        return _train(args, out, changed, comm)
     with claim(out, "train", resume=args.resume, overwrite=args.overwrite):  # locked and marked as a run
-        return _train(args, out, changed)
+        return _train(args, out, changed, comm)
 
 
-def _train(args, out: Path, changed: list) -> int:
+def _train(args, out: Path, changed: list, comm) -> int:
     import numpy as np
 
     import tinygrad_llm as tl
@@ -272,7 +281,8 @@ def _train(args, out: Path, changed: list) -> int:
     # stride 1 would give every offset; half a window keeps epochs short and windows varied
     train_set = GPTDataset(train_ids, ctx, stride=max(ctx // 2, 1))
     val_set = GPTDataset(val_ids, ctx, stride=ctx)
-    trainer = Trainer(model, train_set, val_set, train_config, out, tokenizer=tokenizer, device=args.device)
+    trainer = Trainer(model, train_set, val_set, train_config, out, tokenizer=tokenizer, device=args.device,
+                      comm=comm, zero=args.zero)
     trainer.run_settings = run_settings(args)  # saved with each checkpoint: what --resume takes again
     if args.resume:
         try:
@@ -288,12 +298,14 @@ def _train(args, out: Path, changed: list) -> int:
     print(f"training {model.num_parameters():,} parameters ({shape}: {config.n_layers} layers, "
           f"{config.n_heads} heads, {config.emb_dim} wide, context {ctx}, vocabulary {config.vocab_size}) on "
           f"{described}: {len(train_ids):,} training / {len(val_ids):,} validation tokens, "
-          f"{trainer.total_steps} steps -> {out}", file=sys.stderr)
+          f"{trainer.total_steps} steps{describe_processes(comm, args.batch_size)} -> {out}", file=sys.stderr)
     if args.warmup_steps >= trainer.total_steps:
         print(f"warning: --warmup-steps {args.warmup_steps} is not below the run's {trainer.total_steps} steps, so the "
               f"learning rate only warms up and never decays: use --warmup-steps {trainer.total_steps // 10} "
               f"(about a tenth of the steps) or more --max-steps", file=sys.stderr)
     trainer.fit()
+    if not comm.is_root:
+        return 0  # process 0 prints the sample
     last = trainer.history[-1] if trainer.history else None
     if last:
         print(f"done: step {last['step']}, train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "

@@ -14,6 +14,11 @@ As nanoGPT does, the model in ``out_dir`` itself (``model.safetensors``, what ``
 with the lowest validation loss so far; ``checkpoints/`` holds the latest, to resume from. When validation
 loss has not improved for ``patience`` evaluations while training goes on, the log says so once (the model
 is memorising its training text) and suggests what to change.
+
+Data-parallel (``comm``, from ``tinygrad_llm.dist.init()`` under ``mpiexec -n N``): ``batch_size`` is per
+process; each process takes its rows of the same global batch (train/parallel.py), gradients are averaged
+over the processes before clipping and the update (dist/reducer.py), evaluation is averaged over them, and
+process 0 alone prints and writes. ``zero=True`` shards AdamW's moments over the processes (dist/zero.py).
 """
 from __future__ import annotations
 
@@ -31,10 +36,12 @@ from pathlib import Path
 from tinygrad_llm import backend, run_folder
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.data import DataLoader
+from tinygrad_llm.dist import GradientReducer, SingleProcess, ZeroAdamW, broadcast_parameters
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.optim import AdamW, clip_grad_norm_, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
+from tinygrad_llm.train.parallel import calc_loss_loader_parallel, local_rows
 from tinygrad_llm.train.plot import plot_losses
 from tinygrad_llm.train.signals import _NoGuard, catch_signals
 
@@ -92,22 +99,33 @@ class Trainer:
     """Trains ``model`` on windows of ``train_dataset`` (a GPTDataset), evaluating on ``val_dataset``."""
 
     def __init__(self, model, train_dataset, val_dataset, config: TrainConfig, out_dir, tokenizer=None,
-                 device: str | None = None, log=None):
+                 device: str | None = None, log=None, comm=None, zero: bool = False):
         self.model, self.config, self.tokenizer = model, config, tokenizer
         self.out_dir = Path(out_dir)
         self.device = device or model.device
+        self.comm = comm or SingleProcess()
         self.log = log or (lambda message: print(message, flush=True))
-        if len(train_dataset) < config.batch_size:
+        if not self.comm.is_root:
+            self.log = lambda message: None  # process 0 alone prints
+        batch = config.batch_size * self.comm.world_size  # the global batch: every process takes its rows
+        if len(train_dataset) < batch:
             raise TrainingError(f"the training split has {len(train_dataset)} windows, fewer than one batch of "
-                                f"{config.batch_size}: use a smaller --batch-size or --context-length, or more text")
+                                f"{batch}: use a smaller --batch-size or --context-length, or more text")
         if len(val_dataset) == 0:
             raise TrainingError("the validation split has no full window: use a smaller --context-length or more text")
-        self.train_loader = DataLoader(train_dataset, config.batch_size, shuffle=True, drop_last=True, seed=config.seed)
+        self.train_loader = DataLoader(train_dataset, batch, shuffle=True, drop_last=True, seed=config.seed)
         # evaluation always reads the same first batches, in order, and never moves the training position
-        self.train_eval_loader = DataLoader(train_dataset, config.batch_size, shuffle=False, drop_last=False)
-        self.val_eval_loader = DataLoader(val_dataset, config.batch_size, shuffle=False, drop_last=False)
+        self.train_eval_loader = DataLoader(train_dataset, batch, shuffle=False, drop_last=False)
+        self.val_eval_loader = DataLoader(val_dataset, batch, shuffle=False, drop_last=False)
         self.optimizer = AdamW(param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr,
                                betas=config.betas)
+        self.grad_reducer = None
+        if self.comm.world_size > 1:
+            broadcast_parameters(model.parameters(), self.comm)  # start identical, whatever each initialised
+            trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+            self.grad_reducer = GradientReducer(trainable, self.comm)
+            if zero:
+                self.optimizer = ZeroAdamW(self.optimizer, self.grad_reducer)
         steps_per_epoch = max(len(self.train_loader) // config.grad_accum, 1)
         self.total_steps = config.max_steps or (config.epochs or 1) * steps_per_epoch
         self.step, self.tokens_seen, self.elapsed_s = 0, 0, 0.0
@@ -127,9 +145,16 @@ class Trainer:
         """Restore weights, optimizer, data position, generators and history from the latest checkpoint
         of ``checkpoint_dir`` (default: this run's folder). Returns the step it resumes from."""
         ckpt = load_checkpoint(checkpoint_dir or self.out_dir, expected_state=self.model.state_dict())
+        state = ckpt.trainer_state
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.comm.world_size:
+            raise TrainingError(
+                f"{ckpt.path} was trained on {saved_world} process(es) of batch {self.config.batch_size}; this "
+                f"run has {self.comm.world_size}. Each process's rows and the data order depend on the count, so "
+                f"resume it with {'mpiexec -n %d ' % saved_world if saved_world > 1 else 'one process (no mpiexec)'}"
+                f"to continue exactly")
         self.model.load_state_dict(ckpt.model_state)
         self.optimizer.load_state_dict(ckpt.optimizer_state)
-        state = ckpt.trainer_state
         self.train_loader.load_state_dict(state["data"])
         backend.set_rng_state(state["rng"])
         self.step, self.tokens_seen, self.elapsed_s = state["step"], state["tokens_seen"], state["elapsed_s"]
@@ -142,15 +167,20 @@ class Trainer:
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
                 "data": self.train_loader.state_dict(), "rng": backend.get_rng_state(),
                 "history": self.history, "train_config": dataclasses.asdict(self.config),
-                "settings": self.run_settings, "best": self.best}
+                "settings": self.run_settings, "best": self.best, "world_size": self.comm.world_size}
 
     def save(self) -> Path:
         """Write a checkpoint of the current step, then the log and the plot. The model is published in
-        out_dir too when it is the best so far (or nothing was evaluated yet)."""
+        out_dir too when it is the best so far (or nothing was evaluated yet). Data-parallel: every process
+        calls it (with ZeRO the moments are gathered), process 0 alone writes."""
         with self._signals.deferred():
+            optimizer_state = self.optimizer.state_dict()
+            if not self.comm.is_root:
+                self._saved_step = self.step
+                return self.out_dir / "checkpoints"
             try:
                 path = save_checkpoint(self.out_dir, self.model.state_dict(), self.model.config.to_dict(),
-                                       self.optimizer.state_dict(), self._trainer_state(),
+                                       optimizer_state, self._trainer_state(),
                                        keep_last=self.config.keep_last, publish=self.best["step"] in (None, self.step))
                 self._saved_step = self.step
                 self._write_log()
@@ -192,15 +222,19 @@ class Trainer:
             total, tokens = 0.0, 0
             for _ in range(c.grad_accum):
                 inputs, targets = self._next_batch()
+                tokens += inputs.size  # the global batch: every process's rows
+                inputs, targets = local_rows(inputs, self.comm), local_rows(targets, self.comm)
                 loss = calc_loss_batch(inputs, targets, model, self.device)
                 (loss / c.grad_accum).backward()  # .grad sums the micro-batches: the gradient of their mean
                 total = total + loss.data.astype("float64")  # summed where it is: no GPU wait per micro-batch
-                tokens += inputs.size
-            loss = float(total) / c.grad_accum  # one device-to-host copy per step
+            # one device-to-host copy per step; the mean over processes, so that all stop together
+            loss = self.comm.mean(float(total) / c.grad_accum)
             if not math.isfinite(loss):
                 raise TrainingError(f"the training loss became {loss} at step {self.step + 1}; stopped without "
                                     f"updating. The last good checkpoint is in {self.out_dir} (lower --lr, or set "
                                     f"--grad-clip)")
+            if self.grad_reducer is not None:
+                self.grad_reducer.reduce()  # every process now holds the whole batch's gradient
         except BaseException:
             self._rewind(start)
             raise
@@ -228,8 +262,10 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         with no_grad():
-            train_loss = calc_loss_loader(self.train_eval_loader, self.model, self.device, self.config.eval_iters)
-            val_loss = calc_loss_loader(self.val_eval_loader, self.model, self.device, self.config.eval_iters)
+            train_loss = calc_loss_loader_parallel(self.train_eval_loader, self.model, self.device,
+                                                   self.config.eval_iters, self.comm)
+            val_loss = calc_loss_loader_parallel(self.val_eval_loader, self.model, self.device,
+                                                 self.config.eval_iters, self.comm)
         self.model.train(was_training)
         return train_loss, val_loss
 
@@ -240,6 +276,8 @@ class Trainer:
         continues it; signals wait while a checkpoint is written. ``out_dir`` is locked while training and
         must be empty or a run (see ``run_folder``). Returns the evaluation history (the records of log.jsonl).
         """
+        if not self.comm.is_root:  # the run folder (check, lock, marker) is process 0's alone
+            return self._fit(stop_after)
         run_folder.check_output_path(self.out_dir, "out_dir").mkdir(parents=True, exist_ok=True)
         with run_folder.lock(self.out_dir, log=self.log), catch_signals(self.log) as self._signals:
             try:
@@ -249,11 +287,11 @@ class Trainer:
                 self._signals = _NoGuard()
 
     def _fit(self, stop_after: int | None) -> list[dict]:
-        if self.tokenizer is not None and hasattr(self.tokenizer, "save"):
+        if self.tokenizer is not None and hasattr(self.tokenizer, "save") and self.comm.is_root:
             self.tokenizer.save(self.out_dir)  # tokenizer.json beside config.json
         end = self.total_steps if stop_after is None else min(stop_after, self.total_steps)
         self.model.train()
-        bar = _progress_bar(self.step, self.total_steps)
+        bar = _progress_bar(self.step, self.total_steps) if self.comm.is_root else None
         started = time.perf_counter() - self.elapsed_s
         shown = []  # when progress lines were printed (no terminal)
         try:

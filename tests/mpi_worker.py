@@ -1,0 +1,103 @@
+"""Run by tests/test_dist.py under ``mpiexec -n 2``: data-parallel training checked from inside the job.
+
+    mpiexec -n 2 python tests/mpi_worker.py train OUT    # 20 steps, bitwise checks, ZeRO, resume -> OUT/result.json
+    mpiexec -n 2 python tests/mpi_worker.py raise OUT    # the CLI with rank 1 raising at step 3
+    mpiexec -n 2 python tests/mpi_worker.py die OUT      # rank 1 killed at step 3
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import tinygrad_llm as tl
+from tinygrad_llm import dist
+from tinygrad_llm.data import GPTDataset
+from tinygrad_llm.model import GPTConfig, GPTModel
+from tinygrad_llm.train.trainer import Trainer, TrainConfig
+
+CONFIG = GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
+STEPS, BATCH = 20, 4  # per process; tests/test_dist.py runs one process with 2 * BATCH
+
+
+def make_trainer(out, comm, batch_size=BATCH, zero=False, init_seed=0) -> Trainer:
+    """A small model on a repeating pattern with noise (tests/test_train.py's), dropout off."""
+    tl.manual_seed(init_seed)
+    rng = np.random.default_rng(1)
+    ids = (np.arange(600) * 7 % 32 + (rng.random(600) < 0.1)) % 32
+    config = TrainConfig(max_steps=STEPS, batch_size=batch_size, lr=3e-3, warmup_steps=3, eval_interval=10,
+                         eval_iters=2, grad_accum=2, seed=0)
+    return Trainer(GPTModel(CONFIG), GPTDataset(ids[:500], 8, stride=3), GPTDataset(ids[500:], 8), config, out,
+                   log=lambda message: None, comm=comm, zero=zero)
+
+
+def flat_parameters(trainer) -> np.ndarray:
+    return np.concatenate([p.data.ravel() for p in trainer.model.parameters()])
+
+
+def same_as_root(comm, array) -> bool:
+    """Whether ``array`` is bitwise rank 0's, on every process."""
+    root = array.copy()
+    comm.broadcast_(root)
+    return comm.sum(float(not np.array_equal(root.view(np.uint32), array.view(np.uint32)))) == 0
+
+
+def train(out: Path, comm) -> None:
+    result = {}
+    trainer = make_trainer(out / f"rank{comm.rank}", comm, init_seed=comm.rank)  # rank 1 starts elsewhere
+    result["equal_at_start"] = same_as_root(comm, flat_parameters(trainer))
+    losses, equal = [], []
+    for _ in range(STEPS):
+        losses.append(trainer.train_step())
+        equal.append(same_as_root(comm, flat_parameters(trainer)))
+    result.update(losses=losses, equal_each_step=equal, eval=list(trainer.evaluate()))
+    trainer.save()  # process 0 alone writes: OUT/rank1 must not exist afterwards
+    final = flat_parameters(trainer)
+
+    zero = make_trainer(out / "zero", comm, zero=True)
+    for _ in range(STEPS):
+        zero.train_step()
+    result["zero_max_abs_diff"] = float(np.abs(flat_parameters(zero) - final).max())
+    result["zero_moment_bytes"] = zero.optimizer.moment_bytes()
+    result["full_moment_bytes"] = 2 * final.nbytes
+
+    shared = out / "resumed"
+    make_trainer(shared, comm).fit(stop_after=STEPS // 2)  # stops and saves halfway, as an interruption
+    resumed = make_trainer(shared, comm, zero=True, init_seed=7)  # resumes with ZeRO on: the same state
+    result["resumed_from"] = resumed.load_state()
+    resumed.fit()
+    result["resume_equal"] = bool(np.array_equal(flat_parameters(resumed), final))
+    result["resume_equal_on_all"] = same_as_root(comm, flat_parameters(resumed))
+    if comm.rank == 0:
+        np.save(out / "params.npy", final)
+        (out / "result.json").write_text(json.dumps(result))
+
+
+def fail_at_step_3(how: str) -> None:
+    """The CLI's training with rank 1 failing at step 3 (raising, or killed)."""
+    original = Trainer.train_step
+
+    def train_step(self):
+        if self.comm.rank == 1 and self.step == 3:
+            if how == "die":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("injected failure")
+        return original(self)
+
+    Trainer.train_step = train_step
+
+
+if __name__ == "__main__":
+    what, out = sys.argv[1], Path(sys.argv[2])
+    if what == "train":
+        train(out, dist.init())
+    else:
+        from tinygrad_llm.cli import main
+
+        fail_at_step_3(what)
+        sys.exit(main(["train", "--preset", "tiny", "--max-steps", "50", "--batch-size", "2", "--context-length",
+                       "16", "--eval-interval", "100", "--sample-tokens", "5", "--out", str(out / "run")]))

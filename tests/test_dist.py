@@ -1,0 +1,179 @@
+"""Data-parallel training (tinygrad_llm.dist): two processes under ``mpiexec -n 2`` against one process.
+
+The MPI tests launch ``mpiexec -n 2 python tests/mpi_worker.py ...`` themselves, each under a hard timeout
+(the whole process group is killed when it runs out), so the default ``python -m pytest`` runs them where
+mpiexec and mpi4py are installed (``pip install -e ".[mpi]"``) and skips them with the reason where not.
+CI sets TINYGRAD_LLM_REQUIRE_MPI=1, which turns that skip into a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygrad_llm import dist
+from tinygrad_llm.dist.comm import SingleProcess
+from tinygrad_llm.train.parallel import local_rows
+from tinygrad_llm.train.trainer import TrainingError
+
+sys.path.insert(0, str(Path(__file__).parent))
+import mpi_worker  # noqa: E402  (the script the MPI tests run; its model and data are used here too)
+
+WORKER = Path(__file__).parent / "mpi_worker.py"
+TIMEOUT_S = 240  # per mpiexec: generous on a busy 2-core machine, and a hang can never outlive it
+
+
+def find_mpiexec() -> str | None:
+    candidates = [os.environ.get("MPIEXEC"), str(Path(sys.executable).parent / "mpiexec"), shutil.which("mpiexec")]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def mpiexec() -> str:
+    """The mpiexec to launch with, after checking that mpi4py loads; otherwise a skip with the reason (a
+    failure where TINYGRAD_LLM_REQUIRE_MPI=1, as in CI)."""
+    reason, path = None, find_mpiexec()
+    if path is None:
+        reason = "mpiexec not found (pip install -e \".[mpi]\", or set MPIEXEC)"
+    else:
+        probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], capture_output=True, text=True,
+                               timeout=60)
+        if probe.returncode:
+            reason = f"mpi4py does not load: {(probe.stderr.strip().splitlines() or ['?'])[-1]}"
+    if reason and os.environ.get("TINYGRAD_LLM_REQUIRE_MPI") == "1":
+        pytest.fail(f"TINYGRAD_LLM_REQUIRE_MPI=1 but {reason}")
+    if reason:
+        pytest.skip(reason)
+    return path
+
+
+def run_mpiexec(mpiexec: str, *args, n: int = 2) -> tuple[subprocess.CompletedProcess, float]:
+    """``mpiexec -n N python tests/mpi_worker.py ARGS``, killed with all its processes after TIMEOUT_S."""
+    command = [mpiexec, "-n", str(n), sys.executable, str(WORKER), *map(str, args)]
+    started = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "TINYGRAD_LLM_DEBUG": ""})
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mpiexec hung: killed after {TIMEOUT_S}s\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err), time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def two_process_run(mpiexec, tmp_path_factory):
+    """One ``mpiexec -n 2`` job: 20 steps (bitwise checks each step), ZeRO, an interrupted and resumed run."""
+    out = tmp_path_factory.mktemp("dist")
+    result, _ = run_mpiexec(mpiexec, "train", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, json.loads((out / "result.json").read_text())
+
+
+def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(two_process_run, tmp_path):
+    out, result = two_process_run
+    single = mpi_worker.make_trainer(tmp_path, SingleProcess(), batch_size=2 * mpi_worker.BATCH)
+    losses = [single.train_step() for _ in range(mpi_worker.STEPS)]
+    # the same windows and updates; only the order of float32 sums differs (measured: a few ulps)
+    np.testing.assert_allclose(result["losses"], losses, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.load(out / "params.npy"), mpi_worker.flat_parameters(single), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(result["eval"], single.evaluate(), rtol=1e-5)
+
+
+def test_every_process_holds_bitwise_the_same_parameters_after_every_step(two_process_run):
+    _, result = two_process_run
+    assert result["equal_at_start"]  # rank 1 initialised with another seed: rank 0's parameters were broadcast
+    assert result["equal_each_step"] == [True] * mpi_worker.STEPS
+
+
+def test_only_process_0_writes(two_process_run):
+    out, _ = two_process_run
+    assert (out / "rank0" / "checkpoints").is_dir()
+    assert not (out / "rank1").exists()
+
+
+def test_resume_under_mpi_continues_identically_and_zero_updates_the_same(two_process_run):
+    _, result = two_process_run
+    assert result["resumed_from"] == mpi_worker.STEPS // 2
+    assert result["resume_equal"] and result["resume_equal_on_all"]  # bitwise, resumed with ZeRO on
+    assert result["zero_max_abs_diff"] == 0.0  # ZeRO-1: the same elementwise AdamW, on slices
+    assert result["zero_moment_bytes"] * 2 == result["full_moment_bytes"]  # each of 2 keeps half
+
+
+def test_resuming_with_another_process_count_says_how(two_process_run):
+    out, _ = two_process_run
+    trainer = mpi_worker.make_trainer(out / "resumed", SingleProcess())
+    with pytest.raises(TrainingError, match=r"trained on 2 process\(es\).*mpiexec -n 2"):
+        trainer.load_state()
+
+
+def test_a_process_that_raises_stops_the_job_naming_it(mpiexec, tmp_path):
+    result, elapsed = run_mpiexec(mpiexec, "raise", tmp_path)
+    assert result.returncode != 0
+    assert "error on process 1 of 2: injected failure" in result.stderr
+    starts = [line for line in result.stderr.splitlines() if line.startswith("training ")]
+    assert len(starts) == 1, result.stderr  # process 0 alone prints
+    assert "2 processes (MPI" in result.stderr
+
+
+def test_a_process_that_dies_stops_the_job(mpiexec, tmp_path):
+    result, elapsed = run_mpiexec(mpiexec, "die", tmp_path)
+    assert result.returncode != 0
+    pids = result.stderr.split("pids ")[1].split()[:2]  # the starting line names each rank's process id
+    assert f"PID {pids[1]}" in result.stdout + result.stderr and "signal 9" in result.stdout + result.stderr
+
+
+def test_one_process_without_mpiexec_is_the_plain_loop():
+    comm = SingleProcess()
+    batch = np.arange(12).reshape(6, 2)
+    assert local_rows(batch, comm) is not None and np.array_equal(local_rows(batch, comm), batch)
+    flat = np.ones(4, np.float32)
+    assert comm.allreduce_(flat) is flat and comm.sum(2.5) == 2.5
+
+
+def test_rows_are_shared_disjointly_even_for_a_short_batch():
+    class Rank:
+        def __init__(self, rank, world):
+            self.rank, self.world_size = rank, world
+
+    for n in (8, 5, 1):
+        batch = np.arange(n)
+        parts = [local_rows(batch, Rank(r, 3)) for r in range(3)]
+        assert np.array_equal(np.concatenate(parts), batch)
+
+
+def test_launch_without_mpiexec_is_one_process_with_a_note(monkeypatch):
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "TINYGRAD_LLM_DIST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(dist.comm, "_current", None)
+    comm = dist.init()
+    assert comm.world_size == 1 and comm.rank == 0
+    try:
+        import mpi4py  # noqa: F401
+        assert "without mpiexec" in comm.note
+    except ImportError:
+        assert comm.note is None
+    monkeypatch.setattr(dist.comm, "_current", None)
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("PMI_RANK", "1")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if not installed
+    comm = dist.init()
+    assert comm.world_size == 1 and "mpi4py is not installed" in comm.note and comm.launcher_rank == 1
+
+
+def test_nccl_communicator_needs_a_gpu():
+    from tinygrad_llm import backend
+
+    if not backend.cuda_available():
+        pytest.skip("no CUDA GPU with CuPy here: the NCCL communicator runs under mpiexec on GPUs "
+                    "(benchmarks/dist.py --device cuda)")
+    pytest.importorskip("cupy.cuda.nccl", reason="CuPy was built without NCCL")
