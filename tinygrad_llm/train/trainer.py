@@ -262,12 +262,14 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         with no_grad():
-            train_loss = calc_loss_loader_parallel(self.train_eval_loader, self.model, self.device,
-                                                   self.config.eval_iters, self.comm)
-            val_loss = calc_loss_loader_parallel(self.val_eval_loader, self.model, self.device,
-                                                 self.config.eval_iters, self.comm)
+            train_loss, val_loss = self._eval_loss(self.train_eval_loader), self._eval_loss(self.val_eval_loader)
         self.model.train(was_training)
         return train_loss, val_loss
+
+    def _eval_loss(self, loader) -> float:
+        if self.comm.world_size > 1:  # each process scores its rows; the mean over all of them
+            return calc_loss_loader_parallel(loader, self.model, self.device, self.config.eval_iters, self.comm)
+        return calc_loss_loader(loader, self.model, self.device, self.config.eval_iters)
 
     def fit(self, stop_after: int | None = None) -> list[dict]:
         """Train until ``total_steps`` (or until step ``stop_after``, saving there as an interruption would).
