@@ -159,7 +159,7 @@ def test_launch_without_mpiexec_is_one_process_with_a_note(monkeypatch):
     assert comm.world_size == 1 and comm.rank == 0
     try:
         import mpi4py  # noqa: F401
-        assert "without mpiexec" in comm.note
+        assert "started without mpiexec" in comm.note
     except ImportError:
         assert comm.note is None
     monkeypatch.setattr(dist.comm, "_current", None)

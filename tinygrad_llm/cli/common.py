@@ -69,15 +69,14 @@ def start_data_parallel(device: str | None):
         return None
     if not comm.is_root:
         sys.stdout = sys.stderr = open(os.devnull, "w")
-    elif comm.note:
-        print(f"note: {comm.note}", file=sys.stderr)
     return comm
 
 
 def describe_processes(comm, batch_size: int) -> str:
-    """", batch 8" or ", 2 processes (MPI) x batch 4": for the line a command prints when training starts."""
+    """", batch 8" or ", 2 processes (MPI, pids ...) x batch 4": for the line a command prints when training
+    starts (with the note of a run that is one process although MPI is around)."""
     if comm.world_size == 1:
-        return f", batch {batch_size}"
+        return f", batch {batch_size}" + (f" ({comm.note})" if comm.note else "")
     import os
 
     import numpy as np
