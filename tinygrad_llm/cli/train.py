@@ -297,8 +297,8 @@ def _train(args, out: Path, changed: list, comm) -> int:
     shape = f"from {args.init_from}" if args.init_from else args.preset
     print(f"training {model.num_parameters():,} parameters ({shape}: {config.n_layers} layers, "
           f"{config.n_heads} heads, {config.emb_dim} wide, context {ctx}, vocabulary {config.vocab_size}) on "
-          f"{described}: {len(train_ids):,} training / {len(val_ids):,} validation tokens, "
-          f"{trainer.total_steps} steps{describe_processes(comm, args.batch_size)} -> {out}", file=sys.stderr)
+          f"{described}: {len(train_ids):,} training / {len(val_ids):,} validation tokens"
+          f"{describe_processes(comm, args.batch_size)}, {trainer.total_steps} steps -> {out}", file=sys.stderr)
     if args.warmup_steps >= trainer.total_steps:
         print(f"warning: --warmup-steps {args.warmup_steps} is not below the run's {trainer.total_steps} steps, so the "
               f"learning rate only warms up and never decays: use --warmup-steps {trainer.total_steps // 10} "
