@@ -3,6 +3,7 @@
     mpiexec -n 2 python tests/mpi_worker.py train OUT    # 20 steps, bitwise checks, ZeRO, resume -> OUT/result.json
     mpiexec -n 2 python tests/mpi_worker.py raise OUT    # the CLI with rank 1 raising at step 3
     mpiexec -n 2 python tests/mpi_worker.py die OUT      # rank 1 killed at step 3
+    mpiexec -n 2 python tests/mpi_worker.py cli ARGS...  # tinygrad-llm ARGS...
 """
 from __future__ import annotations
 
@@ -93,6 +94,10 @@ def fail_at_step_3(how: str) -> None:
 
 if __name__ == "__main__":
     what, out = sys.argv[1], Path(sys.argv[2])
+    if what == "cli":
+        from tinygrad_llm.cli import main
+
+        sys.exit(main(sys.argv[2:]))
     if what == "train":
         train(out, dist.init())
     else:

@@ -132,6 +132,25 @@ def test_a_process_that_dies_stops_the_job(mpiexec, tmp_path):
     assert f"PID {pids[1]}" in result.stdout + result.stderr and "signal 9" in result.stdout + result.stderr
 
 
+def test_finetune_classifier_on_two_processes_equals_one_with_twice_the_batch(mpiexec, tmp_path):
+    from tinygrad_llm.cli import main
+
+    rng = np.random.default_rng(0)
+    words = {"spam": "win free prize call now cash".split(), "ham": "hi see you at lunch ok".split()}
+    lines = [f"{label}\t{' '.join(rng.choice(words[label], rng.integers(3, 9)))}"
+             for label in ("spam", "ham") * 40]
+    (tmp_path / "sms.txt").write_text("\n".join(lines) + "\n")
+    common = ["finetune-classifier", "--data", str(tmp_path / "sms.txt"), "--preset", "tiny", "--tokenizer", "byte",
+              "--epochs", "2", "--eval-freq", "3", "--eval-iter", "2", "--seed", "1"]
+    result, _ = run_mpiexec(mpiexec, "cli", *common, "--batch-size", "4", "--out", tmp_path / "two")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert main([*common, "--batch-size", "8", "--out", str(tmp_path / "one")]) == 0
+    two, one = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("two", "one"))
+    for key in ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy", "test_accuracy"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
+    assert two["batch_size"] == 4 and "2 processes (MPI" in result.stderr
+
+
 def test_one_process_without_mpiexec_is_the_plain_loop():
     comm = SingleProcess()
     batch = np.arange(12).reshape(6, 2)

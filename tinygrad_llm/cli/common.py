@@ -52,9 +52,11 @@ def add_device_argument(parser) -> None:
                              "the cores other processes leave free, one on a busy machine; see 'tinygrad-llm info')")
 
 
-def start_data_parallel(device: str | None):
+def start_data_parallel(device: str | None, threads_given: int | None = None):
     """The communicator for a training command (``mpiexec -n N``: N processes, else one), with every process
-    but 0 silenced: process 0 alone prints (errors still reach the terminal, see ``cli.main``).
+    but 0 silenced: process 0 alone prints (errors still reach the terminal, see ``cli.main``). The processes
+    of one machine share its cores: each takes cores / processes threads unless --threads or
+    $TINYGRAD_LLM_THREADS says otherwise.
 
     Returns None for a process that should not train at all: started by mpiexec without mpi4py installed,
     where process 0 trains alone (with a note) and the others leave at once.
@@ -62,13 +64,15 @@ def start_data_parallel(device: str | None):
     import os
     import sys
 
-    from tinygrad_llm import dist
+    from tinygrad_llm import dist, threads
 
     comm = dist.init(device)
     if getattr(comm, "launcher_rank", 0) > 0:
         return None
     if not comm.is_root:
         sys.stdout = sys.stderr = open(os.devnull, "w")
+    if comm.local_size > 1 and threads_given is None and not os.environ.get(threads.ENV):
+        threads.set_threads(max(1, threads.cores() // comm.local_size))
     return comm
 
 

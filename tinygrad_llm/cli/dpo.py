@@ -54,8 +54,14 @@ def add_parser(sub) -> None:
 
 
 def run_finetune_dpo(args) -> int:
+    from tinygrad_llm.cli.common import describe_processes, start_data_parallel
+    from tinygrad_llm.train.parallel import DataParallel
+
+    comm = start_data_parallel(args.device, args.threads)  # under mpiexec: data-parallel, process 0 writes
+    if comm is None:
+        return 0
     import tinygrad_llm as tl
-    from tinygrad_llm.cli.finetune import _check_out, _counts, _log, load_start_model
+    from tinygrad_llm.cli.finetune import _counts, _log, load_start_model
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.files import find_data_file
     from tinygrad_llm.finetune import dpo
@@ -63,10 +69,10 @@ def run_finetune_dpo(args) -> int:
     from tinygrad_llm.finetune.io import save_finetuned, write_json
     from tinygrad_llm.finetune.preference import PreferenceDataset, load_preference_data
     from tinygrad_llm.optim import AdamW
+    from tinygrad_llm.run_folder import check_output_path
     from tinygrad_llm.train.plot import plot_values
 
-    out = Path(args.out)
-    _check_out(out)
+    out = check_output_path(Path(args.out))  # (finetune.py's _check_out became run_folder's check)
     if args.lr <= 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     if args.beta <= 0:
@@ -89,19 +95,22 @@ def run_finetune_dpo(args) -> int:
     allowed = min(args.max_length or context, context)
     average = not args.sum_logprobs
     train_set, val_set = (PreferenceDataset(d, tokenizer, allowed_max_length=allowed) for d in (train_data, val_data))
-    if len(train_set) < args.batch_size:
-        raise ValueError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} training records")
+    if len(train_set) < args.batch_size * comm.world_size:
+        raise ValueError(f"--batch-size {args.batch_size} x {comm.world_size} process(es) is larger than the "
+                         f"{len(train_set)} training records")
     counts = _counts(model)
     _log(f"DPO on {described}: {counts['trainable_parameters']:,} parameters trainable; {len(train_set)} / "
          f"{len(val_set)} train/val preference pairs; beta {args.beta}, lr {args.lr}, "
-         f"{'summed' if args.sum_logprobs else 'averaged'} log-probabilities -> {out}")
+         f"{'summed' if args.sum_logprobs else 'averaged'} log-probabilities{describe_processes(comm, args.batch_size)}"
+         f" -> {out}")
 
     start = time.perf_counter()
     for dataset in (train_set, val_set):  # the starting model is the reference: score every pair once, now
         dpo.precompute_reference_logprobs(model, dataset, args.batch_size, average, args.device)
     reference_s = time.perf_counter() - start
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed)
-    val_loader = DataLoader(val_set, batch_size=args.batch_size, drop_last=False)
+    batch = args.batch_size * comm.world_size  # --batch-size is per process: each takes its rows
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
+    val_loader = DataLoader(val_set, batch_size=batch, drop_last=False)
     full_train_loader = DataLoader(train_set, batch_size=args.batch_size, drop_last=False)
     before = dpo.evaluate_dpo_loss_loader(model, None, train_loader, val_loader, args.beta, args.eval_iter, average,
                                           args.device)
@@ -110,8 +119,10 @@ def run_finetune_dpo(args) -> int:
     start = time.perf_counter()
     tracking = dpo.train_model_dpo_simple(model, None, train_loader, val_loader, optimizer, args.epochs, args.beta,
                                           args.eval_freq, args.eval_iter, average=average, device=args.device,
-                                          log=_log)
+                                          log=_log, parallel=DataParallel(comm, model, optimizer))
     train_s = time.perf_counter() - start
+    if not comm.is_root:
+        return 0  # process 0 evaluates and writes
     after = dpo.evaluate_dpo_loss_loader(model, None, full_train_loader, val_loader, args.beta, None, average,
                                          args.device)
     metrics = {

@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from tinygrad_llm.cli.common import add_device_argument, finite_float, nonnegative_float, nonnegative_int, positive_int
+from tinygrad_llm.cli.common import (add_device_argument, describe_processes, finite_float, nonnegative_float,
+                                     nonnegative_int, positive_int)
 
 TOKENIZERS = ("gpt2", "byte")
 
@@ -172,10 +173,17 @@ def _apply_lora(args, model) -> dict | None:
 
 
 def _claimed(run):
-    """``run(args, out)`` with --out checked, locked and marked first (before any data or model is read)."""
+    """``run(args, out)`` with --out checked, locked and marked first (before any data or model is read).
+    Under ``mpiexec -n N`` (data-parallel) process 0 alone claims the folder, prints and writes."""
     def command(args) -> int:
-        from tinygrad_llm.run_folder import claim
+        from tinygrad_llm.cli.common import start_data_parallel
+        from tinygrad_llm.run_folder import check_output_path, claim
 
+        args.comm = start_data_parallel(args.device, args.threads)
+        if args.comm is None:
+            return 0
+        if not args.comm.is_root:
+            return run(args, check_output_path(args.out))
         with claim(args.out, args.command, overwrite=args.overwrite) as out:
             return run(args, out)
 
@@ -198,6 +206,7 @@ def run_finetune_classifier(args, out: Path) -> int:
     from tinygrad_llm.finetune.spam_data import (CLASS_NAMES, SpamDataset, create_balanced_dataset, find_spam_file,
                                                  random_split, read_sms_spam)
     from tinygrad_llm.optim import AdamW
+    from tinygrad_llm.train.parallel import DataParallel
 
     args.default_preset = "tiny"
     texts, labels = read_sms_spam(find_spam_file(args.data))
@@ -229,19 +238,23 @@ def run_finetune_classifier(args, out: Path) -> int:
     if lr <= 0:
         raise ValueError(f"--lr must be positive, got {lr}")
     optimizer = AdamW(C.trainable_parameters(model), lr=lr, weight_decay=args.weight_decay)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed)
-    val_loader = DataLoader(val_set, batch_size=args.batch_size, drop_last=False)
-    test_loader = DataLoader(test_set, batch_size=args.batch_size, drop_last=False)
+    parallel = DataParallel(args.comm, model, optimizer)
+    batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
+    val_loader = DataLoader(val_set, batch_size=batch, drop_last=False)
+    test_loader = DataLoader(test_set, batch_size=batch, drop_last=False)
     counts = _counts(model)
     _log(f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier ({trainable}"
          f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {counts['trainable_parameters']:,} of "
          f"{counts['total_parameters']:,} parameters trainable; {len(train_set)} / {len(val_set)} / {len(test_set)} "
-         f"messages of {max_length} tokens -> {out}")
+         f"messages of {max_length} tokens{describe_processes(args.comm, args.batch_size)} -> {out}")
 
     start = time.perf_counter()
     C.train_classifier_simple(model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs,
-                              eval_freq=args.eval_freq, eval_iter=args.eval_iter, log=_log)
+                              eval_freq=args.eval_freq, eval_iter=args.eval_iter, log=_log, parallel=parallel)
     train_s = time.perf_counter() - start
+    if not args.comm.is_root:
+        return 0  # process 0 scores the model and writes it
     model.eval()
     metrics = {}
     for name, loader in (("train", train_loader), ("val", val_loader), ("test", test_loader)):
@@ -272,6 +285,7 @@ def run_finetune_instruct(args, out: Path) -> int:
     from tinygrad_llm.finetune.judge import OllamaJudge, score_responses
     from tinygrad_llm.finetune.lora import merge_lora
     from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
+    from tinygrad_llm.train.parallel import DataParallel
     from tinygrad_llm.train.simple import evaluate_model
 
     args.default_preset = "small-cpu"
@@ -298,25 +312,31 @@ def run_finetune_instruct(args, out: Path) -> int:
     allowed = min(args.max_length or context, context)
     datasets = [I.InstructionDataset(d, tokenizer, allowed_max_length=allowed, mask_inputs=args.mask_inputs)
                 for d in (train_data, val_data)]
-    train_loader = DataLoader(datasets[0], batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed)
-    val_loader = DataLoader(datasets[1], batch_size=args.batch_size, drop_last=False)
+    batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
+    train_loader = DataLoader(datasets[0], batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
+    val_loader = DataLoader(datasets[1], batch_size=batch, drop_last=False)
     lr = args.lr if args.lr is not None else (5e-5 if args.init_from else 1e-3)
     if lr <= 0:
         raise ValueError(f"--lr must be positive, got {lr}")
     optimizer = AdamW(param_groups_for_weight_decay(model, args.weight_decay), lr=lr)
+    parallel = DataParallel(args.comm, model, optimizer)
     counts = _counts(model)
     _log(f"instruction fine-tuning {described}{' with LoRA rank %d' % lora['rank'] if lora else ''}: "
          f"{counts['trainable_parameters']:,} of {counts['total_parameters']:,} parameters trainable; "
-         f"{len(train_data)} / {len(val_data)} / {len(test_data)} train/val/test records -> {out}")
+         f"{len(train_data)} / {len(val_data)} / {len(test_data)} train/val/test records"
+         f"{describe_processes(args.comm, args.batch_size)} -> {out}")
 
     from tinygrad_llm.train.simple import train_model_simple
 
     start = time.perf_counter()
     train_losses, val_losses, _ = train_model_simple(
         model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
-        eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer)
+        eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer, parallel=parallel)
     train_s = time.perf_counter() - start
-    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, args.device, args.eval_iter)
+    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, args.device, args.eval_iter,
+                                          parallel=parallel)
+    if not args.comm.is_root:
+        return 0  # process 0 answers the test instructions and writes the model
     if lora:
         merge_lora(model)
     _log(f"answering {len(test_data)} test instructions ...")

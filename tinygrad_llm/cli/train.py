@@ -186,7 +186,7 @@ def run_train(args) -> int:
     from tinygrad_llm.checkpoint import NoCheckpointError, find_checkpoint
     from tinygrad_llm.run_folder import check_output_path, claim
 
-    comm = start_data_parallel(args.device)  # under mpiexec: this process's place among the N
+    comm = start_data_parallel(args.device, args.threads)  # under mpiexec: this process's place among the N
     if comm is None:
         return 0
     if args.resume and args.overwrite:

@@ -118,28 +118,35 @@ def calc_accuracy_loader(data_loader, model, device: str | None = None, num_batc
     return correct / seen
 
 
-def evaluate_model(model, train_loader, val_loader, device, eval_iter: int) -> tuple[float, float]:
+def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, parallel=None) -> tuple[float, float]:
     """Mean classification loss over ``eval_iter`` batches of each loader, in eval mode."""
-    return simple.evaluate_model(model, train_loader, val_loader, device, eval_iter, loss_batch=calc_loss_batch)
+    return simple.evaluate_model(model, train_loader, val_loader, device, eval_iter, loss_batch=calc_loss_batch,
+                                 parallel=parallel)
 
 
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
-                            eval_iter: int, log=print):
+                            eval_iter: int, log=print, parallel=None):
     """The book's loop: every ``eval_freq`` steps the train/val loss, after every epoch the train/val accuracy
-    over ``eval_iter`` batches. Returns (train_losses, val_losses, train_accs, val_accs, examples_seen)."""
+    over ``eval_iter`` batches. Returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
+    ``parallel``: a ``train.parallel.DataParallel`` (the loaders then yield every process's rows; the
+    accuracies are computed by every process on the whole batches)."""
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     for epoch in range(num_epochs):
         model.train()
         for input_batch, target_batch in train_loader:
+            examples_seen += input_batch.shape[0]
+            if parallel is not None:
+                input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
             optimizer.zero_grad()
             loss = calc_loss_batch(input_batch, target_batch, model, device)
             loss.backward()
+            if parallel is not None:
+                parallel.average_gradients()
             optimizer.step()
-            examples_seen += input_batch.shape[0]
             global_step += 1
             if global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter, parallel)
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 if log:

@@ -167,12 +167,15 @@ def precompute_reference_logprobs(reference_model, dataset, batch_size: int = 8,
 
 def train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader, optimizer, num_epochs: int,
                            beta: float, eval_freq: int, eval_iter: int, start_context: str | None = None,
-                           tokenizer=None, average: bool = True, device: str | None = None, log=print) -> dict:
+                           tokenizer=None, average: bool = True, device: str | None = None, log=print,
+                           parallel=None) -> dict:
     """The book's DPO loop: a step per batch; every ``eval_freq`` steps the train/val loss and rewards over
     ``eval_iter`` batches; after each epoch a sample for ``start_context`` when a tokenizer is given.
 
     Returns the book's tracking dict: train_losses, train_chosen_rewards, train_rejected_rewards, val_losses,
     val_chosen_rewards, val_rejected_rewards (one entry per evaluation) and tokens_seen, plus steps.
+    ``parallel``: a ``train.parallel.DataParallel`` (each process trains on its rows of the loaders' batches
+    and evaluates on the whole batches, so every process logs the same numbers).
     """
     tracking = {"train_losses": [], "train_chosen_rewards": [], "train_rejected_rewards": [], "val_losses": [],
                 "val_chosen_rewards": [], "val_rejected_rewards": [], "tokens_seen": [], "steps": []}
@@ -180,14 +183,18 @@ def train_model_dpo_simple(policy_model, reference_model, train_loader, val_load
     for epoch in range(num_epochs):
         policy_model.train()
         for batch in train_loader:
+            tokens_seen += batch["chosen"].size
+            if parallel is not None:
+                batch = parallel.rows(batch)
             optimizer.zero_grad()
             loss, _, _ = compute_dpo_loss_batch(batch, policy_model, reference_model, beta, average, device)
             loss.backward()
+            if parallel is not None:
+                parallel.average_gradients()
             optimizer.step()
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"DPO loss became {loss.item()} at step {global_step + 1}: lower the "
                                          "learning rate")
-            tokens_seen += batch["chosen"].size
             global_step += 1
             if global_step % eval_freq == 0:
                 res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader, val_loader, beta,

@@ -4,9 +4,14 @@ Every process draws the same global batch from the same seeded loader (``batch_s
 and takes its own rows of it, so the processes see disjoint shares of one stream, and N processes with
 batch b see exactly the windows one process with batch N*b would. Losses of a share are weighted by its
 rows, so a mean over processes is the mean one process would compute over the whole batch.
+
+The book's loops (``train_model_simple``, ``train_classifier_simple``) take a ``DataParallel`` and make two
+calls per step: ``parallel.rows(batch)`` before the forward pass, ``parallel.average_gradients()`` before
+``optimizer.step()``; ``Trainer`` does the same through its communicator.
 """
 from __future__ import annotations
 
+from tinygrad_llm.dist import GradientReducer, SingleProcess, broadcast_parameters
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 
@@ -33,3 +38,28 @@ def calc_loss_loader_parallel(data_loader, model, device, num_batches, comm, los
                 total += loss_batch(mine, local_rows(targets, comm), model, device).item() * len(mine) / len(inputs)
             count += 1
     return comm.sum(total) / count if count else float("nan")
+
+
+class DataParallel:
+    """The calls a training loop makes to train data-parallel over ``comm``'s processes (with one process,
+    each is a no-op). Construction makes every process start from process 0's parameters."""
+
+    def __init__(self, comm, model, optimizer):
+        self.comm = comm or SingleProcess()
+        self.reducer = None
+        if self.comm.world_size > 1:
+            broadcast_parameters(model.parameters(), self.comm)
+            self.reducer = GradientReducer([p for g in optimizer.param_groups for p in g["params"]], self.comm)
+
+    def rows(self, batch):
+        """This process's rows of a global batch (an array, or a dict of arrays such as DPO's)."""
+        if isinstance(batch, dict):
+            return {key: self.rows(value) if getattr(value, "ndim", 0) else value for key, value in batch.items()}
+        return local_rows(batch, self.comm)
+
+    def average_gradients(self) -> None:
+        if self.reducer is not None:
+            self.reducer.reduce()
+
+    def loss_loader(self, data_loader, model, device, num_batches, loss_batch=None) -> float:
+        return calc_loss_loader_parallel(data_loader, model, device, num_batches, self.comm, loss_batch)

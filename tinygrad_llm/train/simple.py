@@ -13,14 +13,16 @@ from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 
 
-def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, loss_batch=None) -> tuple[float, float]:
+def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, loss_batch=None,
+                   parallel=None) -> tuple[float, float]:
     """Mean loss over the first ``eval_iter`` batches of each loader, in eval mode (dropout off);
-    ``loss_batch`` as in ``calc_loss_loader``."""
+    ``loss_batch`` as in ``calc_loss_loader``; with ``parallel`` (data-parallel) each process scores its rows."""
     was_training = model.training
     model.eval()
+    loss_loader = parallel.loss_loader if parallel is not None else calc_loss_loader
     with no_grad():
-        train_loss = calc_loss_loader(train_loader, model, device, eval_iter, loss_batch)
-        val_loss = calc_loss_loader(val_loader, model, device, eval_iter, loss_batch)
+        train_loss = loss_loader(train_loader, model, device, eval_iter, loss_batch)
+        val_loss = loss_loader(val_loader, model, device, eval_iter, loss_batch)
     model.train(was_training)
     return train_loss, val_loss
 
@@ -36,24 +38,30 @@ def generate_and_print_sample(model, tokenizer, device, start_context: str, max_
 
 
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
-                       eval_iter: int, start_context: str, tokenizer):
+                       eval_iter: int, start_context: str, tokenizer, parallel=None):
     """Train for ``num_epochs``; every ``eval_freq`` steps log the train and validation loss.
 
     Returns (train_losses, val_losses, track_tokens_seen), one entry per evaluation, as the book.
+    ``parallel``: a ``train.parallel.DataParallel`` (the loaders then yield every process's rows).
     """
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
     for epoch in range(num_epochs):
         model.train()
         for input_batch, target_batch in train_loader:
+            tokens_seen += input_batch.size
+            if parallel is not None:
+                input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
             optimizer.zero_grad()
             loss = calc_loss_batch(input_batch, target_batch, model, device)
             loss.backward()
+            if parallel is not None:
+                parallel.average_gradients()
             optimizer.step()
-            tokens_seen += input_batch.size
             global_step += 1
             if global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter,
+                                                      parallel=parallel)
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 track_tokens_seen.append(tokens_seen)
