@@ -9,6 +9,7 @@ that dropout, initialisation and sampling draw from.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -163,6 +164,64 @@ def set_rng_state(state: dict) -> None:
         raise ValueError(f"the saved CUDA random state has {saved.size} bytes, this GPU's generator "
                          f"{device_states.size}: it was saved on a GPU with another number of multiprocessors")
     device_states[...] = _import_cupy().asarray(saved).reshape(-1).view(np.int8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mixed precision: the dtype matrix products compute in. Parameters, activations and gradients stay
+# float32 (the "master" copy); inside ``autocast(np.float16)`` each float32 matrix product (linear layers,
+# attention) casts its two operands to float16, multiplies -- on tensor cores on a GPU, summing in float32 --
+# and casts the result back to float32. Its backward does the same with the incoming gradient, which is
+# where float16's range runs out: tiny gradients flush to 0, which loss scaling (tinygrad_llm.amp) prevents.
+
+LOW_PRECISION = ("fp16", "bf16")
+_autocast_dtype: np.dtype | None = None
+
+
+@contextlib.contextmanager
+def autocast(dtype):
+    """Inside the block, float32 matrix products compute in ``dtype`` (float16 or ml_dtypes.bfloat16);
+    None switches it off. Other operations, and float64 (gradient checks), are unaffected."""
+    global _autocast_dtype
+    previous, _autocast_dtype = _autocast_dtype, (None if dtype is None else np.dtype(dtype))
+    try:
+        yield
+    finally:
+        _autocast_dtype = previous
+
+
+def autocast_dtype(array_dtype) -> np.dtype | None:
+    """The dtype a matrix product of ``array_dtype`` operands computes in now: None for "as they are"."""
+    return _autocast_dtype if _autocast_dtype is not None and array_dtype == np.float32 else None
+
+
+def low_precision_dtype(name: str) -> np.dtype:
+    """numpy.float16 for 'fp16'; ml_dtypes.bfloat16 for 'bf16' (NumPy has no bfloat16 of its own)."""
+    if name == "fp16":
+        return np.dtype(np.float16)
+    if name != "bf16":
+        raise ValueError(f"low-precision dtype {name!r}: expected one of {LOW_PRECISION}")
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise RuntimeError("bf16 needs the ml_dtypes package for NumPy's bfloat16: pip install ml-dtypes") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def set_float32_matmul_precision(precision: str) -> None:
+    """'highest' (float32 matrix products in full float32) or 'high' (TF32 on the tensor cores of an Ampere or
+    newer GPU: a 10-bit mantissa on the inputs, float32 sums), as ``torch.set_float32_matmul_precision``.
+
+    Only CuPy's products change (its cuBLAS compute type, the setting ``CUPY_TF32=1`` chooses at start);
+    NumPy's have no TF32 and stay as they are."""
+    if precision not in ("highest", "high"):
+        raise ValueError(f"set_float32_matmul_precision: expected 'highest' or 'high', got {precision!r}")
+    if _cupy is None and "cupy" not in sys.modules:
+        if precision == "highest":
+            return  # CuPy never loaded: its products still have their default
+        _import_cupy()
+    from cupy._core import _routines_linalg as linalg  # not public API: set_compute_type is CuPy's one switch
+
+    linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if precision == "high" else linalg.COMPUTE_TYPE_DEFAULT)
 
 
 def result_dtype(data) -> np.dtype:

@@ -93,6 +93,13 @@ def describe_processes(comm, batch_size: int) -> str:
             f"x batch {batch_size}")
 
 
+def add_precision_argument(parser) -> None:
+    parser.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"), default="fp32",
+                        help="fp32 (default); tf32: GPU float32 products on TF32 tensor cores; fp16: float16 "
+                             "matrix products, float32 weights, dynamic loss scaling; bf16: bfloat16 products "
+                             "(needs ml-dtypes). Meant for GPUs: NumPy's float16/bfloat16 products are slow")
+
+
 def add_sampling_arguments(parser) -> None:
     parser.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate (default 200)")
     parser.add_argument("--temperature", type=nonnegative_float, default=0.8,

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from tinygrad_llm.cli.common import (add_device_argument, describe_processes, finite_float, nonnegative_float,
-                                     nonnegative_int, positive_int)
+from tinygrad_llm.cli.common import (add_device_argument, add_precision_argument, describe_processes, finite_float,
+                                     nonnegative_float, nonnegative_int, positive_int)
 
 TOKENIZERS = ("gpt2", "byte")
 
@@ -44,6 +44,7 @@ def _add_run_arguments(p) -> None:
     run.add_argument("--seed", type=nonnegative_int, default=123,
                      help="seed of the split, initialisation and shuffling (default 123)")
     add_device_argument(run)
+    add_precision_argument(run)
     run.add_argument("--out", required=True, metavar="DIR", help="folder for the fine-tuned model and results "
                                                                  "(new or empty, unless --overwrite)")
     run.add_argument("--overwrite", action="store_true",
@@ -251,7 +252,8 @@ def run_finetune_classifier(args, out: Path) -> int:
 
     start = time.perf_counter()
     C.train_classifier_simple(model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs,
-                              eval_freq=args.eval_freq, eval_iter=args.eval_iter, log=_log, parallel=parallel)
+                              eval_freq=args.eval_freq, eval_iter=args.eval_iter, log=_log, parallel=parallel,
+                              precision=args.precision)
     train_s = time.perf_counter() - start
     if not args.comm.is_root:
         return 0  # process 0 scores the model and writes it
@@ -331,7 +333,8 @@ def run_finetune_instruct(args, out: Path) -> int:
     start = time.perf_counter()
     train_losses, val_losses, _ = train_model_simple(
         model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
-        eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer, parallel=parallel)
+        eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer, parallel=parallel,
+        precision=args.precision)
     train_s = time.perf_counter() - start
     train_loss, val_loss = evaluate_model(model, train_loader, val_loader, args.device, args.eval_iter,
                                           parallel=parallel)

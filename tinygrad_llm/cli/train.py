@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tinygrad_llm.cli.common import (add_device_argument, describe_processes, finite_float, nonnegative_float,
-                                     nonnegative_int, positive_int, start_data_parallel)
+from tinygrad_llm.cli.common import (add_device_argument, add_precision_argument, describe_processes, finite_float,
+                                     nonnegative_float, nonnegative_int, positive_int, start_data_parallel)
 
 DEFAULT_PRESET = "mini"
 DEFAULTS = {  # the main job: a character-level GPT on pydoc_data, a few minutes on 2 CPU cores
@@ -63,6 +63,7 @@ def add_parser(sub) -> None:
     run.add_argument("--eval-iters", type=positive_int, default=DEFAULTS["eval_iters"], help="batches per evaluation")
     run.add_argument("--seed", type=nonnegative_int, default=1337, help="seed of initialisation, shuffling and dropout")
     add_device_argument(run)
+    add_precision_argument(run)
     run.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/<data name>)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in --out exactly where it stopped")
     run.add_argument("--overwrite", action="store_true",
@@ -90,7 +91,8 @@ FIXED_ON_RESUME = ("data", "tokenizer", "vocab_size", "val_fraction", "preset", 
                    "emb_dim", "context_length", "dropout", "batch_size", "grad_accum", "seed")
 # These a resumed run may change: train longer, with another schedule, evaluate more often.
 OVERRIDABLE_ON_RESUME = ("max_steps", "epochs", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
-                         "eval_interval", "eval_iters", "keep_last", "sample_prompt", "sample_tokens")
+                         "eval_interval", "eval_iters", "keep_last", "sample_prompt", "sample_tokens",
+                         "precision")
 
 
 def run_settings(args) -> dict:
@@ -277,7 +279,8 @@ def _train(args, out: Path, changed: list, comm) -> int:
         max_steps=args.max_steps, epochs=args.epochs,
         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, min_lr=args.min_lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
-        eval_interval=args.eval_interval, eval_iters=args.eval_iters, seed=args.seed, keep_last=args.keep_last)
+        eval_interval=args.eval_interval, eval_iters=args.eval_iters, seed=args.seed, keep_last=args.keep_last,
+        precision=args.precision)
     # stride 1 would give every offset; half a window keeps epochs short and windows varied
     train_set = GPTDataset(train_ids, ctx, stride=max(ctx // 2, 1))
     val_set = GPTDataset(val_ids, ctx, stride=ctx)

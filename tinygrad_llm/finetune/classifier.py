@@ -19,6 +19,7 @@ import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
+from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.nn import Linear
 from tinygrad_llm.tensor import Tensor, no_grad
 from tinygrad_llm.train import losses as lm_losses
@@ -125,13 +126,16 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, para
 
 
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
-                            eval_iter: int, log=print, parallel=None):
+                            eval_iter: int, log=print, parallel=None,
+                            precision: str = "fp32"):
     """The book's loop: every ``eval_freq`` steps the train/val loss, after every epoch the train/val accuracy
     over ``eval_iter`` batches. Returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
     ``parallel``: a ``train.parallel.DataParallel`` (the loaders then yield every process's rows; the
-    accuracies are computed by every process on the whole batches)."""
+    accuracies are computed by every process on the whole batches). ``precision``: fp32 (the book's loop), or
+    tf32/fp16/bf16 on a GPU (see tinygrad_llm.amp)."""
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
+    amp = MixedPrecision(precision, model.device)  # for fp32 its steps are loss.backward(), optimizer.step()
     for epoch in range(num_epochs):
         model.train()
         for input_batch, target_batch in train_loader:
@@ -139,11 +143,12 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
             if parallel is not None:
                 input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
             optimizer.zero_grad()
-            loss = calc_loss_batch(input_batch, target_batch, model, device)
-            loss.backward()
+            with amp.autocast():
+                loss = calc_loss_batch(input_batch, target_batch, model, device)
+            amp.backward(loss)
             if parallel is not None:
                 parallel.average_gradients()
-            optimizer.step()
+            amp.step(optimizer)
             global_step += 1
             if global_step % eval_freq == 0:
                 train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter, parallel)

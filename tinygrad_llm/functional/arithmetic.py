@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from tinygrad_llm import threads
+from tinygrad_llm import backend, threads
 from tinygrad_llm.functional._common import as_tensor, sum_to
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -137,10 +137,20 @@ class MatMul(Function):
     """a @ b with NumPy's rules: batched, broadcasting batch axes, 1-D operands promoted and dropped."""
 
     def forward(self, a, b):
+        self.low = backend.autocast_dtype(np.result_type(a.dtype, b.dtype))  # mixed precision (backend.autocast)
+        if self.low is not None:
+            a, b = a.astype(self.low), b.astype(self.low)
         self.a, self.b = a, b
-        return threads.matmul(a, b)  # a @ b, on as many threads as a product of this size should get
+        y = threads.matmul(a, b)  # a @ b, on as many threads as a product of this size should get
+        return y if self.low is None else y.astype(np.float32)
 
     def backward(self, gy):
+        ga, gb = self._backward(gy if self.low is None else gy.astype(self.low))
+        if self.low is not None:  # gradients in float32, as the operands were
+            ga, gb = (None if g is None else g.astype(np.float32) for g in (ga, gb))
+        return ga, gb
+
+    def _backward(self, gy):
         xp, a, b = self.xp, self.a, self.b
         # Promote 1-D operands as matmul did: a (n,) -> (1, n), b (n,) -> (n, 1), and restore the axes
         # the product dropped from gy.

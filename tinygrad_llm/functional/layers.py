@@ -18,20 +18,32 @@ class Linear(Function):
     """y = x W^T + b with W of shape (out, in), as torch.nn.Linear; x is (..., in)."""
 
     def forward(self, x, weight, bias=None):
+        self.low = backend.autocast_dtype(x.dtype)  # mixed precision: the product in float16/bfloat16
+        if self.low is not None:
+            x, weight = x.astype(self.low), weight.astype(self.low)
         self.x, self.weight = x, weight
         y = threads.matmul(x, weight.T)  # (..., in) @ (in, out) -> (..., out)
+        if self.low is not None:
+            y = y.astype(np.float32)  # results, and so activations, stay float32
         if bias is not None:
             y += bias
         return y
 
     def backward(self, gy):
         x, w = self.x, self.weight
-        gx = threads.matmul(gy, w) if self.needs_grad[0] else None  # dL/dx = gy W
+        g = gy if self.low is None else gy.astype(self.low)  # the products in the forward's precision
+        gx = _float32(threads.matmul(g, w), self.low) if self.needs_grad[0] else None  # dL/dx = gy W
         rows = math.prod(gy.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
-        gy2 = gy.reshape(rows, gy.shape[-1])  # (N, out): fold the batch axes into rows
-        gw = threads.matmul(gy2.T, x.reshape(rows, x.shape[-1])) if self.needs_grad[1] else None  # dL/dW = gy^T x
-        gb = gy2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None  # dL/db = sum gy
+        g2 = g.reshape(rows, gy.shape[-1])  # (N, out): fold the batch axes into rows
+        gw = (_float32(threads.matmul(g2.T, x.reshape(rows, x.shape[-1])), self.low)  # dL/dW = gy^T x
+              if self.needs_grad[1] else None)
+        gb = gy.reshape(g2.shape).sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None  # dL/db = sum gy
         return gx, gw, gb
+
+
+def _float32(array, low):
+    """A product computed in low precision, back in float32 (unchanged when ``low`` is None)."""
+    return array if low is None else array.astype(np.float32)
 
 
 class Embedding(Function):

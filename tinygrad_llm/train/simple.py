@@ -8,6 +8,7 @@ The configurable loop with checkpoints, schedules and resume is ``Trainer`` (tra
 """
 from __future__ import annotations
 
+from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.generate import generate, text_to_token_ids, token_ids_to_text
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
@@ -38,14 +39,17 @@ def generate_and_print_sample(model, tokenizer, device, start_context: str, max_
 
 
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
-                       eval_iter: int, start_context: str, tokenizer, parallel=None):
+                       eval_iter: int, start_context: str, tokenizer, parallel=None,
+                       precision: str = "fp32"):
     """Train for ``num_epochs``; every ``eval_freq`` steps log the train and validation loss.
 
     Returns (train_losses, val_losses, track_tokens_seen), one entry per evaluation, as the book.
     ``parallel``: a ``train.parallel.DataParallel`` (the loaders then yield every process's rows).
+    ``precision``: fp32 (the book's loop), or tf32/fp16/bf16 on a GPU (see tinygrad_llm.amp).
     """
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
+    amp = MixedPrecision(precision, model.device)  # for fp32 its steps are loss.backward(), optimizer.step()
     for epoch in range(num_epochs):
         model.train()
         for input_batch, target_batch in train_loader:
@@ -53,11 +57,12 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
             if parallel is not None:
                 input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
             optimizer.zero_grad()
-            loss = calc_loss_batch(input_batch, target_batch, model, device)
-            loss.backward()
+            with amp.autocast():
+                loss = calc_loss_batch(input_batch, target_batch, model, device)
+            amp.backward(loss)
             if parallel is not None:
                 parallel.average_gradients()
-            optimizer.step()
+            amp.step(optimizer)
             global_step += 1
             if global_step % eval_freq == 0:
                 train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter,

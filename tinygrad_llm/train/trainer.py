@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinygrad_llm import backend, run_folder
+from tinygrad_llm.amp import PRECISIONS, MixedPrecision
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.dist import GradientReducer, SingleProcess, ZeroAdamW, broadcast_parameters
 from tinygrad_llm.files import atomic_write
-from tinygrad_llm.optim import AdamW, clip_grad_norm_, lr_at, param_groups_for_weight_decay
+from tinygrad_llm.optim import AdamW, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 from tinygrad_llm.train.parallel import calc_loss_loader_parallel, local_rows
@@ -70,6 +71,7 @@ class TrainConfig:
     eval_iters: int = 20
     seed: int = 1337
     keep_last: int = 2
+    precision: str = "fp32"  # fp32, tf32, fp16 or bf16: see tinygrad_llm.amp
 
     def __post_init__(self):
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "keep_last"):
@@ -88,6 +90,8 @@ class TrainConfig:
             raise ValueError("lr must be positive, got 0")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.betas = tuple(self.betas)
 
     @property
@@ -126,6 +130,7 @@ class Trainer:
             self.grad_reducer = GradientReducer(trainable, self.comm)
             if zero:
                 self.optimizer = ZeroAdamW(self.optimizer, self.grad_reducer)
+        self.precision = MixedPrecision(config.precision, self.device)  # fp16: a loss scale, saved with the run
         steps_per_epoch = max(len(self.train_loader) // config.grad_accum, 1)
         self.total_steps = config.max_steps or (config.epochs or 1) * steps_per_epoch
         self.step, self.tokens_seen, self.elapsed_s = 0, 0, 0.0
@@ -157,6 +162,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.train_loader.load_state_dict(state["data"])
         backend.set_rng_state(state["rng"])
+        self.precision.load_state_dict(state.get("precision", {}))
         self.step, self.tokens_seen, self.elapsed_s = state["step"], state["tokens_seen"], state["elapsed_s"]
         self.history = list(state["history"])
         self.best = dict(state.get("best", self.best))
@@ -167,7 +173,8 @@ class Trainer:
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
                 "data": self.train_loader.state_dict(), "rng": backend.get_rng_state(),
                 "history": self.history, "train_config": dataclasses.asdict(self.config),
-                "settings": self.run_settings, "best": self.best, "world_size": self.comm.world_size}
+                "settings": self.run_settings, "best": self.best, "world_size": self.comm.world_size,
+                "precision": self.precision.state_dict()}
 
     def save(self) -> Path:
         """Write a checkpoint of the current step, then the log and the plot. The model is published in
@@ -224,8 +231,9 @@ class Trainer:
                 inputs, targets = self._next_batch()
                 tokens += inputs.size  # the global batch: every process's rows
                 inputs, targets = local_rows(inputs, self.comm), local_rows(targets, self.comm)
-                loss = calc_loss_batch(inputs, targets, model, self.device)
-                (loss / c.grad_accum).backward()  # .grad sums the micro-batches: the gradient of their mean
+                with self.precision.autocast():
+                    loss = calc_loss_batch(inputs, targets, model, self.device)
+                self.precision.backward(loss / c.grad_accum)  # .grad sums the micro-batches: the gradient of their mean
                 total = total + loss.data.astype("float64")  # summed where it is: no GPU wait per micro-batch
             # one device-to-host copy per step; the mean over processes, so that all stop together
             loss = self.comm.mean(float(total) / c.grad_accum)
@@ -239,9 +247,8 @@ class Trainer:
             self._rewind(start)
             raise
         with signals_held():  # every parameter moves, or none
-            if c.grad_clip:
-                clip_grad_norm_(model.parameters(), c.grad_clip)
-            self.optimizer.step()
+            # (fp16: gradients unscaled first; a step with an inf/NaN gradient is skipped and the scale lowered)
+            self.precision.step(self.optimizer, model.parameters(), c.grad_clip)
             self.optimizer.zero_grad()
             self.step += 1
             self.tokens_seen += tokens
@@ -261,7 +268,7 @@ class Trainer:
     def evaluate(self) -> tuple[float, float]:
         was_training = self.model.training
         self.model.eval()
-        with no_grad():
+        with no_grad(), self.precision.autocast():  # evaluated as trained
             train_loss, val_loss = self._eval_loss(self.train_eval_loader), self._eval_loss(self.val_eval_loader)
         self.model.train(was_training)
         return train_loss, val_loss

@@ -1,0 +1,181 @@
+"""Mixed precision for training loops: ``--precision fp32|tf32|fp16|bf16``, and dynamic loss scaling.
+
+    precision = MixedPrecision("fp16", device="cuda")
+    with precision.autocast():                       # matrix products in float16, the rest in float32
+        loss = calc_loss_batch(inputs, targets, model)
+    precision.backward(loss)                         # (loss * scale).backward()
+    stepped = precision.step(optimizer, grad_clip=1.0)  # unscale, skip on inf/NaN, clip, step, adapt the scale
+
+- fp32: everything in float32 (the default).
+- tf32: float32 everywhere, but a GPU's float32 matrix products use TF32 tensor cores (10-bit mantissa
+  inputs, float32 sums): ``backend.set_float32_matmul_precision("high")``. Nothing changes on the CPU.
+- fp16 / bf16: the weights stay float32 (the "master" copy the optimizer updates) and every matrix product
+  computes in float16 / bfloat16 (``backend.autocast``). bfloat16 has float32's range, so it needs no loss
+  scaling; float16's smallest normal number is 6e-5, so small gradients would flush to zero: the loss is
+  multiplied by a large scale before backward, the gradients divided by it before the update.
+
+``GradScaler`` follows ``torch.amp.GradScaler``: scale 2^16 to start; a step whose gradients hold an inf or
+NaN is skipped and the scale halved; after 2,000 steps in a row without one, the scale doubles.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from tinygrad_llm import backend
+from tinygrad_llm.optim import clip_grad_norm_
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+
+
+class GradScaler:
+    """Dynamic loss scaling, as ``torch.amp.GradScaler`` (same defaults, same order of calls)::
+
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)         # optional: before clipping, so the clip sees true gradients
+        scaler.step(optimizer)             # skipped when a gradient is inf or NaN
+        scaler.update()                    # back off on inf/NaN, grow after growth_interval clean steps
+    """
+
+    def __init__(self, init_scale: float = 2.0 ** 16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
+                 growth_interval: int = 2000, enabled: bool = True):
+        if not (math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(f"GradScaler: init_scale must be a finite number > 0, got {init_scale}")
+        if not growth_factor > 1.0:
+            raise ValueError(f"GradScaler: growth_factor must be > 1, got {growth_factor}")
+        if not 0.0 < backoff_factor < 1.0:
+            raise ValueError(f"GradScaler: backoff_factor must be in (0, 1), got {backoff_factor}")
+        if not (isinstance(growth_interval, int) and growth_interval >= 1):
+            raise ValueError(f"GradScaler: growth_interval must be a positive integer, got {growth_interval!r}")
+        self.enabled = enabled
+        self._scale = float(init_scale)
+        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+        self._growth_tracker = 0  # clean steps in a row since the scale last changed
+        self._found_inf: bool | None = None  # this step's verdict, once unscale_ has looked (None: not yet)
+
+    def get_scale(self) -> float:
+        return self._scale if self.enabled else 1.0
+
+    def scale(self, loss):
+        """``loss * scale``: its gradients come out scaled, out of float16's underflow range."""
+        return loss * self._scale if self.enabled else loss
+
+    def unscale_(self, optimizer) -> None:
+        """Divide every gradient by the scale, in place, and note whether any is inf or NaN (one host copy)."""
+        if not self.enabled or self._found_inf is not None:
+            return  # once per step, as torch (a second call would divide twice)
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        self._found_inf = False
+        if not grads:
+            return
+        xp = backend.get_array_module(grads[0])
+        inv_scale = 1.0 / self._scale  # in double, then applied in each gradient's dtype (torch: float32)
+        finite = []
+        for g in grads:
+            g *= g.dtype.type(inv_scale)
+            finite.append(xp.isfinite(g).all())
+        self._found_inf = not bool(xp.stack(finite).all())  # the one device-to-host copy
+
+    def step(self, optimizer) -> bool:
+        """``optimizer.step()`` unless a gradient is inf or NaN; True when it stepped."""
+        if not self.enabled:
+            optimizer.step()
+            return True
+        self.unscale_(optimizer)
+        if self._found_inf:
+            return False
+        optimizer.step()
+        return True
+
+    def update(self) -> None:
+        """Adapt the scale to this step's verdict: back off after inf/NaN, grow after a run of clean steps."""
+        if not self.enabled:
+            return
+        if self._found_inf is None:
+            raise RuntimeError("GradScaler.update: call step() (or unscale_()) first, once per optimizer step")
+        if self._found_inf:
+            self._scale *= self.backoff_factor
+            self._growth_tracker = 0
+        else:
+            self._growth_tracker += 1
+            if self._growth_tracker == self.growth_interval:
+                grown = self._scale * self.growth_factor
+                if math.isfinite(grown):  # torch keeps the scale when growing would overflow
+                    self._scale = grown
+                self._growth_tracker = 0
+        self._found_inf = None
+
+    @property
+    def found_inf(self) -> bool | None:
+        """Whether this step's gradients held an inf or NaN (None before unscale_/step)."""
+        return self._found_inf
+
+    def state_dict(self) -> dict:
+        """``{"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}``, as torch."""
+        if not self.enabled:
+            return {}
+        return {"scale": self._scale, "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
+                "growth_interval": self.growth_interval, "_growth_tracker": self._growth_tracker}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not self.enabled or not state:
+            return
+        self._scale = float(state["scale"])
+        self.growth_factor, self.backoff_factor = float(state["growth_factor"]), float(state["backoff_factor"])
+        self.growth_interval, self._growth_tracker = int(state["growth_interval"]), int(state["_growth_tracker"])
+        self._found_inf = None
+
+
+class MixedPrecision:
+    """What ``--precision`` sets up for a training loop on ``device``: the matrix products' dtype, TF32, and
+    (fp16 only) a GradScaler. ``fp32`` makes every method the plain float32 step."""
+
+    def __init__(self, precision: str = "fp32", device: str = "cpu"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        self.precision, self.device = precision, device
+        self.compute_dtype = backend.low_precision_dtype(precision) if precision in backend.LOW_PRECISION else None
+        if self.compute_dtype is not None and device == "cuda":
+            _check_cupy_supports(self.compute_dtype)
+        if device == "cuda":  # TF32 for tf32; back to full float32 otherwise (the setting is process-wide)
+            backend.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+        self.scaler = GradScaler(enabled=precision == "fp16")
+
+    def autocast(self):
+        """A context in which the forward pass runs at this precision (a no-op for fp32/tf32)."""
+        return backend.autocast(self.compute_dtype) if self.compute_dtype is not None else contextlib.nullcontext()
+
+    def backward(self, loss) -> None:
+        with np.errstate(over="ignore", invalid="ignore"):  # an fp16 overflow is expected now and then: the
+            self.scaler.scale(loss).backward()             # scaler skips that step (NumPy would also warn)
+
+    def step(self, optimizer, parameters=None, grad_clip: float | None = None) -> bool:
+        """Unscale (fp16), skip the update if a gradient is inf or NaN (fp16), clip ``parameters`` (default: the
+        optimizer's) to ``grad_clip``, step, adapt the scale. Returns True when the parameters moved."""
+        self.scaler.unscale_(optimizer)
+        if grad_clip and not self.scaler.found_inf:
+            if parameters is None:
+                parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            clip_grad_norm_(parameters, grad_clip)
+        stepped = self.scaler.step(optimizer)
+        self.scaler.update()
+        return stepped
+
+    def state_dict(self) -> dict:
+        return {"precision": self.precision, "grad_scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scaler.load_state_dict(state.get("grad_scaler") or {})
+
+
+def _check_cupy_supports(dtype) -> None:
+    """A clear error where this CuPy cannot multiply matrices of ``dtype`` (bfloat16 needs CuPy 14)."""
+    cupy = backend.xp_for("cuda")
+    try:
+        a = cupy.ones((2, 2), dtype=dtype)
+        (a @ a).astype(cupy.float32)
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        raise RuntimeError(f"precision {dtype.name}: CuPy {cupy.__version__} cannot compute matrix products in "
+                           f"{dtype.name} ({exc}); use fp16, or CuPy 14 or newer for bf16") from None
