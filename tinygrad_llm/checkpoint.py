@@ -37,6 +37,7 @@ import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm.files import atomic_write, fsync_dir
+from tinygrad_llm.safetensors_file import SafetensorsFile
 
 FORMAT = "tinygrad_llm.checkpoint"
 VERSION = 1
@@ -252,6 +253,33 @@ def load_checkpoint(path, *, expected_state: dict | None = None) -> Checkpoint:
                       optimizer_state=optimizer_state, trainer_state=trainer_state)
 
 
+def find_intact_checkpoint(path, *, log=None, validate=None) -> Path:
+    """The newest checkpoint of ``path`` that loads completely (``validate(checkpoint)`` may check more and
+    raise CheckpointError). When the newest is damaged and an older one is intact, ``log`` says which one is
+    bad and the older one is returned; when none is intact, the newest one's error is raised, naming it."""
+    path = Path(path)
+    newest = find_checkpoint(path)
+    if (path / MANIFEST).is_file():  # a checkpoint folder given itself: that one or nothing
+        candidates = [newest]
+    else:
+        root = newest.parent
+        older = sorted((item for item in _complete_checkpoints(root) if item[1] != newest), reverse=True)
+        candidates = [newest] + [folder for _, folder in older]
+    first_error = None
+    for folder in candidates:
+        try:
+            checkpoint = load_checkpoint(folder)
+            if validate is not None:
+                validate(checkpoint)
+        except CheckpointError as exc:
+            first_error = first_error or exc
+            continue
+        if folder != newest and log is not None:
+            log(f"the newest checkpoint {newest} is damaged ({first_error}); resuming from the older {folder.name}")
+        return folder
+    raise first_error
+
+
 def load_model_files(path, *, expected_state: dict | None = None) -> tuple[dict, dict]:
     """(model_state, config) from ``path/model.safetensors`` and ``path/config.json``.
 
@@ -268,15 +296,10 @@ def load_model_files(path, *, expected_state: dict | None = None) -> tuple[dict,
 
 
 def read_safetensors(file) -> dict:
-    """name -> numpy array; a missing, truncated or corrupt file raises CheckpointError naming it."""
-    from safetensors.numpy import load
-
-    file = Path(file)
-    data = _read_bytes(file)
-    try:
-        return load(data)
-    except Exception as exc:  # safetensors' SafetensorError (header, offsets), and anything else it raises
-        raise CheckpointError(f"{file}: not a valid safetensors file, truncated or corrupt ({exc})") from None
+    """name -> numpy array, through the one strict reader (``safetensors_file``): a missing, truncated or
+    corrupt file, a header that lies about its data, a name given twice or a NaN/infinite value raises
+    CheckpointError naming the file (and the tensor)."""
+    return SafetensorsFile(file, error=CheckpointError).read(finite=True)
 
 
 def check_state_matches(loaded: dict, expected: dict, file) -> None:
@@ -294,6 +317,10 @@ def check_state_matches(loaded: dict, expected: dict, file) -> None:
         if tuple(loaded[name].shape) != want_shape:
             raise CheckpointError(f"{file}: tensor {name!r} has shape {tuple(loaded[name].shape)}, the model "
                                   f"expects {want_shape} (a checkpoint from another model configuration)")
+        want_kind = getattr(getattr(want, "dtype", None), "kind", None)
+        if want_kind is not None and loaded[name].dtype.kind != want_kind:  # I32 for float weights is no cast
+            raise CheckpointError(f"{file}: tensor {name!r} has dtype {loaded[name].dtype}, the model expects "
+                                  f"{want.dtype} (a corrupt or foreign file)")
 
 
 def _some(names: list) -> str:

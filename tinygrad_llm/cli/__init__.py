@@ -43,27 +43,28 @@ def main(argv=None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # which options were given, not defaulted
     from tinygrad_llm.train.signals import Interrupted, terminate_as_interrupt
 
-    try:
-        if getattr(args, "threads", None) is not None:
-            from tinygrad_llm import threads
+    if getattr(args, "threads", None) is not None:
+        from tinygrad_llm import threads
 
-            threads.set_threads(args.threads)
-        with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: a run saves its checkpoint, unlocks its folder
+        threads.set_threads(args.threads)
+    # SIGTERM unwinds like Ctrl-C (a run saves its checkpoint, unlocks its folder); repeats wait for the end
+    with terminate_as_interrupt(lambda message: print(message, file=sys.stderr, flush=True)):
+        try:
             return args.run(args) or 0
-    except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else 2
-        print(f"\ninterrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'})", file=sys.stderr)
-        return 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
-    except Exception as exc:  # bad input: one line, no traceback
-        if os.environ.get("TINYGRAD_LLM_DEBUG") and not _data_parallel():
-            raise
-        message = str(exc) or type(exc).__name__
-        if isinstance(exc, MemoryError):
-            message = "out of memory: use a smaller --batch-size, --context-length or model"
-        if _data_parallel():
-            _stop_the_job(args.command, message)
-        print(f"tinygrad-llm {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else 2
+            print(f"\ninterrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'})", file=sys.stderr)
+            return 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+        except Exception as exc:  # bad input: one line, no traceback
+            if os.environ.get("TINYGRAD_LLM_DEBUG") and not _data_parallel():
+                raise
+            message = str(exc) or type(exc).__name__
+            if isinstance(exc, MemoryError):
+                message = "out of memory: use a smaller --batch-size, --context-length or model"
+            if _data_parallel():
+                _stop_the_job(args.command, message)
+            print(f"tinygrad-llm {args.command}: error: {message}", file=sys.stderr)
+            return 1
 
 
 def _data_parallel():

@@ -112,15 +112,17 @@ def add_sampling_arguments(parser) -> None:
 
 
 def load_model_and_tokenizer(checkpoint, device: str | None):
-    """The model and its tokenizer, from a run folder (config.json + model.safetensors [+ tokenizer.json]),
-    a Hugging Face GPT-2 folder or a GPT-2 model name (gpt2, gpt2-medium, ...: GPT-2's tokenizer)."""
-    import json
+    """The model and its tokenizer, from a run folder (config.json + model.safetensors + tokenizer.json), one
+    of its checkpoints (``run/checkpoints/ckpt-N``: the run's tokenizer), a Hugging Face GPT-2 folder or a
+    GPT-2 model name (gpt2, gpt2-medium, ...: GPT-2's tokenizer).
 
-    from tinygrad_llm.checkpoint import (CONFIG_FILE, MODEL_FILE, CheckpointError, check_state_matches,
-                                         load_model_files)
-    from tinygrad_llm.model import GPTConfig, GPTModel
-    from tinygrad_llm.model.pretrained import ALIASES, HF_MODELS, is_hf_config
-    from tinygrad_llm.tokenizer import get_tokenizer, load_tokenizer
+    The one validation of config + weights + tokenizer together: ``from_pretrained`` checks config.json's
+    sizes against the weights file's header before allocating, then every name, shape, dtype and value;
+    here the tokenizer's vocabulary is checked against the model's.
+    """
+    from tinygrad_llm.model import GPTModel
+    from tinygrad_llm.model.pretrained import ALIASES, HF_MODELS
+    from tinygrad_llm.tokenizer import get_tokenizer
 
     folder = Path(checkpoint)
     if not folder.exists() and (str(checkpoint) in HF_MODELS or str(checkpoint) in ALIASES):
@@ -129,21 +131,32 @@ def load_model_and_tokenizer(checkpoint, device: str | None):
         raise FileNotFoundError(f"{folder}: no such checkpoint folder (nor a model name: {', '.join(HF_MODELS)})")
     if not folder.is_dir():
         raise ValueError(f"{folder}: expected a folder with config.json and model.safetensors")
-    try:
-        hf_layout = is_hf_config(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        hf_layout = False  # missing or unreadable: load_model_files below names the problem
-    if hf_layout:  # a Hugging Face GPT-2 folder: its vocabulary is GPT-2's
-        return GPTModel.from_pretrained(folder, device=device), get_tokenizer("gpt2")
-    state, config = load_model_files(folder)
-    try:
-        model = GPTModel(GPTConfig.from_dict(config))
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: not a model configuration this GPT can build ({exc})") from None
-    check_state_matches(state, model.state_dict(), folder / MODEL_FILE)
-    model.load_state_dict(state)
-    if device:
-        model.to(device)
-    model.eval()
-    tokenizer = load_tokenizer(folder) if (folder / "tokenizer.json").exists() else get_tokenizer("gpt2")
-    return model, tokenizer
+    model = GPTModel.from_pretrained(folder, device=device)
+    return model, tokenizer_for(folder, model.config.vocab_size)
+
+
+GPT2_VOCAB = 50257
+
+
+def tokenizer_for(folder: Path, vocab_size: int):
+    """The tokenizer that belongs with the model in ``folder``: its tokenizer.json (a checkpoint folder's is
+    the run's, two levels up), else GPT-2's for a model with GPT-2's vocabulary; checked against
+    ``vocab_size``. Anything else is an error naming tokenizer.json and what was expected."""
+    from tinygrad_llm.tokenizer import TOKENIZER_FILE, get_tokenizer, load_tokenizer
+
+    file = folder / TOKENIZER_FILE
+    if not file.is_file() and folder.parent.name == "checkpoints":  # run/checkpoints/ckpt-N
+        file = folder.parent.parent / TOKENIZER_FILE
+    if file.is_file():
+        tokenizer = load_tokenizer(file)
+        fits = tokenizer.n_vocab <= vocab_size if tokenizer.name == "gpt2" else tokenizer.n_vocab == vocab_size
+        if not fits:
+            raise ValueError(f"{file}: a {tokenizer.name} tokenizer of {tokenizer.n_vocab} tokens, but the model in "
+                             f"{folder} has a vocabulary of {vocab_size}: the tokenizer and the model do not belong "
+                             "together (copy the tokenizer.json of the run that trained this model)")
+        return tokenizer
+    if vocab_size in (GPT2_VOCAB, 50304):  # GPT-2's vocabulary (50304: padded to a multiple of 64, as nanoGPT)
+        return get_tokenizer("gpt2")
+    raise FileNotFoundError(f"{file}: missing; the model in {folder} has a vocabulary of {vocab_size} tokens, not "
+                            f"GPT-2's {GPT2_VOCAB}, so its tokenizer cannot be assumed (copy the tokenizer.json of "
+                            "the run that trained it)")

@@ -185,8 +185,9 @@ def check_arguments(args) -> None:
 
 
 def run_train(args) -> int:
-    from tinygrad_llm.checkpoint import NoCheckpointError, find_checkpoint
+    from tinygrad_llm.checkpoint import NoCheckpointError, find_checkpoint, find_intact_checkpoint
     from tinygrad_llm.run_folder import check_output_path, claim
+    from tinygrad_llm.train.trainer import check_trainer_state
 
     comm = start_data_parallel(args.device, args.threads)  # under mpiexec: this process's place among the N
     if comm is None:
@@ -194,29 +195,31 @@ def run_train(args) -> int:
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite starts it afresh: pass one of them")
     out = Path(args.out) if args.out else Path("runs") / (Path(args.data).stem if args.data else "pydoc")
-    changed = []
+    changed, checkpoint = [], None
     if args.resume:
         try:
             find_checkpoint(out)
         except NoCheckpointError:
             raise NoCheckpointError(f"--resume: no checkpoint in {out} to resume from "
                                     f"(train without --resume first, or pass the run's --out)") from None
-        changed = apply_saved_settings(args, read_saved_settings(out), out)
+        # every file of it checked now; a damaged newest checkpoint is named, an intact older one taken
+        checkpoint = find_intact_checkpoint(out, log=lambda message: print(message, file=sys.stderr),
+                                            validate=check_trainer_state)
+        changed = apply_saved_settings(args, read_saved_settings(checkpoint), out)
     check_arguments(args)
     if args.max_steps is None and args.epochs is None:
         args.max_steps = DEFAULTS["max_steps"]
     check_output_path(out)
     if not comm.is_root:  # process 0 alone claims, locks and writes the run folder
-        return _train(args, out, changed, comm)
+        return _train(args, out, changed, comm, checkpoint)
     with claim(out, "train", resume=args.resume, overwrite=args.overwrite):  # locked and marked as a run
-        return _train(args, out, changed, comm)
+        return _train(args, out, changed, comm, checkpoint)
 
 
-def _train(args, out: Path, changed: list, comm) -> int:
+def _train(args, out: Path, changed: list, comm, checkpoint: Path | None) -> int:
     import numpy as np
 
     import tinygrad_llm as tl
-    from tinygrad_llm.checkpoint import find_checkpoint
     from tinygrad_llm.data import GPTDataset
     from tinygrad_llm.generate import generate_stream
     from tinygrad_llm.model import GPTConfig, GPTModel
@@ -260,11 +263,10 @@ def _train(args, out: Path, changed: list, comm) -> int:
         if value is not None:
             overrides[field] = value
     config = GPTConfig.preset(args.preset, **overrides)
-    if args.resume:  # the run's own shape, whatever the flags say
-        import json
-
-        config = GPTConfig.from_dict(json.loads((find_checkpoint(out) / "config.json").read_text()))
-    if args.init_from and not args.resume:  # (a resumed run's checkpoint already holds the weights)
+    if args.resume:  # the run's own shape, whatever the flags say, checked against its weights
+        model = GPTModel.from_pretrained(checkpoint, device=args.device).train()
+        config = model.config
+    elif args.init_from:  # (a resumed run's checkpoint already holds the weights)
         model = GPTModel.from_pretrained(args.init_from, device=args.device, drop_rate=args.dropout).train()
         config = model.config
         if ctx > config.context_length or tokenizer.n_vocab > config.vocab_size:
@@ -289,7 +291,7 @@ def _train(args, out: Path, changed: list, comm) -> int:
     trainer.run_settings = run_settings(args)  # saved with each checkpoint: what --resume takes again
     if args.resume:
         try:
-            step = trainer.load_state()
+            step = trainer.load_state(checkpoint)
         except ValueError as exc:
             if "num_windows" not in str(exc):
                 raise

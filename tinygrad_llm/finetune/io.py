@@ -50,7 +50,9 @@ def save_finetuned(out, model, tokenizer, meta: dict) -> Path:
 
 def load_classifier(path, device: str | None = None):
     """(model, tokenizer, meta) of a classifier saved by ``finetune-classifier`` (or ``save_finetuned``)."""
-    from tinygrad_llm.checkpoint import check_state_matches, load_model_files
+    from tinygrad_llm.checkpoint import CheckpointError, check_state_matches, load_model_files
+    from tinygrad_llm.model.pretrained import check_config_fits_header
+    from tinygrad_llm.safetensors_file import SafetensorsFile
     from tinygrad_llm.finetune.classifier import add_classification_head
     from tinygrad_llm.model import GPTConfig, GPTModel
     from tinygrad_llm.tokenizer import load_tokenizer
@@ -63,7 +65,13 @@ def load_classifier(path, device: str | None = None):
     if meta.get("task") != "classification":
         raise ValueError(f"{meta_file}: task is {meta.get('task')!r}, not 'classification'")
     state, config = load_model_files(path)
-    model = GPTModel(GPTConfig.from_dict(config))
+    try:
+        config = GPTConfig.from_dict(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / 'config.json'}: not a model configuration this GPT can build ({exc})") from None
+    check_config_fits_header(config, SafetensorsFile(path / "model.safetensors", error=CheckpointError),
+                             path / "config.json", hf_layout=False)  # sizes checked before allocating the model
+    model = GPTModel(config)
     add_classification_head(model, int(meta["num_classes"]))
     check_state_matches(state, model.state_dict(), path / "model.safetensors")
     model.load_state_dict(state)

@@ -44,6 +44,7 @@ from tinygrad_llm import backend
 from tinygrad_llm.files import CACHE_ENV, DownloadError, atomic_write, cache_dir, download
 from tinygrad_llm.model.config import GPTConfig
 from tinygrad_llm.nn import init
+from tinygrad_llm.safetensors_file import FLOAT_CODES, SafetensorsFile
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -74,8 +75,6 @@ HF_MODELS = {
 }
 ALIASES = {"gpt2-small": "gpt2", **{repo: name for name, (repo, _, _) in HF_MODELS.items()}}
 
-# safetensors dtype codes -> little-endian numpy dtypes (BF16 is read as uint16 and widened by hand)
-_DTYPES = {"F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 _CODES = {np.dtype("float16"): "F16", np.dtype("float32"): "F32", np.dtype("float64"): "F64"}
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers, not parameters
 
@@ -170,48 +169,36 @@ def config_to_hf(config: GPTConfig) -> dict:
     }
 
 
-# --- safetensors, read lazily ----------------------------------------------------------------------------
+# --- safetensors: read through the one strict reader (tinygrad_llm.safetensors_file) ----------------------
 
-class _SafetensorsFile:
-    """The header of a safetensors file (validated by the safetensors library: a truncated file fails
-    here) and memory-mapped views of its tensors, one at a time."""
+class _SafetensorsFile(SafetensorsFile):
+    """The strict reader, raising PretrainedError."""
 
     def __init__(self, path: Path):
-        from safetensors import safe_open
+        super().__init__(path, error=PretrainedError)
 
-        self.path = path
-        try:
-            with safe_open(str(path), framework="numpy"):  # checks the header and that the data covers it
-                pass
-            with open(path, "rb") as f:
-                header_length = int.from_bytes(f.read(8), "little")
-                header = json.loads(f.read(header_length))
-        except FileNotFoundError:
-            raise PretrainedError(f"{path}: missing") from None
-        except Exception as exc:  # SafetensorError and anything else the header gives
-            raise PretrainedError(f"{path}: not a valid safetensors file, truncated or corrupt ({exc})") from None
-        header.pop("__metadata__", None)
-        self.entries = header
-        self.data_start = 8 + header_length
 
-    def shape(self, key: str) -> tuple:
-        return tuple(self.entries[key]["shape"])
-
-    def dtype_code(self, key: str) -> str:
-        return self.entries[key]["dtype"]
-
-    def array(self, key: str) -> np.ndarray:
-        """The tensor as a read-only memory-mapped array (float16/32/64; bfloat16 widened to float32)."""
-        entry = self.entries[key]
-        code = entry["dtype"]
-        begin, _ = entry["data_offsets"]
-        shape = tuple(entry["shape"])
-        if math.prod(shape) == 0:
-            return np.zeros(shape, dtype=np.float32)
-        view = np.memmap(self.path, dtype=_DTYPES[code], mode="r", offset=self.data_start + begin, shape=shape)
-        if code == "BF16":  # bfloat16 is the top half of a float32: shift its 16 bits into place
-            return (view.astype(np.uint32) << 16).view(np.float32)
-        return view
+def check_config_fits_header(config: GPTConfig, st: SafetensorsFile, config_file, hf_layout: bool) -> None:
+    """The config's sizes against the weights file's header, before anything is built or allocated: a
+    config.json claiming 10^9 layers or positions is named here, not found out of memory later."""
+    if hf_layout:
+        prefix = "transformer." if "transformer.wte.weight" in st.entries else ""
+        token, position, block = prefix + "wte.weight", prefix + "wpe.weight", prefix + "h."
+        fields = ("vocab_size", "n_positions", "n_embd", "n_layer")
+    else:
+        token, position, block = "tok_emb.weight", "pos_emb.weight", "trf_blocks."
+        fields = ("vocab_size", "context_length", "emb_dim", "n_layers")
+    for name in (token, position):
+        if name not in st.entries or len(st.shape(name)) != 2:
+            raise PretrainedError(f"{st.path}: no 2-D tensor {name!r} (not the weights of a GPT of this layout)")
+    layers = {key[len(block):].split(".", 1)[0] for key in st.entries if key.startswith(block)}
+    found = {fields[0]: st.shape(token)[0], fields[1]: st.shape(position)[0], fields[2]: st.shape(token)[1],
+             fields[3]: len(layers)}
+    claimed = dict(zip(fields, (config.vocab_size, config.context_length, config.emb_dim, config.n_layers)))
+    for field in fields:
+        if claimed[field] != found[field]:
+            raise PretrainedError(f"{config_file}: {field} = {claimed[field]}, but {st.path.name} holds weights for "
+                                  f"{found[field]} (config.json and the weights do not belong together)")
 
 
 def _write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
@@ -320,6 +307,7 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
         except (TypeError, ValueError) as exc:
             raise PretrainedError(f"{folder / CONFIG_FILE}: neither a Hugging Face GPT-2 config nor a GPTConfig "
                                   f"({exc})") from None
+        check_config_fits_header(config, st, folder / CONFIG_FILE, hf_layout=False)
         plan = {name: (name, False) for name in hf_names(config)}  # our names: only the set is borrowed
         present = set(st.entries)
         if config.tie_weights:
@@ -336,12 +324,13 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
         if st.shape(key) != tuple(want):
             raise PretrainedError(f"{weights}: tensor {key!r} has shape {st.shape(key)}, expected {tuple(want)} "
                                   f"(for {our_name} of a model with {config})")
-        if st.dtype_code(key) not in _DTYPES:
-            raise PretrainedError(f"{weights}: tensor {key!r} has dtype {st.dtype_code(key)}; expected one of "
-                                  f"{sorted(_DTYPES)}")
+        if st.dtype_code(key) not in FLOAT_CODES:
+            raise PretrainedError(f"{weights}: tensor {key!r} has dtype {st.dtype_code(key)}; expected a "
+                                  f"floating-point one ({', '.join(FLOAT_CODES)})")
     for our_name, (key, transposed) in plan.items():  # one tensor in memory at a time
         param = params[our_name]
         source = st.array(key)
+        st.check_finite(key, source)  # NaN or inf weights: refused, never loaded without a word
         source = source.T if transposed else source  # Conv1D (in, out) -> Linear (out, in)
         if device == "cpu":
             if param.data.dtype != dtype:
@@ -356,6 +345,7 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
 def _hf_plan(hf: dict, config_file: Path, st: _SafetensorsFile):
     """(GPTConfig, {our name: (key in the file, transposed?)}) for a Hugging Face checkpoint."""
     config = config_from_hf(hf, config_file)
+    check_config_fits_header(config, st, config_file, hf_layout=True)
     present = {}
     for key in st.entries:
         name = _normalise_hf_key(key)
@@ -374,7 +364,7 @@ def _hf_plan(hf: dict, config_file: Path, st: _SafetensorsFile):
             "vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "tie_weights"))
         if same_shape:
             biases = [present.get(f"h.{i}.attn.c_attn.bias") for i in range(config.n_layers)]
-            zero = all(b is not None and st.dtype_code(b) in _DTYPES and not np.any(st.array(b)) for b in biases)
+            zero = all(b is not None and st.dtype_code(b) in FLOAT_CODES and not np.any(st.array(b)) for b in biases)
             config = dataclasses.replace(config, drop_rate=saved.drop_rate,
                                          qkv_bias=saved.qkv_bias or not zero)
             if not config.qkv_bias:  # the zero biases written for a model without them

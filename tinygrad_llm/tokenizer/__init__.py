@@ -99,8 +99,8 @@ def load_tokenizer(path, gpt2_path=None) -> Tokenizer:
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
         return tokenizer_from_dict(config, gpt2_path)
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"load_tokenizer: {file} is not a valid tokenizer file ({type(exc).__name__}: {exc})") from exc
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:  # (JSONDecodeError is a ValueError)
+        raise ValueError(f"{file}: not a valid tokenizer file ({type(exc).__name__}: {exc})") from None
 
 
 __all__ = [

@@ -28,8 +28,8 @@ class Interrupted(KeyboardInterrupt):
 class SignalGuard:
     """The state of the handlers installed by ``catch_signals``."""
 
-    def __init__(self, log):
-        self.log = log
+    def __init__(self, log, stopping_message: str = "still writing the checkpoint, please wait (it will be complete)"):
+        self.log, self.stopping_message = log, stopping_message
         self.interrupted = False  # a signal has been raised as Interrupted: the run is ending
         self.pending = None       # a signal that arrived during a save, raised once the save is done
         self._deferring = 0
@@ -38,7 +38,7 @@ class SignalGuard:
         name = signal.Signals(signum).name
         if self.interrupted or self._deferring:
             if self.interrupted:
-                self.log(f"{name}: still writing the checkpoint, please wait (it will be complete)")
+                self.log(f"{name}: {self.stopping_message}")
             else:
                 self.log(f"{name}: stopping after the checkpoint being written")
                 self.pending = self.pending or signum
@@ -70,12 +70,15 @@ class _NoGuard:
 
 
 @contextlib.contextmanager
-def catch_signals(log):
-    """Install the handlers for SIGINT and SIGTERM for the block (main thread only); restore them after."""
+def catch_signals(log, **options):
+    """Install the handlers for SIGINT and SIGTERM for the block (main thread only); restore them after.
+
+    Blocks nest (the command line's around the trainer's): when an inner block ends interrupted, the outer
+    guard learns it, so signals repeated while the program unwinds are ignored there too."""
     if threading.current_thread() is not threading.main_thread():
         yield _NoGuard()
         return
-    guard = SignalGuard(log)
+    guard = SignalGuard(log, **options)
     previous = {signum: signal.getsignal(signum) for signum in HANDLED}
     for signum in HANDLED:
         signal.signal(signum, guard._handle)
@@ -84,21 +87,12 @@ def catch_signals(log):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            outer = getattr(handler, "__self__", None)
+            if guard.interrupted and isinstance(outer, SignalGuard):
+                outer.interrupted = True
 
 
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """Within the block SIGTERM raises Interrupted, as Ctrl-C does: ``finally`` blocks run (locks are
-    released, temporaries removed) instead of the process vanishing. For the command line's main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+def terminate_as_interrupt(log):
+    """For a whole command: SIGTERM raises Interrupted as Ctrl-C does, so ``finally`` blocks run (locks are
+    released, temporaries removed) instead of the process vanishing; repeats while it stops are ignored."""
+    return catch_signals(log, stopping_message="already stopping, please wait")

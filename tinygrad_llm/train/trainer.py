@@ -150,6 +150,7 @@ class Trainer:
         """Restore weights, optimizer, data position, generators and history from the latest checkpoint
         of ``checkpoint_dir`` (default: this run's folder). Returns the step it resumes from."""
         ckpt = load_checkpoint(checkpoint_dir or self.out_dir, expected_state=self.model.state_dict())
+        check_trainer_state(ckpt)
         state = ckpt.trainer_state
         saved_world = state.get("world_size", 1)
         if saved_world != self.comm.world_size:
@@ -392,6 +393,29 @@ def signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     for signum in dict.fromkeys(received):
         signal.raise_signal(signum)  # now handled by whatever handler was there before
+
+
+def check_trainer_state(checkpoint) -> None:
+    """The trainer's part of a checkpoint has every field ``load_state`` reads, of the right kind; a
+    CheckpointError names trainer_state.json and the field otherwise."""
+    from tinygrad_llm.checkpoint import TRAINER_JSON, CheckpointError
+
+    file = checkpoint.path / TRAINER_JSON
+    state = checkpoint.trainer_state
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(state).__name__}")
+    kinds = {"step": int, "tokens_seen": int, "elapsed_s": (int, float), "data": dict, "rng": dict, "history": list}
+    for field, kind in kinds.items():
+        if field not in state:
+            raise CheckpointError(f"{file}: missing field {field!r} (damaged, or not written by this trainer)")
+        if not isinstance(state[field], kind) or isinstance(state[field], bool):
+            raise CheckpointError(f"{file}: field {field!r} is {state[field]!r:.60}, expected "
+                                  f"{getattr(kind, '__name__', 'a number')}")
+    if state["step"] != checkpoint.step or state["step"] < 0:
+        raise CheckpointError(f"{file}: field 'step' is {state['step']}, the checkpoint's manifest says "
+                              f"{checkpoint.step}")
+    if not all(isinstance(r, dict) and "step" in r for r in state["history"]):
+        raise CheckpointError(f"{file}: field 'history' should hold one object per evaluation")
 
 
 def _progress_bar(start: int, total: int):
