@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tinygrad_llm.cli.common import add_device_argument, finite_float, nonnegative_float, positive_int
+from tinygrad_llm.cli.common import add_device_argument, finite_float, nonnegative_float, nonnegative_int, positive_int
+from tinygrad_llm.cli.finetune import _claimed, add_out_arguments
 
 DATA_FILE = "instruction-data-with-preference.json"
 
@@ -47,20 +48,15 @@ def add_parser(sub) -> None:
     train.add_argument("--eval-freq", type=positive_int, default=5, help="steps between evaluations (default 5)")
     train.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation (default 5)")
     run = p.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=123, help="seed of the shuffling and dropout (default 123)")
+    run.add_argument("--seed", type=nonnegative_int, default=123, help="seed of the shuffling and dropout (default 123)")
     add_device_argument(run)
-    run.add_argument("--out", required=True, metavar="DIR", help="folder for the tuned model and results")
-    p.set_defaults(run=run_finetune_dpo)
+    add_out_arguments(run)
+    p.set_defaults(run=_claimed(run_finetune_dpo))
 
 
-def run_finetune_dpo(args) -> int:
-    from tinygrad_llm.cli.common import describe_processes, start_data_parallel
-    from tinygrad_llm.train.parallel import DataParallel
-
-    comm = start_data_parallel(args.device, args.threads)  # under mpiexec: data-parallel, process 0 writes
-    if comm is None:
-        return 0
+def run_finetune_dpo(args, out: Path) -> int:
     import tinygrad_llm as tl
+    from tinygrad_llm.cli.common import describe_processes
     from tinygrad_llm.cli.finetune import _counts, _log, load_start_model
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.files import find_data_file
@@ -69,10 +65,10 @@ def run_finetune_dpo(args) -> int:
     from tinygrad_llm.finetune.io import save_finetuned, write_json
     from tinygrad_llm.finetune.preference import PreferenceDataset, load_preference_data
     from tinygrad_llm.optim import AdamW
-    from tinygrad_llm.run_folder import check_output_path
+    from tinygrad_llm.train.parallel import DataParallel
     from tinygrad_llm.train.plot import plot_values
 
-    out = check_output_path(Path(args.out))  # (finetune.py's _check_out became run_folder's check)
+    comm = args.comm  # set by _claimed: under mpiexec, data-parallel; process 0 alone writes
     if args.lr <= 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     if args.beta <= 0:

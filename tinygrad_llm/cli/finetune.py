@@ -45,10 +45,15 @@ def _add_run_arguments(p) -> None:
                      help="seed of the split, initialisation and shuffling (default 123)")
     add_device_argument(run)
     add_precision_argument(run)
-    run.add_argument("--out", required=True, metavar="DIR", help="folder for the fine-tuned model and results "
-                                                                 "(new or empty, unless --overwrite)")
-    run.add_argument("--overwrite", action="store_true",
-                     help="write into an --out that is not empty, replacing its files of the same names")
+    add_out_arguments(run)
+
+
+def add_out_arguments(group) -> None:
+    """--out and --overwrite of the fine-tuning commands (checked and claimed by ``_claimed``)."""
+    group.add_argument("--out", required=True, metavar="DIR", help="folder for the fine-tuned model and results "
+                                                                   "(new or empty, unless --overwrite)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="write into an --out that is not empty, replacing its files of the same names")
 
 
 def add_parsers(sub) -> None:
