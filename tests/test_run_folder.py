@@ -133,7 +133,8 @@ def test_a_second_run_is_refused_and_sigterm_saves_a_complete_checkpoint(tmp_pat
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert child.returncode == 128 + signal.SIGTERM, stderr
+    # signals pending together are run in signal-number order (SIGINT first): either may be the one that stops it
+    assert child.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT), stderr
     assert "Traceback" not in stderr and "interrupted" in stdout + stderr
     checkpoint = load_checkpoint(out)  # complete, and the newest one
     assert checkpoint.step >= 2 and json.loads((out / "config.json").read_text())["vocab_size"] > 0
