@@ -45,6 +45,23 @@ def test_train_writes_the_run_folder(trained, capsys):
     assert json.loads((run / "config.json").read_text())["vocab_size"] == len(set("the cat sat on mat. dog log"))
 
 
+def test_plot_redraws_a_run(trained, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib")
+    from tinygrad_llm.train.plot import plot_run, short_count
+
+    (trained / "run" / "losses.png").unlink()
+    assert main(["plot", str(trained / "run")]) == 0
+    assert (trained / "run" / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["plot", str(trained / "run"), "--out", str(tmp_path / "curves.svg")]) == 0
+    assert (tmp_path / "curves.svg").read_text().lstrip().startswith("<?xml")
+    fig, _ = plot_run(trained / "run", tmp_path / "again.png")
+    ax1, ax2 = fig.axes
+    assert ax1.get_legend() is None and len(fig.legends) == 1  # the legend is outside the axes, over no curve
+    assert [short_count(x) for x in (750, 12_000, 1_500_000, 2e9)] == ["750", "12K", "1.5M", "2B"]
+    assert ax2.xaxis.get_major_formatter()(1_000_000, 0) == "1M" and ax2.xaxis.get_offset_text().get_text() == ""
+    assert_one_line_error(run_cli("plot", tmp_path), "log.jsonl", "missing")
+
+
 def test_generate_streams_a_continuation(trained, capsys):
     assert main(["generate", "--checkpoint", str(trained / "run"), "--prompt", "the ", "--max-new-tokens", "12",
                  "--seed", "3"]) == 0
@@ -103,7 +120,7 @@ def test_resume_continues_exactly(tmp_path, capsys):
                           "--resume:", "--context-length")
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "chat", "info"])
+@pytest.mark.parametrize("command", ["train", "generate", "chat", "info", "plot"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as stop:
         main([command, "--help"])

@@ -13,11 +13,11 @@ import sys
 from tinygrad_llm import __version__
 
 COMMANDS = ("train", "generate", "chat", "info", "finetune-classifier", "finetune-instruct",
-            "finetune-dpo")
+            "finetune-dpo", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tinygrad_llm.cli import dpo, finetune, generate, info, train
+    from tinygrad_llm.cli import dpo, finetune, generate, info, plot, train
 
     parser = argparse.ArgumentParser(
         prog="tinygrad-llm",
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_parser(sub)
     finetune.add_parsers(sub)
     dpo.add_parser(sub)
+    plot.add_parser(sub)
     return parser
 
 

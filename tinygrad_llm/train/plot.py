@@ -1,6 +1,9 @@
 """Curves: training and validation loss against steps, with tokens seen on a second axis (the book's
-``plot_losses``), and any other pair of curves (the book's ``plot_values``). matplotlib is optional (``pip install 'tinygrad-llm[plot]'``): without it the
-plot is skipped with one notice."""
+``plot_losses``), and any other pair of curves (the book's ``plot_values``). matplotlib is a dependency; where
+it is missing anyway (a trimmed install) the plot is skipped with one notice.
+
+The legend sits below the axes, where it cannot hide a curve, and the counts on the top axis read "500K",
+"1.5M" rather than a bare "1e6" offset."""
 from __future__ import annotations
 
 import sys
@@ -18,6 +21,34 @@ def matplotlib_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def short_count(x: float) -> str:
+    """A count as an axis label: 750, 12K, 1.5M, 2B."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def plot_run(run_dir, path=None):
+    """Draw a training run's curves again from its ``log.jsonl``, to ``path`` (default ``run_dir/losses.png``)."""
+    import json
+
+    run_dir = Path(run_dir)
+    log = run_dir / "log.jsonl"
+    if not log.is_file():
+        raise FileNotFoundError(f"{log}: missing (expected a run folder written by 'tinygrad-llm train')")
+    try:
+        records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+        columns = [[r[key] for r in records] for key in ("step", "tokens_seen", "train_loss", "val_loss")]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{log}: not a training log (one JSON record per line with step, tokens_seen, "
+                         f"train_loss, val_loss: {exc})") from None
+    if not records:
+        raise ValueError(f"{log}: no evaluation yet, nothing to plot")
+    path = Path(path) if path is not None else run_dir / "losses.png"
+    return plot_losses(*columns, path=path), path
 
 
 def plot_losses(steps_seen, tokens_seen, train_losses, val_losses, path=None, xlabel: str = "Steps"):
@@ -40,8 +71,7 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label: str
     global _warned
     if not matplotlib_available():
         if not _warned:
-            print("note: matplotlib is not installed, so no plot is drawn "
-                  "(pip install 'tinygrad-llm[plot]')", file=sys.stderr)
+            print("note: matplotlib is not installed, so no plot is drawn (pip install matplotlib)", file=sys.stderr)
             _warned = True
         return None
     import matplotlib
@@ -49,17 +79,19 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label: str
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax1 = plt.subplots(figsize=(6, 4), layout="constrained")
     ax1.plot(epochs_seen, train_values, label=f"Training {label}")
     ax1.plot(epochs_seen, val_values, linestyle="-.", label=f"Validation {label}")
     ax1.set_xlabel(xlabel)
     ax1.set_ylabel(label[:1].upper() + label[1:])
-    ax1.legend()
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)  # below the axes: never over a curve
     if len(examples_seen) > 1:
         ax2 = ax1.twiny()  # the same curves against examples (or tokens) seen, on the top axis
         ax2.plot(examples_seen, train_values, alpha=0)
         ax2.set_xlabel(top_xlabel)
-    fig.tight_layout()
+        ax2.xaxis.set_major_formatter(FuncFormatter(lambda x, _: short_count(x)))
     if path is not None:
         path = Path(path)
         fmt = path.suffix[1:].lower() if path.suffix.lower() in (".pdf", ".svg") else "png"
