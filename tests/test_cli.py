@@ -80,6 +80,31 @@ def test_chat_answers_each_line(trained):
     assert len(lines) == 2 and len(lines[0]) == 5 and len(lines[1]) == 5
 
 
+def test_unknown_characters_chat_carries_on_generate_prints_nothing(trained, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("the é cat\nthe dog\néé\n"))
+    assert main(["chat", "--checkpoint", str(trained / "run"), "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2  # the first line without its é, the second; the third is all é
+    assert captured.err.count("'é' is not in the model's vocabulary: left out") == 2
+    assert main(["generate", "--checkpoint", str(trained / "run"), "--prompt", "thé cät"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not even the prompt
+    assert "--prompt: 'é', 'ä' are not in the vocabulary of this model's char tokenizer" in captured.err
+
+
+def test_broken_pipe_exits_quietly(trained):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reader = subprocess.Popen([sys.executable, "-m", "tinygrad_llm", "generate", "--checkpoint", str(trained / "run"),
+                               "--prompt", "the ", "--max-new-tokens", "5000"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env)
+    assert len(reader.stdout.read(20)) == 20  # as | head -c 20 does: read a little, then leave
+    reader.stdout.close()
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 141 and err == ""
+
+
 def test_info_reports_parameters_and_memory(capsys):
     assert main(["info", "--preset", "gpt2-small"]) == 0
     out = capsys.readouterr().out
@@ -90,7 +115,12 @@ def test_info_reports_parameters_and_memory(capsys):
 
 def test_info_reads_a_run_folder_and_a_hugging_face_folder(trained, tmp_path, capsys):
     assert main(["info", "--checkpoint", str(trained / "run")]) == 0
-    assert "vocab_size       14" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "vocab_size       14" in out
+    assert "trained          step 6 of 6, 384 tokens seen" in out  # 6 steps x batch 4 x context 16
+    last = json.loads((trained / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert f"last evaluation  step 6: train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}" in out
+    assert "best val loss" in out
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12,
                                                        "n_positions": 1024, "vocab_size": 50257}))
     assert main(["info", "--checkpoint", str(tmp_path)]) == 0
@@ -159,6 +189,8 @@ def test_bad_arguments(tmp_path, trained):
     story = trained / "story.txt"
     assert_one_line_error(run_cli("train", "--data", story, "--preset", "huge", "--out", tmp_path / "a"),
                           "unknown GPT preset 'huge'")
+    assert_one_line_error(run_cli("train", "--data", story, "--preset", "huge", "--out", trained / "run"),
+                          "unknown GPT preset 'huge'")  # the arguments first, then the folder
     assert_one_line_error(run_cli("train", "--data", story, "--lr", "nan"), "--lr", "finite")
     assert_one_line_error(run_cli("train", "--data", story, "--out", tmp_path / "b", "--batch-size", "100000",
                                   "--max-steps", "1", "--preset", "tiny", "--context-length", "16"),
@@ -166,6 +198,49 @@ def test_bad_arguments(tmp_path, trained):
     assert_one_line_error(run_cli("train", "--data", story, "--out", tmp_path / "none", "--resume", *TINY),
                           "--resume: no checkpoint in")
     assert_one_line_error(run_cli("train", "--data", story, "--out", trained / "run", *TINY), "already holds a run")
+
+
+def test_device_cuda_without_a_gpu_says_so(tmp_path, trained):
+    from tinygrad_llm.backend import cuda_available, nvidia_driver_present
+
+    if cuda_available() or nvidia_driver_present():
+        pytest.skip("this machine has an NVIDIA GPU: the message for a machine without one cannot be seen here")
+    assert_one_line_error(run_cli("train", "--data", trained / "story.txt", "--device", "cuda", "--out", tmp_path / "x"),
+                          "--device cuda: this machine shows no NVIDIA GPU", "--device cpu")
+    assert not (tmp_path / "x").exists()  # said before anything was written
+
+
+def test_warmup_longer_than_the_run_is_named(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("abcdefghij klmnopqrst uvwxyz. " * 20)
+    assert main(["train", "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"), "--max-steps", "2",
+                 "--eval-interval", "2", *TINY[:-2], "--warmup-steps", "100"]) == 0
+    assert "--warmup-steps 100 is not below the run's 2 steps" in capsys.readouterr().err
+
+
+def test_classifier_commands_and_an_interrupted_finetuning(tmp_path, capsys, monkeypatch):
+    from tinygrad_llm.finetune import classifier
+
+    data = tmp_path / "SMSSpamCollection"
+    data.write_text("".join(f"ham\tsee you at {i} tonight\nspam\tWIN {i} cash now, call 0900{i}\n" for i in range(30)))
+    calls = []
+
+    def cut_short(model, train_loader, *args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt  # Ctrl-C during training
+
+    monkeypatch.setattr(classifier, "train_classifier_simple", cut_short)
+    out = tmp_path / "spam"
+    assert main(["finetune-classifier", "--data", str(data), "--preset", "tiny", "--tokenizer", "byte", "--emb-dim",
+                 "16", "--n-layers", "1", "--max-length", "24", "--out", str(out)]) == 130 and calls
+    assert json.loads((out / "finetune.json").read_text())["interrupted"] is True
+    assert "interrupted: saved the model as it was" in capsys.readouterr().err
+    assert main(["classify", "--checkpoint", str(out), "--text", "WIN cash now", "--text", "see you"]) == 0
+    lines = capsys.readouterr().out.splitlines()  # usable: one label per text
+    assert [line.split("\t")[1] for line in lines] == ["WIN cash now", "see you"]
+    assert all(line.split("\t")[0] in ("ham", "spam") for line in lines)
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "x"]) == 1
+    assert "is a classifier (finetune-classifier)" in capsys.readouterr().err
+    assert main(["classify", "--checkpoint", str(tmp_path / "nowhere"), "--text", "x"]) == 1
 
 
 def test_bad_checkpoints(tmp_path, trained):

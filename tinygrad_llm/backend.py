@@ -29,6 +29,11 @@ def _import_cupy():
     try:
         import cupy
     except ImportError as exc:
+        if not nvidia_driver_present():
+            raise RuntimeError(
+                "device 'cuda': this machine shows no NVIDIA GPU (no driver: /proc/driver/nvidia and nvidia-smi are "
+                "missing), and CuPy is not installed; use device 'cpu' (--device cpu), or a machine with a CUDA GPU"
+            ) from exc
         raise RuntimeError(
             "device 'cuda' needs CuPy, which is not installed: "
             "pip install 'tinygrad-llm[cuda12]' (CUDA 12) or 'tinygrad-llm[cuda13]' (CUDA 13)"
@@ -41,6 +46,13 @@ def _import_cupy():
         raise RuntimeError("device 'cuda': CuPy is installed but no CUDA GPU is visible")
     _cupy = cupy
     return cupy
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver is loaded (a GPU CuPy could use once installed)."""
+    import shutil
+
+    return os.path.exists("/proc/driver/nvidia") or shutil.which("nvidia-smi") is not None
 
 
 def cuda_available() -> bool:

@@ -13,11 +13,11 @@ import sys
 from tinygrad_llm import __version__
 
 COMMANDS = ("train", "generate", "chat", "info", "finetune-classifier", "finetune-instruct",
-            "finetune-dpo", "plot")
+            "finetune-dpo", "classify", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tinygrad_llm.cli import dpo, finetune, generate, info, plot, train
+    from tinygrad_llm.cli import classify, dpo, finetune, generate, info, plot, train
 
     parser = argparse.ArgumentParser(
         prog="tinygrad-llm",
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_parser(sub)
     finetune.add_parsers(sub)
     dpo.add_parser(sub)
+    classify.add_parser(sub)
     plot.add_parser(sub)
     return parser
 
@@ -56,6 +57,10 @@ def main(argv=None) -> int:
             signum = exc.signum if isinstance(exc, Interrupted) else 2
             print(f"\ninterrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'})", file=sys.stderr)
             return 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+        except BrokenPipeError:  # the reader left (| head): stop quietly, as cat and grep do
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit cannot fail again
+            return 141  # 128 + SIGPIPE, the status of a program the pipe ended
         except Exception as exc:  # bad input: one line, no traceback
             if os.environ.get("TINYGRAD_LLM_DEBUG") and not _data_parallel():
                 raise

@@ -7,6 +7,7 @@ the end, each atomically: an error leaves no partial output.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -196,6 +197,27 @@ def _claimed(run):
     return command
 
 
+@contextlib.contextmanager
+def _saved_if_interrupted(out: Path, model, tokenizer, lora, meta: dict, write: bool = True):
+    """Ctrl-C (or SIGTERM) during training saves the model as it is, usable, before the command ends
+    (``write``: this process writes; with several, process 0 alone)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not write:
+            raise
+        from tinygrad_llm.finetune.io import save_finetuned
+        from tinygrad_llm.finetune.lora import merge_lora
+
+        model.eval()
+        if lora:
+            merge_lora(model)
+        save_finetuned(out, model, tokenizer, {**meta, "interrupted": True})
+        _log(f"interrupted: saved the model as it was, part-way through training, to {out} (finetune.json says "
+             f"\"interrupted\"); it is usable as it is, or run the command again with --overwrite to train fully")
+        raise
+
+
 def _counts(model) -> dict:
     return {"trainable_parameters": model.num_parameters(trainable_only=True),
             "total_parameters": model.num_parameters()}
@@ -255,10 +277,13 @@ def run_finetune_classifier(args, out: Path) -> int:
          f"{counts['total_parameters']:,} parameters trainable; {len(train_set)} / {len(val_set)} / {len(test_set)} "
          f"messages of {max_length} tokens{describe_processes(args.comm, args.batch_size)} -> {out}")
 
+    meta = {"task": "classification", "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
+            "max_length": max_length, "pad_token_id": train_set.pad_token_id}
     start = time.perf_counter()
-    C.train_classifier_simple(model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs,
-                              eval_freq=args.eval_freq, eval_iter=args.eval_iter, log=_log, parallel=parallel,
-                              precision=args.precision)
+    with _saved_if_interrupted(out, model, tokenizer, lora, meta, write=args.comm.is_root):
+        C.train_classifier_simple(model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs,
+                                  eval_freq=args.eval_freq, eval_iter=args.eval_iter, log=_log, parallel=parallel,
+                                  precision=args.precision)
     train_s = time.perf_counter() - start
     if not args.comm.is_root:
         return 0  # process 0 scores the model and writes it
@@ -272,9 +297,7 @@ def run_finetune_classifier(args, out: Path) -> int:
     metrics.update(counts, epochs=args.epochs, lr=lr, batch_size=args.batch_size, max_length=max_length,
                    trainable=trainable, lora=lora, seed=args.seed, train_seconds=round(train_s, 1),
                    init_from=args.init_from, config=model.config.to_dict())
-    save_finetuned(out, model, tokenizer, {"task": "classification", "num_classes": len(CLASS_NAMES),
-                                           "class_names": list(CLASS_NAMES), "max_length": max_length,
-                                           "pad_token_id": train_set.pad_token_id})
+    save_finetuned(out, model, tokenizer, meta)
     write_json(out / "metrics.json", metrics)
     _log(f"accuracy: train {metrics['train_accuracy'] * 100:.2f}% | val {metrics['val_accuracy'] * 100:.2f}% | "
          f"test {metrics['test_accuracy'] * 100:.2f}% ({train_s:.0f}s training); saved to {out}")
@@ -336,10 +359,12 @@ def run_finetune_instruct(args, out: Path) -> int:
     from tinygrad_llm.train.simple import train_model_simple
 
     start = time.perf_counter()
-    train_losses, val_losses, _ = train_model_simple(
-        model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
-        eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer, parallel=parallel,
-        precision=args.precision)
+    with _saved_if_interrupted(out, model, tokenizer, lora, {"task": "instruction", "prompt_format": "alpaca"},
+                               write=args.comm.is_root):
+        train_losses, val_losses, _ = train_model_simple(
+            model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
+            eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer,
+            parallel=parallel, precision=args.precision)
     train_s = time.perf_counter() - start
     train_loss, val_loss = evaluate_model(model, train_loader, val_loader, args.device, args.eval_iter,
                                           parallel=parallel)

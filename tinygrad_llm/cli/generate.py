@@ -52,14 +52,60 @@ def stream_text(token_stream, tokenizer, out=None) -> str:
     return text
 
 
-def _continue(model, tokenizer, prompt: str, args) -> str:
+def unknown_characters(tokenizer, text: str) -> list[str]:
+    """The distinct characters of ``text`` the tokenizer cannot encode (a char vocabulary lacks them)."""
+    unknown = []
+    for ch in dict.fromkeys(text):
+        try:
+            tokenizer.encode(ch)
+        except ValueError:
+            unknown.append(ch)
+    return unknown
+
+
+def encode_prompt(tokenizer, prompt: str, what: str = "--prompt") -> list[int]:
+    """The prompt's ids, or a ValueError naming every character the vocabulary lacks."""
+    try:
+        ids = tokenizer.encode(prompt)
+    except ValueError as exc:
+        unknown = unknown_characters(tokenizer, prompt)
+        if not unknown:
+            raise
+        raise ValueError(f"{what}: {_quoted(unknown)} not in the vocabulary of this model's {tokenizer.name} "
+                         f"tokenizer ({tokenizer.n_vocab} tokens); leave {'it' if len(unknown) == 1 else 'them'} "
+                         f"out") from exc
+    if not ids:
+        raise ValueError(f"{what} is empty: give some text to continue")
+    return ids
+
+
+def _quoted(chars: list[str]) -> str:
+    return ", ".join(repr(c) for c in chars) + (" is" if len(chars) == 1 else " are")
+
+
+def check_generator(checkpoint) -> None:
+    """A classifier's folder cannot continue text: say what it is and what to use instead."""
+    import json
+    from pathlib import Path
+
+    from tinygrad_llm.finetune.io import FINETUNE_FILE
+
+    meta_file = Path(checkpoint) / FINETUNE_FILE
+    if meta_file.is_file():
+        try:
+            task = json.loads(meta_file.read_text(encoding="utf-8")).get("task")
+        except (ValueError, AttributeError):
+            return
+        if task == "classification":
+            raise ValueError(f"{checkpoint} is a classifier (finetune-classifier), which labels a text instead of "
+                             f"continuing it: use tinygrad-llm classify --checkpoint {checkpoint} --text \"...\"")
+
+
+def _continue(model, tokenizer, ids: list[int], args) -> str:
     import numpy as np
 
     from tinygrad_llm.generate import generate_stream
 
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ValueError("the prompt is empty: give some text to continue")
     return stream_text(generate_stream(model, np.asarray([ids], dtype=np.int64), args.max_new_tokens,
                                        context_size=model.config.context_length, temperature=args.temperature,
                                        top_k=args.top_k, top_p=args.top_p, eos_id=getattr(tokenizer, "eot_id", None),
@@ -67,14 +113,17 @@ def _continue(model, tokenizer, prompt: str, args) -> str:
 
 
 def run_generate(args) -> int:
+    check_generator(args.checkpoint)
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device)
+    ids = encode_prompt(tokenizer, args.prompt)  # before anything is printed
     sys.stdout.write(args.prompt)
-    _continue(model, tokenizer, args.prompt, args)
+    _continue(model, tokenizer, ids, args)
     sys.stdout.write("\n")
     return 0
 
 
 def run_chat(args) -> int:
+    check_generator(args.checkpoint)
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device)
     interactive = sys.stdin.isatty()
     if interactive:
@@ -88,6 +137,18 @@ def run_chat(args) -> int:
             break
         if not line.strip():
             continue
-        _continue(model, tokenizer, line, args)
+        try:
+            ids = tokenizer.encode(line)
+        except ValueError as exc:  # say what is wrong with the line, and carry on
+            unknown = unknown_characters(tokenizer, line)
+            if not unknown:
+                print(f"({str(exc).splitlines()[0]})", file=sys.stderr)
+                continue
+            print(f"({_quoted(unknown)} not in the model's vocabulary: left out)", file=sys.stderr)
+            line = "".join(ch for ch in line if ch not in unknown)
+            ids = tokenizer.encode(line) if line.strip() else []
+        if not ids:
+            continue
+        _continue(model, tokenizer, ids, args)
         sys.stdout.write("\n")
     return 0

@@ -34,7 +34,10 @@ def run_info(args) -> int:
     if args.list:
         for name, cfg in PRESETS.items():
             print(f"{name:12s} {count_parameters(cfg):>14,} parameters  {cfg.n_layers:>2} layers "
-                  f"{cfg.n_heads:>2} heads {cfg.emb_dim:>5} wide  context {cfg.context_length}")
+                  f"{cfg.n_heads:>2} heads {cfg.emb_dim:>5} wide  context {cfg.context_length:>4}  "
+                  f"vocabulary {cfg.vocab_size:,}")
+        print("(counted at each preset's own vocabulary and context: the embedding and head grow with the "
+              "tokenizer's vocabulary, so a run's count, which train prints, differs)")
         return 0
     if args.checkpoint:
         path = Path(args.checkpoint) / "config.json"
@@ -56,6 +59,9 @@ def run_info(args) -> int:
     untied, tied = count_parameters(config, tied=False), count_parameters(config, tied=True)
     print(f"  parameters       {count_parameters(config):,} (untied {untied:,}; with the output head tied to "
           f"the token embedding {tied:,})")
+    if args.checkpoint:
+        for line in run_summary(Path(args.checkpoint)):
+            print(f"  {line}")
     ctx = args.context_length or config.context_length
     memory = estimate_memory(config, args.batch_size, ctx)
     print(f"  training memory, float32, batch {args.batch_size} x context {ctx}:")
@@ -71,3 +77,41 @@ def print_threads() -> None:
     print("threads (CPU)")
     for line in threads.describe():
         print(f"  {line}")
+
+
+def run_summary(folder) -> list[str]:
+    """How far a run folder's training went: its step, tokens seen, last and best losses (nothing for a
+    folder that is only a model)."""
+    import json
+
+    from tinygrad_llm.checkpoint import TRAINER_JSON, CheckpointError, find_checkpoint
+
+    lines = []
+    try:
+        state = json.loads((find_checkpoint(folder) / TRAINER_JSON).read_text(encoding="utf-8"))
+    except (CheckpointError, OSError, ValueError):
+        state = None
+    if isinstance(state, dict) and "step" in state:
+        total = (state.get("train_config") or {}).get("max_steps")
+        lines.append(f"{'trained':16s} step {state['step']:,}{f' of {total:,}' if total else ''}, "
+                     f"{state.get('tokens_seen', 0):,} tokens seen (latest checkpoint)")
+    log = folder / "log.jsonl"
+    if log.is_file():
+        records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if records:
+            last = records[-1]
+            best = min(records, key=lambda r: r["val_loss"])
+            lines.append(f"{'last evaluation':16s} step {last['step']:,}: train loss {last['train_loss']:.4f}, "
+                         f"val loss {last['val_loss']:.4f}")
+            lines.append(f"{'best val loss':16s} {best['val_loss']:.4f} at step {best['step']:,} "
+                         f"(the model in this folder)")
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        values = json.loads(metrics.read_text(encoding="utf-8"))
+        scores = [f"{split} accuracy {values[f'{split}_accuracy'] * 100:.1f}%" for split in ("train", "val", "test")
+                  if isinstance(values.get(f"{split}_accuracy"), (int, float))]
+        scores += [f"{split} loss {values[f'{split}_loss']:.4f}" for split in ("train", "val")
+                   if not scores and isinstance(values.get(f"{split}_loss"), (int, float))]
+        if scores:
+            lines.append(f"{'fine-tuned':16s} {', '.join(scores)}")
+    return lines

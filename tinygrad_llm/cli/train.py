@@ -182,6 +182,14 @@ def check_arguments(args) -> None:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     if not args.init_from and args.preset not in PRESETS:
         raise ValueError(f"--preset: unknown GPT preset {args.preset!r}: expected one of {sorted(PRESETS)}")
+    if args.device is not None:
+        from tinygrad_llm.backend import check_device
+
+        try:
+            check_device(args.device)
+        except RuntimeError as exc:
+            reason = str(exc).removeprefix("device 'cuda': ")
+            raise ValueError(f"--device {args.device}: {reason}") from None
 
 
 def run_train(args) -> int:
