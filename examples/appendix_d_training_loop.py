@@ -8,7 +8,6 @@ and writes lr.png (the schedule the run used) and losses.png into --out.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -22,6 +21,9 @@ from tinygrad_llm.tokenizer import get_tokenizer
 from tinygrad_llm.train import calc_loss_batch
 from tinygrad_llm.train.plot import matplotlib_available, plot_losses
 from tinygrad_llm.train.simple import evaluate_model
+from tinygrad_llm.cli.common import positive_int
+
+from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
 
 
 def total_grad_norm(model) -> float:
@@ -66,12 +68,11 @@ def train_model(model, train_loader, val_loader, optimizer, device, n_epochs, ev
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = example_parser(__doc__)
     parser.add_argument("--data", help="the-verdict.txt or its folder (default: $TINYGRAD_LLM_DATA)")
     parser.add_argument("--preset", default="mini", help="model size (the book uses gpt2-small; mini is quick)")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--out", default="runs/appendix_d")
+    parser.add_argument("--epochs", type=positive_int, default=4, help="passes over the training text")
+    parser.add_argument("--out", default="runs/appendix_d", help="folder for lr.png and losses.png")
     args = parser.parse_args(argv)
     try:
         text_data = require_data_file("the-verdict.txt", args.data).read_text(encoding="utf-8")
@@ -122,4 +123,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

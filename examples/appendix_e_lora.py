@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 
@@ -23,14 +22,19 @@ from tinygrad_llm.finetune import (SpamDataset, add_classification_head, calc_ac
                                    replace_linear_with_lora, set_trainable, train_classifier_simple,
                                    trainable_parameters)
 from tinygrad_llm.optim import AdamW
+from tinygrad_llm.cli.common import positive_int
+
+from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--alpha", type=float, default=16.0)
-    parser.add_argument("--epochs", type=int, default=3)
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    parser = example_parser(__doc__)
+    parser.add_argument("--rank", type=positive_int, default=16, help="LoRA rank r: A is (in, r), B is (r, out)")
+    parser.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha: the adapters' output is scaled "
+                                                                  "by alpha / rank")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="epochs of LoRA training after the base "
+                                                                       "model's one")
+    args = parser.parse_args(argv)
 
     print("=== LoRA on GPT-2 124M (from the configuration) ===")
     config = tl.GPTConfig.preset("gpt2-small")
@@ -51,17 +55,18 @@ def main() -> None:
                for name, ds in sets.items()}
     model = tl.GPTModel(tl.GPTConfig.preset("tiny", vocab_size=tokenizer.n_vocab, context_length=96))
     add_classification_head(model, 2)
+    model.to(args.device)
     set_trainable(model, "all")
     print("1) the base model: one epoch with every layer trainable")
     train_classifier_simple(model, loaders["train"], loaders["validation"],
-                            AdamW(trainable_parameters(model), lr=1e-3), None, 1, 1000, 5)
+                            AdamW(trainable_parameters(model), lr=1e-3), args.device, 1, 1000, 5)
     freeze(model)
     replace_linear_with_lora(model, rank=args.rank, alpha=args.alpha)
     print(f"2) frozen, LoRA rank {args.rank} alpha {args.alpha:g} (scale {args.alpha / args.rank:g}): "
           f"{count_trainable_parameters(model):,} of {model.num_parameters():,} parameters trainable")
     train_classifier_simple(model, loaders["train"], loaders["validation"],
-                            AdamW(trainable_parameters(model), lr=1e-3), None, args.epochs, 1000, 5)
-    test_accuracy = calc_accuracy_loader(loaders["test"], model)
+                            AdamW(trainable_parameters(model), lr=1e-3), args.device, args.epochs, 1000, 5)
+    test_accuracy = calc_accuracy_loader(loaders["test"], model, args.device)
     ids = sets["test"].input_ids[:8]
     adapted = model(ids).data.copy()
     merge_lora(model)
@@ -71,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

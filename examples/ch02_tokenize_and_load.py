@@ -12,7 +12,6 @@ the-verdict.txt is found in --data (a file, or a folder holding it), else in $TI
 """
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from tinygrad_llm.data import GPTDataset, create_dataloader
 from tinygrad_llm.files import require_data_file
 from tinygrad_llm.tokenizer import (GPT2FilesNotFound, SimpleTokenizerV1, SimpleTokenizerV2, build_vocab,
                                     get_tokenizer, train_bpe)
+
+from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
 
 FILENAME = "the-verdict.txt"
 
@@ -153,10 +154,8 @@ def embeddings(dataloader, device: str) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = example_parser(__doc__)
     parser.add_argument("--data", help="the-verdict.txt, or a folder holding it (default: $TINYGRAD_LLM_DATA)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the tensors live")
     args = parser.parse_args(argv)
     try:
         tl.Tensor(np.zeros(1, dtype=np.float32), device=args.device)
@@ -174,4 +173,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

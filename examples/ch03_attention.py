@@ -12,7 +12,6 @@ The six-token sentence "Your journey starts with one step" with 3-dimensional em
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 
@@ -20,6 +19,8 @@ import tinygrad_llm as tl
 from tinygrad_llm import functional as F
 from tinygrad_llm import nn
 from tinygrad_llm.model import MultiHeadAttention
+
+from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
 
 np.set_printoptions(precision=4, suppress=True)
 
@@ -200,9 +201,7 @@ def multi_head(inputs: tl.Tensor, device: str) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the tensors live")
+    parser = example_parser(__doc__)
     args = parser.parse_args(argv)
     try:
         inputs = tl.Tensor(INPUTS, device=args.device)
@@ -216,4 +215,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

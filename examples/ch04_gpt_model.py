@@ -9,7 +9,6 @@ weights give random tokens, which chapter 5's training fixes.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -18,6 +17,8 @@ import tinygrad_llm as tl
 from tinygrad_llm import functional as F
 from tinygrad_llm import nn
 from tinygrad_llm.model import PRESETS, GPTConfig, GPTModel, TransformerBlock, estimate_memory, format_bytes
+
+from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
 
 np.set_printoptions(precision=4, suppress=True)
 
@@ -126,9 +127,7 @@ def the_model(cfg: GPTConfig, device: str, tokenizer, tokenizer_name: str) -> No
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs")
+    parser = example_parser(__doc__)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpt2-small",
                         help="model size (gpt2-small needs about 0.7 GB of memory)")
     args = parser.parse_args(argv)
@@ -147,4 +146,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

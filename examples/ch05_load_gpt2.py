@@ -14,7 +14,6 @@ copy ~/.cache/tinygrad_llm/models/gpt2), then pass the folder with --path.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -23,21 +22,22 @@ import numpy as np
 import tinygrad_llm as tl
 from tinygrad_llm.model import GPTModel
 from tinygrad_llm.model.pretrained import HF_MODELS, PretrainedError
+from tinygrad_llm.cli.common import positive_int
+
+from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
 
 PROMPT = "Every effort moves you"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = example_parser(__doc__)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", default="gpt2", choices=list(HF_MODELS),
                        help="a GPT-2 size to download once into the cache (default gpt2, 124M)")
     which.add_argument("--path", default=None,
                        help="a local Hugging Face GPT-2 folder (config.json + model.safetensors)")
-    parser.add_argument("--prompt", default=PROMPT)
-    parser.add_argument("--max-new-tokens", type=int, default=25)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--prompt", default=PROMPT, help="the text to continue")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=25, help="tokens to generate")
     args = parser.parse_args(argv)
 
     try:
@@ -74,4 +74,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -12,7 +12,6 @@ from a pretrained model and uses the book's recipe (last block + final norm + he
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import tinygrad_llm as tl
@@ -21,14 +20,17 @@ from tinygrad_llm.finetune import (SpamDataset, add_classification_head, calc_ac
                                    create_balanced_dataset, find_spam_file, random_split, read_sms_spam,
                                    set_trainable, train_classifier_simple, trainable_parameters)
 from tinygrad_llm.optim import AdamW
+from tinygrad_llm.cli.common import positive_int
+
+from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--init-from", default=None, help="a 'tinygrad-llm train' run folder, or a GPT-2 name/folder")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    parser = example_parser(__doc__)
+    parser.add_argument("--init-from", default=None, help="a 'tinygrad-llm train' run folder, or a GPT-2 name/folder "
+                                                          "(default: a small model from scratch)")
+    parser.add_argument("--epochs", type=positive_int, default=8, help="passes over the training messages")
+    args = parser.parse_args(argv)
     tl.manual_seed(123)
 
     print("=== data ===")
@@ -84,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -11,7 +11,6 @@ endpoint) a judge model scores the answers 0-100, as the book; offline metrics n
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import tinygrad_llm as tl
@@ -22,15 +21,21 @@ from tinygrad_llm.finetune import (InstructionDataset, custom_collate_fn, format
 from tinygrad_llm.finetune.judge import OllamaJudge
 from tinygrad_llm.optim import AdamW
 from tinygrad_llm.train.simple import train_model_simple
+from tinygrad_llm.cli.common import positive_int
+
+from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--init-from", default=None)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--max-test", type=int, default=5, help="test instructions to answer")
-    parser.add_argument("--judge-url", default=None)
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    parser = example_parser(__doc__)
+    parser.add_argument("--init-from", default=None, help="a 'tinygrad-llm train' run folder, or a GPT-2 name/folder "
+                                                          "such as gpt2-medium, the book's (default: a small model "
+                                                          "from scratch)")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="passes over the training records")
+    parser.add_argument("--max-test", type=positive_int, default=5, help="test instructions to answer")
+    parser.add_argument("--judge-url", default=None, help="an Ollama-compatible /api/chat URL to score the answers "
+                                                          "0-100, as the book (default: offline scores only)")
+    args = parser.parse_args(argv)
     tl.manual_seed(123)
 
     data = load_instruction_data(find_data_file("instruction-data.json") or "instruction-data.json")
@@ -53,16 +58,18 @@ def main() -> None:
         tokenizer = tl.get_tokenizer("gpt2")
         model = tl.GPTModel(tl.GPTConfig.preset("small-cpu", context_length=256, drop_rate=0.0, n_layers=2))
         lr = 1e-3
+    model.to(args.device)
     allowed = model.config.context_length
     train_loader = DataLoader(InstructionDataset(train_data, tokenizer, allowed_max_length=allowed), batch_size=8,
                               shuffle=True, drop_last=True, seed=123)
     val_loader = DataLoader(InstructionDataset(val_data, tokenizer, allowed_max_length=allowed), batch_size=8,
                             drop_last=False)
     optimizer = AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    train_model_simple(model, train_loader, val_loader, optimizer, None, num_epochs=args.epochs, eval_freq=20,
+    train_model_simple(model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=20,
                        eval_iter=5, start_context=format_input(val_data[0]), tokenizer=tokenizer)
 
-    responses = generate_test_responses(model, tokenizer, test_data[:args.max_test], max_new_tokens=64)
+    responses = generate_test_responses(model, tokenizer, test_data[:args.max_test], max_new_tokens=64,
+                                        device=args.device)
     for entry in responses[:3]:
         print(f"\n{format_input(entry)}\n\nCorrect response:\n>> {entry['output']}\n"
               f"Model response:\n>> {entry['model_response']}\n" + "-" * 40)
@@ -72,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -25,6 +24,9 @@ from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import AdamW
 from tinygrad_llm.tokenizer import get_tokenizer
 from tinygrad_llm.train.trainer import Trainer, TrainConfig
+from tinygrad_llm.cli.common import positive_int
+
+from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
 
 
 class BigramLanguageModel(nn.Module):
@@ -62,12 +64,12 @@ def train_bigram(train_ids, val_ids, vocab_size, steps: int, rng) -> BigramLangu
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = example_parser(__doc__)
     parser.add_argument("--data", help="tinyshakespeare.txt or its folder (default: $TINYGRAD_LLM_DATA)")
-    parser.add_argument("--bigram-steps", type=int, default=2000)
-    parser.add_argument("--gpt-steps", type=int, default=2000, help="2,000 is nanoGPT's CPU run")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--out", default="runs/shakespeare")
+    parser.add_argument("--bigram-steps", type=positive_int, default=2000, help="training steps of the bigram model")
+    parser.add_argument("--gpt-steps", type=positive_int, default=2000, help="training steps of the GPT (2,000 is "
+                                                                              "nanoGPT's CPU run)")
+    parser.add_argument("--out", default="runs/shakespeare", help="the GPT's run folder (generate/chat read it)")
     args = parser.parse_args(argv)
     try:
         text = require_data_file("tinyshakespeare.txt", args.data).read_text(encoding="utf-8")
@@ -103,4 +105,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

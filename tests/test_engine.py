@@ -327,6 +327,9 @@ def test_cuda_without_cupy_names_cupy_and_the_extra(monkeypatch):
     for make in (lambda: Tensor([1.0], device="cuda"), lambda: Tensor([1.0]).to("cuda")):
         with pytest.raises(RuntimeError, match=r"CuPy.*tinygrad-llm\[cuda12\]"):
             make()
+    monkeypatch.setattr(backend, "nvidia_driver_present", lambda: False)
+    with pytest.raises(RuntimeError, match=r"no NVIDIA GPU.*CuPy is not installed.*device 'cpu'"):
+        Tensor([1.0], device="cuda")
     monkeypatch.setenv("TINYGRAD_LLM_DEVICE", "cuda")
     with pytest.raises(RuntimeError, match="CuPy"):
         Tensor([1.0])

@@ -32,7 +32,8 @@ def _import_cupy():
         if not nvidia_driver_present():
             raise RuntimeError(
                 "device 'cuda': this machine shows no NVIDIA GPU (no driver: /proc/driver/nvidia and nvidia-smi are "
-                "missing), and CuPy is not installed; use device 'cpu' (--device cpu), or a machine with a CUDA GPU"
+                "missing), and CuPy is not installed; use device 'cpu' (--device cpu), or a machine with a CUDA GPU "
+                "and pip install 'tinygrad-llm[cuda12]'"
             ) from exc
         raise RuntimeError(
             "device 'cuda' needs CuPy, which is not installed: "

@@ -6,6 +6,17 @@ import math
 from pathlib import Path
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default once: added where the help text does not already say it, and not
+    for options whose default is nothing (None, a flag's False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def int_at_least(minimum: int):
     """An argparse type: an integer >= minimum, or a message saying what was expected."""
     expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"

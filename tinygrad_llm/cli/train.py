@@ -5,8 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from tinygrad_llm.cli.common import (add_device_argument, add_precision_argument, describe_processes, finite_float,
-                                     nonnegative_float, nonnegative_int, positive_int, start_data_parallel)
+from tinygrad_llm.cli.common import (HelpFormatter, add_device_argument, add_precision_argument, describe_processes,
+                                     finite_float, nonnegative_float, nonnegative_int, positive_int,
+                                     start_data_parallel)
 
 DEFAULT_PRESET = "mini"
 DEFAULTS = {  # the main job: a character-level GPT on pydoc_data, a few minutes on 2 CPU cores
@@ -21,7 +22,7 @@ def add_parser(sub) -> None:
         description="Train a GPT from scratch and save it, with checkpoints to resume from, log.jsonl and "
                     "losses.png, in --out. With no --data it trains on Python's own help texts (pydoc_data): "
                     "no download needed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--data", default=None, metavar="PATH",
                       help="a UTF-8 text file, or a folder of .txt/.md/.rst files (default: Python's help texts)")
@@ -297,6 +298,7 @@ def _train(args, out: Path, changed: list, comm, checkpoint: Path | None) -> int
     trainer = Trainer(model, train_set, val_set, train_config, out, tokenizer=tokenizer, device=args.device,
                       comm=comm, zero=args.zero)
     trainer.run_settings = run_settings(args)  # saved with each checkpoint: what --resume takes again
+    trainer.resume_hint = f"continue with: tinygrad-llm train --out {out} --resume"
     if args.resume:
         try:
             step = trainer.load_state(checkpoint)

@@ -139,6 +139,7 @@ class Trainer:
         self._saved_step = None
         # without a terminal (output redirected to a file, CI) a progress line every so often instead of a bar
         self.progress_interval_s = 15.0
+        self.resume_hint: str | None = None  # how to continue, said on Ctrl-C (the command line sets its own)
         self.run_settings: dict = {}  # the caller's own settings (the command line's), saved with each checkpoint
         self._signals = _NoGuard()  # inside fit: SIGINT/SIGTERM wait while a checkpoint is written
         self.best = {"step": None, "val_loss": None}  # the evaluation whose model out_dir holds
@@ -325,7 +326,8 @@ class Trainer:
                 bar.close()
             if self.step and self._saved_step != self.step:
                 self.save()  # (a second Ctrl-C / SIGTERM is ignored while it writes)
-            self.log(f"interrupted: saved step {self.step} to {self.out_dir}; continue with --resume")
+            self.log(f"interrupted: saved step {self.step} to {self.out_dir}"
+                     + (f"; {self.resume_hint}" if self.resume_hint else ""))
             raise
         if bar is not None:
             bar.close()

@@ -1,0 +1,50 @@
+"""The examples as a user meets them: --help that explains every option, --device everywhere, and Ctrl-C
+ending with one line instead of a traceback."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+
+
+def load(path: Path):
+    sys.path.insert(0, str(EXAMPLES))  # as `python examples/x.py` does: _common is importable
+    try:
+        spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_every_option_is_explained_and_device_is_there(script, capsys):
+    with pytest.raises(SystemExit) as stop:
+        load(script).main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    options = [i for i, line in enumerate(lines) if line.startswith("  -")]
+    assert any("--device {cpu,cuda}" in lines[i] for i in options), script.name
+    for i in options:  # help text on the option's line, or on the indented line below it
+        explained = re.search(r"\S {2,}\S", lines[i].strip()) or (i + 1 < len(lines) and lines[i + 1].startswith(" " * 8))
+        assert explained, f"{script.name}: {lines[i].strip()} has no help text"
+    assert "(default: None)" not in out
+
+
+def test_ctrl_c_ends_an_example_without_a_traceback(capsys):
+    common = load(EXAMPLES / "_common.py")
+
+    def interrupted_main():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        common.run(interrupted_main)
+    assert stop.value.code == 130 and capsys.readouterr().err == "\ninterrupted\n"
