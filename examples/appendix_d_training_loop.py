@@ -21,9 +21,7 @@ from tinygrad_llm.tokenizer import get_tokenizer
 from tinygrad_llm.train import calc_loss_batch
 from tinygrad_llm.train.plot import matplotlib_available, plot_losses
 from tinygrad_llm.train.simple import evaluate_model
-from tinygrad_llm.cli.common import positive_int
-
-from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 
 def total_grad_norm(model) -> float:
@@ -123,4 +121,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_example(main)

@@ -23,8 +23,7 @@ from tinygrad_llm.data import GPTDataset, create_dataloader
 from tinygrad_llm.files import require_data_file
 from tinygrad_llm.tokenizer import (GPT2FilesNotFound, SimpleTokenizerV1, SimpleTokenizerV2, build_vocab,
                                     get_tokenizer, train_bpe)
-
-from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
+from tinygrad_llm.cli.common import example_parser, run_example  # --help, --device, Ctrl-C
 
 FILENAME = "the-verdict.txt"
 
@@ -173,4 +172,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_example(main)

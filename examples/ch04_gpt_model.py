@@ -17,8 +17,7 @@ import tinygrad_llm as tl
 from tinygrad_llm import functional as F
 from tinygrad_llm import nn
 from tinygrad_llm.model import PRESETS, GPTConfig, GPTModel, TransformerBlock, estimate_memory, format_bytes
-
-from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
+from tinygrad_llm.cli.common import example_parser, run_example  # --help, --device, Ctrl-C
 
 np.set_printoptions(precision=4, suppress=True)
 
@@ -146,4 +145,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_example(main)

@@ -22,9 +22,7 @@ import numpy as np
 import tinygrad_llm as tl
 from tinygrad_llm.model import GPTModel
 from tinygrad_llm.model.pretrained import HF_MODELS, PretrainedError
-from tinygrad_llm.cli.common import positive_int
-
-from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 PROMPT = "Every effort moves you"
 
@@ -74,4 +72,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_example(main)

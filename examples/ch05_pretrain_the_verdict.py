@@ -25,9 +25,7 @@ from tinygrad_llm.tokenizer import get_tokenizer
 from tinygrad_llm.train import calc_loss_loader
 from tinygrad_llm.train.plot import plot_losses
 from tinygrad_llm.train.simple import train_model_simple
-from tinygrad_llm.cli.common import positive_int
-
-from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 
 def main(argv=None) -> int:
@@ -83,4 +81,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_example(main)

@@ -20,9 +20,7 @@ from tinygrad_llm.finetune import (SpamDataset, add_classification_head, calc_ac
                                    create_balanced_dataset, find_spam_file, random_split, read_sms_spam,
                                    set_trainable, train_classifier_simple, trainable_parameters)
 from tinygrad_llm.optim import AdamW
-from tinygrad_llm.cli.common import positive_int
-
-from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 
 def main(argv=None) -> None:
@@ -86,4 +84,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_example(main)

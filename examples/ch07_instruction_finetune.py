@@ -21,9 +21,7 @@ from tinygrad_llm.finetune import (InstructionDataset, custom_collate_fn, format
 from tinygrad_llm.finetune.judge import OllamaJudge
 from tinygrad_llm.optim import AdamW
 from tinygrad_llm.train.simple import train_model_simple
-from tinygrad_llm.cli.common import positive_int
-
-from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 
 def main(argv=None) -> None:
@@ -79,4 +77,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_example(main)

@@ -24,9 +24,7 @@ from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import AdamW
 from tinygrad_llm.tokenizer import get_tokenizer
 from tinygrad_llm.train.trainer import Trainer, TrainConfig
-from tinygrad_llm.cli.common import positive_int
-
-from _common import example_parser, run  # examples/_common.py: --device, --help, Ctrl-C
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 
 class BigramLanguageModel(nn.Module):
@@ -105,4 +103,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_example(main)

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from tinygrad_llm.cli.common import run_example
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+SCRIPTS = sorted(EXAMPLES.glob("*.py"))
 
 
 def load(path: Path):
-    sys.path.insert(0, str(EXAMPLES))  # as `python examples/x.py` does: _common is importable
-    try:
-        spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
@@ -37,14 +34,13 @@ def test_every_option_is_explained_and_device_is_there(script, capsys):
         explained = re.search(r"\S {2,}\S", lines[i].strip()) or (i + 1 < len(lines) and lines[i + 1].startswith(" " * 8))
         assert explained, f"{script.name}: {lines[i].strip()} has no help text"
     assert "(default: None)" not in out
+    assert "run_example(main)" in script.read_text()  # Ctrl-C: one line, no traceback (tested below)
 
 
 def test_ctrl_c_ends_an_example_without_a_traceback(capsys):
-    common = load(EXAMPLES / "_common.py")
-
     def interrupted_main():
         raise KeyboardInterrupt
 
     with pytest.raises(SystemExit) as stop:
-        common.run(interrupted_main)
+        run_example(interrupted_main)
     assert stop.value.code == 130 and capsys.readouterr().err == "\ninterrupted\n"

@@ -17,6 +17,29 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return super()._get_help_string(action)
 
 
+def example_parser(doc: str) -> argparse.ArgumentParser:
+    """The parser of an example script: its docstring as the description, defaults shown in --help, and
+    ``--device cpu|cuda``."""
+    import os
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=os.environ.get("TINYGRAD_LLM_DEVICE") or "cpu",
+                        help="where to compute: cpu, or cuda for a GPU through CuPy")
+    return parser
+
+
+def run_example(main) -> None:
+    """``sys.exit(main())`` for an example script, with Ctrl-C ending in one line instead of a traceback."""
+    import sys
+
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
 def int_at_least(minimum: int):
     """An argparse type: an integer >= minimum, or a message saying what was expected."""
     expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
