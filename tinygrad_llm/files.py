@@ -8,20 +8,41 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 DATA_ENV = "TINYGRAD_LLM_DATA"
 CACHE_ENV = "TINYGRAD_LLM_CACHE"
 
 
+def _env_folder(name: str, create: bool = False) -> Path | None:
+    """The folder an environment variable names (None when unset); one that is a file, or missing (unless
+    ``create``), is an error naming the variable."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{name}={value}: is a file, expected a folder")
+    if not path.exists():
+        if not create:
+            raise FileNotFoundError(f"{name}={value}: no such folder")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{name}={value}: the folder cannot be created ({exc.strerror})") from None
+    return path
+
+
 def data_dir() -> Path | None:
     """The folder named by TINYGRAD_LLM_DATA (laid out like ../shared/data), or None when unset."""
-    value = os.environ.get(DATA_ENV)
-    return Path(value).expanduser() if value else None
+    return _env_folder(DATA_ENV)
 
 
 def find_data_file(relative: str) -> Path | None:
@@ -51,9 +72,10 @@ def require_data_file(relative: str, given=None) -> Path:
 
 def cache_dir() -> Path:
     """Where downloads are kept: TINYGRAD_LLM_CACHE, else ~/.cache/tinygrad_llm."""
-    value = os.environ.get(CACHE_ENV)
-    path = Path(value).expanduser() if value else Path.home() / ".cache" / "tinygrad_llm"
-    path.mkdir(parents=True, exist_ok=True)
+    path = _env_folder(CACHE_ENV, create=True)
+    if path is None:
+        path = Path.home() / ".cache" / "tinygrad_llm"
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -114,21 +136,32 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
              desc: str | None = None, timeout: float = 30.0) -> Path:
     """Download ``url`` to ``dest`` once, resumably, with a progress bar, checked against sha256/size.
 
-    An existing ``dest`` that matches is reused without touching the network. A partial download is
-    kept as ``dest.part`` and resumed with an HTTP Range request. A mismatch deletes the data and raises.
+    An existing ``dest`` that matches is reused without touching the network; without a known sha256 the
+    one recorded at download time (``dest.sha256``) is checked instead, and a file that no longer matches
+    it is downloaded again. A partial download is kept as ``dest.part`` and resumed with an HTTP Range
+    request; one the server cannot resume (longer than the file: HTTP 416) is restarted, with a message.
+    A mismatch deletes the data and raises.
     """
     dest = Path(dest)
-    if dest.exists() and _matches(dest, sha256, size):
-        return dest
+    record = dest.with_name(dest.name + ".sha256")
+    if dest.exists():
+        if _matches(dest, sha256, size) and (sha256 is not None or _matches_record(dest, record)):
+            return dest
+        print(f"{dest}: differs from the copy downloaded earlier (corrupt?): downloading it again", file=sys.stderr)
+        dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except OSError as exc:
-        raise DownloadError(f"cannot download {url} ({exc}); without network, place the file at {dest} "
-                            f"or point {DATA_ENV} at a folder that has it") from exc
+        response = _open(url, start, timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 416 or not start:
+            raise DownloadError(f"cannot download {url} (HTTP {exc.code} {exc.reason})") from exc
+        print(f"{part}: the partial download ({start} bytes) cannot be resumed (HTTP 416: longer than the file "
+              "on the server?); starting again", file=sys.stderr)
+        part.unlink()
+        start = 0
+        response = _open(url, 0, timeout)
     with response:
         if start and response.status != 206:  # the server ignored the range: start over
             start = 0
@@ -148,8 +181,30 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
         part.unlink()
         raise DownloadError(f"{url}: downloaded content has sha256 {got}, expected {sha256} (size {size}); "
                             "the partial file was removed")
+    with atomic_write(record, "w") as f:  # what a later call checks the file against
+        f.write(sha256_of(part) + "\n")
     os.replace(part, dest)
     return dest
+
+
+def _open(url: str, start: int, timeout: float):
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError:
+        raise
+    except OSError as exc:
+        raise DownloadError(f"cannot download {url} ({exc}); without network, place the file at the path "
+                            f"named or point {DATA_ENV} at a folder that has it") from exc
+
+
+def _matches_record(path: Path, record: Path) -> bool:
+    """``path`` still has the sha256 recorded when it was downloaded (True when nothing was recorded)."""
+    try:
+        recorded = record.read_text().strip()
+    except OSError:
+        return True
+    return sha256_of(path) == recorded
 
 
 def _matches(path: Path, sha256: str | None, size: int | None) -> bool:
@@ -158,21 +213,68 @@ def _matches(path: Path, sha256: str | None, size: int | None) -> bool:
     return sha256 is None or sha256_of(path) == sha256
 
 
+class ArchiveError(ValueError):
+    """An archive is corrupt, or holds something we refuse to extract (paths outside, links, huge members)."""
+
+
+def _is_symlink(member: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(member.external_attr >> 16)
+
+
+@contextlib.contextmanager
+def _open_zip(archive):
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            yield zf
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise ArchiveError(f"{archive}: not a valid zip archive ({exc})") from None
+
+
 def safe_extract_zip(archive, target) -> list[Path]:
-    """Extract a zip into ``target``, refusing any member that would land outside it."""
+    """Extract a zip into ``target``, refusing any member that would land outside it or is a symbolic link."""
     target = Path(target).resolve()
     target.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(archive) as zf:
+    with _open_zip(archive) as zf:
         members = zf.infolist()
         for member in members:
             destination = (target / member.filename).resolve()
             if destination != target and target not in destination.parents:
-                raise ValueError(f"{archive}: member {member.filename!r} would be extracted outside {target}")
+                raise ArchiveError(f"{archive}: member {member.filename!r} would be extracted outside {target}")
+            if _is_symlink(member):
+                raise ArchiveError(f"{archive}: member {member.filename!r} is a symbolic link; not extracted")
         extracted = []
         for member in members:
             zf.extract(member, target)
             extracted.append(target / member.filename)
     return extracted
+
+
+def extract_member(archive, name: str, dest, max_bytes: int) -> Path:
+    """Extract the one member of ``archive`` whose file name is ``name`` (in any folder) to ``dest``,
+    atomically, and nothing else; more than ``max_bytes`` (counted while copying, not taken from the
+    header), a link or a missing member raise ArchiveError naming the archive."""
+    dest = Path(dest)
+    with _open_zip(archive) as zf:
+        found = [m for m in zf.infolist() if not m.is_dir() and m.filename.rstrip("/").rsplit("/", 1)[-1] == name]
+        if not found:
+            raise ArchiveError(f"{archive}: has no member {name}")
+        member = found[0]
+        if _is_symlink(member):
+            raise ArchiveError(f"{archive}: member {member.filename!r} is a symbolic link, expected a file")
+        if member.file_size > max_bytes:
+            raise ArchiveError(f"{archive}: member {member.filename!r} would be {member.file_size:,} bytes, more than "
+                               f"the {max_bytes:,} expected")
+        try:
+            with zf.open(member) as source, atomic_write(dest) as out:
+                copied = 0
+                while block := source.read(1 << 20):
+                    copied += len(block)
+                    if copied > max_bytes:
+                        raise ArchiveError(f"{archive}: member {member.filename!r} expands past {max_bytes:,} bytes")
+                    out.write(block)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:  # a CRC or deflate error mid-member
+            raise ArchiveError(f"{archive}: corrupt member {member.filename!r} ({exc})") from None
+    return dest
 
 
 def copy_atomic(src, dest) -> None:

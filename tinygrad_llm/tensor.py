@@ -103,6 +103,23 @@ class Function:
         return type(self).__name__
 
 
+_NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+
+
+def _numeric_array(data) -> np.ndarray:
+    """A number or nested lists of numbers as a NumPy array; strings, None, ragged lists and other objects
+    are refused here, with what was given, instead of failing later inside an operation."""
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise ValueError(f"Tensor: expected a number or nested lists of numbers of one shape ({exc})") from None
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        shown = repr(data) if len(repr(data)) <= 40 else repr(data)[:37] + "..."
+        raise TypeError(f"Tensor: expected numbers (bool, integer or float), got {shown} "
+                        f"({type(data).__name__}{' of ' + str(array.dtype) if array.dtype.kind != 'O' else ''})")
+    return array
+
+
 def _check_same_device(fn: Function, inputs) -> None:
     devices = {backend.device_of(x.data) for x in inputs}
     if len(devices) > 1:
@@ -127,11 +144,21 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
         if isinstance(data, Tensor):
             data = data.data
+        python_data = not hasattr(data, "dtype")  # a number or (nested) lists: checked and converted here
+        if python_data:
+            data = _numeric_array(data)
+        elif getattr(data.dtype, "kind", "f") not in _NUMERIC_KINDS:
+            raise TypeError(f"Tensor: expected numbers (bool, integer or float), got an array of dtype {data.dtype}")
         if device is None and backend.device_of(data) == "cuda":
             device = "cuda"
         device = backend.check_device(device)
         xp = backend.xp_for(device)
-        dtype = np.dtype(dtype) if dtype is not None else backend.result_dtype(data)
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+        elif python_data and data.dtype.kind == "f":
+            dtype = np.dtype(backend.DEFAULT_FLOAT)  # Python floats become float32
+        else:
+            dtype = backend.result_dtype(data)
         data = backend.to_device(data, device) if hasattr(data, "dtype") else data
         self.data = xp.asarray(data, dtype=dtype)
         self.grad = None

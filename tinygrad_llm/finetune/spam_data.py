@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygrad_llm.files import cache_dir, download, find_data_file, safe_extract_zip, sha256_of
+from tinygrad_llm.files import ArchiveError, cache_dir, download, extract_member, find_data_file, sha256_of
 
 SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SPAM_FILE = "SMSSpamCollection"
@@ -26,6 +26,7 @@ SPAM_DATA_SUBDIR = "sms_spam_collection"
 # (477,907 bytes, 5,574 lines), computed from ../shared/data/sms_spam_collection/SMSSpamCollection.
 SPAM_FILE_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
 SPAM_FILE_SIZE = 477_907
+SPAM_MAX_BYTES = 16 << 20  # the cap on the extracted member: 30 times the real file, far below a zip bomb
 LABELS = {"ham": 0, "spam": 1}
 CLASS_NAMES = ("ham", "spam")
 
@@ -45,19 +46,25 @@ def find_spam_file(path=None) -> Path:
 
 
 def download_and_unzip_spam_data(url: str = SPAM_URL, folder=None) -> Path:
-    """Download the UCI zip (once), extract it safely (no member outside the folder) and check the data file.
+    """Download the UCI zip (once), extract SMSSpamCollection alone from it (size-capped, no links) and
+    check it. Returns the path of SMSSpamCollection.
 
-    Returns the path of SMSSpamCollection. A file whose sha256 differs from the known one is removed and
-    raises, so a changed or corrupt download is never used silently.
+    A corrupt archive is named with its sha256 and deleted (the next call downloads it again instead of
+    failing on the same file forever); an extracted file whose sha256 differs from the known one is removed
+    and raises, so a changed or corrupt download is never used silently.
     """
     folder = Path(folder) if folder is not None else cache_dir() / SPAM_DATA_SUBDIR
     data_file = folder / SPAM_FILE
     if data_file.is_file() and sha256_of(data_file) == SPAM_FILE_SHA256:
         return data_file
     archive = download(url, folder / "sms_spam_collection.zip", desc="SMS Spam Collection")
-    safe_extract_zip(archive, folder)
-    if not data_file.is_file():
-        raise FileNotFoundError(f"{archive}: has no member {SPAM_FILE}")
+    try:
+        extract_member(archive, SPAM_FILE, data_file, max_bytes=SPAM_MAX_BYTES)
+    except ArchiveError as exc:
+        digest = sha256_of(archive)
+        for path in (archive, archive.with_name(archive.name + ".sha256")):
+            path.unlink(missing_ok=True)
+        raise ArchiveError(f"{exc} (sha256 {digest}); the archive was deleted: run again to download it afresh") from None
     got = sha256_of(data_file)
     if got != SPAM_FILE_SHA256:
         data_file.unlink()
@@ -73,7 +80,7 @@ def read_sms_spam(path) -> tuple[list[str], list[int]]:
     """
     path = Path(path)
     texts, labels = [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # (-sig: a byte-order mark some editors write is skipped)
         for number, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if not line.strip():
