@@ -3,24 +3,27 @@
 Each kernel is a faster implementation of a ``forward``/``backward`` pair in ``tinygrad_llm.functional``,
 which is the only module that calls into here, always in the same shape::
 
-    y = kernels.run("softmax_forward", x)
-    if y is None:          # no kernel for this backend/dtype, kernels switched off, or compilation failed
-        y = ...            # the NumPy reference, written out in place
+    k = kernels.for_arrays(x)    # the kernels for x's device and dtype, or None
+    y = k.softmax_forward(x) if k else None    # kernels/numba_softmax.py, or kernels/cuda.py for CuPy arrays
+    if y is None:                # no kernel here, kernels switched off, or this one failed to compile
+        y = ...                  # the NumPy reference, written out in place
+
+``k.softmax_forward`` is the function of that name in the Numba modules (``numba_softmax.py``,
+``numba_layers.py``) or in ``cuda.py``: the same name and arguments in each, documented there.
 
 Which implementation runs:
 
 - ``TINYGRAD_LLM_KERNELS=numpy`` (read at every call) forces the NumPy reference everywhere;
   ``kernels.use("numpy")`` does the same inside a ``with`` block, ``kernels.set_mode(...)`` for good.
-- otherwise NumPy arrays go to the Numba kernels (``numba_softmax``, ``numba_layers``) and CuPy arrays to
-  the CuPy kernels (``cuda``), for float32 and float64 arrays; anything else takes the reference.
-- if Numba is missing, or a kernel fails to compile or (on CUDA) to launch, one ``RuntimeWarning`` says so
-  and that backend's kernels are switched off for the rest of the process: the reference keeps running.
-  (An error that leaves the GPU's context unusable, such as an illegal memory access, will fail the
-  reference too; the warning then names the kernel that caused it.)
+- otherwise NumPy arrays go to the Numba kernels and CuPy arrays to the CuPy kernels, for float32 and
+  float64 arrays (all of one dtype); anything else takes the reference.
+- if Numba is missing or a kernel fails to compile (or, on a GPU, to launch), one ``RuntimeWarning`` says
+  so and that backend's kernels are switched off for the rest of the process: the call returns None and the
+  reference keeps running, nothing crashes.
 
-Kernel names (each a plain function on raw arrays, documented in its module): softmax_forward,
-softmax_backward (plain and causal, with a scale), layer_norm_forward/backward, gelu_forward/backward,
-cross_entropy_forward/backward, embedding_backward, adamw_update_.
+Kernels (each a plain function on raw arrays): softmax_forward, softmax_backward (plain and causal, with a
+scale), layer_norm_forward/backward, gelu_forward/backward, cross_entropy_forward/backward,
+embedding_backward, adamw_update_.
 """
 from __future__ import annotations
 
@@ -96,28 +99,43 @@ def active(array) -> str:
     return backend if available(backend) else "numpy"
 
 
-def run(name: str, *args, **kwargs):
-    """Run kernel ``name`` on ``args``; None when the reference must run instead (see the module doc).
+class Kernels:
+    """One backend's kernels, by name: ``k.softmax_forward(x)`` calls that function of the backend's modules.
 
-    The backend and dtype come from the first float array among ``args``; every float array must share it.
-    """
+    A call that fails to compile or launch switches the backend off (one warning) and returns None, so the
+    caller runs its reference instead."""
+
+    def __init__(self, backend: str, modules: list):
+        self.backend, self.modules = backend, modules
+
+    def __getattr__(self, name: str):
+        fn = next((getattr(m, name) for m in self.modules if hasattr(m, name)), None)
+        if fn is None:
+            raise AttributeError(f"tinygrad_llm.kernels: no {self.backend} kernel named {name!r}")
+        backend = self.backend
+
+        def guarded(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except _kernel_errors(backend) as exc:
+                _disable(backend, f"kernel {name!r} failed to compile or launch ({type(exc).__name__}: "
+                                  f"{_first_line(exc)})")
+                return None
+
+        return guarded
+
+
+def for_arrays(*arrays) -> Kernels | None:
+    """The kernels for these arrays (Numba for NumPy, CuPy's for CuPy), or None when the reference must run:
+    kernels switched off, a dtype other than float32/float64, arrays of mixed dtypes, or a backend missing."""
     if mode() == "numpy":
         return None
-    floats = [a for a in args if hasattr(a, "dtype") and a.dtype.kind == "f"]
+    floats = [a for a in arrays if a is not None and getattr(a, "dtype", None) is not None and a.dtype.kind == "f"]
     if not floats or floats[0].dtype not in FLOAT_DTYPES or any(a.dtype != floats[0].dtype for a in floats):
         return None
     backend = backend_for(floats[0])
     modules = _load(backend)
-    if modules is None:
-        return None
-    fn = next((getattr(m, name) for m in modules if hasattr(m, name)), None)
-    if fn is None:
-        return None
-    try:
-        return fn(*args, **kwargs)
-    except _kernel_errors(backend) as exc:
-        _disable(backend, f"kernel {name!r} failed to compile or launch ({type(exc).__name__}: {_first_line(exc)})")
-        return None
+    return None if modules is None else Kernels(backend, modules)
 
 
 def _load(backend: str):

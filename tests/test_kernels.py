@@ -453,3 +453,46 @@ def test_serial_and_parallel_variants_match_reference(variant, monkeypatch):
                 grad_scale=1.0)
         compare(lambda w: F.embedding(ids, w), [values(6, (5, 33), dtype, 1.0)], dtype, "embedding")
     assert calls and all(calls) == (variant == "parallel") and any(calls) == (variant == "parallel")
+
+
+# ---- dispatch: one call shape, one saved state -----------------------------------------------------------
+
+def test_for_arrays_picks_the_kernels_or_none():
+    x = np.ones((2, 3), np.float32)
+    k = kernels.for_arrays(x)
+    from tinygrad_llm.kernels import numba_softmax
+
+    assert k is not None and k.backend == "numba"
+    np.testing.assert_array_equal(k.softmax_forward(x), numba_softmax.softmax_forward(x))
+    with pytest.raises(AttributeError, match="no numba kernel named 'softmax_fwd'"):
+        k.softmax_fwd  # noqa: B018  a misspelt kernel is an error, not a silent fallback
+    assert kernels.for_arrays(x.astype(np.int64)) is None  # integers: the reference
+    assert kernels.for_arrays(x, x.astype(np.float64)) is None  # mixed dtypes: the reference
+    assert kernels.for_arrays(x.astype(np.float16)) is None
+    with kernels.use("numpy"):
+        assert kernels.for_arrays(x) is None
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "gelu"])
+def test_an_operation_saves_the_same_state_whichever_implementation_ran(op):
+    """Forward keeps the same names, shapes and dtypes on the kernel path and the reference path, so a
+    backward that finds the kernels switched off in between (or a reader) sees one kind of state."""
+    x = values(7, (2, 3, 8), np.float32, 2.0)
+    saved = {}
+    for mode in ("auto", "numpy"):
+        with kernels.use(mode):
+            t = tl.Tensor(x, requires_grad=True)
+            w, b = tl.Tensor(np.ones(8, np.float32), requires_grad=True), tl.Tensor(np.zeros(8, np.float32))
+            y = F.layer_norm(t, w, b) if op == "layer_norm" else F.gelu(t)
+            saved[mode] = {k: (np.shape(v), getattr(v, "dtype", None)) for k, v in vars(y.creator).items()
+                           if isinstance(v, np.ndarray)}
+    assert saved["auto"] == saved["numpy"], saved
+    with kernels.use("auto"):  # forward on the kernel, backward on the reference: the same gradient
+        t = tl.Tensor(x, requires_grad=True)
+        y = F.layer_norm(t) if op == "layer_norm" else F.gelu(t)
+    gy = values(8, x.shape, np.float32, 1.0)
+    with kernels.use("numpy"):
+        y.backward(gy)
+        t2 = tl.Tensor(x, requires_grad=True)
+        (F.layer_norm(t2) if op == "layer_norm" else F.gelu(t2)).backward(gy)
+    assert_close(t.grad, t2.grad, np.float32, op, at_least=10.0 * float(np.abs(gy).max()))

@@ -22,14 +22,16 @@ class Softmax(Function):
     def forward(self, x):
         xp = self.xp
         self.last_axis = x.ndim > 0 and self.axis in (-1, x.ndim - 1)  # the kernels work on the last axis
-        self.y = kernels.run("softmax_forward", x) if self.last_axis else None
+        k = kernels.for_arrays(x) if self.last_axis else None
+        self.y = k.softmax_forward(x) if k else None  # kernels/numba_softmax.py (cuda.py for CuPy arrays)
         if self.y is None:
             e = xp.exp(x - x.max(axis=self.axis, keepdims=True))  # subtract the max: exp never overflows
             self.y = e / e.sum(axis=self.axis, keepdims=True)
         return self.y
 
     def backward(self, gy):
-        gx = kernels.run("softmax_backward", self.y, gy) if self.last_axis else None
+        k = kernels.for_arrays(self.y, gy) if self.last_axis else None
+        gx = k.softmax_backward(self.y, gy) if k else None
         if gx is None:
             # dy_i/dx_j = y_i (delta_ij - y_j)  =>  dx = y * (gy - sum_j gy_j y_j)
             y = self.y
@@ -49,7 +51,8 @@ class CausalSoftmax(Function):
         self.scale = scale
 
     def forward(self, x):
-        self.y = kernels.run("softmax_forward", x, scale=self.scale, causal=True)
+        k = kernels.for_arrays(x)
+        self.y = k.softmax_forward(x, scale=self.scale, causal=True) if k else None  # numba_softmax.py / cuda.py
         if self.y is None:
             xp = self.xp
             n_queries, n_keys = x.shape[-2:]
@@ -60,7 +63,8 @@ class CausalSoftmax(Function):
         return self.y
 
     def backward(self, gy):
-        gx = kernels.run("softmax_backward", self.y, gy, scale=self.scale, causal=True)
+        k = kernels.for_arrays(self.y, gy)
+        gx = k.softmax_backward(self.y, gy, scale=self.scale, causal=True) if k else None
         if gx is None:
             # softmax's backward, times d(scale x)/dx = scale; masked entries have y = 0 and get 0
             y = self.y
@@ -109,19 +113,19 @@ class GELU(Function):
     """
 
     def forward(self, x):
-        self.x = x
-        y = kernels.run("gelu_forward", x)
-        self.s = None  # the kernel recomputes s in its backward instead of keeping it
+        self.x = x  # all that backward needs, whichever implementation runs: it recomputes s from x
+        k = kernels.for_arrays(x)
+        y = k.gelu_forward(x) if k else None  # kernels/numba_layers.py (cuda.py for CuPy arrays)
         if y is None:
-            self.s = _gelu_gate(self.xp, x)
-            y = x * self.s
+            y = x * _gelu_gate(self.xp, x)
         return y
 
     def backward(self, gy):
-        gx = kernels.run("gelu_backward", self.x, gy)
+        k = kernels.for_arrays(self.x, gy)
+        gx = k.gelu_backward(self.x, gy) if k else None
         if gx is None:
             x = self.x
-            s = self.s if self.s is not None else _gelu_gate(self.xp, x)
+            s = _gelu_gate(self.xp, x)
             # d/dx [0.5 x (1 + tanh u)] = 0.5 (1 + t) + 0.5 x (1 - t^2) u'(x), and with t = 2s - 1:
             #   = s + 2 x s (1 - s) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
             gx = gy * (s + 2 * x * s * (1 - s) * GELU_C * (1 + 3 * 0.044715 * x * x))

@@ -57,7 +57,8 @@ class Embedding(Function):
         return weight[self.ids]  # (..., ) ids -> (..., dim)
 
     def backward(self, gy):
-        gw = kernels.run("embedding_backward", self.ids, gy, self.weight_shape[0])
+        k = kernels.for_arrays(gy)
+        gw = k.embedding_backward(self.ids, gy, self.weight_shape[0]) if k else None  # kernels/numba_layers.py
         if gw is None:
             gw = self.xp.zeros(self.weight_shape, dtype=self.weight_dtype)
             backend.scatter_add(gw, self.ids.reshape(-1), gy.reshape(-1, self.weight_shape[1]))  # repeated ids sum
@@ -65,49 +66,55 @@ class Embedding(Function):
 
 
 class LayerNorm(Function):
-    """Normalise over the last axis, then scale and shift: y = (x - mean) / sqrt(var + eps) * w + b."""
+    """Normalise over the last axis, then scale and shift: y = (x - mean) / sqrt(var + eps) * w + b.
+
+    Saves x, and each row's mean and rstd = 1 / sqrt(var + eps) (shape (..., 1)), whichever implementation
+    runs; backward rebuilds xhat = (x - mean) rstd from them rather than keeping a second (..., C) array."""
 
     def __init__(self, eps: float, has_weight: bool, has_bias: bool):
         self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
 
     def forward(self, x, *affine):
         xp = self.xp
+        self.x = x
         self.weight = affine[0] if self.has_weight else None
-        out = kernels.run("layer_norm_forward", x, self.weight, affine[-1] if self.has_bias else None, self.eps)
-        if out is not None:  # the kernel saves x, mean and rstd (rows,); backward recomputes xhat from them
-            y, self.mean, self.rstd = out
-            self.x, self.xhat = x, None
+        bias = affine[-1] if self.has_bias else None
+        k = kernels.for_arrays(x, self.weight, bias)
+        out = k.layer_norm_forward(x, self.weight, bias, self.eps) if k else None  # kernels/numba_layers.py
+        if out is not None:
+            y, mean, rstd = out  # mean, rstd: (rows,)
+            self.mean, self.rstd = mean.reshape(x.shape[:-1] + (1,)), rstd.reshape(x.shape[:-1] + (1,))
             return y
-        mean = x.mean(axis=-1, keepdims=True)
-        centered = x - mean
+        self.mean = x.mean(axis=-1, keepdims=True)
+        centered = x - self.mean
         var = (centered * centered).mean(axis=-1, keepdims=True)  # two passes: no cancellation
         self.rstd = 1.0 / xp.sqrt(var + self.eps)
-        self.xhat = centered * self.rstd
-        y = self.xhat * self.weight if self.has_weight else self.xhat.copy()
+        y = centered * self.rstd  # xhat
+        if self.has_weight:
+            y = y * self.weight
         if self.has_bias:
-            y += affine[-1]
+            y += bias
         return y
 
     def backward(self, gy):
-        if self.xhat is None:
-            out = kernels.run("layer_norm_backward", gy, self.x, self.weight, self.mean, self.rstd)
-            if out is not None:
-                gx, gw, gb = out
-                return (gx,) + ((gw,) if self.has_weight else ()) + ((gb,) if self.has_bias else ())
-            keep = self.x.shape[:-1] + (1,)  # kernels switched off since forward: rebuild what the reference keeps
-            self.mean, self.rstd = self.mean.reshape(keep), self.rstd.reshape(keep)
-            self.xhat = (self.x - self.mean) * self.rstd
-        xhat, rstd = self.xhat, self.rstd
+        k = kernels.for_arrays(gy, self.x, self.weight, self.mean, self.rstd)
+        rows = self.mean.size
+        out = (k.layer_norm_backward(gy, self.x, self.weight, self.mean.reshape(rows), self.rstd.reshape(rows))
+               if k else None)
+        if out is not None:
+            gx, gw, gb = out
+            return (gx,) + ((gw,) if self.has_weight else ()) + ((gb,) if self.has_bias else ())
+        xhat, rstd = (self.x - self.mean) * self.rstd, self.rstd
         gxhat = gy * self.weight if self.has_weight else gy
         # xhat = (x - mean) rstd  =>  dx = rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat))
         gx = rstd * (gxhat - gxhat.mean(axis=-1, keepdims=True)
                      - xhat * (gxhat * xhat).mean(axis=-1, keepdims=True))
         grads = [gx]
-        rows = gy.reshape(-1, gy.shape[-1])
+        gy_rows = gy.reshape(-1, gy.shape[-1])
         if self.has_weight:
-            grads.append((rows * xhat.reshape(rows.shape)).sum(axis=0))  # dL/dw = sum gy xhat
+            grads.append((gy_rows * xhat.reshape(gy_rows.shape)).sum(axis=0))  # dL/dw = sum gy xhat
         if self.has_bias:
-            grads.append(rows.sum(axis=0))  # dL/db = sum gy
+            grads.append(gy_rows.sum(axis=0))  # dL/db = sum gy
         return tuple(grads)
 
 

@@ -22,7 +22,8 @@ class CrossEntropy(Function):
         self.valid = self.targets != self.ignore_index
         self.safe_targets = xp.where(self.valid, self.targets, 0)
         self.logits = logits
-        out = kernels.run("cross_entropy_forward", logits, self.safe_targets, self.ignore_index)
+        k = kernels.for_arrays(logits)
+        out = k.cross_entropy_forward(logits, self.safe_targets, self.ignore_index) if k else None  # numba_softmax.py
         if out is not None:  # one pass per row: max, sum of exp, lse, the loss; no (N, C) temporary
             losses, lse = out
             losses *= self.valid
@@ -46,7 +47,8 @@ class CrossEntropy(Function):
         else:
             scale = self.valid * (gy / self.count if self.reduction == "mean" and self.count else gy)
         scale = scale.astype(self.logits.dtype)  # (N,): each row's weight in the loss, 0 for ignored rows
-        g = kernels.run("cross_entropy_backward", self.logits, self.lse[:, 0], self.safe_targets, scale)
+        k = kernels.for_arrays(self.logits, scale)
+        g = k.cross_entropy_backward(self.logits, self.lse[:, 0], self.safe_targets, scale) if k else None
         if g is None:
             # d(lse - x_t)/dx = softmax(x) - onehot(t), for the rows that count
             g = xp.exp(self.logits - self.lse)
