@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import prange
 
+from tinygrad_llm import threads
 from tinygrad_llm.kernels.numba_math import FAST, ONE, exp_row, n_blocks, parallel_kernel
 
 # ---- layer norm --------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def embedding_backward(ids, gy, num_embeddings):
     gw = np.zeros((num_embeddings, dim), gy.dtype)
     gy2 = np.ascontiguousarray(gy).reshape(-1, dim)
     if gy2.size:
-        blocks = max(1, min(numba.get_num_threads(), dim // 16 or 1))
+        blocks = max(1, min(threads.kernel_threads(), dim // 16 or 1))
         flat_ids = np.ascontiguousarray(ids).reshape(-1).astype(np.int64, copy=False)
         _scatter_add_rows.for_size(gy2.size)(flat_ids, gy2, gw, blocks)
     return gw

@@ -6,6 +6,7 @@ Each operation is a ``Function`` class with ``forward`` and ``backward`` side by
     reduction    sum mean max
     shape        reshape transpose swapaxes getitem concatenate stack split where masked_fill to
     activation   softmax causal_softmax log_softmax logsigmoid gelu dropout
+    attention    causal_attention (scores, mask, softmax, dropout, @ values: one operation)
     layers       linear embedding layer_norm
     loss         cross_entropy
     optim_update adamw_update_ (in place on raw arrays; not differentiable)
@@ -15,6 +16,7 @@ Conventions are NumPy's: ``axis``, ``keepdims``, ``split`` as ``numpy.split``.
 """
 from tinygrad_llm.functional._common import sum_to
 from tinygrad_llm.functional.activation import causal_softmax, dropout, gelu, log_softmax, logsigmoid, softmax
+from tinygrad_llm.functional.attention import causal_attention
 from tinygrad_llm.functional.arithmetic import (
     add, cast, div, exp, log, matmul, mul, neg, pow, relu, rpow, sqrt, sub, tanh,
 )
@@ -28,7 +30,7 @@ from tinygrad_llm.functional.shape import (
 from tinygrad_llm.tensor import Tensor
 
 __all__ = [
-    "adamw_update_", "add", "cast", "causal_softmax", "concatenate", "cross_entropy", "div", "dropout", "embedding", "exp", "gelu",
+    "adamw_update_", "add", "cast", "causal_attention", "causal_softmax", "concatenate", "cross_entropy", "div", "dropout", "embedding", "exp", "gelu",
     "getitem", "layer_norm", "linear", "log", "log_softmax", "logsigmoid", "masked_fill", "matmul", "max", "mean",
     "mul", "neg", "pow", "relu", "reshape", "softmax", "split", "sqrt", "stack", "sub", "sum", "sum_to",
     "swapaxes", "tanh", "to", "transpose", "where",

@@ -51,25 +51,35 @@ class CausalSoftmax(Function):
         self.scale = scale
 
     def forward(self, x):
-        k = kernels.for_arrays(x)
-        self.y = k.softmax_forward(x, scale=self.scale, causal=True) if k else None  # numba_softmax.py / cuda.py
-        if self.y is None:
-            xp = self.xp
-            n_queries, n_keys = x.shape[-2:]
-            keep = xp.arange(n_keys)[None, :] <= xp.arange(n_queries)[:, None] + (n_keys - n_queries)  # (T, S)
-            z = xp.where(keep, x * self.scale, -xp.inf)
-            e = xp.exp(z - z.max(axis=-1, keepdims=True))  # exp(-inf) = 0 on the masked entries
-            self.y = e / e.sum(axis=-1, keepdims=True)
+        self.y = causal_softmax_forward(self.xp, x, self.scale)
         return self.y
 
     def backward(self, gy):
-        k = kernels.for_arrays(self.y, gy)
-        gx = k.softmax_backward(self.y, gy, scale=self.scale, causal=True) if k else None
-        if gx is None:
-            # softmax's backward, times d(scale x)/dx = scale; masked entries have y = 0 and get 0
-            y = self.y
-            gx = self.scale * y * (gy - (gy * y).sum(axis=-1, keepdims=True))
-        return gx
+        return causal_softmax_backward(self.xp, self.y, gy, self.scale)
+
+
+def causal_softmax_forward(xp, x, scale: float):
+    """softmax(scale * x) over the last axis, causally masked, on raw arrays (CausalSoftmax and the fused
+    attention share it)."""
+    k = kernels.for_arrays(x)
+    y = k.softmax_forward(x, scale=scale, causal=True) if k else None  # kernels/numba_softmax.py / cuda.py
+    if y is None:
+        n_queries, n_keys = x.shape[-2:]
+        keep = xp.arange(n_keys)[None, :] <= xp.arange(n_queries)[:, None] + (n_keys - n_queries)  # (T, S)
+        z = xp.where(keep, x * scale, -xp.inf)
+        e = xp.exp(z - z.max(axis=-1, keepdims=True))  # exp(-inf) = 0 on the masked entries
+        y = e / e.sum(axis=-1, keepdims=True)
+    return y
+
+
+def causal_softmax_backward(xp, y, gy, scale: float):
+    """The gradient of causal_softmax_forward from its output y and the output gradient gy."""
+    k = kernels.for_arrays(y, gy)
+    gx = k.softmax_backward(y, gy, scale=scale, causal=True) if k else None
+    if gx is None:
+        # softmax's backward, times d(scale x)/dx = scale; masked entries have y = 0 and get 0
+        gx = scale * y * (gy - (gy * y).sum(axis=-1, keepdims=True))
+    return gx
 
 
 class LogSoftmax(Function):

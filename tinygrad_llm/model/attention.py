@@ -7,7 +7,6 @@ single matrix product computes all three (as GPT-2's ``c_attn``).
 """
 from __future__ import annotations
 
-import math
 
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
@@ -102,13 +101,13 @@ class MultiHeadAttention(Module):
             past_keys, past_values = cache.update(keys.data, values.data)  # (B, H, start + T, hd) each
             keys, values = Tensor._from_op(past_keys, None), Tensor._from_op(past_values, None)
 
-        attn_scores = queries @ keys.swapaxes(-1, -2)  # (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S), S = start + T
-        # The book's three steps in one operation: scale by 1/sqrt(hd), mask the future (query i sits at
-        # position start + i and sees keys j <= start + i; the book's masked_fill with -inf), softmax.
-        attn_weights = F.causal_softmax(attn_scores, scale=1.0 / math.sqrt(hd))  # (B, H, T, S), rows sum to 1
-        attn_weights = self.dropout(attn_weights)
-
-        context = attn_weights @ values  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
+        # The book's five steps, as one operation (F.causal_attention; its backward recomputes the weights
+        # instead of keeping three (B, H, T, S) arrays):
+        #   attn_scores = queries @ keys^T                       (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S)
+        #   scale by 1/sqrt(hd), mask the future (query i sits at position start + i and sees keys
+        #   j <= start + i; the book's masked_fill with -inf), softmax: rows sum to 1
+        #   dropout on the weights, then attn_weights @ values  (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
+        context = F.causal_attention(queries, keys, values, dropout=self.dropout.p, training=self.training)
         context = context.transpose(0, 2, 1, 3)  # (B, H, T, hd) -> (B, T, H, hd)
         context = context.reshape(b, num_tokens, self.d_out)  # (B, T, H, hd) -> (B, T, d_out)
         return self.out_proj(context)  # (B, T, d_out) -> (B, T, d_out)
