@@ -185,3 +185,13 @@ def test_the_tokenizer_must_belong_to_the_model(run, tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(folder), "--prompt", "the"]) == 1
     line = error_line(capsys)
     assert str(tokenizer) in line and "missing" in line and "not GPT-2's" in line
+
+
+def test_a_hugging_face_folder_keeps_gpt2_s_tokenizer(tmp_path, shared_data):
+    from tinygrad_llm.cli.common import load_model_and_tokenizer
+    from tinygrad_llm.model import GPTConfig
+
+    GPTModel(GPTConfig(vocab_size=50257, context_length=8, emb_dim=8, n_heads=2, n_layers=1)).save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE"}}))  # HF's format
+    model, tokenizer = load_model_and_tokenizer(tmp_path, None)
+    assert tokenizer.name == "gpt2" and model.config.vocab_size == 50257

@@ -181,6 +181,8 @@ def tokenizer_for(folder: Path, vocab_size: int):
     file = folder / TOKENIZER_FILE
     if not file.is_file() and folder.parent.name == "checkpoints":  # run/checkpoints/ckpt-N
         file = folder.parent.parent / TOKENIZER_FILE
+    if file.is_file() and _is_hf_tokenizers_file(file) and vocab_size in (GPT2_VOCAB, 50304):
+        return get_tokenizer("gpt2")  # a Hugging Face GPT-2 folder's own tokenizer.json: GPT-2's BPE
     if file.is_file():
         tokenizer = load_tokenizer(file)
         fits = tokenizer.n_vocab <= vocab_size if tokenizer.name == "gpt2" else tokenizer.n_vocab == vocab_size
@@ -194,3 +196,14 @@ def tokenizer_for(folder: Path, vocab_size: int):
     raise FileNotFoundError(f"{file}: missing; the model in {folder} has a vocabulary of {vocab_size} tokens, not "
                             f"GPT-2's {GPT2_VOCAB}, so its tokenizer cannot be assumed (copy the tokenizer.json of "
                             "the run that trained it)")
+
+
+def _is_hf_tokenizers_file(file: Path) -> bool:
+    """Whether ``file`` is in the Hugging Face ``tokenizers`` format (a "model" entry, no "type" of ours)."""
+    import json
+
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "model" in data and "type" not in data

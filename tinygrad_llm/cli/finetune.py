@@ -8,7 +8,6 @@ the end, each atomically: an error leaves no partial output.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -139,18 +138,12 @@ def load_start_model(args, context_length: int | None = None):
             overrides["context_length"] = context_length
         config = GPTConfig.preset(preset, **overrides)
         return GPTModel(config), tokenizer, f"a fresh {preset} model (from scratch)"
-    source = Path(args.init_from)
-    if (source / "config.json").is_file() and (source / "model.safetensors").is_file():
-        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
-        if "emb_dim" in config:  # the library's own layout: a run folder of 'tinygrad-llm train'
-            from tinygrad_llm.cli.common import load_model_and_tokenizer
+    if Path(args.init_from).is_dir():  # a run folder or a Hugging Face folder: config, weights and tokenizer
+        from tinygrad_llm.cli.common import load_model_and_tokenizer  # checked together
 
-            model, tokenizer = load_model_and_tokenizer(source, None)
-            _apply_dropout(model, overrides.get("drop_rate"))
-            return model, tokenizer, f"{source}"
-    if not hasattr(GPTModel, "from_pretrained"):
-        raise ValueError(f"--init-from {args.init_from}: not a run folder with config.json and model.safetensors "
-                         "(loading GPT-2 checkpoints needs GPTModel.from_pretrained)")
+        model, tokenizer = load_model_and_tokenizer(Path(args.init_from), None)
+        _apply_dropout(model, overrides.get("drop_rate"))
+        return model, tokenizer, f"{args.init_from}"
     model = GPTModel.from_pretrained(args.init_from, drop_rate=overrides.get("drop_rate"))
     return model, get_tokenizer("gpt2"), f"{args.init_from}"
 
