@@ -5,7 +5,7 @@ Each operation is a ``Function`` class with ``forward`` and ``backward`` side by
     arithmetic   add sub mul div neg pow exp log sqrt tanh relu matmul cast
     reduction    sum mean max
     shape        reshape transpose swapaxes getitem concatenate stack split where masked_fill to
-    activation   softmax causal_softmax log_softmax logsigmoid gelu dropout
+    activation   softmax causal_softmax masked_softmax log_softmax logsigmoid gelu dropout
     attention    causal_attention (scores, mask, softmax, dropout, @ values: one operation)
     layers       linear embedding layer_norm
     loss         cross_entropy
@@ -15,7 +15,9 @@ Importing this package also gives ``Tensor`` its operators and methods (the tabl
 Conventions are NumPy's: ``axis``, ``keepdims``, ``split`` as ``numpy.split``.
 """
 from tinygrad_llm.functional._common import sum_to
-from tinygrad_llm.functional.activation import causal_softmax, dropout, gelu, log_softmax, logsigmoid, softmax
+from tinygrad_llm.functional.activation import (
+    causal_softmax, dropout, gelu, log_softmax, logsigmoid, masked_softmax, softmax,
+)
 from tinygrad_llm.functional.attention import causal_attention
 from tinygrad_llm.functional.arithmetic import (
     add, cast, div, exp, log, matmul, mul, neg, pow, relu, rpow, sqrt, sub, tanh,
@@ -30,9 +32,10 @@ from tinygrad_llm.functional.shape import (
 from tinygrad_llm.tensor import Tensor
 
 __all__ = [
-    "adamw_update_", "add", "cast", "causal_attention", "causal_softmax", "concatenate", "cross_entropy", "div", "dropout", "embedding", "exp", "gelu",
-    "getitem", "layer_norm", "linear", "log", "log_softmax", "logsigmoid", "masked_fill", "matmul", "max", "mean",
-    "mul", "neg", "pow", "relu", "reshape", "softmax", "split", "sqrt", "stack", "sub", "sum", "sum_to",
+    "adamw_update_", "add", "cast", "causal_attention", "causal_softmax", "concatenate", "cross_entropy", "div",
+    "dropout", "embedding", "exp", "gelu", "getitem", "layer_norm", "linear", "log", "log_softmax", "logsigmoid",
+    "masked_fill", "masked_softmax", "matmul", "max", "mean", "mul", "neg", "pow", "relu", "reshape", "softmax",
+    "split", "sqrt", "stack", "sub", "sum", "sum_to",
     "swapaxes", "tanh", "to", "transpose", "where",
 ]
 

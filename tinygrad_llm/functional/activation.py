@@ -1,4 +1,5 @@
-"""Activations and dropout: softmax, causal_softmax, log_softmax, logsigmoid, gelu, dropout (relu is in arithmetic).
+"""Activations and dropout: softmax, causal_softmax, masked_softmax, log_softmax, logsigmoid, gelu, dropout
+(relu is in arithmetic).
 
 Softmax, CausalSoftmax and GELU run a compiled kernel (``tinygrad_llm.kernels``) when one is available;
 the NumPy lines below them are the reference the kernels are tested against.
@@ -82,6 +83,34 @@ def causal_softmax_backward(xp, y, gy, scale: float):
     return gx
 
 
+class MaskedSoftmax(Function):
+    """Attention weights with a mask: softmax(scale * scores) over the last axis where ``keep`` is True.
+
+    keep: a boolean array broadcastable to scores (..., T, S), e.g. (B, 1, 1, S) for a padding mask (0 on
+    the padded keys), optionally and-ed with the causal mask. Masked entries get weight exactly 0, as
+    masked_fill(-inf) then softmax; a row with every key masked (a padded query of a left-padded GPT prompt)
+    gets all-zero weights instead of 0/0 = NaN. The unmasked case is CausalSoftmax / Softmax (kernels).
+    """
+
+    def __init__(self, keep, scale: float):
+        self.keep, self.scale = keep, scale
+
+    def forward(self, x):
+        xp = self.xp
+        z = xp.where(self.keep, x * self.scale, -xp.inf)  # (..., T, S)
+        row_max = z.max(axis=-1, keepdims=True)
+        row_max = xp.where(xp.isfinite(row_max), row_max, 0)  # fully masked row: any finite shift will do
+        e = xp.exp(z - row_max)  # exp(-inf) = 0 on the masked entries
+        total = e.sum(axis=-1, keepdims=True)
+        self.y = e / xp.where(total > 0, total, 1)  # fully masked row: 0 / 1 = 0
+        return self.y
+
+    def backward(self, gy):
+        # softmax's backward times d(scale x)/dx = scale; masked entries have y = 0 and get 0
+        y = self.y
+        return self.scale * y * (gy - (gy * y).sum(axis=-1, keepdims=True))
+
+
 class LogSoftmax(Function):
     def __init__(self, axis: int):
         self.axis = axis
@@ -142,6 +171,55 @@ class GELU(Function):
         return gx
 
 
+class GELUErf(Function):
+    """The exact GELU of BERT and torch's default (Hugging Face's "gelu"): y = x Phi(x), Phi the standard
+    normal's distribution function, Phi(x) = 0.5 (1 + erf(x / sqrt 2)). NumPy has no erf: ``normal_cdf``
+    below computes it to float64 precision."""
+
+    def forward(self, x):
+        self.x = x
+        self.cdf = normal_cdf(self.xp, x)
+        return x * self.cdf
+
+    def backward(self, gy):
+        x = self.x
+        # d/dx [x Phi(x)] = Phi(x) + x phi(x), with phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density
+        pdf = self.xp.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
+        return gy * (self.cdf + x * pdf)
+
+
+_ERF_SERIES_TERMS, _ERFC_FRACTION_DEPTH = 32, 50  # float64 error below 3e-15 everywhere (tests/test_bert.py)
+
+
+def normal_cdf(xp, x):
+    """Phi(x) = 0.5 erfc(-x / sqrt 2), elementwise, in x's dtype, accurate to a few float64 ulps.
+
+    With z = |x| / sqrt 2:
+      z < 2:   erf(z) = 2/sqrt(pi) e^(-z^2) sum_n 2^n z^(2n+1) / (1 * 3 * ... * (2n+1)); every term is
+               positive, so no cancellation (the Taylor series of erf alternates and loses digits);
+      z >= 2:  erfc(z) = e^(-z^2)/sqrt(pi) / (z + (1/2) / (z + 1 / (z + (3/2) / (z + 2 / (z + ...))))),
+               Laplace's continued fraction, evaluated from the bottom up; it keeps erfc's tiny values
+               relative-exact, so gelu(-10) = -10 Phi(-10) does not round to 0 from 1 - erf.
+    """
+    z = xp.abs(x) * x.dtype.type(1 / math.sqrt(2))
+    erfc_abs = xp.empty_like(z)  # erfc(|x| / sqrt 2)
+    near = z < 2
+    zs = z[near]
+    z2 = zs * zs
+    term, total = zs, zs
+    for n in range(_ERF_SERIES_TERMS):
+        term = term * (2 * z2 / (2 * n + 3))  # the ratio of consecutive terms
+        total = total + term
+    erfc_abs[near] = 1 - (2 / math.sqrt(math.pi)) * xp.exp(-z2) * total
+    zl = z[~near]
+    fraction = zl
+    for k in range(_ERFC_FRACTION_DEPTH, 0, -1):
+        fraction = zl + (k / 2) / fraction
+    erfc_abs[~near] = xp.exp(-zl * zl) / (math.sqrt(math.pi) * fraction)
+    # Phi(x) = 1 - 0.5 erfc(|x|/sqrt 2) for x >= 0, and 0.5 erfc(|x|/sqrt 2) for x < 0
+    return xp.where(x >= 0, 1 - 0.5 * erfc_abs, 0.5 * erfc_abs).astype(x.dtype, copy=False)
+
+
 def _gelu_gate(xp, x):
     """s = sigmoid(2u) = 0.5 (1 + tanh u); e^(-2u) overflows to inf for very negative x, where s is 0."""
     with np.errstate(over="ignore"):
@@ -185,6 +263,42 @@ def causal_softmax(scores: Tensor, scale: float = 1.0) -> Tensor:
     return CausalSoftmax(scale)(scores)
 
 
+def masked_softmax(scores: Tensor, mask, scale: float = 1.0, causal: bool = False) -> Tensor:
+    """softmax(scale * scores) over the last axis, attending only where ``mask`` is True (and, with
+    ``causal``, to keys j <= i + (S - T) as causal_softmax). For attention with padding.
+
+    scores: (..., T, S); mask: a boolean array (or Tensor) broadcastable to (..., T, S), True = attend,
+    e.g. ``attention_mask[:, None, None, :] == 1`` for a (B, S) padding mask; None = no mask. Weights are
+    exactly 0 where masked, and a row with nothing to attend to gets all-zero weights.
+    """
+    from tinygrad_llm.functional._common import raw
+
+    if scores.ndim < 2:
+        raise ValueError(f"masked_softmax: scores must have at least 2 dimensions (..., T, S), got {scores.shape}")
+    scale = float(scale)
+    if not scale > 0 or math.isinf(scale):
+        raise ValueError(f"masked_softmax: scale must be a positive finite number, got {scale}")
+    xp = backend.get_array_module(scores.data)
+    n_queries, n_keys = scores.shape[-2:]
+    keep = None
+    if mask is not None:
+        keep = raw(mask, xp).astype(bool)
+        try:
+            np.broadcast_shapes(keep.shape, scores.shape)
+        except ValueError:
+            raise ValueError(f"masked_softmax: mask of shape {keep.shape} does not broadcast to the scores' "
+                             f"{scores.shape}") from None
+    if causal:
+        if n_keys < n_queries:
+            raise ValueError(f"masked_softmax: causal scores of shape {scores.shape} have fewer keys than queries")
+        if keep is None:
+            return CausalSoftmax(scale)(scores)  # the kernel path
+        keep = keep & (xp.arange(n_keys)[None, :] <= xp.arange(n_queries)[:, None] + (n_keys - n_queries))
+    if keep is None:
+        return softmax(scores * scale if scale != 1.0 else scores)
+    return MaskedSoftmax(keep, scale)(scores)
+
+
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     return LogSoftmax(axis)(x)
 
@@ -194,8 +308,14 @@ def logsigmoid(x: Tensor) -> Tensor:
     return LogSigmoid()(x)
 
 
-def gelu(x: Tensor) -> Tensor:
-    return GELU()(x)
+def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
+    """GELU. approximate="tanh" (the default): GPT-2's tanh approximation ("gelu_new" in Hugging Face);
+    "none": the exact x Phi(x) of BERT ("gelu" in Hugging Face, torch's default)."""
+    if approximate == "tanh":
+        return GELU()(x)
+    if approximate == "none":
+        return GELUErf()(x)
+    raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) -> Tensor:

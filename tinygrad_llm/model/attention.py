@@ -7,6 +7,8 @@ single matrix product computes all three (as GPT-2's ``c_attn``).
 """
 from __future__ import annotations
 
+import math
+
 
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
@@ -69,25 +71,30 @@ class KVCache:
 
 
 class MultiHeadAttention(Module):
-    """Causal multi-head self-attention: (B, T, d_in) -> (B, T, d_out).
+    """Multi-head self-attention: (B, T, d_in) -> (B, T, d_out); causal (GPT, the decoder) unless
+    ``causal=False`` (BERT, the encoder: every token sees every other one).
 
     The book's signature and attribute names (``out_proj``, ``dropout``), with the three projections
     fused into ``W_qkv`` (d_in -> 3 * d_out: queries, then keys, then values along the output axis).
+    ``attention_mask`` (B, S), 1 = a real token and 0 = padding, keeps queries from attending to padded
+    keys; both halves take it, and it is the only thing besides ``causal`` that differs between them.
     """
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
-                 qkv_bias: bool = False):
+                 qkv_bias: bool = False, causal: bool = True):
         super().__init__()
         if d_out % num_heads:
             raise ValueError(f"MultiHeadAttention: d_out {d_out} must be divisible by num_heads {num_heads}")
         self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
-        self.context_length = context_length
+        self.context_length, self.causal = context_length, causal
         self.W_qkv = Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.out_proj = Linear(d_out, d_out)  # combines the heads' outputs
         self.dropout = Dropout(dropout)
         # No stored (context, context) mask: F.causal_softmax masks while it normalises (see forward).
 
-    def forward(self, x: Tensor, cache: LayerKVCache | None = None) -> Tensor:
+    def forward(self, x: Tensor, cache: LayerKVCache | None = None, attention_mask=None) -> Tensor:
+        """x (B, T, d_in); ``attention_mask`` (B, S): 1/True for keys to attend to, 0/False for padding,
+        S = the cached positions + T; None attends to every key (causally, for a causal layer)."""
         b, num_tokens, _ = x.shape
         h, hd = self.num_heads, self.head_dim
         qkv = self.W_qkv(x)  # (B, T, d_in) -> (B, T, 3 * d_out)
@@ -101,16 +108,41 @@ class MultiHeadAttention(Module):
             past_keys, past_values = cache.update(keys.data, values.data)  # (B, H, start + T, hd) each
             keys, values = Tensor._from_op(past_keys, None), Tensor._from_op(past_values, None)
 
-        # The book's five steps, as one operation (F.causal_attention; its backward recomputes the weights
-        # instead of keeping three (B, H, T, S) arrays):
-        #   attn_scores = queries @ keys^T                       (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S)
-        #   scale by 1/sqrt(hd), mask the future (query i sits at position start + i and sees keys
-        #   j <= start + i; the book's masked_fill with -inf), softmax: rows sum to 1
-        #   dropout on the weights, then attn_weights @ values  (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
-        context = F.causal_attention(queries, keys, values, dropout=self.dropout.p, training=self.training)
+        if self.causal and attention_mask is None:  # GPT's usual case: the fused operation
+            # The book's five steps, as one operation (F.causal_attention; its backward recomputes the weights
+            # instead of keeping three (B, H, T, S) arrays):
+            #   attn_scores = queries @ keys^T                       (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S)
+            #   scale by 1/sqrt(hd), mask the future (query i sits at position start + i and sees keys
+            #   j <= start + i; the book's masked_fill with -inf), softmax: rows sum to 1
+            #   dropout on the weights, then attn_weights @ values  (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
+            context = F.causal_attention(queries, keys, values, dropout=self.dropout.p, training=self.training)
+        else:  # bidirectional (BERT) or padded: the same steps written out, the mask in the softmax
+            attn_scores = queries @ keys.swapaxes(-1, -2)  # (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S)
+            # scale by 1/sqrt(hd), mask (the future if causal; the padded keys: (B, S) -> (B, 1, 1, S), the same
+            # for every head and query), softmax; masked weights are exactly 0
+            key_mask = None
+            if attention_mask is not None:
+                key_mask = _key_padding_mask(attention_mask, b, keys.shape[2], queries.data)
+            attn_weights = F.masked_softmax(attn_scores, key_mask, scale=1.0 / math.sqrt(hd),
+                                            causal=self.causal)  # (B, H, T, S), rows sum to 1
+            attn_weights = self.dropout(attn_weights)
+
+            context = attn_weights @ values  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
         context = context.transpose(0, 2, 1, 3)  # (B, H, T, hd) -> (B, T, H, hd)
         context = context.reshape(b, num_tokens, self.d_out)  # (B, T, H, hd) -> (B, T, d_out)
         return self.out_proj(context)  # (B, T, d_out) -> (B, T, d_out)
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, context_length={self.context_length}"
+        return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, context_length={self.context_length}, "
+                f"causal={self.causal}")
+
+
+def _key_padding_mask(attention_mask, batch: int, n_keys: int, like):
+    """A (B, S) mask of 1/0 (or booleans; array or Tensor) as booleans (B, 1, 1, S), on ``like``'s device."""
+    xp = backend.get_array_module(like)
+    mask = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
+    mask = xp.asarray(backend.to_device(mask, backend.device_of(like)))
+    if mask.shape != (batch, n_keys):
+        raise ValueError(f"attention_mask has shape {mask.shape}, expected (batch, keys) = ({batch}, {n_keys}) "
+                         f"(1 for tokens to attend to, 0 for padding; with a KV cache: every position so far)")
+    return (mask != 0)[:, None, None, :]  # (B, S) -> (B, 1, 1, S)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.functional._common import first_out_of_range
 from tinygrad_llm.model import pretrained
@@ -21,14 +22,19 @@ from tinygrad_llm.tensor import Tensor, is_grad_enabled
 
 
 class FeedForward(Module):
-    """Position-wise MLP: emb_dim -> 4 * emb_dim -> GELU -> emb_dim, (B, T, C) -> (B, T, C)."""
+    """Position-wise MLP: emb_dim -> hidden_dim -> GELU -> emb_dim, (B, T, C) -> (B, T, C).
 
-    def __init__(self, cfg: GPTConfig):
+    hidden_dim defaults to 4 * emb_dim (GPT-2, BERT); ``approximate`` is the GELU's: "tanh" for GPT-2,
+    "none" (the exact erf form) for BERT.
+    """
+
+    def __init__(self, cfg: GPTConfig, hidden_dim: int | None = None, approximate: str = "tanh"):
         super().__init__()
+        hidden_dim = hidden_dim or 4 * cfg.emb_dim
         self.layers = Sequential(
-            Linear(cfg.emb_dim, 4 * cfg.emb_dim),  # (B, T, C) -> (B, T, 4C)
-            GELU(),
-            Linear(4 * cfg.emb_dim, cfg.emb_dim),  # (B, T, 4C) -> (B, T, C)
+            Linear(cfg.emb_dim, hidden_dim),  # (B, T, C) -> (B, T, 4C)
+            GELU(approximate),
+            Linear(hidden_dim, cfg.emb_dim),  # (B, T, 4C) -> (B, T, C)
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -36,21 +42,34 @@ class FeedForward(Module):
 
 
 class TransformerBlock(Module):
-    """Pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x))); (B, T, C) -> (B, T, C)."""
+    """One block of attention and feed-forward, each around a residual path; (B, T, C) -> (B, T, C).
 
-    def __init__(self, cfg: GPTConfig):
+    GPT (the defaults): causal attention, pre-LayerNorm: x + drop(att(norm1(x))), then x + drop(ff(norm2(x))).
+    BERT (``causal=False, norm_first=False``): bidirectional attention, post-LayerNorm as in the original
+    transformer: norm1(x + drop(att(x))), then norm2(x + drop(ff(x))). The same modules either way.
+    hidden_dim / approximate: the feed-forward's width and GELU; attn_drop: dropout on the attention
+    weights (default cfg.drop_rate, as everywhere else).
+    """
+
+    def __init__(self, cfg: GPTConfig, causal: bool = True, norm_first: bool = True, hidden_dim: int | None = None,
+                 approximate: str = "tanh", norm_eps: float = 1e-5, attn_drop: float | None = None):
         super().__init__()
+        self.norm_first = norm_first
         self.att = MultiHeadAttention(d_in=cfg.emb_dim, d_out=cfg.emb_dim, context_length=cfg.context_length,
-                                      dropout=cfg.drop_rate, num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias)
-        self.ff = FeedForward(cfg)
-        self.norm1 = LayerNorm(cfg.emb_dim)
-        self.norm2 = LayerNorm(cfg.emb_dim)
+                                      dropout=cfg.drop_rate if attn_drop is None else attn_drop,
+                                      num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias, causal=causal)
+        self.ff = FeedForward(cfg, hidden_dim, approximate)
+        self.norm1 = LayerNorm(cfg.emb_dim, eps=norm_eps)
+        self.norm2 = LayerNorm(cfg.emb_dim, eps=norm_eps)
         self.drop_shortcut = Dropout(cfg.drop_rate)
 
-    def forward(self, x: Tensor, cache: LayerKVCache | None = None) -> Tensor:
+    def forward(self, x: Tensor, cache: LayerKVCache | None = None, attention_mask=None) -> Tensor:
+        if not self.norm_first:  # post-norm (BERT, "Attention Is All You Need")
+            x = self.norm1(x + self.drop_shortcut(self.att(x, cache=cache, attention_mask=attention_mask)))
+            return self.norm2(x + self.drop_shortcut(self.ff(x)))
         shortcut = x  # the residual path carries x around the attention
         x = self.norm1(x)
-        x = self.att(x, cache=cache)  # (B, T, C) -> (B, T, C)
+        x = self.att(x, cache=cache, attention_mask=attention_mask)  # (B, T, C) -> (B, T, C)
         x = self.drop_shortcut(x)
         x = x + shortcut
 
@@ -84,11 +103,14 @@ class GPTModel(Module):
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight  # (vocab, C) both: one Parameter, two uses
 
-    def forward(self, in_idx, cache: KVCache | None = None) -> Tensor:
+    def forward(self, in_idx, cache: KVCache | None = None, attention_mask=None) -> Tensor:
         """Logits (B, T, vocab) for token ids ``in_idx`` (B, T): a NumPy/CuPy integer array or a Tensor.
 
         With a ``cache`` (a KVCache, under ``no_grad``), the ids continue the sequence the cache has seen:
         their positions start at ``cache.length``, and their keys and values are appended to it.
+        ``attention_mask`` (B, cache.length + T), 1 = token and 0 = padding, is for batches of prompts
+        left-padded to one length: no query attends to a pad, and each row's positions count its tokens
+        only (its first real token is position 0), so every row computes what it would alone.
         """
         ids = in_idx.data if isinstance(in_idx, Tensor) else in_idx
         ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
@@ -118,14 +140,23 @@ class GPTModel(Module):
                              f"tokens")
 
         tok_embeds = F.embedding(ids, self.tok_emb.weight, check=False)  # (B, T) -> (B, T, C); checked above
-        pos_embeds = self.pos_emb.weight[start:start + num_tokens]  # positions start..start+T-1: (T, C)
+        if attention_mask is None:
+            pos_embeds = self.pos_emb.weight[start:start + num_tokens]  # positions start..start+T-1: (T, C)
+        else:  # each row counts its own tokens: a pad takes position 0 (it is never attended to)
+            mask = backend.to_numpy(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
+            if mask.shape != (batch, start + num_tokens):
+                raise ValueError(f"GPTModel: attention_mask has shape {mask.shape}, expected (batch, cached + new "
+                                 f"tokens) = ({batch}, {start + num_tokens})")
+            positions = np.maximum(np.cumsum(mask != 0, axis=1) - 1, 0)[:, start:]  # (B, S) -> (B, T)
+            pos_embeds = F.embedding(positions, self.pos_emb.weight)  # (B, T) -> (B, T, C)
         x = tok_embeds + pos_embeds  # (B, T, C) + (T, C) -> (B, T, C)
         x = self.drop_emb(x)
-        if cache is None:
+        if cache is None and attention_mask is None:
             x = self.trf_blocks(x)  # (B, T, C) -> (B, T, C)
         else:
-            for block, layer_cache in zip(self.trf_blocks, cache.layers):
-                x = block(x, cache=layer_cache)  # (B, T, C) -> (B, T, C)
+            layer_caches = cache.layers if cache is not None else [None] * len(self.trf_blocks)
+            for block, layer_cache in zip(self.trf_blocks, layer_caches):
+                x = block(x, cache=layer_cache, attention_mask=attention_mask)  # (B, T, C) -> (B, T, C)
         x = self.final_norm(x)
         return self.out_head(x)  # (B, T, C) -> (B, T, vocab)
 

@@ -238,11 +238,12 @@ def resolve_folder(path_or_name) -> Path:
                           f"{', '.join(HF_MODELS)} (or a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
 
 
-def download_model(name: str) -> Path:
+def download_model(name: str, models: dict | None = None) -> Path:
     """Download ``name``'s config.json and model.safetensors into files.cache_dir() once (resumable, with
     a progress bar, checked against the known size/sha256 at download time); later calls find them there
-    and touch neither the network nor the hash (a file only lands in place once it has been checked)."""
-    repo, revision, files = HF_MODELS[name]
+    and touch neither the network nor the hash (a file only lands in place once it has been checked).
+    ``models``: the table of names (default HF_MODELS, GPT-2's; BERT passes its own)."""
+    repo, revision, files = (HF_MODELS if models is None else models)[name]
     folder = cache_dir() / "models" / name
     endpoint = os.environ.get(ENDPOINT_ENV, "https://huggingface.co").rstrip("/")
     for filename, (size, sha256) in files.items():
@@ -257,7 +258,7 @@ def download_model(name: str) -> Path:
             raise PretrainedError(
                 f"cannot download {name} ({reason}). Without network: download {CONFIG_FILE} and {WEIGHTS_FILE} "
                 f"from https://huggingface.co/{repo} on another machine and pass their folder, "
-                f"GPTModel.from_pretrained('path/to/folder'); or put them in {folder} (set {CACHE_ENV} to "
+                f"from_pretrained('path/to/folder'); or put them in {folder} (set {CACHE_ENV} to "
                 f"choose the cache folder)") from None
     return folder
 

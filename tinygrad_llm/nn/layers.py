@@ -80,10 +80,20 @@ class LayerNorm(Module):
 
 
 class GELU(Module):
-    """GPT-2's GELU (tanh approximation) as a module."""
+    """GELU as a module: GPT-2's tanh approximation by default, BERT's exact one with approximate="none"
+    (torch.nn.GELU's argument, with the other default)."""
+
+    def __init__(self, approximate: str = "tanh"):
+        super().__init__()
+        if approximate not in ("tanh", "none"):
+            raise ValueError(f"GELU: approximate must be 'tanh' or 'none', got {approximate!r}")
+        self.approximate = approximate
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(x)
+        return F.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
 
 
 class Dropout(Module):

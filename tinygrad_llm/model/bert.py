@@ -1,0 +1,302 @@
+"""The encoder half: BERT (Devlin et al. 2018) built from the GPT's own blocks, in Hugging Face's layout.
+
+    config = BertConfig.preset("bert-mini", vocab_size=261)
+    model = BertForMaskedLM(config)
+    logits = model(ids, attention_mask=mask)                 # (B, T) -> (B, T, vocab): the masked words
+    hidden, pooled = model.bert(ids, attention_mask=mask)    # (B, T, H), (B, H) or None
+    BertForSequenceClassification.from_pretrained("runs/bert")   # a run folder, or a Hugging Face BERT folder
+
+What differs from the GPT (model/gpt.py) is three switches of the same TransformerBlock, not another block:
+attention is bidirectional (``causal=False``: every token sees the whole sequence, so BERT is trained to
+fill in masked words instead of predicting the next one), the LayerNorm comes after each residual sum
+(``norm_first=False``, as in "Attention Is All You Need") and GELU is the exact erf form. The embeddings
+add a third table, the segment ("token type": sentence A or B), and are normalised before the first block.
+A padding mask (``attention_mask``, 1 = token, 0 = padding) keeps every query off the padded keys.
+
+    ours                                  Hugging Face (BertModel; "bert." in front inside the task models)
+    embeddings.word_embeddings.weight     embeddings.word_embeddings.weight        (also position_, token_type_)
+    embeddings.LayerNorm.scale / .shift   embeddings.LayerNorm.weight / .bias
+    encoder.N.att.W_qkv (3H, H)           encoder.layer.N.attention.self.query|key|value (H, H each, stacked)
+    encoder.N.att.out_proj                encoder.layer.N.attention.output.dense
+    encoder.N.norm1                       encoder.layer.N.attention.output.LayerNorm
+    encoder.N.ff.layers.0 / .2            encoder.layer.N.intermediate.dense / output.dense
+    encoder.N.norm2                       encoder.layer.N.output.LayerNorm
+    pooler.dense                          pooler.dense
+    mlm_dense, mlm_norm, mlm_bias         cls.predictions.transform.dense, .transform.LayerNorm, cls.predictions.bias
+    classifier                            classifier
+
+The loading and saving is in ``model/bert_pretrained.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+from tinygrad_llm import backend
+from tinygrad_llm import functional as F
+from tinygrad_llm.functional._common import raw
+from tinygrad_llm.model.config import GPTConfig
+from tinygrad_llm.model.gpt import TransformerBlock
+from tinygrad_llm.nn import Dropout, Embedding, LayerNorm, Linear, Module, Parameter, Sequential, init
+from tinygrad_llm.tensor import Tensor
+
+ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}  # hidden_act -> F.gelu's approximate
+
+
+@dataclasses.dataclass
+class BertConfig:
+    """transformers.BertConfig's fields and defaults (BERT-base), those this BERT uses.
+
+    num_labels: classes of BertForSequenceClassification; pad_token_id: the id of [PAD] (tells the
+    classifier's inputs where the padding is when no attention_mask is given).
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    num_labels: int = 2
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "num_labels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BertConfig: {name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                             f"{self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"BertConfig: hidden_act {self.hidden_act!r} is not supported: expected one of "
+                             f"{sorted(ACTIVATIONS)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"BertConfig: {name} must be in [0, 1), got {getattr(self, name)}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "BertConfig":
+        """A named size (see ``BERT_PRESETS``), any field overridden by keyword."""
+        if name not in BERT_PRESETS:
+            raise ValueError(f"unknown BERT preset {name!r}: expected one of {sorted(BERT_PRESETS)}")
+        return dataclasses.replace(BERT_PRESETS[name], **overrides)
+
+    @classmethod
+    def from_gpt_config(cls, gpt: GPTConfig, **overrides) -> "BertConfig":
+        """The BERT of a GPT's size (width, depth, heads, 4x feed-forward, context), to compare the two halves
+        at one budget; dropout is the GPT's."""
+        fields = dict(vocab_size=gpt.vocab_size, hidden_size=gpt.emb_dim, num_hidden_layers=gpt.n_layers,
+                      num_attention_heads=gpt.n_heads, intermediate_size=4 * gpt.emb_dim,
+                      max_position_embeddings=gpt.context_length, hidden_dropout_prob=gpt.drop_rate,
+                      attention_probs_dropout_prob=gpt.drop_rate)
+        return cls(**{**fields, **overrides})
+
+    def block_config(self) -> GPTConfig:
+        """The GPTConfig whose TransformerBlock is one BERT layer (QKV with bias, as BERT's projections)."""
+        return GPTConfig(vocab_size=self.vocab_size, context_length=self.max_position_embeddings,
+                         emb_dim=self.hidden_size, n_heads=self.num_attention_heads, n_layers=self.num_hidden_layers,
+                         drop_rate=self.hidden_dropout_prob, qkv_bias=True)
+
+    def to_dict(self) -> dict:
+        """Hugging Face's config.json fields (model_type "bert"), readable by transformers.BertConfig."""
+        return {"model_type": "bert", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        """From ``to_dict()`` or a Hugging Face BERT config.json (fields this BERT ignores are dropped;
+        ``id2label`` gives num_labels)."""
+        if d.get("model_type", "bert") != "bert":
+            raise ValueError(f"BertConfig.from_dict: model_type is {d.get('model_type')!r}, not 'bert'")
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in d.items() if k in known}
+        if "num_labels" not in fields and isinstance(d.get("id2label"), dict):
+            fields["num_labels"] = len(d["id2label"])
+        if fields.get("pad_token_id") is None:
+            fields.pop("pad_token_id", None)
+        return cls(**fields)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+BERT_PRESETS = {
+    "bert-base": BertConfig(),  # 110M parameters with the 30,522-token WordPiece vocabulary
+    "bert-large": BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    # Google's small BERTs (Turc et al. 2019, "Well-Read Students Learn Better")
+    "bert-tiny": BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
+    "bert-mini": BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
+    "bert-small": BertConfig(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=2048),
+}
+
+
+def _init_bert_weights(module: Module, std: float) -> None:
+    """BERT's initialisation: every Linear and Embedding weight from N(0, std^2), biases 0 (LayerNorm: 1, 0)."""
+    for m in module.modules():
+        if isinstance(m, (Linear, Embedding)):
+            init.normal_(m.weight, 0.0, std)
+        if isinstance(m, Linear) and m.bias is not None:
+            init.zeros_(m.bias)
+
+
+class BertEmbeddings(Module):
+    """word + position + segment embeddings, LayerNorm, dropout: (B, T) ids -> (B, T, H)."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.word_embeddings = Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)  # Hugging Face's name
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, ids, token_type_ids) -> Tensor:
+        xp = backend.get_array_module(self.word_embeddings.weight.data)
+        x = self.word_embeddings(ids)  # (B, T) -> (B, T, H)
+        x = x + self.position_embeddings(xp.arange(ids.shape[1]))  # + (T, H)
+        x = x + self.token_type_embeddings(token_type_ids)  # + (B, T, H): sentence A (0) or B (1)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertPooler(Module):
+    """tanh(dense(hidden of [CLS])): (B, T, H) -> (B, H), the sentence vector the classifier reads."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.dense(hidden[:, 0]).tanh()  # (B, T, H) -> (B, H) -> (B, H)
+
+
+class _Pretrained:
+    """from_pretrained / save_pretrained in the Hugging Face BERT layout, for every BERT class."""
+
+    @classmethod
+    def from_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float32):
+        """From a Hugging Face BERT folder (config.json + model.safetensors), a run folder of ours, or a name
+        (``bert-base-uncased``...: downloaded once and checked). In eval mode. Heads the folder lacks (the
+        classifier of a pretrained BERT) keep their fresh initialisation, with a warning."""
+        from tinygrad_llm.model import bert_pretrained
+
+        return bert_pretrained.load_pretrained(cls, path_or_name, device=device, dtype=dtype)
+
+    def save_pretrained(self, directory):
+        """Write config.json + model.safetensors with transformers' names (its BERT classes load them)."""
+        from tinygrad_llm.model import bert_pretrained
+
+        return bert_pretrained.save_pretrained(self, directory)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_parameters():,} parameters"
+
+
+class BertModel(_Pretrained, Module):
+    """The encoder: ids (B, T) -> (last hidden states (B, T, H), pooled [CLS] vector (B, H) or None)."""
+
+    def __init__(self, cfg: BertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        if isinstance(cfg, dict):
+            cfg = BertConfig.from_dict(cfg)
+        self.config = cfg
+        self.embeddings = BertEmbeddings(cfg)
+        block = cfg.block_config()
+        approximate = ACTIVATIONS[cfg.hidden_act]
+        self.encoder = Sequential(*[
+            TransformerBlock(block, causal=False, norm_first=False, hidden_dim=cfg.intermediate_size,
+                             approximate=approximate, norm_eps=cfg.layer_norm_eps, attn_drop=cfg.attention_probs_dropout_prob)
+            for _ in range(cfg.num_hidden_layers)])
+        self.pooler = BertPooler(cfg) if add_pooling_layer else None
+        _init_bert_weights(self, cfg.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        xp = backend.get_array_module(self.embeddings.word_embeddings.weight.data)
+        ids = self._check_ids(raw(input_ids, xp))
+        if token_type_ids is None:
+            token_type_ids = xp.zeros_like(ids)
+        else:
+            token_type_ids = raw(token_type_ids, xp)
+            if token_type_ids.shape != ids.shape:
+                raise ValueError(f"BertModel: token_type_ids has shape {token_type_ids.shape}, input_ids {ids.shape}")
+            if token_type_ids.size and (int(token_type_ids.min()) < 0
+                                        or int(token_type_ids.max()) >= self.config.type_vocab_size):
+                raise IndexError(f"BertModel: token_type_ids must lie in [0, {self.config.type_vocab_size})")
+        if attention_mask is not None:
+            attention_mask = raw(attention_mask, xp)
+            if bool((attention_mask != 0).all()):
+                attention_mask = None  # nothing padded: the unmasked softmax, the same numbers
+        x = self.embeddings(ids, token_type_ids)  # (B, T) -> (B, T, H)
+        for block in self.encoder:
+            x = block(x, attention_mask=attention_mask)  # (B, T, H) -> (B, T, H)
+        pooled = self.pooler(x) if self.pooler is not None else None  # (B, T, H) -> (B, H)
+        return x, pooled
+
+    def _check_ids(self, ids):
+        cfg = self.config
+        if ids.ndim != 2:
+            raise ValueError(f"BERT: input_ids must have shape (batch, sequence), got shape {ids.shape}")
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"BERT: input_ids must be integers, got dtype {ids.dtype}")
+        if ids.shape[1] > cfg.max_position_embeddings:
+            raise ValueError(f"BERT: a sequence of {ids.shape[1]} tokens is longer than max_position_embeddings "
+                             f"{cfg.max_position_embeddings}: truncate it")
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size):
+            bad = int(ids.max()) if int(ids.max()) >= cfg.vocab_size else int(ids.min())
+            raise IndexError(f"BERT: token id {bad} is outside the vocabulary [0, {cfg.vocab_size})")
+        return ids
+
+
+class BertForMaskedLM(_Pretrained, Module):
+    """BERT with the masked-language-model head: ids (B, T) -> logits over the vocabulary (B, T, V).
+
+    The head transforms each hidden state (dense, GELU, LayerNorm) and scores it against the word
+    embeddings themselves (tied: one Parameter, as BERT), plus a bias per word.
+    """
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        if isinstance(cfg, dict):
+            cfg = BertConfig.from_dict(cfg)
+        self.config = cfg
+        self.bert = BertModel(cfg, add_pooling_layer=False)
+        self.mlm_dense = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.mlm_norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlm_bias = Parameter(np.zeros(cfg.vocab_size, dtype=np.float32))
+        _init_bert_weights(self.mlm_dense, cfg.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> Tensor:
+        hidden, _ = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        h = F.gelu(self.mlm_dense(hidden), approximate=ACTIVATIONS[self.config.hidden_act])
+        h = self.mlm_norm(h)
+        # tied decoder: (B, T, H) @ (V, H)^T -> (B, T, V)
+        return F.linear(h, self.bert.embeddings.word_embeddings.weight, self.mlm_bias)
+
+
+class BertForSequenceClassification(_Pretrained, Module):
+    """BERT with a classifier on the pooled [CLS] vector: ids (B, T) -> class logits (B, num_labels)."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        if isinstance(cfg, dict):
+            cfg = BertConfig.from_dict(cfg)
+        self.config = cfg
+        self.bert = BertModel(cfg, add_pooling_layer=True)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
+        self.classifier = Linear(cfg.hidden_size, cfg.num_labels)
+        _init_bert_weights(self.classifier, cfg.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> Tensor:
+        if attention_mask is None:  # padded batches (the classifier's usual input): the [PAD] ids say where
+            xp = backend.get_array_module(self.classifier.weight.data)
+            attention_mask = raw(input_ids, xp) != self.config.pad_token_id
+        _, pooled = self.bert(input_ids, attention_mask, token_type_ids)  # (B, H)
+        return self.classifier(self.dropout(pooled))  # (B, H) -> (B, num_labels)

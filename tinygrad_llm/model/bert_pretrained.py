@@ -1,0 +1,174 @@
+"""BERT weights in the Hugging Face layout (``config.json`` + ``model.safetensors``), in and out.
+
+    model = BertForMaskedLM.from_pretrained("folder")   # written by transformers, by save_pretrained, or a run
+    model.save_pretrained("out")                         # transformers.BertForMaskedLM.from_pretrained("out")
+
+The names are listed in ``model/bert.py``. Hugging Face keeps three query/key/value Linear layers, ours one
+fused ``W_qkv`` (as the GPT's): its rows are the three weights stacked, queries first. transformers writes a
+task model's encoder under ``bert.`` and a bare BertModel without it; both load into any of our classes. A
+head the folder does not have (the classifier of a pretrained encoder, the pooler of an MLM) keeps its fresh
+initialisation, with a warning, as transformers does; every encoder tensor must be there. Tensors that only
+other heads use (next-sentence prediction's ``cls.seq_relationship``, the tied ``cls.predictions.decoder``)
+are skipped. Our own run folders (``tinygrad-llm train --arch bert``: our parameter names) load the same way.
+
+Real BERT weights are downloaded by name (``bert-base-uncased``, ...) like GPT-2's, into files.cache_dir();
+no checksum of them could be verified from here, so they are checked by parsing only (see BERT_MODELS).
+BERT's WordPiece tokenizer is not part of this library: a downloaded BERT's ids need its vocab.txt.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from tinygrad_llm import backend
+from tinygrad_llm.files import atomic_write
+from tinygrad_llm.model import pretrained
+from tinygrad_llm.model.pretrained import (CONFIG_FILE, WEIGHTS_FILE, PretrainedError, _read_config, _SafetensorsFile,
+                                           _write_safetensors)
+
+# Names resolve on the hub's main branch. (size, sha256) None: not verified from any source we could reach
+# here, so these files are checked by what is known (nothing) and then parsed field by field, never guessed.
+BERT_MODELS = {
+    "bert-base-uncased": ("google-bert/bert-base-uncased", "main", {CONFIG_FILE: (None, None),
+                                                                    WEIGHTS_FILE: (None, None)}),
+    "bert-base-cased": ("google-bert/bert-base-cased", "main", {CONFIG_FILE: (None, None),
+                                                                WEIGHTS_FILE: (None, None)}),
+    "bert-large-uncased": ("google-bert/bert-large-uncased", "main", {CONFIG_FILE: (None, None),
+                                                                      WEIGHTS_FILE: (None, None)}),
+}
+_SKIPPED = ("cls.predictions.decoder.", "cls.seq_relationship.", "embeddings.position_ids")
+_QKV = ("query", "key", "value")
+
+
+def hf_names(our_name: str) -> list[str]:
+    """The Hugging Face tensor name(s) of one of our parameters, without the ``bert.`` prefix; W_qkv has three."""
+    name = our_name[len("bert."):] if our_name.startswith("bert.") else our_name
+    name = name.replace(".scale", ".weight").replace(".shift", ".bias")  # our LayerNorm's names
+    for ours, theirs in (("mlm_dense.", "cls.predictions.transform.dense."),
+                         ("mlm_norm.", "cls.predictions.transform.LayerNorm."), ("mlm_bias", "cls.predictions.bias")):
+        if name.startswith(ours):
+            return [theirs + name[len(ours):]]
+    if not name.startswith("encoder."):
+        return [name]  # embeddings.*, pooler.*, classifier.*: the same names
+    _, layer, rest = name.split(".", 2)
+    prefix = f"encoder.layer.{layer}."
+    if rest.startswith("att.W_qkv."):
+        return [f"{prefix}attention.self.{part}.{rest.rsplit('.', 1)[1]}" for part in _QKV]
+    for ours, theirs in (("att.out_proj.", "attention.output.dense."), ("norm1.", "attention.output.LayerNorm."),
+                         ("ff.layers.0.", "intermediate.dense."), ("ff.layers.2.", "output.dense."),
+                         ("norm2.", "output.LayerNorm.")):
+        if rest.startswith(ours):
+            return [prefix + theirs + rest[len(ours):]]
+    raise KeyError(f"no Hugging Face name for {our_name!r}")
+
+
+def _is_head(hf_name: str) -> bool:
+    """A tensor only some BERT classes have (a missing one is initialised afresh)."""
+    return hf_name.startswith(("pooler.", "cls.", "classifier."))
+
+
+def _outside_encoder(hf_name: str) -> bool:
+    """A task head's tensor, written without the ``bert.`` prefix of the encoder's (the pooler's included)."""
+    return hf_name.startswith(("cls.", "classifier."))
+
+
+def _sources(st: _SafetensorsFile) -> dict:
+    """{Hugging Face name without ``bert.``: a function giving its array} for a file in either layout."""
+    keys = {k[len("bert."):] if k.startswith("bert.") else k: k for k in st.entries}
+    ours = any(k.endswith(("LayerNorm.scale", "W_qkv.weight")) for k in keys)
+    sources = {}
+    for name, key in keys.items():
+        if not ours:
+            sources[name] = lambda key=key: st.array(key)
+            continue
+        names = hf_names(name)
+        for i, hf in enumerate(names):  # W_qkv's rows: queries, keys, values
+            sources[hf] = (lambda key=key, i=i, n=len(names): np.split(np.asarray(st.array(key)), n)[i])
+    return sources
+
+
+def resolve_folder(path_or_name) -> Path:
+    path = Path(path_or_name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise PretrainedError(f"{path}: expected a folder holding {CONFIG_FILE} and {WEIGHTS_FILE}")
+        return path
+    name = str(path_or_name).removeprefix("google-bert/")
+    if name in BERT_MODELS:
+        return pretrained.download_model(name, BERT_MODELS)  # the same downloader, checks and messages as GPT-2's
+    raise PretrainedError(f"{path_or_name!r} is neither a folder nor a known BERT name; known names: "
+                          f"{', '.join(BERT_MODELS)} (or a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+
+
+def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float32):
+    """A ``cls`` (BertModel, BertForMaskedLM, BertForSequenceClassification) with the folder's weights."""
+    from tinygrad_llm.model.bert import BertConfig
+
+    dtype = np.dtype(dtype)
+    folder = resolve_folder(path_or_name)
+    raw_config = _read_config(folder)
+    try:
+        config = BertConfig.from_dict(raw_config)
+    except (TypeError, ValueError) as exc:
+        raise PretrainedError(f"{folder / CONFIG_FILE}: not a BERT configuration this library can build ({exc})") from None
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise PretrainedError(f"{weights}: missing")
+    st = _SafetensorsFile(weights)
+    sources = _sources(st)
+    model = cls(config)  # initialised: heads missing from the file keep these values
+    params = dict(model._all_named_parameters())
+    plan, fresh = {}, []
+    for our_name, param in params.items():
+        names = hf_names(our_name)
+        missing = [n for n in names if n not in sources]
+        if missing and all(_is_head(n) for n in names):
+            fresh.append(our_name)
+            continue
+        if missing:
+            raise PretrainedError(f"{weights}: missing tensor(s) {', '.join(map(repr, missing))} that a BERT of "
+                                  f"this config.json has")
+        plan[our_name] = names
+    used = {n for names in plan.values() for n in names}
+    unexpected = sorted(n for n in sources if n not in used and not n.startswith(_SKIPPED) and not _is_head(n))
+    if unexpected:
+        raise PretrainedError(f"{weights}: unexpected tensor(s) {', '.join(map(repr, unexpected[:5]))}: not part of "
+                              "a BERT of this config.json")
+    arrays = {}
+    for our_name, names in plan.items():  # every shape checked before any parameter changes
+        array = np.concatenate([np.asarray(sources[n]()) for n in names]) if len(names) > 1 else sources[names[0]]()
+        if tuple(array.shape) != params[our_name].shape:
+            raise PretrainedError(f"{weights}: tensor {names[0]!r} has shape {tuple(array.shape)}, expected "
+                                  f"{params[our_name].shape} for {our_name}")
+        arrays[our_name] = array
+    for our_name, array in arrays.items():
+        params[our_name].data = np.array(array, dtype=dtype)
+    for our_name in fresh:
+        params[our_name].data = params[our_name].data.astype(dtype)
+    if fresh:
+        warnings.warn(f"{folder}: no weights for {', '.join(fresh)}: newly initialised (train them before use)")
+    if device:
+        model.to(device)
+    return model.eval()
+
+
+def save_pretrained(model, directory) -> Path:
+    """``directory/model.safetensors`` + ``config.json`` as transformers writes them for this class."""
+    task_model = hasattr(model, "bert")
+    tensors = {}
+    for our_name, param in model._all_named_parameters():
+        array = backend.to_numpy(param.data)
+        names = hf_names(our_name)
+        for name, part in zip(names, np.split(array, len(names))):
+            tensors[("bert." + name) if task_model and not _outside_encoder(name) else name] = part
+    config = {"architectures": [type(model).__name__], **model.config.to_dict(), "tie_word_embeddings": True}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_safetensors(directory / WEIGHTS_FILE, dict(sorted(tensors.items())), {"format": "pt"})
+    with atomic_write(directory / CONFIG_FILE, "w") as f:
+        f.write(json.dumps(config, indent=2) + "\n")
+    return directory
+
