@@ -140,27 +140,38 @@ def sample_next_token(logits, temperature: float = 0.0, top_k: int | None = None
 
 
 def _decode(model, ids: np.ndarray, max_new_tokens: int, window: int, temperature, top_k, top_p, eos_id,
-            use_cache: bool, rng):
-    """Yield the next tokens (B,) step by step; the caller appends them. Finished rows yield eos_id."""
+            use_cache: bool, rng, attention_mask=None):
+    """Yield the next tokens (B,) step by step; the caller appends them. Finished rows yield eos_id.
+
+    attention_mask (B, T): 0 on the left padding of shorter prompts; it grows with a 1 per new token and is
+    cropped with the window, so each row sees only its own tokens (GPTModel's attention_mask)."""
     batch = ids.shape[0]
-    sequence = ids
+    sequence, mask = ids, attention_mask
     cache = model.new_cache(window) if use_cache and hasattr(model, "new_cache") else None
     finished = np.zeros(batch, dtype=bool)
+
+    def masked(length: int) -> dict:  # the mask of the last ``length`` positions, when there is padding
+        return {} if mask is None else {"attention_mask": mask[:, -length:]}
+
     for _ in range(max_new_tokens):
         with _inference(model):
             if cache is None:
-                logits = model(sequence[:, -window:])  # (B, <= window) -> (B, <= window, vocab)
+                tokens = sequence[:, -window:]
+                logits = model(tokens, **masked(tokens.shape[1]))  # (B, <= window) -> (B, <= window, vocab)
             elif cache.length == 0 or cache.length >= window:
                 cache.reset()  # first step, or the window slid: every position moved, refill the cache
-                logits = model(sequence[:, -window:], cache=cache)
+                tokens = sequence[:, -window:]
+                logits = model(tokens, cache=cache, **masked(tokens.shape[1]))
             else:
-                logits = model(sequence[:, -1:], cache=cache)  # (B, 1) -> (B, 1, vocab)
+                logits = model(sequence[:, -1:], cache=cache, **masked(cache.length + 1))  # (B, 1) -> (B, 1, vocab)
             last = logits.data[:, -1, :]  # (B, vocab), left on the model's device: only (B,) ids come back
         next_ids = sample_next_token(last, temperature, top_k, top_p, rng)  # (B,)
         if eos_id is not None:
             next_ids = np.where(finished, eos_id, next_ids)  # finished rows are padded with eos
             finished |= next_ids == eos_id
         sequence = np.concatenate([sequence, next_ids[:, None]], axis=1)  # (B, L) -> (B, L + 1)
+        if mask is not None:
+            mask = np.concatenate([mask, np.ones((batch, 1), dtype=mask.dtype)], axis=1)  # new tokens are real
         yield next_ids
         if eos_id is not None and finished.all():
             return
@@ -186,9 +197,41 @@ def _prepare(model, idx, max_new_tokens, context_size, temperature, top_k, top_p
 
 # ---- the public functions ----------------------------------------------------------------------------
 
+def pad_prompts(prompts, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Prompts of different lengths (lists of ids) as one left-padded batch: (ids (B, T), attention_mask
+    (B, T)), the mask 0 on the padding. ``generate(model, ids, n, attention_mask=mask)`` then gives each
+    row the tokens it would get alone (greedy decoding)."""
+    prompts = [list(p) for p in prompts]
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("pad_prompts: give at least one prompt, each of at least one token id")
+    length = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(prompts), length), dtype=np.int64)
+    for row, prompt in enumerate(prompts):
+        ids[row, length - len(prompt):] = prompt  # left padding: every prompt ends at the last column
+        mask[row, length - len(prompt):] = 1
+    return ids, mask
+
+
+def _check_attention_mask(attention_mask, ids: np.ndarray):
+    if attention_mask is None:
+        return None
+    mask = np.asarray(backend.to_numpy(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask))
+    mask = mask[None, :] if mask.ndim == 1 else mask
+    if mask.shape != ids.shape:
+        raise ValueError(f"generate: attention_mask has shape {mask.shape}, the prompt {ids.shape}")
+    mask = (mask != 0).astype(np.int64)
+    if np.any(np.diff(mask, axis=1) < 0):
+        raise ValueError("generate: attention_mask must pad on the left (zeros, then ones in each row), so that "
+                         "new tokens follow each prompt; pad_prompts() builds such a batch")
+    if not mask[:, -1].all():
+        raise ValueError("generate: attention_mask has a row with no prompt token")
+    return None if mask.all() else mask
+
+
 def generate(model, idx, max_new_tokens: int, context_size: int | None = None, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-             use_cache: bool = True, seed: int | None = None):
+             use_cache: bool = True, seed: int | None = None, attention_mask=None):
     """Continue token ids ``idx`` (B, T) by up to ``max_new_tokens`` tokens: (B, T + new).
 
     idx: a NumPy/CuPy integer array, a Tensor or a list, (B, T) or (T,); the result has the same form.
@@ -199,12 +242,16 @@ def generate(model, idx, max_new_tokens: int, context_size: int | None = None, t
     eos_id: a row stops at this token (which is kept); rows that stopped are padded with it until every
         row has stopped or max_new_tokens is reached.
     use_cache: decode with a KV cache (same tokens, faster). seed: seeds this call's sampling generator.
+    attention_mask: (B, T), 0 on the left padding of a batch of prompts of different lengths (see
+        ``pad_prompts``); each row is then decoded as it would be alone.
 
     The model runs in eval mode without recording gradients; its previous modes are restored.
     """
     ids, restore, window, rng = _prepare(model, idx, max_new_tokens, context_size, temperature, top_k, top_p,
                                          eos_id, seed)
-    steps = list(_decode(model, ids, max_new_tokens, window, temperature, top_k, top_p, eos_id, use_cache, rng))
+    mask = _check_attention_mask(attention_mask, ids)
+    steps = list(_decode(model, ids, max_new_tokens, window, temperature, top_k, top_p, eos_id, use_cache, rng,
+                         mask))
     if steps:
         ids = np.concatenate([ids, np.stack(steps, axis=1)], axis=1)  # (B, T) + (B, new) -> (B, T + new)
     return restore(ids)

@@ -192,7 +192,7 @@ _ERF_SERIES_TERMS, _ERFC_FRACTION_DEPTH = 32, 50  # float64 error below 3e-15 ev
 
 
 def normal_cdf(xp, x):
-    """Phi(x) = 0.5 erfc(-x / sqrt 2), elementwise, in x's dtype, accurate to a few float64 ulps.
+    """Phi(x) = 0.5 erfc(-x / sqrt 2), elementwise, returned in x's dtype, accurate to a few float64 ulps.
 
     With z = |x| / sqrt 2:
       z < 2:   erf(z) = 2/sqrt(pi) e^(-z^2) sum_n 2^n z^(2n+1) / (1 * 3 * ... * (2n+1)); every term is
@@ -201,7 +201,8 @@ def normal_cdf(xp, x):
                Laplace's continued fraction, evaluated from the bottom up; it keeps erfc's tiny values
                relative-exact, so gelu(-10) = -10 Phi(-10) does not round to 0 from 1 - erf.
     """
-    z = xp.abs(x) * x.dtype.type(1 / math.sqrt(2))
+    # in float64 whatever x's dtype: 1 - erf(z) below cancels for z near 2, which float32 would not survive
+    z = xp.abs(x.astype(np.float64)) * (1 / math.sqrt(2))
     erfc_abs = xp.empty_like(z)  # erfc(|x| / sqrt 2)
     near = z < 2
     zs = z[near]

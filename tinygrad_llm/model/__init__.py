@@ -1,7 +1,10 @@
-"""The GPT-2 architecture: configuration and presets, attention with a KV cache, blocks, the model."""
+"""The GPT-2 architecture: configuration and presets, attention with a KV cache, blocks, the model; and the
+encoder half, BERT, built from the same blocks."""
 from tinygrad_llm.model.attention import KVCache, LayerKVCache, MultiHeadAttention
+from tinygrad_llm.model.bert import BERT_PRESETS, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 from tinygrad_llm.model.config import PRESETS, GPTConfig, count_parameters, estimate_memory, format_bytes
 from tinygrad_llm.model.gpt import FeedForward, GPTModel, TransformerBlock
 
-__all__ = ["FeedForward", "GPTConfig", "GPTModel", "KVCache", "LayerKVCache", "MultiHeadAttention", "PRESETS",
+__all__ = ["BERT_PRESETS", "BertConfig", "BertForMaskedLM", "BertForSequenceClassification", "BertModel",
+           "FeedForward", "GPTConfig", "GPTModel", "KVCache", "LayerKVCache", "MultiHeadAttention", "PRESETS",
            "TransformerBlock", "count_parameters", "estimate_memory", "format_bytes"]

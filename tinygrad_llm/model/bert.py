@@ -158,10 +158,14 @@ class BertEmbeddings(Module):
         self.token_type_embeddings = Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)  # Hugging Face's name
         self.dropout = Dropout(cfg.hidden_dropout_prob)
+        self.pad_token_id = cfg.pad_token_id
 
     def forward(self, ids, token_type_ids) -> Tensor:
         xp = backend.get_array_module(self.word_embeddings.weight.data)
         x = self.word_embeddings(ids)  # (B, T) -> (B, T, H)
+        is_pad = ids == self.pad_token_id
+        if bool(is_pad.any()):  # the [PAD] row never learns (torch's padding_idx, as Hugging Face's BERT)
+            x = F.where(is_pad[..., None], x.detach(), x)
         x = x + self.position_embeddings(xp.arange(ids.shape[1]))  # + (T, H)
         x = x + self.token_type_embeddings(token_type_ids)  # + (B, T, H): sentence A (0) or B (1)
         return self.dropout(self.LayerNorm(x))
@@ -217,6 +221,8 @@ class BertModel(_Pretrained, Module):
             for _ in range(cfg.num_hidden_layers)])
         self.pooler = BertPooler(cfg) if add_pooling_layer else None
         _init_bert_weights(self, cfg.initializer_range)
+        if cfg.pad_token_id < cfg.vocab_size:
+            self.embeddings.word_embeddings.weight.data[cfg.pad_token_id] = 0  # [PAD]'s vector starts at 0
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         xp = backend.get_array_module(self.embeddings.word_embeddings.weight.data)
