@@ -18,6 +18,7 @@ from tinygrad_llm.tokenizer.bpe import BPETokenizer
 from tinygrad_llm.tokenizer.bpe_trainer import train_bpe
 from tinygrad_llm.tokenizer.char import ByteTokenizer, CharTokenizer
 from tinygrad_llm.tokenizer.gpt2 import GPT2FilesNotFound, GPT2Tokenizer, load_gpt2_encoding
+from tinygrad_llm.tokenizer.special import BERT_SPECIAL_TOKENS, WithSpecialTokens, with_bert_tokens
 from tinygrad_llm.tokenizer.simple import UNK, SimpleTokenizerV1, SimpleTokenizerV2, UnknownWordError, build_vocab
 
 TOKENIZER_NAMES = ("gpt2", "char", "byte", "bpe", "simple")
@@ -79,6 +80,8 @@ def tokenizer_from_dict(config: dict, gpt2_path=None) -> Tokenizer:
         return ByteTokenizer()
     if kind == "char":
         return CharTokenizer(config["chars"])
+    if kind == "special":  # a base tokenizer plus added special tokens ([CLS], [SEP], [MASK], [PAD] for BERT)
+        return WithSpecialTokens(tokenizer_from_dict(config["base"], gpt2_path), config["tokens"])
     if kind == "bpe":
         return BPETokenizer(config["merges"], config["special_tokens"], pattern=config["pattern"],
                             name=config.get("name", "bpe"))
@@ -104,7 +107,7 @@ def load_tokenizer(path, gpt2_path=None) -> Tokenizer:
 
 
 __all__ = [
-    "BPETokenizer", "ByteTokenizer", "CharTokenizer", "ENDOFTEXT", "GPT2FilesNotFound", "GPT2Tokenizer",
+    "BERT_SPECIAL_TOKENS", "WithSpecialTokens", "with_bert_tokens", "BPETokenizer", "ByteTokenizer", "CharTokenizer", "ENDOFTEXT", "GPT2FilesNotFound", "GPT2Tokenizer",
     "SimpleTokenizerV1", "SimpleTokenizerV2", "TOKENIZER_NAMES", "Tokenizer", "UNK", "UnknownWordError",
     "build_vocab", "get_tokenizer", "load_gpt2_encoding", "load_tokenizer", "tokenizer_from_dict", "train_bpe",
 ]
