@@ -51,7 +51,8 @@ class CrossAttention(Module):
         s = memory.shape[1]  # encoder positions: memory (B, T_src, d)
         h, hd = self.num_heads, self.head_dim
         q = self.W_q(x).reshape(b, t, h, hd).transpose(0, 2, 1, 3)  # (B, T_tgt, d) -> (B, H, T_tgt, hd)
-        kv = self.W_kv(memory).reshape(b, s, 2, h, hd).transpose(2, 0, 3, 1, 4)  # (B, T_src, 2d) -> (2, B, H, T_src, hd)
+        kv = self.W_kv(memory).reshape(b, s, 2, h, hd)  # (B, T_src, d) -> (B, T_src, 2d) -> (B, T_src, 2, H, hd)
+        kv = kv.transpose(2, 0, 3, 1, 4)  # (B, T_src, 2, H, hd) -> (2, B, H, T_src, hd)
         k, v = kv[0], kv[1]  # (B, H, T_src, hd) each
         scores = q @ k.swapaxes(-1, -2)  # (B, H, T_tgt, hd) @ (B, H, hd, T_src) -> (B, H, T_tgt, T_src): not square
         # no causal mask: every target position may read the whole source; a padding mask if the source has one
@@ -152,7 +153,8 @@ def main(argv=None) -> int:
     model = Transformer(args.vocab, args.length + 1)
     optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     held_out = make_batch(np.random.default_rng(args.seed + 1), 200, args.length, args.vocab, args.task)
-    print(f"{args.task} task: {model.num_parameters():,} parameters, sequences of {args.length} digits", file=sys.stderr)
+    print(f"{args.task} task: {model.num_parameters():,} parameters, sequences of {args.length} digits",
+          file=sys.stderr)
     start, accuracy = time.perf_counter(), 0.0
     for step in range(1, args.max_steps + 1):
         lr = args.lr * min(1.0, step / 100)  # a short warmup: post-attention models dislike a cold start

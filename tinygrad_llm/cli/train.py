@@ -1,4 +1,5 @@
-"""``tinygrad-llm train``: train a GPT from scratch on a text file, a folder of text, or Python's help texts."""
+"""``tinygrad-llm train``: train a GPT from scratch on a text file, a folder of text, or Python's help texts
+(``--arch bert``: a BERT-style encoder by masked-token prediction instead, with the same loop and run folder)."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,10 @@ def add_parser(sub) -> None:
     data.add_argument("--vocab-size", type=positive_int, default=1024, help="vocabulary size for --tokenizer bpe")
     data.add_argument("--val-fraction", type=finite_float, default=0.1, help="share of the text held out for validation")
     model = p.add_argument_group("model")
+    model.add_argument("--arch", choices=("gpt", "bert"), default="gpt",
+                       help="gpt: the decoder, trained to predict the next token; bert: the encoder, trained to "
+                            "fill in masked tokens (15%% chosen: 80%% [MASK], 10%% random, 10%% kept), of the "
+                            "--preset's size, with [PAD]/[CLS]/[SEP]/[MASK] added to the tokenizer")
     model.add_argument("--preset", default=DEFAULT_PRESET, help="model size: tiny, mini, small-cpu, gpt2-small, ... "
                                                                 "(see 'tinygrad-llm info --list')")
     model.add_argument("--init-from", default=None, metavar="DIR|NAME",
@@ -88,8 +93,8 @@ def first_line(text: str, limit: int) -> str:
 
 # What --resume takes from the run itself (saved with every checkpoint) unless the command line gives it.
 # These shape the data or the model: the run cannot continue with other values.
-FIXED_ON_RESUME = ("data", "tokenizer", "vocab_size", "val_fraction", "preset", "init_from", "n_layers", "n_heads",
-                   "emb_dim", "context_length", "dropout", "batch_size", "grad_accum", "seed")
+FIXED_ON_RESUME = ("arch", "data", "tokenizer", "vocab_size", "val_fraction", "preset", "init_from", "n_layers",
+                   "n_heads", "emb_dim", "context_length", "dropout", "batch_size", "grad_accum", "seed")
 # These a resumed run may change: train longer, with another schedule, evaluate more often.
 OVERRIDABLE_ON_RESUME = ("max_steps", "epochs", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
                          "eval_interval", "eval_iters", "keep_last", "sample_prompt", "sample_tokens",
@@ -232,14 +237,15 @@ def _train(args, out: Path, changed: list, comm, checkpoint: Path | None) -> int
     from tinygrad_llm.data import GPTDataset
     from tinygrad_llm.generate import generate_stream
     from tinygrad_llm.model import GPTConfig, GPTModel
-    from tinygrad_llm.tokenizer import load_tokenizer
+    from tinygrad_llm.tokenizer import load_tokenizer, with_bert_tokens
     from tinygrad_llm.train.corpus import load_corpus
+    from tinygrad_llm.train.mlm import build_masked_lm, fill_mask_sample, mlm_datasets
     from tinygrad_llm.train.trainer import Trainer, TrainConfig
 
     text, described = load_corpus(args.data)
 
     tokenizer_name = args.tokenizer or ("gpt2" if args.init_from else DEFAULTS["tokenizer"])
-    if args.init_from and not args.resume:
+    if args.init_from and not args.resume and args.arch == "gpt":
         if tokenizer_name != "gpt2":
             raise ValueError(f"--init-from starts from GPT-2 weights, which read GPT-2's token ids: use --tokenizer "
                              f"gpt2 (the default with --init-from), not {tokenizer_name}")
@@ -252,6 +258,8 @@ def _train(args, out: Path, changed: list, comm, checkpoint: Path | None) -> int
         tokenizer = load_tokenizer(out)
     else:
         tokenizer = build_tokenizer(tokenizer_name, text, args.vocab_size)
+    if args.arch == "bert":
+        tokenizer = with_bert_tokens(tokenizer)  # + [PAD] [CLS] [SEP] [MASK] after the vocabulary
     split = int(len(text) * (1 - args.val_fraction))
     train_ids = np.asarray(tokenizer.encode(text[:split]), dtype=np.int64)
     val_ids = np.asarray(tokenizer.encode(text[split:]), dtype=np.int64)
@@ -272,7 +280,9 @@ def _train(args, out: Path, changed: list, comm, checkpoint: Path | None) -> int
         if value is not None:
             overrides[field] = value
     config = GPTConfig.preset(args.preset, **overrides)
-    if args.resume:  # the run's own shape, whatever the flags say, checked against its weights
+    if args.arch == "bert":  # the encoder, of this size; or the run's own (resume), or --init-from's weights
+        model = build_masked_lm(config, tokenizer, checkpoint if args.resume else args.init_from)
+    elif args.resume:  # the run's own shape, whatever the flags say, checked against its weights
         model = GPTModel.from_pretrained(checkpoint, device=args.device).train()
         config = model.config
     elif args.init_from:  # (a resumed run's checkpoint already holds the weights)
@@ -293,8 +303,11 @@ def _train(args, out: Path, changed: list, comm, checkpoint: Path | None) -> int
         eval_interval=args.eval_interval, eval_iters=args.eval_iters, seed=args.seed, keep_last=args.keep_last,
         precision=args.precision)
     # stride 1 would give every offset; half a window keeps epochs short and windows varied
-    train_set = GPTDataset(train_ids, ctx, stride=max(ctx // 2, 1))
-    val_set = GPTDataset(val_ids, ctx, stride=ctx)
+    if args.arch == "bert":  # [CLS] window [SEP], masked; labels only on the masked positions
+        train_set, val_set = mlm_datasets(train_ids, val_ids, tokenizer, ctx, args.seed)
+    else:
+        train_set = GPTDataset(train_ids, ctx, stride=max(ctx // 2, 1))
+        val_set = GPTDataset(val_ids, ctx, stride=ctx)
     trainer = Trainer(model, train_set, val_set, train_config, out, tokenizer=tokenizer, device=args.device,
                       comm=comm, zero=args.zero)
     trainer.run_settings = run_settings(args)  # saved with each checkpoint: what --resume takes again
@@ -332,6 +345,10 @@ def _train(args, out: Path, changed: list, comm, checkpoint: Path | None) -> int
             print(f"{out}/{MODEL_FILE} is the best model, from step {best['step']} (val loss {best['val_loss']:.4f}); "
                   f"the latest is in {out}/checkpoints, to resume from", file=sys.stderr)
             model.load_state_dict(read_safetensors(out / MODEL_FILE))  # the sample shows what generate will
+    if args.arch == "bert":  # an encoder does not continue text: it fills in masked tokens
+        print(f"\n--- sample (filling in masked tokens) ---\n"
+              f"{fill_mask_sample(model, tokenizer, first_line(text[split:], 4 * ctx), ctx, args.seed)}")
+        return 0
     print(f"\n--- sample (continuing {prompt!r}) ---\n{prompt}", end="", flush=True)
     from tinygrad_llm.cli.generate import stream_text
 

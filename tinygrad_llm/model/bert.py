@@ -217,7 +217,8 @@ class BertModel(_Pretrained, Module):
         approximate = ACTIVATIONS[cfg.hidden_act]
         self.encoder = Sequential(*[
             TransformerBlock(block, causal=False, norm_first=False, hidden_dim=cfg.intermediate_size,
-                             approximate=approximate, norm_eps=cfg.layer_norm_eps, attn_drop=cfg.attention_probs_dropout_prob)
+                             approximate=approximate, norm_eps=cfg.layer_norm_eps,
+                             attn_drop=cfg.attention_probs_dropout_prob)
             for _ in range(cfg.num_hidden_layers)])
         self.pooler = BertPooler(cfg) if add_pooling_layer else None
         _init_bert_weights(self, cfg.initializer_range)

@@ -113,7 +113,8 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
     try:
         config = BertConfig.from_dict(raw_config)
     except (TypeError, ValueError) as exc:
-        raise PretrainedError(f"{folder / CONFIG_FILE}: not a BERT configuration this library can build ({exc})") from None
+        raise PretrainedError(f"{folder / CONFIG_FILE}: not a BERT configuration this library can build "
+                              f"({exc})") from None
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise PretrainedError(f"{weights}: missing")

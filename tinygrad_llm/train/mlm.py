@@ -18,21 +18,17 @@ from tinygrad_llm.model.bert import BertConfig, BertForMaskedLM
 from tinygrad_llm.tensor import no_grad
 
 
-def build_masked_lm(gpt_config, tokenizer, saved_config: dict | None = None, init_from=None, device=None):
-    """A BertForMaskedLM: of ``gpt_config``'s size (width, depth, heads, context, dropout) for ``tokenizer``'s
-    vocabulary; or the run's own ``saved_config`` (resume); or the weights of ``init_from`` (a run or
-    Hugging Face BERT folder), whose vocabulary must be the tokenizer's."""
-    if init_from is not None:
-        model = BertForMaskedLM.from_pretrained(init_from, device=device).train()
+def build_masked_lm(gpt_config, tokenizer, folder=None, device=None):
+    """A BertForMaskedLM of ``gpt_config``'s size (width, depth, heads, context, dropout) for ``tokenizer``'s
+    vocabulary; or, from ``folder`` (a checkpoint to resume, a run or Hugging Face BERT folder to start
+    from), that model, whose vocabulary must be the tokenizer's."""
+    if folder is not None:
+        model = BertForMaskedLM.from_pretrained(folder, device=device).train()
         if model.config.vocab_size != tokenizer.n_vocab:
-            raise ValueError(f"--init-from {init_from}: the BERT has {model.config.vocab_size} token ids, the "
-                             f"{tokenizer.name} tokenizer {tokenizer.n_vocab}: use the tokenizer it was trained with")
+            raise ValueError(f"{folder}: the BERT has {model.config.vocab_size} token ids, the {tokenizer.name} "
+                             f"tokenizer {tokenizer.n_vocab}: use the tokenizer it was trained with")
         return model
-    if saved_config is not None:
-        config = BertConfig.from_dict(saved_config)
-    else:
-        config = BertConfig.from_gpt_config(gpt_config, pad_token_id=tokenizer.pad_id)
-    model = BertForMaskedLM(config)
+    model = BertForMaskedLM(BertConfig.from_gpt_config(gpt_config, pad_token_id=tokenizer.pad_id))
     if device:
         model.to(device)
     return model
