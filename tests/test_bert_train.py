@@ -46,3 +46,36 @@ def test_masked_lm_trains_resumes_exactly_and_loads_as_bert(tmp_path, capsys):
         clf = BertForSequenceClassification.from_pretrained(run)  # the encoder, a new pooler and classifier
     np.testing.assert_array_equal(clf.bert.embeddings.word_embeddings.weight.data,
                                   mlm.bert.embeddings.word_embeddings.weight.data)
+
+
+def test_finetune_classifier_bert_from_scratch_and_from_a_pretrained_run(tmp_path):
+    """--arch bert from scratch and from a 'train --arch bert' run; the saved classifier reloads and scores
+    the test split exactly as metrics.json says."""
+    from tinygrad_llm.data import DataLoader
+    from tinygrad_llm.finetune import classifier as C
+    from tinygrad_llm.finetune.bert_classifier import BertSpamDataset
+    from tinygrad_llm.finetune.io import load_classifier
+    from tinygrad_llm.finetune.spam_data import create_balanced_dataset, random_split, read_sms_spam
+
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "mat", "dog", "log"]
+    lines = [("spam" if i % 3 == 0 else "ham") + "\t" + " ".join(rng.choice(words, 5)) + (" dog" if i % 3 == 0 else "")
+             for i in range(60)]
+    sms = tmp_path / "SMSSpamCollection"
+    sms.write_text("\n".join(lines) + "\n")
+    text = tmp_path / "t.txt"
+    text.write_text(" ".join(rng.choice(words, 400)))
+    assert main(["train", "--data", str(text), "--out", str(tmp_path / "mlm"), "--max-steps", "2", *TINY_BERT]) == 0
+    common = ["finetune-classifier", "--arch", "bert", "--data", str(sms), "--epochs", "1", "--batch-size", "4",
+              "--eval-freq", "5", "--eval-iter", "1", "--seed", "1"]
+    assert main([*common, "--init-from", str(tmp_path / "mlm"), "--out", str(tmp_path / "clf")]) == 0
+    assert main([*common, "--preset", "tiny", "--tokenizer", "byte", "--emb-dim", "16", "--n-layers", "1",
+                 "--out", str(tmp_path / "scratch")]) == 0
+    for run in ("clf", "scratch"):
+        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
+        model, tokenizer, meta = load_classifier(tmp_path / run)
+        assert isinstance(model, BertForSequenceClassification) and meta["pad_token_id"] == tokenizer.pad_id
+        texts, labels = create_balanced_dataset(*read_sms_spam(sms), seed=1)
+        test = BertSpamDataset(*random_split(texts, labels, 0.7, 0.1, seed=1)["test"], tokenizer,
+                               max_length=meta["max_length"])
+        assert C.calc_accuracy_loader(DataLoader(test, batch_size=4, drop_last=False), model) == metrics["test_accuracy"]

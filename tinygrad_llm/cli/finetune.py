@@ -66,6 +66,10 @@ def add_parsers(sub) -> None:
                    help="the SMSSpamCollection file (label<TAB>text) or its folder (default: $TINYGRAD_LLM_DATA/"
                         "sms_spam_collection, else download from UCI)")
     _add_model_arguments(p, "tiny")
+    p.add_argument("--arch", choices=("gpt", "bert"), default="gpt",
+                   help="gpt: the decoder, reading the class off the last token (the book); bert: the encoder, "
+                        "reading it off [CLS] with the padding masked (from scratch: --preset's size, the tokenizer "
+                        "plus [PAD]/[CLS]/[SEP]/[MASK]; or --init-from a 'train --arch bert' run)")
     train = p.add_argument_group("training")
     train.add_argument("--trainable", default=None,
                        help="last-block (the book's: last block + final norm + head), last-N, head or all "
@@ -220,20 +224,17 @@ def _counts(model) -> dict:
 
 def run_finetune_classifier(args, out: Path) -> int:
     import tinygrad_llm as tl
-    from tinygrad_llm.data import DataLoader
     from tinygrad_llm.finetune import classifier as C
-    from tinygrad_llm.finetune.io import save_finetuned, write_json
-    from tinygrad_llm.finetune.lora import merge_lora
     from tinygrad_llm.finetune.spam_data import (CLASS_NAMES, SpamDataset, create_balanced_dataset, find_spam_file,
                                                  random_split, read_sms_spam)
-    from tinygrad_llm.optim import AdamW
-    from tinygrad_llm.train.parallel import DataParallel
 
     args.default_preset = "tiny"
     texts, labels = read_sms_spam(find_spam_file(args.data))
     texts, labels = create_balanced_dataset(texts, labels, seed=args.seed)
     splits = random_split(texts, labels, 0.7, 0.1, seed=args.seed)
     tl.manual_seed(args.seed)
+    if args.arch == "bert":
+        return _finetune_bert_classifier(args, out, splits)
 
     if args.init_from is None:  # the context of a fresh model is the message length
         from tinygrad_llm.tokenizer import get_tokenizer
@@ -252,6 +253,59 @@ def run_finetune_classifier(args, out: Path) -> int:
     C.add_classification_head(model, num_classes=len(CLASS_NAMES))
     trainable = args.trainable or ("last-block" if args.init_from else "all")
     C.set_trainable(model, trainable)
+    return _train_classifier(args, out, model, tokenizer, described, trainable, (train_set, val_set, test_set),
+                             max_length)
+
+
+def _finetune_bert_classifier(args, out: Path, splits) -> int:
+    """finetune-classifier --arch bert: BertForSequenceClassification from scratch or a 'train --arch bert' run."""
+    import warnings
+
+    from tinygrad_llm.finetune.bert_classifier import BertSpamDataset, set_trainable_bert
+    from tinygrad_llm.finetune.spam_data import CLASS_NAMES
+    from tinygrad_llm.model import BertConfig, BertForSequenceClassification, GPTConfig
+    from tinygrad_llm.tokenizer import get_tokenizer, load_tokenizer, with_bert_tokens
+
+    if args.init_from is None:
+        tokenizer = with_bert_tokens(get_tokenizer(args.tokenizer))
+        max_length = BertSpamDataset(*splits["train"], tokenizer, max_length=args.max_length).max_length
+        overrides = {k: v for k, v in (("emb_dim", args.emb_dim), ("n_layers", args.n_layers),
+                                       ("n_heads", args.n_heads), ("drop_rate", args.dropout)) if v is not None}
+        preset = args.preset or args.default_preset
+        shape = GPTConfig.preset(preset, vocab_size=tokenizer.n_vocab, context_length=max_length, **overrides)
+        config = BertConfig.from_gpt_config(shape, pad_token_id=tokenizer.pad_id, num_labels=len(CLASS_NAMES))
+        model, described = BertForSequenceClassification(config), f"a fresh BERT of the {preset} size (from scratch)"
+    else:
+        source = Path(args.init_from)
+        if not (source / "tokenizer.json").is_file():
+            raise ValueError(f"--init-from {source}: no tokenizer.json beside the weights (this library reads BERTs "
+                             "trained with 'tinygrad-llm train --arch bert'; BERT's WordPiece vocabulary is not supported)")
+        tokenizer = with_bert_tokens(load_tokenizer(source))
+        with warnings.catch_warnings():  # the fresh pooler/classifier is expected here
+            warnings.simplefilter("ignore")
+            model = BertForSequenceClassification.from_pretrained(source).train()
+        _apply_dropout(model, args.dropout)
+        longest = BertSpamDataset(*splits["train"], tokenizer, max_length=args.max_length).max_length
+        max_length = min(longest, model.config.max_position_embeddings)  # never past the positions it has
+        described = f"{source}"
+    datasets = tuple(BertSpamDataset(*splits[name], tokenizer, max_length=max_length)
+                     for name in ("train", "validation", "test"))
+    trainable = args.trainable or "all"
+    set_trainable_bert(model, trainable)
+    return _train_classifier(args, out, model, tokenizer, described, trainable, datasets, max_length)
+
+
+def _train_classifier(args, out: Path, model, tokenizer, described, trainable, datasets, max_length) -> int:
+    """Train, evaluate and save a classifier of either half: the rest of finetune-classifier."""
+    from tinygrad_llm.data import DataLoader
+    from tinygrad_llm.finetune import classifier as C
+    from tinygrad_llm.finetune.io import save_finetuned, write_json
+    from tinygrad_llm.finetune.lora import merge_lora
+    from tinygrad_llm.finetune.spam_data import CLASS_NAMES
+    from tinygrad_llm.optim import AdamW
+    from tinygrad_llm.train.parallel import DataParallel
+
+    train_set, val_set, test_set = datasets
     lora = _apply_lora(args, model)
     if args.device:
         model.to(args.device)

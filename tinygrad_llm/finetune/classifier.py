@@ -82,8 +82,10 @@ def _to(array, device):
 
 
 def last_token_logits(model, input_batch) -> Tensor:
-    """(B, T) ids -> (B, num_classes): the model's output at the last position."""
-    return model(input_batch)[:, -1, :]  # (B, T, classes) -> (B, classes)
+    """(B, T) ids -> (B, num_classes): the model's output at the last position. A model that already gives
+    one row per sequence (BertForSequenceClassification, pooling [CLS]) is read as it is."""
+    logits = model(input_batch)
+    return logits if logits.ndim == 2 else logits[:, -1, :]  # (B, T, classes) -> (B, classes)
 
 
 def calc_loss_batch(input_batch, target_batch, model, device: str | None = None) -> Tensor:

@@ -65,14 +65,23 @@ def load_classifier(path, device: str | None = None):
     if meta.get("task") != "classification":
         raise ValueError(f"{meta_file}: task is {meta.get('task')!r}, not 'classification'")
     state, config = load_model_files(path)
-    try:
-        config = GPTConfig.from_dict(config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path / 'config.json'}: not a model configuration this GPT can build ({exc})") from None
-    check_config_fits_header(config, SafetensorsFile(path / "model.safetensors", error=CheckpointError),
-                             path / "config.json", hf_layout=False)  # sizes checked before allocating the model
-    model = GPTModel(config)
-    add_classification_head(model, int(meta["num_classes"]))
+    if isinstance(config, dict) and config.get("model_type") == "bert":  # finetune-classifier --arch bert
+        from tinygrad_llm.model import BertConfig, BertForSequenceClassification
+
+        try:
+            model = BertForSequenceClassification(BertConfig.from_dict(config))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path / 'config.json'}: not a BERT configuration this library can build "
+                                  f"({exc})") from None
+    else:
+        try:
+            config = GPTConfig.from_dict(config)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path / 'config.json'}: not a model configuration this GPT can build ({exc})") from None
+        check_config_fits_header(config, SafetensorsFile(path / "model.safetensors", error=CheckpointError),
+                                 path / "config.json", hf_layout=False)  # sizes checked before allocating the model
+        model = GPTModel(config)
+        add_classification_head(model, int(meta["num_classes"]))
     check_state_matches(state, model.state_dict(), path / "model.safetensors")
     model.load_state_dict(state)
     if device:
