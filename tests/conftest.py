@@ -1,7 +1,11 @@
 """Shared test configuration: Hypothesis profiles, the real-data folder, optional oracles."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,3 +39,35 @@ def shared_data() -> Path:
 def torch():
     """PyTorch as an oracle; skipped with a reason when not installed (CI installs the CPU build)."""
     return pytest.importorskip("torch", reason="PyTorch is not installed (oracle only: pip install torch==2.13.0)")
+
+
+@pytest.fixture(scope="session")
+def transformers(torch):
+    """Hugging Face transformers as an oracle for checkpoints; skipped with a reason when not installed."""
+    transformers = pytest.importorskip("transformers", reason="Hugging Face transformers is not installed "
+                                                              "(oracle only: pip install transformers)")
+    transformers.logging.set_verbosity_error()
+    return transformers
+
+
+@contextlib.contextmanager
+def serve_folder(root):
+    """A local HTTP server of the folder ``root`` (a stand-in for the Hugging Face hub in download tests):
+    yields (its URL, the list of paths requested so far)."""
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()

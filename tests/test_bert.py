@@ -21,6 +21,8 @@ from tinygrad_llm.model.bert import (BertConfig, BertForMaskedLM, BertForSequenc
 from tinygrad_llm.model.bert_pretrained import hf_names
 from tinygrad_llm.model.pretrained import PretrainedError
 
+from conftest import serve_folder
+
 SMALL = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
              max_position_embeddings=12, type_vocab_size=2)
 HF_CLASSES = {BertModel: "BertModel", BertForMaskedLM: "BertForMaskedLM",
@@ -75,14 +77,6 @@ def test_fully_masked_row_gets_zero_weights_not_nan():
 
 
 # --- transformers as the oracle ---------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def transformers(torch):
-    transformers = pytest.importorskip("transformers", reason="Hugging Face transformers is not installed "
-                                                              "(oracle only: pip install transformers)")
-    transformers.logging.set_verbosity_error()
-    return transformers
-
 
 def hf_model(transformers, torch, cls, seed=0):
     """A transformers BERT with weights of order 1 (its own init, std 0.02, would make every layer near-linear)."""
@@ -199,7 +193,7 @@ def test_bad_folders_say_what_is_wrong(tmp_path):
     (tmp_path / "config.json").write_text(config.replace('"gelu"', '"relu"'))
     with pytest.raises(PretrainedError, match="hidden_act"):
         BertModel.from_pretrained(tmp_path)
-    with pytest.raises(PretrainedError, match="neither a folder nor a known BERT"):
+    with pytest.raises(PretrainedError, match="neither a folder nor a known model name; known names: bert-base"):
         BertModel.from_pretrained(tmp_path / "nowhere")
 
 
@@ -221,3 +215,33 @@ def test_whole_encoder_gradcheck_float64():
     types = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]])
     with kernels.use("numpy"):
         assert tl.gradcheck(lambda *ps: model(ids, attention_mask=mask, token_type_ids=types), model.parameters())
+
+
+# --- downloads by name, as GPT-2's -----------------------------------------------------------------------
+
+def test_a_bert_name_is_downloaded_once_checked_and_loaded(transformers, torch, tmp_path, monkeypatch):
+    """A local stand-in for the hub serves a transformers-written BERT as "bert-base-uncased": downloaded into the
+    cache once, checked against the given sizes and hashes, then equal to the served model."""
+    from tinygrad_llm.files import sha256_of
+    from tinygrad_llm.model import bert_pretrained
+
+    root = tmp_path / "hub"
+    served = root / "org" / "bert" / "resolve" / "rev"
+    hf = hf_model(transformers, torch, BertModel, seed=4)
+    hf.save_pretrained(served)
+    with serve_folder(root) as (url, requests):
+        files = {name: ((served / name).stat().st_size, sha256_of(served / name))
+                 for name in ("config.json", "model.safetensors")}
+        monkeypatch.setitem(bert_pretrained.BERT_MODELS, "bert-base-uncased", ("org/bert", "rev", files))
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
+        ours = BertModel.from_pretrained("bert-base-uncased")
+        BertModel.from_pretrained("google-bert/bert-base-uncased")  # the hub's name: the same cached files
+        assert sorted(requests) == ["/org/bert/resolve/rev/config.json", "/org/bert/resolve/rev/model.safetensors"]
+        ids, mask, types = batch(True, True)
+        expected = hf(**torch_inputs(torch, ids, mask, types)).last_hidden_state.detach().numpy()
+        np.testing.assert_allclose(ours(ids, mask, types)[0].data, expected, atol=2e-5, rtol=0)
+        wrong = {**files, "model.safetensors": (files["model.safetensors"][0], "0" * 64)}
+        monkeypatch.setitem(bert_pretrained.BERT_MODELS, "bert-base-cased", ("org/bert", "rev", wrong))
+        with pytest.raises(PretrainedError, match="expected 0000"):
+            BertModel.from_pretrained("bert-base-cased")

@@ -79,3 +79,13 @@ def test_finetune_classifier_bert_from_scratch_and_from_a_pretrained_run(tmp_pat
         test = BertSpamDataset(*random_split(texts, labels, 0.7, 0.1, seed=1)["test"], tokenizer,
                                max_length=meta["max_length"])
         assert C.calc_accuracy_loader(DataLoader(test, batch_size=4, drop_last=False), model) == metrics["test_accuracy"]
+
+
+def test_generate_on_a_bert_run_says_what_it_is(tmp_path, capsys):
+    from tinygrad_llm.model import BertConfig
+
+    folder = tmp_path / "bert"
+    BertForMaskedLM(BertConfig(vocab_size=12, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=8, max_position_embeddings=8)).save_pretrained(folder)
+    assert main(["generate", "--checkpoint", str(folder), "--prompt", "a"]) == 1
+    assert "holds a BERT" in capsys.readouterr().err

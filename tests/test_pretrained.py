@@ -5,10 +5,7 @@ orders; logits are O(10), float32 epsilon is 1.2e-7).
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import threading
 import urllib.error
 from pathlib import Path
 
@@ -22,16 +19,10 @@ from tinygrad_llm.files import sha256_of
 from tinygrad_llm.model import pretrained
 from tinygrad_llm.model.pretrained import PretrainedError
 
+from conftest import serve_folder
+
 RTOL = ATOL = 1e-5
 SMALL = dict(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=32)
-
-
-@pytest.fixture(scope="module")
-def transformers(torch):
-    transformers = pytest.importorskip("transformers", reason="Hugging Face transformers is not installed "
-                                                              "(oracle only: pip install transformers)")
-    transformers.logging.set_verbosity_error()
-    return transformers
 
 
 def make_hf_model(transformers, torch, seed=0, **config):
@@ -321,26 +312,13 @@ def hub(hf_small, tmp_path, monkeypatch):
     served.mkdir(parents=True)
     for name in ("config.json", "model.safetensors"):
         (served / name).write_bytes((folder / name).read_bytes())
-    requests = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    files = {name: ((served / name).stat().st_size, sha256_of(served / name))
-             for name in ("config.json", "model.safetensors")}
-    monkeypatch.setitem(pretrained.HF_MODELS, "gpt2", ("org/tiny", "rev", files))
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
-    yield requests
-    server.shutdown()
-    server.server_close()
+    with serve_folder(root) as (url, requests):
+        files = {name: ((served / name).stat().st_size, sha256_of(served / name))
+                 for name in ("config.json", "model.safetensors")}
+        monkeypatch.setitem(pretrained.HF_MODELS, "gpt2", ("org/tiny", "rev", files))
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
+        yield requests
 
 
 def test_a_name_is_downloaded_once_and_checked(hub, hf_small, torch, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -165,6 +166,14 @@ def load_model_and_tokenizer(checkpoint, device: str | None):
         raise FileNotFoundError(f"{folder}: no such checkpoint folder (nor a model name: {', '.join(HF_MODELS)})")
     if not folder.is_dir():
         raise ValueError(f"{folder}: expected a folder with config.json and model.safetensors")
+    try:
+        is_bert = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type") == "bert"
+    except (OSError, ValueError, AttributeError):
+        is_bert = False  # missing or unreadable: from_pretrained below names the problem
+    if is_bert:
+        raise ValueError(f"{folder} holds a BERT (an encoder, from 'train --arch bert'): it fills in masked tokens "
+                         "and does not generate text; load it with BertForMaskedLM.from_pretrained, or fine-tune it "
+                         "with 'finetune-classifier --arch bert --init-from'")
     model = GPTModel.from_pretrained(folder, device=device)
     return model, tokenizer_for(folder, model.config.vocab_size)
 

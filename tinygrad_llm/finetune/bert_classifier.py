@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinygrad_llm.finetune.spam_data import SpamDataset
 
-class BertSpamDataset:
-    """Messages as ``[CLS] ids [SEP]`` padded with [PAD] to one length; the interface of ``SpamDataset``.
+
+class BertSpamDataset(SpamDataset):
+    """Messages as ``[CLS] ids [SEP]`` padded with [PAD] to one length; otherwise a ``SpamDataset``.
 
     ``max_length``: None pads to the longest message (+2); a number truncates the message so that [SEP]
     still ends it. Item i is ``(ids (max_length,), label)``.
@@ -40,16 +42,6 @@ class BertSpamDataset:
             body = message[:self.max_length - 2]
             ids[row, :len(body) + 2] = [tokenizer.cls_id, *body, tokenizer.sep_id]
         self.input_ids = ids  # (N, max_length)
-
-    def __getitem__(self, index):
-        return self.input_ids[index], self.labels[index]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def get_batch(self, indices):
-        indices = np.asarray(indices, dtype=np.int64)
-        return self.input_ids[indices], self.labels[indices]
 
 
 def set_trainable_bert(model, trainable: str = "all"):

@@ -139,6 +139,11 @@ BERT_PRESETS = {
 }
 
 
+def _as_config(cfg) -> BertConfig:
+    """A BertConfig, from itself or its dict (``to_dict()`` or a Hugging Face config.json's)."""
+    return BertConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+
+
 def _init_bert_weights(module: Module, std: float) -> None:
     """BERT's initialisation: every Linear and Embedding weight from N(0, std^2), biases 0 (LayerNorm: 1, 0)."""
     for m in module.modules():
@@ -209,9 +214,7 @@ class BertModel(_Pretrained, Module):
 
     def __init__(self, cfg: BertConfig, add_pooling_layer: bool = True):
         super().__init__()
-        if isinstance(cfg, dict):
-            cfg = BertConfig.from_dict(cfg)
-        self.config = cfg
+        self.config = cfg = _as_config(cfg)
         self.embeddings = BertEmbeddings(cfg)
         block = cfg.block_config()
         approximate = ACTIVATIONS[cfg.hidden_act]
@@ -271,9 +274,7 @@ class BertForMaskedLM(_Pretrained, Module):
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        if isinstance(cfg, dict):
-            cfg = BertConfig.from_dict(cfg)
-        self.config = cfg
+        self.config = cfg = _as_config(cfg)
         self.bert = BertModel(cfg, add_pooling_layer=False)
         self.mlm_dense = Linear(cfg.hidden_size, cfg.hidden_size)
         self.mlm_norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -293,9 +294,7 @@ class BertForSequenceClassification(_Pretrained, Module):
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        if isinstance(cfg, dict):
-            cfg = BertConfig.from_dict(cfg)
-        self.config = cfg
+        self.config = cfg = _as_config(cfg)
         self.bert = BertModel(cfg, add_pooling_layer=True)
         self.dropout = Dropout(cfg.hidden_dropout_prob)
         self.classifier = Linear(cfg.hidden_size, cfg.num_labels)

@@ -39,6 +39,7 @@ BERT_MODELS = {
     "bert-large-uncased": ("google-bert/bert-large-uncased", "main", {CONFIG_FILE: (None, None),
                                                                       WEIGHTS_FILE: (None, None)}),
 }
+BERT_ALIASES = {repo: name for name, (repo, _, _) in BERT_MODELS.items()}  # "google-bert/bert-base-uncased"
 _SKIPPED = ("cls.predictions.decoder.", "cls.seq_relationship.", "embeddings.position_ids")
 _QKV = ("query", "key", "value")
 
@@ -90,25 +91,12 @@ def _sources(st: _SafetensorsFile) -> dict:
     return sources
 
 
-def resolve_folder(path_or_name) -> Path:
-    path = Path(path_or_name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise PretrainedError(f"{path}: expected a folder holding {CONFIG_FILE} and {WEIGHTS_FILE}")
-        return path
-    name = str(path_or_name).removeprefix("google-bert/")
-    if name in BERT_MODELS:
-        return pretrained.download_model(name, BERT_MODELS)  # the same downloader, checks and messages as GPT-2's
-    raise PretrainedError(f"{path_or_name!r} is neither a folder nor a known BERT name; known names: "
-                          f"{', '.join(BERT_MODELS)} (or a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
-
-
 def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float32):
     """A ``cls`` (BertModel, BertForMaskedLM, BertForSequenceClassification) with the folder's weights."""
     from tinygrad_llm.model.bert import BertConfig
 
     dtype = np.dtype(dtype)
-    folder = resolve_folder(path_or_name)
+    folder = pretrained.resolve_folder(path_or_name, BERT_MODELS, BERT_ALIASES)  # GPT-2's downloader and checks
     raw_config = _read_config(folder)
     try:
         config = BertConfig.from_dict(raw_config)

@@ -224,18 +224,20 @@ def _write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
 
 # --- finding the files ---------------------------------------------------------------------------------
 
-def resolve_folder(path_or_name) -> Path:
-    """The local folder for ``path_or_name``: an existing folder, or a known model name (downloaded once)."""
+def resolve_folder(path_or_name, models: dict | None = None, aliases: dict | None = None) -> Path:
+    """The local folder for ``path_or_name``: an existing folder, or a known model name (downloaded once).
+    ``models`` / ``aliases``: the names known (default GPT-2's, HF_MODELS and ALIASES; BERT passes its own)."""
+    models, aliases = (HF_MODELS, ALIASES) if models is None else (models, aliases or {})
     path = Path(path_or_name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise PretrainedError(f"{path}: expected a folder holding {CONFIG_FILE} and {WEIGHTS_FILE}")
         return path
-    name = ALIASES.get(str(path_or_name), str(path_or_name))
-    if name in HF_MODELS:
-        return download_model(name)
+    name = aliases.get(str(path_or_name), str(path_or_name))
+    if name in models:
+        return download_model(name, models)
     raise PretrainedError(f"{path_or_name!r} is neither a folder nor a known model name; known names: "
-                          f"{', '.join(HF_MODELS)} (or a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+                          f"{', '.join(models)} (or a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
 
 
 def download_model(name: str, models: dict | None = None) -> Path:
