@@ -77,7 +77,8 @@ def load_classifier(path, device: str | None = None):
         try:
             config = GPTConfig.from_dict(config)
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path / 'config.json'}: not a model configuration this GPT can build ({exc})") from None
+            raise CheckpointError(f"{path / 'config.json'}: not a model configuration this GPT can build "
+                                  f"({exc})") from None
         check_config_fits_header(config, SafetensorsFile(path / "model.safetensors", error=CheckpointError),
                                  path / "config.json", hf_layout=False)  # sizes checked before allocating the model
         model = GPTModel(config)
