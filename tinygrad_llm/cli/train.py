@@ -199,9 +199,8 @@ def check_arguments(args) -> None:
 
 
 def run_train(args) -> int:
-    from tinygrad_llm.checkpoint import NoCheckpointError, find_checkpoint, find_intact_checkpoint
+    from tinygrad_llm.checkpoint import NoCheckpointError, find_checkpoint
     from tinygrad_llm.run_folder import check_output_path, claim
-    from tinygrad_llm.train.trainer import check_trainer_state
 
     comm = start_data_parallel(args.device, args.threads)  # under mpiexec: this process's place among the N
     if comm is None:
@@ -209,28 +208,39 @@ def run_train(args) -> int:
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite starts it afresh: pass one of them")
     out = Path(args.out) if args.out else Path("runs") / (Path(args.data).stem if args.data else "pydoc")
-    changed, checkpoint = [], None
     if args.resume:
         try:
             find_checkpoint(out)
         except NoCheckpointError:
             raise NoCheckpointError(f"--resume: no checkpoint in {out} to resume from "
                                     f"(train without --resume first, or pass the run's --out)") from None
-        # every file of it checked now; a damaged newest checkpoint is named, an intact older one taken
+    else:
+        check_arguments(args)
+    check_output_path(out)
+    if not comm.is_root:  # process 0 alone claims, locks and writes the run folder
+        return _train(args, out, *_resume_settings(args, out), comm)
+    with claim(out, "train", resume=args.resume, overwrite=args.overwrite):  # locked and marked as a run
+        return _train(args, out, *_resume_settings(args, out), comm)  # (read under the lock: no run writes it)
+
+
+def _resume_settings(args, out: Path) -> tuple[list, Path | None]:
+    """For --resume: (the overrides given, the checkpoint to continue: the newest intact one, every file
+    checked; a damaged newest one is named). Fills in the run's own settings and checks the arguments."""
+    from tinygrad_llm.checkpoint import find_intact_checkpoint
+    from tinygrad_llm.train.trainer import check_trainer_state
+
+    changed, checkpoint = [], None
+    if args.resume:
         checkpoint = find_intact_checkpoint(out, log=lambda message: print(message, file=sys.stderr),
                                             validate=check_trainer_state)
         changed = apply_saved_settings(args, read_saved_settings(checkpoint), out)
-    check_arguments(args)
+        check_arguments(args)
     if args.max_steps is None and args.epochs is None:
         args.max_steps = DEFAULTS["max_steps"]
-    check_output_path(out)
-    if not comm.is_root:  # process 0 alone claims, locks and writes the run folder
-        return _train(args, out, changed, comm, checkpoint)
-    with claim(out, "train", resume=args.resume, overwrite=args.overwrite):  # locked and marked as a run
-        return _train(args, out, changed, comm, checkpoint)
+    return changed, checkpoint
 
 
-def _train(args, out: Path, changed: list, comm, checkpoint: Path | None) -> int:
+def _train(args, out: Path, changed: list, checkpoint: Path | None, comm) -> int:
     import numpy as np
 
     import tinygrad_llm as tl
