@@ -151,6 +151,18 @@ def test_finetune_classifier_on_two_processes_equals_one_with_twice_the_batch(mp
     assert two["batch_size"] == 4 and "2 processes (MPI" in result.stderr
 
 
+def test_info_shows_what_zero_saves_per_process(capsys):
+    from tinygrad_llm.cli import main
+    from tinygrad_llm.model import GPTConfig, estimate_memory, format_bytes
+
+    assert main(["info", "--preset", "tiny", "--processes", "4", "--batch-size", "2"]) == 0
+    moments = estimate_memory(GPTConfig.preset("tiny"), 2, None)["optimizer"]
+    out = capsys.readouterr().out
+    assert "data-parallel over 4 processes" in out
+    assert f"AdamW moments {format_bytes(moments // 4)} instead of {format_bytes(moments)}" in out
+    assert f"saving {format_bytes(moments - moments // 4)} per process" in out
+
+
 def test_one_process_without_mpiexec_is_the_plain_loop():
     comm = SingleProcess()
     batch = np.arange(12).reshape(6, 2)

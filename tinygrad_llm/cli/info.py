@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8, help="batch size for the memory estimate")
     p.add_argument("--context-length", type=positive_int, default=None,
                    help="tokens per window for the memory estimate (default: the model's context)")
+    p.add_argument("--processes", type=positive_int, default=1,
+                   help="data-parallel processes (mpiexec -n N): memory per process, with and without ZeRO-1 "
+                        "(train --zero)")
     p.set_defaults(run=run_info)
 
 
@@ -67,8 +70,23 @@ def run_info(args) -> int:
     print(f"  training memory, float32, batch {args.batch_size} x context {ctx}:")
     for key, value in memory.items():
         print(f"    {key:14s} {format_bytes(value)}")
+    if args.processes > 1:
+        print_data_parallel_memory(memory, args.processes, args.batch_size, format_bytes)
     print_threads()
     return 0
+
+
+def print_data_parallel_memory(memory: dict, processes: int, batch_size: int, format_bytes) -> None:
+    """Per process of ``mpiexec -n processes`` (batch_size each): the flat gradient buffer the Allreduce adds,
+    and what ZeRO-1 saves by keeping 1/processes of AdamW's moments (tinygrad_llm/dist)."""
+    moments = memory["optimizer"]
+    shard = -(-moments // processes)
+    plain = memory["total"] + memory["gradients"]  # + the flat buffer the gradients are averaged in
+    print(f"  data-parallel over {processes} processes, per process (batch {batch_size} each):")
+    print(f"    {'without ZeRO':15s} {format_bytes(plain)} (the above + a {format_bytes(memory['gradients'])} "
+          f"gradient buffer for the Allreduce)")
+    print(f"    {'ZeRO-1 (--zero)':15s} {format_bytes(plain - moments + shard)}: AdamW moments {format_bytes(shard)} "
+          f"instead of {format_bytes(moments)}, saving {format_bytes(moments - shard)} per process")
 
 
 def print_threads() -> None:
