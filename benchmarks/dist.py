@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per run (after one warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, each running both configurations")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="also run one process on one thread (a busy machine's choice) as a third reference")
     parser.add_argument("--mpiexec", default=os.environ.get("MPIEXEC") or shutil.which("mpiexec") or "mpiexec")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a run is killed")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -129,11 +131,13 @@ def main() -> None:
     script = [sys.executable, str(Path(__file__).resolve()), "--worker", "--shape", args.shape, "--context",
               str(args.context), "--steps", str(args.steps), "--device", args.device]
     one_threads = args.procs if args.device == "cpu" else 1
-    single_runs, multi_runs = [], []
+    single_runs, multi_runs, one_thread_runs = [], [], []
     for _ in range(args.rounds):
         single_runs.append(run(script + ["--batch", str(args.procs * args.batch)], one_threads, args.timeout))
         multi_runs.append(run([args.mpiexec, "-n", str(args.procs)] + script + ["--batch", str(args.batch)], 1,
                               args.timeout))
+        if args.one_thread and one_threads > 1:  # what a busy machine's thread policy would choose
+            one_thread_runs.append(run(script + ["--batch", str(args.procs * args.batch)], 1, args.timeout))
     single = statistics.median(r["tokens_per_step"] / r["step_s"] for r in single_runs)
     multi = statistics.median(r["tokens_per_step"] / r["step_s"] for r in multi_runs)
     last = multi_runs[-1]
@@ -145,6 +149,10 @@ def main() -> None:
     print(f"  {args.procs} processes x 1 thread, batch {args.batch} each:  {multi:10,.0f} tokens/s")
     print(f"  ratio (scaling efficiency on the same {where}): {multi / single:.2f}x; gradient averaging is "
           f"{100 * reduce_share:.0f}% of the {args.procs}-process step")
+    if one_thread_runs:
+        one = statistics.median(r["tokens_per_step"] / r["step_s"] for r in one_thread_runs)
+        print(f"  1 process x 1 thread, batch {args.procs * args.batch}:  {one:10,.0f} tokens/s  "
+              f"({args.procs} processes: {multi / one:.2f}x)")
     size = last["gradient_bytes"]
     print(f"  Allreduce of the {size / 2**20:,.0f} MiB gradient over {args.procs} processes (bus bandwidth "
           f"2(N-1)/N x bytes / time):")

@@ -4,6 +4,7 @@
     mpiexec -n 2 python tests/mpi_worker.py raise OUT    # the CLI with rank 1 raising at step 3
     mpiexec -n 2 python tests/mpi_worker.py die OUT      # rank 1 killed at step 3
     mpiexec -n 2 python tests/mpi_worker.py cli ARGS...  # tinygrad-llm ARGS...
+    mpiexec -n 2 python tests/mpi_worker.py nccl OUT     # NCCL collectives on 2 GPUs, then 5 steps on CUDA
 """
 from __future__ import annotations
 
@@ -25,15 +26,15 @@ CONFIG = GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_lay
 STEPS, BATCH = 20, 4  # per process; tests/test_dist.py runs one process with 2 * BATCH
 
 
-def make_trainer(out, comm, batch_size=BATCH, zero=False, init_seed=0) -> Trainer:
+def make_trainer(out, comm, batch_size=BATCH, zero=False, init_seed=0, device="cpu") -> Trainer:
     """A small model on a repeating pattern with noise (tests/test_train.py's), dropout off."""
     tl.manual_seed(init_seed)
     rng = np.random.default_rng(1)
     ids = (np.arange(600) * 7 % 32 + (rng.random(600) < 0.1)) % 32
     config = TrainConfig(max_steps=STEPS, batch_size=batch_size, lr=3e-3, warmup_steps=3, eval_interval=10,
                          eval_iters=2, grad_accum=2, seed=0)
-    return Trainer(GPTModel(CONFIG), GPTDataset(ids[:500], 8, stride=3), GPTDataset(ids[500:], 8), config, out,
-                   log=lambda message: None, comm=comm, zero=zero)
+    return Trainer(GPTModel(CONFIG).to(device), GPTDataset(ids[:500], 8, stride=3), GPTDataset(ids[500:], 8), config,
+                   out, log=lambda message: None, comm=comm, zero=zero, device=device)
 
 
 def flat_parameters(trainer) -> np.ndarray:
@@ -78,6 +79,32 @@ def train(out: Path, comm) -> None:
         (out / "result.json").write_text(json.dumps(result))
 
 
+def nccl(out: Path) -> None:
+    """The NCCL communicator's collectives on CuPy arrays, then training steps on CUDA, checked bitwise."""
+    import cupy
+
+    from tinygrad_llm.dist.nccl import NcclCommunicator
+
+    comm = dist.init("cuda")
+    assert isinstance(comm, NcclCommunicator), comm
+    a = cupy.full(1000, comm.rank + 1, dtype=cupy.float32)
+    assert float(comm.allreduce_(a)[0]) == 3.0 and bool((a == 3).all())
+    b = cupy.full(10, comm.rank, dtype=cupy.float32)
+    assert bool((comm.broadcast_(b) == 0).all())
+    c = cupy.zeros(4, dtype=cupy.float32)
+    c[comm.rank * 2:comm.rank * 2 + 2] = comm.rank + 1
+    assert comm.allgather_(c).get().tolist() == [1, 1, 2, 2]
+    trainer = make_trainer(out / "nccl", comm, init_seed=comm.rank, device="cuda")
+    equal = []
+    for _ in range(5):
+        trainer.train_step()
+        equal.append(same_as_root(comm, cupy.asnumpy(cupy.concatenate(
+            [p.data.ravel() for p in trainer.model.parameters()]))))
+    assert all(equal), equal
+    if comm.rank == 0:
+        (out / "nccl.ok").write_text("ok")
+
+
 def fail_at_step_3(how: str) -> None:
     """The CLI's training with rank 1 failing at step 3 (raising, or killed)."""
     original = Trainer.train_step
@@ -100,6 +127,8 @@ if __name__ == "__main__":
         sys.exit(main(sys.argv[2:]))
     if what == "train":
         train(out, dist.init())
+    elif what == "nccl":
+        nccl(out)
     else:
         from tinygrad_llm.cli import main
 

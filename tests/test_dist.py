@@ -201,10 +201,15 @@ def test_launch_without_mpiexec_is_one_process_with_a_note(monkeypatch):
     assert comm.world_size == 1 and "mpi4py is not installed" in comm.note and comm.launcher_rank == 1
 
 
-def test_nccl_communicator_needs_a_gpu():
+def test_nccl_under_mpiexec_on_two_gpus(mpiexec, tmp_path):
     from tinygrad_llm import backend
 
     if not backend.cuda_available():
-        pytest.skip("no CUDA GPU with CuPy here: the NCCL communicator runs under mpiexec on GPUs "
-                    "(benchmarks/dist.py --device cuda)")
+        pytest.skip("no CUDA GPU with CuPy here: the NCCL communicator needs 2 GPUs under mpiexec -n 2")
+    cupy = pytest.importorskip("cupy")
     pytest.importorskip("cupy.cuda.nccl", reason="CuPy was built without NCCL")
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("one GPU: NCCL needs a GPU per process (mpiexec -n 2 needs 2 GPUs)")
+    result, _ = run_mpiexec(mpiexec, "nccl", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "nccl.ok").is_file()
