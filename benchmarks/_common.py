@@ -3,7 +3,7 @@
     from _common import machine_info, print_machine, time_interleaved
 
     print_machine(threads=2)
-    medians = time_interleaved({"ours": f, "torch": g}, repeats=7)   # seconds per call, medians
+    medians = time_interleaved(synced({"ours": f, "torch": g}, device, torch), repeats=7)  # medians, s/call
     print(f"ratio {medians['ours'] / medians['torch']:.2f}x")
 
 Absolute times on a shared machine are noise; ratios of medians measured in one process, with the
@@ -141,3 +141,98 @@ def time_interleaved(fns: dict, repeats: int = 7, number: int | None = None, min
                 fn()
             samples[name].append((time.perf_counter() - start) / n)
     return {name: statistics.median(samples[name]) for name in names}
+
+
+# ---- devices: --device cpu|cuda, synchronisation, TF32, peak TFLOP/s and MFU ---------------------------
+
+def add_device_argument(parser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu (default) or cuda: ours on CuPy, PyTorch eager on the same GPU")
+
+
+def require_device(device: str) -> None:
+    """Exit with one line (no traceback) when ``device`` is cuda and no GPU is usable."""
+    if device == "cuda":
+        import tinygrad_llm as tl
+
+        if not tl.cuda_available():
+            raise SystemExit("--device cuda: no CUDA GPU usable by CuPy on this machine "
+                             "(pip install 'tinygrad-llm[cuda12]' on a machine with one)")
+
+
+def synchronize(device: str, torch=None) -> None:
+    """Wait for the GPU's queued work (ours and torch's), so a timer stops when the work is done."""
+    if device != "cuda":
+        return
+    import cupy
+
+    cupy.cuda.Device().synchronize()
+    if torch is not None:
+        torch.cuda.synchronize()
+
+
+def synced(fns: dict, device: str, torch=None) -> dict:
+    """The callables of ``fns``, each waiting for the GPU at its end (unchanged on the CPU)."""
+    if device != "cuda":
+        return fns
+
+    def wrap(fn):
+        def run():
+            out = fn()
+            synchronize(device, torch)
+            return out
+        return run
+
+    return {name: wrap(fn) for name, fn in fns.items()}
+
+
+def set_tf32(on: bool, torch=None) -> None:
+    """Float32 matrix products on TF32 tensor cores (on) or in full float32 (off), on both sides: ours
+    through CuPy's cuBLAS compute type (what CUPY_TF32=1 sets at start), torch's through allow_tf32."""
+    from tinygrad_llm import backend
+
+    backend.set_float32_matmul_precision("high" if on else "highest")
+    if torch is not None:
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
+# Dense (no sparsity) peak tensor-core TFLOP/s from NVIDIA's data sheets, by device name and precision:
+# what model-FLOPs utilisation (MFU, as llm.c and nanoGPT report it) is measured against.
+PEAK_TFLOPS = {
+    "H200": {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
+    "H100 PCIe": {"fp32": 51.2, "tf32": 378.0, "fp16": 756.0, "bf16": 756.0},
+    "H100": {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
+    "A100": {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0},
+    "L4": {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0},
+}
+
+
+def gpu_name() -> str:
+    import cupy
+
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def peak_tflops(precision: str) -> float | None:
+    """The current GPU's dense peak for ``precision`` (fp32, tf32, fp16, bf16); None when it is not listed."""
+    name = gpu_name()
+    for key, peaks in PEAK_TFLOPS.items():  # "H100 PCIe" before "H100": the first match wins
+        if key in name:
+            return peaks.get(precision)
+    return None
+
+
+def train_flops_per_token(config, n_params: int) -> float:
+    """Training FLOPs per token, as nanoGPT estimates them (PaLM appendix B): 6 N for the weights' products
+    forward and backward, plus 12 L C T for attention's two (T, T) products."""
+    return 6 * n_params + 12 * config.n_layers * config.emb_dim * config.context_length
+
+
+def mfu_line(tokens_per_s: float, config, n_params: int, precision: str) -> str:
+    """'X TFLOP/s achieved, MFU Y% of the GPU's peak' (PEAK_TFLOPS) for a training throughput."""
+    achieved = tokens_per_s * train_flops_per_token(config, n_params) / 1e12
+    peak = peak_tflops(precision)
+    share = f", MFU {100 * achieved / peak:.1f}% of {peak:g} {precision} peak" if peak else ", peak unknown"
+    return f"{achieved:.1f} TFLOP/s{share}"

@@ -13,6 +13,7 @@ import numpy as np
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
+from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import AdamW, clip_grad_norm_, param_groups_for_weight_decay
 
@@ -37,9 +38,14 @@ def shape_config(shape: str, batch: int | None = None, context: int | None = Non
     return config, batch or default_batch
 
 
-def build_steps(shape: str, sides=SIDES, torch=None, batch: int | None = None, context: int | None = None) -> dict:
+def build_steps(shape: str, sides=SIDES, torch=None, batch: int | None = None, context: int | None = None,
+                device: str = "cpu", precision: str = "fp32") -> dict:
     """name -> zero-argument callable running one training step; a side that cannot be built is left out
-    with a printed reason (torch missing, torch.compile failing on this machine)."""
+    with a printed reason (torch missing, torch.compile failing on this machine).
+
+    ``device``: where both sides train (the batch starts on the host each step, as from a data loader).
+    ``precision``: fp32/tf32 (TF32 itself is switched by _common.set_tf32), fp16 (autocast and a loss
+    scaler on both sides) or bf16 (autocast)."""
     config, batch = shape_config(shape, batch, context)
     tl.manual_seed(0)
     model = GPTModel(config)
@@ -47,47 +53,54 @@ def build_steps(shape: str, sides=SIDES, torch=None, batch: int | None = None, c
     x = rng.integers(0, config.vocab_size, (batch, config.context_length))
     y = rng.integers(0, config.vocab_size, (batch, config.context_length))
     steps = {}
-    if "tinygrad_llm" in sides:
-        optimizer = AdamW(param_groups_for_weight_decay(model, 0.1), lr=1e-4)
-
-        def ours_step():
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad()
-
-        steps["tinygrad_llm"] = ours_step
     torch_sides = [s for s in sides if s.startswith("torch")]
     if torch_sides and torch is None:
         print(f"torch is not installed: {', '.join(torch_sides)} skipped")
-    for side in torch_sides if torch is not None else ():
-        step = _torch_step(torch, model, x, y, compiled=side == "torch.compile")
+    for side in torch_sides if torch is not None else ():  # built from the weights while they are on the host
+        step = _torch_step(torch, model, x, y, compiled=side == "torch.compile", device=device, precision=precision)
         if step is not None:
             steps[side] = step
+    if "tinygrad_llm" in sides:
+        model.to(device)
+        optimizer = AdamW(param_groups_for_weight_decay(model, 0.1), lr=1e-4)
+        amp = MixedPrecision(precision, device)
+
+        def ours_step():
+            with amp.autocast():
+                loss = F.cross_entropy(model(x), y)
+            amp.backward(loss)
+            amp.step(optimizer, grad_clip=1.0)  # (fp16: unscale first) clip at 1.0, AdamW
+            optimizer.zero_grad()
+
+        steps = {"tinygrad_llm": ours_step, **steps}
     return steps
 
 
-def _torch_step(torch, model, x, y, compiled: bool):
+def _torch_step(torch, model, x, y, compiled: bool, device: str = "cpu", precision: str = "fp32"):
     from torch_gpt import build_torch_gpt, decay_groups
 
-    tg = build_torch_gpt(torch, model).train()
+    tg = build_torch_gpt(torch, model).train().to(device)
     optimizer = torch.optim.AdamW(decay_groups(tg, 0.1), lr=1e-4)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y).flatten()
+    low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
     forward = tg
     if compiled:
         try:
             forward = torch.compile(tg)
-            forward(tx)  # compile now, so a failure is reported here and not inside a timing
+            forward(tx.to(device))  # compile now, so a failure is reported here and not inside a timing
         except Exception as exc:  # no C++ compiler, an unsupported Python, ...: say so and go on
             print(f"torch.compile skipped: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}")
             return None
 
     def torch_step():
-        loss = torch.nn.functional.cross_entropy(forward(tx).flatten(0, 1), ty)
-        loss.backward()
+        with torch.autocast(device, dtype=low, enabled=low is not None):
+            loss = torch.nn.functional.cross_entropy(forward(tx.to(device)).flatten(0, 1), ty.to(device))
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(tg.parameters(), 1.0)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
     return torch_step

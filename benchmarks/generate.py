@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tinygrad_llm as tl  # noqa: E402
 from tinygrad_llm.model import GPTConfig, GPTModel  # noqa: E402
 
+from _common import add_device_argument, require_device, synced  # noqa: E402
 from torch_gpt import build_torch_gpt, torch_generate  # noqa: E402
 
 PROMPT = [15496, 11, 314, 716]  # "Hello, I am" in GPT-2's BPE
@@ -61,12 +62,14 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="gpt2-small", help="model size (default gpt2-small, tied: 124M)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--skip-nocache", action="store_true", help="only the cached decoders")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     tokens = args.tokens or (30 if args.quick else 200)
     if tokens < 1 or args.repeats < 1:
         parser.error("--tokens and --repeats must be positive")
 
-    print(machine())
+    require_device(args.device)
+    print(machine() + f"\ndevice: {args.device}")
     cfg = GPTConfig.preset(args.preset, drop_rate=0.0, tie_weights=True)
     tl.manual_seed(0)
     model = GPTModel(cfg).eval()
@@ -84,11 +87,13 @@ def main(argv=None) -> int:
         except ImportError:
             print("torch is not installed: PyTorch reference skipped")
     if torch is not None:
-        tg = build_torch_gpt(torch, model)
+        tg = build_torch_gpt(torch, model).to(args.device)  # from the weights while they are on the host
         variants["torch-cache"] = lambda: torch_generate(torch, tg, prompt, tokens, cfg.context_length, True)
         if not args.skip_nocache:
             variants["torch-nocache"] = lambda: torch_generate(torch, tg, prompt, tokens, cfg.context_length, False)
 
+    model.to(args.device)
+    variants = synced(variants, args.device, torch)  # on a GPU, each run ends when its work is done
     outputs = {name: fn() for name, fn in variants.items()}  # warm-up, and the tokens to compare
     reference = outputs["ours-cache"]
     for name, out in outputs.items():

@@ -29,6 +29,8 @@ def parse_args(argv=None):
     p.add_argument("--only", default=None, help="comma-separated cases to run (layer_norm, softmax, causal_softmax, "
                                                "gelu, cross_entropy, embedding_backward, adamw)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu (default: Numba kernels) or cuda (CuPy kernels vs the CuPy reference vs torch on the GPU)")
     p.add_argument("--cold-cache", action="store_true", help="compile every kernel (empty Numba cache) for the "
                                                               "first-call column")
     args = p.parse_args(argv)
@@ -39,12 +41,13 @@ def parse_args(argv=None):
     return args
 
 
-def median_ms(fn, reps: int) -> list:
-    """Times of ``reps`` calls of fn in ms."""
+def median_ms(fn, reps: int, sync=lambda: None) -> list:
+    """Times of ``reps`` calls of fn in ms (``sync`` waits for a GPU's queued work before the clock stops)."""
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t) * 1e3)
     return times
 
@@ -56,8 +59,14 @@ def machine(np, numba, torch, threads) -> str:
             f"torch {torch_v}; threads {threads} (numba, torch)")
 
 
-def build_cases(np, tl, F, torch, quick: bool):
-    """name -> (shape text, bytes moved, setup -> {impl: callable}) for every case."""
+def build_cases(np, tl, F, torch, quick: bool, device: str = "cpu"):
+    """name -> (shape text, bytes moved, setup -> {impl: callable}) for every case, on ``device``."""
+    def on(a):  # our side's arrays on the device
+        return tl.backend.to_device(a, device)
+
+    def t_on(a):  # torch's
+        return torch.from_numpy(a).to(device)
+
     rows = 1024 if quick else 4096
     batch = 2 if quick else 8
     n_adam = 12_400_000 if quick else 124_000_000
@@ -68,13 +77,14 @@ def build_cases(np, tl, F, torch, quick: bool):
     def tensor_step(fn, arrays, gy):
         """A closure that runs fn(*tensors) forward and backward with output gradient gy."""
         def step():
-            tensors = [tl.Tensor(a, requires_grad=True) for a in arrays]
-            fn(*tensors).backward(gy)
+            tensors = [tl.Tensor(a, requires_grad=True) for a in device_arrays]
+            fn(*tensors).backward(device_gy)
+        device_arrays, device_gy = [on(a) for a in arrays], on(gy)
         return step
 
     def torch_step(fn, arrays, gy):
-        tensors = [torch.from_numpy(a).requires_grad_(True) for a in arrays]
-        tgy = torch.from_numpy(gy)
+        tensors = [t_on(a).requires_grad_(True) for a in arrays]
+        tgy = t_on(gy)
 
         def step():
             for t in tensors:
@@ -119,7 +129,7 @@ def build_cases(np, tl, F, torch, quick: bool):
     one = np.ones((), f4)
     cases["cross_entropy"] = (f"({rows}, 50257)", 3 * logits.nbytes, lambda: {
         "ref": tensor_step(lambda z: F.cross_entropy(z, targets), [logits], one),
-        "torch": torch and torch_step(lambda z: torch.nn.functional.cross_entropy(z, torch.from_numpy(targets)),
+        "torch": torch and torch_step(lambda z: torch.nn.functional.cross_entropy(z, t_on(targets)),
                                       [logits], one)})
 
     # token embedding's backward: (B, T) ids into a (50257, 768) table
@@ -128,23 +138,23 @@ def build_cases(np, tl, F, torch, quick: bool):
     gemb = rng.standard_normal(ids.shape + (768,)).astype(f4)
     cases["embedding_backward"] = (f"ids {ids.shape} -> (50257, 768)", gemb.nbytes + table.nbytes, lambda: {
         "ref": tensor_step(lambda t: F.embedding(ids, t), [table], gemb),
-        "torch": torch and torch_step(lambda t: torch.nn.functional.embedding(torch.from_numpy(ids), t),
+        "torch": torch and torch_step(lambda t: torch.nn.functional.embedding(t_on(ids), t),
                                       [table], gemb)})
 
     # AdamW over all of GPT-2's parameters (one flat array)
     def adamw_setup():
         p = rng.standard_normal(n_adam).astype(f4)
         g = (rng.standard_normal(n_adam) * 1e-2).astype(f4)
-        m, v = np.zeros_like(p), np.zeros_like(p)
+        dp, dg, m, v = on(p), on(g), on(np.zeros_like(p)), on(np.zeros_like(p))
         counter = [0]
 
         def ours():
             counter[0] += 1
-            F.adamw_update_(p, g, m, v, lr=6e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=counter[0])
+            F.adamw_update_(dp, dg, m, v, lr=6e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=counter[0])
         impls = {"ref": ours, "torch": None}
         if torch:
-            tp = torch.nn.Parameter(torch.from_numpy(p.copy()))
-            tp.grad = torch.from_numpy(g)
+            tp = torch.nn.Parameter(t_on(p.copy()))
+            tp.grad = t_on(g)
             opt = torch.optim.AdamW([tp], lr=6e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
             impls["torch"] = opt.step
         return impls
@@ -172,11 +182,20 @@ def main(argv=None) -> int:
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if torch:
         torch.set_num_threads(args.threads)
-    if not kernels.available("numba"):
-        print("error: the Numba kernels are unavailable (see the warning above)", file=sys.stderr)
+    backend_name = "numba" if args.device == "cpu" else "cuda"
+    if args.device == "cuda" and not tl.cuda_available():
+        print("error: --device cuda: no CUDA GPU usable by CuPy on this machine", file=sys.stderr)
         return 1
+    if not kernels.available(backend_name):
+        print(f"error: the {backend_name} kernels are unavailable (see the warning above)", file=sys.stderr)
+        return 1
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import synchronize
+
+    def sync():
+        synchronize(args.device, torch)
     reps = args.reps or (3 if args.quick else 7)
-    cases = build_cases(np, tl, F, torch, args.quick)
+    cases = build_cases(np, tl, F, torch, args.quick, args.device)
     chosen = list(cases) if args.only is None else [c.strip() for c in args.only.split(",")]
     unknown = [c for c in chosen if c not in cases]
     if unknown:
@@ -184,7 +203,8 @@ def main(argv=None) -> int:
         return 2
 
     print("# kernels benchmark: median ms of forward+backward (AdamW: one update), interleaved")
-    print(f"# machine: {machine(np, numba, torch, args.threads)}")
+    print(f"# machine: {machine(np, numba, torch, args.threads)}; device {args.device}"
+          f"{' (numba columns: the CuPy kernels; numpy: the CuPy reference)' if args.device == 'cuda' else ''}")
     print(f"# reps {reps}{', quick shapes' if args.quick else ''}; GB/s = bytes a fused pass must move / time")
     header = ("case", "shape", "numpy ms", "numba ms", "torch ms", "numpy/numba", "torch/numba",
               "GB/s numpy", "GB/s numba", "GB/s torch", "1st call s")
@@ -200,6 +220,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         with kernels.use("auto"):
             runs["numba"]()  # first call: compile, or load the cache
+            sync()
         first = time.perf_counter() - t
         times = {k: [] for k in runs}
         for k, fn in runs.items():  # warm-up
@@ -208,7 +229,7 @@ def main(argv=None) -> int:
         for _ in range(reps):
             for k, fn in runs.items():
                 with kernels.use(modes[k]):
-                    times[k] += median_ms(fn, 1)
+                    times[k] += median_ms(fn, 1, sync)
         med = {k: statistics.median(v) for k, v in times.items()}
         torch_ms = med.get("torch")
 

@@ -82,7 +82,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-torch", action="store_true", help="only our two configurations")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu only: this measures the CPU thread policy under busy CPU processes (on a GPU, "
+                             "benchmarks/train.py --device cuda times the step)")
     args = parser.parse_args(argv)
+    if args.device != "cpu":
+        parser.error("--device cuda: load.py measures CPU threads under CPU load; use benchmarks/train.py "
+                     "--part 2 --device cuda for a GPU's training step")
     if args.worker:
         worker(args.worker, args.worker_threads, args.shape, args.steps, args.max_seconds)
         return 0

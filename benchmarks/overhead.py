@@ -18,7 +18,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import print_machine, set_threads, time_interleaved  # noqa: E402
+from _common import (add_device_argument, print_machine, require_device, set_threads, synced,  # noqa: E402
+                     time_interleaved)
 
 import tinygrad_llm as tl  # noqa: E402
 from tinygrad_llm import functional as F  # noqa: E402
@@ -34,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch/Numba threads (default 1: small tensors run on one core in both libraries)")
     p.add_argument("--no-torch", action="store_true", help="tinygrad_llm only, even when torch is installed")
+    add_device_argument(p)
     args = p.parse_args(argv)
     try:
         args.sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -86,17 +88,17 @@ def ours_cases(n: int, rng) -> dict:
     }
 
 
-def torch_cases(n: int, rng, torch) -> dict:
+def torch_cases(n: int, rng, torch, device: str = "cpu") -> dict:
     """The same cases in PyTorch eager, on the same values."""
     tF = torch.nn.functional
-    a, b = (torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32)) for _ in range(2))
+    a, b = (torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32)).to(device) for _ in range(2))
     ag, bg = (t.clone().requires_grad_(True) for t in (a, b))
-    x = torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32)).requires_grad_(True)
-    w = torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32) / n ** 0.5).requires_grad_(True)
-    bias = torch.zeros(n, requires_grad=True)
+    x = torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32)).to(device).requires_grad_(True)
+    w = torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32) / n ** 0.5).to(device).requires_grad_(True)
+    bias = torch.zeros(n, requires_grad=True, device=device)
     mlp = _mlp_params(n, rng)
-    params = [torch.from_numpy(p).requires_grad_(True) for p in mlp["params"]]
-    xb, targets = torch.from_numpy(mlp["x"]), torch.from_numpy(mlp["targets"])
+    params = [torch.from_numpy(p).to(device).requires_grad_(True) for p in mlp["params"]]
+    xb, targets = torch.from_numpy(mlp["x"]).to(device), torch.from_numpy(mlp["targets"]).to(device)
 
     def chain():
         for t in (x, w, bias):
@@ -138,6 +140,8 @@ def _mlp_params(n: int, rng) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    require_device(args.device)
+    os.environ["TINYGRAD_LLM_DEVICE"] = args.device  # our tensors are created on the default device
     torch = None
     if not args.no_torch:
         try:
@@ -147,7 +151,7 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = 0.02 if args.quick else 0.1
-    print_machine(benchmark_threads=args.threads, repeats=repeats, sample_s=min_time)
+    print_machine(benchmark_threads=args.threads, repeats=repeats, sample_s=min_time, device=args.device)
     print()
     header = f"{'case':28s} {'n':>4s} {'tinygrad_llm op/s':>18s}"
     if torch is not None:
@@ -156,12 +160,12 @@ def main(argv=None) -> int:
     print("-" * len(header))
     for n in args.sizes:
         ours = ours_cases(n, np.random.default_rng(n))
-        theirs = torch_cases(n, np.random.default_rng(n), torch) if torch is not None else {}
+        theirs = torch_cases(n, np.random.default_rng(n), torch, args.device) if torch is not None else {}
         for name in ours:
             fns = {"ours": ours[name]}
             if name in theirs:
                 fns["torch"] = theirs[name]
-            medians = time_interleaved(fns, repeats=repeats, min_time=min_time)
+            medians = time_interleaved(synced(fns, args.device, torch), repeats=repeats, min_time=min_time)
             line = f"{name:28s} {n:4d} {1 / medians['ours']:18,.0f}"
             if "torch" in medians:
                 line += f" {1 / medians['torch']:12,.0f} {medians['ours'] / medians['torch']:15.2f}x"

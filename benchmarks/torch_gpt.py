@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import tinygrad_llm as tl
 from tinygrad_llm.model import GPTModel
 
 
@@ -72,13 +73,13 @@ def build_torch_gpt(torch, model: GPTModel):
             mapped = name
             for old, new in names.items():
                 mapped = mapped.replace(old, new)
-            target[mapped].copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            target[mapped].copy_(torch.from_numpy(np.ascontiguousarray(tl.backend.to_numpy(value))))
     return tg
 
 
 def torch_generate(torch, tg, ids: np.ndarray, max_new_tokens: int, context: int, use_cache: bool) -> np.ndarray:
     """Greedy decoding, the algorithm of tinygrad_llm.generate (prefill + one token per step with the cache)."""
-    idx = torch.from_numpy(ids)
+    idx = torch.from_numpy(ids).to(next(tg.parameters()).device)  # on the model's device (CPU or GPU)
     caches = [[None, None] for _ in tg.blocks] if use_cache else None
     with torch.no_grad():
         for step in range(max_new_tokens):
@@ -90,7 +91,7 @@ def torch_generate(torch, tg, ids: np.ndarray, max_new_tokens: int, context: int
                 logits = tg(idx[:, -1:], caches, idx.shape[1] - 1)
             next_id = logits[:, -1, :].argmax(dim=-1, keepdim=True)
             idx = torch.cat([idx, next_id], dim=1)
-    return idx.numpy()
+    return idx.cpu().numpy()
 
 
 def decay_groups(tg, weight_decay: float) -> list:

@@ -18,6 +18,8 @@ weights and batch, interleaved repetitions in one process, medians and the ratio
 
     python benchmarks/train.py --part 2 --threads 1              # all three shapes, one thread each side
     python benchmarks/train.py --part 2 --shape baby --repeats 9  # one shape; no --threads: the defaults
+    python benchmarks/train.py --part 2 --device cuda --shape gpt2-small --context-length 1024 --batch-size 8
+                                        # on a GPU: TF32 off and on, achieved TFLOP/s and MFU against the peak
 
 Each side's defaults differ (ours: the thread policy of tinygrad_llm.threads; torch: all cores), and two
 libraries' pools in one process disturb each other: benchmarks/load.py runs each side in its own process.
@@ -44,7 +46,8 @@ from tinygrad_llm.model import GPTConfig, GPTModel  # noqa: E402
 from tinygrad_llm.optim import AdamW, clip_grad_norm_, lr_at, param_groups_for_weight_decay  # noqa: E402
 from tinygrad_llm.tokenizer import get_tokenizer  # noqa: E402
 
-from _common import print_machine, set_threads, time_interleaved  # noqa: E402
+from _common import (add_device_argument, mfu_line, print_machine, require_device, set_tf32, set_threads,  # noqa: E402
+                     synced, time_interleaved)
 
 NANOGPT = dict(block=64, batch=12, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99), weight_decay=0.1, clip=1.0)
 
@@ -139,15 +142,31 @@ def part2(args, torch) -> None:
     shapes = list(SHAPES) if args.shape == "all" else [args.shape]
     for shape in shapes:
         config, batch = shape_config(shape, args.batch_size, args.context_length)
-        steps = build_steps(shape, sides=args.sides, torch=torch, batch=args.batch_size, context=args.context_length)
-        print(f"\nPart 2: one training step (forward, backward, clip, AdamW) of {shape}: {config.n_layers} layers, "
-              f"{config.n_heads} heads, {config.emb_dim} wide, vocab {config.vocab_size} (untied), batch {batch} x "
-              f"{config.context_length} tokens; {args.repeats} interleaved repetitions after one warm-up")
-        medians = time_interleaved(steps, repeats=args.repeats, number=1, warmup=1)
-        print("| side | median ms/step | tokens/s | ours / side (time) |\n| --- | ---: | ---: | ---: |")
-        for name, seconds in medians.items():
-            ratio = medians.get("tinygrad_llm", float("nan")) / seconds
-            print(f"| {name} | {1000 * seconds:.1f} | {batch * config.context_length / seconds:.0f} | {ratio:.2f} |")
+        for precision in precisions(args):  # on a GPU: TF32 off, then on (fp32 weights and activations both)
+            if args.device == "cuda":
+                set_tf32(precision == "tf32", torch)
+            steps = build_steps(shape, sides=args.sides, torch=torch, batch=args.batch_size,
+                                context=args.context_length, device=args.device, precision=precision)
+            print(f"\nPart 2: one training step (forward, backward, clip, AdamW) of {shape}: {config.n_layers} layers, "
+                  f"{config.n_heads} heads, {config.emb_dim} wide, vocab {config.vocab_size} (untied), batch {batch} x "
+                  f"{config.context_length} tokens, {args.device}, {precision}; {args.repeats} interleaved repetitions "
+                  f"after one warm-up")
+            medians = time_interleaved(synced(steps, args.device, torch), repeats=args.repeats, number=1, warmup=1)
+            print("| side | median ms/step | tokens/s | ours / side (time) |\n| --- | ---: | ---: | ---: |")
+            for name, seconds in medians.items():
+                ratio = medians.get("tinygrad_llm", float("nan")) / seconds
+                print(f"| {name} | {1000 * seconds:.1f} | {batch * config.context_length / seconds:.0f} | {ratio:.2f} |")
+            if args.device == "cuda":
+                n_params = GPTModel(config).num_parameters()
+                for name, seconds in medians.items():
+                    print(f"  {name}: {mfu_line(batch * config.context_length / seconds, config, n_params, precision)}")
+
+
+def precisions(args) -> list[str]:
+    """Part 2's precisions: as given, else fp32 on the CPU and fp32 then tf32 (TF32 off, then on) on a GPU."""
+    if args.precision:
+        return [args.precision]
+    return ["fp32", "tf32"] if args.device == "cuda" else ["fp32"]
 
 
 def main(argv=None) -> int:
@@ -169,7 +188,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for torch and ours (default: each library's own default)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    add_device_argument(parser)
+    parser.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"), default=None,
+                        help="part 2 precision, both sides (default: fp32; on cuda fp32 and tf32, i.e. TF32 off and on)")
     args = parser.parse_args(argv)
+    require_device(args.device)
     args.iters = args.iters or (200 if args.quick else 2000)
     args.repeats = args.repeats or (3 if args.quick else 5)
     torch = None
@@ -183,7 +206,7 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     print_machine(threads=args.threads or "each library's default")
     try:
-        if args.part in ("1", "both"):
+        if args.part in ("1", "both") and args.device == "cpu":  # part 1 is nanoGPT's CPU run
             part1(args, torch)
     except FileNotFoundError as exc:
         print(f"part 1 skipped: {exc}")
