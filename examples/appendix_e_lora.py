@@ -1,6 +1,6 @@
 """Appendix E: parameter-efficient fine-tuning with LoRA.
 
-    python examples/appendix_e_lora.py [--rank 16] [--alpha 16] [--epochs 3]
+    python examples/appendix_e_lora.py [--rank 16] [--alpha 16] [--epochs 3] [--device cpu|cuda]
 
 1. The counts on GPT-2 124M's configuration (no weights needed): 124M parameters, then with every Linear
    frozen and adapted at rank 16, 2,666,528 trainable ones (the book's figure; this project's fused QKV
@@ -66,9 +66,9 @@ def main(argv=None) -> None:
                             AdamW(trainable_parameters(model), lr=1e-3), args.device, args.epochs, 1000, 5)
     test_accuracy = calc_accuracy_loader(loaders["test"], model, args.device)
     ids = sets["test"].input_ids[:8]
-    adapted = model(ids).data.copy()
+    adapted = tl.backend.to_numpy(model(ids).data).copy()
     merge_lora(model)
-    merged = model(ids).data
+    merged = tl.backend.to_numpy(model(ids).data)
     print(f"test accuracy {test_accuracy * 100:.2f}%; merged into plain Linears: max |difference| of the "
           f"outputs {np.abs(merged - adapted).max():.2e}, {model.num_parameters():,} parameters")
 

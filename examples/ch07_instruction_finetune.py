@@ -1,6 +1,7 @@
 """Chapter 7: fine-tuning a GPT to follow instructions.
 
     python examples/ch07_instruction_finetune.py [--init-from RUN_DIR|gpt2] [--epochs 2] [--judge-url URL]
+                                                 [--device cpu|cuda]
 
 The book's pipeline on instruction-data.json ($TINYGRAD_LLM_DATA): Alpaca prompts, the 85/10/5 split,
 InstructionDataset with the custom collate (end-of-text padding, -100 past the first end-of-text),

@@ -250,3 +250,21 @@ def test_a_cuda_launch_error_falls_back_with_one_warning(monkeypatch, kind):
     np.testing.assert_array_equal(got, want)
     assert not kernels.available("cuda")
     kernels._reset()
+
+
+# ---- the examples: every one takes --device, as the README says ---------------------------------------
+
+def test_every_example_takes_device():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.py"))
+    assert examples
+    for path in examples:  # example_parser (tinygrad_llm.cli.common) adds --device to each
+        source = path.read_text(encoding="utf-8")
+        assert '"--device"' in source or "example_parser(" in source, f"{path.name} has no --device option"
+    for name in ("appendix_e_lora.py", "ch07_instruction_finetune.py"):  # the two that lacked it
+        out = subprocess.run([sys.executable, str(path.parent / name), "--help"], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0 and "--device {cpu,cuda}" in out.stdout, (name, out.stderr[-500:])
