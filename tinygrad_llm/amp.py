@@ -6,7 +6,7 @@
     precision.backward(loss)                         # (loss * scale).backward()
     stepped = precision.step(optimizer, grad_clip=1.0)  # unscale, skip on inf/NaN, clip, step, adapt the scale
 
-- fp32: everything in float32 (the default).
+- fp32: everything in float32 (the default; on a GPU, CuPy's own setting: full float32 unless CUPY_TF32=1).
 - tf32: float32 everywhere, but a GPU's float32 matrix products use TF32 tensor cores (10-bit mantissa
   inputs, float32 sums): ``backend.set_float32_matmul_precision("high")``. Nothing changes on the CPU.
 - fp16 / bf16: the weights stay float32 (the "master" copy the optimizer updates) and every matrix product
@@ -139,8 +139,8 @@ class MixedPrecision:
         self.compute_dtype = backend.low_precision_dtype(precision) if precision in backend.LOW_PRECISION else None
         if self.compute_dtype is not None and device == "cuda":
             _check_cupy_supports(self.compute_dtype)
-        if device == "cuda":  # TF32 for tf32; back to full float32 otherwise (the setting is process-wide)
-            backend.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+        if device == "cuda" and precision == "tf32":  # process-wide; fp32 keeps CuPy's default (CUPY_TF32)
+            backend.set_float32_matmul_precision("high")
         self.scaler = GradScaler(enabled=precision == "fp16")
 
     def autocast(self):
