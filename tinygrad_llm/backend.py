@@ -42,6 +42,10 @@ def _import_cupy():
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError when the driver is missing
+        if not nvidia_driver_present():  # CuPy installed on a machine without a GPU: say that first
+            raise RuntimeError(
+                "device 'cuda': this machine shows no NVIDIA GPU (no driver: /proc/driver/nvidia and nvidia-smi are "
+                "missing); CuPy is installed but has nothing to run on: use device 'cpu' (--device cpu)") from exc
         raise RuntimeError(f"device 'cuda': CuPy is installed but no CUDA GPU is usable ({exc})") from exc
     if count == 0:
         raise RuntimeError("device 'cuda': CuPy is installed but no CUDA GPU is visible")
