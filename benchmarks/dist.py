@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -100,10 +101,17 @@ def worker(args) -> None:
 
 def run(command: list[str], threads: int, timeout: float) -> dict:
     env = {**os.environ, "TINYGRAD_LLM_THREADS": str(threads)}
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # mpiexec and every process it started, not mpiexec alone
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        sys.exit(f"benchmark run killed after {timeout:.0f}s: {' '.join(command)}")
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        sys.exit(f"benchmark run failed ({' '.join(command)}):\n{proc.stderr[-2000:]}")
+        sys.exit(f"benchmark run failed ({' '.join(command)}):\n{err[-2000:]}")
     return json.loads(lines[-1][len("RESULT "):])
 
 

@@ -132,6 +132,30 @@ def test_a_process_that_dies_stops_the_job(mpiexec, tmp_path):
     assert f"PID {pids[1]}" in result.stdout + result.stderr and "signal 9" in result.stdout + result.stderr
 
 
+def test_ctrl_c_stops_every_process_at_one_step_and_saves_it(mpiexec, tmp_path):
+    """mpiexec forwards Ctrl-C to every process; they agree after a step to stop there, process 0 saves."""
+    out = tmp_path / "run"
+    command = [mpiexec, "-n", "2", sys.executable, str(WORKER), "cli", "train", "--preset", "tiny", "--max-steps",
+               "100000", "--batch-size", "2", "--context-length", "16", "--eval-interval", "5", "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (out / "checkpoints" / "latest").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C at the terminal sends mpiexec
+        out_text, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("Ctrl-C under mpiexec did not end the job within 60 s")
+    assert proc.returncode == 130, err[-3000:]
+    said = (out_text + err).split("interrupted: saved step ")
+    assert len(said) == 2, out_text + err  # process 0 alone says it
+    saved = int(said[1].split()[0])
+    assert (out / "checkpoints" / f"ckpt-{saved:06d}").is_dir()
+
+
 def test_finetune_classifier_on_two_processes_equals_one_with_twice_the_batch(mpiexec, tmp_path):
     from tinygrad_llm.cli import main
 

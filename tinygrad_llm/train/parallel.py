@@ -11,9 +11,14 @@ calls per step: ``parallel.rows(batch)`` before the forward pass, ``parallel.ave
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+
 from tinygrad_llm.dist import GradientReducer, SingleProcess, broadcast_parameters
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
+from tinygrad_llm.train.signals import HANDLED, Interrupted
 
 
 def local_rows(array, comm):
@@ -63,3 +68,26 @@ class DataParallel:
 
     def loss_loader(self, data_loader, model, device, num_batches, loss_batch=None) -> float:
         return calc_loss_loader_parallel(data_loader, model, device, num_batches, self.comm, loss_batch)
+
+
+@contextlib.contextmanager
+def stop_together(comm):
+    """Ctrl-C and SIGTERM in a data-parallel run: a signal is only noted; the loop calls the yielded
+    ``check()`` after each step, where the processes agree (one scalar Allreduce) and all raise
+    ``Interrupted`` at the same step. A process that stopped on its own would leave the others waiting in a
+    collective for it forever. With one process this does nothing (the usual handlers stay)."""
+    if comm.world_size == 1 or threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    received = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in HANDLED}
+
+    def check() -> None:
+        if comm.sum(float(bool(received))) > 0:  # some process was signalled: every process stops here
+            raise Interrupted(received[0] if received else signal.SIGINT)
+
+    try:
+        yield check
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

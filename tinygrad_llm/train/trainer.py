@@ -42,7 +42,7 @@ from tinygrad_llm.files import atomic_write
 from tinygrad_llm.optim import AdamW, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
-from tinygrad_llm.train.parallel import calc_loss_loader_parallel, local_rows
+from tinygrad_llm.train.parallel import calc_loss_loader_parallel, local_rows, stop_together
 from tinygrad_llm.train.plot import plot_losses
 from tinygrad_llm.train.signals import _NoGuard, catch_signals
 
@@ -308,19 +308,21 @@ class Trainer:
         try:
             if self.step and self._eval_due() and (not self.history or self.history[-1]["step"] != self.step):
                 self._evaluate_and_save(bar)  # an interrupt cut this step's evaluation short: do it now
-            while self.step < end:
-                loss = self.train_step()
-                self.elapsed_s = time.perf_counter() - started
-                rate = f"{self.tokens_seen / max(self.elapsed_s, 1e-9):,.0f}"
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=rate)
-                elif not shown or time.perf_counter() - shown[-1] >= self.progress_interval_s:
-                    shown.append(time.perf_counter())  # the first step, then every progress_interval_s
-                    self.log(f"step {self.step:>6}/{self.total_steps}  loss {loss:.4f}  {rate} tok/s  "
-                             f"{self.elapsed_s:.1f}s")
-                if self._eval_due():
-                    self._evaluate_and_save(bar)
+            with stop_together(self.comm) as stop_if_signalled:  # data-parallel: all stop at one step
+                while self.step < end:
+                    loss = self.train_step()
+                    self.elapsed_s = time.perf_counter() - started
+                    rate = f"{self.tokens_seen / max(self.elapsed_s, 1e-9):,.0f}"
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=rate)
+                    elif not shown or time.perf_counter() - shown[-1] >= self.progress_interval_s:
+                        shown.append(time.perf_counter())  # the first step, then every progress_interval_s
+                        self.log(f"step {self.step:>6}/{self.total_steps}  loss {loss:.4f}  {rate} tok/s  "
+                                 f"{self.elapsed_s:.1f}s")
+                    if self._eval_due():
+                        self._evaluate_and_save(bar)
+                    stop_if_signalled()
         except KeyboardInterrupt:
             if bar is not None:
                 bar.close()
