@@ -35,9 +35,10 @@ import warnings
 import numpy as np
 
 # Numba's OpenMP threads spin after each parallel region, taking the cores that BLAS's threads need for the
-# next matrix product: on 2 cores a training step of the `mini` model took 120 ms spinning, 67 ms waiting
-# passively (GPT-2 small: 1.91 s vs 1.44 s). libgomp reads this when Numba first starts its threads, after
-# this import; a value the user set wins.
+# next matrix product (benchmarks/RESULTS.md, "The main job": a `mini` training step 313 ms spinning, 64 ms
+# waiting passively). The thread policy (tinygrad_llm/threads.py) now runs the kernels on one thread, so
+# this matters only where a parallel variant runs. libgomp reads it when Numba first starts its threads,
+# after this import; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ENV = "TINYGRAD_LLM_KERNELS"

@@ -90,9 +90,15 @@ def test_load_monitor_measures_other_processes_not_ours(monkeypatch):
     assert others is not None and 0.0 <= others <= threads.cores()
     # the same arithmetic on made-up counters: 3 cores' worth of busy ticks over 1 s, 1 s of it ours
     start = time.monotonic() - 1.0
-    monitor.last = (start, 0, 0.0)
+    monitor.last, monitor.previous = (start, 0, 0.0), None
     monkeypatch.setattr(monitor, "_sample", lambda: (start + 1.0, 3 * monitor.tick, 1.0))
     assert monitor.others_busy() == pytest.approx(2.0)
+    # then a quiet interval (nobody but us): still 2.0, the busier of the last two; quiet again: 0
+    for want in (2.0, 0.0):
+        start = time.monotonic() - 1.0
+        monitor.last = (start, 0, 0.0)
+        monkeypatch.setattr(monitor, "_sample", lambda: (start + 1.0, monitor.tick, 1.0))
+        assert monitor.others_busy() == pytest.approx(want)
 
 
 def test_cli_threads_flag_and_info(capsys):

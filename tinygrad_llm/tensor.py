@@ -334,58 +334,84 @@ def _topological_order(root: Tensor) -> list:
 
 
 def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
-    grads = {id(root): seed}  # gradient flowing into each tensor, summed over its uses
-    owned = set()  # ids of tensors whose gradient above was summed here: safe to add into in place
-    stored = {id(seed)}  # ids of arrays kept as some tensor's .grad (or the caller's seed): never alias them
-    for tensor in _topological_order(root):
-        g = grads.pop(id(tensor), None)
+    """The chain rule, tensor by tensor from the root: each Function turns its output's gradient into its
+    inputs' gradients, which add up over every use of an input before that input is reached."""
+    grads = _Gradients(root, seed)  # gradient flowing into each tensor, summed over its uses
+    for tensor in _topological_order(root):  # root first: every use of a tensor comes before the tensor
+        g = grads.pop(tensor)
         if g is None:
             continue
-        if tensor._hooks:
-            for hook in tensor._hooks:
-                replaced = hook(g)
-                if replaced is not None:
-                    g = replaced.data if isinstance(replaced, Tensor) else replaced
-                    if g.shape != tensor.shape:
-                        raise RuntimeError(f"register_hook: the hook returned a gradient of shape {g.shape} "
-                                           f"for a tensor of shape {tensor.shape}")
+        g = _run_hooks(tensor, g)
+        if tensor._creator is None or tensor._retains_grad:
+            grads.store(tensor, g)  # a leaf (or retain_grad()): keep it in .grad
         creator = tensor._creator
-        if creator is None or tensor._retains_grad:
-            if tensor.grad is None:
-                if id(g) in stored or getattr(g, "base", None) is not None:
-                    g = g.copy()
-                if isinstance(g, np.generic):  # NumPy returns scalars for 0-d results: .grad is an array
-                    g = np.asarray(g)
-                tensor.grad = g
-                stored.add(id(g))
-            else:
-                tensor.grad += g  # accumulate across backward calls (gradient accumulation)
         if creator is None:
             continue
         input_grads = creator.backward(g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         for x, gx, needed in zip(creator.inputs, input_grads, creator.needs_grad):
-            if not needed or gx is None:
-                continue
-            data = x.data
-            if gx.shape != data.shape:
-                raise RuntimeError(f"{creator.name}.backward returned a gradient of shape {gx.shape} "
-                                   f"for an input of shape {data.shape}")
-            if gx.dtype != data.dtype:
-                gx = gx.astype(data.dtype)
-            key = id(x)
-            previous = grads.get(key)
-            if previous is None:
-                grads[key] = gx
-            elif key in owned:
-                previous += gx  # in place; a 0-d result of NumPy is an immutable scalar, hence the store
-                grads[key] = previous
-            else:
-                grads[key] = previous + gx
-                owned.add(key)
+            if needed and gx is not None:
+                grads.add(x, _checked(creator, x, gx))
         if not retain_graph:
             _release(creator)
+
+
+class _Gradients:
+    """The gradients of one backward pass, by tensor; sums over a tensor's uses are made in place where
+    that is safe (the array was made here by a sum, not handed over by a Function that may keep it)."""
+
+    def __init__(self, root: Tensor, seed):
+        self.pending = {id(root): seed}
+        self.owned = set()  # ids of tensors whose pending gradient is a sum made here: safe to add into
+        self.stored = {id(seed)}  # arrays kept as some tensor's .grad (or the caller's seed): never alias them
+
+    def pop(self, tensor):
+        """The tensor's gradient, complete now that every use of it has been walked (None: it has none)."""
+        return self.pending.pop(id(tensor), None)
+
+    def add(self, x, gx) -> None:
+        key = id(x)
+        previous = self.pending.get(key)
+        if previous is None:
+            self.pending[key] = gx
+        elif key in self.owned:
+            previous += gx  # in place; a 0-d result of NumPy is an immutable scalar, hence the store
+            self.pending[key] = previous
+        else:
+            self.pending[key] = previous + gx
+            self.owned.add(key)
+
+    def store(self, tensor, g) -> None:
+        if tensor.grad is not None:
+            tensor.grad += g  # accumulate across backward calls (gradient accumulation)
+            return
+        if id(g) in self.stored or getattr(g, "base", None) is not None:
+            g = g.copy()  # never share memory with another .grad, the seed or an array a Function keeps
+        if isinstance(g, np.generic):  # NumPy returns scalars for 0-d results: .grad is an array
+            g = np.asarray(g)
+        tensor.grad = g
+        self.stored.add(id(g))
+
+
+def _run_hooks(tensor: Tensor, g):
+    """Each hook registered on the tensor sees its complete gradient; one that returns an array replaces it."""
+    for hook in tensor._hooks or ():
+        replaced = hook(g)
+        if replaced is not None:
+            g = replaced.data if isinstance(replaced, Tensor) else replaced
+            if g.shape != tensor.shape:
+                raise RuntimeError(f"register_hook: the hook returned a gradient of shape {g.shape} "
+                                   f"for a tensor of shape {tensor.shape}")
+    return g
+
+
+def _checked(creator: Function, x: Tensor, gx):
+    """An input's gradient as backward returned it: its shape must be the input's; its dtype becomes it."""
+    if gx.shape != x.data.shape:
+        raise RuntimeError(f"{creator.name}.backward returned a gradient of shape {gx.shape} "
+                           f"for an input of shape {x.data.shape}")
+    return gx if gx.dtype == x.data.dtype else gx.astype(x.data.dtype)
 
 
 def _release(fn: Function) -> None:

@@ -88,6 +88,7 @@ class LoadMonitor:
             pass
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.others: float | None = None  # unknown until one interval has passed
+        self.previous: float | None = None  # the last interval's own figure
         self.last = self._sample()
 
     def _sample(self):
@@ -118,11 +119,16 @@ class LoadMonitor:
         elapsed = sample[0] - self.last[0]
         if sample[1] is not None and self.last[1] is not None:
             busy = (sample[1] - self.last[1]) / self.tick
-            self.others = max(0.0, busy - (sample[2] - self.last[2])) / elapsed
+            now_others = max(0.0, busy - (sample[2] - self.last[2])) / elapsed
         elif hasattr(os, "getloadavg"):
-            self.others = max(0.0, os.getloadavg()[0] - 1.0)
+            now_others = max(0.0, os.getloadavg()[0] - 1.0)
         else:
-            self.others = 0.0
+            now_others = 0.0
+        # the busier of the last two intervals: cores are lent back only after two quiet intervals in a row,
+        # taken away after one busy one (a wrong "quiet" costs a scheduler slice per product, a wrong "busy"
+        # only the second thread's speed-up)
+        self.others = now_others if self.previous is None else max(now_others, self.previous)
+        self.previous = now_others
         self.last = sample
         return self.others
 
