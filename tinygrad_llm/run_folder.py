@@ -169,18 +169,25 @@ def lock(folder, log=None):
 
 
 def _acquire(folder: Path, log) -> int:
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # (not a POSIX system)
+        fcntl = None
     path = folder / LOCK
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            if fcntl is None:
+                raise OSError(errno.ENOSYS, "no flock on this system")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):  # a file system without locks
+                log(f"{folder}: cannot lock {path} ({exc.strerror}); make sure no other run writes this folder")
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
             owner = _read_pid(fd)
             os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise RunFolderError(f"{folder}: cannot lock {path} ({exc.strerror})") from None
             who = f"process {owner}" if owner else "another process"
             raise RunFolderError(f"{folder} is in use by {who} (its lock file {path}); wait for it to finish, "
                                  "or use another --out") from None
