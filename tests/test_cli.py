@@ -150,7 +150,7 @@ def test_resume_continues_exactly(tmp_path, capsys):
                           "--resume:", "--context-length")
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "chat", "info", "plot"])
+@pytest.mark.parametrize("command", ["train", "generate", "chat", "info", "plot", "classify"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as stop:
         main([command, "--help"])
