@@ -23,6 +23,7 @@ import numpy as np
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
+from tinygrad_llm.cli.common import HelpFormatter, run_example  # defaults in --help; Ctrl-C without a traceback
 from tinygrad_llm.model import GPTConfig, MultiHeadAttention, TransformerBlock
 from tinygrad_llm.model.gpt import FeedForward
 from tinygrad_llm.nn import Dropout, Embedding, LayerNorm, Linear, Module, Sequential
@@ -136,15 +137,15 @@ def greedy_decode(model, src, length: int):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=("reverse", "copy"), default="reverse")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--task", choices=("reverse", "copy"), default="reverse", help="what the decoder must output")
     p.add_argument("--vocab", type=int, default=11, help="10 digits + BOS, as the Annotated Transformer")
     p.add_argument("--length", type=int, default=10, help="sequence length")
-    p.add_argument("--max-steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=1500, help="training steps at most (it stops at 100%% earlier)")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per step")
+    p.add_argument("--lr", type=float, default=3e-3, help="AdamW's peak learning rate, after 100 warm-up steps")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between greedy decodings of the held-out set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(this small model runs on the CPU)")
     args = p.parse_args(argv)
 
@@ -181,4 +182,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_example(main)

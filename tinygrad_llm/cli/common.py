@@ -13,7 +13,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS)):
             return text
         return super()._get_help_string(action)
 
