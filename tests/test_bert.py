@@ -53,6 +53,26 @@ def test_exact_gelu_is_x_phi_x_and_gradchecks():
         F.gelu(tl.Tensor(x), approximate="erf")
 
 
+@pytest.mark.parametrize("dtype,rtol,atol", [(np.float32, 2.5e-7, 1e-38), (np.float64, 1e-14, 2e-15)])
+def test_exact_gelu_kernel_equals_the_reference(dtype, rtol, atol):
+    """Both compute in float64 and round; the derivative Phi(x) + x phi(x) partly cancels at negative x, so in
+    float64 the two agree to 2e-15 absolute there rather than 1e-14 relative."""
+    if not kernels.available("numba"):
+        pytest.skip("Numba kernels are not available")
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0, 3, 5000), [-40.0, -9.0, -0.0, 1e-30, 12.0]]).astype(dtype).reshape(5, -1)
+    gy = rng.normal(size=x.shape).astype(dtype)
+    results = {}
+    for mode in ("numpy", "auto"):
+        with kernels.use(mode):
+            t = tl.Tensor(x, requires_grad=True)
+            y = F.gelu(t, approximate="none")
+            (y * tl.Tensor(gy)).sum().backward()
+            results[mode] = (y.data, t.grad)
+    for ours, reference in zip(results["auto"], results["numpy"]):
+        np.testing.assert_allclose(ours, reference, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_masked_softmax_is_masked_fill_then_softmax_and_gradchecks(causal):
     rng = np.random.default_rng(2)

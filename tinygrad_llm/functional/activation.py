@@ -177,15 +177,22 @@ class GELUErf(Function):
     below computes it to float64 precision."""
 
     def forward(self, x):
-        self.x = x
-        self.cdf = normal_cdf(self.xp, x)
-        return x * self.cdf
+        self.x = x  # all that backward needs, whichever implementation runs: it recomputes Phi from x
+        kernel = getattr(kernels.for_arrays(x), "gelu_erf_forward", None)  # kernels/numba_layers.py (CPU only)
+        y = kernel(x) if kernel else None
+        if y is None:
+            y = x * normal_cdf(self.xp, x)
+        return y
 
     def backward(self, gy):
-        x = self.x
+        kernel = getattr(kernels.for_arrays(self.x, gy), "gelu_erf_backward", None)
+        gx = kernel(self.x, gy) if kernel else None
+        if gx is not None:
+            return gx
+        x = self.x.astype(np.float64)  # in float64, as Phi: Phi(x) + x phi(x) partly cancels at negative x
         # d/dx [x Phi(x)] = Phi(x) + x phi(x), with phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density
-        pdf = self.xp.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
-        return gy * (self.cdf + x * pdf)
+        pdf = self.xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+        return gy * (normal_cdf(self.xp, x) + x * pdf).astype(gy.dtype)
 
 
 _ERF_SERIES_TERMS, _ERFC_FRACTION_DEPTH = 32, 50  # float64 error below 3e-15 everywhere (tests/test_bert.py)
