@@ -1,17 +1,18 @@
 """How many threads the math may use: the one place that decides, per workload, for BLAS and the kernels.
 
-Two facts measured on a 2-core machine (``benchmarks/RESULTS.md``, "Threads") shape the policy:
+Two facts measured on a 2-core machine (``benchmarks/RESULTS.md``, "Threads, the load test ...") shape it:
 
 - A parallel region is only as fast as its slowest thread. On a machine that is busy with other work, a
-  thread of ours waits a whole scheduler slice for a core, at every matrix product: a training step of the
-  nanoGPT "baby" model took 3.0 s with OpenBLAS on 2 threads under load against 0.27 s on one thread.
+  thread of ours waits a whole scheduler slice for a core, at every matrix product: the nanoGPT "baby"
+  model's 768 x 128 x 128 product took 23 ms on 2 threads against 0.47 ms on one (``benchmarks/threads.py``
+  at load 11; PyTorch at its default threads fell from 0.26 s to 14 s a step the same way, ``load.py``).
   So threads are given out only while the cores are free: a light monitor reads how much CPU the *other*
   processes used over the last quarter second (``/proc/stat`` minus our own CPU time) and lends us the
   cores they leave idle. Until it has seen a quarter second, we take one thread.
 - Two thread pools spin against each other: OpenBLAS's workers busy-wait after each product, so a Numba
-  kernel that wants the same core right after it waits (the baby step: BLAS alone on 2 threads 78 ms,
-  Numba alone on 2 threads 85 ms, both 176 ms, neither 94 ms). The matrix products hold most of the work,
-  so BLAS gets the threads and the kernels between the products run on one.
+  kernel that wants the same core right after it waits (issue 10's idle measurement of the baby step:
+  BLAS alone on 2 threads 78 ms, Numba alone on 2 threads 85 ms, both 176 ms, neither 94 ms). The matrix
+  products hold most of the work, so BLAS gets the threads and the kernels between the products run on one.
 
 Within that, a matrix product runs on several threads only when it is large enough for a second thread to
 pay (``BLAS_PARALLEL_MIN_MNK``, per matrix of a batch: below it the hand-over costs more than it saves).
@@ -29,9 +30,10 @@ import numpy as np
 
 ENV = "TINYGRAD_LLM_THREADS"
 
-# A second BLAS thread pays from about 128 x 128 x 128 (m * k * n multiply-adds) on an idle 2-core machine
-# (1.4x there, 1.7x from 256 x 128 x 128; benchmarks/threads.py measures it); OpenBLAS itself stays on one
-# thread below 262,144. Below 1M we keep one thread: the gain there is microseconds, the risk a scheduler slice.
+# A second BLAS thread pays from about 128 x 128 x 128 (m * k * n multiply-adds) on a quiet 2-core machine
+# (1.4x there, 1.7x from 256 x 128 x 128, measured while the machine was lightly loaded; benchmarks/threads.py
+# measures it again); OpenBLAS itself stays on one thread below 262,144. Below 1M we keep one thread: the
+# gain there is microseconds, the risk a scheduler slice.
 BLAS_PARALLEL_MIN_MNK = 1 << 20
 
 # Others using more than this many cores' worth of CPU take a core away from us (0.3: a desktop's background
