@@ -158,7 +158,7 @@ class Trainer:
             raise TrainingError(
                 f"{ckpt.path} was trained on {saved_world} process(es) of batch {self.config.batch_size}; this "
                 f"run has {self.comm.world_size}. Each process's rows and the data order depend on the count, so "
-                f"resume it with {'mpiexec -n %d ' % saved_world if saved_world > 1 else 'one process (no mpiexec)'}"
+                f"resume it with {'mpiexec -n %d ' % saved_world if saved_world > 1 else 'one process (no mpiexec) '}"
                 f"to continue exactly")
         self.model.load_state_dict(ckpt.model_state)
         self.optimizer.load_state_dict(ckpt.optimizer_state)
