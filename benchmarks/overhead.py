@@ -61,6 +61,9 @@ def ours_cases(n: int, rng) -> dict:
     mlp = _mlp_params(n, rng)
     params = [Tensor(p, requires_grad=True) for p in mlp["params"]]
     xb, targets = Tensor(mlp["x"]), mlp["targets"]
+    net = tl.nn.Sequential(tl.nn.Linear(n, 4 * n), tl.nn.GELU(), tl.nn.Linear(4 * n, 10))  # Module.__call__ x4
+    for p, value in zip(net.parameters(), mlp["params"]):
+        p.data[...] = value
 
     def chain():
         for t in (x, w, bias):
@@ -78,6 +81,10 @@ def ours_cases(n: int, rng) -> dict:
         for p in params:
             p.data -= 0.01 * p.grad
 
+    def module_step():
+        net.zero_grad()
+        F.cross_entropy(net(xb), targets).backward()
+
     return {
         "add": lambda: a + b,
         "mul": lambda: a * b,
@@ -85,6 +92,7 @@ def ours_cases(n: int, rng) -> dict:
         "add, recording the graph": lambda: ag + bg,
         "10-op chain, fwd+bwd": chain,
         "MLP step (fwd+bwd+SGD)": mlp_step,
+        "MLP as modules, fwd+bwd": module_step,
     }
 
 
@@ -99,6 +107,11 @@ def torch_cases(n: int, rng, torch, device: str = "cpu") -> dict:
     mlp = _mlp_params(n, rng)
     params = [torch.from_numpy(p).to(device).requires_grad_(True) for p in mlp["params"]]
     xb, targets = torch.from_numpy(mlp["x"]).to(device), torch.from_numpy(mlp["targets"]).to(device)
+    net = torch.nn.Sequential(torch.nn.Linear(n, 4 * n), torch.nn.GELU(approximate="tanh"),
+                              torch.nn.Linear(4 * n, 10)).to(device)
+    with torch.no_grad():
+        for p, value in zip(net.parameters(), mlp["params"]):
+            p.copy_(torch.from_numpy(value))
 
     def chain():
         for t in (x, w, bias):
@@ -117,6 +130,10 @@ def torch_cases(n: int, rng, torch, device: str = "cpu") -> dict:
             for p in params:
                 p -= 0.01 * p.grad
 
+    def module_step():
+        net.zero_grad(set_to_none=True)
+        tF.cross_entropy(net(xb), targets).backward()
+
     return {
         "add": lambda: a + b,
         "mul": lambda: a * b,
@@ -124,6 +141,7 @@ def torch_cases(n: int, rng, torch, device: str = "cpu") -> dict:
         "add, recording the graph": lambda: ag + bg,
         "10-op chain, fwd+bwd": chain,
         "MLP step (fwd+bwd+SGD)": mlp_step,
+        "MLP as modules, fwd+bwd": module_step,
     }
 
 

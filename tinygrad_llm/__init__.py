@@ -12,6 +12,7 @@ from tinygrad_llm import functional, nn
 from tinygrad_llm.backend import cuda_available, manual_seed
 from tinygrad_llm.generate import generate, generate_stream, pad_prompts, text_to_token_ids, token_ids_to_text
 from tinygrad_llm.gradcheck import gradcheck
+from tinygrad_llm.graph import graph, plot_graph
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import SGD, AdamW, clip_grad_norm_
 from tinygrad_llm.tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdamW", "SGD", "clip_grad_norm_", "get_tokenizer", "load_tokenizer",
     "Function", "GPTConfig", "GPTModel", "Tensor", "cuda_available", "enable_grad", "functional", "generate",
-    "generate_stream", "gradcheck", "is_grad_enabled", "manual_seed", "nn", "no_grad", "pad_prompts", "text_to_token_ids",
+    "generate_stream", "gradcheck", "graph", "is_grad_enabled", "manual_seed", "nn", "no_grad", "pad_prompts",
+    "plot_graph", "text_to_token_ids",
     "token_ids_to_text",
 ]

@@ -29,6 +29,9 @@ import numpy as np
 from tinygrad_llm import backend
 
 _grad_enabled = True
+# The modules whose forward is running, outermost first: Module.__call__ pushes itself, and every recorded
+# Function keeps the tuple, so tinygrad_llm.graph can group the operations by the module that made them.
+_module_path: tuple = ()
 
 
 @contextlib.contextmanager
@@ -70,6 +73,7 @@ class Function:
     xp = np
     inputs: tuple = ()
     needs_grad: tuple = ()
+    module_path: tuple = ()  # the modules running when it was recorded (outermost first)
 
     def __call__(self, *inputs: "Tensor") -> "Tensor":
         if backend._cupy is not None:  # CuPy in use: arrays may live on either device
@@ -89,6 +93,7 @@ class Function:
             if True in needs_grad:  # record the graph only when some input wants a gradient
                 self.inputs = inputs
                 self.needs_grad = needs_grad
+                self.module_path = _module_path
                 return Tensor._from_op(y, self)
         return Tensor._from_op(y, None)
 

@@ -22,6 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 from tinygrad_llm import backend
+from tinygrad_llm import tensor as _engine
 from tinygrad_llm.tensor import Tensor
 
 
@@ -81,7 +82,13 @@ class Module:
         self._buffers[name] = True
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        # Operations recorded inside forward remember this module (for tinygrad_llm.graph's grouping).
+        outer = _engine._module_path
+        _engine._module_path = outer + (self,)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            _engine._module_path = outer
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
