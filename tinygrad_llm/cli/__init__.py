@@ -1,4 +1,5 @@
-"""The ``tinygrad-llm`` command (also ``python -m tinygrad_llm``): train, generate, chat, info, finetune-*.
+"""The ``tinygrad-llm`` command (also ``python -m tinygrad_llm``): train, generate, chat, info, finetune-*,
+gradcheck, attention.
 
 Errors in what the user gave (a missing file, a bad number, a checkpoint that does not fit) end the
 command with one line on stderr and exit status 1 (2 for a usage error), never a traceback;
@@ -13,11 +14,11 @@ import sys
 from tinygrad_llm import __version__
 
 COMMANDS = ("train", "generate", "chat", "info", "finetune-classifier", "finetune-instruct",
-            "finetune-dpo", "classify", "plot")
+            "finetune-dpo", "classify", "plot", "gradcheck", "attention")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tinygrad_llm.cli import classify, dpo, finetune, generate, info, plot, train
+    from tinygrad_llm.cli import classify, dpo, finetune, generate, info, plot, study, train
 
     parser = argparse.ArgumentParser(
         prog="tinygrad-llm",
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_parser(sub)
     classify.add_parser(sub)
     plot.add_parser(sub)
+    study.add_parsers(sub)
     return parser
 
 
