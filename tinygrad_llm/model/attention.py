@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 
-
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.nn import Dropout, Linear, Module
-from tinygrad_llm.tensor import Tensor
+from tinygrad_llm.tensor import Tensor, no_grad
 
 
 class LayerKVCache:
@@ -90,6 +89,7 @@ class MultiHeadAttention(Module):
         self.W_qkv = Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.out_proj = Linear(d_out, d_out)  # combines the heads' outputs
         self.dropout = Dropout(dropout)
+        self.keep_attention = False  # True: forward keeps its weights in .last_attention (tinygrad-llm attention)
         # No stored (context, context) mask: F.causal_softmax masks while it normalises (see forward).
 
     def forward(self, x: Tensor, cache: LayerKVCache | None = None, attention_mask=None) -> Tensor:
@@ -128,6 +128,13 @@ class MultiHeadAttention(Module):
             attn_weights = self.dropout(attn_weights)
 
             context = attn_weights @ values  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
+        if self.keep_attention:  # tinygrad-llm attention: the weights again, before dropout, not recorded
+            with no_grad():
+                key_mask = None if attention_mask is None else _key_padding_mask(attention_mask, b, keys.shape[2],
+                                                                                 queries.data)
+                scores = queries @ keys.swapaxes(-1, -2)  # (B, H, T, S)
+                self.last_attention = F.masked_softmax(scores, key_mask, scale=1.0 / math.sqrt(hd),
+                                                       causal=self.causal).data
         context = context.transpose(0, 2, 1, 3)  # (B, H, T, hd) -> (B, T, H, hd)
         context = context.reshape(b, num_tokens, self.d_out)  # (B, T, H, hd) -> (B, T, d_out)
         return self.out_proj(context)  # (B, T, d_out) -> (B, T, d_out)

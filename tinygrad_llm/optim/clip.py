@@ -42,3 +42,26 @@ def clip_grad_norm_(parameters, max_norm: float, error_if_nonfinite: bool = Fals
         for g in grads:
             g *= clip_coef
     return total_norm
+
+
+def layer_of(name: str) -> str:
+    """The layer a parameter name belongs to: ``trf_blocks.3.att.W_qkv.weight`` -> ``trf_blocks.3``,
+    ``tok_emb.weight`` -> ``tok_emb`` (a numbered container keeps its number)."""
+    parts = name.split(".")
+    if len(parts) > 2 and parts[1].isdigit():
+        return ".".join(parts[:2])
+    return parts[0] if len(parts) > 1 else name
+
+
+def grad_norms_by_layer(named_parameters) -> dict:
+    """{layer: L2 norm of the gradients of its parameters} in model order, parameters without a gradient
+    left out (appendix D's ``find_highest_gradient``, per layer): the picture of where gradients grow or
+    vanish through the depth of a network."""
+    squares = {}
+    for name, p in named_parameters:
+        if p.grad is None:
+            continue
+        norm = float(backend.get_array_module(p.grad).linalg.norm(p.grad.ravel()))
+        layer = layer_of(name)
+        squares[layer] = squares.get(layer, 0.0) + norm * norm
+    return {layer: math.sqrt(s) for layer, s in squares.items()}

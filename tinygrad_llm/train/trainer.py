@@ -6,9 +6,11 @@
     trainer.fit()
 
 Every ``eval_interval`` steps (and at the end) it evaluates on ``eval_iters`` batches of each split, appends
-a line to ``log.jsonl`` (step, tokens_seen, train_loss, val_loss, lr, elapsed_s), redraws ``losses.png`` and
-writes a checkpoint holding everything a resumed run needs to continue bit for bit: weights, optimizer
-moments, step, the data loader's position and the random generators' states.
+a line to ``log.jsonl`` (step, tokens_seen, train_loss, val_loss, lr, elapsed_s) and one to
+``grad_norms.jsonl`` (step and the per-layer gradient norms of that step, before clipping), redraws
+``losses.png`` and ``grad_norms.png`` (``lr_schedule.png`` is drawn when it starts) and writes a checkpoint
+holding everything a resumed run needs to continue bit for bit: weights, optimizer moments, step, the data
+loader's position and the random generators' states.
 
 As nanoGPT does, the model in ``out_dir`` itself (``model.safetensors``, what ``generate`` reads) is the one
 with the lowest validation loss so far; ``checkpoints/`` holds the latest, to resume from. When validation
@@ -39,14 +41,16 @@ from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.dist import GradientReducer, SingleProcess, ZeroAdamW, broadcast_parameters
 from tinygrad_llm.files import atomic_write
-from tinygrad_llm.optim import AdamW, lr_at, param_groups_for_weight_decay
+from tinygrad_llm.optim import AdamW, grad_norms_by_layer, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
+from tinygrad_llm.train.figures import plot_grad_norms, plot_lr_schedule
 from tinygrad_llm.train.parallel import calc_loss_loader_parallel, local_rows, stop_together
 from tinygrad_llm.train.plot import plot_losses
 from tinygrad_llm.train.signals import _NoGuard, catch_signals
 
 LOG_FILE, PLOT_FILE = "log.jsonl", "losses.png"
+GRAD_LOG_FILE, GRAD_PLOT_FILE, LR_PLOT_FILE = "grad_norms.jsonl", "grad_norms.png", "lr_schedule.png"
 
 
 class TrainingError(RuntimeError):
@@ -135,6 +139,7 @@ class Trainer:
         self.total_steps = config.max_steps or (config.epochs or 1) * steps_per_epoch
         self.step, self.tokens_seen, self.elapsed_s = 0, 0, 0.0
         self.history: list[dict] = []
+        self.grad_norm_history: list[dict] = []  # {"step", "grad_norms": {layer: norm}} at each evaluation
         self._batches = None
         self._saved_step = None
         # without a terminal (output redirected to a file, CI) a progress line every so often instead of a bar
@@ -145,6 +150,7 @@ class Trainer:
         self.best = {"step": None, "val_loss": None}  # the evaluation whose model out_dir holds
         self.patience = 3  # evaluations without a new best before the log says the run overfits
         self._warned_overfitting = False
+        self._grad_norms = None  # per-layer gradient norms of the last step, kept for the next evaluation
 
     # --- resume -----------------------------------------------------------------------------------
     def load_state(self, checkpoint_dir=None) -> int:
@@ -168,13 +174,16 @@ class Trainer:
         self.step, self.tokens_seen, self.elapsed_s = state["step"], state["tokens_seen"], state["elapsed_s"]
         self.history = list(state["history"])
         self.best = dict(state.get("best", self.best))
+        self.grad_norm_history = list(state.get("grad_norm_history", []))
+        self._grad_norms = state.get("grad_norms_pending")  # a step whose evaluation an interrupt cut short
         self._saved_step = self.step
         return self.step
 
     def _trainer_state(self) -> dict:
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
                 "data": self.train_loader.state_dict(), "rng": backend.get_rng_state(),
-                "history": self.history, "train_config": dataclasses.asdict(self.config),
+                "history": self.history, "grad_norm_history": self.grad_norm_history,
+                "grad_norms_pending": self._grad_norms, "train_config": dataclasses.asdict(self.config),
                 "settings": self.run_settings, "best": self.best, "world_size": self.comm.world_size,
                 "precision": self.precision.state_dict()}
 
@@ -249,6 +258,10 @@ class Trainer:
             self._rewind(start)
             raise
         with signals_held():  # every parameter moves, or none
+            if self._eval_due(self.step + 1):  # grad_norms.jsonl records this step's, before clipping
+                unscale = 1.0 / self.precision.scaler.get_scale()  # fp16's loss scale taken out (1 otherwise)
+                self._grad_norms = {layer: norm * unscale
+                                    for layer, norm in grad_norms_by_layer(model.named_parameters()).items()}
             # (fp16: gradients unscaled first; a step with an inf/NaN gradient is skipped and the scale lowered)
             self.precision.step(self.optimizer, model.parameters(), c.grad_clip)
             self.optimizer.zero_grad()
@@ -300,6 +313,9 @@ class Trainer:
     def _fit(self, stop_after: int | None) -> list[dict]:
         if self.tokenizer is not None and hasattr(self.tokenizer, "save") and self.comm.is_root:
             self.tokenizer.save(self.out_dir)  # tokenizer.json beside config.json
+        if self.comm.is_root:
+            plot_lr_schedule(self.lr_at, self.total_steps, self.out_dir / LR_PLOT_FILE,
+                             warmup_steps=min(self.config.warmup_steps, self.total_steps))
         end = self.total_steps if stop_after is None else min(stop_after, self.total_steps)
         self.model.train()
         bar = _progress_bar(self.step, self.total_steps) if self.comm.is_root else None
@@ -337,13 +353,18 @@ class Trainer:
             self.save()  # stopped between evaluations: a checkpoint exactly here, no extra log record
         return self.history
 
-    def _eval_due(self) -> bool:
-        return self.step % self.config.eval_interval == 0 or self.step == self.total_steps
+    def _eval_due(self, step: int | None = None) -> bool:
+        """Whether an evaluation follows ``step`` (default: the step just finished)."""
+        step = self.step if step is None else step
+        return step % self.config.eval_interval == 0 or step == self.total_steps
 
     def _evaluate_and_save(self, bar) -> None:
         train_loss, val_loss = self.evaluate()
         record = {"step": self.step, "tokens_seen": self.tokens_seen, "train_loss": train_loss,
                   "val_loss": val_loss, "lr": self.lr_at(self.step - 1), "elapsed_s": round(self.elapsed_s, 3)}
+        if self._grad_norms:
+            self.grad_norm_history.append({"step": self.step, "grad_norms": self._grad_norms})
+            self._grad_norms = None
         self.history.append(record)
         if self.best["val_loss"] is None or val_loss < self.best["val_loss"]:
             self.best = {"step": self.step, "val_loss": val_loss}
@@ -376,6 +397,11 @@ class Trainer:
         with atomic_write(self.out_dir / LOG_FILE, "w") as f:
             for record in self.history:
                 f.write(json.dumps(record) + "\n")
+        if self.grad_norm_history:
+            with atomic_write(self.out_dir / GRAD_LOG_FILE, "w") as f:
+                for record in self.grad_norm_history:
+                    f.write(json.dumps(record) + "\n")
+            plot_grad_norms(self.grad_norm_history, self.out_dir / GRAD_PLOT_FILE)
         if self.history:
             plot_losses([r["step"] for r in self.history], [r["tokens_seen"] for r in self.history],
                         [r["train_loss"] for r in self.history], [r["val_loss"] for r in self.history],
