@@ -50,6 +50,9 @@ def parse_args(argv=None):
     return args
 
 
+BYPASS = "  the same, no Module.__call__"  # forward called directly: no module stack kept for tl.graph
+
+
 def ours_cases(n: int, rng) -> dict:
     """name -> callable, each one 'operation' of the table, in tinygrad_llm."""
     Tensor = tl.Tensor
@@ -85,6 +88,11 @@ def ours_cases(n: int, rng) -> dict:
         net.zero_grad()
         F.cross_entropy(net(xb), targets).backward()
 
+    def module_step_bypassing_call():  # the same, forward called directly: no module stack kept
+        net.zero_grad()
+        first, gelu, last = net
+        F.cross_entropy(last.forward(gelu.forward(first.forward(xb))), targets).backward()
+
     return {
         "add": lambda: a + b,
         "mul": lambda: a * b,
@@ -93,6 +101,7 @@ def ours_cases(n: int, rng) -> dict:
         "10-op chain, fwd+bwd": chain,
         "MLP step (fwd+bwd+SGD)": mlp_step,
         "MLP as modules, fwd+bwd": module_step,
+        BYPASS: module_step_bypassing_call,  # timed beside the case above: what the module stack costs
     }
 
 
@@ -180,14 +189,21 @@ def main(argv=None) -> int:
         ours = ours_cases(n, np.random.default_rng(n))
         theirs = torch_cases(n, np.random.default_rng(n), torch, args.device) if torch is not None else {}
         for name in ours:
+            if name == BYPASS:
+                continue
             fns = {"ours": ours[name]}
             if name in theirs:
                 fns["torch"] = theirs[name]
+            if name == "MLP as modules, fwd+bwd":
+                fns["bypass"] = ours[BYPASS]  # interleaved with the two above
             medians = time_interleaved(synced(fns, args.device, torch), repeats=repeats, min_time=min_time)
             line = f"{name:28s} {n:4d} {1 / medians['ours']:18,.0f}"
             if "torch" in medians:
                 line += f" {1 / medians['torch']:12,.0f} {medians['ours'] / medians['torch']:15.2f}x"
             print(line, flush=True)
+            if "bypass" in medians:
+                print(f"{BYPASS:28s} {n:4d} {1 / medians['bypass']:18,.0f}   (with / without the module stack: "
+                      f"{medians['ours'] / medians['bypass']:.3f}x)", flush=True)
     return 0
 
 

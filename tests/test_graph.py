@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +199,27 @@ def test_plot_graph_renders_with_dot(tmp_path, monkeypatch):
     assert tl.plot_graph(y, tmp_path / "graph.svg") == tmp_path / "graph.svg"
     assert (tmp_path / "graph.svg").read_text().strip() == "<svg>-Tsvg</svg>"
     assert (tmp_path / "received.dot").read_text() == tl.graph(y)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (apt install graphviz)")
+def test_graphviz_renders_a_gpt_graph(tmp_path):
+    _, loss = tiny_gpt_loss()
+    path = tl.plot_graph(loss, tmp_path / "graph.png", depth=2)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_study_gradients_example_answers_its_questions(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "study_gradients.py"
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no Graphviz: DOT text only, quicker
+    result = subprocess.run([sys.executable, str(example), "--out", str(tmp_path)], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "x.grad           = [3.0, 5.0, 7.0]" in out
+    assert "after a 2nd backward, x.grad = [6.0, 10.0, 14.0]" in out
+    assert "y -> s = a + b -> b = 2a -> a = exp(x) -> x" in out
+    assert "p.grad            = None" in out and "x.grad = [6.0, -8.0]" in out
+    nodes, _, clusters = parse_dot((tmp_path / "attention_head.dot").read_text())
+    assert "CausalSoftmax" in [v["label"] for v in nodes.values()] and "W_qkv (Linear)" in clusters
+    nodes, _, _ = parse_dot((tmp_path / "gpt_depth2.dot").read_text())
+    assert sum("shape=box3d" in v["attrs"] for v in nodes.values()) == 2

@@ -53,6 +53,44 @@ def test_pow(data, shape, exponent):
     check(lambda t: t ** exponent, lambda a: a ** exponent, x)
 
 
+CAST_DIFFERENCES = {np.float32: dict(eps=1e-2, atol=1e-4, rtol=1e-4)}  # float32 rounding / (2 eps) < atol
+
+
+@given(st.data(), shapes(), st.sampled_from([np.float32, np.float16]))
+def test_cast(data, shape, low):
+    """cast/astype: forward is NumPy's astype; backward hands the gradient back unchanged in the input's
+    dtype (d cast(x)/dx = 1), in both directions; finite differences through a round trip to float32
+    agree within float32's precision."""
+    x = data.draw(arrays(shape))
+    y = Tensor(x).astype(low)
+    assert y.dtype == low
+    np.testing.assert_array_equal(y.numpy(), x.astype(low))
+
+    rng = np.random.default_rng(len(shape))
+    r = rng.standard_normal(shape).astype(low)
+    t = Tensor(x, requires_grad=True)
+    (F.cast(t, low) * Tensor(r)).sum().backward()
+    assert t.grad.dtype == np.float64
+    np.testing.assert_array_equal(t.grad, r.astype(np.float64))
+
+    t_low = Tensor(x.astype(low), requires_grad=True)
+    (t_low.astype(np.float64) * Tensor(r.astype(np.float64))).sum().backward()
+    assert t_low.grad.dtype == low
+    np.testing.assert_array_equal(t_low.grad, r)
+
+    if low in CAST_DIFFERENCES:
+        assert tl.gradcheck(lambda v: v.astype(low).astype(np.float64) * 1.5,
+                            [Tensor(x, requires_grad=True)], **CAST_DIFFERENCES[low])
+
+
+def test_cast_to_the_same_dtype_records_nothing_and_to_integers_is_not_differentiable():
+    x = Tensor(np.array([1.7, -2.2]), requires_grad=True)
+    assert x.astype(np.float64) is x
+    ids = x.astype(np.int64)
+    assert ids.dtype == np.int64 and not ids.requires_grad and ids.creator is None
+    np.testing.assert_array_equal(ids.numpy(), [1, -2])
+
+
 def test_pow_zero_exponent_has_zero_gradient_at_zero():
     x = Tensor(np.array([0.0, 2.0, -1.0]), requires_grad=True)
     (x ** 0).sum().backward()

@@ -262,6 +262,10 @@ def matmul(a, b) -> Tensor:
 
 
 def cast(x: Tensor, dtype) -> Tensor:
-    if np.dtype(dtype) == x.dtype:
+    """x as ``dtype`` (``x.astype(dtype)``); to an integer or boolean dtype the result has no gradient."""
+    dtype = np.dtype(dtype)
+    if dtype == x.dtype:
         return x
+    if dtype.kind not in "fc":  # rounding to integers is flat almost everywhere: nothing to differentiate
+        return Tensor._from_op(x.data.astype(dtype), None)
     return Cast(dtype)(x)
