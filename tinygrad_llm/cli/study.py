@@ -77,6 +77,8 @@ def run_gradcheck(args) -> int:
         print(verdict)
         return 1 if bad else 0
 
+    if not args.eps > 0 or args.rtol < 0:
+        raise ValueError(f"--eps must be > 0 and --rtol >= 0, got --eps {args.eps:g} --rtol {args.rtol:g}")
     tl.manual_seed(args.seed)
     if args.checkpoint:
         overrides = [f for f in ("n_layers", "n_heads", "emb_dim", "vocab_size") if getattr(args, f) is not None]
