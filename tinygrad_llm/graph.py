@@ -158,17 +158,24 @@ def _walk(root: Tensor):
 
 
 def _owner(t: Tensor, users, names: "_ModuleNames"):
-    """(module path, dotted name) when t is a parameter of the module that used it, else (None, None)."""
+    """(module path, dotted name) when t is a parameter of a module around the operations that used it
+    (the innermost such module), or of any module inside the outermost one (a model may pass a
+    submodule's weight to an operation itself, as GPTModel does with tok_emb.weight); else (None, None)."""
     if t._creator is not None:
         return None, None
     for op in users:
-        for depth in range(len(op.module_path), 0, -1):  # the innermost module that holds it
+        for depth in range(len(op.module_path), 0, -1):
             module = op.module_path[depth - 1]
             for name, p in module._parameters.items():
                 if p is t:
                     path = op.module_path[:depth]
                     prefix = names.dotted(path)
                     return path, f"{prefix}.{name}" if prefix else name
+    for op in users:
+        if op.module_path:
+            found = names.parameter(op.module_path[0], t)
+            if found is not None:
+                return found
     return None, None
 
 
@@ -193,6 +200,20 @@ class _ModuleNames:
 
     def __init__(self):
         self._cache = {}
+        self._parameters = {}  # id(root module) -> {id(parameter): (module path, dotted name)}
+
+    def parameter(self, root, t: Tensor):
+        """(module path, dotted name) of parameter t anywhere inside root, or None."""
+        if id(root) not in self._parameters:
+            found, stack = {}, [((root,), "")]
+            while stack:
+                path, prefix = stack.pop(0)
+                for name, p in path[-1]._parameters.items():
+                    found.setdefault(id(p), (path, prefix + name))
+                for name, child in path[-1]._modules.items():
+                    stack.append((path + (child,), f"{prefix}{name}."))
+            self._parameters[id(root)] = found
+        return self._parameters[id(root)].get(id(t))
 
     def dotted(self, path: tuple) -> str:
         key = tuple(id(m) for m in path)
