@@ -114,8 +114,9 @@ def attention_head_graph(device: str, out: Path) -> None:
     loss.backward(retain_graph=True)  # keep the graph so it can be drawn with the gradients
     dot = tl.graph(loss)
     n_ops = sum(1 for line in dot.splitlines() if "shape=box," in line)
-    print(f"{n_ops} operations: W_qkv's Linear, the reshape and transpose into heads, queries @ keys^T, "
-          f"the causal softmax, @ values, out_proj; each parameter with the norm of its gradient")
+    print(f"{n_ops} operations: W_qkv's Linear, the reshape and transpose into heads, the fused causal "
+          f"attention (queries @ keys^T, scale, mask, softmax, @ values), the heads back together, out_proj; "
+          f"each parameter with the norm of its gradient")
     write_graph(loss, out / "attention_head")
 
 

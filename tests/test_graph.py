@@ -116,7 +116,7 @@ def test_a_whole_gpt_names_every_parameter_and_frames_every_module():
     for frame in ("GPTModel", "trf_blocks.0 (TransformerBlock)", "trf_blocks.1.att (MultiHeadAttention)",
                   "trf_blocks.1.ff.layers.0 (Linear)", "final_norm (LayerNorm)"):
         assert frame in clusters
-    causal = next(v for v in nodes.values() if v["label"] == "CausalSoftmax")
+    causal = next(v for v in nodes.values() if v["label"] == "CausalAttention")
     assert causal["in"][-1] == "trf_blocks.0.att (MultiHeadAttention)" or \
         causal["in"][-1] == "trf_blocks.1.att (MultiHeadAttention)"
     cross_entropy = next(v for v in nodes.values() if v["label"] == "CrossEntropy")
@@ -220,6 +220,6 @@ def test_the_study_gradients_example_answers_its_questions(tmp_path):
     assert "y -> s = a + b -> b = 2a -> a = exp(x) -> x" in out
     assert "p.grad            = None" in out and "x.grad = [6.0, -8.0]" in out
     nodes, _, clusters = parse_dot((tmp_path / "attention_head.dot").read_text())
-    assert "CausalSoftmax" in [v["label"] for v in nodes.values()] and "W_qkv (Linear)" in clusters
+    assert "CausalAttention" in [v["label"] for v in nodes.values()] and "W_qkv (Linear)" in clusters
     nodes, _, _ = parse_dot((tmp_path / "gpt_depth2.dot").read_text())
     assert sum("shape=box3d" in v["attrs"] for v in nodes.values()) == 2

@@ -1,5 +1,5 @@
-"""The ``tinygrad-llm`` command (also ``python -m tinygrad_llm``): train, generate, chat, info, finetune-*,
-gradcheck, attention.
+"""The ``tinygrad-llm`` command (also ``python -m tinygrad_llm``): train, generate, chat, info, finetune-*, classify,
+plot, gradcheck, attention.
 
 Errors in what the user gave (a missing file, a bad number, a checkpoint that does not fit) end the
 command with one line on stderr and exit status 1 (2 for a usage error), never a traceback;
