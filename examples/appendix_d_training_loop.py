@@ -18,51 +18,13 @@ from tinygrad_llm.files import require_data_file
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import AdamW, clip_grad_norm_
 from tinygrad_llm.tokenizer import get_tokenizer
-from tinygrad_llm.train import calc_loss_batch
+from tinygrad_llm.train import calc_loss_batch, find_highest_gradient, train_model
 from tinygrad_llm.train.plot import matplotlib_available, plot_losses
-from tinygrad_llm.train.simple import evaluate_model
 from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 
 def total_grad_norm(model) -> float:
     return math.sqrt(sum(float((p.grad ** 2).sum()) for p in model.parameters() if p.grad is not None))
-
-
-def train_model(model, train_loader, val_loader, optimizer, device, n_epochs, eval_freq, eval_iter,
-                warmup_steps, initial_lr=3e-05, min_lr=1e-6):
-    """The book's D.4 loop: linear warmup to the optimizer's lr, cosine decay to min_lr, clipping at 1.0."""
-    train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
-    tokens_seen, global_step = 0, -1
-    peak_lr = optimizer.param_groups[0]["lr"]
-    total_training_steps = len(train_loader) * n_epochs
-    lr_increment = (peak_lr - initial_lr) / warmup_steps
-    for epoch in range(n_epochs):
-        model.train()
-        for input_batch, target_batch in train_loader:
-            optimizer.zero_grad()
-            global_step += 1
-            if global_step < warmup_steps:  # D.1 linear warmup
-                lr = initial_lr + global_step * lr_increment
-            else:  # D.2 cosine decay
-                progress = (global_step - warmup_steps) / (total_training_steps - warmup_steps)
-                lr = min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = lr
-            track_lrs.append(lr)
-            loss = calc_loss_batch(input_batch, target_batch, model, device)
-            loss.backward()
-            if global_step >= warmup_steps:  # D.3 gradient clipping, after warmup as the book
-                clip_grad_norm_(model.parameters(), max_norm=1.0)
-            optimizer.step()
-            tokens_seen += input_batch.size
-            if global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
-                train_losses.append(train_loss)
-                val_losses.append(val_loss)
-                track_tokens_seen.append(tokens_seen)
-                print(f"Ep {epoch + 1} (Iter {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}, "
-                      f"lr {lr:.2e}")
-    return train_losses, val_losses, track_tokens_seen, track_lrs
 
 
 def main(argv=None) -> int:
@@ -90,16 +52,17 @@ def main(argv=None) -> int:
     loss = calc_loss_batch(*next(iter(train_loader)), model, args.device)
     loss.backward()
     norm = total_grad_norm(model)
-    print(f"gradient norm of one batch: {norm:.3f}")
+    print(f"gradient norm of one batch: {norm:.3f}, highest gradient {find_highest_gradient(model):.5f}")
     clip_grad_norm_(model.parameters(), max_norm=norm / 2)  # half of it, so the effect shows
-    print(f"after clip_grad_norm_(max_norm={norm / 2:.3f}): {total_grad_norm(model):.3f}")
+    print(f"after clip_grad_norm_(max_norm={norm / 2:.3f}): {total_grad_norm(model):.3f}, highest gradient "
+          f"{find_highest_gradient(model):.5f}")
     model.zero_grad()
 
     optimizer = AdamW(model.parameters(), lr=0.001, weight_decay=0.1)  # the book's peak_lr
     warmup_steps = max(int(0.2 * len(train_loader) * args.epochs), 1)  # 20% of the steps, as the book
     train_losses, val_losses, tokens_seen, lrs = train_model(
         model, train_loader, val_loader, optimizer, args.device, n_epochs=args.epochs, eval_freq=5, eval_iter=1,
-        warmup_steps=warmup_steps)
+        start_context="Every effort moves you", tokenizer=tokenizer, warmup_steps=warmup_steps)
     out = Path(args.out)
     plot_losses(list(range(1, len(train_losses) + 1)), tokens_seen, train_losses, val_losses, out / "losses.png",
                 xlabel="Evaluations (every 5 steps)")

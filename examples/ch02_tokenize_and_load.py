@@ -77,7 +77,7 @@ def simple_tokenizers(raw_text: str) -> None:
 def byte_pair_encoding(raw_text: str, gpt2) -> None:
     section("2.5 byte pair encoding: GPT-2's tokenizer")
     text = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace."
-    integers = gpt2.encode(text)   # <|endoftext|> is allowed, as the book's allowed_special={"<|endoftext|>"}
+    integers = gpt2.encode(text, allowed_special={"<|endoftext|>"})   # as the book; without it encode raises
     print("ids:", integers)
     print("decoded:", gpt2.decode(integers))
     word = "Akwirw ier"

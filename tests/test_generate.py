@@ -96,7 +96,7 @@ def test_eos_stops_rows_and_pads(model):
     ids = np.random.default_rng(1).integers(0, 64, size=(3, 4))
     free = generate(model, ids, 15, temperature=2.0, seed=11)
     eos = int(free[0, 4 + 2])  # the token row 0 samples at step 3
-    out = generate(model, ids, 15, temperature=2.0, seed=11, eos_id=eos)
+    out = generate(model, ids, 15, temperature=2.0, seed=11, eos_id=eos, keep_eos=True)
     for row in range(3):
         generated = free[row, 4:]
         hits = np.flatnonzero(generated == eos)
@@ -108,11 +108,34 @@ def test_eos_stops_rows_and_pads(model):
             np.testing.assert_array_equal(out[row, 4:], generated[:out.shape[1] - 4])
     finished_all = all((free[r, 4:4 + out.shape[1] - 4] == eos).any() for r in range(3))
     assert out.shape[1] == 4 + 15 or finished_all  # stops early only when every row finished
+    book = generate(model, ids, 15, temperature=2.0, seed=11, eos_id=eos)  # the last stop is not appended
+    if finished_all:
+        np.testing.assert_array_equal(book, out[:, :-1])
+    else:
+        np.testing.assert_array_equal(book, out)
     single_free = generate(model, ids[:1], 15, temperature=2.0, seed=11)[0, 4:]  # one row: its own draws
     eos = int(single_free[2])
     stop = int(np.flatnonzero(single_free == eos)[0])
-    single = generate(model, ids[:1], 15, temperature=2.0, seed=11, eos_id=eos)
+    single = generate(model, ids[:1], 15, temperature=2.0, seed=11, eos_id=eos, keep_eos=True)
     assert single.shape == (1, 4 + stop + 1) and single[0, -1] == eos  # batch of one: stops right after eos
+    # the book's generate: `if idx_next == eos_id: break` before appending it
+    book = generate(model, ids[:1], 15, temperature=2.0, seed=11, eos_id=eos)
+    np.testing.assert_array_equal(book, single[:, :-1])
+    assert eos not in book[0, 4:].tolist()
+
+
+def test_generate_text_simple_is_the_books_greedy_loop(model):
+    from tinygrad_llm import generate_text_simple
+    from tinygrad_llm.tensor import no_grad
+
+    ids = np.random.default_rng(4).integers(0, 64, size=(2, 3))
+    expected = ids.copy()
+    model.eval()
+    with no_grad():
+        for _ in range(6):  # chapter 4, written out: crop, last position's logits, argmax, append
+            logits = model(expected[:, -5:]).numpy()[:, -1, :]
+            expected = np.concatenate([expected, logits.argmax(-1)[:, None]], axis=1)
+    np.testing.assert_array_equal(generate_text_simple(model, ids, max_new_tokens=6, context_size=5), expected)
 
 
 def test_stream_yields_the_same_tokens(model):

@@ -67,9 +67,20 @@ def test_gpt2_local_files_match_tiktoken(shared_data, verdict, tiktoken_gpt2):
     assert tok.decode(ids) == verdict
     assert tok.n_vocab == 50257 and tok.eot_id == 50256
     for text in ("Hello, world. Is this-- a test?", " <|endoftext|> In the sunlit terraces", "Akwirw ier 🙂"):
-        assert tok.encode(text) == tiktoken_gpt2.encode(text, allowed_special={"<|endoftext|>"})
-    assert tok.encode("<|endoftext|>") == [50256]
+        assert tok.encode(text, allowed_special={"<|endoftext|>"}) == tiktoken_gpt2.encode(
+            text, allowed_special={"<|endoftext|>"})
+    assert tok.encode("<|endoftext|>", allowed_special={"<|endoftext|>"}) == [50256]
     assert tok.encode("Hello") == [tiktoken_gpt2.encode_single_token("Hello")]
+
+
+def test_gpt2_special_tokens_default_as_tiktoken(shared_data, tiktoken_gpt2):
+    """tiktoken's defaults, which the book relies on: end-of-text raises unless allowed explicitly."""
+    tok = GPT2Tokenizer(shared_data / "gpt2")
+    for encoder in (tok, tiktoken_gpt2):
+        with pytest.raises(ValueError, match="disallowed special token '<\\|endoftext\\|>'"):
+            encoder.encode("Hello <|endoftext|> world")
+    assert tok.encode("Hello <|endoftext|>", allowed_special="all")[-1] == 50256
+    assert tok.encode("<|endoftext|>", disallowed_special=()) == tiktoken_gpt2.encode_ordinary("<|endoftext|>")
 
 
 def test_gpt2_found_through_environment(shared_data, monkeypatch):
@@ -87,7 +98,8 @@ def test_gpt2_falls_back_to_tiktoken(tiktoken_gpt2, monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", lambda name: calls.append(name) or tiktoken_gpt2)
     tok = get_tokenizer("gpt2")
     assert calls == ["gpt2"]
-    assert tok.encode("Hello <|endoftext|>") == tiktoken_gpt2.encode("Hello <|endoftext|>", allowed_special="all")
+    assert tok.encode("Hello <|endoftext|>", allowed_special="all") == tiktoken_gpt2.encode("Hello <|endoftext|>",
+                                                                                           allowed_special="all")
 
 
 def test_gpt2_offline_without_files_says_what_to_do(tmp_path, monkeypatch):
@@ -172,7 +184,7 @@ def test_byte_tokenizer_round_trips(text):
 
 def test_byte_tokenizer_special_and_invalid_utf8():
     tok = ByteTokenizer()
-    assert tok.encode("a<|endoftext|>b") == [97, 256, 98] and tok.eot_id == 256
+    assert tok.encode("a<|endoftext|>b", allowed_special={"<|endoftext|>"}) == [97, 256, 98] and tok.eot_id == 256
     assert tok.decode([97, 256, 98]) == "a<|endoftext|>b"
     with pytest.raises(ValueError, match="disallowed special token"):
         tok.encode("a<|endoftext|>", allowed_special=())
@@ -266,7 +278,7 @@ def test_bpe_splits_text_as_the_trainer_did_whatever_unicode_tiktoken_knows():
     tok = train_bpe(text, 258)
     assert tok.merges == [(65, 0xF0)]
     assert tok.encode(text) == tok.encode_slow(text) == [256, 0xB2, 0x8E, 0xB0]
-    assert tok.encode("x" + text + "<|endoftext|>" + text) == [ord("x")] + tok.encode(text) + [tok.eot_id] + tok.encode(text)
+    assert tok.encode("x" + text + "<|endoftext|>" + text, allowed_special="all") == [ord("x")] + tok.encode(text) + [tok.eot_id] + tok.encode(text)
     assert tok.encode("A\ud800", disallowed_special=()) == list("A\ufffd".encode())  # a lone surrogate, as tiktoken
 
 
@@ -284,7 +296,7 @@ def test_bpe_special_tokens():
     tok = train_bpe(SAMPLE + "<|endoftext|>" + SAMPLE, 300, special_tokens=("<|endoftext|>", "<|pad|>"))
     eot, pad = tok.special_tokens["<|endoftext|>"], tok.special_tokens["<|pad|>"]
     assert (eot, pad) == (298, 299) and tok.eot_id == eot
-    assert tok.encode("hi<|endoftext|>")[-1] == eot
+    assert tok.encode("hi<|endoftext|>", allowed_special={"<|endoftext|>"})[-1] == eot
     with pytest.raises(ValueError, match="disallowed special token '<\\|pad\\|>'"):
         tok.encode("hi <|pad|>")
     assert tok.encode("hi<|pad|>", allowed_special="all")[-1] == pad

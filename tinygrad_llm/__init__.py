@@ -10,7 +10,8 @@
 """
 from tinygrad_llm import functional, nn
 from tinygrad_llm.backend import cuda_available, manual_seed
-from tinygrad_llm.generate import generate, generate_stream, pad_prompts, text_to_token_ids, token_ids_to_text
+from tinygrad_llm.generate import (generate, generate_stream, generate_text_simple, pad_prompts, text_to_token_ids,
+                                   token_ids_to_text)
 from tinygrad_llm.gradcheck import gradcheck
 from tinygrad_llm.graph import graph, plot_graph
 from tinygrad_llm.model import GPTConfig, GPTModel
@@ -23,7 +24,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AdamW", "SGD", "clip_grad_norm_", "get_tokenizer", "load_tokenizer",
     "Function", "GPTConfig", "GPTModel", "Tensor", "cuda_available", "enable_grad", "functional", "generate",
-    "generate_stream", "gradcheck", "graph", "is_grad_enabled", "manual_seed", "nn", "no_grad", "pad_prompts",
-    "plot_graph", "text_to_token_ids",
-    "token_ids_to_text",
+    "generate_stream", "generate_text_simple", "gradcheck", "graph", "is_grad_enabled", "manual_seed", "nn",
+    "no_grad", "pad_prompts", "plot_graph", "text_to_token_ids", "token_ids_to_text",
 ]

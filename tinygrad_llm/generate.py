@@ -231,7 +231,7 @@ def _check_attention_mask(attention_mask, ids: np.ndarray):
 
 def generate(model, idx, max_new_tokens: int, context_size: int | None = None, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-             use_cache: bool = True, seed: int | None = None, attention_mask=None):
+             use_cache: bool = True, seed: int | None = None, attention_mask=None, keep_eos: bool = False):
     """Continue token ids ``idx`` (B, T) by up to ``max_new_tokens`` tokens: (B, T + new).
 
     idx: a NumPy/CuPy integer array, a Tensor or a list, (B, T) or (T,); the result has the same form.
@@ -239,8 +239,10 @@ def generate(model, idx, max_new_tokens: int, context_size: int | None = None, t
         prompt longer than the context is an error unless context_size is given, which keeps its tail.
     temperature: 0 picks the most likely token (greedy); larger values flatten the distribution.
     top_k / top_p: sample only among the k most likely tokens / the smallest set holding probability p.
-    eos_id: a row stops at this token (which is kept); rows that stopped are padded with it until every
-        row has stopped or max_new_tokens is reached.
+    eos_id: generation stops when the model produces this token, which is not appended (the book's
+        ``if idx_next == eos_id: break``). In a batch, a row that stops before the others is padded with
+        eos_id until every row has stopped (the step where the last one stops is not appended).
+    keep_eos: append the end token too (each stopped row then ends with eos_id, then padding).
     use_cache: decode with a KV cache (same tokens, faster). seed: seeds this call's sampling generator.
     attention_mask: (B, T), 0 on the left padding of a batch of prompts of different lengths (see
         ``pad_prompts``); each row is then decoded as it would be alone.
@@ -252,9 +254,18 @@ def generate(model, idx, max_new_tokens: int, context_size: int | None = None, t
     mask = _check_attention_mask(attention_mask, ids)
     steps = list(_decode(model, ids, max_new_tokens, window, temperature, top_k, top_p, eos_id, use_cache, rng,
                          mask))
+    if eos_id is not None and not keep_eos and steps and (steps[-1] == eos_id).all():
+        steps.pop()  # the step on which every row has stopped: the book does not append its end token
     if steps:
         ids = np.concatenate([ids, np.stack(steps, axis=1)], axis=1)  # (B, T) + (B, new) -> (B, T + new)
     return restore(ids)
+
+
+def generate_text_simple(model, idx, max_new_tokens: int, context_size: int):
+    """Chapter 4's greedy loop: append the most likely next token ``max_new_tokens`` times, the model seeing
+    the last ``context_size`` tokens; (B, T) -> (B, T + max_new_tokens). The same tokens as the book's
+    (``generate`` with temperature 0, without the KV cache, as the book recomputes every step)."""
+    return generate(model, idx, max_new_tokens, context_size=context_size, temperature=0.0, use_cache=False)
 
 
 def generate_stream(model, idx, max_new_tokens: int, context_size: int | None = None, temperature: float = 0.0,

@@ -66,7 +66,7 @@ def unknown_characters(tokenizer, text: str) -> list[str]:
 def encode_prompt(tokenizer, prompt: str, what: str = "--prompt") -> list[int]:
     """The prompt's ids, or a ValueError naming every character the vocabulary lacks."""
     try:
-        ids = tokenizer.encode(prompt)
+        ids = tokenizer.encode(prompt, allowed_special={"<|endoftext|>"})  # as the book's text_to_token_ids
     except ValueError as exc:
         unknown = unknown_characters(tokenizer, prompt)
         if not unknown:

@@ -16,6 +16,8 @@ DEFAULTS = {  # the main job: a character-level GPT on pydoc_data, a few minutes
     "warmup_steps": 100, "eval_interval": 250, "eval_iters": 10, "dropout": 0.0,
 }
 
+ALLOW_EOT = {"<|endoftext|>"}  # a corpus may separate its documents with end-of-text, as the book's
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -271,8 +273,8 @@ def _train(args, out: Path, changed: list, checkpoint: Path | None, comm) -> int
     if args.arch == "bert":
         tokenizer = with_bert_tokens(tokenizer)  # + [PAD] [CLS] [SEP] [MASK] after the vocabulary
     split = int(len(text) * (1 - args.val_fraction))
-    train_ids = np.asarray(tokenizer.encode(text[:split]), dtype=np.int64)
-    val_ids = np.asarray(tokenizer.encode(text[split:]), dtype=np.int64)
+    train_ids = np.asarray(tokenizer.encode(text[:split], allowed_special=ALLOW_EOT), dtype=np.int64)
+    val_ids = np.asarray(tokenizer.encode(text[split:], allowed_special=ALLOW_EOT), dtype=np.int64)
     ctx = args.context_length
     for name, ids in (("training", train_ids), ("validation", val_ids)):
         if len(ids) < ctx + 1:
@@ -281,7 +283,7 @@ def _train(args, out: Path, changed: list, checkpoint: Path | None, comm) -> int
 
     prompt = args.sample_prompt if args.sample_prompt is not None else first_line(text[split:], ctx // 2)
     try:  # checked now, not after the whole run
-        prompt_ids = np.asarray([tokenizer.encode(prompt) or [0]], dtype=np.int64)
+        prompt_ids = np.asarray([tokenizer.encode(prompt, allowed_special=ALLOW_EOT) or [0]], dtype=np.int64)
     except ValueError as exc:
         raise ValueError(f"--sample-prompt {prompt!r}: the {tokenizer.name} tokenizer cannot encode it ({exc})") from None
 

@@ -4,10 +4,11 @@
     tok.n_vocab                       tok.eot_id (the id of <|endoftext|>, or None)
     tok.name                          tok.save(folder) / load_tokenizer(folder)
 
-Special tokens follow tiktoken's convention: ``encode`` turns the text of a special token into its id only
-when the token is in ``allowed_special`` (by default just ``<|endoftext|>``, as the book passes
-``allowed_special={"<|endoftext|>"}``); the text of any other special token raises ValueError, unless it is
-left out of ``disallowed_special``, in which case it is encoded as ordinary text.
+Special tokens follow tiktoken's convention and defaults: ``encode`` turns the text of a special token into
+its id only when the token is in ``allowed_special`` (by default none: pass ``allowed_special={"<|endoftext|>"}``
+as the book does); the text of any other special token raises ValueError, unless it is left out of
+``disallowed_special``, in which case it is encoded as ordinary text. So ``encode("a <|endoftext|>")`` raises,
+as ``tiktoken.get_encoding("gpt2").encode`` does.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tinygrad_llm.files import atomic_write
 
 ENDOFTEXT = "<|endoftext|>"
 TOKENIZER_FILE = "tokenizer.json"
-DEFAULT_ALLOWED = frozenset({ENDOFTEXT})
+DEFAULT_ALLOWED = frozenset()  # tiktoken's default: no special token unless allowed
 
 
 class Tokenizer:

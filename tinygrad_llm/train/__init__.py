@@ -1,4 +1,11 @@
-"""Training: the book's loss helpers (and the training loop, evaluation, checkpoints)."""
-from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader, perplexity
+"""Training: the book's loss helpers and loops, and the configurable Trainer.
 
-__all__ = ["calc_loss_batch", "calc_loss_loader", "perplexity"]
+    from tinygrad_llm.train import train_model_simple, calc_loss_loader     # chapter 5, as the book
+    from tinygrad_llm.train import train_model, find_highest_gradient       # appendix D
+"""
+from tinygrad_llm.train.appendix_d import find_highest_gradient, train_model
+from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader, perplexity
+from tinygrad_llm.train.simple import evaluate_model, generate_and_print_sample, train_model_simple
+
+__all__ = ["calc_loss_batch", "calc_loss_loader", "evaluate_model", "find_highest_gradient", "generate_and_print_sample",
+           "perplexity", "train_model", "train_model_simple"]
