@@ -377,3 +377,60 @@ def test_decode_accepts_arrays_and_tensors():
     tok = ByteTokenizer()
     ids = tok.encode("hello")
     assert tok.decode(np.array(ids)) == tok.decode(tl.Tensor(np.array(ids))) == "hello"
+
+
+# ---- the book's chapter-2 bonus BPE --------------------------------------------------------------------
+
+def _books_find_freq_pair(token_ids):
+    from collections import Counter
+
+    pairs = Counter(zip(token_ids, token_ids[1:]))
+    return max(pairs.items(), key=lambda x: x[1])[0] if pairs else None
+
+
+def _books_replace_pair(token_ids, pair_id, new_id):
+    from collections import deque
+
+    dq, replaced = deque(token_ids), []
+    while dq:
+        current = dq.popleft()
+        if dq and (current, dq[0]) == pair_id:
+            replaced.append(new_id)
+            dq.popleft()
+        else:
+            replaced.append(current)
+    return replaced
+
+
+@given(st.lists(st.integers(0, 4), min_size=2, max_size=40))
+def test_bpe_simple_pair_steps_equal_the_books(ids):
+    from tinygrad_llm.tokenizer import BPETokenizerSimple
+
+    pair = BPETokenizerSimple.find_freq_pair(ids)
+    assert pair == _books_find_freq_pair(ids)  # ties: the pair seen first
+    assert BPETokenizerSimple.replace_pair(ids, pair, 9).tolist() == _books_replace_pair(ids, pair, 9)
+    assert BPETokenizerSimple.replace_pair(ids, (ids[0], ids[0]), 9).tolist() == _books_replace_pair(
+        ids, (ids[0], ids[0]), 9)  # "aaa" -> "Xa", left to right
+
+
+def test_bpe_simple_on_the_verdict(verdict, tmp_path):
+    from tinygrad_llm.tokenizer import BPETokenizerSimple
+
+    tokenizer = BPETokenizerSimple()
+    tokenizer.train(verdict, vocab_size=1000, allowed_special={"<|endoftext|>"})
+    assert len(tokenizer.vocab) == 1000 and len(tokenizer.bpe_merges) == 742  # the book's figures
+    assert tokenizer.vocab[256] == "Ġ" and tokenizer.eot_id == 257
+    text = "Jack embraced beauty through art and life."
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids) == text and len(ids) < len(text)
+    assert all(" " not in tokenizer.vocab[i] for i in ids)  # spaces are "Ġ"
+    assert tokenizer.decode(tokenizer.encode(verdict)) == verdict
+    with_eot = tokenizer.encode("Hi.<|endoftext|>Jack", allowed_special={"<|endoftext|>"})
+    assert with_eot.count(257) == 1 and tokenizer.decode(with_eot) == "Hi.<|endoftext|>Jack"
+    with pytest.raises(ValueError, match="'€' is not in the vocabulary"):
+        tokenizer.encode("5 €")
+    tokenizer.save_vocab_and_merges(tmp_path / "vocab.json", tmp_path / "merges.json")
+    restored = BPETokenizerSimple()
+    restored.load_vocab_and_merges(tmp_path / "vocab.json", tmp_path / "merges.json")
+    assert restored.encode(verdict[:2000]) == tokenizer.encode(verdict[:2000])
+    assert restored.bpe_merges == tokenizer.bpe_merges

@@ -5,6 +5,7 @@
     get_tokenizer("byte")                      # UTF-8 bytes + <|endoftext|>
     get_tokenizer("bpe", text=text, vocab_size=1000)   # train a byte-level BPE (or path= a saved one)
     get_tokenizer("simple", text=text)         # chapter 2's SimpleTokenizerV2 (version=1 for V1)
+    BPETokenizerSimple().train(text, 1000)     # the chapter-2 bonus BPE, as the book writes it
 
     tok.save(run_dir); load_tokenizer(run_dir) # tokenizer.json, restored to an equal tokenizer
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from tinygrad_llm.tokenizer.base import ENDOFTEXT, TOKENIZER_FILE, Tokenizer
 from tinygrad_llm.tokenizer.bpe import BPETokenizer
+from tinygrad_llm.tokenizer.bpe_simple import BPETokenizerSimple
 from tinygrad_llm.tokenizer.bpe_trainer import train_bpe
 from tinygrad_llm.tokenizer.char import ByteTokenizer, CharTokenizer
 from tinygrad_llm.tokenizer.gpt2 import GPT2FilesNotFound, GPT2Tokenizer, load_gpt2_encoding
@@ -107,7 +109,8 @@ def load_tokenizer(path, gpt2_path=None) -> Tokenizer:
 
 
 __all__ = [
-    "BERT_SPECIAL_TOKENS", "WithSpecialTokens", "with_bert_tokens", "BPETokenizer", "ByteTokenizer", "CharTokenizer", "ENDOFTEXT", "GPT2FilesNotFound", "GPT2Tokenizer",
+    "BERT_SPECIAL_TOKENS", "WithSpecialTokens", "with_bert_tokens", "BPETokenizer", "BPETokenizerSimple",
+    "ByteTokenizer", "CharTokenizer", "ENDOFTEXT", "GPT2FilesNotFound", "GPT2Tokenizer",
     "SimpleTokenizerV1", "SimpleTokenizerV2", "TOKENIZER_NAMES", "Tokenizer", "UNK", "UnknownWordError",
     "build_vocab", "get_tokenizer", "load_gpt2_encoding", "load_tokenizer", "tokenizer_from_dict", "train_bpe",
 ]

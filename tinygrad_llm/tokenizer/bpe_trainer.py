@@ -10,6 +10,13 @@ Recounting every pair after each merge would cost O(text) per merge. Instead we 
 for each pair, the set of pieces it occurs in: a merge touches only those pieces, subtracting their old pairs
 and adding their new ones. A heap ordered by (-count, pair) finds the best pair; entries whose count has since
 changed are stale and skipped when popped ("lazy deletion").
+
+The book's own teaching BPE (its chapter-2 bonus) is ``BPETokenizerSimple`` (bpe_simple.py). It differs
+from this one in three ways: its alphabet is characters (chr(0)..chr(255) plus those of the text), not
+bytes, so a character it never saw cannot be encoded; it marks spaces with "Ġ" and counts pairs over the
+whole text, across word boundaries, instead of within GPT-2's regex pieces; and it encodes in Python, not
+through tiktoken. Both learn the most frequent pair first; ties go to the smallest pair here, to the pair
+seen first there.
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@
 """
 from tinygrad_llm.train.appendix_d import find_highest_gradient, train_model
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader, perplexity
+from tinygrad_llm.train.plot import plot_losses, plot_values
 from tinygrad_llm.train.simple import evaluate_model, generate_and_print_sample, train_model_simple
 
 __all__ = ["calc_loss_batch", "calc_loss_loader", "evaluate_model", "find_highest_gradient", "generate_and_print_sample",
-           "perplexity", "train_model", "train_model_simple"]
+           "perplexity", "plot_losses", "plot_values", "train_model", "train_model_simple"]
