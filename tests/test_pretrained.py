@@ -391,3 +391,28 @@ def test_cli_train_init_from_a_hugging_face_folder(hf_gpt2_vocab, shared_data, t
     assert main([*args, "--out", str(tmp_path / "char"), "--tokenizer", "char"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tokenizer gpt2" in err[0]
+
+
+# --- the book's chapter-5 params dict ----------------------------------------------------------------------
+
+def test_load_weights_into_gpt_from_the_books_params(hf_small, torch):
+    """params as the book's download_and_load_gpt2 gives them (here built from a Hugging Face folder: the
+    same (in, out) arrays), loaded into the book's untied GPT: transformers' logits."""
+    from tinygrad_llm.model import load_weights_into_gpt, params_from_hf
+
+    folder, hf = hf_small
+    params = params_from_hf(folder)
+    assert params["blocks"][0]["attn"]["c_attn"]["w"].shape == (32, 96) and len(params["blocks"]) == 2
+    gpt = GPTModel({"vocab_size": 100, "context_length": 32, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+                    "drop_rate": 0.0, "qkv_bias": True})
+    assert load_weights_into_gpt(gpt, params) is gpt
+    q_w, k_w, v_w = np.split(params["blocks"][1]["attn"]["c_attn"]["w"], 3, axis=-1)  # the book's split
+    np.testing.assert_array_equal(gpt.trf_blocks[1].att.W_qkv.weight.data, np.concatenate([q_w.T, k_w.T, v_w.T]))
+    gpt.eval()
+    np.testing.assert_allclose(our_logits(gpt, IDS), hf_logits(torch, hf, IDS), rtol=RTOL, atol=ATOL)
+    no_bias = GPTModel({"vocab_size": 100, "context_length": 32, "emb_dim": 32, "n_heads": 4, "n_layers": 2})
+    with pytest.raises(ValueError, match="qkv_bias=True"):
+        load_weights_into_gpt(no_bias, params)
+    params["blocks"][0]["mlp"]["c_fc"]["w"] = params["blocks"][0]["mlp"]["c_fc"]["w"][:, :5]
+    with pytest.raises(ValueError, match=r"blocks\[0\]\.mlp\.c_fc\.w"):
+        load_weights_into_gpt(gpt, params)

@@ -2,9 +2,11 @@
 encoder half, BERT, built from the same blocks."""
 from tinygrad_llm.model.attention import KVCache, LayerKVCache, MultiHeadAttention
 from tinygrad_llm.model.bert import BERT_PRESETS, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+from tinygrad_llm.model.book_weights import load_weights_into_gpt, params_from_hf
 from tinygrad_llm.model.config import PRESETS, GPTConfig, count_parameters, estimate_memory, format_bytes
 from tinygrad_llm.model.gpt import FeedForward, GPTModel, TransformerBlock
 
 __all__ = ["BERT_PRESETS", "BertConfig", "BertForMaskedLM", "BertForSequenceClassification", "BertModel",
            "FeedForward", "GPTConfig", "GPTModel", "KVCache", "LayerKVCache", "MultiHeadAttention", "PRESETS",
-           "TransformerBlock", "count_parameters", "estimate_memory", "format_bytes"]
+           "TransformerBlock", "count_parameters", "estimate_memory", "format_bytes", "load_weights_into_gpt",
+           "params_from_hf"]

@@ -4,8 +4,11 @@
     model = GPTModel(config)
     logits = model(np.array([[15496, 11, 314, 716]]))  # (1, 4) token ids -> (1, 4, 50257)
 
-Parameter names are the book's (``tok_emb``, ``pos_emb``, ``trf_blocks.0.att.W_qkv``, ``final_norm.scale``,
-``out_head``...), so its weight-loading code reads the same here.
+Parameter names are the book's (``tok_emb``, ``pos_emb``, ``trf_blocks.0.ff.layers.0``, ``final_norm.scale``,
+``out_head``...) except one: the query, key and value projections are fused into ``att.W_qkv`` (the book's
+``W_query``, ``W_key``, ``W_value`` stacked), so the book's own weight-loading code does not run unchanged.
+``load_weights_into_gpt(gpt, params)`` (model/book_weights.py) takes the book's chapter-5 ``params`` dict and
+does the c_attn split's equivalent; ``GPTModel.from_pretrained`` reads Hugging Face folders.
 """
 from __future__ import annotations
 
