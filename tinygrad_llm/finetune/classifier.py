@@ -127,6 +127,37 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, para
                                  parallel=parallel)
 
 
+def _train_epoch(model, train_loader, val_loader, optimizer, device, epoch: int, eval_freq: int, eval_iter: int,
+                 progress: dict, log, parallel=None, amp=None) -> None:
+    """One pass over ``train_loader``; every ``eval_freq`` steps the train/val loss into ``progress``.
+    ``amp``: a ``MixedPrecision`` (for fp32 its steps are loss.backward(), optimizer.step())."""
+    amp = amp or MixedPrecision("fp32", model.device)
+    model.train()
+    for input_batch, target_batch in train_loader:
+        progress["examples_seen"] += input_batch.shape[0]
+        if parallel is not None:  # this process's rows of the global batch
+            input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
+        optimizer.zero_grad()
+        with amp.autocast():
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+        amp.backward(loss)
+        if parallel is not None:
+            parallel.average_gradients()
+        amp.step(optimizer)
+        progress["global_step"] += 1
+        if progress["global_step"] % eval_freq == 0:
+            train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter, parallel)
+            progress["train_losses"].append(train_loss)
+            progress["val_losses"].append(val_loss)
+            if log:
+                log(f"Ep {epoch + 1} (Step {progress['global_step']:06d}): Train loss {train_loss:.3f}, "
+                    f"Val loss {val_loss:.3f}")
+
+
+def _new_progress() -> dict:
+    return {"train_losses": [], "val_losses": [], "examples_seen": 0, "global_step": -1}
+
+
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
                             eval_iter: int, log=print, parallel=None,
                             precision: str = "fp32"):
@@ -135,30 +166,11 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     ``parallel``: a ``train.parallel.DataParallel`` (the loaders then yield every process's rows; the
     accuracies are computed by every process on the whole batches). ``precision``: fp32 (the book's loop), or
     tf32/fp16/bf16 on a GPU (see tinygrad_llm.amp)."""
-    train_losses, val_losses, train_accs, val_accs = [], [], [], []
-    examples_seen, global_step = 0, -1
-    amp = MixedPrecision(precision, model.device)  # for fp32 its steps are loss.backward(), optimizer.step()
+    progress, train_accs, val_accs = _new_progress(), [], []
+    amp = MixedPrecision(precision, model.device)
     for epoch in range(num_epochs):
-        model.train()
-        for input_batch, target_batch in train_loader:
-            examples_seen += input_batch.shape[0]
-            if parallel is not None:
-                input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
-            optimizer.zero_grad()
-            with amp.autocast():
-                loss = calc_loss_batch(input_batch, target_batch, model, device)
-            amp.backward(loss)
-            if parallel is not None:
-                parallel.average_gradients()
-            amp.step(optimizer)
-            global_step += 1
-            if global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter, parallel)
-                train_losses.append(train_loss)
-                val_losses.append(val_loss)
-                if log:
-                    log(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, "
-                        f"Val loss {val_loss:.3f}")
+        _train_epoch(model, train_loader, val_loader, optimizer, device, epoch, eval_freq, eval_iter, progress, log,
+                     parallel, amp)
         model.eval()
         train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
         val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
@@ -168,7 +180,54 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
         train_accs.append(train_accuracy)
         val_accs.append(val_accuracy)
     model.eval()
-    return train_losses, val_losses, train_accs, val_accs, examples_seen
+    return progress["train_losses"], progress["val_losses"], train_accs, val_accs, progress["examples_seen"]
+
+
+def train_classifier(model, train_loader, val_loader, optimizer, device, max_epochs: int, patience: int | None = None,
+                     eval_freq: int = 50, eval_iter: int = 5, log=print, parallel=None,
+                     precision: str = "fp32") -> dict:
+    """The book's loop with model selection: after every epoch the accuracy and loss over the whole
+    validation loader; the weights of the best epoch (highest accuracy, ties broken by lower loss) are kept
+    in memory and put back at the end; training stops early once ``patience`` epochs in a row brought no
+    better one (None: run all ``max_epochs``).
+
+    Returns {"epochs_run", "best_epoch", "val_accuracy" (per epoch), "val_loss" (per epoch),
+    "train_losses", "val_losses" (every eval_freq steps), "examples_seen"}. ``parallel`` as in
+    ``train_classifier_simple``: every process scores the whole validation set, so all choose the same epoch;
+    ``precision`` too.
+    """
+    progress = _new_progress()
+    amp = MixedPrecision(precision, model.device)
+    history = {"val_accuracy": [], "val_loss": []}
+    best_key, best_state, best_epoch, since_best = None, None, 0, 0
+    for epoch in range(max_epochs):
+        _train_epoch(model, train_loader, val_loader, optimizer, device, epoch, eval_freq, eval_iter, progress, log,
+                     parallel, amp)
+        model.eval()
+        val_accuracy = calc_accuracy_loader(val_loader, model, device)
+        val_loss = calc_loss_loader(val_loader, model, device)
+        history["val_accuracy"].append(val_accuracy)
+        history["val_loss"].append(val_loss)
+        key = (val_accuracy, -val_loss)
+        improved = best_key is None or key > best_key
+        if improved:  # a copy on the host: the model keeps training in place
+            best_key, best_epoch, since_best = key, epoch + 1, 0
+            best_state = {name: backend.to_numpy(array).copy() for name, array in model.state_dict().items()}
+        else:
+            since_best += 1
+        if log:
+            log(f"Epoch {epoch + 1}: validation accuracy {val_accuracy * 100:.2f}%, loss {val_loss:.3f}"
+                + (" (best so far)" if improved else f" (best: epoch {best_epoch})"))
+        if patience is not None and since_best >= patience:
+            if log:
+                log(f"no better validation accuracy for {patience} epochs: stopping early")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return {"epochs_run": len(history["val_accuracy"]), "best_epoch": best_epoch, **history,
+            "train_losses": progress["train_losses"], "val_losses": progress["val_losses"],
+            "examples_seen": progress["examples_seen"]}
 
 
 def classify_text(text: str, model, tokenizer, device: str | None = None, max_length: int | None = None,
@@ -194,10 +253,3 @@ def classify_text(text: str, model, tokenizer, device: str | None = None, max_le
     if predicted >= len(class_names):
         return str(predicted)
     return class_names[predicted]
-
-
-def classify_review(text: str, model, tokenizer, device: str | None = None, max_length: int | None = None,
-                    pad_token_id: int | None = None) -> str:
-    """The book's chapter-6 name: "spam" or "not spam" for ``text`` (see ``classify_text``; the padding
-    defaults to the tokenizer's end-of-text, which is the book's 50256 for GPT-2's tokenizer)."""
-    return classify_text(text, model, tokenizer, device, max_length, pad_token_id, class_names=("not spam", "spam"))
