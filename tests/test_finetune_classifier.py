@@ -215,3 +215,28 @@ def test_cli_init_from_a_run_folder_uses_the_books_recipe(tmp_path, shared_data)
     assert metrics["trainable_parameters"] == block + 2 * 64 + (64 * 2 + 2)  # last block, final norm, head
     model, tokenizer, _ = load_classifier(out)
     assert tokenizer.name == "byte" and model.config.context_length == 24
+
+
+def test_train_classifier_keeps_the_best_epoch_and_stops_early(shared_data):
+    """Early stopping on validation accuracy: the returned model is the best epoch's, not the last one's."""
+    from tinygrad_llm.data import DataLoader
+    from tinygrad_llm.finetune.classifier import calc_accuracy_loader, train_classifier, trainable_parameters
+
+    texts, labels = read_sms_spam(shared_data / "sms_spam_collection" / "SMSSpamCollection")
+    texts, labels = create_balanced_dataset(texts[:600], labels[:600], seed=1)
+    splits = random_split(texts, labels, 0.7, 0.1, seed=1)
+    tokenizer = tl.get_tokenizer("byte")
+    sets = {k: SpamDataset(*v, tokenizer, max_length=32) for k, v in splits.items()}
+    tl.manual_seed(3)
+    model = GPTModel(GPTConfig.preset("tiny", vocab_size=257, context_length=32, emb_dim=16, n_layers=1))
+    add_classification_head(model, 2)
+    train_loader = DataLoader(sets["train"], batch_size=16, shuffle=True, seed=1)
+    val_loader = DataLoader(sets["validation"], batch_size=16, drop_last=False)
+    optimizer = AdamW(trainable_parameters(model), lr=3e-2)  # large: accuracy jumps around between epochs
+    history = train_classifier(model, train_loader, val_loader, optimizer, None, max_epochs=6, patience=1,
+                               eval_freq=1000, log=None)
+    accuracies = history["val_accuracy"]
+    assert history["epochs_run"] == len(accuracies) < 6  # these seeds: epoch 2 is worse than epoch 1
+    assert history["best_epoch"] == int(np.argmax(accuracies)) + 1 == len(accuracies) - 1  # stopped 1 after the best
+    assert accuracies[-1] < max(accuracies)
+    assert calc_accuracy_loader(val_loader, model) == max(accuracies)  # the best weights were put back
