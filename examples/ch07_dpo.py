@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128, help="allowed_max_length (the book: 1024)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--plot", default=None, metavar="PNG", help="write the reward-margin plot here")
+    parser.add_argument("--save-sft", default=None, metavar="DIR",
+                        help="save the instruction-tuned model here (then: tinygrad-llm finetune-dpo --init-from DIR)")
     args = parser.parse_args()
     tl.manual_seed(123)
 
@@ -53,7 +55,8 @@ def main() -> None:
     print(f"=== a preference pair ===\n{format_input(entry)}\n\n### Response:\n"
           f"chosen:   {entry['chosen']}\nrejected: {entry['rejected']}")
     print("=== the collate function: padded sequences and response-only masks ===")
-    batch = preference_collate_fn([{"prompt": [1, 2], "chosen": [1, 2, 3, 4, 5], "rejected": [1, 2, 3, 6]}])
+    # prompt [1, 2]; 9, 9 stand for the two "\n" tokens that open "### Response:", masked with the prompt
+    batch = preference_collate_fn([{"prompt": [1, 2], "chosen": [1, 2, 9, 9, 3, 4, 5], "rejected": [1, 2, 9, 9, 6]}])
     print("chosen  ", batch["chosen"][0], batch["chosen_mask"][0].astype(int))
     print("rejected", batch["rejected"][0], batch["rejected_mask"][0].astype(int))
 
@@ -69,7 +72,7 @@ def main() -> None:
         print("\n=== instruction fine-tuning a small GPT from scratch (chapter 7) ===")
         tokenizer = tl.get_tokenizer("gpt2")
         model = tl.GPTModel(tl.GPTConfig.preset("small-cpu", context_length=args.max_length, emb_dim=64,
-                                                n_layers=2, drop_rate=0.0, tie_weights=True))
+                                                n_layers=2, drop_rate=0.0))
         if args.device:
             model.to(args.device)
         sft_loader = DataLoader(InstructionDataset(train_data, tokenizer, allowed_max_length=args.max_length),
@@ -82,6 +85,10 @@ def main() -> None:
                            start_context=format_input(val_data[0]), tokenizer=tokenizer)
         print(f"({time.perf_counter() - start:.0f}s)")
         dpo_lr = args.dpo_lr or 5e-5
+        if args.save_sft:
+            from tinygrad_llm.finetune.io import save_finetuned
+
+            save_finetuned(args.save_sft, model, tokenizer, {"task": "instruction", "prompt_format": "alpaca"})
     if args.device:
         model.to(args.device)
 

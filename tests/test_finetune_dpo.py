@@ -29,8 +29,10 @@ def test_collate_pads_to_a_common_length_and_masks_only_the_response():
     assert batch["chosen"].shape == batch["rejected"].shape == (2, 8)  # longest (7) + 1, for both keys
     np.testing.assert_array_equal(batch["chosen"], [[1, 2, 3, 4, 5, 6, PAD, PAD], [8, 9, 10, 11, PAD, PAD, PAD, PAD]])
     np.testing.assert_array_equal(batch["rejected"][1], [8, 9, 10, 12, 13, 14, 15, PAD])
-    np.testing.assert_array_equal(batch["chosen_mask"].astype(int), [[0, 0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 0, 0, 0, 0]])
-    np.testing.assert_array_equal(batch["rejected_mask"].astype(int), [[0, 0, 0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(batch["chosen_mask"].astype(int), [[0, 0, 0, 0, 1, 1, 0, 0],
+                                                                     [0, 0, 0, 1, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(batch["rejected_mask"].astype(int), [[0, 0, 0, 0, 1, 0, 0, 0],
+                                                                       [0, 0, 0, 1, 1, 1, 1, 0]])
     assert batch["chosen"].dtype == np.int64 and batch["chosen_mask"].dtype == bool
     short = preference_collate_fn(items, pad_token_id=PAD, allowed_max_length=5)
     assert short["chosen"].shape == (2, 5) and short["rejected_mask"].shape == (2, 5)
@@ -133,7 +135,8 @@ def _byte_preferences(n=32):
     for i in range(n):
         word = words[i % len(words)]
         records.append({"instruction": f"Say {word}.", "input": "", "output": word,
-                        "chosen": f"Sure, {word}, thank you.", "rejected": f"{word}. Go away{'!' * int(rng.integers(1, 3))}"})
+                        "chosen": f"Sure, {word}, thank you.",
+                        "rejected": f"{word}. Go away{'!' * int(rng.integers(1, 3))}"})
     return records
 
 

@@ -20,7 +20,7 @@ Modules:
 from tinygrad_llm.finetune.classifier import (add_classification_head, calc_accuracy_loader, calc_loss_batch,
                                               calc_loss_loader, classify_review, classify_text, evaluate_model,
                                               set_trainable,
-                                              train_classifier_simple, trainable_parameters)
+                                              train_classifier, train_classifier_simple, trainable_parameters)
 from tinygrad_llm.finetune.instruction import (InstructionDataset, custom_collate_fn, format_input,
                                                generate_response, generate_test_responses, load_instruction_data,
                                                save_responses, split_instruction_data)
@@ -37,13 +37,14 @@ from tinygrad_llm.finetune.spam_data import (SpamDataset, create_balanced_datase
                                              find_spam_file, random_split, read_sms_spam)
 
 __all__ = [
-    "InstructionDataset", "PreferenceDataset", "compute_dpo_loss", "compute_dpo_loss_batch", "compute_dpo_loss_loader",
-    "compute_logprobs", "evaluate_dpo_loss_loader", "load_preference_data", "plot_values", "precompute_reference_logprobs",
-    "preference_collate_fn", "train_model_dpo_simple", "JudgeError", "LinearWithLoRA", "LoRALayer", "OllamaJudge", "SpamDataset",
-    "add_classification_head", "calc_accuracy_loader", "calc_loss_batch", "calc_loss_loader", "classify_review", "classify_text",
-    "count_trainable_parameters", "create_balanced_dataset", "custom_collate_fn", "download_and_unzip_spam_data",
-    "evaluate_model", "exact_match", "find_spam_file", "format_input", "freeze", "generate_response",
-    "generate_test_responses", "load_instruction_data", "lora_parameter_count", "merge_lora", "random_split",
-    "read_sms_spam", "replace_linear_with_lora", "rouge_l", "save_responses", "score_responses",
-    "set_trainable", "split_instruction_data", "token_f1", "train_classifier_simple", "trainable_parameters",
+    "InstructionDataset", "JudgeError", "LinearWithLoRA", "LoRALayer", "OllamaJudge", "PreferenceDataset",
+    "SpamDataset", "add_classification_head", "calc_accuracy_loader", "calc_loss_batch", "calc_loss_loader",
+    "classify_review", "classify_text", "compute_dpo_loss", "compute_dpo_loss_batch", "compute_dpo_loss_loader",
+    "compute_logprobs", "count_trainable_parameters", "create_balanced_dataset", "custom_collate_fn",
+    "download_and_unzip_spam_data", "evaluate_dpo_loss_loader", "evaluate_model", "exact_match", "find_spam_file",
+    "format_input", "freeze", "generate_response", "generate_test_responses", "load_instruction_data",
+    "load_preference_data", "lora_parameter_count", "merge_lora", "plot_values", "precompute_reference_logprobs",
+    "preference_collate_fn", "random_split", "read_sms_spam", "replace_linear_with_lora", "rouge_l",
+    "save_responses", "score_responses", "set_trainable", "split_instruction_data", "token_f1",
+    "train_classifier", "train_classifier_simple", "train_model_dpo_simple", "trainable_parameters",
 ]

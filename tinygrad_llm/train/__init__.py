@@ -8,5 +8,5 @@ from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader, perplex
 from tinygrad_llm.train.plot import plot_losses, plot_values
 from tinygrad_llm.train.simple import evaluate_model, generate_and_print_sample, train_model_simple
 
-__all__ = ["calc_loss_batch", "calc_loss_loader", "evaluate_model", "find_highest_gradient", "generate_and_print_sample",
-           "perplexity", "plot_losses", "plot_values", "train_model", "train_model_simple"]
+__all__ = ["calc_loss_batch", "calc_loss_loader", "evaluate_model", "find_highest_gradient",
+           "generate_and_print_sample", "perplexity", "plot_losses", "plot_values", "train_model", "train_model_simple"]
