@@ -253,3 +253,10 @@ def classify_text(text: str, model, tokenizer, device: str | None = None, max_le
     if predicted >= len(class_names):
         return str(predicted)
     return class_names[predicted]
+
+
+def classify_review(text: str, model, tokenizer, device: str | None = None, max_length: int | None = None,
+                    pad_token_id: int | None = None) -> str:
+    """The book's chapter-6 name: "spam" or "not spam" for ``text`` (see ``classify_text``; the padding
+    defaults to the tokenizer's end-of-text, which is the book's 50256 for GPT-2's tokenizer)."""
+    return classify_text(text, model, tokenizer, device, max_length, pad_token_id, class_names=("not spam", "spam"))
