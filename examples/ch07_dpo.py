@@ -110,7 +110,7 @@ def main() -> None:
     optimizer = AdamW(model.parameters(), lr=dpo_lr, weight_decay=0.01)
     start = time.perf_counter()
     tracking = train_model_dpo_simple(model, None, train_loader, val_loader, optimizer, num_epochs=1, beta=args.beta,
-                                      eval_freq=10, eval_iter=5, device=args.device)
+                                      eval_freq=10, eval_iter=2, device=args.device)
     print(f"({time.perf_counter() - start:.0f}s)")
     after = evaluate_dpo_loss_loader(model, None, train_loader, val_loader, args.beta, eval_iter=None,
                                      device=args.device)
