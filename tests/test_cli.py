@@ -230,7 +230,7 @@ def test_classifier_commands_and_an_interrupted_finetuning(tmp_path, capsys, mon
         calls.append(1)
         raise KeyboardInterrupt  # Ctrl-C during training
 
-    monkeypatch.setattr(classifier, "train_classifier_simple", cut_short)
+    monkeypatch.setattr(classifier, "train_classifier", cut_short)  # the loop finetune-classifier runs
     out = tmp_path / "spam"
     assert main(["finetune-classifier", "--data", str(data), "--preset", "tiny", "--tokenizer", "byte", "--emb-dim",
                  "16", "--n-layers", "1", "--max-length", "24", "--out", str(out)]) == 130 and calls
