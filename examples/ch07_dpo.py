@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 import tinygrad_llm as tl
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.files import find_data_file
 from tinygrad_llm.finetune import InstructionDataset, format_input, split_instruction_data
@@ -33,18 +34,21 @@ from tinygrad_llm.train import train_model_simple
 from tinygrad_llm.train.plot import plot_values
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--init-from", default=None, help="an instruction-tuned run folder or GPT-2 name/folder")
-    parser.add_argument("--sft-epochs", type=int, default=1, help="instruction-tuning epochs of the fresh model")
-    parser.add_argument("--dpo-lr", type=float, default=None, help="default 5e-5 (fresh model), 5e-6 (--init-from)")
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--max-length", type=int, default=128, help="allowed_max_length (the book: 1024)")
-    parser.add_argument("--device", default=None)
+def main(argv=None) -> None:
+    parser = example_parser(__doc__)
+    parser.add_argument("--init-from", default=None, help="an instruction-tuned run folder or GPT-2 name/folder "
+                                                          "(default: instruction-tune a small GPT from scratch)")
+    parser.add_argument("--sft-epochs", type=positive_int, default=1,
+                        help="instruction-tuning epochs of the fresh model")
+    parser.add_argument("--dpo-lr", type=float, default=None,
+                        help="DPO learning rate (default: 5e-5 for a fresh model, 5e-6 with --init-from)")
+    parser.add_argument("--beta", type=float, default=0.1, help="DPO's beta: how far the policy may move")
+    parser.add_argument("--max-length", type=positive_int, default=128,
+                        help="allowed_max_length: tokens per sequence (the book: 1024)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="write the reward-margin plot here")
     parser.add_argument("--save-sft", default=None, metavar="DIR",
                         help="save the instruction-tuned model here (then: tinygrad-llm finetune-dpo --init-from DIR)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     tl.manual_seed(123)
 
     data = load_preference_data(find_data_file("instruction-data-with-preference.json")
@@ -126,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_example(main)
