@@ -16,9 +16,7 @@ Everything printed is computed here, on this machine; the files go into --out.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ import numpy as np
 import tinygrad_llm as tl
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
+from tinygrad_llm.cli.common import example_parser, run_example  # --help, --device, Ctrl-C
 from tinygrad_llm.graph import INSTALL_GRAPHVIZ
 from tinygrad_llm.model import GPTConfig, GPTModel, MultiHeadAttention
 
@@ -141,12 +140,9 @@ def write_graph(loss, stem: Path, depth=None) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--out", default="study_gradients", help="folder for the graph files (default study_gradients; "
-                                                            "existing ones of the same names are replaced)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to compute (default cpu)")
+    p = example_parser(__doc__)
+    p.add_argument("--out", default="study_gradients", help="folder for the graph files (existing ones of the "
+                                                            "same names are replaced)")
     args = p.parse_args(argv)
     reuse_accumulates(args.device)
     topological_order(args.device)
@@ -159,4 +155,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_example(main)

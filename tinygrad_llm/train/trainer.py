@@ -314,8 +314,11 @@ class Trainer:
         if self.tokenizer is not None and hasattr(self.tokenizer, "save") and self.comm.is_root:
             self.tokenizer.save(self.out_dir)  # tokenizer.json beside config.json
         if self.comm.is_root:
-            plot_lr_schedule(self.lr_at, self.total_steps, self.out_dir / LR_PLOT_FILE,
-                             warmup_steps=min(self.config.warmup_steps, self.total_steps))
+            try:
+                plot_lr_schedule(self.lr_at, self.total_steps, self.out_dir / LR_PLOT_FILE,
+                                 warmup_steps=min(self.config.warmup_steps, self.total_steps))
+            except OSError as exc:  # a picture is not worth stopping for; a full disk stops the first save
+                self.log(f"note: {LR_PLOT_FILE} not drawn: {exc}")
         end = self.total_steps if stop_after is None else min(stop_after, self.total_steps)
         self.model.train()
         bar = _progress_bar(self.step, self.total_steps) if self.comm.is_root else None
