@@ -1,11 +1,13 @@
-"""Where a second BLAS thread starts to pay: matrix products of growing size on 1 and on 2 threads.
+"""Where a second thread starts to pay: matrix products of growing size on 1 thread, cut into blocks on 2
+threads (tinygrad_llm.threads.matmul: the same bits at any thread count), and on OpenBLAS's own 2 threads.
 
     python benchmarks/threads.py                 # the products of the three training shapes, and squares
     python benchmarks/threads.py --repeats 15
 
-For each (m, k, n), float32, the two thread counts interleaved repetition by repetition (set through
-threadpoolctl, as tinygrad_llm.threads does); prints the medians and the speed-up of the second thread.
-``BLAS_PARALLEL_MIN_MNK`` in tinygrad_llm/threads.py is set from this table on an idle machine.
+For each (m, k, n), float32, the three interleaved repetition by repetition; prints the medians and the
+speed-ups over one thread. ``SPLIT_MIN_MNK`` and ``BLOCK_MIN_MNK`` in tinygrad_llm/threads.py are set from
+this table on an idle machine; OpenBLAS's column is the reference (faster at middle sizes, but its bits
+change with the thread count).
 Benchmark with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset where the environment sets them.
 """
 from __future__ import annotations
@@ -42,20 +44,32 @@ def main(argv=None) -> int:
         return 1
     print_machine(blas=", ".join(f"{lib.internal_api} {lib.version}" for lib in libs))
     rng = np.random.default_rng(0)
-    print("| m x k x n | multiply-adds | 1 thread ms | 2 threads ms | speed-up |\n| --- | ---: | ---: | ---: | ---: |")
+    print("| m x k x n | multiply-adds | blocks | 1 thread ms | ours, 2 threads ms | OpenBLAS, 2 threads ms "
+          "| ours speed-up | OpenBLAS speed-up |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for m, k, n in SIZES:
         a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
 
-        def on(count):
+        def blas_on(count):
             def product():
-                for lib in libs:
-                    lib.set_num_threads(count)
+                threads._set_blas_threads(count)
                 a @ b
             return product
 
-        medians = time_interleaved({1: on(1), 2: on(2)}, repeats=args.repeats, min_time=0.02)
-        print(f"| {m} x {k} x {n} | {m * k * n:,} | {medians[1] * 1e3:.3f} | {medians[2] * 1e3:.3f} | "
-              f"{medians[1] / medians[2]:.2f} |", flush=True)
+        def ours_on(count):
+            def product():
+                threads.set_threads(count)
+                threads.matmul(a, b)
+            return product
+
+        # OpenBLAS's workers spin for a while after each of its parallel calls, taking the core our blocks
+        # want: so its side is timed in a pass of its own, after ours
+        medians = time_interleaved({"one": blas_on(1), "ours": ours_on(2)}, repeats=args.repeats, min_time=0.02)
+        medians["blas"] = time_interleaved({"blas": blas_on(2)}, repeats=args.repeats, min_time=0.02)["blas"]
+        threads._set_blas_threads(1)
+        one = medians["one"]
+        print(f"| {m} x {k} x {n} | {m * k * n:,} | {threads.blocks_for(m, k, n)} | {one * 1e3:.3f} | "
+              f"{medians['ours'] * 1e3:.3f} | {medians['blas'] * 1e3:.3f} | {one / medians['ours']:.2f} | "
+              f"{one / medians['blas']:.2f} |", flush=True)
     return 0
 
 

@@ -26,30 +26,55 @@ def blas_threads_now() -> int:
     return libs[0].get_num_threads()
 
 
-def test_set_threads_fixes_blas_threads_by_product_size():
-    threads.set_threads(2)
-    assert threads.available() == 2
+PRODUCTS = [((256, 768), (768, 768)),          # 151M multiply-adds, cut by columns
+            ((1024, 768), (768, 256)),         # 201M, cut by rows
+            ((2, 512, 512), (512, 768)),       # batched, each matrix 201M
+            ((3, 1, 96, 1700), (2, 1700, 900))]  # broadcast batch dimensions, 147M each
+
+
+def test_the_bits_of_a_product_do_not_depend_on_the_thread_count():
+    """The same result at 1, 2 and 3 threads, automatic or fixed: a resumed run equals a straight one."""
     rng = np.random.default_rng(0)
-    big_a, big_b = rng.standard_normal((256, 128), dtype=np.float32), rng.standard_normal((128, 64), dtype=np.float32)
-    np.testing.assert_array_equal(threads.matmul(big_a, big_b), big_a @ big_b)  # 2M multiply-adds: the threads
-    assert blas_threads_now() == 2
-    small_a = big_a[:8, :8]
-    np.testing.assert_array_equal(threads.matmul(small_a, small_a), small_a @ small_a)  # 512: one thread
-    assert blas_threads_now() == 1
-    threads.set_threads(1)
-    threads.matmul(big_a, big_b)
-    assert blas_threads_now() == 1
+    for shape_a, shape_b in PRODUCTS:
+        a, b = rng.standard_normal(shape_a, dtype=np.float32), rng.standard_normal(shape_b, dtype=np.float32)
+        m, k, n = shape_a[-2], shape_a[-1], shape_b[-1]
+        assert threads.blocks_for(m, k, n) > 1, (shape_a, shape_b)
+        results = []
+        for n_threads in (1, 2, 3):
+            threads.set_threads(n_threads)
+            results.append(threads.matmul(a, b))
+            assert blas_threads_now() == 1  # OpenBLAS's own threads would change the sums' order
+        threads.set_threads(None)
+        results.append(threads.matmul(a, b))  # automatic, whatever the monitor lends
+        for result in results[1:]:
+            np.testing.assert_array_equal(result, results[0])
+        assert results[0].dtype == np.float32 and results[0].shape == np.matmul(a, b).shape
+        np.testing.assert_allclose(results[0], np.matmul(a, b), rtol=1e-5, atol=1e-4 * np.sqrt(k))
 
 
-def test_batched_and_vector_products_are_sized_per_matrix():
-    a = np.ones((64, 32, 32), np.float32)  # 64 products of 32 x 32 x 32: each far below the threshold
-    assert threads.blas_threads_for(32 * 32 * 32) == 1
+def test_blocks_run_on_the_threads_lent_and_small_products_are_one_call(monkeypatch):
+    assert threads.blocks_for(32, 32, 32) == 1 and threads.blocks_for(768, 128, 128) == 1  # 12.6M: one call
+    assert threads.blocks_for(2, 1 << 30, 2) == 1  # too few rows and columns to cut
+    seen = set()
+    real_matmul = np.matmul
+
+    def spying_matmul(*args, **kwargs):
+        import threading
+
+        seen.add(threading.current_thread().name)
+        return real_matmul(*args, **kwargs)
+
+    monkeypatch.setattr(threads.np, "matmul", spying_matmul)
+    a = np.ones((1024, 768), np.float32)
     threads.set_threads(2)
-    np.testing.assert_array_equal(threads.matmul(a, a), a @ a)
-    assert blas_threads_now() == 1
-    v = np.ones(threads.BLAS_PARALLEL_MIN_MNK, np.float32)  # a dot product of 1M: the threshold exactly
-    assert float(threads.matmul(v, v)) == v.size
-    assert blas_threads_now() == 2
+    np.testing.assert_array_equal(threads.matmul(a, a.T[:, :256]), np.full((1024, 256), 768, np.float32))
+    assert any(name.startswith("tinygrad-llm-matmul") for name in seen) and len(seen) == 2
+    seen.clear()
+    threads.set_threads(1)
+    threads.matmul(a, a.T[:, :256])
+    assert len(seen) == 1  # one thread: the same blocks, one after the other, here
+    v = np.ones(1 << 20, np.float32)
+    assert float(threads.matmul(v, v)) == v.size  # a dot product: one call
 
 
 def test_environment_variable_overrides_and_bad_values_are_named(monkeypatch):

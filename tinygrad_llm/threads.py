@@ -12,10 +12,16 @@ Two facts measured on a 2-core machine (``benchmarks/RESULTS.md``, "Threads, the
 - Two thread pools spin against each other: OpenBLAS's workers busy-wait after each product, so a Numba
   kernel that wants the same core right after it waits (issue 10's idle measurement of the baby step:
   BLAS alone on 2 threads 78 ms, Numba alone on 2 threads 85 ms, both 176 ms, neither 94 ms). The matrix
-  products hold most of the work, so BLAS gets the threads and the kernels between the products run on one.
+  products hold most of the work, so they get the threads (as blocks on threads of ours, which sleep rather
+  than spin between products) and the kernels between the products run on one.
 
-Within that, a matrix product runs on several threads only when it is large enough for a second thread to
-pay (``BLAS_PARALLEL_MIN_MNK``, per matrix of a batch: below it the hand-over costs more than it saves).
+Within that, the *bits* of a result never depend on the thread count, so a run resumed on a busy machine
+equals one that ran straight through on an idle one. OpenBLAS's own threading changes how a product's sums
+are split with the number of threads (a (128, 768) @ (768, 128) product differs in the last bits between 1
+and 2 threads), so BLAS always runs on one thread, and a large product (``SPLIT_MIN_MNK`` multiply-adds or
+more) is always cut into the same blocks of rows (or columns) by its shape alone. The blocks run side by
+side on the cores the monitor lends (NumPy releases the GIL inside BLAS), or one after the other when there
+is one: the same calls on the same blocks, so the same bits, at any load.
 
 Override: ``set_threads(n)`` (the command line's ``--threads N``) or ``TINYGRAD_LLM_THREADS=N`` fixes the
 number and switches the monitor off; ``describe()`` says what was chosen and why (``tinygrad-llm info``).
@@ -30,11 +36,12 @@ import numpy as np
 
 ENV = "TINYGRAD_LLM_THREADS"
 
-# A second BLAS thread pays from about 128 x 128 x 128 (m * k * n multiply-adds) on a quiet 2-core machine
-# (1.4x there, 1.7x from 256 x 128 x 128, measured while the machine was lightly loaded; benchmarks/threads.py
-# measures it again); OpenBLAS itself stays on one thread below 262,144. Below 1M we keep one thread: the
-# gain there is microseconds, the risk a scheduler slice.
-BLAS_PARALLEL_MIN_MNK = 1 << 20
+# A product is cut into blocks from 128M multiply-adds up, each block at least 64M. Smaller blocks lose: a
+# block handed to a thread that has just woken often starts on the waker's own core (the scheduler moves it a
+# few milliseconds later), so a 768 x 128 x 128 product took 0.52 ms in two blocks against 0.15 ms in one call
+# (benchmarks/threads.py, 2026-12-02, idle 2-core machine); from about 150M the blocks gained 1.2-1.45x.
+SPLIT_MIN_MNK = 1 << 27
+BLOCK_MIN_MNK = 1 << 26
 
 # Others using more than this many cores' worth of CPU take a core away from us (0.3: a desktop's background
 # noise still leaves both cores to us; a browser tab playing video or another job does not).
@@ -46,6 +53,7 @@ _fixed_by = ""  # which of the two set it, for describe()
 _env_read = False
 _blas = None  # threadpoolctl controllers of NumPy's BLAS, once found; () when there is none to control
 _blas_threads: int | None = None  # what BLAS was last set to (setting it again costs a library call)
+_pool = None  # the worker threads that compute a product's other blocks, started on first need
 
 
 def cores() -> int:
@@ -152,17 +160,60 @@ def available() -> int:
     return max(1, min(cores(), int(cores() - others + OTHERS_TOLERANCE)))
 
 
-def blas_threads_for(mnk: int) -> int:
-    """Threads for one matrix product of m * k * n multiply-adds (per matrix of a batch)."""
-    return available() if mnk >= BLAS_PARALLEL_MIN_MNK else 1
+def blocks_for(m: int, k: int, n: int) -> int:
+    """How many blocks an (m, k) @ (k, n) product is cut into: a function of its shape (and this machine's
+    cores) only, never of the load, so its bits are the same whatever the threads."""
+    mnk = m * k * n
+    if mnk < SPLIT_MIN_MNK:
+        return 1
+    return max(1, min(cores(), mnk // BLOCK_MIN_MNK, max(m, n) // 16))
 
 
 def matmul(a, b):
-    """``a @ b`` on the number of BLAS threads the policy gives a product of this size (CuPy: just a @ b)."""
-    if type(a) is np.ndarray and a.ndim and b.ndim:
-        _set_blas_threads(blas_threads_for(a.shape[-1] * (a.shape[-2] if a.ndim > 1 else 1)
-                                           * (b.shape[-1] if b.ndim > 1 else 1)))
-    return a @ b
+    """``a @ b`` on the threads the policy lends now, with the same bits at any number of them (CuPy: a @ b).
+
+    A product of ``blocks_for`` > 1 is cut along its longer side, rows of ``a`` or columns of ``b``; each
+    block is one single-threaded BLAS call writing into its slice of the result."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray:
+        return a @ b
+    _set_blas_threads(1)
+    if a.ndim < 2 or b.ndim < 2:  # dot products and matrix-vector products: one call
+        return a @ b
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    parts = blocks_for(m, k, n)
+    if parts == 1:
+        return a @ b
+    out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (m, n), np.result_type(a, b))
+    cuts = [(i * max(m, n)) // parts for i in range(parts + 1)]
+    if m >= n:  # (..., rows, k) @ (k, n) -> the same rows of out
+        jobs = [(a[..., lo:hi, :], b, out[..., lo:hi, :]) for lo, hi in zip(cuts, cuts[1:])]
+    else:  # (m, k) @ (k, columns) -> the same columns of out
+        jobs = [(a, b[..., lo:hi], out[..., lo:hi]) for lo, hi in zip(cuts, cuts[1:])]
+    _run_blocks(jobs, min(available(), parts))
+    return out
+
+
+def _run_blocks(jobs, workers: int) -> None:
+    """Compute each (a, b, out) job as ``np.matmul(a, b, out=out)``, on ``workers`` threads (this one too)."""
+    if workers <= 1:
+        for a, b, out in jobs:
+            np.matmul(a, b, out=out)
+        return
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=max(1, cores() - 1), thread_name_prefix="tinygrad-llm-matmul")
+    shares = [jobs[i::workers] for i in range(workers)]  # worker i takes jobs i, i + workers, ...
+
+    def run(share):
+        for a, b, out in share:
+            np.matmul(a, b, out=out)
+
+    futures = [_pool.submit(run, share) for share in shares[1:]]
+    run(shares[0])
+    for future in futures:
+        future.result()
 
 
 def _blas_controllers():
@@ -200,17 +251,18 @@ def describe() -> list[str]:
     blas = ", ".join(f"{lib.internal_api} {lib.version}" for lib in libs) or "none that threadpoolctl can control"
     fixed = _fixed_threads()
     lines = [f"cores            {cores()} (this process's CPU affinity)", f"BLAS             {blas}"]
+    rule = (f"a matrix product of at least {SPLIT_MIN_MNK:,} multiply-adds is cut by its shape into blocks of "
+            f"single-threaded BLAS calls (the same bits at any thread count)")
     if fixed is not None:
-        lines.append(f"threads          {fixed}, fixed by {_fixed_by}: matrix products of at least "
-                     f"{BLAS_PARALLEL_MIN_MNK:,} multiply-adds use {fixed}, smaller ones 1")
+        lines.append(f"threads          {fixed}, fixed by {_fixed_by}: {rule}, which run on up to {fixed} threads")
     else:
         monitor = LoadMonitor()
         time.sleep(SAMPLE_SECONDS)
         others = monitor.others_busy() or 0.0
         now = max(1, min(cores(), int(cores() - others + OTHERS_TOLERANCE)))
-        lines.append(f"threads          automatic: other processes use {others:.1f} of {cores()} cores now, so matrix "
-                     f"products of at least {BLAS_PARALLEL_MIN_MNK:,} multiply-adds would use {now}, smaller ones 1 "
-                     f"(re-checked every {SAMPLE_SECONDS} s while computing: a busy machine gets one thread)")
+        lines.append(f"threads          automatic: other processes use {others:.1f} of {cores()} cores now, so {rule} "
+                     f"would run on {now} (re-checked every {SAMPLE_SECONDS} s while computing: a busy machine "
+                     f"gets one thread)")
     lines.append(f"kernels          {kernel_threads()} thread (between the products: a second pool would spin "
                  f"against BLAS's)")
     lines.append(f"override         --threads N or {ENV}=N")
