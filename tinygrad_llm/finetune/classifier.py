@@ -135,15 +135,8 @@ def _train_epoch(model, train_loader, val_loader, optimizer, device, epoch: int,
     model.train()
     for input_batch, target_batch in train_loader:
         progress["examples_seen"] += input_batch.shape[0]
-        if parallel is not None:  # this process's rows of the global batch
-            input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
-        optimizer.zero_grad()
-        with amp.autocast():
-            loss = calc_loss_batch(input_batch, target_batch, model, device)
-        amp.backward(loss)
-        if parallel is not None:
-            parallel.average_gradients()
-        amp.step(optimizer)
+        simple.train_batch(input_batch, target_batch, model, optimizer, device, amp, parallel,
+                           loss_batch=calc_loss_batch)
         progress["global_step"] += 1
         if progress["global_step"] % eval_freq == 0:
             train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter, parallel)

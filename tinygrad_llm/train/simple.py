@@ -38,6 +38,23 @@ def generate_and_print_sample(model, tokenizer, device, start_context: str, max_
     return text
 
 
+def train_batch(input_batch, target_batch, model, optimizer, device, amp, parallel=None,
+                loss_batch=calc_loss_batch):
+    """One optimizer step, the book's loop body: zero the gradients, the loss of the batch (this process's rows
+    of it under data parallelism), backward (gradients averaged over processes), update. Returns the loss.
+    ``amp``: a ``MixedPrecision`` (for fp32 its steps are loss.backward(), optimizer.step())."""
+    if parallel is not None:  # this process's rows of the global batch
+        input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
+    optimizer.zero_grad()
+    with amp.autocast():
+        loss = loss_batch(input_batch, target_batch, model, device)
+    amp.backward(loss)
+    if parallel is not None:
+        parallel.average_gradients()
+    amp.step(optimizer)
+    return loss
+
+
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
                        eval_iter: int, start_context: str, tokenizer, parallel=None,
                        precision: str = "fp32"):
@@ -54,15 +71,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
         model.train()
         for input_batch, target_batch in train_loader:
             tokens_seen += input_batch.size
-            if parallel is not None:
-                input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
-            optimizer.zero_grad()
-            with amp.autocast():
-                loss = calc_loss_batch(input_batch, target_batch, model, device)
-            amp.backward(loss)
-            if parallel is not None:
-                parallel.average_gradients()
-            amp.step(optimizer)
+            train_batch(input_batch, target_batch, model, optimizer, device, amp, parallel)
             global_step += 1
             if global_step % eval_freq == 0:
                 train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter,
