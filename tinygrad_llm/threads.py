@@ -29,6 +29,7 @@ BLAS is bounded through ``threadpoolctl`` at run time, not through environment v
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -179,6 +180,11 @@ def matmul(a, b):
     _set_blas_threads(1)
     if a.ndim < 2 or b.ndim < 2:  # dot products and matrix-vector products: one call
         return a @ b
+    if a.ndim > 2 and b.ndim == 2:
+        # (B, T, k) @ (k, n): NumPy would make B GEMMs of T rows; one GEMM of B*T rows runs 1.2-1.7x faster
+        # (measured on baby's and gpt2-small's linear layers). Worth a copy where a's rows are not a view.
+        rows = math.prod(a.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
+        return matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     parts = blocks_for(m, k, n)
     if parts == 1:
