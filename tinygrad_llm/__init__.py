@@ -8,6 +8,10 @@
     loss.backward()
     x.grad  # a numpy (or cupy) array of x's shape and dtype
 """
+from tinygrad_llm import host_memory
+
+host_memory.keep_freed_memory()  # before the first array: freed arrays are reused, not faulted back in
+
 from tinygrad_llm import functional, nn
 from tinygrad_llm.backend import cuda_available, manual_seed
 from tinygrad_llm.generate import (generate, generate_stream, generate_text_simple, pad_prompts, text_to_token_ids,

@@ -1,0 +1,72 @@
+"""Host memory: arrays freed by one training step stay in the process for the next one.
+
+Every step allocates and frees the same arrays (activations, their gradients, temporaries). glibc's malloc
+returns large freed blocks to the operating system: a block above ``M_MMAP_THRESHOLD`` is unmapped when
+freed, and free space at the top of the heap above ``M_TRIM_THRESHOLD`` is trimmed. The next step's array
+of the same size then faults its pages back in one 4 KiB page at a time, each zeroed by the kernel. On the
+nanoGPT "baby" model that was 12,900 page faults and about 35 ms of system time in a 90 ms step at one
+thread (``resource.getrusage`` around one step; run ``python benchmarks/memory.py --faults`` to see it).
+
+``keep_freed_memory()`` (called when ``tinygrad_llm`` is imported) raises both thresholds, so a freed block
+is kept and reused: no page faults after the first step. glibc caps the mmap threshold at 32 MiB on 64-bit
+systems; larger arrays (gpt2-small's logits) are still unmapped when freed, and there the faults are small
+beside the step. The price: memory a run has freed is not handed back to other processes until it ends;
+the peak stays the peak of what was alive at once (``benchmarks/memory.py`` measures it beside PyTorch).
+
+``TINYGRAD_LLM_MALLOC=default`` leaves malloc as it was. Other C libraries (macOS, musl) are left alone.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import warnings
+
+ENV = "TINYGRAD_LLM_MALLOC"
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on 64-bit systems (half its heap size)
+TRIM_THRESHOLD = 1 << 30  # free space kept at the heap's top; mallopt takes a C int
+
+_state = "not configured"
+
+
+def keep_freed_memory() -> str:
+    """Keep freed blocks for reuse (glibc only, unless $TINYGRAD_LLM_MALLOC=default); returns what was done."""
+    global _state
+    choice = os.environ.get(ENV, "keep").strip().lower()
+    if choice not in ("keep", "default"):  # at import time: a warning naming the variable, not a traceback
+        warnings.warn(f"${ENV}={os.environ[ENV]!r} ignored: expected 'keep' (the default) or 'default' (leave "
+                      f"malloc as it is)", stacklevel=2)
+        choice = "keep"
+    if choice == "default":
+        _state = f"malloc's defaults (${ENV}=default)"
+        return _state
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        _state = "malloc's defaults (not glibc: nothing to set)"
+        return _state
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+        _state = "malloc's defaults (glibc refused the thresholds)"
+        return _state
+    _state = (f"freed blocks up to {MMAP_THRESHOLD >> 20} MiB kept for reuse (glibc mmap threshold "
+              f"{MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 30} GiB): no page faults from one "
+              f"step to the next; ${ENV}=default turns it off")
+    return _state
+
+
+def _glibc_mallopt():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # glibc has it; musl does not
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt
+
+
+def describe() -> str:
+    """What keep_freed_memory() did (``tinygrad-llm info``)."""
+    return _state
