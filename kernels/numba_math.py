@@ -148,6 +148,7 @@ class SizedKernel:
                                          fn.__closure__)
         serial_fn.__qualname__ = fn.__qualname__ + "_serial"
         serial_fn.__doc__ = fn.__doc__
+        options = {"nogil": True, **options}  # release the GIL: another thread's Python runs meanwhile
         self.parallel = njit(parallel=True, **options)(fn)
         self.serial = njit(**options)(serial_fn)
         self.__doc__ = fn.__doc__
