@@ -158,7 +158,7 @@ def test_module_path_is_recorded_and_restored_even_when_forward_fails():
     net = Broken()
     with pytest.raises(RuntimeError, match="boom"):
         net(tl.Tensor(np.ones((1, 3), dtype=np.float32)))
-    assert engine._module_path == ()
+    assert engine._state.module_path == ()
     y = net.fc(tl.Tensor(np.ones((1, 3), dtype=np.float32)))
     assert y.creator.module_path == (net.fc,)
     assert (y * 2.0).creator.module_path == ()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -135,6 +136,7 @@ def scatter_add(target, index, values) -> None:
 
 _generators: dict[str, object] = {}
 _seed: int | None = None
+_thread_generator = threading.local()  # .cpu: a generator this thread draws from instead (use_generator)
 
 
 def manual_seed(seed: int) -> None:
@@ -146,6 +148,10 @@ def manual_seed(seed: int) -> None:
 
 def get_generator(device: str = "cpu"):
     """The device's generator: numpy.random.Generator on the CPU, cupy.random.Generator on CUDA."""
+    if device == "cpu":
+        own = getattr(_thread_generator, "cpu", None)
+        if own is not None:
+            return own
     gen = _generators.get(device)
     if gen is None:
         if device == "cpu":
@@ -155,6 +161,17 @@ def get_generator(device: str = "cpu"):
             gen = cupy.random.default_rng(_seed)
         _generators[device] = gen
     return gen
+
+
+@contextlib.contextmanager
+def use_generator(generator):
+    """Within the block, this thread's CPU draws (dropout, ...) come from ``generator``: the parts of a batch
+    that threads compute at once each draw from their own, so the draws do not depend on which thread ran first."""
+    previous, _thread_generator.cpu = getattr(_thread_generator, "cpu", None), generator
+    try:
+        yield generator
+    finally:
+        _thread_generator.cpu = previous
 
 
 def get_rng_state() -> dict:

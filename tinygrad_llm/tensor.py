@@ -23,41 +23,64 @@ The operators and methods of Tensor (``+``, ``@``, ``sum``, ``reshape``, indexin
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
 from tinygrad_llm import backend
 
-_grad_enabled = True
-# The modules whose forward is running, outermost first: Module.__call__ pushes itself, and every recorded
-# Function keeps the tuple, so tinygrad_llm.graph can group the operations by the module that made them.
-_module_path: tuple = ()
+class _ThreadState(threading.local):
+    """What a thread's operations see (as in PyTorch, grad mode is per thread; a new thread starts recording).
+
+    grad_enabled: whether operations are recorded for backward (no_grad() turns it off).
+    module_path: the modules whose forward is running, outermost first: Module.__call__ pushes itself, and
+    every recorded Function keeps the tuple, so tinygrad_llm.graph can group the operations by module.
+    gradient_sink: None, or a dict that backward() fills with the leaves' gradients instead of adding them to
+    .grad (``gradients_into``), so that threads running backward on parts of one batch never race on .grad.
+    """
+
+    grad_enabled = True
+    module_path: tuple = ()
+    gradient_sink: dict | None = None
+
+
+_state = _ThreadState()
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Within this block no operation is recorded: outputs never require a gradient."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    """Within this block no operation is recorded (on this thread): outputs never require a gradient."""
+    previous, _state.grad_enabled = _state.grad_enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _state.grad_enabled = previous
 
 
 @contextlib.contextmanager
 def enable_grad():
     """Re-enable recording inside a ``no_grad`` block."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, True
+    previous, _state.grad_enabled = _state.grad_enabled, True
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _state.grad_enabled = previous
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    return _state.grad_enabled
+
+
+@contextlib.contextmanager
+def gradients_into(sink: dict):
+    """Within this block, ``backward()`` on this thread leaves .grad alone and puts each leaf's gradient into
+    ``sink`` as ``sink[id(leaf)] = (leaf, gradient)`` (summed over backward calls). The caller adds the sinks
+    of a batch's parts into .grad in a fixed order (``tinygrad_llm.train.batch_parts``)."""
+    previous, _state.gradient_sink = _state.gradient_sink, sink
+    try:
+        yield sink
+    finally:
+        _state.gradient_sink = previous
 
 
 class Function:
@@ -88,12 +111,12 @@ class Function:
             described = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in inputs)
             kind = ValueError if isinstance(exc, ValueError) else IndexError
             raise kind(f"{self.name}: inputs of shapes {described}: {exc}") from None
-        if _grad_enabled:
+        if _state.grad_enabled:
             needs_grad = tuple([x.requires_grad for x in inputs])
             if True in needs_grad:  # record the graph only when some input wants a gradient
                 self.inputs = inputs
                 self.needs_grad = needs_grad
-                self.module_path = _module_path
+                self.module_path = _state.module_path
                 return Tensor._from_op(y, self)
         return Tensor._from_op(y, None)
 
@@ -388,6 +411,16 @@ class _Gradients:
             self.owned.add(key)
 
     def store(self, tensor, g) -> None:
+        sink = _state.gradient_sink
+        if sink is not None:  # gradients_into(): this thread's part of a batch
+            held = sink.get(id(tensor))
+            if held is not None:
+                g = held[1] + g
+            elif id(g) in self.stored or getattr(g, "base", None) is not None:
+                g = g.copy()
+            sink[id(tensor)] = (tensor, g)
+            self.stored.add(id(g))
+            return
         if tensor.grad is not None:
             tensor.grad += g  # accumulate across backward calls (gradient accumulation)
             return

@@ -29,8 +29,10 @@ BLAS is bounded through ``threadpoolctl`` at run time, not through environment v
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
+import threading
 import time
 
 import numpy as np
@@ -54,7 +56,11 @@ _fixed_by = ""  # which of the two set it, for describe()
 _env_read = False
 _blas = None  # threadpoolctl controllers of NumPy's BLAS, once found; () when there is none to control
 _blas_threads: int | None = None  # what BLAS was last set to (setting it again costs a library call)
-_pool = None  # the worker threads that compute a product's other blocks, started on first need
+_pool = None  # the worker threads that run run_parallel's other tasks, started on first need
+_section = threading.local()  # .inside: this thread is running a task of run_parallel
+
+# A training step's batch is cut into parts only where each part's forward pass has this many multiply-adds.
+PART_MIN_MACS = 1 << 26
 
 
 def cores() -> int:
@@ -148,7 +154,10 @@ _monitor: LoadMonitor | None = None
 
 
 def available() -> int:
-    """Threads the math may use now: the fixed number, or the cores the other processes leave free."""
+    """Threads the math may use now: the fixed number, or the cores the other processes leave free; one
+    inside a task of ``run_parallel`` (its siblings hold the other threads)."""
+    if getattr(_section, "inside", False):
+        return 1
     fixed = _fixed_threads()
     if fixed is not None:
         return fixed
@@ -159,6 +168,14 @@ def available() -> int:
     if others is None:
         return 1
     return max(1, min(cores(), int(cores() - others + OTHERS_TOLERANCE)))
+
+
+def batch_parts(rows: int, macs: int) -> int:
+    """How many parts a training step cuts its batch of ``rows`` rows into (``tinygrad_llm.train.batch_parts``),
+    ``macs`` being the multiply-adds of the batch's forward pass: one part per thread the run may use (the
+    fixed number, else this machine's cores), each of at least ``PART_MIN_MACS``. A function of the shape and
+    the setting, never of the load: the parts run side by side or one after the other, with the same bits."""
+    return max(1, min(_fixed_threads() or cores(), rows, macs // PART_MIN_MACS))
 
 
 def blocks_for(m: int, k: int, n: int) -> int:
@@ -195,31 +212,42 @@ def matmul(a, b):
         jobs = [(a[..., lo:hi, :], b, out[..., lo:hi, :]) for lo, hi in zip(cuts, cuts[1:])]
     else:  # (m, k) @ (k, columns) -> the same columns of out
         jobs = [(a, b[..., lo:hi], out[..., lo:hi]) for lo, hi in zip(cuts, cuts[1:])]
-    _run_blocks(jobs, min(available(), parts))
+    run_parallel([functools.partial(np.matmul, a, b, out=out) for a, b, out in jobs])
     return out
 
 
-def _run_blocks(jobs, workers: int) -> None:
-    """Compute each (a, b, out) job as ``np.matmul(a, b, out=out)``, on ``workers`` threads (this one too)."""
+def run_parallel(tasks: list) -> list:
+    """Call each zero-argument callable in ``tasks`` on the threads ``available()`` lends now (this one too:
+    thread i takes tasks i, i + threads, ...) and return their results in order. Inside a task, ``available()``
+    is 1, so a task's own matrix products stay on its thread. Every task has finished when this returns, also
+    when one raised (the first error is raised again) or the caller was interrupted."""
+    workers = min(available(), len(tasks))
     if workers <= 1:
-        for a, b, out in jobs:
-            np.matmul(a, b, out=out)
-        return
+        return [task() for task in tasks]
     global _pool
     if _pool is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _pool = ThreadPoolExecutor(max_workers=max(1, cores() - 1), thread_name_prefix="tinygrad-llm-matmul")
-    shares = [jobs[i::workers] for i in range(workers)]  # worker i takes jobs i, i + workers, ...
+        _pool = ThreadPoolExecutor(max_workers=max(1, cores() - 1), thread_name_prefix="tinygrad-llm")
+    results = [None] * len(tasks)
 
-    def run(share):
-        for a, b, out in share:
-            np.matmul(a, b, out=out)
+    def run_share(first: int) -> None:
+        _section.inside = True
+        try:
+            for i in range(first, len(tasks), workers):
+                results[i] = tasks[i]()
+        finally:
+            _section.inside = False
 
-    futures = [_pool.submit(run, share) for share in shares[1:]]
-    run(shares[0])
+    futures = [_pool.submit(run_share, first) for first in range(1, workers)]
+    try:
+        run_share(0)
+    finally:
+        for future in futures:
+            future.exception()  # wait, whatever happened here
     for future in futures:
-        future.result()
+        future.result()  # a worker's error, raised here
+    return results
 
 
 def _blas_controllers():

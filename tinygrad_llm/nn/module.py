@@ -83,12 +83,13 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         # Operations recorded inside forward remember this module (for tinygrad_llm.graph's grouping).
-        outer = _engine._module_path
-        _engine._module_path = outer + (self,)
+        state = _engine._state  # this thread's
+        outer = state.module_path
+        state.module_path = outer + (self,)
         try:
             return self.forward(*args, **kwargs)
         finally:
-            _engine._module_path = outer
+            state.module_path = outer
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")

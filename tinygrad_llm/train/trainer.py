@@ -43,6 +43,7 @@ from tinygrad_llm.dist import GradientReducer, SingleProcess, ZeroAdamW, broadca
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.optim import AdamW, grad_norms_by_layer, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
+from tinygrad_llm.train.batch_parts import backward_in_parts
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 from tinygrad_llm.train.figures import plot_grad_norms, plot_lr_schedule
 from tinygrad_llm.train.parallel import calc_loss_loader_parallel, local_rows, stop_together
@@ -242,10 +243,9 @@ class Trainer:
                 inputs, targets = self._next_batch()
                 tokens += inputs.size  # the global batch: every process's rows
                 inputs, targets = local_rows(inputs, self.comm), local_rows(targets, self.comm)
-                with self.precision.autocast():
-                    loss = calc_loss_batch(inputs, targets, model, self.device)
-                self.precision.backward(loss / c.grad_accum)  # .grad sums the micro-batches: the gradient of their mean
-                total = total + loss.data.astype("float64")  # summed where it is: no GPU wait per micro-batch
+                with self.precision.autocast():  # .grad sums the micro-batches: the gradient of their mean
+                    total = total + backward_in_parts(calc_loss_batch, inputs, targets, model, self.device,
+                                                      self.precision.backward, scale=1.0 / c.grad_accum)
             # one device-to-host copy per step; the mean over processes, so that all stop together
             loss = self.comm.mean(float(total) / c.grad_accum)
             if not math.isfinite(loss):

@@ -1,0 +1,81 @@
+"""A training step's batch cut into parts that run side by side on the CPU's cores: data parallelism inside
+one process, with the same bits at any load.
+
+The matrix products of a small model are too small to share between threads (handing a block to a woken
+thread costs about as much as computing it), and Python runs one thread at a time. A whole part of the
+batch is big enough: each part's forward and backward run on their own thread, and NumPy's BLAS and our
+Numba kernels release the GIL while they compute, so the parts overlap. nanoGPT's "baby" step at 2 threads:
+46.3 -> 39.0 ms once the kernels released the GIL (``python benchmarks/train.py --part 2 --shape baby``).
+
+Exactness: every loss of the book is a mean over the batch's targets, so the batch's loss is the sum of the
+parts' means, each weighted by its share of the targets (targets equal to ``ignore_index``, the padding of
+instruction data, count for none), and so is its gradient. Each part's backward puts its gradients into a
+sink of its own (``tensor.gradients_into``) instead of .grad; the sinks are then added into .grad in part
+order. Each part draws its dropout masks from a generator of its own, seeded from the main one. How many
+parts there are depends on the batch's shape and the ``--threads`` setting only
+(``threads.batch_parts``); whether they run side by side or one after the other depends on the cores free
+now. So a run gives the same bits on an idle machine and on a busy one, and a resumed run equals a straight one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinygrad_llm import backend, threads
+from tinygrad_llm.tensor import Tensor, gradients_into
+
+IGNORE_INDEX = -100  # cross_entropy's default: targets that count for nothing
+
+
+def split_count(inputs, model) -> int:
+    """How many parts ``backward_in_parts`` cuts this batch into for this model (1: no cut)."""
+    data = inputs.data if isinstance(inputs, Tensor) else inputs
+    if not isinstance(data, np.ndarray) or data.ndim == 0 or getattr(model, "device", "cpu") != "cpu":
+        return 1  # GPU: one stream does it all
+    trainable = sum(p.data.size for p in model.parameters())  # ~ multiply-adds per token of the forward pass
+    return threads.batch_parts(len(data), data.size * trainable)
+
+
+def backward_in_parts(loss_batch, inputs, targets, model, device, backward, parts: int | None = None,
+                      scale: float = 1.0):
+    """``backward(loss_batch(inputs, targets, model, device) * scale)`` with the batch cut into ``parts`` row
+    blocks (default: ``split_count``), computed on the threads free now; returns the batch's loss, unscaled,
+    as a float64 0-d array where the model is (on a GPU: no wait for it). Gradients are added into the parameters' .grad as one backward of the whole batch would.
+
+    ``loss_batch`` must return the mean over its batch's targets (every loss of the book does);
+    ``backward(loss)`` is ``loss.backward()`` or a loss scaler's. Call it inside the autocast block, if any."""
+    parts = split_count(inputs, model) if parts is None else parts
+    if parts <= 1:
+        loss = loss_batch(inputs, targets, model, device)
+        backward(loss * scale if scale != 1.0 else loss)
+        return loss.data.astype("float64")
+    x = inputs.data if isinstance(inputs, Tensor) else inputs
+    y = targets.data if isinstance(targets, Tensor) else targets
+    cuts = [len(x) * i // parts for i in range(parts + 1)]
+    rows = [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+    counted = [int(np.count_nonzero(y[lo:hi] != IGNORE_INDEX)) for lo, hi in rows]
+    total = sum(counted)
+    if total == 0:  # nothing to learn from: the whole batch's loss (NaN, as unsplit), computed once
+        return backward_in_parts(loss_batch, inputs, targets, model, device, backward, 1, scale)
+    seeds = backend.get_generator("cpu").integers(0, 2**63, size=len(rows))  # one stream per part: dropout
+
+    def part(i: int):
+        lo, hi = rows[i]
+        sink = {}
+        with gradients_into(sink), backend.use_generator(np.random.default_rng(int(seeds[i]))):
+            loss = loss_batch(x[lo:hi], y[lo:hi], model, device)
+            backward(loss * (scale * counted[i] / total))
+        return float(loss.item()), sink
+
+    results = threads.run_parallel([lambda i=i: part(i) for i in range(len(rows)) if counted[i]])
+    grads = {}  # id(leaf) -> (leaf, gradient summed over the parts in part order)
+    for _, sink in results:
+        for key, (leaf, g) in sink.items():
+            held = grads.get(key)
+            grads[key] = (leaf, g if held is None else held[1] + g)
+    for leaf, g in grads.values():
+        if leaf.grad is None:
+            leaf.grad = g
+        else:
+            leaf.grad += g
+    kept = [i for i in range(len(rows)) if counted[i]]
+    return np.float64(sum(loss * counted[i] / total for (loss, _), i in zip(results, kept)))
