@@ -148,7 +148,10 @@ class SizedKernel:
                                          fn.__closure__)
         serial_fn.__qualname__ = fn.__qualname__ + "_serial"
         serial_fn.__doc__ = fn.__doc__
-        options = {"nogil": True, **options}  # release the GIL: another thread's Python runs meanwhile
+        # nogil: another thread's Python runs meanwhile. error_model="numpy": x / 0 is inf or NaN as in NumPy,
+        # not a Python ZeroDivisionError; that check was a branch in every loop with a division, which kept LLVM
+        # from vectorising it (AdamW: 3.0 -> 0.6 ns an element, the same bits).
+        options = {"nogil": True, "error_model": "numpy", **options}
         self.parallel = njit(parallel=True, **options)(fn)
         self.serial = njit(**options)(serial_fn)
         self.__doc__ = fn.__doc__
