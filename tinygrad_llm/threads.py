@@ -23,6 +23,13 @@ more) is always cut into the same blocks of rows (or columns) by its shape alone
 side on the cores the monitor lends (NumPy releases the GIL inside BLAS), or one after the other when there
 is one: the same calls on the same blocks, so the same bits, at any load.
 
+Products big enough to cut are rare in the small models learners train: handing a block to a woken thread
+costs about what computing it does. What the threads share there is the training step itself: its batch is
+cut into ``batch_parts`` parts, one per core (by the batch's shape and the ``--threads`` setting, never the
+load), whose forward and backward passes ``run_parallel`` runs side by side on the cores lent now, or one
+after the other on a busy machine (``tinygrad_llm.train.batch_parts``). NumPy's BLAS and our Numba kernels
+release the GIL, so the parts overlap; inside a part, ``available()`` is 1.
+
 Override: ``set_threads(n)`` (the command line's ``--threads N``) or ``TINYGRAD_LLM_THREADS=N`` fixes the
 number and switches the monitor off; ``describe()`` says what was chosen and why (``tinygrad-llm info``).
 BLAS is bounded through ``threadpoolctl`` at run time, not through environment variables at import.
@@ -285,19 +292,23 @@ def describe() -> list[str]:
     blas = ", ".join(f"{lib.internal_api} {lib.version}" for lib in libs) or "none that threadpoolctl can control"
     fixed = _fixed_threads()
     lines = [f"cores            {cores()} (this process's CPU affinity)", f"BLAS             {blas}"]
-    rule = (f"a matrix product of at least {SPLIT_MIN_MNK:,} multiply-adds is cut by its shape into blocks of "
-            f"single-threaded BLAS calls (the same bits at any thread count)")
+    parts = _fixed_threads() or cores()
+    lines.append(f"batch parts      a training step's batch is cut into {parts} parts (one per "
+                 f"{'thread set' if fixed is not None else 'core'}; fewer where a part would have under "
+                 f"{PART_MIN_MACS:,} multiply-adds), computed side by side on the threads lent: the same bits "
+                 f"whichever ran them")
+    lines.append(f"products         one of at least {SPLIT_MIN_MNK:,} multiply-adds is cut by its shape into blocks "
+                 f"of single-threaded BLAS calls, run side by side on the threads lent (the same bits at any count)")
     if fixed is not None:
-        lines.append(f"threads          {fixed}, fixed by {_fixed_by}: {rule}, which run on up to {fixed} threads")
+        lines.append(f"threads lent     {fixed}, fixed by {_fixed_by}")
     else:
         monitor = LoadMonitor()
         time.sleep(SAMPLE_SECONDS)
         others = monitor.others_busy() or 0.0
         now = max(1, min(cores(), int(cores() - others + OTHERS_TOLERANCE)))
-        lines.append(f"threads          automatic: other processes use {others:.1f} of {cores()} cores now, so {rule} "
-                     f"would run on {now} (re-checked every {SAMPLE_SECONDS} s while computing: a busy machine "
-                     f"gets one thread)")
-    lines.append(f"kernels          {kernel_threads()} thread (between the products: a second pool would spin "
-                 f"against BLAS's)")
+        lines.append(f"threads lent     automatic: other processes use {others:.1f} of {cores()} cores now, so {now} "
+                     f"(re-checked every {SAMPLE_SECONDS} s while computing: a busy machine gets one thread)")
+    lines.append(f"kernels          {kernel_threads()} thread per call, no pool of their own (it would spin against "
+                 f"BLAS's); they release the GIL, so the batch parts' kernels overlap")
     lines.append(f"override         --threads N or {ENV}=N")
     return lines
