@@ -118,6 +118,9 @@ def test_split_count_follows_the_shape_and_the_setting_never_the_load(monkeypatc
     assert split_count(x, model) == 3 and split_count(x[:2], model) == 2  # never more parts than rows
     threads.set_threads(1)
     assert split_count(x, model) == 1  # --threads 1: the whole batch at once
+    threads.set_threads(2)
+    monkeypatch.setattr(threads, "PART_MAX_PARAMETERS", 10_000)
+    assert split_count(x, model) == 1  # a big model: its products are cut into blocks instead
 
 
 def test_a_trainer_run_in_parts_is_the_same_on_one_thread_and_two(tmp_path, monkeypatch):

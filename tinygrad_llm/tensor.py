@@ -72,10 +72,10 @@ def is_grad_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def gradients_into(sink: dict):
+def gradients_into(sink: dict | None):
     """Within this block, ``backward()`` on this thread leaves .grad alone and puts each leaf's gradient into
-    ``sink`` as ``sink[id(leaf)] = (leaf, gradient)`` (summed over backward calls). The caller adds the sinks
-    of a batch's parts into .grad in a fixed order (``tinygrad_llm.train.batch_parts``)."""
+    ``sink`` as ``sink[id(leaf)] = (leaf, gradient)`` (summed over backward calls); None: into .grad as usual.
+    The caller adds the sinks of a batch's parts into .grad in a fixed order (``tinygrad_llm.train.batch_parts``)."""
     previous, _state.gradient_sink = _state.gradient_sink, sink
     try:
         yield sink

@@ -9,9 +9,9 @@ Numba kernels release the GIL while they compute, so the parts overlap. nanoGPT'
 
 Exactness: every loss of the book is a mean over the batch's targets, so the batch's loss is the sum of the
 parts' means, each weighted by its share of the targets (targets equal to ``ignore_index``, the padding of
-instruction data, count for none), and so is its gradient. Each part's backward puts its gradients into a
-sink of its own (``tensor.gradients_into``) instead of .grad; the sinks are then added into .grad in part
-order. Each part draws its dropout masks from a generator of its own, seeded from the main one. How many
+instruction data, count for none), and so is its gradient. The first part's backward adds its gradients
+into .grad; every other part's into a sink of its own (``tensor.gradients_into``), added into .grad in part
+order once all are done. Each part draws its dropout masks from a generator of its own, seeded from the main one. How many
 parts there are depends on the batch's shape and the ``--threads`` setting only
 (``threads.batch_parts``); whether they run side by side or one after the other depends on the cores free
 now. So a run gives the same bits on an idle machine and on a busy one, and a resumed run equals a straight one.
@@ -32,7 +32,7 @@ def split_count(inputs, model) -> int:
     if not isinstance(data, np.ndarray) or data.ndim == 0 or getattr(model, "device", "cpu") != "cpu":
         return 1  # GPU: one stream does it all
     trainable = sum(p.data.size for p in model.parameters())  # ~ multiply-adds per token of the forward pass
-    return threads.batch_parts(len(data), data.size * trainable)
+    return threads.batch_parts(len(data), data.size * trainable, trainable)
 
 
 def backward_in_parts(loss_batch, inputs, targets, model, device, backward, parts: int | None = None,
@@ -58,24 +58,22 @@ def backward_in_parts(loss_batch, inputs, targets, model, device, backward, part
         return backward_in_parts(loss_batch, inputs, targets, model, device, backward, 1, scale)
     seeds = backend.get_generator("cpu").integers(0, 2**63, size=len(rows))  # one stream per part: dropout
 
+    kept = [i for i in range(len(rows)) if counted[i]]
+
     def part(i: int):
         lo, hi = rows[i]
-        sink = {}
+        # the first part adds into .grad itself (nothing else writes there meanwhile); the others into sinks
+        sink = None if i == kept[0] else {}
         with gradients_into(sink), backend.use_generator(np.random.default_rng(int(seeds[i]))):
             loss = loss_batch(x[lo:hi], y[lo:hi], model, device)
             backward(loss * (scale * counted[i] / total))
         return float(loss.item()), sink
 
-    results = threads.run_parallel([lambda i=i: part(i) for i in range(len(rows)) if counted[i]])
-    grads = {}  # id(leaf) -> (leaf, gradient summed over the parts in part order)
-    for _, sink in results:
-        for key, (leaf, g) in sink.items():
-            held = grads.get(key)
-            grads[key] = (leaf, g if held is None else held[1] + g)
-    for leaf, g in grads.values():
-        if leaf.grad is None:
-            leaf.grad = g
-        else:
-            leaf.grad += g
-    kept = [i for i in range(len(rows)) if counted[i]]
+    results = threads.run_parallel([lambda i=i: part(i) for i in kept])
+    for _, sink in results[1:]:  # in part order: the same sums whichever thread finished first
+        for leaf, g in sink.values():
+            if leaf.grad is None:
+                leaf.grad = g
+            else:
+                leaf.grad += g
     return np.float64(sum(loss * counted[i] / total for (loss, _), i in zip(results, kept)))
