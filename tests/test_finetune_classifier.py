@@ -125,6 +125,20 @@ def test_cli_bad_spam_file_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flags, message", [(["--ema-decay", "1"], "--ema-decay must be below 1"),
+                                            (["--lr-schedule", "cosine", "--warmup-steps", "10000"],
+                                             "--warmup-steps 10000 must be below")])
+def test_cli_bad_schedule_or_average_writes_nothing(tmp_path, capsys, shared_data, flags, message):
+    from tinygrad_llm.cli import main
+
+    out = tmp_path / "run"
+    code = main(["finetune-classifier", "--data", str(shared_data / "sms_spam_collection"), "--emb-dim", "16",
+                 "--n-layers", "1", "--max-length", "16", "--epochs", "1", "--out", str(out), *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_classifier_learns_spam_from_scratch(tmp_path, shared_data):
     """A 1-layer, 32-wide GPT trained from scratch for 2 epochs on the balanced data classifies the held-out
@@ -241,3 +255,53 @@ def test_train_classifier_keeps_the_best_epoch_and_stops_early(shared_data):
     assert history["best_epoch"] == int(np.argmax(accuracies)) + 1 == len(accuracies) - 1  # stopped 1 after the best
     assert accuracies[-1] < max(accuracies)
     assert calc_accuracy_loader(val_loader, model) == max(accuracies)  # the best weights were put back
+
+
+def test_train_classifier_with_ema_scores_and_keeps_the_averaged_weights(shared_data):
+    """With ema_decay the epochs are scored and the best one kept with the moving average of the weights: the
+    same training by hand, averaging alongside, gives the same validation accuracies and the same final weights,
+    which are not the raw weights' (a cosine scheduler steps along)."""
+    from tinygrad_llm.amp import MixedPrecision
+    from tinygrad_llm.data import DataLoader
+    from tinygrad_llm.finetune.classifier import (calc_accuracy_loader, calc_loss_batch, train_classifier,
+                                                  trainable_parameters)
+    from tinygrad_llm.optim import ExponentialMovingAverage, WarmupCosineLR
+    from tinygrad_llm.train.simple import train_batch
+
+    texts, labels = read_sms_spam(shared_data / "sms_spam_collection" / "SMSSpamCollection")
+    texts, labels = create_balanced_dataset(texts[:400], labels[:400], seed=1)
+    splits = random_split(texts, labels, 0.7, 0.1, seed=1)
+    sets = {k: SpamDataset(*v, tl.get_tokenizer("byte"), max_length=24) for k, v in splits.items()}
+    val_loader = DataLoader(sets["validation"], batch_size=16, drop_last=False)
+
+    def fresh():
+        tl.manual_seed(3)
+        model = add_classification_head(GPTModel(GPTConfig.preset("tiny", vocab_size=257, context_length=24,
+                                                                  emb_dim=16, n_layers=1)), 2)
+        optimizer = AdamW(trainable_parameters(model), lr=1e-2)
+        loader = DataLoader(sets["train"], batch_size=16, shuffle=True, seed=1)
+        return model, optimizer, loader, WarmupCosineLR(optimizer, warmup_steps=3, total_steps=3 * len(loader))
+
+    model, optimizer, loader, scheduler = fresh()
+    history = train_classifier(model, loader, val_loader, optimizer, None, max_epochs=3, eval_freq=1000, log=None,
+                               scheduler=scheduler, ema_decay=0.9)
+
+    by_hand, optimizer, loader, scheduler = fresh()
+    ema, accuracies, states = ExponentialMovingAverage(by_hand, 0.9), [], []
+    for _ in range(3):
+        by_hand.train()
+        for inputs, targets in loader:
+            train_batch(inputs, targets, by_hand, optimizer, None, MixedPrecision("fp32", "cpu"),
+                        loss_batch=calc_loss_batch)
+            scheduler.step()
+            ema.update(by_hand)
+        by_hand.eval()
+        with ema.average_parameters(by_hand):
+            accuracies.append(calc_accuracy_loader(val_loader, by_hand))
+        states.append(ema.state_dict())
+    assert history["val_accuracy"] == accuracies
+    kept = states[history["best_epoch"] - 1]
+    for name, array in model.state_dict().items():
+        np.testing.assert_allclose(array, kept[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    raw = by_hand.state_dict()
+    assert not all(np.allclose(raw[name], kept[name]) for name in kept)

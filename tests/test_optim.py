@@ -382,3 +382,49 @@ def test_bad_arguments():
     params[0].grad = np.ones_like(params[0].data)
     with pytest.raises(ValueError, match="lr must be a finite number"):
         optimizer.step()
+
+
+# ---- exponential moving average of the weights ----------------------------------------------------------------
+
+def test_ema_is_a_running_mean_then_an_exponential_average():
+    """decay 0.75: the first 1/(1-0.75) = 4 updates average the weights seen so far equally (the first copies
+    them: the initial weights never count); from the fifth on, avg <- 0.75 avg + 0.25 w. Frozen parameters
+    get no average."""
+    from tinygrad_llm.nn import Linear
+    from tinygrad_llm.optim import ExponentialMovingAverage
+
+    layer = Linear(3, 2)
+    layer.bias.requires_grad_(False)
+    ema = ExponentialMovingAverage(layer, decay=0.75)
+    assert set(ema.shadow) == {"weight"}
+    rng = np.random.default_rng(0)
+    seen, expected = [], None
+    for n in range(1, 9):
+        layer.weight.data[...] = rng.standard_normal(layer.weight.shape).astype(np.float32)
+        seen.append(layer.weight.data.copy())
+        ema.update(layer)
+        expected = np.mean(seen, axis=0) if n <= 4 else 0.75 * expected + 0.25 * seen[-1]
+        np.testing.assert_allclose(ema.shadow["weight"], expected, rtol=1e-6, atol=1e-6)
+    assert ema.num_updates == 8 and ema.current_decay() == 0.75
+    assert ema.shadow["weight"].dtype == np.float32
+
+
+def test_ema_average_parameters_swaps_in_and_back():
+    from tinygrad_llm.nn import Linear
+    from tinygrad_llm.optim import ExponentialMovingAverage
+
+    layer = Linear(4, 2)
+    ema = ExponentialMovingAverage(layer, decay=0.9)
+    ema.update(layer)
+    raw = {k: v.copy() for k, v in layer.state_dict().items()}
+    layer.weight.data += 1.0  # the model moves on; the average stays where it was
+    moved = layer.weight.data.copy()
+    x = np.ones((1, 4), dtype=np.float32)
+    with ema.average_parameters(layer):
+        np.testing.assert_array_equal(layer.weight.data, raw["weight"])
+        averaged_out = layer(tl.Tensor(x)).numpy()
+    np.testing.assert_array_equal(layer.weight.data, moved)  # its own weights are back
+    np.testing.assert_allclose(averaged_out, x @ raw["weight"].T + raw["bias"], rtol=1e-6)
+    assert not np.allclose(layer(tl.Tensor(x)).numpy(), averaged_out)
+    with pytest.raises(ValueError, match="decay"):
+        ExponentialMovingAverage(layer, decay=1.0)

@@ -15,12 +15,15 @@ has it.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.nn import Linear
+from tinygrad_llm.optim.ema import ExponentialMovingAverage
 from tinygrad_llm.tensor import Tensor, no_grad
 from tinygrad_llm.train import losses as lm_losses
 from tinygrad_llm.train import simple
@@ -128,15 +131,20 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, para
 
 
 def _train_epoch(model, train_loader, val_loader, optimizer, device, epoch: int, eval_freq: int, eval_iter: int,
-                 progress: dict, log, parallel=None, amp=None) -> None:
+                 progress: dict, log, parallel=None, amp=None, scheduler=None, ema=None) -> None:
     """One pass over ``train_loader``; every ``eval_freq`` steps the train/val loss into ``progress``.
-    ``amp``: a ``MixedPrecision`` (for fp32 its steps are loss.backward(), optimizer.step())."""
+    ``amp``: a ``MixedPrecision`` (for fp32 its steps are loss.backward(), optimizer.step()); after each step
+    ``scheduler.step()`` and ``ema.update(model)`` when given."""
     amp = amp or MixedPrecision("fp32", model.device)
     model.train()
     for input_batch, target_batch in train_loader:
         progress["examples_seen"] += input_batch.shape[0]
         simple.train_batch(input_batch, target_batch, model, optimizer, device, amp, parallel,
                            loss_batch=calc_loss_batch)
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:
+            ema.update(model)
         progress["global_step"] += 1
         if progress["global_step"] % eval_freq == 0:
             train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter, parallel)
@@ -178,11 +186,15 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
 
 def train_classifier(model, train_loader, val_loader, optimizer, device, max_epochs: int, patience: int | None = None,
                      eval_freq: int = 50, eval_iter: int = 5, log=print, parallel=None,
-                     precision: str = "fp32") -> dict:
+                     precision: str = "fp32", scheduler=None, ema_decay: float | None = None) -> dict:
     """The book's loop with model selection: after every epoch the accuracy and loss over the whole
     validation loader; the weights of the best epoch (highest accuracy, ties broken by lower loss) are kept
     in memory and put back at the end; training stops early once ``patience`` epochs in a row brought no
     better one (None: run all ``max_epochs``).
+
+    ``scheduler``: stepped after every optimizer step (e.g. ``WarmupCosineLR``). ``ema_decay``: keep an
+    exponential moving average of the weights (``optim.ExponentialMovingAverage``), updated after every step;
+    the epochs are then scored, chosen and returned with the averaged weights, not the raw ones.
 
     Returns {"epochs_run", "best_epoch", "val_accuracy" (per epoch), "val_loss" (per epoch),
     "train_losses", "val_losses" (every eval_freq steps), "examples_seen"}. ``parallel`` as in
@@ -191,21 +203,24 @@ def train_classifier(model, train_loader, val_loader, optimizer, device, max_epo
     """
     progress = _new_progress()
     amp = MixedPrecision(precision, model.device)
+    ema = ExponentialMovingAverage(model, ema_decay) if ema_decay is not None else None
     history = {"val_accuracy": [], "val_loss": []}
     best_key, best_state, best_epoch, since_best = None, None, 0, 0
     for epoch in range(max_epochs):
         _train_epoch(model, train_loader, val_loader, optimizer, device, epoch, eval_freq, eval_iter, progress, log,
-                     parallel, amp)
+                     parallel, amp, scheduler, ema)
         model.eval()
-        val_accuracy = calc_accuracy_loader(val_loader, model, device)
-        val_loss = calc_loss_loader(val_loader, model, device)
+        with ema.average_parameters(model) if ema is not None else contextlib.nullcontext():
+            val_accuracy = calc_accuracy_loader(val_loader, model, device)
+            val_loss = calc_loss_loader(val_loader, model, device)
+            key = (val_accuracy, -val_loss)
+            improved = best_key is None or key > best_key
+            if improved:  # a copy on the host: the model keeps training in place
+                best_state = {name: backend.to_numpy(array).copy() for name, array in model.state_dict().items()}
         history["val_accuracy"].append(val_accuracy)
         history["val_loss"].append(val_loss)
-        key = (val_accuracy, -val_loss)
-        improved = best_key is None or key > best_key
-        if improved:  # a copy on the host: the model keeps training in place
+        if improved:
             best_key, best_epoch, since_best = key, epoch + 1, 0
-            best_state = {name: backend.to_numpy(array).copy() for name, array in model.state_dict().items()}
         else:
             since_best += 1
         if log:
