@@ -4,17 +4,18 @@ one process, with the same bits at any load.
 The matrix products of a small model are too small to share between threads (handing a block to a woken
 thread costs about as much as computing it), and Python runs one thread at a time. A whole part of the
 batch is big enough: each part's forward and backward run on their own thread, and NumPy's BLAS and our
-Numba kernels release the GIL while they compute, so the parts overlap. nanoGPT's "baby" step at 2 threads:
-46.3 -> 39.0 ms once the kernels released the GIL (``python benchmarks/train.py --part 2 --shape baby``).
+Numba kernels release the GIL while they compute, so the parts overlap: nanoGPT's "baby" step took 40-42 ms
+whole on one thread and 27-33 ms in two parts on two (idle 2-core machine, ``python benchmarks/load.py``).
 
 Exactness: every loss of the book is a mean over the batch's targets, so the batch's loss is the sum of the
 parts' means, each weighted by its share of the targets (targets equal to ``ignore_index``, the padding of
 instruction data, count for none), and so is its gradient. The first part's backward adds its gradients
 into .grad; every other part's into a sink of its own (``tensor.gradients_into``), added into .grad in part
-order once all are done. Each part draws its dropout masks from a generator of its own, seeded from the main one. How many
-parts there are depends on the batch's shape and the ``--threads`` setting only
+order once all are done. Each part draws its dropout masks from a generator of its own, seeded from the
+main one. How many parts there are depends on the batch's shape and the ``--threads`` setting only
 (``threads.batch_parts``); whether they run side by side or one after the other depends on the cores free
-now. So a run gives the same bits on an idle machine and on a busy one, and a resumed run equals a straight one.
+now. So a run gives the same bits on an idle machine and on a busy one, and a resumed run equals a straight
+one. (It gives other bits than the whole batch at once, as ``--threads 1`` computes it: sums in another order.)
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def split_count(inputs, model) -> int:
     data = inputs.data if isinstance(inputs, Tensor) else inputs
     if not isinstance(data, np.ndarray) or data.ndim == 0 or getattr(model, "device", "cpu") != "cpu":
         return 1  # GPU: one stream does it all
-    trainable = sum(p.data.size for p in model.parameters())  # ~ multiply-adds per token of the forward pass
-    return threads.batch_parts(len(data), data.size * trainable, trainable)
+    parameters = sum(p.data.size for p in model.parameters())  # ~ multiply-adds per token of the forward pass
+    return threads.batch_parts(len(data), data.size * parameters, parameters)
 
 
 def backward_in_parts(loss_batch, inputs, targets, model, device, backward, parts: int | None = None,
