@@ -26,6 +26,20 @@ if "TINYGRAD_LLM_DATA" not in os.environ and SHARED_DATA.is_dir():
 os.environ.pop("TINYGRAD_LLM_DEVICE", None)
 
 
+@pytest.fixture
+def fresh_thread_policy(monkeypatch):
+    """The automatic thread policy with nothing read yet (no --threads, no $TINYGRAD_LLM_THREADS, no monitor),
+    restored afterwards."""
+    from tinygrad_llm import threads
+
+    monkeypatch.delenv(threads.ENV, raising=False)
+    monkeypatch.setattr(threads, "_fixed", None)
+    monkeypatch.setattr(threads, "_env_read", False)
+    monkeypatch.setattr(threads, "_monitor", None)
+    yield threads
+    threads._blas_threads = None  # the next matmul sets BLAS again
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (or TINYGRAD_LLM_DATA); the test is skipped when it is absent."""

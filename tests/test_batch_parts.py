@@ -20,12 +20,7 @@ from test_train import make_trainer
 CONFIG = GPTConfig(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
 
 
-@pytest.fixture(autouse=True)
-def automatic_threads(monkeypatch):
-    monkeypatch.delenv(threads.ENV, raising=False)
-    monkeypatch.setattr(threads, "_fixed", None)
-    monkeypatch.setattr(threads, "_env_read", False)
-    monkeypatch.setattr(threads, "_monitor", None)
+pytestmark = pytest.mark.usefixtures("fresh_thread_policy")  # each test starts from the automatic policy
 
 
 class Load:

@@ -8,15 +8,7 @@ from tinygrad_llm import threads
 from tinygrad_llm.cli import main
 
 
-@pytest.fixture(autouse=True)
-def fresh_policy(monkeypatch):
-    """Each test starts from the automatic policy with nothing read yet, and leaves it so."""
-    monkeypatch.delenv(threads.ENV, raising=False)
-    monkeypatch.setattr(threads, "_fixed", None)
-    monkeypatch.setattr(threads, "_env_read", False)
-    monkeypatch.setattr(threads, "_monitor", None)
-    yield
-    threads._blas_threads = None  # the next matmul sets BLAS again
+pytestmark = pytest.mark.usefixtures("fresh_thread_policy")  # each test starts from the automatic policy
 
 
 def blas_threads_now() -> int:
