@@ -200,3 +200,32 @@ def test_kernels_run_in_threads_at_once_and_agree_with_one_thread():
     parallel = threads.run_parallel([lambda x=x: F.gelu(tl.Tensor(x)).data for x in xs])
     for a, b in zip(serial, parallel):
         np.testing.assert_array_equal(a, b)
+
+
+def test_ctrl_c_inside_a_part_leaves_the_last_whole_step_and_resume_is_exact(tmp_path, monkeypatch):
+    """A real SIGINT from inside a part's forward pass (on either thread): the step is rewound, the checkpoint
+    is the last finished step's, and the resumed run equals a straight one, bit for bit."""
+    from test_train import interrupt_at
+
+    from tinygrad_llm.checkpoint import load_checkpoint
+    from tinygrad_llm.train.trainer import read_log
+
+    monkeypatch.setattr(threads, "PART_MIN_MACS", 1)  # every micro-batch in 2 parts
+    two_cores(monkeypatch, busy=0.0)
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit()
+    for call in (13, 14):  # step 4's first micro-batch: its first part, its second (4 parts a step)
+        out = tmp_path / f"resumed-{call}"
+        interrupted = make_trainer(out)
+        with monkeypatch.context() as patch:
+            interrupt_at(patch, interrupted, "forward", call)
+            with pytest.raises(KeyboardInterrupt):
+                interrupted.fit()
+        assert load_checkpoint(out).trainer_state["data"]["position"] == 3 * 2  # 3 whole steps of 2 batches
+        resumed = make_trainer(out, seed=99)
+        assert resumed.load_state() == 3
+        resumed.fit()
+        for name, value in straight.model.state_dict().items():
+            np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=f"call {call}: {name}")
+        assert [{**r, "elapsed_s": 0} for r in read_log(out)] == [
+            {**r, "elapsed_s": 0} for r in read_log(tmp_path / "straight")]
