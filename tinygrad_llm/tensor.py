@@ -411,24 +411,19 @@ class _Gradients:
             self.owned.add(key)
 
     def store(self, tensor, g) -> None:
-        sink = _state.gradient_sink
-        if sink is not None:  # gradients_into(): this thread's part of a batch
-            held = sink.get(id(tensor))
-            if held is not None:
-                g = held[1] + g
-            elif id(g) in self.stored or getattr(g, "base", None) is not None:
-                g = g.copy()
-            sink[id(tensor)] = (tensor, g)
-            self.stored.add(id(g))
-            return
-        if tensor.grad is not None:
-            tensor.grad += g  # accumulate across backward calls (gradient accumulation)
+        sink = _state.gradient_sink  # gradients_into(): this thread's part of a batch goes there, not to .grad
+        held = tensor.grad if sink is None else sink.get(id(tensor), (None, None))[1]
+        if held is not None:
+            held += g  # accumulate across backward calls (gradient accumulation)
             return
         if id(g) in self.stored or getattr(g, "base", None) is not None:
             g = g.copy()  # never share memory with another .grad, the seed or an array a Function keeps
         if isinstance(g, np.generic):  # NumPy returns scalars for 0-d results: .grad is an array
             g = np.asarray(g)
-        tensor.grad = g
+        if sink is None:
+            tensor.grad = g
+        else:
+            sink[id(tensor)] = (tensor, g)
         self.stored.add(id(g))
 
 
