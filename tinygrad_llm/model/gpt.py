@@ -21,6 +21,7 @@ from tinygrad_llm.model import pretrained
 from tinygrad_llm.model.attention import KVCache, LayerKVCache, MultiHeadAttention
 from tinygrad_llm.model.config import GPTConfig
 from tinygrad_llm.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, Sequential
+from tinygrad_llm.nn.ngram import BOUNDARY, HashedNGramEmbedding
 from tinygrad_llm.tensor import Tensor, is_grad_enabled
 
 
@@ -88,6 +89,7 @@ class GPTModel(Module):
 
     ``cfg`` is a GPTConfig or the book's dict (``{"vocab_size": 50257, "context_length": 1024, ...}``).
     With ``cfg.tie_weights`` the output head uses the token embedding's weight (one Parameter, counted once).
+    With ``cfg.ngram_sizes`` (not GPT-2's) hashed n-gram embeddings ``ngram_emb`` are added to the token's.
     """
 
     def __init__(self, cfg: GPTConfig | dict):
@@ -99,6 +101,8 @@ class GPTModel(Module):
         self.config = cfg
         self.tok_emb = Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = Embedding(cfg.context_length, cfg.emb_dim)
+        self.ngram_emb = (HashedNGramEmbedding(cfg.ngram_sizes, cfg.ngram_buckets, cfg.emb_dim)
+                          if cfg.ngram_sizes else None)
         self.drop_emb = Dropout(cfg.drop_rate)
         self.trf_blocks = Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.final_norm = LayerNorm(cfg.emb_dim)
@@ -153,6 +157,8 @@ class GPTModel(Module):
             positions = np.maximum(np.cumsum(mask != 0, axis=1) - 1, 0)[:, start:]  # (B, S) -> (B, T)
             pos_embeds = F.embedding(positions, self.pos_emb.weight)  # (B, T) -> (B, T, C)
         x = tok_embeds + pos_embeds  # (B, T, C) + (T, C) -> (B, T, C)
+        if self.ngram_emb is not None:
+            x = x + self._ngram_embeds(ids, cache, attention_mask, start)  # (B, T, C)
         x = self.drop_emb(x)
         if cache is None and attention_mask is None:
             x = self.trf_blocks(x)  # (B, T, C) -> (B, T, C)
@@ -162,6 +168,23 @@ class GPTModel(Module):
                 x = block(x, cache=layer_cache, attention_mask=attention_mask)  # (B, T, C) -> (B, T, C)
         x = self.final_norm(x)
         return self.out_head(x)  # (B, T, C) -> (B, T, vocab)
+
+    def _ngram_embeds(self, ids, cache, attention_mask, start: int) -> Tensor:
+        """The n-gram vectors of ``ids`` (B, T): padding reads as the boundary (each row as it would be alone),
+        and with a cache the n-grams reach back into the ids it has seen (kept in ``cache.recent_ids``)."""
+        xp = backend.get_array_module(ids)
+        if attention_mask is not None:
+            mask = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
+            mask = backend.to_device(backend.to_numpy(mask)[:, start:] != 0, backend.device_of(ids))  # (B, T)
+            ids = xp.where(mask, ids, BOUNDARY)  # (B, T)
+        context = None
+        if cache is not None and start > 0:
+            context = cache.recent_ids
+        embeds = self.ngram_emb(ids, context=context)  # (B, T) -> (B, T, C)
+        if cache is not None:  # the last max(n) - 1 ids, for the n-grams of the next call
+            seen = ids if context is None else xp.concatenate([context, ids.astype(context.dtype)], axis=1)
+            cache.recent_ids = seen[:, -self.ngram_emb.context_size:]
+        return embeds
 
     def new_cache(self, max_length: int | None = None) -> KVCache:
         """An empty KV cache for this model (capacity: the context length unless given smaller)."""

@@ -104,6 +104,8 @@ def hf_names(config: GPTConfig) -> dict[str, tuple[str, bool]]:
     names["final_norm.scale"], names["final_norm.shift"] = ("ln_f.weight", False), ("ln_f.bias", False)
     if not config.tie_weights:
         names["out_head.weight"] = ("lm_head.weight", False)
+    for i in range(len(config.ngram_sizes)):  # not GPT-2's: only in our own layout (save_pretrained refuses)
+        names[f"ngram_emb.tables.{i}.weight"] = (f"ngram_emb.tables.{i}.weight", False)
     return names
 
 
@@ -178,15 +180,17 @@ class _SafetensorsFile(SafetensorsFile):
         super().__init__(path, error=PretrainedError)
 
 
-def check_config_fits_header(config: GPTConfig, st: SafetensorsFile, config_file, hf_layout: bool) -> None:
+def check_config_fits_header(config: GPTConfig, st: SafetensorsFile, config_file, hf_layout: bool,
+                             prefix: str = "") -> None:
     """The config's sizes against the weights file's header, before anything is built or allocated: a
-    config.json claiming 10^9 layers or positions is named here, not found out of memory later."""
+    config.json claiming 10^9 layers or positions is named here, not found out of memory later. ``prefix``:
+    where the model's names start in our layout (``members.0.`` in a classifier ensemble's file)."""
     if hf_layout:
         prefix = "transformer." if "transformer.wte.weight" in st.entries else ""
         token, position, block = prefix + "wte.weight", prefix + "wpe.weight", prefix + "h."
         fields = ("vocab_size", "n_positions", "n_embd", "n_layer")
     else:
-        token, position, block = "tok_emb.weight", "pos_emb.weight", "trf_blocks."
+        token, position, block = prefix + "tok_emb.weight", prefix + "pos_emb.weight", prefix + "trf_blocks."
         fields = ("vocab_size", "context_length", "emb_dim", "n_layers")
     for name in (token, position):
         if name not in st.entries or len(st.shape(name)) != 2:
@@ -199,6 +203,13 @@ def check_config_fits_header(config: GPTConfig, st: SafetensorsFile, config_file
         if claimed[field] != found[field]:
             raise PretrainedError(f"{config_file}: {field} = {claimed[field]}, but {st.path.name} holds weights for "
                                   f"{found[field]} (config.json and the weights do not belong together)")
+    tables = sorted(key for key in st.entries if key.startswith(prefix + "ngram_emb.tables."))
+    if len(tables) != len(config.ngram_sizes) or any(
+            len(st.shape(key)) != 2 or st.shape(key)[0] != config.ngram_buckets for key in tables):
+        raise PretrainedError(f"{config_file}: ngram_sizes = {list(config.ngram_sizes)} and ngram_buckets = "
+                              f"{config.ngram_buckets}, but {st.path.name} holds {len(tables)} n-gram table(s) of "
+                              f"{sorted({st.shape(key)[0] for key in tables})} rows (config.json and the weights "
+                              "do not belong together)")
 
 
 def _write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
@@ -402,6 +413,10 @@ def save_pretrained(model, directory) -> Path:
     GPT-2 layout (each file atomically). A model without QKV bias is written with zero biases (the same
     function); our exact GPTConfig rides along in config.json, so loading it back gives the same model."""
     config = model.config
+    if config.ngram_sizes:
+        raise PretrainedError(f"save_pretrained: a model with n-gram embeddings (ngram_sizes {config.ngram_sizes}) "
+                              "has no Hugging Face GPT-2 equivalent; save it as a run folder instead "
+                              "(tinygrad_llm.checkpoint, or finetune.io.save_finetuned)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     params = dict(model._all_named_parameters())
