@@ -178,7 +178,7 @@ def test_cli_with_lora_trains_only_adapters_and_exports_a_plain_model(tmp_path, 
     out = tmp_path / "lora"
     code = main(["finetune-classifier", "--data", str(subset), "--preset", "tiny", "--tokenizer", "byte",
                  "--emb-dim", "16", "--n-layers", "1", "--epochs", "1", "--max-length", "16", "--lora-rank", "2",
-                 "--trainable", "all", "--out", str(out)])
+                 "--trainable", "all", "--ensemble", "1", "--out", str(out)])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     c, r = 16, 2

@@ -7,6 +7,7 @@ the end, each atomically: an error leaves no partial output.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 import time
@@ -17,12 +18,31 @@ from tinygrad_llm.cli.common import (add_device_argument, add_precision_argument
 
 TOKENIZERS = ("gpt2", "byte")
 # The classifier trained from scratch (no pretrained weights): bytes generalise better than GPT-2's 50,257
-# ids on 1,045 messages; batches of 32 give steadier steps; dropout 0.1; the epoch with the best validation
-# accuracy is kept and training stops after `patience` epochs without a better one. A cosine schedule and a
-# moving average of the weights (--lr-schedule cosine --ema-decay) did not do better across seeds (RESULTS.md
-# measures both).
+# ids on 1,045 messages; hashed 2-, 3- and 4-gram embeddings (nn/ngram.py) hand the model the byte n-grams
+# it otherwise has to learn at every position; batches of 32 give steadier steps; dropout 0.1; the weights
+# of epochs 10-20 averaged (stochastic weight averaging) rather than the epoch that happened to score best on
+# 149 validation messages; three such models from three seeds, their probabilities averaged (an ensemble).
+# Each choice was measured across the seeds 1-5 (RESULTS.md, with what did not help: a cosine schedule, an
+# exponential moving average, other readouts, augmentation, a larger model).
 SCRATCH_RECIPE = {"tokenizer": "byte", "max_length": 160, "dropout": 0.1, "batch_size": 32, "epochs": 20,
-                  "patience": 5, "lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 50, "ema_decay": 0.0}
+                  "patience": 0, "lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 50, "ema_decay": 0.0,
+                  "ngram_sizes": (2, 3, 4), "ngram_buckets": 2048, "average_from": None, "ensemble": 3}  # None: --epochs // 2
+# BERT from scratch keeps the recipe it was measured with: one model, the best validation epoch, patience 5.
+BERT_SCRATCH = {"ngram_sizes": (), "average_from": 0, "ensemble": 1, "patience": 5}
+
+
+def ngram_sizes(text: str) -> tuple:
+    """--ngram-embeddings: "2,3,4" -> (2, 3, 4); "none" -> () (argparse type)."""
+    if text.strip().lower() in ("none", "0", ""):
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = None
+    if not sizes or min(sizes) < 2 or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"expected distinct n-gram sizes >= 2 separated by commas (e.g. 2,3,4) or "
+                                         f"'none', got {text!r}")
+    return sizes
 
 
 def _add_model_arguments(p, default_preset: str) -> None:
@@ -74,6 +94,11 @@ def add_parsers(sub) -> None:
                    help="the SMSSpamCollection file (label<TAB>text) or its folder (default: $TINYGRAD_LLM_DATA/"
                         "sms_spam_collection, else download from UCI)")
     _add_model_arguments(p, "tiny")
+    p.add_argument("--ngram-embeddings", dest="ngram_sizes", type=ngram_sizes, default=None, metavar="SIZES",
+                   help="a from-scratch GPT's hashed n-gram embeddings, added to each byte's: the sizes, e.g. 2,3,4, "
+                        "or none (default 2,3,4 from scratch; a pretrained model keeps its architecture)")
+    p.add_argument("--ngram-buckets", type=positive_int, default=None,
+                   help=f"rows of each n-gram table (default {SCRATCH_RECIPE['ngram_buckets']})")
     p.add_argument("--arch", choices=("gpt", "bert"), default="gpt",
                    help="gpt: the decoder, reading the class off the last token (the book); bert: the encoder, "
                         "reading it off [CLS] with the padding masked (from scratch: --preset's size, the tokenizer "
@@ -83,12 +108,12 @@ def add_parsers(sub) -> None:
                        help="last-block (the book's: last block + final norm + head), last-N, head or all "
                             "(default: last-block with --init-from, all from scratch)")
     train.add_argument("--epochs", type=positive_int, default=None,
-                       help="passes over the training split (default 5 with --init-from, as the book; from "
-                            f"scratch at most {SCRATCH_RECIPE['epochs']}, ended earlier by --patience)")
+                       help="passes over the training split (default 5 with --init-from, as the book; "
+                            f"{SCRATCH_RECIPE['epochs']} from scratch)")
     train.add_argument("--patience", type=nonnegative_int, default=None,
                        help="stop after this many epochs without a better validation accuracy; 0 never stops "
-                            f"early (default {SCRATCH_RECIPE['patience']} from scratch, 0 with --init-from). The "
-                            "weights of the epoch with the best validation accuracy are kept in any case")
+                            f"early (default 0; {BERT_SCRATCH['patience']} for --arch bert from scratch). Without --average-from the weights of the epoch with the best "
+                            "validation accuracy are kept")
     train.add_argument("--lr", type=finite_float, default=None, help="AdamW learning rate (default 5e-5 with "
                                                                      f"--init-from, {SCRATCH_RECIPE['lr']:g} from scratch)")
     train.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
@@ -100,6 +125,14 @@ def add_parsers(sub) -> None:
     train.add_argument("--ema-decay", type=nonnegative_float, default=None,
                        help="score, choose and save an exponential moving average of the weights, updated after "
                             "every step with this decay, e.g. 0.995 (default 0: the raw weights)")
+    train.add_argument("--average-from", type=nonnegative_int, default=None, metavar="EPOCH",
+                       help="stochastic weight averaging: keep the mean of the weights at the end of every epoch from "
+                            "this one on, instead of choosing an epoch (default from scratch: half of --epochs, "
+                            "epochs 10-20 of 20; 0: off, the default with --init-from, --patience or --ema-decay)")
+    train.add_argument("--ensemble", type=positive_int, default=None, metavar="K",
+                       help="train K classifiers with the seeds --seed, --seed + 1000, ... and save them together; "
+                            "they answer with their mean class probability (default "
+                            f"{SCRATCH_RECIPE['ensemble']} from scratch, 1 with --init-from)")
     train.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay (default 0.1)")
     train.add_argument("--batch-size", type=positive_int, default=None,
                        help=f"messages per batch (default 8 with --init-from, as the book; "
@@ -163,10 +196,13 @@ def load_start_model(args, context_length: int | None = None):
         tokenizer = get_tokenizer(args.tokenizer)
         preset = args.preset or args.default_preset
         overrides = {"vocab_size": tokenizer.n_vocab, **overrides}
+        if getattr(args, "ngram_sizes", None):  # finetune-classifier's hashed n-gram embeddings
+            overrides.update(ngram_sizes=args.ngram_sizes, ngram_buckets=args.ngram_buckets)
         if context_length is not None:
             overrides["context_length"] = context_length
         config = GPTConfig.preset(preset, **overrides)
-        return GPTModel(config), tokenizer, f"a fresh {preset} model (from scratch)"
+        ngrams = f", hashed {'/'.join(map(str, config.ngram_sizes))}-grams" if config.ngram_sizes else ""
+        return GPTModel(config), tokenizer, f"a fresh {preset} model (from scratch{ngrams})"
     if Path(args.init_from).is_dir():  # a run folder or a Hugging Face folder: config, weights and tokenizer
         from tinygrad_llm.cli.common import load_model_and_tokenizer  # checked together
 
@@ -220,9 +256,10 @@ def _claimed(run):
 
 
 @contextlib.contextmanager
-def _saved_if_interrupted(out: Path, model, tokenizer, lora, meta: dict, write: bool = True):
-    """Ctrl-C (or SIGTERM) during training saves the model as it is, usable, before the command ends
-    (``write``: this process writes; with several, process 0 alone)."""
+def _saved_if_interrupted(out: Path, snapshot, tokenizer, lora, write: bool = True):
+    """Ctrl-C (or SIGTERM) during training saves the model as it is, usable, before the command ends.
+    ``snapshot()`` gives (model, finetune.json's metadata) at that moment, ``lora()`` whether its LoRA
+    adapters are still to merge (``write``: this process writes; with several, process 0 alone)."""
     try:
         yield
     except KeyboardInterrupt:
@@ -231,8 +268,9 @@ def _saved_if_interrupted(out: Path, model, tokenizer, lora, meta: dict, write: 
         from tinygrad_llm.finetune.io import save_finetuned
         from tinygrad_llm.finetune.lora import merge_lora
 
+        model, meta = snapshot()
         model.eval()
-        if lora:
+        if lora():
             merge_lora(model)
         save_finetuned(out, model, tokenizer, {**meta, "interrupted": True})
         _log(f"interrupted: saved the model as it was, part-way through training, to {out} (finetune.json says "
@@ -249,14 +287,21 @@ def _counts(model) -> dict:
 
 def _resolve_classifier_defaults(args) -> None:
     """The book's settings with --init-from; the measured from-scratch recipe otherwise (SCRATCH_RECIPE)."""
+    if (args.init_from is not None or args.arch == "bert") and (args.ngram_sizes or args.ngram_buckets):
+        raise ValueError("--ngram-embeddings and --ngram-buckets are for a GPT trained from scratch (without "
+                         "--init-from or --arch bert): they add tables a pretrained model or BERT does not have")
     if args.init_from is not None:
         defaults = {"epochs": 5, "batch_size": 8, "patience": 0, "lr": 5e-5, "lr_schedule": "constant",
-                    "warmup_steps": 0, "ema_decay": 0.0}
+                    "warmup_steps": 0, "ema_decay": 0.0, "average_from": 0, "ensemble": 1}
     else:
-        defaults = dict(SCRATCH_RECIPE)
+        defaults = dict(SCRATCH_RECIPE, **(BERT_SCRATCH if args.arch == "bert" else {}))
+    if args.average_from is None and (args.patience is not None or args.ema_decay):
+        args.average_from = 0  # choosing an epoch (or averaging every step) was asked for: no epoch average
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
+    if args.average_from is None:  # the second half of the epochs: 10-20 of 20
+        args.average_from = max(1, args.epochs // 2)
 
 
 
@@ -289,11 +334,17 @@ def run_finetune_classifier(args, out: Path) -> int:
     val_set = SpamDataset(*splits["validation"], tokenizer, max_length=max_length)
     test_set = SpamDataset(*splits["test"], tokenizer, max_length=max_length)
 
-    C.add_classification_head(model, num_classes=len(CLASS_NAMES))
     trainable = args.trainable or ("last-block" if args.init_from else "all")
-    C.set_trainable(model, trainable)
-    return _train_classifier(args, out, model, tokenizer, described, trainable, (train_set, val_set, test_set),
-                             max_length)
+
+    def with_head(model):
+        C.add_classification_head(model, num_classes=len(CLASS_NAMES))
+        return C.set_trainable(model, trainable)
+
+    def new_member():  # a further member of an --ensemble: the same start, its own draws
+        return with_head(load_start_model(args, context_length=max_length if args.init_from is None else None)[0])
+
+    return _train_classifier(args, out, with_head(model), tokenizer, described, trainable,
+                             (train_set, val_set, test_set), max_length, new_member)
 
 
 def _finetune_bert_classifier(args, out: Path, splits) -> int:
@@ -305,6 +356,7 @@ def _finetune_bert_classifier(args, out: Path, splits) -> int:
     from tinygrad_llm.model import BertConfig, BertForSequenceClassification, GPTConfig
     from tinygrad_llm.tokenizer import get_tokenizer, load_tokenizer, with_bert_tokens
 
+    trainable = args.trainable or "all"
     if args.init_from is None:
         tokenizer = with_bert_tokens(get_tokenizer(args.tokenizer))
         max_length = BertSpamDataset(*splits["train"], tokenizer, max_length=args.max_length).max_length
@@ -313,95 +365,152 @@ def _finetune_bert_classifier(args, out: Path, splits) -> int:
         preset = args.preset or args.default_preset
         shape = GPTConfig.preset(preset, vocab_size=tokenizer.n_vocab, context_length=max_length, **overrides)
         config = BertConfig.from_gpt_config(shape, pad_token_id=tokenizer.pad_id, num_labels=len(CLASS_NAMES))
-        model, described = BertForSequenceClassification(config), f"a fresh BERT of the {preset} size (from scratch)"
+        described = f"a fresh BERT of the {preset} size (from scratch)"
+
+        def start_model():
+            return BertForSequenceClassification(config)
     else:
         source = Path(args.init_from)
         if not (source / "tokenizer.json").is_file():
             raise ValueError(f"--init-from {source}: no tokenizer.json beside the weights (this library reads BERTs "
                              "trained with 'tinygrad-llm train --arch bert'; BERT's WordPiece vocabulary is not supported)")
         tokenizer = with_bert_tokens(load_tokenizer(source))
-        with warnings.catch_warnings():  # the fresh pooler/classifier is expected here
-            warnings.simplefilter("ignore")
-            model = BertForSequenceClassification.from_pretrained(source).train()
-        _apply_dropout(model, args.dropout)
+        described = f"{source}"
+
+        def start_model():
+            with warnings.catch_warnings():  # the fresh pooler/classifier is expected here
+                warnings.simplefilter("ignore")
+                model = BertForSequenceClassification.from_pretrained(source).train()
+            _apply_dropout(model, args.dropout)
+            return model
+
+    def new_member():
+        model = start_model()
+        set_trainable_bert(model, trainable)
+        return model
+
+    model = new_member()
+    if args.init_from is not None:
         longest = BertSpamDataset(*splits["train"], tokenizer, max_length=args.max_length).max_length
         max_length = min(longest, model.config.max_position_embeddings)  # never past the positions it has
-        described = f"{source}"
     datasets = tuple(BertSpamDataset(*splits[name], tokenizer, max_length=max_length)
                      for name in ("train", "validation", "test"))
-    trainable = args.trainable or "all"
-    set_trainable_bert(model, trainable)
-    return _train_classifier(args, out, model, tokenizer, described, trainable, datasets, max_length)
+    return _train_classifier(args, out, model, tokenizer, described, trainable, datasets, max_length, new_member)
 
 
-def _train_classifier(args, out: Path, model, tokenizer, described, trainable, datasets, max_length) -> int:
-    """Train, evaluate and save a classifier of either half: the rest of finetune-classifier."""
+def _train_classifier(args, out: Path, model, tokenizer, described, trainable, datasets, max_length,
+                      new_member) -> int:
+    """Train, evaluate and save a classifier of either half: the rest of finetune-classifier. ``model`` is the
+    first member, ``new_member()`` builds each further one of an --ensemble (after its own seed is set)."""
+    import tinygrad_llm as tl
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.finetune import classifier as C
+    from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
     from tinygrad_llm.finetune.io import save_finetuned, write_json
     from tinygrad_llm.finetune.lora import merge_lora
+    from tinygrad_llm.finetune.spam_data import CLASS_NAMES
+
+    train_set, val_set, test_set = datasets
+    if args.lr <= 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if not args.ema_decay < 1:
+        raise ValueError(f"--ema-decay must be below 1 (0 turns the average off), got {args.ema_decay}")
+    if args.average_from and (args.average_from > args.epochs or args.patience or args.ema_decay):
+        raise ValueError(f"--average-from {args.average_from} must be an epoch of the {args.epochs} (--epochs) and "
+                         "does not combine with --patience or --ema-decay (it averages the last epochs instead of "
+                         "choosing one)")
+    batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
+    val_loader = DataLoader(val_set, batch_size=batch, drop_last=False)
+    test_loader = DataLoader(test_set, batch_size=batch, drop_last=False)
+    size = args.ensemble
+    meta = {"task": "classification", "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
+            "max_length": max_length, "pad_token_id": train_set.pad_token_id}
+    members, selections, lora, counts = [], [], None, {}
+
+    def snapshot():  # what Ctrl-C saves: the members so far, the one in training last
+        saved = members[0] if len(members) == 1 else ClassifierEnsemble(members)
+        return saved, {**meta, **({"ensemble_size": len(members)} if len(members) > 1 else {})}
+
+    start = time.perf_counter()
+    with _saved_if_interrupted(out, snapshot, tokenizer, lambda: lora, write=args.comm.is_root):
+        for k in range(size):
+            seed = args.seed + 1000 * k  # member 0 is the single model of --seed, bit for bit
+            if k:
+                tl.manual_seed(seed)
+                model = new_member()
+            members.append(model)
+            lora = _apply_lora(args, model)
+            counts = {name: counts.get(name, 0) + n for name, n in _counts(model).items()}  # before any merge
+            selections.append(_train_member(args, model, lora, train_set, val_loader, seed, described, trainable,
+                                            (len(train_set), len(val_set), len(test_set)), max_length, out,
+                                            f" (member {k + 1} of {size})" if size > 1 else ""))
+            if lora:
+                merge_lora(model)  # a plain model: W + scale * (A B)^T
+    train_s = time.perf_counter() - start
+    if not args.comm.is_root:
+        return 0  # process 0 scores the model and writes it
+    model, meta = snapshot()
+    model.eval()
+    metrics = {}
+    train_loader = DataLoader(train_set, batch_size=batch, drop_last=False)
+    for name, loader in (("train", train_loader), ("val", val_loader), ("test", test_loader)):
+        metrics[f"{name}_accuracy"] = C.calc_accuracy_loader(loader, model, args.device)
+        metrics[f"{name}_loss"] = C.calc_loss_loader(loader, model, args.device)
+    if size > 1:  # each member alone, beside the ensemble
+        metrics["member_test_accuracy"] = [C.calc_accuracy_loader(test_loader, m, args.device) for m in members]
+    first = selections[0]
+    metrics.update(counts, epochs=args.epochs, patience=args.patience, epochs_run=first["epochs_run"],
+                   best_epoch=first["best_epoch"], val_accuracy_per_epoch=first["val_accuracy"],
+                   average_from=args.average_from or None, ensemble_size=size,
+                   lr=args.lr, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, ema_decay=args.ema_decay,
+                   batch_size=args.batch_size, max_length=max_length,
+                   trainable=trainable, lora=lora, seed=args.seed, train_seconds=round(train_s, 1),
+                   init_from=args.init_from, config=model.config.to_dict())
+    if size > 1:
+        metrics["members"] = [{"seed": args.seed + 1000 * k, "epochs_run": sel["epochs_run"],
+                               "best_epoch": sel["best_epoch"], "val_accuracy_per_epoch": sel["val_accuracy"]}
+                              for k, sel in enumerate(selections)]
+    save_finetuned(out, model, tokenizer, meta)
+    write_json(out / "metrics.json", metrics)
+    chosen = (f"epochs {args.average_from}-{args.epochs} averaged" if args.average_from
+              else f"epoch {first['best_epoch']} of {first['epochs_run']}")
+    if size > 1:
+        chosen = f"{size} members, each {chosen}"
+    _log(f"accuracy ({chosen}): train {metrics['train_accuracy'] * 100:.2f}% | val {metrics['val_accuracy'] * 100:.2f}% | "
+         f"test {metrics['test_accuracy'] * 100:.2f}% ({train_s:.0f}s training); saved to {out}")
+    return 0
+
+
+def _train_member(args, model, lora, train_set, val_loader, seed: int, described, trainable, sizes, max_length,
+                  out: Path, which: str) -> dict:
+    """Train one classifier (one member of an ensemble) with its own shuffling seed; returns its selection."""
+    from tinygrad_llm.data import DataLoader
+    from tinygrad_llm.finetune import classifier as C
     from tinygrad_llm.finetune.spam_data import CLASS_NAMES
     from tinygrad_llm.optim import AdamW, WarmupCosineLR
     from tinygrad_llm.train.parallel import DataParallel
 
-    train_set, val_set, test_set = datasets
-    lora = _apply_lora(args, model)
     if args.device:
         model.to(args.device)
-    lr = args.lr
-    if lr <= 0:
-        raise ValueError(f"--lr must be positive, got {lr}")
-    if not args.ema_decay < 1:
-        raise ValueError(f"--ema-decay must be below 1 (0 turns the average off), got {args.ema_decay}")
-    optimizer = AdamW(C.trainable_parameters(model), lr=lr, weight_decay=args.weight_decay)
+    optimizer = AdamW(C.trainable_parameters(model), lr=args.lr, weight_decay=args.weight_decay)
     parallel = DataParallel(args.comm, model, optimizer)
-    batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
-    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
+    batch = args.batch_size * args.comm.world_size
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, seed=seed)
     scheduler = None
     if args.lr_schedule == "cosine":
         total_steps = args.epochs * len(train_loader)
         if args.warmup_steps >= total_steps:
             raise ValueError(f"--warmup-steps {args.warmup_steps} must be below the run's {total_steps} steps")
         scheduler = WarmupCosineLR(optimizer, warmup_steps=args.warmup_steps, total_steps=total_steps)
-    val_loader = DataLoader(val_set, batch_size=batch, drop_last=False)
-    test_loader = DataLoader(test_set, batch_size=batch, drop_last=False)
     counts = _counts(model)
-    _log(f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier ({trainable}"
+    _log(f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier{which} ({trainable}"
          f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {counts['trainable_parameters']:,} of "
-         f"{counts['total_parameters']:,} parameters trainable; {len(train_set)} / {len(val_set)} / {len(test_set)} "
+         f"{counts['total_parameters']:,} parameters trainable; {sizes[0]} / {sizes[1]} / {sizes[2]} "
          f"messages of {max_length} tokens{describe_processes(args.comm, args.batch_size)} -> {out}")
-
-    meta = {"task": "classification", "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
-            "max_length": max_length, "pad_token_id": train_set.pad_token_id}
-    start = time.perf_counter()
-    with _saved_if_interrupted(out, model, tokenizer, lora, meta, write=args.comm.is_root):
-        selection = C.train_classifier(model, train_loader, val_loader, optimizer, args.device,
-                                       max_epochs=args.epochs, patience=args.patience or None,
-                                       eval_freq=args.eval_freq, eval_iter=args.eval_iter, log=_log,
-                                       parallel=parallel, precision=args.precision, scheduler=scheduler,
-                                       ema_decay=args.ema_decay or None)
-    train_s = time.perf_counter() - start
-    if not args.comm.is_root:
-        return 0  # process 0 scores the model and writes it
-    model.eval()
-    metrics = {}
-    for name, loader in (("train", train_loader), ("val", val_loader), ("test", test_loader)):
-        metrics[f"{name}_accuracy"] = C.calc_accuracy_loader(loader, model, args.device)
-        metrics[f"{name}_loss"] = C.calc_loss_loader(loader, model, args.device)
-    if lora:
-        merge_lora(model)  # export a plain model: W + scale * (A B)^T
-    metrics.update(counts, epochs=args.epochs, patience=args.patience, epochs_run=selection["epochs_run"],
-                   best_epoch=selection["best_epoch"], val_accuracy_per_epoch=selection["val_accuracy"],
-                   lr=lr, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, ema_decay=args.ema_decay,
-                   batch_size=args.batch_size, max_length=max_length,
-                   trainable=trainable, lora=lora, seed=args.seed, train_seconds=round(train_s, 1),
-                   init_from=args.init_from, config=model.config.to_dict())
-    save_finetuned(out, model, tokenizer, meta)
-    write_json(out / "metrics.json", metrics)
-    _log(f"accuracy (epoch {selection['best_epoch']} of {selection['epochs_run']}): train "
-         f"{metrics['train_accuracy'] * 100:.2f}% | val {metrics['val_accuracy'] * 100:.2f}% | "
-         f"test {metrics['test_accuracy'] * 100:.2f}% ({train_s:.0f}s training); saved to {out}")
-    return 0
+    return C.train_classifier(model, train_loader, val_loader, optimizer, args.device, max_epochs=args.epochs,
+                              patience=args.patience or None, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
+                              log=_log, parallel=parallel, precision=args.precision, scheduler=scheduler,
+                              ema_decay=args.ema_decay or None, average_from=args.average_from or None)
 
 
 # ---- finetune-instruct ----------------------------------------------------------------------------------
@@ -460,8 +569,8 @@ def run_finetune_instruct(args, out: Path) -> int:
     from tinygrad_llm.train.simple import train_model_simple
 
     start = time.perf_counter()
-    with _saved_if_interrupted(out, model, tokenizer, lora, {"task": "instruction", "prompt_format": "alpaca"},
-                               write=args.comm.is_root):
+    with _saved_if_interrupted(out, lambda: (model, {"task": "instruction", "prompt_format": "alpaca"}), tokenizer,
+                               lambda: lora, write=args.comm.is_root):
         train_losses, val_losses, _ = train_model_simple(
             model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
             eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer,

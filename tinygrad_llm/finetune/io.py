@@ -5,7 +5,8 @@
       config.json         the GPTConfig
       tokenizer.json      the tokenizer
       finetune.json       what kind of fine-tuning: {"task": "classification", "num_classes": 2,
-                          "class_names": [...], "max_length": ..., "pad_token_id": ...} or {"task": "instruction"}
+                          "class_names": [...], "max_length": ..., "pad_token_id": ...} or {"task": "instruction"};
+                          a classifier ensemble adds "ensemble_size": K (its weights: members.0. ... members.K-1.)
 
 An instruction-tuned model is a plain GPT: ``tinygrad-llm generate --checkpoint out`` runs it. A classifier
 has a (num_classes, emb_dim) head instead of the vocabulary head: ``load_classifier(out)`` rebuilds it.
@@ -49,7 +50,9 @@ def save_finetuned(out, model, tokenizer, meta: dict) -> Path:
 
 
 def load_classifier(path, device: str | None = None):
-    """(model, tokenizer, meta) of a classifier saved by ``finetune-classifier`` (or ``save_finetuned``)."""
+    """(model, tokenizer, meta) of a classifier saved by ``finetune-classifier`` (or ``save_finetuned``): a
+    GPTModel or BERT with its class head, or a ``ClassifierEnsemble`` of them when finetune.json says
+    ``ensemble_size``."""
     from tinygrad_llm.checkpoint import CheckpointError, check_state_matches, load_model_files
     from tinygrad_llm.model.pretrained import check_config_fits_header
     from tinygrad_llm.safetensors_file import SafetensorsFile
@@ -65,24 +68,35 @@ def load_classifier(path, device: str | None = None):
     if meta.get("task") != "classification":
         raise ValueError(f"{meta_file}: task is {meta.get('task')!r}, not 'classification'")
     state, config = load_model_files(path)
+    size = meta.get("ensemble_size", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 64:
+        raise ValueError(f"{meta_file}: ensemble_size must be an integer from 1 to 64, got {size!r}")
+    prefixes = [f"members.{k}." for k in range(size)] if size > 1 else [""]
     if isinstance(config, dict) and config.get("model_type") == "bert":  # finetune-classifier --arch bert
         from tinygrad_llm.model import BertConfig, BertForSequenceClassification
 
         try:
-            model = BertForSequenceClassification(BertConfig.from_dict(config))
+            config = BertConfig.from_dict(config)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path / 'config.json'}: not a BERT configuration this library can build "
                                   f"({exc})") from None
+        members = [BertForSequenceClassification(config) for _ in prefixes]
     else:
         try:
             config = GPTConfig.from_dict(config)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path / 'config.json'}: not a model configuration this GPT can build "
                                   f"({exc})") from None
-        check_config_fits_header(config, SafetensorsFile(path / "model.safetensors", error=CheckpointError),
-                                 path / "config.json", hf_layout=False)  # sizes checked before allocating the model
-        model = GPTModel(config)
-        add_classification_head(model, int(meta["num_classes"]))
+        weights = SafetensorsFile(path / "model.safetensors", error=CheckpointError)
+        for prefix in prefixes:  # sizes checked before allocating the model
+            check_config_fits_header(config, weights, path / "config.json", hf_layout=False, prefix=prefix)
+        members = [add_classification_head(GPTModel(config), int(meta["num_classes"])) for _ in prefixes]
+    if size > 1:
+        from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
+
+        model = ClassifierEnsemble(members)
+    else:
+        model = members[0]
     check_state_matches(state, model.state_dict(), path / "model.safetensors")
     model.load_state_dict(state)
     if device:

@@ -14,7 +14,8 @@ After each step, every parameter's average moves towards the new weights:
 
 The cap (n − 1)/n makes the first 1/(1 − decay) updates a plain mean of the weights seen so far (the first
 update copies them), so the random initial weights never linger in the average, however few steps there
-are; after that it forgets with a time constant of 1/(1 − decay) steps. Why: with small batches the weights
+are; after that it forgets with a time constant of 1/(1 − decay) steps. ``decay=1`` never forgets: the
+average stays the plain mean of every update (stochastic weight averaging's, updated once per epoch). Why: with small batches the weights
 at any one step carry that step's noise; their average over the last few hundred steps scores steadier, and
 often better, than any single step's.
 
@@ -33,14 +34,15 @@ class ExponentialMovingAverage:
 
     def __init__(self, model, decay: float = 0.999):
         decay = float(decay)
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"ExponentialMovingAverage: decay must be in [0, 1), got {decay}")
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"ExponentialMovingAverage: decay must be in [0, 1], got {decay}")
         self.decay = decay
         self.num_updates = 0
         self.shadow = {name: p.data.copy() for name, p in model.named_parameters() if p.requires_grad}
 
     def current_decay(self) -> float:
-        """The decay the next update will use: a plain running mean until 1/(1 - decay) updates."""
+        """The decay the next update will use: a plain running mean until 1/(1 - decay) updates (for ever
+        with decay 1)."""
         n = self.num_updates + 1
         return min(self.decay, (n - 1) / n)
 
