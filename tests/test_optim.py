@@ -427,4 +427,22 @@ def test_ema_average_parameters_swaps_in_and_back():
     np.testing.assert_allclose(averaged_out, x @ raw["weight"].T + raw["bias"], rtol=1e-6)
     assert not np.allclose(layer(tl.Tensor(x)).numpy(), averaged_out)
     with pytest.raises(ValueError, match="decay"):
-        ExponentialMovingAverage(layer, decay=1.0)
+        ExponentialMovingAverage(layer, decay=1.5)
+
+
+def test_ema_with_decay_one_is_the_plain_mean_of_every_update():
+    """decay 1 (stochastic weight averaging's average): after any number of updates, the mean of the weights
+    each update saw, with equal weight; a decay below 1 forgets the early ones."""
+    from tinygrad_llm.nn import Linear
+    from tinygrad_llm.optim import ExponentialMovingAverage
+
+    layer = Linear(3, 2, dtype=np.float64)
+    plain, forgetting = ExponentialMovingAverage(layer, decay=1.0), ExponentialMovingAverage(layer, decay=0.5)
+    seen = []
+    for step in range(6):
+        layer.weight.data = layer.weight.data + step  # the weights move
+        seen.append(layer.weight.data.copy())
+        plain.update(layer)
+        forgetting.update(layer)
+    np.testing.assert_allclose(plain.state_dict()["weight"], np.mean(seen, axis=0), rtol=1e-12)
+    assert not np.allclose(forgetting.state_dict()["weight"], np.mean(seen, axis=0))

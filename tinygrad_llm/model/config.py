@@ -66,7 +66,10 @@ class GPTConfig:
 
     # --- serialisation ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.ngram_sizes:  # a GPT-2 writes the fields it always had (older readers know no others)
+            del d["ngram_sizes"], d["ngram_buckets"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
