@@ -26,7 +26,8 @@ TOKENIZERS = ("gpt2", "byte")
 # exponential moving average, other readouts, augmentation, a larger model).
 SCRATCH_RECIPE = {"tokenizer": "byte", "max_length": 160, "dropout": 0.1, "batch_size": 32, "epochs": 20,
                   "patience": 0, "lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 50, "ema_decay": 0.0,
-                  "ngram_sizes": (2, 3, 4), "ngram_buckets": 2048, "average_from": None, "ensemble": 3}  # None: --epochs // 2
+                  "ngram_sizes": (2, 3, 4), "ngram_buckets": 2048,
+                  "average_from": None, "ensemble": 3}  # average_from None: the second half of --epochs
 # BERT from scratch keeps the recipe it was measured with: one model, the best validation epoch, patience 5.
 BERT_SCRATCH = {"ngram_sizes": (), "average_from": 0, "ensemble": 1, "patience": 5}
 
@@ -112,8 +113,8 @@ def add_parsers(sub) -> None:
                             f"{SCRATCH_RECIPE['epochs']} from scratch)")
     train.add_argument("--patience", type=nonnegative_int, default=None,
                        help="stop after this many epochs without a better validation accuracy; 0 never stops "
-                            f"early (default 0; {BERT_SCRATCH['patience']} for --arch bert from scratch). Without --average-from the weights of the epoch with the best "
-                            "validation accuracy are kept")
+                            f"early (default 0; {BERT_SCRATCH['patience']} for --arch bert from scratch). Without "
+                            "--average-from the weights of the epoch with the best validation accuracy are kept")
     train.add_argument("--lr", type=finite_float, default=None, help="AdamW learning rate (default 5e-5 with "
                                                                      f"--init-from, {SCRATCH_RECIPE['lr']:g} from scratch)")
     train.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
@@ -476,8 +477,8 @@ def _train_classifier(args, out: Path, model, tokenizer, described, trainable, d
               else f"epoch {first['best_epoch']} of {first['epochs_run']}")
     if size > 1:
         chosen = f"{size} members, each {chosen}"
-    _log(f"accuracy ({chosen}): train {metrics['train_accuracy'] * 100:.2f}% | val {metrics['val_accuracy'] * 100:.2f}% | "
-         f"test {metrics['test_accuracy'] * 100:.2f}% ({train_s:.0f}s training); saved to {out}")
+    _log(f"accuracy ({chosen}): train {metrics['train_accuracy'] * 100:.2f}% | "
+         f"val {metrics['val_accuracy'] * 100:.2f}% | test {metrics['test_accuracy'] * 100:.2f}% ({train_s:.0f}s training); saved to {out}")
     return 0
 
 

@@ -211,7 +211,8 @@ def train_classifier(model, train_loader, val_loader, optimizer, device, max_epo
     """
     if average_from is not None:
         if not 1 <= average_from <= max_epochs:
-            raise ValueError(f"train_classifier: average_from must be an epoch in [1, {max_epochs}], got {average_from}")
+            raise ValueError(f"train_classifier: average_from must be an epoch in [1, {max_epochs}], "
+                             f"got {average_from}")
         if patience is not None or ema_decay is not None:
             raise ValueError("train_classifier: average_from averages the last epochs' weights; it does not combine "
                              "with patience (choosing an epoch) or ema_decay (another average)")

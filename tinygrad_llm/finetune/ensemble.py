@@ -43,7 +43,8 @@ class ClassifierEnsemble(Module):
         log_probs = F.stack([F.log_softmax(last_token_logits(member, ids), axis=-1) for member in self.members])
         # log mean_k p_k = logsumexp_k(log p_k) - log K, the largest term subtracted first: exp never overflows
         largest = Tensor(backend.get_array_module(log_probs.data).max(log_probs.data, axis=0))  # (B, classes)
-        return (log_probs - largest).exp().sum(axis=0).log() + largest - math.log(len(self.members))  # (K, B, C) -> (B, C)
+        scaled_sum = (log_probs - largest).exp().sum(axis=0)  # (K, B, C) -> (B, C): sum_k p_k / exp(largest)
+        return scaled_sum.log() + largest - math.log(len(self.members))
 
     def extra_repr(self) -> str:
         return f"{len(self.members)} members, mean class probability"
