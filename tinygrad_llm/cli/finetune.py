@@ -441,10 +441,15 @@ def _train_classifier(args, out: Path, model, tokenizer, described, trainable, d
                 model = new_member()
             members.append(model)
             lora = _apply_lora(args, model)
-            counts = {name: counts.get(name, 0) + n for name, n in _counts(model).items()}  # before any merge
-            selections.append(_train_member(args, model, lora, train_set, val_loader, seed, described, trainable,
-                                            (len(train_set), len(val_set), len(test_set)), max_length, out,
-                                            f" (member {k + 1} of {size})" if size > 1 else ""))
+            member_counts = _counts(model)  # before any merge
+            counts = {name: counts.get(name, 0) + n for name, n in member_counts.items()}
+            _log(f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier"
+                 f"{f' (member {k + 1} of {size})' if size > 1 else ''} ({trainable}"
+                 f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {member_counts['trainable_parameters']:,} of "
+                 f"{member_counts['total_parameters']:,} parameters trainable; {len(train_set)} / {len(val_set)} / "
+                 f"{len(test_set)} messages of {max_length} tokens{describe_processes(args.comm, args.batch_size)} "
+                 f"-> {out}")
+            selections.append(_train_member(args, model, train_set, val_loader, batch, seed))
             if lora:
                 merge_lora(model)  # a plain model: W + scale * (A B)^T
     train_s = time.perf_counter() - start
@@ -478,16 +483,15 @@ def _train_classifier(args, out: Path, model, tokenizer, described, trainable, d
     if size > 1:
         chosen = f"{size} members, each {chosen}"
     _log(f"accuracy ({chosen}): train {metrics['train_accuracy'] * 100:.2f}% | "
-         f"val {metrics['val_accuracy'] * 100:.2f}% | test {metrics['test_accuracy'] * 100:.2f}% ({train_s:.0f}s training); saved to {out}")
+         f"val {metrics['val_accuracy'] * 100:.2f}% | test {metrics['test_accuracy'] * 100:.2f}% "
+         f"({train_s:.0f}s training); saved to {out}")
     return 0
 
 
-def _train_member(args, model, lora, train_set, val_loader, seed: int, described, trainable, sizes, max_length,
-                  out: Path, which: str) -> dict:
+def _train_member(args, model, train_set, val_loader, batch: int, seed: int) -> dict:
     """Train one classifier (one member of an ensemble) with its own shuffling seed; returns its selection."""
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.finetune import classifier as C
-    from tinygrad_llm.finetune.spam_data import CLASS_NAMES
     from tinygrad_llm.optim import AdamW, WarmupCosineLR
     from tinygrad_llm.train.parallel import DataParallel
 
@@ -495,7 +499,6 @@ def _train_member(args, model, lora, train_set, val_loader, seed: int, described
         model.to(args.device)
     optimizer = AdamW(C.trainable_parameters(model), lr=args.lr, weight_decay=args.weight_decay)
     parallel = DataParallel(args.comm, model, optimizer)
-    batch = args.batch_size * args.comm.world_size
     train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, seed=seed)
     scheduler = None
     if args.lr_schedule == "cosine":
@@ -503,11 +506,6 @@ def _train_member(args, model, lora, train_set, val_loader, seed: int, described
         if args.warmup_steps >= total_steps:
             raise ValueError(f"--warmup-steps {args.warmup_steps} must be below the run's {total_steps} steps")
         scheduler = WarmupCosineLR(optimizer, warmup_steps=args.warmup_steps, total_steps=total_steps)
-    counts = _counts(model)
-    _log(f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier{which} ({trainable}"
-         f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {counts['trainable_parameters']:,} of "
-         f"{counts['total_parameters']:,} parameters trainable; {sizes[0]} / {sizes[1]} / {sizes[2]} "
-         f"messages of {max_length} tokens{describe_processes(args.comm, args.batch_size)} -> {out}")
     return C.train_classifier(model, train_loader, val_loader, optimizer, args.device, max_epochs=args.epochs,
                               patience=args.patience or None, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
                               log=_log, parallel=parallel, precision=args.precision, scheduler=scheduler,

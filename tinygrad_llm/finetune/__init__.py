@@ -39,8 +39,8 @@ from tinygrad_llm.finetune.spam_data import (SpamDataset, create_balanced_datase
                                              find_spam_file, random_split, read_sms_spam)
 
 __all__ = [
-    "ClassifierEnsemble", "InstructionDataset", "JudgeError", "LinearWithLoRA", "LoRALayer", "OllamaJudge", "PreferenceDataset",
-    "SpamDataset", "add_classification_head", "calc_accuracy_loader", "calc_loss_batch", "calc_loss_loader",
+    "ClassifierEnsemble", "InstructionDataset", "JudgeError", "LinearWithLoRA", "LoRALayer", "OllamaJudge",
+    "PreferenceDataset", "SpamDataset", "add_classification_head", "calc_accuracy_loader", "calc_loss_batch", "calc_loss_loader",
     "classify_review", "classify_text", "compute_dpo_loss", "compute_dpo_loss_batch", "compute_dpo_loss_loader",
     "compute_logprobs", "count_trainable_parameters", "create_balanced_dataset", "custom_collate_fn",
     "download_and_unzip_spam_data", "evaluate_dpo_loss_loader", "evaluate_model", "exact_match", "find_spam_file",

@@ -216,11 +216,10 @@ def train_classifier(model, train_loader, val_loader, optimizer, device, max_epo
         if patience is not None or ema_decay is not None:
             raise ValueError("train_classifier: average_from averages the last epochs' weights; it does not combine "
                              "with patience (choosing an epoch) or ema_decay (another average)")
-        return _train_and_average(model, train_loader, val_loader, optimizer, device, max_epochs, average_from,
-                                  eval_freq, eval_iter, log, parallel, precision, scheduler)
     progress = _new_progress()
     amp = MixedPrecision(precision, model.device)
     ema = ExponentialMovingAverage(model, ema_decay) if ema_decay is not None else None
+    average = None  # with average_from: the equal-weight mean of the epochs' weights (decay 1)
     history = {"val_accuracy": [], "val_loss": []}
     best_key, best_state, best_epoch, since_best = None, None, 0, 0
     for epoch in range(max_epochs):
@@ -232,7 +231,7 @@ def train_classifier(model, train_loader, val_loader, optimizer, device, max_epo
             val_loss = calc_loss_loader(val_loader, model, device)
             key = (val_accuracy, -val_loss)
             improved = best_key is None or key > best_key
-            if improved:  # a copy on the host: the model keeps training in place
+            if improved and average_from is None:  # a copy on the host: the model keeps training in place
                 best_state = {name: backend.to_numpy(array).copy() for name, array in model.state_dict().items()}
         history["val_accuracy"].append(val_accuracy)
         history["val_loss"].append(val_loss)
@@ -240,45 +239,27 @@ def train_classifier(model, train_loader, val_loader, optimizer, device, max_epo
             best_key, best_epoch, since_best = key, epoch + 1, 0
         else:
             since_best += 1
+        if average_from is not None and epoch + 1 >= average_from:
+            average = average or ExponentialMovingAverage(model, decay=1.0)  # the first update copies the weights
+            average.update(model)
         if log:
-            log(f"Epoch {epoch + 1}: validation accuracy {val_accuracy * 100:.2f}%, loss {val_loss:.3f}"
-                + (" (best so far)" if improved else f" (best: epoch {best_epoch})"))
+            if average_from is not None:
+                note = f" (in the average, {average.num_updates} epochs)" if average is not None else ""
+            else:
+                note = " (best so far)" if improved else f" (best: epoch {best_epoch})"
+            log(f"Epoch {epoch + 1}: validation accuracy {val_accuracy * 100:.2f}%, loss {val_loss:.3f}{note}")
         if patience is not None and since_best >= patience:
             if log:
                 log(f"no better validation accuracy for {patience} epochs: stopping early")
             break
-    if best_state is not None:
+    if average is not None:
+        average.copy_to(model)
+    elif best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return {"epochs_run": len(history["val_accuracy"]), "best_epoch": best_epoch, **history,
-            "train_losses": progress["train_losses"], "val_losses": progress["val_losses"],
-            "examples_seen": progress["examples_seen"]}
-
-
-def _train_and_average(model, train_loader, val_loader, optimizer, device, max_epochs: int, average_from: int,
-                       eval_freq: int, eval_iter: int, log, parallel, precision: str, scheduler) -> dict:
-    """train_classifier with ``average_from``: every epoch runs; the model ends with the equal-weight average
-    of its weights at the end of epochs average_from .. max_epochs (ExponentialMovingAverage with decay 1)."""
-    progress = _new_progress()
-    amp = MixedPrecision(precision, model.device)
-    average = None
-    history = {"val_accuracy": [], "val_loss": []}
-    for epoch in range(max_epochs):
-        _train_epoch(model, train_loader, val_loader, optimizer, device, epoch, eval_freq, eval_iter, progress, log,
-                     parallel, amp, scheduler)
-        model.eval()
-        history["val_accuracy"].append(calc_accuracy_loader(val_loader, model, device))
-        history["val_loss"].append(calc_loss_loader(val_loader, model, device))
-        if epoch + 1 >= average_from:
-            average = average or ExponentialMovingAverage(model, decay=1.0)  # the first update copies the weights
-            average.update(model)
-        if log:
-            log(f"Epoch {epoch + 1}: validation accuracy {history['val_accuracy'][-1] * 100:.2f}%, loss "
-                f"{history['val_loss'][-1]:.3f}" + (f" (in the average, {average.num_updates} epochs)"
-                                                     if average is not None else ""))
-    average.copy_to(model)
-    model.eval()
-    return {"epochs_run": max_epochs, "best_epoch": None, "averaged_epochs": [average_from, max_epochs], **history,
+    chosen = {"best_epoch": best_epoch} if average is None else {"best_epoch": None,
+                                                                  "averaged_epochs": [average_from, max_epochs]}
+    return {"epochs_run": len(history["val_accuracy"]), **chosen, **history,
             "train_losses": progress["train_losses"], "val_losses": progress["val_losses"],
             "examples_seen": progress["examples_seen"]}
 

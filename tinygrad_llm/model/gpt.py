@@ -158,7 +158,7 @@ class GPTModel(Module):
             pos_embeds = F.embedding(positions, self.pos_emb.weight)  # (B, T) -> (B, T, C)
         x = tok_embeds + pos_embeds  # (B, T, C) + (T, C) -> (B, T, C)
         if self.ngram_emb is not None:
-            x = x + self._ngram_embeds(ids, cache, attention_mask, start)  # (B, T, C)
+            x = x + self._ngram_embeds(ids, cache, None if attention_mask is None else mask, start)  # (B, T, C)
         x = self.drop_emb(x)
         if cache is None and attention_mask is None:
             x = self.trf_blocks(x)  # (B, T, C) -> (B, T, C)
@@ -169,14 +169,14 @@ class GPTModel(Module):
         x = self.final_norm(x)
         return self.out_head(x)  # (B, T, C) -> (B, T, vocab)
 
-    def _ngram_embeds(self, ids, cache, attention_mask, start: int) -> Tensor:
-        """The n-gram vectors of ``ids`` (B, T): padding reads as the boundary (each row as it would be alone),
-        and with a cache the n-grams reach back into the ids it has seen (kept in ``cache.recent_ids``)."""
+    def _ngram_embeds(self, ids, cache, mask, start: int) -> Tensor:
+        """The n-gram vectors of ``ids`` (B, T): padding (0 in the host ``mask``, (B, start + T)) reads as the
+        boundary, so each row is as it would be alone; with a cache the n-grams reach back into the ids it has
+        seen (kept in ``cache.recent_ids``)."""
         xp = backend.get_array_module(ids)
-        if attention_mask is not None:
-            mask = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
-            mask = backend.to_device(backend.to_numpy(mask)[:, start:] != 0, backend.device_of(ids))  # (B, T)
-            ids = xp.where(mask, ids, BOUNDARY)  # (B, T)
+        if mask is not None:
+            is_token = backend.to_device(mask[:, start:] != 0, backend.device_of(ids))  # (B, T)
+            ids = xp.where(is_token, ids, BOUNDARY)  # (B, T)
         context = None
         if cache is not None and start > 0:
             context = cache.recent_ids

@@ -44,11 +44,10 @@ def ngram_buckets(ids, n: int, buckets: int, context=None):
     xp = backend.get_array_module(ids)
     batch, length = ids.shape
     ids = ids.astype(np.int64)
-    if context is None or context.shape[1] < n - 1:  # positions before the known ones: the boundary
-        known = 0 if context is None else context.shape[1]
-        fill = xp.full((batch, n - 1 - known), BOUNDARY, dtype=np.int64)
-        context = fill if context is None else xp.concatenate([fill, context.astype(np.int64)], axis=1)
-    window = xp.concatenate([context[:, context.shape[1] - (n - 1):].astype(np.int64), ids], axis=1)
+    before = xp.full((batch, n - 1), BOUNDARY, dtype=np.int64)  # positions before the known ones
+    if context is not None:
+        before = xp.concatenate([before, context.astype(np.int64)], axis=1)
+    window = xp.concatenate([before[:, before.shape[1] - (n - 1):], ids], axis=1)  # (B, n - 1 + T)
     h = xp.zeros((batch, length), dtype=np.uint64)
     for k in range(n):  # oldest token first: window[:, k + i] is token i - (n - 1) + k
         h = h * _MULTIPLIER + (window[:, k:k + length] + 2).astype(np.uint64)  # +2: BOUNDARY -> 1, never 0

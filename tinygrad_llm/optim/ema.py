@@ -15,9 +15,9 @@ After each step, every parameter's average moves towards the new weights:
 The cap (n − 1)/n makes the first 1/(1 − decay) updates a plain mean of the weights seen so far (the first
 update copies them), so the random initial weights never linger in the average, however few steps there
 are; after that it forgets with a time constant of 1/(1 − decay) steps. ``decay=1`` never forgets: the
-average stays the plain mean of every update (stochastic weight averaging's, updated once per epoch). Why: with small batches the weights
-at any one step carry that step's noise; their average over the last few hundred steps scores steadier, and
-often better, than any single step's.
+average stays the plain mean of every update (stochastic weight averaging's, updated once per epoch). Why:
+with small batches the weights at any one step carry that step's noise; their average over the last few
+hundred steps scores steadier, and often better, than any single step's.
 
 The averages are copies in each parameter's dtype and on its device, one per parameter that learns (frozen
 ones never change, so they need none).
