@@ -171,7 +171,7 @@ def main(argv=None) -> int:
 
     import tinygrad_llm as tl
     from tinygrad_llm import functional as F
-    from tinygrad_llm import kernels
+    from tinygrad_llm.kernels import dispatch
 
     torch = None
     if not args.no_torch:
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not tl.cuda_available():
         print("error: --device cuda: no CUDA GPU usable by CuPy on this machine", file=sys.stderr)
         return 1
-    if not kernels.available(backend_name):
+    if not dispatch.available(backend_name):
         print(f"error: the {backend_name} kernels are unavailable (see the warning above)", file=sys.stderr)
         return 1
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -218,17 +218,17 @@ def main(argv=None) -> int:
             runs["torch"] = impls["torch"]
         modes = {"numpy": "numpy", "numba": "auto", "torch": "auto"}
         t = time.perf_counter()
-        with kernels.use("auto"):
+        with dispatch.use("auto"):
             runs["numba"]()  # first call: compile, or load the cache
             sync()
         first = time.perf_counter() - t
         times = {k: [] for k in runs}
         for k, fn in runs.items():  # warm-up
-            with kernels.use(modes[k]):
+            with dispatch.use(modes[k]):
                 fn()
         for _ in range(reps):
             for k, fn in runs.items():
-                with kernels.use(modes[k]):
+                with dispatch.use(modes[k]):
                     times[k] += median_ms(fn, 1, sync)
         med = {k: statistics.median(v) for k, v in times.items()}
         torch_ms = med.get("torch")

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinygrad_llm as tl
-from tinygrad_llm import Tensor, kernels
+from tinygrad_llm import Tensor
+from tinygrad_llm.kernels import dispatch
 
 FLOAT64 = dict(rtol=1e-10, atol=1e-12)  # the same math in the same precision: only rounding differs
 FLOAT32 = dict(rtol=2e-5, atol=2e-5)  # a few float32 ulps, accumulated over at most ~64 terms
@@ -76,7 +77,7 @@ def check(op, reference, *inputs, float32=True, kernel_modes=("auto",)):
 
     ``kernel_modes=KERNEL_MODES`` repeats it all with the compiled kernels and with the NumPy reference."""
     for mode in kernel_modes:
-        with kernels.use(mode):
+        with dispatch.use(mode):
             _check(op, reference, inputs, float32)
 
 

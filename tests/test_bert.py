@@ -15,7 +15,7 @@ import pytest
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
-from tinygrad_llm import kernels
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.functional.activation import normal_cdf
 from tinygrad_llm.model.bert import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel)
 from tinygrad_llm.model.bert_pretrained import hf_names
@@ -57,14 +57,14 @@ def test_exact_gelu_is_x_phi_x_and_gradchecks():
 def test_exact_gelu_kernel_equals_the_reference(dtype, rtol, atol):
     """Both compute in float64 and round; the derivative Phi(x) + x phi(x) partly cancels at negative x, so in
     float64 the two agree to 2e-15 absolute there rather than 1e-14 relative."""
-    if not kernels.available("numba"):
+    if not dispatch.available("numba"):
         pytest.skip("Numba kernels are not available")
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.normal(0, 3, 5000), [-40.0, -9.0, -0.0, 1e-30, 12.0]]).astype(dtype).reshape(5, -1)
     gy = rng.normal(size=x.shape).astype(dtype)
     results = {}
     for mode in ("numpy", "auto"):
-        with kernels.use(mode):
+        with dispatch.use(mode):
             t = tl.Tensor(x, requires_grad=True)
             y = F.gelu(t, approximate="none")
             (y * tl.Tensor(gy)).sum().backward()
@@ -233,7 +233,7 @@ def test_whole_encoder_gradcheck_float64():
     ids = rng.integers(1, 9, size=(2, 5))  # no [PAD] (id 0): its embedding row is kept out of the gradient on purpose
     mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     types = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]])
-    with kernels.use("numpy"):
+    with dispatch.use("numpy"):
         assert tl.gradcheck(lambda *ps: model(ids, attention_mask=mask, token_type_ids=types), model.parameters())
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import tinygrad_llm as tl
-from tinygrad_llm import backend, kernels
+from tinygrad_llm import backend
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm import functional as F
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.functional import _common
@@ -237,9 +238,9 @@ def test_a_cuda_launch_error_falls_back_with_one_warning(monkeypatch, kind):
 
     fake_cuda_kernels = types.SimpleNamespace(softmax_forward=launch_fails, gelu_forward=launch_fails)
     monkeypatch.setattr(kernels, "backend_for", lambda array: "cuda")  # NumPy arrays play the GPU's
-    monkeypatch.setitem(kernels._modules, "cuda", [fake_cuda_kernels])
+    monkeypatch.setitem(dispatch._modules, "cuda", [fake_cuda_kernels])
     x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
-    with kernels.use("numpy"):
+    with dispatch.use("numpy"):
         want = F.softmax(tl.Tensor(x)).data
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -248,8 +249,8 @@ def test_a_cuda_launch_error_falls_back_with_one_warning(monkeypatch, kind):
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "failed to compile or launch" in messages[0] and type(error).__name__ in messages[0]
     np.testing.assert_array_equal(got, want)
-    assert not kernels.available("cuda")
-    kernels._reset()
+    assert not dispatch.available("cuda")
+    dispatch._reset()
 
 
 # ---- the examples: every one takes --device, as the README says ---------------------------------------

@@ -1,7 +1,7 @@
 """Compiled kernels (tinygrad_llm.kernels) against the NumPy reference they replace.
 
-Every comparison runs the same user-facing operation twice, once with ``kernels.use("auto")`` (the Numba
-kernel on the CPU, the CuPy kernel on a GPU) and once with ``kernels.use("numpy")`` (the reference), on
+Every comparison runs the same user-facing operation twice, once with ``dispatch.use("auto")`` (the Numba
+kernel on the CPU, the CuPy kernel on a GPU) and once with ``dispatch.use("numpy")`` (the reference), on
 Hypothesis-generated shapes and values, and compares forward and backward. Each such test runs on
 device="cpu" and again on device="cuda" (skipped without CuPy and a GPU), with the same shapes and extreme
 values: the CuPy kernels are held to exactly what the Numba ones are.
@@ -24,7 +24,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_llm as tl
-from tinygrad_llm import backend, kernels
+from tinygrad_llm import backend
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm import functional as F
 
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-10}
@@ -46,11 +47,11 @@ def on(device, *arrays):
 @pytest.fixture(autouse=True)
 def fresh_kernels():
     """Each test starts with the kernels loaded and the mode unset, and leaves them so."""
-    kernels._reset()
-    kernels.set_mode(None)
+    dispatch._reset()
+    dispatch.set_mode(None)
     yield
-    kernels._reset()
-    kernels.set_mode(None)
+    dispatch._reset()
+    dispatch.set_mode(None)
 
 
 def assert_close(got, want, dtype, what="", at_least=0.0):
@@ -67,8 +68,8 @@ def run_both(fn, arrays, grad_mask=None, seed=0):
     Returns {mode: (output, [input grads])}; asserts that 'auto' really ran a kernel."""
     results = {}
     for mode in ("auto", "numpy"):
-        with kernels.use(mode):
-            assert kernels.active(arrays[0]) == ("numpy" if mode == "numpy" else kernels.backend_for(arrays[0]))
+        with dispatch.use(mode):
+            assert dispatch.active(arrays[0]) == ("numpy" if mode == "numpy" else dispatch.backend_for(arrays[0]))
             tensors = [tl.Tensor(a.copy(), requires_grad=True) for a in arrays]
             out = fn(*tensors)
             rng = np.random.default_rng(seed)
@@ -166,7 +167,7 @@ def test_embedding_backward_matches_reference(vocab, dim, ids_shape, dtype, seed
 @DEVICES
 def test_cross_entropy_with_every_row_ignored_sums_to_zero_with_zero_gradient(device):
     for mode in ("auto", "numpy"):
-        with kernels.use(mode):
+        with dispatch.use(mode):
             z = tl.Tensor(np.ones((3, 5), np.float32), requires_grad=True, device=device)
             loss = F.cross_entropy(z, np.full(3, -100), reduction="sum")
             loss.backward()
@@ -179,7 +180,7 @@ def test_causal_softmax_is_the_books_masked_softmax():
     mask = np.triu(np.ones((6, 6), bool), k=1)
     want = F.softmax(tl.Tensor(x).masked_fill(mask, -np.inf) * 0.5).data
     for mode in ("auto", "numpy"):
-        with kernels.use(mode):
+        with dispatch.use(mode):
             got = F.causal_softmax(tl.Tensor(x * 2), 0.25).data  # scale applies to the scores
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
             assert not got[..., mask].any()
@@ -206,7 +207,7 @@ def test_gradchecks_of_user_facing_ops(mode, device):
 
     targets = np.array([[1, 4, -100], [0, 2, 3]])
     ids = np.array([[0, 2, 2], [1, 0, 2]])
-    with kernels.use(mode):
+    with dispatch.use(mode):
         x = leaf(2, 3, 5, scale=2.0)
         assert tl.gradcheck(lambda a: F.softmax(a), [x])
         assert tl.gradcheck(lambda a: F.causal_softmax(a, 0.4), [leaf(2, 4, 4)])
@@ -230,13 +231,13 @@ def test_env_numpy_selects_the_reference(monkeypatch):
     monkeypatch.setattr(numba_softmax, "softmax_forward", _exploding)
     monkeypatch.setattr(numba_layers, "layer_norm_forward", _exploding)
     monkeypatch.setenv("TINYGRAD_LLM_KERNELS", "numpy")
-    assert kernels.mode() == "numpy" and kernels.active(x) == "numpy"
+    assert dispatch.mode() == "numpy" and dispatch.active(x) == "numpy"
     y = F.softmax(tl.Tensor(x)).data  # the reference ran: the patched kernel would have raised
     e = np.exp(x - x.max(-1, keepdims=True))
     np.testing.assert_allclose(y, e / e.sum(-1, keepdims=True), rtol=1e-6)
     F.layer_norm(tl.Tensor(x))
     monkeypatch.setenv("TINYGRAD_LLM_KERNELS", "")  # unset/empty: kernels where available
-    assert kernels.active(x) == "numba"
+    assert dispatch.active(x) == "numba"
     with pytest.raises(AssertionError, match="a kernel ran"):
         F.softmax(tl.Tensor(x))  # proves the dispatch really goes through the kernel in 'auto'
     monkeypatch.setenv("TINYGRAD_LLM_KERNELS", "fast")
@@ -254,7 +255,7 @@ def test_compile_failure_falls_back_with_one_warning(monkeypatch):
 
     monkeypatch.setattr(numba_softmax, "softmax_forward", broken)
     x = values(1, (3, 8), np.float32, 2.0)
-    with kernels.use("numpy"):
+    with dispatch.use("numpy"):
         want_softmax = F.softmax(tl.Tensor(x)).data
         want_ln = F.layer_norm(tl.Tensor(x)).data
     with warnings.catch_warnings(record=True) as caught:
@@ -266,7 +267,7 @@ def test_compile_failure_falls_back_with_one_warning(monkeypatch):
     assert len(messages) == 1 and "simulated compile failure" in messages[0], messages
     np.testing.assert_array_equal(got, want_softmax)
     np.testing.assert_array_equal(got_ln, want_ln)
-    assert not kernels.available("numba") and kernels.active(x) == "numpy"
+    assert not dispatch.available("numba") and dispatch.active(x) == "numpy"
 
 
 def test_missing_numba_falls_back_with_one_warning(monkeypatch):
@@ -287,7 +288,7 @@ HYPER = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
 
 def _adamw_run(mode, param, grads, dtype):
     state = [param.astype(dtype), np.zeros_like(param, dtype), np.zeros_like(param, dtype)]
-    with kernels.use(mode):
+    with dispatch.use(mode):
         for step, g in enumerate(grads, start=1):
             F.adamw_update_(state[0], g.astype(dtype), state[1], state[2], step=step, **HYPER)
     return state
@@ -381,7 +382,7 @@ def test_cuda_kernels_at_gpt_shapes(dtype):
     results = {}
     for mode in ("auto", "numpy"):
         state = on("cuda", param.astype(dtype), np.zeros_like(param, dtype), np.zeros_like(param, dtype))
-        with kernels.use(mode):
+        with dispatch.use(mode):
             for step, g in enumerate(grads, start=1):
                 F.adamw_update_(state[0], cupy.asarray(g.astype(dtype)), state[1], state[2], step=step, **HYPER)
         results[mode] = state
@@ -465,18 +466,18 @@ def test_serial_and_parallel_variants_match_reference(variant, monkeypatch):
 
 def test_for_arrays_picks_the_kernels_or_none():
     x = np.ones((2, 3), np.float32)
-    k = kernels.for_arrays(x)
+    k = dispatch.for_arrays(x)
     from tinygrad_llm.kernels import numba_softmax
 
     assert k is not None and k.backend == "numba"
     np.testing.assert_array_equal(k.softmax_forward(x), numba_softmax.softmax_forward(x))
     with pytest.raises(AttributeError, match="no numba kernel named 'softmax_fwd'"):
         k.softmax_fwd  # noqa: B018  a misspelt kernel is an error, not a silent fallback
-    assert kernels.for_arrays(x.astype(np.int64)) is None  # integers: the reference
-    assert kernels.for_arrays(x, x.astype(np.float64)) is None  # mixed dtypes: the reference
-    assert kernels.for_arrays(x.astype(np.float16)) is None
-    with kernels.use("numpy"):
-        assert kernels.for_arrays(x) is None
+    assert dispatch.for_arrays(x.astype(np.int64)) is None  # integers: the reference
+    assert dispatch.for_arrays(x, x.astype(np.float64)) is None  # mixed dtypes: the reference
+    assert dispatch.for_arrays(x.astype(np.float16)) is None
+    with dispatch.use("numpy"):
+        assert dispatch.for_arrays(x) is None
 
 
 @pytest.mark.parametrize("op", ["layer_norm", "gelu"])
@@ -486,18 +487,18 @@ def test_an_operation_saves_the_same_state_whichever_implementation_ran(op):
     x = values(7, (2, 3, 8), np.float32, 2.0)
     saved = {}
     for mode in ("auto", "numpy"):
-        with kernels.use(mode):
+        with dispatch.use(mode):
             t = tl.Tensor(x, requires_grad=True)
             w, b = tl.Tensor(np.ones(8, np.float32), requires_grad=True), tl.Tensor(np.zeros(8, np.float32))
             y = F.layer_norm(t, w, b) if op == "layer_norm" else F.gelu(t)
             saved[mode] = {k: (np.shape(v), getattr(v, "dtype", None)) for k, v in vars(y.creator).items()
                            if isinstance(v, np.ndarray)}
     assert saved["auto"] == saved["numpy"], saved
-    with kernels.use("auto"):  # forward on the kernel, backward on the reference: the same gradient
+    with dispatch.use("auto"):  # forward on the kernel, backward on the reference: the same gradient
         t = tl.Tensor(x, requires_grad=True)
         y = F.layer_norm(t) if op == "layer_norm" else F.gelu(t)
     gy = values(8, x.shape, np.float32, 1.0)
-    with kernels.use("numpy"):
+    with dispatch.use("numpy"):
         y.backward(gy)
         t2 = tl.Tensor(x, requires_grad=True)
         (F.layer_norm(t2) if op == "layer_norm" else F.gelu(t2)).backward(gy)

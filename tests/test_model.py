@@ -8,7 +8,7 @@ import pytest
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
-from tinygrad_llm import kernels
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.model import (
     PRESETS, GPTConfig, GPTModel, KVCache, MultiHeadAttention, TransformerBlock, count_parameters, estimate_memory,
 )
@@ -226,7 +226,7 @@ def test_whole_model_gradcheck_float64(tie):
     model, ids, targets = tiny_float64_model(tie)
     params = model.parameters()
     assert len(params) == 2 + 2 * 12 + 2 + (0 if tie else 1)  # embeddings, 12 per block, final norm, head
-    with kernels.use("numpy"):
+    with dispatch.use("numpy"):
         assert tl.gradcheck(lambda *ps: model(ids), params)  # logits (B, T, V), every parameter
         assert tl.gradcheck(lambda *ps: F.cross_entropy(model(ids), targets), params)
 
@@ -236,7 +236,7 @@ def test_whole_model_gradients_same_with_kernels():
     grads = {}
     for mode in ("numpy", "auto"):
         model.zero_grad()
-        with kernels.use(mode):
+        with dispatch.use(mode):
             F.cross_entropy(model(ids), targets).backward()
         grads[mode] = {name: p.grad.copy() for name, p in model.named_parameters()}
     for name, reference in grads["numpy"].items():

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_llm as tl
-from tinygrad_llm import Tensor, kernels
+from tinygrad_llm import Tensor
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm import functional as F
 from opcheck import KERNEL_MODES, check
 
@@ -51,7 +52,7 @@ def five_steps(q, k, v, p, seed):
 def test_equals_the_five_operations_with_dropout(arrays, p, dtype, mode):
     """Values and all three gradients, with the same dropout mask (the same draw from the same generator)."""
     grads = {}
-    with kernels.use(mode):
+    with dispatch.use(mode):
         for name, fn in (("fused", lambda q, k, v: F.causal_attention(q, k, v, dropout=p,
                                                                       generator=np.random.default_rng(7))),
                          ("steps", lambda q, k, v: five_steps(q, k, v, p, 7))):

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from tinygrad_llm import backend, kernels
+from tinygrad_llm import backend
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.tensor import Function, Tensor
 
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -23,7 +24,7 @@ class Softmax(Function):
     def forward(self, x):
         xp = self.xp
         self.last_axis = x.ndim > 0 and self.axis in (-1, x.ndim - 1)  # the kernels work on the last axis
-        k = kernels.for_arrays(x) if self.last_axis else None
+        k = dispatch.for_arrays(x) if self.last_axis else None
         self.y = k.softmax_forward(x) if k else None  # kernels/numba_softmax.py (cuda.py for CuPy arrays)
         if self.y is None:
             e = xp.exp(x - x.max(axis=self.axis, keepdims=True))  # subtract the max: exp never overflows
@@ -31,7 +32,7 @@ class Softmax(Function):
         return self.y
 
     def backward(self, gy):
-        k = kernels.for_arrays(self.y, gy) if self.last_axis else None
+        k = dispatch.for_arrays(self.y, gy) if self.last_axis else None
         gx = k.softmax_backward(self.y, gy) if k else None
         if gx is None:
             # dy_i/dx_j = y_i (delta_ij - y_j)  =>  dx = y * (gy - sum_j gy_j y_j)
@@ -62,7 +63,7 @@ class CausalSoftmax(Function):
 def causal_softmax_forward(xp, x, scale: float):
     """softmax(scale * x) over the last axis, causally masked, on raw arrays (CausalSoftmax and the fused
     attention share it)."""
-    k = kernels.for_arrays(x)
+    k = dispatch.for_arrays(x)
     y = k.softmax_forward(x, scale=scale, causal=True) if k else None  # kernels/numba_softmax.py / cuda.py
     if y is None:
         n_queries, n_keys = x.shape[-2:]
@@ -75,7 +76,7 @@ def causal_softmax_forward(xp, x, scale: float):
 
 def causal_softmax_backward(xp, y, gy, scale: float):
     """The gradient of causal_softmax_forward from its output y and the output gradient gy."""
-    k = kernels.for_arrays(y, gy)
+    k = dispatch.for_arrays(y, gy)
     gx = k.softmax_backward(y, gy, scale=scale, causal=True) if k else None
     if gx is None:
         # softmax's backward, times d(scale x)/dx = scale; masked entries have y = 0 and get 0
@@ -153,14 +154,14 @@ class GELU(Function):
 
     def forward(self, x):
         self.x = x  # all that backward needs, whichever implementation runs: it recomputes s from x
-        k = kernels.for_arrays(x)
+        k = dispatch.for_arrays(x)
         y = k.gelu_forward(x) if k else None  # kernels/numba_layers.py (cuda.py for CuPy arrays)
         if y is None:
             y = x * _gelu_gate(self.xp, x)
         return y
 
     def backward(self, gy):
-        k = kernels.for_arrays(self.x, gy)
+        k = dispatch.for_arrays(self.x, gy)
         gx = k.gelu_backward(self.x, gy) if k else None
         if gx is None:
             x = self.x
@@ -178,14 +179,14 @@ class GELUErf(Function):
 
     def forward(self, x):
         self.x = x  # all that backward needs, whichever implementation runs: it recomputes Phi from x
-        kernel = getattr(kernels.for_arrays(x), "gelu_erf_forward", None)  # kernels/numba_layers.py (CPU only)
+        kernel = getattr(dispatch.for_arrays(x), "gelu_erf_forward", None)  # kernels/numba_layers.py (CPU only)
         y = kernel(x) if kernel else None
         if y is None:
             y = x * normal_cdf(self.xp, x)
         return y
 
     def backward(self, gy):
-        kernel = getattr(kernels.for_arrays(self.x, gy), "gelu_erf_backward", None)
+        kernel = getattr(dispatch.for_arrays(self.x, gy), "gelu_erf_backward", None)
         gx = kernel(self.x, gy) if kernel else None
         if gx is not None:
             return gx

@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from tinygrad_llm import backend, kernels, threads
+from tinygrad_llm import backend, threads
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.functional._common import first_out_of_range, raw
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -57,7 +58,7 @@ class Embedding(Function):
         return weight[self.ids]  # (..., ) ids -> (..., dim)
 
     def backward(self, gy):
-        k = kernels.for_arrays(gy)
+        k = dispatch.for_arrays(gy)
         gw = k.embedding_backward(self.ids, gy, self.weight_shape[0]) if k else None  # kernels/numba_layers.py
         if gw is None:
             gw = self.xp.zeros(self.weight_shape, dtype=self.weight_dtype)
@@ -79,7 +80,7 @@ class LayerNorm(Function):
         self.x = x
         self.weight = affine[0] if self.has_weight else None
         bias = affine[-1] if self.has_bias else None
-        k = kernels.for_arrays(x, self.weight, bias)
+        k = dispatch.for_arrays(x, self.weight, bias)
         out = k.layer_norm_forward(x, self.weight, bias, self.eps) if k else None  # kernels/numba_layers.py
         if out is not None:
             y, mean, rstd = out  # mean, rstd: (rows,)
@@ -97,7 +98,7 @@ class LayerNorm(Function):
         return y
 
     def backward(self, gy):
-        k = kernels.for_arrays(gy, self.x, self.weight, self.mean, self.rstd)
+        k = dispatch.for_arrays(gy, self.x, self.weight, self.mean, self.rstd)
         rows = self.mean.size
         out = (k.layer_norm_backward(gy, self.x, self.weight, self.mean.reshape(rows), self.rstd.reshape(rows))
                if k else None)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinygrad_llm import backend, kernels
+from tinygrad_llm import backend
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.functional._common import first_out_of_range, raw
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -22,7 +23,7 @@ class CrossEntropy(Function):
         self.valid = self.targets != self.ignore_index
         self.safe_targets = xp.where(self.valid, self.targets, 0)
         self.logits = logits
-        k = kernels.for_arrays(logits)
+        k = dispatch.for_arrays(logits)
         out = k.cross_entropy_forward(logits, self.safe_targets, self.ignore_index) if k else None  # numba_softmax.py
         if out is not None:  # one pass per row: max, sum of exp, lse, the loss; no (N, C) temporary
             losses, lse = out
@@ -47,7 +48,7 @@ class CrossEntropy(Function):
         else:
             scale = self.valid * (gy / self.count if self.reduction == "mean" and self.count else gy)
         scale = scale.astype(self.logits.dtype)  # (N,): each row's weight in the loss, 0 for ignored rows
-        k = kernels.for_arrays(self.logits, scale)
+        k = dispatch.for_arrays(self.logits, scale)
         g = k.cross_entropy_backward(self.logits, self.lse[:, 0], self.safe_targets, scale) if k else None
         if g is None:
             # d(lse - x_t)/dx = softmax(x) - onehot(t), for the rows that count

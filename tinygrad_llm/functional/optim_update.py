@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-from tinygrad_llm import backend, kernels
+from tinygrad_llm import backend
+from tinygrad_llm.kernels import dispatch
 
 
 def adamw_update_(param, grad, exp_avg, exp_avg_sq, *, lr: float, beta1: float, beta2: float, eps: float,
@@ -35,7 +36,7 @@ def adamw_update_(param, grad, exp_avg, exp_avg_sq, *, lr: float, beta1: float, 
     bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
     decay, beta1_c, beta2_t, beta2_c = t(1.0 - lr * weight_decay), t(1.0 - beta1), t(beta2), t(1.0 - beta2)
     bc2_sqrt, eps_t, neg_step_size = t(bias_correction2_sqrt), t(eps), t(-lr / bias_correction1)
-    k = kernels.for_arrays(param, grad, exp_avg, exp_avg_sq)
+    k = dispatch.for_arrays(param, grad, exp_avg, exp_avg_sq)
     done = k.adamw_update_(param, grad, exp_avg, exp_avg_sq, decay, beta1_c, beta2_t, beta2_c, bc2_sqrt, eps_t,
                            neg_step_size) if k else None  # kernels/numba_layers.py (cuda.py for CuPy arrays)
     if done is not None:

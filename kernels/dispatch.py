@@ -1,9 +1,12 @@
-"""Compiled kernels, shipped as ``tinygrad_llm.kernels``: Numba on the CPU, CuPy on CUDA.
+"""Which implementation of an operation runs: a compiled kernel (Numba on the CPU, CuPy on CUDA) or the reference.
+
+The kernels live in this folder, ``kernels/``, imported as ``tinygrad_llm.kernels`` (``tinygrad_llm/kernels`` links
+here; the folder has no ``__init__.py`` so that it never shadows another project's top-level ``kernels``).
 
 Each kernel is a faster implementation of a ``forward``/``backward`` pair in ``tinygrad_llm.functional``,
 which is the only module that calls into here, always in the same shape::
 
-    k = kernels.for_arrays(x)    # the kernels for x's device and dtype, or None
+    k = dispatch.for_arrays(x)    # the kernels for x's device and dtype, or None
     y = k.softmax_forward(x) if k else None    # kernels/numba_softmax.py, or kernels/cuda.py for CuPy arrays
     if y is None:                # no kernel here, kernels switched off, or this one failed to compile
         y = ...                  # the NumPy reference, written out in place
@@ -14,7 +17,7 @@ which is the only module that calls into here, always in the same shape::
 Which implementation runs:
 
 - ``TINYGRAD_LLM_KERNELS=numpy`` (read at every call) forces the NumPy reference everywhere;
-  ``kernels.use("numpy")`` does the same inside a ``with`` block, ``kernels.set_mode(...)`` for good.
+  ``dispatch.use("numpy")`` does the same inside a ``with`` block, ``dispatch.set_mode(...)`` for good.
 - otherwise NumPy arrays go to the Numba kernels and CuPy arrays to the CuPy kernels, for float32 and
   float64 arrays (all of one dtype); anything else takes the reference.
 - if Numba is missing or a kernel fails to compile (or, on a GPU, to launch), one ``RuntimeWarning`` says
@@ -65,16 +68,16 @@ def set_mode(value: str | None) -> None:
     """Choose 'numpy' or 'auto' for this process; None goes back to reading TINYGRAD_LLM_KERNELS."""
     global _mode_override
     if value is not None and value not in MODES:
-        raise ValueError(f"kernels.set_mode: expected one of {MODES} or None, got {value!r}")
+        raise ValueError(f"dispatch.set_mode: expected one of {MODES} or None, got {value!r}")
     _mode_override = value
 
 
 @contextlib.contextmanager
 def use(value: str):
-    """``with kernels.use("numpy"):`` runs the NumPy reference inside the block (tests, debugging)."""
+    """``with dispatch.use("numpy"):`` runs the NumPy reference inside the block (tests, debugging)."""
     global _mode_override
     if value not in MODES:
-        raise ValueError(f"kernels.use: expected one of {MODES}, got {value!r}")
+        raise ValueError(f"dispatch.use: expected one of {MODES}, got {value!r}")
     previous, _mode_override = _mode_override, value
     try:
         yield
