@@ -237,7 +237,7 @@ def test_a_cuda_launch_error_falls_back_with_one_warning(monkeypatch, kind):
         raise error
 
     fake_cuda_kernels = types.SimpleNamespace(softmax_forward=launch_fails, gelu_forward=launch_fails)
-    monkeypatch.setattr(kernels, "backend_for", lambda array: "cuda")  # NumPy arrays play the GPU's
+    monkeypatch.setattr(dispatch, "backend_for", lambda array: "cuda")  # NumPy arrays play the GPU's
     monkeypatch.setitem(dispatch._modules, "cuda", [fake_cuda_kernels])
     x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
     with dispatch.use("numpy"):
