@@ -348,7 +348,7 @@ def _seed(tensor: Tensor, grad, caller: str):
     return grad
 
 
-def _topological_order(roots: list) -> list:
+def _topological_order(*roots: Tensor) -> list:
     """Tensors reachable from the roots through creators, every tensor after all the tensors it feeds."""
     # Depth-first, iterative. A tensor is marked visited when it is expanded, not when it is pushed:
     # marking at push time could append a tensor shared by two paths before a tensor that feeds it.
@@ -382,7 +382,7 @@ def _run_backward(roots: list, seeds: list, retain_graph: bool, found: dict | No
     None for backward() (leaves and retain_grad() tensors keep theirs in .grad); for grad(), {id: None} of
     the tensors wanted, which receive their gradients instead (.grad untouched)."""
     grads = _Gradients(roots, seeds)  # gradient flowing into each tensor, summed over its uses
-    for tensor in _topological_order(roots):  # roots first: every use of a tensor comes before the tensor
+    for tensor in _topological_order(*roots):  # roots first: every use of a tensor comes before the tensor
         g = grads.pop(tensor)
         if g is None:
             continue
