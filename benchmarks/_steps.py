@@ -47,6 +47,7 @@ def build_steps(shape: str, sides=SIDES, torch=None, batch: int | None = None, c
     ``device``: where both sides train (the batch starts on the host each step, as from a data loader).
     ``precision``: fp32/tf32 (TF32 itself is switched by _common.set_tf32), fp16 (autocast and a loss
     scaler on both sides) or bf16 (autocast)."""
+    tl.runtime.configure()  # host memory and threads as the Trainer applies them (--threads: set before)
     config, batch = shape_config(shape, batch, context)
     tl.manual_seed(0)
     model = GPTModel(config)

@@ -170,7 +170,7 @@ def available() -> int:
 
 
 def batch_parts(rows: int, macs: int, parameters: int) -> int:
-    """How many parts a training step cuts its batch of ``rows`` rows into (``tinygrad_llm.train.batch_parts``),
+    """How many parts a training step cuts its batch of ``rows`` rows into (``runtime.batch_parts``),
     ``macs`` being the multiply-adds of the batch's forward pass: one part per thread the run may use (the
     fixed number, else this machine's cores), each of at least ``PART_MIN_MACS``; none for a model of more
     than ``PART_MAX_PARAMETERS`` (its products are cut into blocks instead). A function of the shape and the
