@@ -128,3 +128,27 @@ def test_cli_threads_flag_and_info(capsys):
     assert "--threads: expected a positive integer, got 0" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", "no-such-folder", "--prompt", "a", "--threads", "2"]) == 1
     assert threads.available() == 2  # applied before the command ran (which then failed on the folder)
+
+
+class OtherArray(np.ndarray):
+    """Stands for a CuPy array (any array but numpy.ndarray itself): records the shapes each product saw."""
+
+    products: list = []
+
+    def __matmul__(self, other):
+        OtherArray.products.append((self.shape, other.shape))
+        return np.matmul(np.asarray(self), np.asarray(other)).view(OtherArray)
+
+
+def test_a_batched_linear_layer_is_one_2d_product_on_every_array_library():
+    """(B, T, k) @ (k, n) folds into one (B*T, k) @ (k, n) product for CuPy too (its > 2-D matmul sends float16
+    and bfloat16 to slow or failing paths), with the result NumPy gives."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 5, 4)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32)
+    OtherArray.products.clear()
+    out = matmul(a.view(OtherArray), b.view(OtherArray))
+    assert OtherArray.products == [((15, 4), (4, 6))] and out.shape == (3, 5, 6)
+    np.testing.assert_array_equal(np.asarray(out), matmul(a, b))
+    OtherArray.products.clear()
+    matmul(a.view(OtherArray), rng.standard_normal((3, 4, 6)).astype(np.float32).view(OtherArray))
+    assert OtherArray.products == [((3, 5, 4), (3, 4, 6))]  # a batched product stays batched

@@ -15,7 +15,8 @@ race on it) and added into .grad in part order once all are done. Each part draw
 generator of its own, seeded from the main one. How many parts there are depends on the batch's shape and
 the ``--threads`` setting only (``threads.batch_parts``); whether they run side by side or one after the other
 depends on the cores free now. So a run gives the same bits on an idle machine and on a busy one, and a
-resumed run equals a straight one. (It gives other bits than the whole batch at once, as ``--threads 1`` computes it: sums in another order.)
+resumed run equals a straight one. (It gives other bits than the whole batch at once, as ``--threads 1``
+computes it: sums in another order.)
 """
 from __future__ import annotations
 
