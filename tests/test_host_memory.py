@@ -49,3 +49,19 @@ def test_a_bad_setting_is_named_and_ignored():
     out = subprocess.run([sys.executable, "-c", "import tinygrad_llm; tinygrad_llm.runtime.configure()"], capture_output=True, text=True, check=True,
                          env={**os.environ, host_memory.ENV: "fast"})
     assert "TINYGRAD_LLM_MALLOC='fast' ignored" in out.stderr
+
+
+def test_importing_changes_nothing_configure_applies_the_settings():
+    program = ("import os, tinygrad_llm\n"
+               "from tinygrad_llm.runtime import host_memory, settings\n"
+               "print(os.environ.get('OMP_WAIT_POLICY'), host_memory.describe(), settings._current is None, sep='|')\n"
+               "tinygrad_llm.runtime.configure(threads=2)\n"
+               "print(settings.current().threads, host_memory.describe(), sep='|')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", host_memory.ENV)}
+    out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True)
+    imported, configured = out.stdout.splitlines()
+    assert imported == "None|not configured|True"  # no environment variable set, malloc untouched, nothing read
+    threads, described = configured.split("|")
+    assert threads == "2"
+    if host_memory._glibc_mallopt() is not None:
+        assert "kept for reuse" in described

@@ -152,3 +152,19 @@ def test_a_batched_linear_layer_is_one_2d_product_on_every_array_library():
     OtherArray.products.clear()
     matmul(a.view(OtherArray), rng.standard_normal((3, 4, 6)).astype(np.float32).view(OtherArray))
     assert OtherArray.products == [((3, 5, 4), (3, 4, 6))]  # a batched product stays batched
+
+
+def test_overridden_changes_a_setting_for_a_block_only():
+    from tinygrad_llm import runtime
+
+    threads.set_threads(3)
+    with runtime.overridden(threads=1) as now:
+        assert threads.available() == 1 and now.threads == 1
+    assert threads.available() == 3
+    with pytest.raises(TypeError):
+        with runtime.overridden(cores=2):
+            pass
+    with pytest.raises(ValueError, match="expected a positive integer"):
+        with runtime.overridden(threads=0):
+            pass
+    assert threads.available() == 3
