@@ -15,38 +15,37 @@ from tinygrad_llm.kernels.numba_math import FAST, ONE, exp_row, kernel, n_blocks
 
 
 @kernel(fastmath=FAST, cache=True)
-def _layer_norm_rows(x, weight, bias, eps, y, mean, rstd, blocks):
+def _layer_norm_rows(x, weight, bias, eps, y, mean, rstd):
     """y = (x - mean) * rstd * weight + bias per row; mean and rstd (1/sqrt(var + eps)) saved per row.
 
     Two passes over each row (mean, then the centred variance: no cancellation), summed in float64."""
     rows, width = x.shape
     has_weight, has_bias = weight.shape[0] == width, bias.shape[0] == width
-    for b in range(blocks):
-        for r in range(b * rows // blocks, (b + 1) * rows // blocks):
-            xr, yr = x[r], y[r]
-            total = 0.0
+    for r in range(rows):
+        xr, yr = x[r], y[r]
+        total = 0.0
+        for j in range(width):
+            total += xr[j]
+        mu = total / width
+        sq = 0.0
+        for j in range(width):
+            d = xr[j] - mu
+            sq += d * d
+        rs = 1.0 / math.sqrt(sq / width + eps)
+        mean[r], rstd[r] = mu, rs
+        m, s = mean[r], rstd[r]  # in x's dtype: the loop below runs in float32 for float32
+        if has_weight and has_bias:
             for j in range(width):
-                total += xr[j]
-            mu = total / width
-            sq = 0.0
+                yr[j] = (xr[j] - m) * s * weight[j] + bias[j]
+        elif has_weight:
             for j in range(width):
-                d = xr[j] - mu
-                sq += d * d
-            rs = 1.0 / math.sqrt(sq / width + eps)
-            mean[r], rstd[r] = mu, rs
-            m, s = mean[r], rstd[r]  # in x's dtype: the loop below runs in float32 for float32
-            if has_weight and has_bias:
+                yr[j] = (xr[j] - m) * s * weight[j]
+        else:
+            for j in range(width):
+                yr[j] = (xr[j] - m) * s
+            if has_bias:
                 for j in range(width):
-                    yr[j] = (xr[j] - m) * s * weight[j] + bias[j]
-            elif has_weight:
-                for j in range(width):
-                    yr[j] = (xr[j] - m) * s * weight[j]
-            else:
-                for j in range(width):
-                    yr[j] = (xr[j] - m) * s
-                if has_bias:
-                    for j in range(width):
-                        yr[j] += bias[j]
+                    yr[j] += bias[j]
 
 
 @kernel(fastmath=FAST, cache=True)
@@ -89,7 +88,7 @@ def layer_norm_forward(x, weight, bias, eps):
         none = np.empty(0, x.dtype)
         _layer_norm_rows(x2, none if weight is None else np.ascontiguousarray(weight),
                          none if bias is None else np.ascontiguousarray(bias), float(eps), y.reshape(x2.shape),
-                         mean, rstd, n_blocks(len(x2)))
+                         mean, rstd)
     return y, mean, rstd
 
 
@@ -168,35 +167,33 @@ def gelu_backward(x, gy):
 # ---- exact GELU (BERT's): x Phi(x) -----------------------------------------------------------------------
 
 @kernel(cache=True)
-def _gelu_erf(x, out, gy, backward, blocks):
+def _gelu_erf(x, out, gy, backward):
     """out = x Phi(x), Phi(x) = 0.5 erfc(-x / sqrt 2); or with ``backward`` gy (Phi(x) + x phi(x)) (flat).
 
     erfc in float64 (libm's), as the NumPy reference's normal_cdf: exact to a few ulps at every x, its tiny
     tail included (1 - erf would cancel); the result is rounded to x's dtype."""
     n = x.shape[0]
-    for b in range(blocks):
-        for i in range(b * n // blocks, (b + 1) * n // blocks):
-            v = float(x[i])
-            cdf = 0.5 * math.erfc(-v * 0.7071067811865476)
-            if backward:
-                pdf = math.exp(-0.5 * v * v) * 0.3989422804014327  # 1 / sqrt(2 pi)
-                out[i] = gy[i] * (cdf + v * pdf)
-            else:
-                out[i] = v * cdf
+    for i in range(n):
+        v = float(x[i])
+        cdf = 0.5 * math.erfc(-v * 0.7071067811865476)
+        if backward:
+            pdf = math.exp(-0.5 * v * v) * 0.3989422804014327  # 1 / sqrt(2 pi)
+            out[i] = gy[i] * (cdf + v * pdf)
+        else:
+            out[i] = v * cdf
 
 
 def gelu_erf_forward(x):
     x1 = np.ascontiguousarray(x).reshape(-1)
     y = np.empty(x.shape, x.dtype)
-    _gelu_erf(x1, y.reshape(-1), x1, False, n_blocks(x1.size))
+    _gelu_erf(x1, y.reshape(-1), x1, False)
     return y
 
 
 def gelu_erf_backward(x, gy):
     x1 = np.ascontiguousarray(x).reshape(-1)
     gx = np.empty(x.shape, x.dtype)
-    _gelu_erf(x1, gx.reshape(-1), np.ascontiguousarray(gy, dtype=x.dtype).reshape(-1), True,
-                                n_blocks(x1.size))
+    _gelu_erf(x1, gx.reshape(-1), np.ascontiguousarray(gy, dtype=x.dtype).reshape(-1), True)
     return gx
 
 
