@@ -36,7 +36,7 @@ def keep_freed_memory() -> str:
     """Keep freed blocks for reuse (glibc only, unless $TINYGRAD_LLM_MALLOC=default); returns what was done."""
     global _state
     now = settings.current()
-    if "ignored" in now.malloc_by:  # a bad value: a warning naming the variable, not a traceback
+    if "ignored" in now.malloc_by and _state == "not configured":  # a bad value: one warning, not a traceback
         warnings.warn(now.malloc_by, stacklevel=3)
     if now.malloc == "default":
         _state = f"malloc's defaults (${ENV}=default)"
