@@ -46,7 +46,8 @@ def test_freed_arrays_are_reused_without_page_faults():
 
 
 def test_a_bad_setting_is_named_and_ignored():
-    out = subprocess.run([sys.executable, "-c", "import tinygrad_llm; tinygrad_llm.runtime.configure()"], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", "import tinygrad_llm; tinygrad_llm.runtime.configure()"],
+                         capture_output=True, text=True, check=True,
                          env={**os.environ, host_memory.ENV: "fast"})
     assert "TINYGRAD_LLM_MALLOC='fast' ignored" in out.stderr
 

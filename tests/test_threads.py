@@ -1,4 +1,5 @@
-"""The thread policy (tinygrad_llm.runtime.threads): overrides, the per-size choice for BLAS, the load monitor, the CLI."""
+"""The thread policy (tinygrad_llm.runtime.threads): overrides, the per-size choice for BLAS, the load monitor, the
+CLI; runtime.matmul."""
 from __future__ import annotations
 
 import numpy as np

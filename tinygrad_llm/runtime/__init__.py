@@ -18,9 +18,10 @@ Operations (``functional``, ``optim.clip``) call one thing of it, ``matmul``; th
 Ambient state, one style: the runtime's settings (``TINYGRAD_LLM_THREADS``, ``TINYGRAD_LLM_MALLOC``) live in one
 ``Settings`` object, ``settings.current()``. The environment is read into it once, on first use; after that only
 ``configure(...)`` (for good; ``threads.set_threads`` underneath) and the ``overridden(...)`` context manager (for
-a block) change it, and the hot path reads the object, never the environment. Nothing happens at import: importing ``tinygrad_llm`` neither
-tunes malloc nor sets a thread count or an environment variable. State that belongs to one thread (inside a
-task of ``run_parallel``, the thread count is 1) is a ``threading.local``, as the engine's grad mode is.
+a block) change it, and the hot path reads the object, never the environment. Nothing happens at import:
+importing ``tinygrad_llm`` neither tunes malloc nor sets a thread count or an environment variable. State that
+belongs to one thread (inside a task of ``run_parallel`` the thread count is 1) is a ``threading.local``, as the
+engine's grad mode is.
 """
 from __future__ import annotations
 
