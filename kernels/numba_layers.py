@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from tinygrad_llm.kernels.numba_math import FAST, ONE, exp_row, kernel, n_blocks
+from tinygrad_llm.kernels.numba_math import FAST, exp_row, kernel, n_blocks
 
 # ---- layer norm --------------------------------------------------------------------------------------
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinygrad_llm.runtime import matmul, settings, threads
 from tinygrad_llm.cli import main
-
+from tinygrad_llm.runtime import matmul, settings, threads
 
 pytestmark = pytest.mark.usefixtures("fresh_thread_policy")  # each test starts from the automatic policy
 

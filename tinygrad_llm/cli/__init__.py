@@ -45,9 +45,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # which options were given, not defaulted
-    from tinygrad_llm.train.signals import Interrupted, terminate_as_interrupt
-
     from tinygrad_llm import runtime
+    from tinygrad_llm.train.signals import Interrupted, terminate_as_interrupt
 
     runtime.configure(threads=getattr(args, "threads", None))  # host memory and --threads, before any work
     # SIGTERM unwinds like Ctrl-C (a run saves its checkpoint, unlocks its folder); repeats wait for the end

@@ -270,7 +270,7 @@ def describe() -> list[str]:
         now = max(1, min(cores(), int(cores() - others + OTHERS_TOLERANCE)))
         lines.append(f"threads lent     automatic: other processes use {others:.1f} of {cores()} cores now, so {now} "
                      f"(re-checked every {SAMPLE_SECONDS} s while computing: a busy machine gets one thread)")
-    lines.append(f"kernels          1 thread per call, no pool of their own (it would spin against "
-                 f"BLAS's); they release the GIL, so the batch parts' kernels overlap")
+    lines.append("kernels          1 thread per call, no pool of their own (it would spin against "
+                 "BLAS's); they release the GIL, so the batch parts' kernels overlap")
     lines.append(f"override         --threads N or {ENV}=N")
     return lines
