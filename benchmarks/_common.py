@@ -86,7 +86,11 @@ def print_machine(**extra) -> None:
 
 
 def set_threads(n: int | None) -> None:
-    """Use ``n`` threads in torch and in ours (``tinygrad_llm.threads``); None leaves both at their defaults."""
+    """Use ``n`` threads in torch and in ours; None leaves both at their defaults. Ours through
+    ``runtime.configure``, which also keeps freed host memory for the next step, as the Trainer does."""
+    from tinygrad_llm import runtime
+
+    runtime.configure(threads=n)
     if n is None:
         return
     try:
@@ -95,9 +99,6 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
     except ImportError:
         pass
-    from tinygrad_llm import threads
-
-    threads.set_threads(n)
 
 
 def _calibrate(fn, min_time: float) -> int:

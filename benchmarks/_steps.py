@@ -15,7 +15,7 @@ import tinygrad_llm as tl
 from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
-from tinygrad_llm.train.batch_parts import backward_in_parts
+from tinygrad_llm.runtime import backward_in_parts
 from tinygrad_llm.train.losses import calc_loss_batch
 
 # name -> (config, batch size): nanoGPT's CPU "baby" run; a 6-layer 384-wide char model; GPT-2 small
@@ -47,6 +47,7 @@ def build_steps(shape: str, sides=SIDES, torch=None, batch: int | None = None, c
     ``device``: where both sides train (the batch starts on the host each step, as from a data loader).
     ``precision``: fp32/tf32 (TF32 itself is switched by _common.set_tf32), fp16 (autocast and a loss
     scaler on both sides) or bf16 (autocast)."""
+    tl.runtime.configure()  # host memory and threads as the Trainer applies them (--threads: set before)
     config, batch = shape_config(shape, batch, context)
     tl.manual_seed(0)
     model = GPTModel(config)
@@ -68,7 +69,7 @@ def build_steps(shape: str, sides=SIDES, torch=None, batch: int | None = None, c
 
         def ours_step():  # the trainer's step: on the CPU, a big enough batch in parts side by side on the cores
             with amp.autocast():
-                backward_in_parts(calc_loss_batch, x, y, model, device, amp.backward)
+                backward_in_parts(calc_loss_batch, x, y, model, device, amp)
             amp.step(optimizer, grad_clip=1.0)  # (fp16: unscale first) clip at 1.0, AdamW
             optimizer.zero_grad()
 

@@ -47,10 +47,10 @@ def worker(side: str, threads: int | None, shape: str, steps: int, max_seconds: 
         if threads is not None:
             torch.set_num_threads(threads)
     from _steps import build_steps
-    from tinygrad_llm import threads as policy
+    from tinygrad_llm import runtime
 
     if side == "tinygrad_llm" and threads is not None:
-        policy.set_threads(threads)
+        runtime.configure(threads=threads)
     step = build_steps(shape, sides=(side,), torch=torch)[side]
     warm_up, started = 0, time.perf_counter()
     while warm_up < 2 or time.perf_counter() - started < 1.0:  # compilation, caches, allocator; and our load

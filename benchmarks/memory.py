@@ -31,10 +31,10 @@ def worker(side: str, shape: str, steps: int, defaults: bool) -> None:
         if not defaults:
             torch.set_num_threads(1)
     from _steps import build_steps
-    from tinygrad_llm import threads
+    from tinygrad_llm import runtime
 
     if not defaults:
-        threads.set_threads(1)
+        runtime.configure(threads=1)
     step = build_steps(shape, sides=(side,), torch=torch)[side]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(steps):

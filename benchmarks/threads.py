@@ -1,11 +1,11 @@
 """Where a second thread starts to pay: matrix products of growing size on 1 thread, cut into blocks on 2
-threads (tinygrad_llm.threads.matmul: the same bits at any thread count), and on OpenBLAS's own 2 threads.
+threads (tinygrad_llm.runtime.matmul: the same bits at any thread count), and on OpenBLAS's own 2 threads.
 
     python benchmarks/threads.py                 # the products of the three training shapes, and squares
     python benchmarks/threads.py --repeats 15
 
 For each (m, k, n), float32, the three interleaved repetition by repetition; prints the medians and the
-speed-ups over one thread. ``SPLIT_MIN_MNK`` and ``BLOCK_MIN_MNK`` in tinygrad_llm/threads.py are set from
+speed-ups over one thread. ``SPLIT_MIN_MNK`` and ``BLOCK_MIN_MNK`` in tinygrad_llm/runtime/threads.py are set from
 this table on an idle machine; OpenBLAS's column is the reference (faster at middle sizes, but its bits
 change with the thread count).
 Benchmark with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset where the environment sets them.
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
-    from tinygrad_llm import threads
+    from tinygrad_llm.runtime import matmul, threads
 
     libs = threads._blas_controllers()
     if not libs:
@@ -51,21 +51,21 @@ def main(argv=None) -> int:
 
         def blas_on(count):
             def product():
-                threads._set_blas_threads(count)
+                threads.set_blas_threads(count)
                 a @ b
             return product
 
         def ours_on(count):
             def product():
                 threads.set_threads(count)
-                threads.matmul(a, b)
+                matmul(a, b)
             return product
 
         # OpenBLAS's workers spin for a while after each of its parallel calls, taking the core our blocks
         # want: so its side is timed in a pass of its own, after ours
         medians = time_interleaved({"one": blas_on(1), "ours": ours_on(2)}, repeats=args.repeats, min_time=0.02)
         medians["blas"] = time_interleaved({"blas": blas_on(2)}, repeats=args.repeats, min_time=0.02)["blas"]
-        threads._set_blas_threads(1)
+        threads.set_blas_threads(1)
         one = medians["one"]
         print(f"| {m} x {k} x {n} | {m * k * n:,} | {threads.blocks_for(m, k, n)} | {one * 1e3:.3f} | "
               f"{medians['ours'] * 1e3:.3f} | {medians['blas'] * 1e3:.3f} | {one / medians['ours']:.2f} | "

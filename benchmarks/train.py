@@ -21,7 +21,7 @@ weights and batch, interleaved repetitions in one process, medians and the ratio
     python benchmarks/train.py --part 2 --device cuda --shape gpt2-small --context-length 1024 --batch-size 8
                                         # on a GPU: TF32 off and on, achieved TFLOP/s and MFU against the peak
 
-Each side's defaults differ (ours: the thread policy of tinygrad_llm.threads; torch: all cores), and two
+Each side's defaults differ (ours: the thread policy of tinygrad_llm.runtime.threads; torch: all cores), and two
 libraries' pools in one process disturb each other: benchmarks/load.py runs each side in its own process.
 
 Needs $TINYGRAD_LLM_DATA (or --data) for tinyshakespeare.txt; torch for the reference (--no-torch skips it).
@@ -45,7 +45,7 @@ from tinygrad_llm.files import require_data_file  # noqa: E402
 from tinygrad_llm.model import GPTConfig, GPTModel  # noqa: E402
 from tinygrad_llm.optim import AdamW, clip_grad_norm_, lr_at, param_groups_for_weight_decay  # noqa: E402
 from tinygrad_llm.tokenizer import get_tokenizer  # noqa: E402
-from tinygrad_llm.train.batch_parts import backward_in_parts  # noqa: E402
+from tinygrad_llm.runtime import backward_in_parts  # noqa: E402
 from tinygrad_llm.train.losses import calc_loss_batch  # noqa: E402
 
 from _common import (add_device_argument, mfu_line, print_machine, require_device, set_tf32, set_threads,  # noqa: E402
@@ -80,7 +80,7 @@ def train_ours(model, train, val, iters):
     for step, (x, y) in enumerate(train):
         for group in optimizer.param_groups:
             group["lr"] = schedule(step, iters)
-        backward_in_parts(calc_loss_batch, x, y, model, "cpu", lambda loss: loss.backward())  # as the trainer
+        backward_in_parts(calc_loss_batch, x, y, model, "cpu")  # as the trainer
         clip_grad_norm_(model.parameters(), NANOGPT["clip"])
         optimizer.step()
         optimizer.zero_grad()

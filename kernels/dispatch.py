@@ -37,13 +37,6 @@ import warnings
 
 import numpy as np
 
-# Numba's OpenMP threads spin after each parallel region, taking the cores that BLAS's threads need for the
-# next matrix product (benchmarks/RESULTS.md, "The main job": a `mini` training step 313 ms spinning, 64 ms
-# waiting passively). The thread policy (tinygrad_llm/threads.py) now runs the kernels on one thread, so
-# this matters only where a parallel variant runs. libgomp reads it when Numba first starts its threads,
-# after this import; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 ENV = "TINYGRAD_LLM_KERNELS"
 MODES = ("auto", "numpy")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

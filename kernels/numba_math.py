@@ -1,4 +1,4 @@
-"""Row helpers shared by the Numba kernels: a vectorisable exp and tanh, and how rows are split into blocks.
+"""Row helpers shared by the Numba kernels: a vectorisable exp and tanh, blocks of rows, the ``kernel`` decorator.
 
 Without Intel's SVML, LLVM calls the C library's ``expf`` once per element and cannot vectorise a loop
 around it; that alone makes a Numba softmax slower than NumPy's SIMD ``exp``. So for float32 we compute
@@ -19,17 +19,14 @@ cached kernel when its own file changes, not when a helper here does: after edit
 from __future__ import annotations
 
 import math
-import types as pytypes
 
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from tinygrad_llm import threads
-
-# Below this many elements a kernel runs serially: waking Numba's thread pool costs 10-50 us on a quiet
-# machine and milliseconds on a busy one, more than the work itself (e.g. layer norm of a (768, 128) batch).
-PARALLEL_MIN_ELEMENTS = 1 << 17
+# The blocks of rows a kernel walks (n_blocks): 4, as when the blocks were spread over threads (4 per thread,
+# one thread). Changing it changes the last bits of layer norm's weight gradient, so of every run.
+BLOCKS = 4
 
 # fastmath without 'nnan'/'ninf': -inf (masked scores) and inf must keep their meaning.
 FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -129,39 +126,18 @@ def row_max(xr, n):
 
 
 def n_blocks(rows: int) -> int:
-    """How many blocks to split ``rows`` into for prange: a few per thread, for balance (called from
-    Python: reading the thread count inside a kernel would stop Numba from caching it). The count is the
-    thread policy's, not ``numba.get_num_threads()``, which costs ~0.3 ms a call on a busy machine."""
-    return max(1, min(rows, 4 * threads.kernel_threads()))
+    """How many blocks of rows a kernel walks: ``BLOCKS`` (fewer for fewer rows). The blocks run one after the
+    other on the calling thread; they stay because layer norm's weight and bias gradients are summed per block
+    and then across blocks, so the block count fixes the order of those sums (and so the bits of a run)."""
+    return max(1, min(rows, BLOCKS))
 
 
-class SizedKernel:
-    """A ``prange`` kernel compiled twice: in parallel for large arrays, serially for small ones.
+def kernel(**options):
+    """Decorator: ``@kernel(fastmath=FAST, cache=True)`` compiles ``fn`` once, serial, releasing the GIL.
 
-    ``kernel.for_size(n)(*args)`` runs the parallel version when the call touches at least
-    ``PARALLEL_MIN_ELEMENTS`` elements. The serial copy is a clone of the function under another qualified
-    name, because Numba's on-disk cache keys a function by name and signature, not by ``parallel=``.
-    """
-
-    def __init__(self, fn, options: dict):
-        serial_fn = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
-                                         fn.__closure__)
-        serial_fn.__qualname__ = fn.__qualname__ + "_serial"
-        serial_fn.__doc__ = fn.__doc__
-        # nogil: another thread's Python runs meanwhile. error_model="numpy": x / 0 is inf or NaN as in NumPy,
-        # not a Python ZeroDivisionError; that check was a branch in every loop with a division, which kept LLVM
-        # from vectorising it (AdamW: 3.0 -> 0.6 ns an element, the same bits).
-        options = {"nogil": True, "error_model": "numpy", **options}
-        self.parallel = njit(parallel=True, **options)(fn)
-        self.serial = njit(**options)(serial_fn)
-        self.__doc__ = fn.__doc__
-
-    def for_size(self, n_elements: int):
-        if n_elements >= PARALLEL_MIN_ELEMENTS and threads.kernel_threads() > 1:
-            return self.parallel
-        return self.serial
-
-
-def parallel_kernel(**options):
-    """Decorator: ``@parallel_kernel(fastmath=FAST, cache=True)`` in place of ``@njit(parallel=True, ...)``."""
-    return lambda fn: SizedKernel(fn, options)
+    Serial because the thread policy gives the kernels one thread (``runtime/threads.py``: a pool of Numba's
+    own spins against BLAS's between the products), and the batch parts run kernels on several threads at
+    once already. nogil: another thread's Python runs meanwhile. error_model="numpy": x / 0 is inf or NaN as
+    in NumPy, not a Python ZeroDivisionError; that check was a branch in every loop with a division, which
+    kept LLVM from vectorising it (AdamW: 3.0 -> 0.6 ns an element, the same bits)."""
+    return njit(nogil=True, error_model="numpy", **options)

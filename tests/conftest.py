@@ -30,11 +30,10 @@ os.environ.pop("TINYGRAD_LLM_DEVICE", None)
 def fresh_thread_policy(monkeypatch):
     """The automatic thread policy with nothing read yet (no --threads, no $TINYGRAD_LLM_THREADS, no monitor),
     restored afterwards."""
-    from tinygrad_llm import threads
+    from tinygrad_llm.runtime import settings, threads
 
     monkeypatch.delenv(threads.ENV, raising=False)
-    monkeypatch.setattr(threads, "_fixed", None)
-    monkeypatch.setattr(threads, "_env_read", False)
+    monkeypatch.setattr(settings, "_current", None)  # the environment is read again
     monkeypatch.setattr(threads, "_monitor", None)
     yield threads
     threads._blas_threads = None  # the next matmul sets BLAS again

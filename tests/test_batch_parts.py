@@ -1,5 +1,5 @@
-"""A batch cut into parts computed side by side (tinygrad_llm.train.batch_parts) and what it stands on: gradient
-sinks, per-thread grad mode and generators, threads.run_parallel."""
+"""A batch cut into parts computed side by side (tinygrad_llm.runtime.batch_parts) and what it stands on:
+tinygrad_llm.grad, per-thread grad mode and generators, threads.run_parallel."""
 from __future__ import annotations
 
 import threading
@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 import tinygrad_llm as tl
-from tinygrad_llm import backend, threads
+from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.model import GPTConfig, GPTModel
-from tinygrad_llm.tensor import gradients_into
-from tinygrad_llm.train.batch_parts import backward_in_parts, split_count
+from tinygrad_llm.runtime import backward_in_parts, split_count, threads
 from tinygrad_llm.train.losses import calc_loss_batch
 
 from test_train import make_trainer
@@ -52,8 +51,7 @@ def loss_and_grads(model, x, y, parts, n_threads, dropout=False, scale=1.0):
     threads.set_threads(n_threads)
     for p in model.parameters():
         p.grad = None
-    loss = backward_in_parts(calc_loss_batch, x, y, model, "cpu", lambda loss: loss.backward(), parts=parts,
-                             scale=scale)
+    loss = backward_in_parts(calc_loss_batch, x, y, model, "cpu", None, parts=parts, scale=scale)
     return float(loss), {name: p.grad.copy() for name, p in model.named_parameters()}
 
 
@@ -97,7 +95,7 @@ def test_a_part_without_counted_targets_is_skipped_and_an_empty_batch_is_nan():
     np.testing.assert_allclose(grads["out_head.weight"], whole["out_head.weight"], rtol=1e-4, atol=1e-7)
     y[:] = -100
     model.train(False)
-    assert np.isnan(backward_in_parts(calc_loss_batch, x, y, model, "cpu", lambda loss: None, parts=2))
+    assert np.isnan(backward_in_parts(calc_loss_batch, x, y, model, "cpu", None, parts=2))
 
 
 def test_split_count_follows_the_shape_and_the_setting_never_the_load(monkeypatch):
@@ -133,17 +131,15 @@ def test_a_trainer_run_in_parts_is_the_same_on_one_thread_and_two(tmp_path, monk
         np.testing.assert_array_equal(runs[1][name], value, err_msg=name)
 
 
-def test_gradients_into_leaves_grad_alone_and_sums_over_backward_calls():
+def test_grad_leaves_grad_alone_and_its_results_add_up_over_calls():
+    """What the parts after the first rely on (tl.grad replaced the engine's gradient sinks)."""
     w = tl.Tensor(np.arange(3.0), requires_grad=True)
     w.grad = np.full(3, 10.0)
-    sink = {}
-    with gradients_into(sink):
-        (w * 2.0).sum().backward()
-        (w * w).sum().backward()
+    (g1,) = tl.grad((w * 2.0).sum(), [w])
+    (g2,) = tl.grad((w * w).sum(), [w])
     np.testing.assert_array_equal(w.grad, np.full(3, 10.0))
-    leaf, g = sink[id(w)]
-    assert leaf is w
-    np.testing.assert_array_equal(g, 2.0 + 2.0 * np.arange(3.0))
+    assert isinstance(g1, tl.Tensor) and not g1.requires_grad
+    np.testing.assert_array_equal(g1.data + g2.data, 2.0 + 2.0 * np.arange(3.0))
     (w * 3.0).sum().backward()  # outside the block: into .grad again
     np.testing.assert_array_equal(w.grad, np.full(3, 13.0))
 

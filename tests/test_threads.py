@@ -1,12 +1,12 @@
-"""The thread policy (tinygrad_llm.threads): overrides, the per-size choice for BLAS, the load monitor, the CLI."""
+"""The thread policy (tinygrad_llm.runtime.threads): overrides, the per-size choice for BLAS, the load monitor, the
+CLI; runtime.matmul."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tinygrad_llm import threads
 from tinygrad_llm.cli import main
-
+from tinygrad_llm.runtime import matmul, settings, threads
 
 pytestmark = pytest.mark.usefixtures("fresh_thread_policy")  # each test starts from the automatic policy
 
@@ -34,10 +34,10 @@ def test_the_bits_of_a_product_do_not_depend_on_the_thread_count():
         results = []
         for n_threads in (1, 2, 3):
             threads.set_threads(n_threads)
-            results.append(threads.matmul(a, b))
+            results.append(matmul(a, b))
             assert blas_threads_now() == 1  # OpenBLAS's own threads would change the sums' order
         threads.set_threads(None)
-        results.append(threads.matmul(a, b))  # automatic, whatever the monitor lends
+        results.append(matmul(a, b))  # automatic, whatever the monitor lends
         for result in results[1:]:
             np.testing.assert_array_equal(result, results[0])
         assert results[0].dtype == np.float32 and results[0].shape == np.matmul(a, b).shape
@@ -59,21 +59,21 @@ def test_blocks_run_on_the_threads_lent_and_small_products_are_one_call(monkeypa
     monkeypatch.setattr(threads.np, "matmul", spying_matmul)
     a = np.ones((1024, 768), np.float32)
     threads.set_threads(2)
-    np.testing.assert_array_equal(threads.matmul(a, a.T[:, :256]), np.full((1024, 256), 768, np.float32))
+    np.testing.assert_array_equal(matmul(a, a.T[:, :256]), np.full((1024, 256), 768, np.float32))
     assert any(name.startswith("tinygrad-llm") for name in seen) and len(seen) == 2
     seen.clear()
     threads.set_threads(1)
-    threads.matmul(a, a.T[:, :256])
+    matmul(a, a.T[:, :256])
     assert len(seen) == 1  # one thread: the same blocks, one after the other, here
     v = np.ones(1 << 20, np.float32)
-    assert float(threads.matmul(v, v)) == v.size  # a dot product: one call
+    assert float(matmul(v, v)) == v.size  # a dot product: one call
 
 
 def test_environment_variable_overrides_and_bad_values_are_named(monkeypatch):
     monkeypatch.setenv(threads.ENV, "3")
     assert threads.available() == 3
     assert any("fixed by TINYGRAD_LLM_THREADS=3" in line for line in threads.describe())
-    monkeypatch.setattr(threads, "_env_read", False)
+    monkeypatch.setattr(settings, "_current", None)  # read the environment again
     monkeypatch.setenv(threads.ENV, "two")
     with pytest.raises(ValueError, match="TINYGRAD_LLM_THREADS='two': expected a positive integer"):
         threads.available()
@@ -128,3 +128,43 @@ def test_cli_threads_flag_and_info(capsys):
     assert "--threads: expected a positive integer, got 0" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", "no-such-folder", "--prompt", "a", "--threads", "2"]) == 1
     assert threads.available() == 2  # applied before the command ran (which then failed on the folder)
+
+
+class OtherArray(np.ndarray):
+    """Stands for a CuPy array (any array but numpy.ndarray itself): records the shapes each product saw."""
+
+    products: list = []
+
+    def __matmul__(self, other):
+        OtherArray.products.append((self.shape, other.shape))
+        return np.matmul(np.asarray(self), np.asarray(other)).view(OtherArray)
+
+
+def test_a_batched_linear_layer_is_one_2d_product_on_every_array_library():
+    """(B, T, k) @ (k, n) folds into one (B*T, k) @ (k, n) product for CuPy too (its > 2-D matmul sends float16
+    and bfloat16 to slow or failing paths), with the result NumPy gives."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 5, 4)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32)
+    OtherArray.products.clear()
+    out = matmul(a.view(OtherArray), b.view(OtherArray))
+    assert OtherArray.products == [((15, 4), (4, 6))] and out.shape == (3, 5, 6)
+    np.testing.assert_array_equal(np.asarray(out), matmul(a, b))
+    OtherArray.products.clear()
+    matmul(a.view(OtherArray), rng.standard_normal((3, 4, 6)).astype(np.float32).view(OtherArray))
+    assert OtherArray.products == [((3, 5, 4), (3, 4, 6))]  # a batched product stays batched
+
+
+def test_overridden_changes_a_setting_for_a_block_only():
+    from tinygrad_llm import runtime
+
+    threads.set_threads(3)
+    with runtime.overridden(threads=1) as now:
+        assert threads.available() == 1 and now.threads == 1
+    assert threads.available() == 3
+    with pytest.raises(TypeError):
+        with runtime.overridden(cores=2):
+            pass
+    with pytest.raises(ValueError, match="expected a positive integer"):
+        with runtime.overridden(threads=0):
+            pass
+    assert threads.available() == 3

@@ -26,6 +26,7 @@ import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm.optim import clip_grad_norm_
+from tinygrad_llm.tensor import grad
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -150,6 +151,11 @@ class MixedPrecision:
     def backward(self, loss) -> None:
         with np.errstate(over="ignore", invalid="ignore"):  # an fp16 overflow is expected now and then: the
             self.scaler.scale(loss).backward()             # scaler skips that step (NumPy would also warn)
+
+    def grad(self, loss, inputs) -> tuple:
+        """``tinygrad_llm.grad`` of the loss as ``backward`` scales it: the inputs' gradients, .grad untouched."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return grad(self.scaler.scale(loss), inputs)
 
     def step(self, optimizer, parameters=None, grad_clip: float | None = None) -> bool:
         """Unscale (fp16), skip the update if a gradient is inf or NaN (fp16), clip ``parameters`` (default: the

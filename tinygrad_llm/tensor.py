@@ -15,7 +15,8 @@ operation is a ``Function`` subclass (they live in ``tinygrad_llm.functional``) 
 Calling a Function on tensors runs ``forward`` and, when some input requires a gradient and grad mode
 is on, records the Function as the output's creator. ``Tensor.backward`` walks those records in reverse
 topological order (iteratively, so a chain of any length works), hands each Function the gradient of its
-output, and accumulates what it returns into its inputs.
+output, and accumulates what it returns into its inputs. ``grad(outputs, inputs)`` makes the same walk and
+returns the inputs' gradients instead of adding them into ``.grad``.
 
 The operators and methods of Tensor (``+``, ``@``, ``sum``, ``reshape``, indexing, ...) are installed by
 ``tinygrad_llm.functional``, which holds every operation, as DeZero's ``setup_variable`` does.
@@ -35,13 +36,10 @@ class _ThreadState(threading.local):
     grad_enabled: whether operations are recorded for backward (no_grad() turns it off).
     module_path: the modules whose forward is running, outermost first: Module.__call__ pushes itself, and
     every recorded Function keeps the tuple, so tinygrad_llm.graph can group the operations by module.
-    gradient_sink: None, or a dict that backward() fills with the leaves' gradients instead of adding them to
-    .grad (``gradients_into``), so that threads running backward on parts of one batch never race on .grad.
     """
 
     grad_enabled = True
     module_path: tuple = ()
-    gradient_sink: dict | None = None
 
 
 _state = _ThreadState()
@@ -69,18 +67,6 @@ def enable_grad():
 
 def is_grad_enabled() -> bool:
     return _state.grad_enabled
-
-
-@contextlib.contextmanager
-def gradients_into(sink: dict | None):
-    """Within this block, ``backward()`` on this thread leaves .grad alone and puts each leaf's gradient into
-    ``sink`` as ``sink[id(leaf)] = (leaf, gradient)`` (summed over backward calls); None: into .grad as usual.
-    The caller adds the sinks of a batch's parts into .grad in a fixed order (``tinygrad_llm.train.batch_parts``)."""
-    previous, _state.gradient_sink = _state.gradient_sink, sink
-    try:
-        yield sink
-    finally:
-        _state.gradient_sink = previous
 
 
 class Function:
@@ -317,28 +303,57 @@ class Tensor:
         ``grad`` seeds the traversal (ones for a one-element tensor). The graph is released afterwards
         unless ``retain_graph``, so memory stays flat over thousands of steps.
         """
-        if not self.requires_grad:
-            raise RuntimeError("backward(): this tensor does not require a gradient "
-                               "(no input had requires_grad=True, or it was computed under no_grad())")
-        xp = backend.get_array_module(self.data)
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward() without a gradient needs a one-element tensor, got shape "
-                                   f"{self.shape}: pass grad= of that shape, or reduce with .sum()/.mean()")
-            grad = xp.ones_like(self.data)
-        else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
-            if grad.shape != self.shape:
-                raise ValueError(f"backward(): gradient of shape {grad.shape} for a tensor of shape {self.shape}")
-        _run_backward(self, grad, retain_graph)
+        _run_backward([self], [_seed(self, grad, "backward()")], retain_graph)
 
 
-def _topological_order(root: Tensor) -> list:
-    """Tensors reachable from root through creators, every tensor after all the tensors it feeds."""
+def grad(outputs, inputs, grad_outputs=None, retain_graph: bool = False) -> tuple:
+    """The gradients of ``outputs`` with respect to ``inputs``, returned; no ``.grad`` changes (as
+    ``torch.autograd.grad``). The same walk as ``backward()``, hooks included.
+
+    ``outputs`` and ``inputs``: a Tensor or a sequence of Tensors (inputs may be leaves or intermediate
+    tensors). ``grad_outputs``: one gradient per output, as ``backward(grad)`` takes (None, or None for an
+    output: ones, for a one-element output); with several outputs the result is the gradient of the sum of
+    each output times its gradient. Returns a tuple of one Tensor per input, not requiring a gradient, or
+    None for an input that no output depends on. The graph is released afterwards unless ``retain_graph``.
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor) or hasattr(grad_outputs, "shape"):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad(): {len(grad_outputs)} grad_outputs for {len(outputs)} outputs")
+    for x in inputs:
+        if not x.requires_grad:
+            raise RuntimeError(f"grad(): an input of shape {x.shape} does not require a gradient")
+    seeds = [_seed(y, g, "grad()") for y, g in zip(outputs, grad_outputs)]
+    found = {id(x): None for x in inputs}
+    _run_backward(outputs, seeds, retain_graph, found)
+    return tuple(None if found[id(x)] is None else Tensor._from_op(found[id(x)], None) for x in inputs)
+
+
+def _seed(tensor: Tensor, grad, caller: str):
+    """The gradient a walk starts from at ``tensor``: ``grad`` as an array of its shape, or ones."""
+    if not tensor.requires_grad:
+        raise RuntimeError(f"{caller}: this tensor does not require a gradient "
+                           "(no input had requires_grad=True, or it was computed under no_grad())")
+    xp = backend.get_array_module(tensor.data)
+    if grad is None:
+        if tensor.data.size != 1:
+            raise RuntimeError(f"{caller} without a gradient needs a one-element tensor, got shape "
+                               f"{tensor.shape}: pass grad= of that shape, or reduce with .sum()/.mean()")
+        return xp.ones_like(tensor.data)
+    grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=tensor.dtype)
+    if grad.shape != tensor.shape:
+        raise ValueError(f"{caller}: gradient of shape {grad.shape} for a tensor of shape {tensor.shape}")
+    return grad
+
+
+def _topological_order(*roots: Tensor) -> list:
+    """Tensors reachable from the roots through creators, every tensor after all the tensors it feeds."""
     # Depth-first, iterative. A tensor is marked visited when it is expanded, not when it is pushed:
     # marking at push time could append a tensor shared by two paths before a tensor that feeds it.
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(root, False) for root in reversed(roots)]
     while stack:
         tensor, expanded = stack.pop()
         if expanded:
@@ -357,20 +372,25 @@ def _topological_order(root: Tensor) -> list:
         for x in creator.inputs:
             if x.requires_grad and id(x) not in visited:
                 stack.append((x, False))
-    order.reverse()  # root first
+    order.reverse()  # roots first
     return order
 
 
-def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
-    """The chain rule, tensor by tensor from the root: each Function turns its output's gradient into its
-    inputs' gradients, which add up over every use of an input before that input is reached."""
-    grads = _Gradients(root, seed)  # gradient flowing into each tensor, summed over its uses
-    for tensor in _topological_order(root):  # root first: every use of a tensor comes before the tensor
+def _run_backward(roots: list, seeds: list, retain_graph: bool, found: dict | None = None) -> None:
+    """The chain rule, tensor by tensor from the roots: each Function turns its output's gradient into its
+    inputs' gradients, which add up over every use of an input before that input is reached. ``found``:
+    None for backward() (leaves and retain_grad() tensors keep theirs in .grad); for grad(), {id: None} of
+    the tensors wanted, which receive their gradients instead (.grad untouched)."""
+    grads = _Gradients(roots, seeds)  # gradient flowing into each tensor, summed over its uses
+    for tensor in _topological_order(*roots):  # roots first: every use of a tensor comes before the tensor
         g = grads.pop(tensor)
         if g is None:
             continue
         g = _run_hooks(tensor, g)
-        if tensor._creator is None or tensor._retains_grad:
+        if found is not None:
+            if id(tensor) in found:
+                found[id(tensor)] = grads.kept(g)  # grad(): returned, not stored
+        elif tensor._creator is None or tensor._retains_grad:
             grads.store(tensor, g)  # a leaf (or retain_grad()): keep it in .grad
         creator = tensor._creator
         if creator is None:
@@ -389,10 +409,12 @@ class _Gradients:
     """The gradients of one backward pass, by tensor; sums over a tensor's uses are made in place where
     that is safe (the array was made here by a sum, not handed over by a Function that may keep it)."""
 
-    def __init__(self, root: Tensor, seed):
-        self.pending = {id(root): seed}
+    def __init__(self, roots: list, seeds: list):
+        self.pending = {}
         self.owned = set()  # ids of tensors whose pending gradient is a sum made here: safe to add into
-        self.stored = {id(seed)}  # arrays kept as some tensor's .grad (or the caller's seed): never alias them
+        self.stored = {id(seed) for seed in seeds}  # arrays kept as a .grad (or the caller's): never alias them
+        for root, seed in zip(roots, seeds):
+            self.add(root, seed)
 
     def pop(self, tensor):
         """The tensor's gradient, complete now that every use of it has been walked (None: it has none)."""
@@ -411,20 +433,20 @@ class _Gradients:
             self.owned.add(key)
 
     def store(self, tensor, g) -> None:
-        sink = _state.gradient_sink  # gradients_into(): this thread's part of a batch goes there, not to .grad
-        held = tensor.grad if sink is None else sink.get(id(tensor), (None, None))[1]
-        if held is not None:
-            held += g  # accumulate across backward calls (gradient accumulation)
-            return
+        if tensor.grad is not None:
+            tensor.grad += g  # accumulate across backward calls (gradient accumulation)
+        else:
+            tensor.grad = self.kept(g)
+
+    def kept(self, g):
+        """``g`` as an array the caller may keep: never memory shared with another kept gradient, the seed or
+        an array a Function keeps."""
         if id(g) in self.stored or getattr(g, "base", None) is not None:
-            g = g.copy()  # never share memory with another .grad, the seed or an array a Function keeps
+            g = g.copy()
         if isinstance(g, np.generic):  # NumPy returns scalars for 0-d results: .grad is an array
             g = np.asarray(g)
-        if sink is None:
-            tensor.grad = g
-        else:
-            sink[id(tensor)] = (tensor, g)
         self.stored.add(id(g))
+        return g
 
 
 def _run_hooks(tensor: Tensor, g):

@@ -45,12 +45,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # which options were given, not defaulted
+    from tinygrad_llm import runtime
     from tinygrad_llm.train.signals import Interrupted, terminate_as_interrupt
 
-    if getattr(args, "threads", None) is not None:
-        from tinygrad_llm import threads
-
-        threads.set_threads(args.threads)
+    runtime.configure(threads=getattr(args, "threads", None))  # host memory and --threads, before any work
     # SIGTERM unwinds like Ctrl-C (a run saves its checkpoint, unlocks its folder); repeats wait for the end
     with terminate_as_interrupt(lambda message: print(message, file=sys.stderr, flush=True)):
         try:

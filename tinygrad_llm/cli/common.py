@@ -99,14 +99,15 @@ def start_data_parallel(device: str | None, threads_given: int | None = None):
     import os
     import sys
 
-    from tinygrad_llm import dist, threads
+    from tinygrad_llm import dist
+    from tinygrad_llm.runtime import settings, threads
 
     comm = dist.init(device)
     if getattr(comm, "launcher_rank", 0) > 0:
         return None
     if not comm.is_root:
         sys.stdout = sys.stderr = open(os.devnull, "w")
-    if comm.local_size > 1 and threads_given is None and not os.environ.get(threads.ENV):
+    if comm.local_size > 1 and threads_given is None and settings.current().threads is None:
         threads.set_threads(max(1, threads.cores() // comm.local_size))
     return comm
 

@@ -90,12 +90,11 @@ def print_data_parallel_memory(memory: dict, processes: int, batch_size: int, fo
 
 
 def print_threads() -> None:
-    from tinygrad_llm import host_memory, threads
+    from tinygrad_llm import runtime
 
     print("threads (CPU)")
-    for line in threads.describe():
+    for line in runtime.describe():
         print(f"  {line}")
-    print(f"  {'host memory':16s} {host_memory.describe()}")
 
 
 def run_summary(folder) -> list[str]:

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from tinygrad_llm import backend, threads
+from tinygrad_llm import backend, runtime
 from tinygrad_llm.functional._common import as_tensor, sum_to
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -141,7 +141,7 @@ class MatMul(Function):
         if self.low is not None:
             a, b = a.astype(self.low), b.astype(self.low)
         self.a, self.b = a, b
-        y = threads.matmul(a, b)  # a @ b, on as many threads as a product of this size should get
+        y = runtime.matmul(a, b)  # a @ b, on as many threads as a product of this size should get
         return y if self.low is None else y.astype(np.float32)
 
     def backward(self, gy):
@@ -163,15 +163,15 @@ class MatMul(Function):
             g2 = xp.expand_dims(g2, -2)
         ga = gb = None
         if self.needs_grad[0]:
-            ga = threads.matmul(g2, xp.swapaxes(b2, -1, -2))  # dL/dA = dL/dY B^T
+            ga = runtime.matmul(g2, xp.swapaxes(b2, -1, -2))  # dL/dA = dL/dY B^T
             ga = sum_to(ga, a2.shape).reshape(a.shape)
         if self.needs_grad[1]:
             if b2.ndim == 2 and a2.ndim > 2:
                 # b was broadcast over a's batch axes: fold them into rows, one GEMM, no (batch, n, m) temporary
                 rows = math.prod(a2.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
-                gb = threads.matmul(a2.reshape(rows, a2.shape[-1]).T, g2.reshape(rows, g2.shape[-1]))
+                gb = runtime.matmul(a2.reshape(rows, a2.shape[-1]).T, g2.reshape(rows, g2.shape[-1]))
             else:
-                gb = sum_to(threads.matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape)  # dL/dB = A^T dL/dY
+                gb = sum_to(runtime.matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape)  # dL/dB = A^T dL/dY
             gb = gb.reshape(b.shape)
         return ga, gb
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from tinygrad_llm import backend, threads
+from tinygrad_llm import backend, runtime
 from tinygrad_llm.functional.activation import causal_softmax_backward, causal_softmax_forward
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -32,7 +32,7 @@ class CausalAttention(Function):
 
     def weights(self, q, k):
         """softmax(mask(q k^T * scale)): (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S)."""
-        return causal_softmax_forward(self.xp, threads.matmul(q, self.xp.swapaxes(k, -1, -2)), self.scale)
+        return causal_softmax_forward(self.xp, runtime.matmul(q, self.xp.swapaxes(k, -1, -2)), self.scale)
 
     def dropped(self, w):
         """Inverted dropout of the weights with the saved mask, in place: w * keep / (1 - p)."""
@@ -47,19 +47,19 @@ class CausalAttention(Function):
         # the same draw as F.dropout on w: the same mask for the same generator state
         self.keep = self.generator.random(w.shape, dtype=w.dtype) >= self.p if self.p > 0 else None
         wd = self.dropped(w.copy()) if self.keep is not None else w
-        return threads.matmul(wd, v)  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
+        return runtime.matmul(wd, v)  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
 
     def backward(self, gout):
         xp, q, k, v, w = self.xp, self.q, self.k, self.v, self.w
         wd = self.dropped(w.copy()) if self.keep is not None else w  # the weights the product used
         # out = wd v  =>  dL/dv = wd^T gout,  dL/dwd = gout v^T
-        gv = threads.matmul(xp.swapaxes(wd, -1, -2), gout) if self.needs_grad[2] else None  # (B, H, S, hd)
-        gw = self.dropped(threads.matmul(gout, xp.swapaxes(v, -1, -2)))  # through dropout: the same mask and scale
+        gv = runtime.matmul(xp.swapaxes(wd, -1, -2), gout) if self.needs_grad[2] else None  # (B, H, S, hd)
+        gw = self.dropped(runtime.matmul(gout, xp.swapaxes(v, -1, -2)))  # through dropout: the same mask and scale
         # w = softmax(scale * s) with s = q k^T  =>  ds = scale * w * (gw - sum_j gw_j w_j)  (masked: w = 0)
         gs = causal_softmax_backward(xp, w, gw, self.scale)  # (B, H, T, S)
         # s = q k^T  =>  dL/dq = ds k,  dL/dk = ds^T q
-        gq = threads.matmul(gs, k) if self.needs_grad[0] else None  # (B, H, T, hd)
-        gk = threads.matmul(xp.swapaxes(gs, -1, -2), q) if self.needs_grad[1] else None  # (B, H, S, hd)
+        gq = runtime.matmul(gs, k) if self.needs_grad[0] else None  # (B, H, T, hd)
+        gk = runtime.matmul(xp.swapaxes(gs, -1, -2), q) if self.needs_grad[1] else None  # (B, H, S, hd)
         return gq, gk, gv
 
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from tinygrad_llm import backend, threads
+from tinygrad_llm import backend, runtime
 from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.functional._common import first_out_of_range, raw
 from tinygrad_llm.tensor import Function, Tensor
@@ -23,7 +23,7 @@ class Linear(Function):
         if self.low is not None:
             x, weight = x.astype(self.low), weight.astype(self.low)
         self.x, self.weight = x, weight
-        y = threads.matmul(x, weight.T)  # (..., in) @ (in, out) -> (..., out)
+        y = runtime.matmul(x, weight.T)  # (..., in) @ (in, out) -> (..., out)
         if self.low is not None:
             y = y.astype(np.float32)  # results, and so activations, stay float32
         if bias is not None:
@@ -33,10 +33,10 @@ class Linear(Function):
     def backward(self, gy):
         x, w = self.x, self.weight
         g = gy if self.low is None else gy.astype(self.low)  # the products in the forward's precision
-        gx = _float32(threads.matmul(g, w), self.low) if self.needs_grad[0] else None  # dL/dx = gy W
+        gx = _float32(runtime.matmul(g, w), self.low) if self.needs_grad[0] else None  # dL/dx = gy W
         rows = math.prod(gy.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
         g2 = g.reshape(rows, gy.shape[-1])  # (N, out): fold the batch axes into rows
-        gw = (_float32(threads.matmul(g2.T, x.reshape(rows, x.shape[-1])), self.low)  # dL/dW = gy^T x
+        gw = (_float32(runtime.matmul(g2.T, x.reshape(rows, x.shape[-1])), self.low)  # dL/dW = gy^T x
               if self.needs_grad[1] else None)
         gb = gy.reshape(g2.shape).sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None  # dL/db = sum gy
         return gx, gw, gb

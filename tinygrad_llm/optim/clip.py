@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from tinygrad_llm import backend, threads
+from tinygrad_llm import backend, runtime
 
 
 def clip_grad_norm_(parameters, max_norm: float, error_if_nonfinite: bool = False) -> float:
@@ -30,7 +30,7 @@ def clip_grad_norm_(parameters, max_norm: float, error_if_nonfinite: bool = Fals
     # the gradients' device: one device-to-host copy in all, not one per parameter (each stalls a GPU). The
     # dot is a BLAS call, so through the thread policy: on a busy machine a parallel one waits a scheduler slice.
     xp = backend.get_array_module(grads[0])
-    squares = xp.stack([threads.matmul(g.ravel(), g.ravel()).astype(xp.float64) for g in grads])  # (n_params,)
+    squares = xp.stack([runtime.matmul(g.ravel(), g.ravel()).astype(xp.float64) for g in grads])  # (n_params,)
     total_norm = float(xp.sqrt(squares.sum()))  # the one sync
     if not math.isfinite(total_norm):
         if error_if_nonfinite:

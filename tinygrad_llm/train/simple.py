@@ -11,7 +11,7 @@ from __future__ import annotations
 from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.generate import generate, text_to_token_ids, token_ids_to_text
 from tinygrad_llm.tensor import no_grad
-from tinygrad_llm.train.batch_parts import backward_in_parts
+from tinygrad_llm.runtime import backward_in_parts
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 
 
@@ -44,12 +44,12 @@ def train_batch(input_batch, target_batch, model, optimizer, device, amp, parall
     """One optimizer step, the book's loop body: zero the gradients, the loss of the batch (this process's rows
     of it under data parallelism), backward (gradients averaged over processes), update. Returns the loss (a float64 0-d array).
     ``amp``: a ``MixedPrecision`` (for fp32 its steps are loss.backward(), optimizer.step()). On the CPU a
-    large enough batch is cut into parts computed side by side on the cores (``train.batch_parts``)."""
+    large enough batch is cut into parts computed side by side on the cores (``runtime.batch_parts``)."""
     if parallel is not None:  # this process's rows of the global batch
         input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
     optimizer.zero_grad()
     with amp.autocast():
-        loss = backward_in_parts(loss_batch, input_batch, target_batch, model, device, amp.backward)
+        loss = backward_in_parts(loss_batch, input_batch, target_batch, model, device, amp)
     if parallel is not None:
         parallel.average_gradients()
     amp.step(optimizer)

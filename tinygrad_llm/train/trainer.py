@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinygrad_llm import backend, run_folder
+from tinygrad_llm import backend, run_folder, runtime
 from tinygrad_llm.amp import PRECISIONS, MixedPrecision
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.data import DataLoader
@@ -43,7 +43,7 @@ from tinygrad_llm.dist import GradientReducer, SingleProcess, ZeroAdamW, broadca
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.optim import AdamW, grad_norms_by_layer, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
-from tinygrad_llm.train.batch_parts import backward_in_parts
+from tinygrad_llm.runtime import backward_in_parts
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 from tinygrad_llm.train.figures import plot_grad_norms, plot_lr_schedule
 from tinygrad_llm.train.parallel import calc_loss_loader_parallel, local_rows, stop_together
@@ -109,6 +109,7 @@ class Trainer:
 
     def __init__(self, model, train_dataset, val_dataset, config: TrainConfig, out_dir, tokenizer=None,
                  device: str | None = None, log=None, comm=None, zero: bool = False):
+        runtime.configure()  # host memory kept for the next step; threads as set (--threads) or automatic
         self.model, self.config, self.tokenizer = model, config, tokenizer
         self.out_dir = Path(out_dir)
         self.device = device or model.device
@@ -245,7 +246,7 @@ class Trainer:
                 inputs, targets = local_rows(inputs, self.comm), local_rows(targets, self.comm)
                 with self.precision.autocast():  # .grad sums the micro-batches: the gradient of their mean
                     total = total + backward_in_parts(calc_loss_batch, inputs, targets, model, self.device,
-                                                      self.precision.backward, scale=1.0 / c.grad_accum)
+                                                      self.precision, scale=1.0 / c.grad_accum)
             # one device-to-host copy per step; the mean over processes, so that all stop together
             loss = self.comm.mean(float(total) / c.grad_accum)
             if not math.isfinite(loss):

@@ -7,7 +7,8 @@ of the same size then faults its pages back in one 4 KiB page at a time, each ze
 nanoGPT "baby" model that was 12,900 page faults and about 35 ms of system time in a 90 ms step at one
 thread (``resource.getrusage`` around one step; run ``python benchmarks/memory.py --faults`` to see it).
 
-``keep_freed_memory()`` (called when ``tinygrad_llm`` is imported) raises both thresholds, so a freed block
+``keep_freed_memory()`` (called by ``runtime.configure()``: the command line and the ``Trainer`` make that
+call, a script can; importing ``tinygrad_llm`` changes nothing) raises both thresholds, so a freed block
 is kept and reused: no page faults after the first step. glibc caps the mmap threshold at 32 MiB on 64-bit
 systems; larger arrays (gpt2-small's logits) are still unmapped when freed, and there the faults are small
 beside the step. The price: memory a run has freed is not handed back to other processes until it ends;
@@ -18,11 +19,12 @@ the peak stays the peak of what was alive at once (``benchmarks/memory.py`` meas
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 import warnings
 
-ENV = "TINYGRAD_LLM_MALLOC"
+from tinygrad_llm.runtime import settings
+
+ENV = settings.MALLOC_ENV
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on 64-bit systems (half its heap size)
 TRIM_THRESHOLD = 1 << 30  # free space kept at the heap's top; mallopt takes a C int
@@ -33,12 +35,10 @@ _state = "not configured"
 def keep_freed_memory() -> str:
     """Keep freed blocks for reuse (glibc only, unless $TINYGRAD_LLM_MALLOC=default); returns what was done."""
     global _state
-    choice = os.environ.get(ENV, "keep").strip().lower()
-    if choice not in ("keep", "default"):  # at import time: a warning naming the variable, not a traceback
-        warnings.warn(f"${ENV}={os.environ[ENV]!r} ignored: expected 'keep' (the default) or 'default' (leave "
-                      f"malloc as it is)", stacklevel=2)
-        choice = "keep"
-    if choice == "default":
+    now = settings.current()
+    if "ignored" in now.malloc_by and _state == "not configured":  # a bad value: one warning, not a traceback
+        warnings.warn(now.malloc_by, stacklevel=3)
+    if now.malloc == "default":
         _state = f"malloc's defaults (${ENV}=default)"
         return _state
     mallopt = _glibc_mallopt()

@@ -10,19 +10,21 @@ whole on one thread and 27-33 ms in two parts on two (idle 2-core machine, ``pyt
 Exactness: every loss of the book is a mean over the batch's targets, so the batch's loss is the sum of the
 parts' means, each weighted by its share of the targets (targets equal to ``ignore_index``, the padding of
 instruction data, count for none), and so is its gradient. The first part's backward adds its gradients
-into .grad; every other part's into a sink of its own (``tensor.gradients_into``), added into .grad in part
-order once all are done. Each part draws its dropout masks from a generator of its own, seeded from the
-main one. How many parts there are depends on the batch's shape and the ``--threads`` setting only
-(``threads.batch_parts``); whether they run side by side or one after the other depends on the cores free
-now. So a run gives the same bits on an idle machine and on a busy one, and a resumed run equals a straight
-one. (It gives other bits than the whole batch at once, as ``--threads 1`` computes it: sums in another order.)
+into .grad; every other part's are returned by ``tinygrad_llm.grad`` (.grad untouched, so the threads never
+race on it) and added into .grad in part order once all are done. Each part draws its dropout masks from a
+generator of its own, seeded from the main one. How many parts there are depends on the batch's shape and
+the ``--threads`` setting only (``threads.batch_parts``); whether they run side by side or one after the other
+depends on the cores free now. So a run gives the same bits on an idle machine and on a busy one, and a
+resumed run equals a straight one. (It gives other bits than the whole batch at once, as ``--threads 1``
+computes it: sums in another order.)
 """
 from __future__ import annotations
 
 import numpy as np
 
-from tinygrad_llm import backend, threads
-from tinygrad_llm.tensor import Tensor, gradients_into
+from tinygrad_llm import backend
+from tinygrad_llm.runtime import threads
+from tinygrad_llm.tensor import Tensor, grad
 
 IGNORE_INDEX = -100  # cross_entropy's default: targets that count for nothing
 
@@ -36,18 +38,20 @@ def split_count(inputs, model) -> int:
     return threads.batch_parts(len(data), data.size * parameters, parameters)
 
 
-def backward_in_parts(loss_batch, inputs, targets, model, device, backward, parts: int | None = None,
+def backward_in_parts(loss_batch, inputs, targets, model, device, amp=None, parts: int | None = None,
                       scale: float = 1.0):
-    """``backward(loss_batch(inputs, targets, model, device) * scale)`` with the batch cut into ``parts`` row
-    blocks (default: ``split_count``), computed on the threads free now; returns the batch's loss, unscaled,
-    as a float64 0-d array where the model is (on a GPU: no wait for it). Gradients are added into the parameters' .grad as one backward of the whole batch would.
+    """``loss_batch(inputs, targets, model, device) * scale`` differentiated with the batch cut into ``parts``
+    row blocks (default: ``split_count``), computed on the threads free now; returns the batch's loss,
+    unscaled, as a float64 0-d array where the model is (on a GPU: no wait for it). Gradients are added into
+    the parameters' .grad as one backward of the whole batch would.
 
-    ``loss_batch`` must return the mean over its batch's targets (every loss of the book does);
-    ``backward(loss)`` is ``loss.backward()`` or a loss scaler's. Call it inside the autocast block, if any."""
+    ``loss_batch`` must return the mean over its batch's targets (every loss of the book does). ``amp``: a
+    ``MixedPrecision``, whose ``backward``/``grad`` scale the loss (fp16); None: ``loss.backward()``. Call it
+    inside the autocast block, if any."""
     parts = split_count(inputs, model) if parts is None else parts
     if parts <= 1:
         loss = loss_batch(inputs, targets, model, device)
-        backward(loss * scale if scale != 1.0 else loss)
+        _backward(amp, loss * scale if scale != 1.0 else loss)
         return loss.data.astype("float64")
     x = inputs.data if isinstance(inputs, Tensor) else inputs
     y = targets.data if isinstance(targets, Tensor) else targets
@@ -56,25 +60,40 @@ def backward_in_parts(loss_batch, inputs, targets, model, device, backward, part
     counted = [int(np.count_nonzero(y[lo:hi] != IGNORE_INDEX)) for lo, hi in rows]
     total = sum(counted)
     if total == 0:  # nothing to learn from: the whole batch's loss (NaN, as unsplit), computed once
-        return backward_in_parts(loss_batch, inputs, targets, model, device, backward, 1, scale)
+        return backward_in_parts(loss_batch, inputs, targets, model, device, amp, 1, scale)
     seeds = backend.get_generator("cpu").integers(0, 2**63, size=len(rows))  # one stream per part: dropout
 
     kept = [i for i in range(len(rows)) if counted[i]]
+    parameters = [p for p in model.parameters() if p.requires_grad]
 
     def part(i: int):
         lo, hi = rows[i]
-        # the first part adds into .grad itself (nothing else writes there meanwhile); the others into sinks
-        sink = None if i == kept[0] else {}
-        with gradients_into(sink), backend.use_generator(np.random.default_rng(int(seeds[i]))):
+        with backend.use_generator(np.random.default_rng(int(seeds[i]))):
             loss = loss_batch(x[lo:hi], y[lo:hi], model, device)
-            backward(loss * (scale * counted[i] / total))
-        return float(loss.item()), sink
+            weighted = loss * (scale * counted[i] / total)
+            if i == kept[0]:  # the first part adds into .grad itself (nothing else writes there meanwhile)
+                _backward(amp, weighted)
+                return float(loss.item()), ()
+            return float(loss.item()), _grad(amp, weighted, parameters)
 
     results = threads.run_parallel([lambda i=i: part(i) for i in kept])
-    for _, sink in results[1:]:  # in part order: the same sums whichever thread finished first
-        for leaf, g in sink.values():
-            if leaf.grad is None:
-                leaf.grad = g
+    for _, grads in results[1:]:  # in part order: the same sums whichever thread finished first
+        for p, g in zip(parameters, grads):
+            if g is None:  # a parameter this part's loss does not reach
+                continue
+            if p.grad is None:
+                p.grad = g.data
             else:
-                leaf.grad += g
+                p.grad += g.data
     return np.float64(sum(loss * counted[i] / total for (loss, _), i in zip(results, kept)))
+
+
+def _backward(amp, loss) -> None:
+    if amp is None:
+        loss.backward()
+    else:
+        amp.backward(loss)
+
+
+def _grad(amp, loss, parameters) -> tuple:
+    return grad(loss, parameters) if amp is None else amp.grad(loss, parameters)

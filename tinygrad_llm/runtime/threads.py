@@ -27,24 +27,27 @@ Products big enough to cut are rare in the small models learners train: handing 
 costs about what computing it does. What the threads share there is the training step itself: its batch is
 cut into ``batch_parts`` parts, one per core (by the batch's shape and the ``--threads`` setting, never the
 load), whose forward and backward passes ``run_parallel`` runs side by side on the cores lent now, or one
-after the other on a busy machine (``tinygrad_llm.train.batch_parts``). NumPy's BLAS and our Numba kernels
-release the GIL, so the parts overlap; inside a part, ``available()`` is 1.
+after the other on a busy machine (``runtime.batch_parts``). NumPy's BLAS and our Numba kernels release the
+GIL, so the parts overlap; inside a part, ``available()`` is 1. The compiled kernels run on the thread that
+calls them: a pool of their own would spin against BLAS's (above).
 
-Override: ``set_threads(n)`` (the command line's ``--threads N``) or ``TINYGRAD_LLM_THREADS=N`` fixes the
-number and switches the monitor off; ``describe()`` says what was chosen and why (``tinygrad-llm info``).
-BLAS is bounded through ``threadpoolctl`` at run time, not through environment variables at import.
+Override: ``set_threads(n)`` (the command line's ``--threads N``, ``runtime.configure(threads=n)``) or
+``TINYGRAD_LLM_THREADS=N`` fixes the number and switches the monitor off (``runtime.settings`` holds it);
+``describe()`` says what was chosen and why (``tinygrad-llm info``). BLAS is bounded through ``threadpoolctl``
+when a product runs, not through environment variables at import. The blocked product itself is
+``runtime.products.matmul``.
 """
 from __future__ import annotations
 
-import functools
-import math
 import os
 import threading
 import time
 
 import numpy as np
 
-ENV = "TINYGRAD_LLM_THREADS"
+from tinygrad_llm.runtime import settings
+
+ENV = settings.THREADS_ENV
 
 # A product is cut into blocks from 128M multiply-adds up, each block at least 64M. Smaller blocks lose: a
 # block handed to a thread that has just woken often starts on the waker's own core (the scheduler moves it a
@@ -58,9 +61,6 @@ BLOCK_MIN_MNK = 1 << 26
 OTHERS_TOLERANCE = 0.3
 SAMPLE_SECONDS = 0.25
 
-_fixed: int | None = None  # set_threads(n) or TINYGRAD_LLM_THREADS; None: the monitor decides
-_fixed_by = ""  # which of the two set it, for describe()
-_env_read = False
 _blas = None  # threadpoolctl controllers of NumPy's BLAS, once found; () when there is none to control
 _blas_threads: int | None = None  # what BLAS was last set to (setting it again costs a library call)
 _pool = None  # the worker threads that run run_parallel's other tasks, started on first need
@@ -83,23 +83,11 @@ def cores() -> int:
 
 
 def set_threads(n: int | None) -> None:
-    """Use at most ``n`` threads (``None``: back to the automatic choice). Called by ``--threads N``."""
-    global _fixed, _fixed_by, _env_read
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"threads: expected a positive integer, got {n!r}")
-    _fixed, _fixed_by, _env_read = n, "--threads (set_threads)", True
-
-
-def _fixed_threads() -> int | None:
-    global _fixed, _fixed_by, _env_read
-    if not _env_read:
-        value = os.environ.get(ENV, "").strip()
-        if value:
-            if not value.isdigit() or int(value) < 1:
-                raise ValueError(f"{ENV}={value!r}: expected a positive integer")
-            _fixed, _fixed_by = int(value), f"{ENV}={value}"
-        _env_read = True
-    return _fixed
+    """Use at most ``n`` threads (``None``: back to the automatic choice), for good. Called by ``--threads N``
+    (through ``runtime.configure``); ``runtime.overridden(threads=n)`` does it for a ``with`` block."""
+    settings.check_threads(n)
+    now = settings.current()
+    now.threads, now.threads_by = n, "--threads (set_threads)"
 
 
 class LoadMonitor:
@@ -169,7 +157,7 @@ def available() -> int:
     inside a task of ``run_parallel`` (its siblings hold the other threads)."""
     if getattr(_section, "inside", False):
         return 1
-    fixed = _fixed_threads()
+    fixed = settings.current().threads
     if fixed is not None:
         return fixed
     global _monitor
@@ -182,14 +170,14 @@ def available() -> int:
 
 
 def batch_parts(rows: int, macs: int, parameters: int) -> int:
-    """How many parts a training step cuts its batch of ``rows`` rows into (``tinygrad_llm.train.batch_parts``),
+    """How many parts a training step cuts its batch of ``rows`` rows into (``runtime.batch_parts``),
     ``macs`` being the multiply-adds of the batch's forward pass: one part per thread the run may use (the
     fixed number, else this machine's cores), each of at least ``PART_MIN_MACS``; none for a model of more
     than ``PART_MAX_PARAMETERS`` (its products are cut into blocks instead). A function of the shape and the
     setting, never of the load: the parts run side by side or one after the other, with the same bits."""
     if parameters > PART_MAX_PARAMETERS:
         return 1
-    return max(1, min(_fixed_threads() or cores(), rows, macs // PART_MIN_MACS))
+    return max(1, min(settings.current().threads or cores(), rows, macs // PART_MIN_MACS))
 
 
 def blocks_for(m: int, k: int, n: int) -> int:
@@ -199,35 +187,6 @@ def blocks_for(m: int, k: int, n: int) -> int:
     if mnk < SPLIT_MIN_MNK:
         return 1
     return max(1, min(cores(), mnk // BLOCK_MIN_MNK, max(m, n) // 16))
-
-
-def matmul(a, b):
-    """``a @ b`` on the threads the policy lends now, with the same bits at any number of them (CuPy: a @ b).
-
-    A product of ``blocks_for`` > 1 is cut along its longer side, rows of ``a`` or columns of ``b``; each
-    block is one single-threaded BLAS call writing into its slice of the result."""
-    if type(a) is not np.ndarray or type(b) is not np.ndarray:
-        return a @ b
-    _set_blas_threads(1)
-    if a.ndim < 2 or b.ndim < 2:  # dot products and matrix-vector products: one call
-        return a @ b
-    if a.ndim > 2 and b.ndim == 2:
-        # (B, T, k) @ (k, n): NumPy would make B GEMMs of T rows; one GEMM of B*T rows runs 1.2-1.7x faster
-        # (measured on baby's and gpt2-small's linear layers). Worth a copy where a's rows are not a view.
-        rows = math.prod(a.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
-        return matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
-    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    parts = blocks_for(m, k, n)
-    if parts == 1:
-        return a @ b
-    out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (m, n), np.result_type(a, b))
-    cuts = [(i * max(m, n)) // parts for i in range(parts + 1)]
-    if m >= n:  # (..., rows, k) @ (k, n) -> the same rows of out
-        jobs = [(a[..., lo:hi, :], b, out[..., lo:hi, :]) for lo, hi in zip(cuts, cuts[1:])]
-    else:  # (m, k) @ (k, columns) -> the same columns of out
-        jobs = [(a, b[..., lo:hi], out[..., lo:hi]) for lo, hi in zip(cuts, cuts[1:])]
-    run_parallel([functools.partial(np.matmul, a, b, out=out) for a, b, out in jobs])
-    return out
 
 
 def run_parallel(tasks: list) -> list:
@@ -280,7 +239,8 @@ def _blas_controllers():
     return _blas
 
 
-def _set_blas_threads(n: int) -> None:
+def set_blas_threads(n: int) -> None:
+    """Bound NumPy's BLAS to ``n`` threads (a library call only when it changes)."""
     global _blas_threads
     if n != _blas_threads:
         for lib in _blas_controllers():
@@ -288,18 +248,13 @@ def _set_blas_threads(n: int) -> None:
         _blas_threads = n
 
 
-def kernel_threads() -> int:
-    """Threads for a compiled kernel between the products: one (two pools spin against each other)."""
-    return 1
-
-
 def describe() -> list[str]:
     """Lines saying what the policy chose and why (``tinygrad-llm info``)."""
     libs = _blas_controllers()
     blas = ", ".join(f"{lib.internal_api} {lib.version}" for lib in libs) or "none that threadpoolctl can control"
-    fixed = _fixed_threads()
+    fixed, fixed_by = settings.current().threads, settings.current().threads_by
     lines = [f"cores            {cores()} (this process's CPU affinity)", f"BLAS             {blas}"]
-    parts = _fixed_threads() or cores()
+    parts = fixed or cores()
     lines.append(f"batch parts      a training step's batch is cut into {parts} parts (one per "
                  f"{'thread set' if fixed is not None else 'core'}; fewer where a part would have under "
                  f"{PART_MIN_MACS:,} multiply-adds, none for models over {PART_MAX_PARAMETERS:,} parameters), "
@@ -307,7 +262,7 @@ def describe() -> list[str]:
     lines.append(f"products         one of at least {SPLIT_MIN_MNK:,} multiply-adds is cut by its shape into blocks "
                  f"of single-threaded BLAS calls, run side by side on the threads lent (the same bits at any count)")
     if fixed is not None:
-        lines.append(f"threads lent     {fixed}, fixed by {_fixed_by}")
+        lines.append(f"threads lent     {fixed}, fixed by {fixed_by}")
     else:
         monitor = LoadMonitor()
         time.sleep(SAMPLE_SECONDS)
@@ -315,7 +270,7 @@ def describe() -> list[str]:
         now = max(1, min(cores(), int(cores() - others + OTHERS_TOLERANCE)))
         lines.append(f"threads lent     automatic: other processes use {others:.1f} of {cores()} cores now, so {now} "
                      f"(re-checked every {SAMPLE_SECONDS} s while computing: a busy machine gets one thread)")
-    lines.append(f"kernels          {kernel_threads()} thread per call, no pool of their own (it would spin against "
-                 f"BLAS's); they release the GIL, so the batch parts' kernels overlap")
+    lines.append("kernels          1 thread per call, no pool of their own (it would spin against "
+                 "BLAS's); they release the GIL, so the batch parts' kernels overlap")
     lines.append(f"override         --threads N or {ENV}=N")
     return lines
