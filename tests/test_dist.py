@@ -210,7 +210,7 @@ def test_rows_are_shared_disjointly_even_for_a_short_batch():
 def test_launch_without_mpiexec_is_one_process_with_a_note(monkeypatch):
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "TINYGRAD_LLM_DIST"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(dist.comm, "_current", None)
+    monkeypatch.setattr(dist.launch, "_current", None)
     comm = dist.init()
     assert comm.world_size == 1 and comm.rank == 0
     try:
@@ -218,7 +218,7 @@ def test_launch_without_mpiexec_is_one_process_with_a_note(monkeypatch):
         assert "started without mpiexec" in comm.note
     except ImportError:
         assert comm.note is None
-    monkeypatch.setattr(dist.comm, "_current", None)
+    monkeypatch.setattr(dist.launch, "_current", None)
     monkeypatch.setenv("PMI_SIZE", "2")
     monkeypatch.setenv("PMI_RANK", "1")
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if not installed
