@@ -19,6 +19,13 @@ def add_parser(sub) -> None:
                     "losses.png, in --out. With no --data it trains on Python's own help texts (pydoc_data): "
                     "no download needed.",
         formatter_class=HelpFormatter)
+    _add_data_and_model_arguments(p)
+    _add_optimisation_arguments(p)
+    _add_run_arguments(p)
+    p.set_defaults(run=run_train)
+
+
+def _add_data_and_model_arguments(p) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--data", default=None, metavar="PATH",
                       help="a UTF-8 text file, or a folder of .txt/.md/.rst files (default: Python's help texts)")
@@ -45,6 +52,9 @@ def add_parser(sub) -> None:
     model.add_argument("--context-length", type=positive_int, default=DEFAULTS["context_length"],
                        help="tokens per training window")
     model.add_argument("--dropout", type=nonnegative_float, default=DEFAULTS["dropout"], help="dropout rate")
+
+
+def _add_optimisation_arguments(p) -> None:
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"],
                      help="windows per micro-batch (per process under mpiexec, as torch DDP)")
@@ -58,6 +68,9 @@ def add_parser(sub) -> None:
     opt.add_argument("--warmup-steps", type=nonnegative_int, default=DEFAULTS["warmup_steps"], help="linear warmup steps")
     opt.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW decay of weight matrices")
     opt.add_argument("--grad-clip", type=nonnegative_float, default=1.0, help="global gradient-norm clip (0: off)")
+
+
+def _add_run_arguments(p) -> None:
     run = p.add_argument_group("run")
     run.add_argument("--eval-interval", type=positive_int, default=DEFAULTS["eval_interval"],
                      help="steps between evaluations and checkpoints")
@@ -77,7 +90,6 @@ def add_parser(sub) -> None:
     run.add_argument("--sample-prompt", default=None, help="text to continue after training (default: the first "
                                                            "line of the validation text)")
     run.add_argument("--sample-tokens", type=positive_int, default=200, help="tokens in the final sample")
-    p.set_defaults(run=run_train)
 
 
 def given_options(argv) -> set[str]:
