@@ -434,7 +434,7 @@ def _elementwise_as_kernel(inputs: str, outputs: str, body: str, ctype: str) -> 
 
 # ---- both compiled variants: serial (small arrays) and parallel (large ones) --------------------------
 
-@pytest.mark.parametrize("variant", ["serial", "parallel"])
+@pytest.mark.parametrize("variant", ["serial", pytest.param("parallel", marks=pytest.mark.slow)])
 def test_serial_and_parallel_variants_match_reference(variant, monkeypatch):
     """Each kernel runs serially below PARALLEL_MIN_ELEMENTS (or when the thread policy gives the kernels one
     thread, as it does by default) and in parallel above; force each in turn."""
