@@ -1,7 +1,7 @@
 """Numba kernels for layer norm, GELU (tanh and exact erf), the embedding backward and the AdamW update.
 
-The references they replace: ``LayerNorm`` and ``Embedding`` in ``functional/layers.py``, ``GELU`` in
-``functional/activation.py``, ``adamw_update_`` in ``functional/optim_update.py``.
+The references they replace: ``LayerNormFunction`` and ``EmbeddingFunction`` in ``functional/layers.py``,
+``GELUFunction`` in ``functional/activation.py``, ``adamw_update_`` in ``functional/optim_update.py``.
 """
 from __future__ import annotations
 

@@ -116,6 +116,7 @@ def test_split_count_follows_the_shape_and_the_setting_never_the_load(monkeypatc
     assert split_count(x, model) == 1  # a big model: its products are cut into blocks instead
 
 
+@pytest.mark.slow
 def test_a_trainer_run_in_parts_is_the_same_on_one_thread_and_two(tmp_path, monkeypatch):
     monkeypatch.setattr(threads, "PART_MIN_MACS", 1)  # the tiny model's batches of 4 are cut in parts
     parts, run_parallel = [], threads.run_parallel
@@ -198,6 +199,7 @@ def test_kernels_run_in_threads_at_once_and_agree_with_one_thread():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_ctrl_c_inside_a_part_leaves_the_last_whole_step_and_resume_is_exact(tmp_path, monkeypatch):
     """A real SIGINT from inside a part's forward pass (on either thread): the step is rewound, the checkpoint
     is the last finished step's, and the resumed run equals a straight one, bit for bit."""

@@ -21,6 +21,7 @@ def losses(run):
     return [(r["step"], r["train_loss"], r["val_loss"]) for r in records]
 
 
+@pytest.mark.slow
 def test_masked_lm_trains_resumes_exactly_and_loads_as_bert(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("the cat sat on the mat. the dog sat on the log. " * 40)

@@ -157,6 +157,7 @@ _WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_writer_always_leaves_latest_complete_checkpoint(tmp_path):
     chooser = random.Random(2026)
     first_step = 1

@@ -127,6 +127,7 @@ def test_info_reads_a_run_folder_and_a_hugging_face_folder(trained, tmp_path, ca
     assert "124,439,808" in capsys.readouterr().out  # GPT-2 small as released: QKV biases, tied head
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("abcdefghij klmnopqrst uvwxyz. " * 60)

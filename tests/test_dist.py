@@ -79,6 +79,7 @@ def two_process_run(mpiexec, tmp_path_factory):
     return out, json.loads((out / "result.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(two_process_run, tmp_path):
     out, result = two_process_run
     single = mpi_worker.make_trainer(tmp_path, SingleProcess(), batch_size=2 * mpi_worker.BATCH)
@@ -89,18 +90,21 @@ def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(two_process_run,
     np.testing.assert_allclose(result["eval"], single.evaluate(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_process_holds_bitwise_the_same_parameters_after_every_step(two_process_run):
     _, result = two_process_run
     assert result["equal_at_start"]  # rank 1 initialised with another seed: rank 0's parameters were broadcast
     assert result["equal_each_step"] == [True] * mpi_worker.STEPS
 
 
+@pytest.mark.slow
 def test_only_process_0_writes(two_process_run):
     out, _ = two_process_run
     assert (out / "rank0" / "checkpoints").is_dir()
     assert not (out / "rank1").exists()
 
 
+@pytest.mark.slow
 def test_resume_under_mpi_continues_identically_and_zero_updates_the_same(two_process_run):
     _, result = two_process_run
     assert result["resumed_from"] == mpi_worker.STEPS // 2
@@ -109,6 +113,7 @@ def test_resume_under_mpi_continues_identically_and_zero_updates_the_same(two_pr
     assert result["zero_moment_bytes"] * 2 == result["full_moment_bytes"]  # each of 2 keeps half
 
 
+@pytest.mark.slow
 def test_resuming_with_another_process_count_says_how(two_process_run):
     out, _ = two_process_run
     trainer = mpi_worker.make_trainer(out / "resumed", SingleProcess())
@@ -116,6 +121,7 @@ def test_resuming_with_another_process_count_says_how(two_process_run):
         trainer.load_state()
 
 
+@pytest.mark.slow
 def test_a_process_that_raises_stops_the_job_naming_it(mpiexec, tmp_path):
     result, elapsed = run_mpiexec(mpiexec, "raise", tmp_path)
     assert result.returncode != 0
@@ -125,6 +131,7 @@ def test_a_process_that_raises_stops_the_job_naming_it(mpiexec, tmp_path):
     assert "2 processes (MPI" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_stops_the_job(mpiexec, tmp_path):
     result, elapsed = run_mpiexec(mpiexec, "die", tmp_path)
     assert result.returncode != 0
@@ -132,6 +139,7 @@ def test_a_process_that_dies_stops_the_job(mpiexec, tmp_path):
     assert f"PID {pids[1]}" in result.stdout + result.stderr and "signal 9" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_process_at_one_step_and_saves_it(mpiexec, tmp_path):
     """mpiexec forwards Ctrl-C to every process; they agree after a step to stop there, process 0 saves."""
     out = tmp_path / "run"
@@ -156,6 +164,7 @@ def test_ctrl_c_stops_every_process_at_one_step_and_saves_it(mpiexec, tmp_path):
     assert (out / "checkpoints" / f"ckpt-{saved:06d}").is_dir()
 
 
+@pytest.mark.slow
 def test_finetune_classifier_on_two_processes_equals_one_with_twice_the_batch(mpiexec, tmp_path):
     from tinygrad_llm.cli import main
 
@@ -210,7 +219,7 @@ def test_rows_are_shared_disjointly_even_for_a_short_batch():
 def test_launch_without_mpiexec_is_one_process_with_a_note(monkeypatch):
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "TINYGRAD_LLM_DIST"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(dist.comm, "_current", None)
+    monkeypatch.setattr(dist.launch, "_current", None)
     comm = dist.init()
     assert comm.world_size == 1 and comm.rank == 0
     try:
@@ -218,7 +227,7 @@ def test_launch_without_mpiexec_is_one_process_with_a_note(monkeypatch):
         assert "started without mpiexec" in comm.note
     except ImportError:
         assert comm.note is None
-    monkeypatch.setattr(dist.comm, "_current", None)
+    monkeypatch.setattr(dist.launch, "_current", None)
     monkeypatch.setenv("PMI_SIZE", "2")
     monkeypatch.setenv("PMI_RANK", "1")
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if not installed

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transformer_copy_task.py"
 
@@ -31,6 +32,7 @@ def test_cross_attention_shapes_and_decoder_causality():
     assert not np.allclose(other_source.data, logits.data)
 
 
+@pytest.mark.slow
 def test_reverse_task_reaches_100_percent(capsys):
     example = load_example()
     assert example.main(["--task", "reverse", "--max-steps", "400", "--eval-every", "50"]) == 0  # 0 only at 100%

@@ -55,6 +55,7 @@ def test_trainer_records_gradient_norms_before_clipping(tmp_path):
     assert (tmp_path / "lr_schedule.png").is_file() == matplotlib_available()
 
 
+@pytest.mark.slow
 def test_gradient_norms_survive_an_interrupted_evaluation(tmp_path, monkeypatch):
     straight = make_trainer(tmp_path / "straight")
     straight.fit()
@@ -140,6 +141,7 @@ def test_attention_figure_has_a_panel_per_head_with_tokens_on_both_axes(tmp_path
     assert width > 2.5 * height  # three panels side by side
 
 
+@pytest.mark.slow
 @needs_matplotlib
 def test_attention_command_writes_one_png_and_never_overwrites(run_folder):
     out = run_folder / "att.png"

@@ -38,8 +38,8 @@ def test_every_preset_shape_passes(preset, capsys):
 def test_a_broken_backward_is_not_ok(monkeypatch, capsys):
     """GELU's backward 1% too large: the feed-forward's first layer and everything before it are wrong,
     the output head (which GELU's backward does not reach) is still right."""
-    right = activation.GELU.backward
-    monkeypatch.setattr(activation.GELU, "backward", lambda self, gy: right(self, gy) * 1.01)
+    right = activation.GELUFunction.backward
+    monkeypatch.setattr(activation.GELUFunction, "backward", lambda self, gy: right(self, gy) * 1.01)
     assert main(["gradcheck", "--emb-dim", "8", "--n-heads", "2", *SMALL]) == 1
     out = capsys.readouterr().out
     rows = report_lines(out)

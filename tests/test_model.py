@@ -216,6 +216,7 @@ def tiny_float64_model(tie: bool):
     return model, rng.integers(0, 11, size=(2, 5)), rng.integers(0, 11, size=(2, 5))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tie", [False, True])
 def test_whole_model_gradcheck_float64(tie):
     """Every parameter of a tiny GPT (dropout off, qkv bias on) against central differences in float64.

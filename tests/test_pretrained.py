@@ -225,8 +225,8 @@ def test_wrong_shape_names_tensor_and_both_shapes_before_copying_anything(hf_sma
 
     bad = rewrite_weights(folder, tmp_path / "bad", shrink)
     reads = []
-    original = pretrained._SafetensorsFile.array
-    monkeypatch.setattr(pretrained._SafetensorsFile, "array",
+    original = pretrained.PretrainedSafetensors.array
+    monkeypatch.setattr(pretrained.PretrainedSafetensors, "array",
                         lambda self, key: reads.append(key) or original(self, key))
     with pytest.raises(PretrainedError) as info:
         GPTModel.from_pretrained(bad)

@@ -109,6 +109,7 @@ def test_sample_prompt_and_seed_are_checked_before_training(tmp_path, story):
     one_line_error(run_cli("generate", "--checkpoint", "x", "--prompt", "y", "--seed", "-1").stderr, "--seed")
 
 
+@pytest.mark.slow
 def test_a_second_run_is_refused_and_sigterm_saves_a_complete_checkpoint(tmp_path, story, capsys):
     out = tmp_path / "run"
     command, options = cli("train", "--data", story, "--out", out, "--max-steps", "100000", "--eval-interval", "2",
@@ -158,6 +159,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert not (tmp_path / run_folder.LOCK).exists()
 
 
+@pytest.mark.slow
 def test_signals_during_a_save_wait_for_it(tmp_path, monkeypatch):
     """Deterministic: signals delivered inside the checkpoint writer itself."""
     from tinygrad_llm.train import trainer as trainer_module
@@ -206,6 +208,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # smaller than the tiny model's weights
 
 
+@pytest.mark.slow
 def test_disk_full_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, story):
     out = tmp_path / "run"
     args = ["train", "--data", story, "--out", out, "--eval-interval", "2", *TINY]

@@ -118,6 +118,7 @@ def test_a_weights_file_that_lies_is_refused_naming_file_and_tensor(run, tmp_pat
             read_safetensors(weights)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_lying_checkpoint_and_takes_the_older_intact_one(run, tmp_path, capsys):
     folder = copy_run(run, tmp_path)
     story = run.parent / "story.txt"

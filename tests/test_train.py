@@ -41,6 +41,7 @@ def test_training_lowers_the_loss(tmp_path):
     assert history[-1]["tokens_seen"] == 40 * 2 * 4 * 8  # steps x micro-batches x batch x context
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
     straight = make_trainer(tmp_path / "straight")
     straight.fit()
@@ -85,6 +86,7 @@ def interrupt_at(monkeypatch, trainer, where: str, call: int) -> None:
     ("update", 5, 5),     # mid-update: the update finishes first, step 5 is whole
     ("evaluate", 3, 8),   # during step 8's evaluation: the resumed run evaluates step 8 first
 ])
+@pytest.mark.slow
 def test_resume_after_ctrl_c_is_bitwise_identical(tmp_path, monkeypatch, where, call, saved_step):
     straight = make_trainer(tmp_path / "straight")
     straight.fit()
@@ -103,6 +105,7 @@ def test_resume_after_ctrl_c_is_bitwise_identical(tmp_path, monkeypatch, where, 
         {**r, "elapsed_s": 0} for r in read_log(tmp_path / "straight")]
 
 
+@pytest.mark.slow
 def test_progress_lines_without_a_terminal(tmp_path):
     lines = []
     trainer = make_trainer(tmp_path, max_steps=6, eval_interval=3)
@@ -120,6 +123,7 @@ def test_progress_lines_without_a_terminal(tmp_path):
     assert [line.split()[1] for line in lines] == ["1/6", "3/6", "6/6"]
 
 
+@pytest.mark.slow
 def test_the_best_model_is_kept_and_overfitting_is_named(tmp_path):
     from tinygrad_llm.checkpoint import read_safetensors
 

@@ -22,6 +22,11 @@ DEFAULT_FLOAT = np.float32
 _cupy = None  # the cupy module once imported
 
 
+def cupy_loaded() -> bool:
+    """Whether CuPy was imported (a device "cuda" was used): until then every array is a NumPy array."""
+    return _cupy is not None
+
+
 def _import_cupy():
     """Import CuPy and check a GPU is visible, or raise an error naming what is missing."""
     global _cupy

@@ -85,7 +85,7 @@ class Function:
     module_path: tuple = ()  # the modules running when it was recorded (outermost first)
 
     def __call__(self, *inputs: "Tensor") -> "Tensor":
-        if backend._cupy is not None:  # CuPy in use: arrays may live on either device
+        if backend.cupy_loaded():  # CuPy in use: arrays may live on either device
             self.xp = backend.get_array_module(inputs[0].data)
             _check_same_device(self, inputs)
         # else every array is a NumPy array (a CuPy array in a Tensor imports CuPy) and xp stays numpy
@@ -132,6 +132,19 @@ def _numeric_array(data) -> np.ndarray:
         raise TypeError(f"Tensor: expected numbers (bool, integer or float), got {shown} "
                         f"({type(data).__name__}{' of ' + str(array.dtype) if array.dtype.kind != 'O' else ''})")
     return array
+
+
+@contextlib.contextmanager
+def module_scope(module):
+    """Within this block the operations recorded on this thread remember ``module``, inside the modules already
+    running (``Function.module_path``): ``Module.__call__`` runs ``forward`` in one, so that
+    ``tinygrad_llm.graph`` can group the operations by module."""
+    outer = _state.module_path
+    _state.module_path = outer + (module,)
+    try:
+        yield
+    finally:
+        _state.module_path = outer
 
 
 def _check_same_device(fn: Function, inputs) -> None:

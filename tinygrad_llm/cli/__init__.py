@@ -75,9 +75,9 @@ def main(argv=None) -> int:
 
 def _data_parallel():
     """The communicator of a data-parallel run under mpiexec (None for one process)."""
-    from tinygrad_llm.dist import comm
+    from tinygrad_llm import dist
 
-    current = comm._current
+    current = dist.current()
     return current if current is not None and current.world_size > 1 else None
 
 

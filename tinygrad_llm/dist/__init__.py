@@ -11,9 +11,10 @@
 AdamW's moments over the processes (ZeRO stage 1). The trainer takes a communicator and calls these in
 a few places; with ``SingleProcess`` every call is a no-op and training is what it always was.
 """
-from tinygrad_llm.dist.comm import Communicator, DistError, MPICommunicator, SingleProcess, init
+from tinygrad_llm.dist.comm import Communicator, DistError, MPICommunicator, SingleProcess
+from tinygrad_llm.dist.launch import current, init
 from tinygrad_llm.dist.reducer import GradientReducer, broadcast_parameters
 from tinygrad_llm.dist.zero import ZeroAdamW
 
-__all__ = ["Communicator", "DistError", "MPICommunicator", "SingleProcess", "init", "GradientReducer",
+__all__ = ["Communicator", "DistError", "MPICommunicator", "SingleProcess", "current", "init", "GradientReducer",
            "broadcast_parameters", "ZeroAdamW"]

@@ -14,11 +14,6 @@ import numpy as np
 
 from tinygrad_llm import backend
 
-# set by the launchers we know: MPICH/Intel MPI (hydra), Open MPI, PMIx, Slurm's srun
-_LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
-_LAUNCHER_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
-
-
 class DistError(RuntimeError):
     """Data-parallel training cannot go on as asked (another process count, a missing library)."""
 
@@ -125,58 +120,3 @@ class MPICommunicator(Communicator):
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(code)
-
-
-def launcher_size() -> int:
-    """How many processes the launcher (mpiexec, srun, ...) started, from its environment; 1 when none."""
-    for name in _LAUNCHER_SIZE:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 1
-
-
-def launcher_rank() -> int:
-    for name in _LAUNCHER_RANK:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
-
-
-_current: Communicator | None = None
-
-
-def init(device: str | None = None) -> Communicator:
-    """The communicator for this process (created once, then returned again).
-
-    Started by ``mpiexec -n N`` with mpi4py installed: an ``MPICommunicator`` (an ``NcclCommunicator`` when
-    ``device`` is "cuda" and N > 1). Started without ``mpiexec``, or without mpi4py: ``SingleProcess`` with
-    a ``note`` saying so. ``TINYGRAD_LLM_DIST=single`` forces one process.
-    """
-    global _current
-    if _current is not None:
-        return _current
-    size = launcher_size()
-    if os.environ.get("TINYGRAD_LLM_DIST") == "single":
-        _current = SingleProcess()
-    elif size == 1:
-        try:
-            import mpi4py  # noqa: F401  (only to say whether a data-parallel run is possible)
-            note = "one process: started without mpiexec, which trains on N"
-        except ImportError:
-            note = None  # nothing MPI-related installed or asked for: nothing to say
-        _current = SingleProcess(note)
-    else:
-        try:
-            import mpi4py  # noqa: F401
-        except ImportError:
-            _current = SingleProcess(f"one process: mpiexec started {size} but mpi4py is not installed, "
-                                     "pip install -e \".[mpi]\"")
-            _current.launcher_rank = launcher_rank()
-            return _current
-        comm = MPICommunicator()
-        if comm.world_size > 1 and (device or backend.default_device()) == "cuda":
-            from tinygrad_llm.dist.nccl import NcclCommunicator
-
-            comm = NcclCommunicator(comm)
-        _current = comm
-    return _current

@@ -11,6 +11,11 @@ Each operation is a ``Function`` class with ``forward`` and ``backward`` side by
     loss         cross_entropy
     optim_update adamw_update_ (in place on raw arrays; not differentiable)
 
+A ``Function`` class is named after its operation (``Softmax``, ``MatMul``, ``CrossEntropy``); where a Module
+of ``tinygrad_llm.nn`` already has that name, the class takes the suffix ``Function`` (``LinearFunction``,
+``EmbeddingFunction``, ``LayerNormFunction``, ``GELUFunction``, ``DropoutFunction``), so that ``nn.Linear``
+the layer and the operation it records are never confused. The lowercase function is what users call.
+
 Importing this package also gives ``Tensor`` its operators and methods (the table at the bottom).
 Conventions are NumPy's: ``axis``, ``keepdims``, ``split`` as ``numpy.split``.
 """

@@ -1,7 +1,7 @@
 """Activations and dropout: softmax, causal_softmax, masked_softmax, log_softmax, logsigmoid, gelu, dropout
 (relu is in arithmetic).
 
-Softmax, CausalSoftmax and GELU run a compiled kernel (``tinygrad_llm.kernels``) when one is available;
+Softmax, CausalSoftmax and GELUFunction run a compiled kernel (``tinygrad_llm.kernels``) when one is available;
 the NumPy lines below them are the reference the kernels are tested against.
 """
 from __future__ import annotations
@@ -144,7 +144,7 @@ class LogSigmoid(Function):
         return gy * self.xp.exp(-self.xp.logaddexp(0, self.x))
 
 
-class GELU(Function):
+class GELUFunction(Function):
     """GPT-2's GELU, the tanh approximation: 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3).
 
     Computed as x * s with s = sigmoid(2u) = 1 / (1 + e^(-2u)), the same value as 0.5 (1 + tanh u) without
@@ -235,7 +235,7 @@ def _gelu_gate(xp, x):
         return 1 / (1 + xp.exp(-2 * GELU_C * (x + 0.044715 * x ** 3)))
 
 
-class Dropout(Function):
+class DropoutFunction(Function):
     """Zero each element with probability p and scale the survivors by 1/(1-p) (inverted dropout)."""
 
     def __init__(self, p: float, generator):
@@ -321,7 +321,7 @@ def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
     """GELU. approximate="tanh" (the default): GPT-2's tanh approximation ("gelu_new" in Hugging Face);
     "none": the exact x Phi(x) of BERT ("gelu" in Hugging Face, torch's default)."""
     if approximate == "tanh":
-        return GELU()(x)
+        return GELUFunction()(x)
     if approximate == "none":
         return GELUErf()(x)
     raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
@@ -336,4 +336,4 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
         return x
     if p == 1.0:
         return x * 0.0
-    return Dropout(p, generator or backend.get_generator(x.device))(x)
+    return DropoutFunction(p, generator or backend.get_generator(x.device))(x)

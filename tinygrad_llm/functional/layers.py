@@ -1,6 +1,6 @@
 """The layers' operations: linear, embedding, layer_norm.
 
-LayerNorm and Embedding's backward run a compiled kernel (``tinygrad_llm.kernels``) when one is
+LayerNormFunction and EmbeddingFunction's backward run a compiled kernel (``tinygrad_llm.kernels``) when one is
 available; the NumPy lines below them are the reference the kernels are tested against.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tinygrad_llm.functional._common import first_out_of_range, raw
 from tinygrad_llm.tensor import Function, Tensor
 
 
-class Linear(Function):
+class LinearFunction(Function):
     """y = x W^T + b with W of shape (out, in), as torch.nn.Linear; x is (..., in)."""
 
     def forward(self, x, weight, bias=None):
@@ -47,7 +47,7 @@ def _float32(array, low):
     return array if low is None else array.astype(np.float32)
 
 
-class Embedding(Function):
+class EmbeddingFunction(Function):
     """weight[ids]: row lookup; the backward adds each row's gradient into the rows it was read from."""
 
     def __init__(self, ids):
@@ -66,7 +66,7 @@ class Embedding(Function):
         return gw
 
 
-class LayerNorm(Function):
+class LayerNormFunction(Function):
     """Normalise over the last axis, then scale and shift: y = (x - mean) / sqrt(var + eps) * w + b.
 
     Saves x, and each row's mean and rstd = 1 / sqrt(var + eps) (shape (..., 1)), whichever implementation
@@ -127,7 +127,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias of shape {bias.shape}, expected ({weight.shape[0]},)")
     inputs = (x, weight) if bias is None else (x, weight, bias)
-    return Linear()(*inputs)
+    return LinearFunction()(*inputs)
 
 
 def embedding(ids, weight: Tensor, check: bool = True) -> Tensor:
@@ -143,7 +143,7 @@ def embedding(ids, weight: Tensor, check: bool = True) -> Tensor:
     bad = first_out_of_range(ids, weight.shape[0])[0] if check else None
     if bad is not None:
         raise IndexError(f"embedding: id {bad} is outside [0, {weight.shape[0]}) for a table of shape {weight.shape}")
-    return Embedding(raw(ids, backend.get_array_module(weight.data)))(weight)
+    return EmbeddingFunction(raw(ids, backend.get_array_module(weight.data)))(weight)
 
 
 def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
@@ -152,4 +152,4 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
         if p is not None and p.shape != (x.shape[-1],):
             raise ValueError(f"layer_norm: {name} of shape {p.shape}, expected ({x.shape[-1]},) for input {x.shape}")
     affine = [p for p in (weight, bias) if p is not None]
-    return LayerNorm(eps, weight is not None, bias is not None)(x, *affine)
+    return LayerNormFunction(eps, weight is not None, bias is not None)(x, *affine)

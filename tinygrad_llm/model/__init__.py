@@ -1,7 +1,8 @@
 """The GPT-2 architecture: configuration and presets, attention with a KV cache, blocks, the model; and the
 encoder half, BERT, built from the same blocks."""
 from tinygrad_llm.model.attention import KVCache, LayerKVCache, MultiHeadAttention
-from tinygrad_llm.model.bert import BERT_PRESETS, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+from tinygrad_llm.model.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
+from tinygrad_llm.model.bert_config import BERT_PRESETS, BertConfig
 from tinygrad_llm.model.book_weights import load_weights_into_gpt, params_from_hf
 from tinygrad_llm.model.config import PRESETS, GPTConfig, count_parameters, estimate_memory, format_bytes
 from tinygrad_llm.model.gpt import FeedForward, GPTModel, TransformerBlock

@@ -26,8 +26,9 @@ import numpy as np
 from tinygrad_llm import backend
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.model import pretrained
-from tinygrad_llm.model.pretrained import (CONFIG_FILE, WEIGHTS_FILE, PretrainedError, _read_config, _SafetensorsFile,
-                                           _write_safetensors)
+from tinygrad_llm.model.bert_config import BertConfig
+from tinygrad_llm.model.pretrained import (CONFIG_FILE, WEIGHTS_FILE, PretrainedError, PretrainedSafetensors,
+                                           read_config, write_safetensors)
 
 # Names resolve on the hub's main branch. (size, sha256) None: not verified from any source we could reach
 # here, so these files are checked by what is known (nothing) and then parsed field by field, never guessed.
@@ -76,7 +77,7 @@ def _outside_encoder(hf_name: str) -> bool:
     return hf_name.startswith(("cls.", "classifier."))
 
 
-def _sources(st: _SafetensorsFile) -> dict:
+def _sources(st: PretrainedSafetensors) -> dict:
     """{Hugging Face name without ``bert.``: a function giving its array} for a file in either layout."""
     keys = {k[len("bert."):] if k.startswith("bert.") else k: k for k in st.entries}
     ours = any(k.endswith(("LayerNorm.scale", "W_qkv.weight")) for k in keys)
@@ -93,11 +94,9 @@ def _sources(st: _SafetensorsFile) -> dict:
 
 def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float32):
     """A ``cls`` (BertModel, BertForMaskedLM, BertForSequenceClassification) with the folder's weights."""
-    from tinygrad_llm.model.bert import BertConfig
-
     dtype = np.dtype(dtype)
     folder = pretrained.resolve_folder(path_or_name, BERT_MODELS, BERT_ALIASES)  # GPT-2's downloader and checks
-    raw_config = _read_config(folder)
+    raw_config = read_config(folder)
     try:
         config = BertConfig.from_dict(raw_config)
     except (TypeError, ValueError) as exc:
@@ -106,7 +105,7 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise PretrainedError(f"{weights}: missing")
-    st = _SafetensorsFile(weights)
+    st = PretrainedSafetensors(weights)
     sources = _sources(st)
     model = cls(config)  # initialised: heads missing from the file keep these values
     params = dict(model._all_named_parameters())
@@ -156,7 +155,7 @@ def save_pretrained(model, directory) -> Path:
     config = {"architectures": [type(model).__name__], **model.config.to_dict(), "tie_word_embeddings": True}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_safetensors(directory / WEIGHTS_FILE, dict(sorted(tensors.items())), {"format": "pt"})
+    write_safetensors(directory / WEIGHTS_FILE, dict(sorted(tensors.items())), {"format": "pt"})
     with atomic_write(directory / CONFIG_FILE, "w") as f:
         f.write(json.dumps(config, indent=2) + "\n")
     return directory

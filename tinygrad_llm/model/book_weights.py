@@ -67,13 +67,13 @@ def load_weights_into_gpt(gpt, params: dict):
 
 def params_from_hf(path_or_name) -> dict:
     """The book's ``params`` dict from a Hugging Face GPT-2 folder or name (model.safetensors + config.json)."""
-    from tinygrad_llm.model.pretrained import (WEIGHTS_FILE, _normalise_hf_key, _read_config, _SafetensorsFile,
-                                               config_from_hf, resolve_folder)
+    from tinygrad_llm.model.pretrained import (WEIGHTS_FILE, PretrainedSafetensors, config_from_hf, normalise_hf_key,
+                                               read_config, resolve_folder)
 
     folder = resolve_folder(path_or_name)
-    config = config_from_hf(_read_config(folder), folder / "config.json")
-    st = _SafetensorsFile(folder / WEIGHTS_FILE)
-    tensors = {_normalise_hf_key(key): key for key in st.entries}
+    config = config_from_hf(read_config(folder), folder / "config.json")
+    st = PretrainedSafetensors(folder / WEIGHTS_FILE)
+    tensors = {normalise_hf_key(key): key for key in st.entries}
 
     def get(name):
         if name not in tensors:

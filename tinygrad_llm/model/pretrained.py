@@ -109,7 +109,8 @@ def hf_names(config: GPTConfig) -> dict[str, tuple[str, bool]]:
     return names
 
 
-def _normalise_hf_key(key: str) -> str:
+def normalise_hf_key(key: str) -> str:
+    """A Hugging Face GPT-2 tensor name without the ``transformer.`` prefix that GPT2LMHeadModel writes."""
     return key[len("transformer."):] if key.startswith("transformer.") else key
 
 
@@ -173,8 +174,9 @@ def config_to_hf(config: GPTConfig) -> dict:
 
 # --- safetensors: read through the one strict reader (tinygrad_llm.safetensors_file) ----------------------
 
-class _SafetensorsFile(SafetensorsFile):
-    """The strict reader, raising PretrainedError."""
+class PretrainedSafetensors(SafetensorsFile):
+    """The strict safetensors reader (``tinygrad_llm.safetensors_file``), raising PretrainedError: how the
+    GPT-2 and BERT loaders read a weights file."""
 
     def __init__(self, path: Path):
         super().__init__(path, error=PretrainedError)
@@ -212,7 +214,7 @@ def check_config_fits_header(config: GPTConfig, st: SafetensorsFile, config_file
                               "do not belong together)")
 
 
-def _write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
+def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
     """Write ``{name: array}`` as safetensors, streaming one tensor at a time (atomic: temporary + rename).
 
     Layout: 8-byte little-endian header length, the JSON header (padded with spaces to a multiple of 8),
@@ -276,7 +278,8 @@ def download_model(name: str, models: dict | None = None) -> Path:
     return folder
 
 
-def _read_config(folder: Path) -> dict:
+def read_config(folder: Path) -> dict:
+    """The JSON object in ``folder``'s config.json, or a PretrainedError saying what is missing or wrong."""
     file = folder / CONFIG_FILE
     if not file.is_file():
         extra = ""
@@ -306,12 +309,12 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
         raise TypeError(f"from_pretrained: dtype must be a floating-point type, got {dtype}")
     device = backend.check_device(device)
     folder = resolve_folder(path_or_name)
-    raw_config = _read_config(folder)
+    raw_config = read_config(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         hint = " (a sharded checkpoint: not supported)" if (folder / f"{WEIGHTS_FILE}.index.json").exists() else ""
         raise PretrainedError(f"{weights}: missing{hint}")
-    st = _SafetensorsFile(weights)
+    st = PretrainedSafetensors(weights)
 
     if is_hf_config(raw_config):
         config, plan = _hf_plan(raw_config, folder / CONFIG_FILE, st)
@@ -356,13 +359,13 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
     return model.eval()
 
 
-def _hf_plan(hf: dict, config_file: Path, st: _SafetensorsFile):
+def _hf_plan(hf: dict, config_file: Path, st: PretrainedSafetensors):
     """(GPTConfig, {our name: (key in the file, transposed?)}) for a Hugging Face checkpoint."""
     config = config_from_hf(hf, config_file)
     check_config_fits_header(config, st, config_file, hf_layout=True)
     present = {}
     for key in st.entries:
-        name = _normalise_hf_key(key)
+        name = normalise_hf_key(key)
         if name.endswith(_IGNORED_SUFFIXES) or (name == "lm_head.weight" and config.tie_weights):
             continue
         if name in present:
@@ -383,7 +386,7 @@ def _hf_plan(hf: dict, config_file: Path, st: _SafetensorsFile):
                                          qkv_bias=saved.qkv_bias or not zero)
             if not config.qkv_bias:  # the zero biases written for a model without them
                 for b in biases:
-                    present.pop(_normalise_hf_key(b))
+                    present.pop(normalise_hf_key(b))
     names = hf_names(config)
     _check_names(st.path, names, set(present), [hf for hf, _ in names.values()])
     return config, {ours_name: (present[hf], t) for ours_name, (hf, t) in names.items()}
@@ -430,7 +433,7 @@ def save_pretrained(model, directory) -> Path:
             tensors[key] = array.T if transposed else array
         else:  # the QKV bias of a model without one
             tensors[key] = np.zeros(3 * config.emb_dim, dtype=params["tok_emb.weight"].data.dtype)
-    _write_safetensors(directory / WEIGHTS_FILE, tensors, {"format": "pt"})
+    write_safetensors(directory / WEIGHTS_FILE, tensors, {"format": "pt"})
     with atomic_write(directory / CONFIG_FILE, "w") as f:
         f.write(json.dumps(config_to_hf(config), indent=2) + "\n")
     return directory

@@ -22,8 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 from tinygrad_llm import backend
-from tinygrad_llm import tensor as _engine
-from tinygrad_llm.tensor import Tensor
+from tinygrad_llm.tensor import Tensor, module_scope
 
 
 class Parameter(Tensor):
@@ -82,14 +81,8 @@ class Module:
         self._buffers[name] = True
 
     def __call__(self, *args, **kwargs):
-        # Operations recorded inside forward remember this module (for tinygrad_llm.graph's grouping).
-        state = _engine._state  # this thread's
-        outer = state.module_path
-        state.module_path = outer + (self,)
-        try:
+        with module_scope(self):  # operations recorded inside forward remember this module (tinygrad_llm.graph)
             return self.forward(*args, **kwargs)
-        finally:
-            state.module_path = outer
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
