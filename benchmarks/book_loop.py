@@ -22,6 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import print_machine, time_interleaved  # noqa: E402
+
 import tinygrad_llm as tl  # noqa: E402
 from tinygrad_llm import threads  # noqa: E402
 from tinygrad_llm.model import GPTConfig, GPTModel  # noqa: E402
@@ -29,8 +31,6 @@ from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay  # noqa: E40
 from tinygrad_llm.train.batch_parts import split_count  # noqa: E402
 from tinygrad_llm.train.losses import calc_loss_batch  # noqa: E402
 from tinygrad_llm.train.step import train_step  # noqa: E402
-
-from _common import print_machine, time_interleaved  # noqa: E402
 
 
 def make_side(config, seed: int):
@@ -76,8 +76,9 @@ def main(argv=None) -> int:
                                     "fast": lambda: train_step(*fast, [(x, y)], "cpu")},
                                    repeats=args.repeats, number=number, warmup=1 if args.quick else 3)
         label = "default threads" if n is None else f"--threads {n}"
-        print(f"{label} ({split_count(x, fast[0])} part(s) a step): book {medians['book'] * 1e3:.1f} ms, "
-              f"fast {medians['fast'] * 1e3:.1f} ms: the fast step {medians['book'] / medians['fast']:.2f} times as fast")
+        book_ms, fast_ms = medians["book"] * 1e3, medians["fast"] * 1e3
+        print(f"{label} ({split_count(x, fast[0])} part(s) a step): book {book_ms:.1f} ms, fast {fast_ms:.1f} ms: "
+              f"the fast step {book_ms / fast_ms:.2f} times as fast")
     return 0
 
 

@@ -7,6 +7,7 @@ import signal
 
 import numpy as np
 import pytest
+from test_batch_parts import two_cores
 
 import tinygrad_llm as tl
 from tinygrad_llm import threads
@@ -18,8 +19,6 @@ from tinygrad_llm.train.losses import calc_loss_batch
 from tinygrad_llm.train.signals import Interrupted, catch_signals
 from tinygrad_llm.train.simple import train_model_simple
 from tinygrad_llm.train.step import backward_step, train_step
-
-from test_batch_parts import two_cores
 
 pytestmark = pytest.mark.usefixtures("fresh_thread_policy")
 
@@ -46,8 +45,8 @@ def weights(model) -> dict:
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    for name, value in a.items():
+        np.testing.assert_array_equal(value, b[name], err_msg=name)
 
 
 def by_hand(model, data, loss_batch, step) -> dict:
@@ -112,10 +111,11 @@ def test_the_fast_step_in_one_part_is_the_books_step_bit_for_bit():
 def test_the_clis_instruction_and_dpo_loops_equal_the_books_in_one_part(capsys):
     """finetune-instruct's and finetune-dpo's loops (the fast step) give the book loops' numbers where the
     fast step has one part (one thread; DPO's batches are never cut)."""
+    from test_finetune_dpo import _byte_preferences
+
     from tinygrad_llm.finetune import dpo
     from tinygrad_llm.finetune.instruction import train_instruction_model
     from tinygrad_llm.finetune.preference import PreferenceDataset
-    from test_finetune_dpo import _byte_preferences
 
     threads.set_threads(1)
     data = batches()
@@ -164,9 +164,8 @@ def test_a_data_parallel_stop_waits_for_the_check_where_the_processes_agree():
                 check()
         assert stopped.value.signum == signal.SIGTERM
     with catch_signals(lambda message: None) as guard:
-        with stop_together(TwoProcesses(True), guard) as check:
-            with pytest.raises(Interrupted):
-                check()  # the other process was signalled: this one stops at the same step
+        with stop_together(TwoProcesses(True), guard) as check, pytest.raises(Interrupted):
+            check()  # the other process was signalled: this one stops at the same step
         signal.raise_signal(signal.SIGINT)  # stopping: ignored
         with stop_together(TwoProcesses(False), guard) as check:
             check()

@@ -217,7 +217,8 @@ def train_model_dpo(policy_model, reference_model, train_loader, val_loader, opt
         policy_model.train()
         for batch in train_loader:
             tokens_seen += batch["chosen"].size
-            loss = train_step(policy_model, optimizer, [(batch, None)], device, parallel=parallel, loss_batch=loss_batch)
+            loss = train_step(policy_model, optimizer, [(batch, None)], device, parallel=parallel,
+                              loss_batch=loss_batch)
             _check_finite(float(loss), global_step + 1)
             global_step += 1
             if global_step % eval_freq == 0:
