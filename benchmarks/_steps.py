@@ -15,8 +15,7 @@ import tinygrad_llm as tl
 from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
-from tinygrad_llm.runtime import backward_in_parts
-from tinygrad_llm.train.losses import calc_loss_batch
+from tinygrad_llm.train.step import train_step
 
 # name -> (config, batch size): nanoGPT's CPU "baby" run; a 6-layer 384-wide char model; GPT-2 small
 SHAPES = {
@@ -68,10 +67,7 @@ def build_steps(shape: str, sides=SIDES, torch=None, batch: int | None = None, c
         amp = MixedPrecision(precision, device)
 
         def ours_step():  # the trainer's step: on the CPU, a big enough batch in parts side by side on the cores
-            with amp.autocast():
-                backward_in_parts(calc_loss_batch, x, y, model, device, amp)
-            amp.step(optimizer, grad_clip=1.0)  # (fp16: unscale first) clip at 1.0, AdamW
-            optimizer.zero_grad()
+            train_step(model, optimizer, [(x, y)], device, amp, grad_clip=1.0)  # (fp16: unscale first) clip, AdamW
 
         steps = {"tinygrad_llm": ours_step, **steps}
     return steps

@@ -43,10 +43,9 @@ from tinygrad_llm import functional as F  # noqa: E402
 from tinygrad_llm.data import get_batch  # noqa: E402
 from tinygrad_llm.files import require_data_file  # noqa: E402
 from tinygrad_llm.model import GPTConfig, GPTModel  # noqa: E402
-from tinygrad_llm.optim import AdamW, clip_grad_norm_, lr_at, param_groups_for_weight_decay  # noqa: E402
+from tinygrad_llm.optim import AdamW, lr_at, param_groups_for_weight_decay  # noqa: E402
 from tinygrad_llm.tokenizer import get_tokenizer  # noqa: E402
-from tinygrad_llm.runtime import backward_in_parts  # noqa: E402
-from tinygrad_llm.train.losses import calc_loss_batch  # noqa: E402
+from tinygrad_llm.train.step import train_step  # noqa: E402
 
 from _common import (add_device_argument, mfu_line, print_machine, require_device, set_tf32, set_threads,  # noqa: E402
                      synced, time_interleaved)
@@ -80,10 +79,7 @@ def train_ours(model, train, val, iters):
     for step, (x, y) in enumerate(train):
         for group in optimizer.param_groups:
             group["lr"] = schedule(step, iters)
-        backward_in_parts(calc_loss_batch, x, y, model, "cpu")  # as the trainer
-        clip_grad_norm_(model.parameters(), NANOGPT["clip"])
-        optimizer.step()
-        optimizer.zero_grad()
+        train_step(model, optimizer, [(x, y)], "cpu", grad_clip=NANOGPT["clip"])  # the trainer's step
     seconds = time.perf_counter() - start
     model.eval()
     with tl.no_grad():

@@ -85,7 +85,7 @@ def test_average_from_keeps_the_mean_of_the_late_epochs_weights():
     the same training by hand, with the two snapshots averaged, gives the same weights (to float32 rounding),
     which are neither epoch's own."""
     from tinygrad_llm.amp import MixedPrecision
-    from tinygrad_llm.train.simple import train_batch
+    from tinygrad_llm.train.step import train_step
 
     model = _tiny_classifier(7)
     train_loader, val_loader = _loaders()
@@ -101,8 +101,8 @@ def test_average_from_keeps_the_mean_of_the_late_epochs_weights():
     for _ in range(3):
         by_hand.train()
         for inputs, targets in train_loader:
-            train_batch(inputs, targets, by_hand, optimizer, None, MixedPrecision("fp32", "cpu"),
-                        loss_batch=calc_loss_batch)
+            train_step(by_hand, optimizer, [(inputs, targets)], None, MixedPrecision("fp32", "cpu"),
+                       loss_batch=calc_loss_batch)
         snapshots.append({name: p.copy() for name, p in by_hand.state_dict().items()})
     got = model.state_dict()
     for name in got:

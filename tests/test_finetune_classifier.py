@@ -266,7 +266,7 @@ def test_train_classifier_with_ema_scores_and_keeps_the_averaged_weights(shared_
     from tinygrad_llm.finetune.classifier import (calc_accuracy_loader, calc_loss_batch, train_classifier,
                                                   trainable_parameters)
     from tinygrad_llm.optim import ExponentialMovingAverage, WarmupCosineLR
-    from tinygrad_llm.train.simple import train_batch
+    from tinygrad_llm.train.step import train_step
 
     texts, labels = read_sms_spam(shared_data / "sms_spam_collection" / "SMSSpamCollection")
     texts, labels = create_balanced_dataset(texts[:400], labels[:400], seed=1)
@@ -291,8 +291,8 @@ def test_train_classifier_with_ema_scores_and_keeps_the_averaged_weights(shared_
     for _ in range(3):
         by_hand.train()
         for inputs, targets in loader:
-            train_batch(inputs, targets, by_hand, optimizer, None, MixedPrecision("fp32", "cpu"),
-                        loss_batch=calc_loss_batch)
+            train_step(by_hand, optimizer, [(inputs, targets)], None, MixedPrecision("fp32", "cpu"),
+                       loss_batch=calc_loss_batch)
             scheduler.step()
             ema.update(by_hand)
         by_hand.eval()

@@ -113,9 +113,9 @@ def run_finetune_dpo(args, out: Path) -> int:
     optimizer = AdamW([(name, p) for name, p in model.named_parameters() if p.requires_grad], lr=args.lr,
                       weight_decay=args.weight_decay)
     start = time.perf_counter()
-    tracking = dpo.train_model_dpo_simple(model, None, train_loader, val_loader, optimizer, args.epochs, args.beta,
-                                          args.eval_freq, args.eval_iter, average=average, device=args.device,
-                                          log=_log, parallel=DataParallel(comm, model, optimizer))
+    tracking = dpo.train_model_dpo(model, None, train_loader, val_loader, optimizer, args.epochs, args.beta,
+                                   args.eval_freq, args.eval_iter, average=average, device=args.device, log=_log,
+                                   parallel=DataParallel(comm, model, optimizer))
     train_s = time.perf_counter() - start
     if not comm.is_root:
         return 0  # process 0 evaluates and writes

@@ -565,12 +565,10 @@ def run_finetune_instruct(args, out: Path) -> int:
          f"{len(train_data)} / {len(val_data)} / {len(test_data)} train/val/test records"
          f"{describe_processes(args.comm, args.batch_size)} -> {out}")
 
-    from tinygrad_llm.train.simple import train_model_simple
-
     start = time.perf_counter()
     with _saved_if_interrupted(out, lambda: (model, {"task": "instruction", "prompt_format": "alpaca"}), tokenizer,
                                lambda: lora, write=args.comm.is_root):
-        train_losses, val_losses, _ = train_model_simple(
+        train_losses, val_losses, _ = I.train_instruction_model(
             model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
             eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer,
             parallel=parallel, precision=args.precision)

@@ -27,6 +27,7 @@ from tinygrad_llm.optim.ema import ExponentialMovingAverage
 from tinygrad_llm.tensor import Tensor, no_grad
 from tinygrad_llm.train import losses as lm_losses
 from tinygrad_llm.train import simple
+from tinygrad_llm.train.step import train_step
 
 TRAINABLE_CHOICES = ("last-block", "all", "head")
 
@@ -132,15 +133,13 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, para
 
 def _train_epoch(model, train_loader, val_loader, optimizer, device, epoch: int, eval_freq: int, eval_iter: int,
                  progress: dict, log, parallel=None, amp=None, scheduler=None, ema=None) -> None:
-    """One pass over ``train_loader``; every ``eval_freq`` steps the train/val loss into ``progress``.
-    ``amp``: a ``MixedPrecision`` (for fp32 its steps are loss.backward(), optimizer.step()); after each step
-    ``scheduler.step()`` and ``ema.update(model)`` when given."""
-    amp = amp or MixedPrecision("fp32", model.device)
+    """One pass over ``train_loader`` with the fast step (train/step.py); every ``eval_freq`` steps the train/val
+    loss into ``progress``. ``amp``: a ``MixedPrecision``; after each step ``scheduler.step()`` and
+    ``ema.update(model)`` when given."""
     model.train()
     for input_batch, target_batch in train_loader:
         progress["examples_seen"] += input_batch.shape[0]
-        simple.train_batch(input_batch, target_batch, model, optimizer, device, amp, parallel,
-                           loss_batch=calc_loss_batch)
+        train_step(model, optimizer, [(input_batch, target_batch)], device, amp, parallel, calc_loss_batch)
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
@@ -160,18 +159,32 @@ def _new_progress() -> dict:
 
 
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
-                            eval_iter: int, log=print, parallel=None,
-                            precision: str = "fp32"):
+                            eval_iter: int, log=print):
     """The book's loop: every ``eval_freq`` steps the train/val loss, after every epoch the train/val accuracy
     over ``eval_iter`` batches. Returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
-    ``parallel``: a ``train.parallel.DataParallel`` (the loaders then yield every process's rows; the
-    accuracies are computed by every process on the whole batches). ``precision``: fp32 (the book's loop), or
-    tf32/fp16/bf16 on a GPU (see tinygrad_llm.amp)."""
-    progress, train_accs, val_accs = _new_progress(), [], []
-    amp = MixedPrecision(precision, model.device)
+
+    The step is the book's four lines, one process, fp32. The command line's path (``tinygrad-llm
+    finetune-classifier``: ``train_classifier``, batch parts on the cores: train/step.py) runs the same step
+    {MEASURED} times faster on 2 cores (benchmarks/book_loop.py); it adds mixed precision and data parallelism.
+    """
+    train_losses, val_losses, train_accs, val_accs = [], [], [], []
+    examples_seen, global_step = 0, -1
     for epoch in range(num_epochs):
-        _train_epoch(model, train_loader, val_loader, optimizer, device, epoch, eval_freq, eval_iter, progress, log,
-                     parallel, amp)
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()  # reset the gradients of the previous step
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()  # the gradients of the loss
+            optimizer.step()  # update the weights with them
+            examples_seen += input_batch.shape[0]
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                if log:
+                    log(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, "
+                        f"Val loss {val_loss:.3f}")
         model.eval()
         train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
         val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
@@ -181,14 +194,17 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
         train_accs.append(train_accuracy)
         val_accs.append(val_accuracy)
     model.eval()
-    return progress["train_losses"], progress["val_losses"], train_accs, val_accs, progress["examples_seen"]
+    return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
 def train_classifier(model, train_loader, val_loader, optimizer, device, max_epochs: int, patience: int | None = None,
                      eval_freq: int = 50, eval_iter: int = 5, log=print, parallel=None,
                      precision: str = "fp32", scheduler=None, ema_decay: float | None = None,
                      average_from: int | None = None) -> dict:
-    """The book's loop with model selection: after every epoch the accuracy and loss over the whole
+    """The command line's loop (``tinygrad-llm finetune-classifier``): the book's ``train_classifier_simple`` on
+    the fast step of train/step.py (batch parts on the cores; ``precision`` tf32/fp16/bf16 on a GPU, see
+    tinygrad_llm.amp; ``parallel``: a ``train.parallel.DataParallel``, the loaders then yielding every
+    process's rows), with model selection: after every epoch the accuracy and loss over the whole
     validation loader; the weights of the best epoch (highest accuracy, ties broken by lower loss) are kept
     in memory and put back at the end; training stops early once ``patience`` epochs in a row brought no
     better one (None: run all ``max_epochs``).
@@ -205,9 +221,8 @@ def train_classifier(model, train_loader, val_loader, optimizer, device, max_epo
     the average of the late epochs is steadier than any one of them.
 
     Returns {"epochs_run", "best_epoch" (None when averaging), "val_accuracy" (per epoch), "val_loss" (per
-    epoch), "train_losses", "val_losses" (every eval_freq steps), "examples_seen"}. ``parallel`` as in
-    ``train_classifier_simple``: every process scores the whole validation set, so all choose the same epoch;
-    ``precision`` too.
+    epoch), "train_losses", "val_losses" (every eval_freq steps), "examples_seen"}. With ``parallel`` every
+    process scores the whole validation set, so all choose the same epoch.
     """
     if average_from is not None:
         if not 1 <= average_from <= max_epochs:

@@ -3,7 +3,8 @@
     reference_model = copy of policy_model, in eval mode (never trained)
     precompute_reference_logprobs(reference_model, train_set)            # optional: the reference runs once
     tracking = train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader, optimizer,
-                                      num_epochs=1, beta=0.1, eval_freq=5, eval_iter=5)
+                                      num_epochs=1, beta=0.1, eval_freq=5, eval_iter=5)    # the book's loop
+    tracking = train_model_dpo(..., parallel=DataParallel(comm, policy_model, optimizer))  # the CLI's
 
 For each record, the log-probability a model gives the chosen and the rejected response (the tokens the
 batch masks select, averaged over them as the book does, or summed as the DPO paper does) is compared with
@@ -25,6 +26,8 @@ import numpy as np
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.tensor import Tensor, no_grad
+from tinygrad_llm.train.simple import generate_and_print_sample
+from tinygrad_llm.train.step import train_step
 
 IGNORE_INDEX = -100
 
@@ -167,50 +170,85 @@ def precompute_reference_logprobs(reference_model, dataset, batch_size: int = 8,
 
 def train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader, optimizer, num_epochs: int,
                            beta: float, eval_freq: int, eval_iter: int, start_context: str | None = None,
-                           tokenizer=None, average: bool = True, device: str | None = None, log=print,
-                           parallel=None) -> dict:
+                           tokenizer=None, average: bool = True, device: str | None = None, log=print) -> dict:
     """The book's DPO loop: a step per batch; every ``eval_freq`` steps the train/val loss and rewards over
     ``eval_iter`` batches; after each epoch a sample for ``start_context`` when a tokenizer is given.
 
     Returns the book's tracking dict: train_losses, train_chosen_rewards, train_rejected_rewards, val_losses,
     val_chosen_rewards, val_rejected_rewards (one entry per evaluation) and tokens_seen, plus steps.
-    ``parallel``: a ``train.parallel.DataParallel`` (each process trains on its rows of the loaders' batches
-    and evaluates on the whole batches, so every process logs the same numbers).
+
+    The step is the book's four lines, one process, fp32. The command line's loop (``tinygrad-llm
+    finetune-dpo``: ``train_model_dpo``, train/step.py) adds data parallelism over processes.
     """
-    tracking = {"train_losses": [], "train_chosen_rewards": [], "train_rejected_rewards": [], "val_losses": [],
-                "val_chosen_rewards": [], "val_rejected_rewards": [], "tokens_seen": [], "steps": []}
+    tracking = _new_tracking()
+    tokens_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        policy_model.train()
+        for batch in train_loader:
+            optimizer.zero_grad()  # reset the gradients of the previous step
+            loss, _, _ = compute_dpo_loss_batch(batch, policy_model, reference_model, beta, average, device)
+            loss.backward()  # the gradients of the loss
+            optimizer.step()  # update the weights with them
+            _check_finite(loss.item(), global_step + 1)
+            tokens_seen += batch["chosen"].size
+            global_step += 1
+            if global_step % eval_freq == 0:
+                _evaluate(tracking, policy_model, reference_model, train_loader, val_loader, beta, eval_iter, average,
+                          device, log, epoch, global_step, tokens_seen)
+        if tokenizer is not None and start_context:
+            generate_and_print_sample(policy_model, tokenizer, device, start_context)
+    return tracking
+
+
+def train_model_dpo(policy_model, reference_model, train_loader, val_loader, optimizer, num_epochs: int, beta: float,
+                    eval_freq: int, eval_iter: int, average: bool = True, device: str | None = None, log=print,
+                    parallel=None) -> dict:
+    """The loop of ``tinygrad-llm finetune-dpo``: ``train_model_dpo_simple`` (same evaluations and tracking
+    dict) on the fast step of train/step.py, data-parallel with ``parallel`` (a
+    ``train.parallel.DataParallel``: each process trains on its rows of the loaders' batches and evaluates on
+    the whole batches, so every process logs the same numbers)."""
+
+    def loss_batch(batch, _targets, model, device):
+        return compute_dpo_loss_batch(batch, model, reference_model, beta, average, device)[0]
+
+    tracking = _new_tracking()
     tokens_seen, global_step = 0, -1
     for epoch in range(num_epochs):
         policy_model.train()
         for batch in train_loader:
             tokens_seen += batch["chosen"].size
-            if parallel is not None:
-                batch = parallel.rows(batch)
-            optimizer.zero_grad()
-            loss, _, _ = compute_dpo_loss_batch(batch, policy_model, reference_model, beta, average, device)
-            loss.backward()
-            if parallel is not None:
-                parallel.average_gradients()
-            optimizer.step()
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"DPO loss became {loss.item()} at step {global_step + 1}: lower the "
-                                         "learning rate")
+            loss = train_step(policy_model, optimizer, [(batch, None)], device, parallel=parallel,
+                              loss_batch=loss_batch)
+            _check_finite(float(loss), global_step + 1)
             global_step += 1
             if global_step % eval_freq == 0:
-                res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader, val_loader, beta,
-                                               eval_iter, average, device)
-                for split in ("train", "val"):
-                    tracking[f"{split}_losses"].append(res[f"{split}_loss"])
-                    tracking[f"{split}_chosen_rewards"].append(res[f"{split}_chosen_reward"])
-                    tracking[f"{split}_rejected_rewards"].append(res[f"{split}_rejected_reward"])
-                tracking["tokens_seen"].append(tokens_seen)
-                tracking["steps"].append(global_step)
-                if log:
-                    log(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {res['train_loss']:.3f}, "
-                        f"Val loss {res['val_loss']:.3f}, Train reward margins {res['train_reward_margin']:.3f}, "
-                        f"Val reward margins {res['val_reward_margin']:.3f}")
-        if tokenizer is not None and start_context:
-            from tinygrad_llm.train.simple import generate_and_print_sample
-
-            generate_and_print_sample(policy_model, tokenizer, device, start_context)
+                _evaluate(tracking, policy_model, reference_model, train_loader, val_loader, beta, eval_iter, average,
+                          device, log, epoch, global_step, tokens_seen)
     return tracking
+
+
+def _new_tracking() -> dict:
+    return {"train_losses": [], "train_chosen_rewards": [], "train_rejected_rewards": [], "val_losses": [],
+            "val_chosen_rewards": [], "val_rejected_rewards": [], "tokens_seen": [], "steps": []}
+
+
+def _check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"DPO loss became {loss} at step {step}: lower the learning rate")
+
+
+def _evaluate(tracking, policy_model, reference_model, train_loader, val_loader, beta, eval_iter, average, device, log,
+              epoch, global_step, tokens_seen) -> None:
+    """The loops' evaluation: the losses and rewards into ``tracking``, and a line to ``log``."""
+    res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader, val_loader, beta, eval_iter, average,
+                                   device)
+    for split in ("train", "val"):
+        tracking[f"{split}_losses"].append(res[f"{split}_loss"])
+        tracking[f"{split}_chosen_rewards"].append(res[f"{split}_chosen_reward"])
+        tracking[f"{split}_rejected_rewards"].append(res[f"{split}_rejected_reward"])
+    tracking["tokens_seen"].append(tokens_seen)
+    tracking["steps"].append(global_step)
+    if log:
+        log(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {res['train_loss']:.3f}, "
+            f"Val loss {res['val_loss']:.3f}, Train reward margins {res['train_reward_margin']:.3f}, "
+            f"Val reward margins {res['val_reward_margin']:.3f}")

@@ -4,7 +4,8 @@
     train_data, test_data, val_data = split_instruction_data(data)        # 85 / 10 / 5 %, in file order
     train_set = InstructionDataset(train_data, tokenizer, allowed_max_length=1024)
     train_loader = DataLoader(train_set, batch_size=8, shuffle=True, drop_last=True, seed=123)
-    ... train_model_simple(model, train_loader, val_loader, optimizer, ...)   (chapter 5's loop)
+    ... train_model_simple(model, train_loader, val_loader, optimizer, ...)   (chapter 5's loop, as the book)
+    ... train_instruction_model(model, train_loader, ..., parallel=..., precision="bf16")   (the CLI's: fast)
     test_data = generate_test_responses(model, tokenizer, test_data)       # adds "model_response"
     save_responses("instruction-data-with-response.json", test_data)
 
@@ -22,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.files import atomic_write
+from tinygrad_llm.train.simple import evaluate_model, generate_and_print_sample
+from tinygrad_llm.train.step import train_step
 
 IGNORE_INDEX = -100
 RESPONSE_KEY = "model_response"
@@ -187,3 +191,30 @@ def save_responses(path, entries) -> Path:
         json.dump(list(entries), f, indent=4)
         f.write("\n")
     return path
+
+
+def train_instruction_model(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
+                            eval_iter: int, start_context: str, tokenizer, parallel=None, precision: str = "fp32"):
+    """The loop of ``tinygrad-llm finetune-instruct``: chapter 5's ``train_model_simple`` (same arguments, same
+    evaluations, prints and return value) with the fast step of train/step.py in place of the book's four
+    lines: the batch cut into parts on the CPU's cores, ``precision`` tf32/fp16/bf16 on a GPU (see
+    tinygrad_llm.amp), and ``parallel`` a ``train.parallel.DataParallel`` (the loaders then yield every
+    process's rows; each process trains on its own)."""
+    train_losses, val_losses, track_tokens_seen = [], [], []
+    tokens_seen, global_step = 0, -1
+    amp = MixedPrecision(precision, model.device)
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            tokens_seen += input_batch.size
+            train_step(model, optimizer, [(input_batch, target_batch)], device, amp, parallel)
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter,
+                                                      parallel=parallel)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        generate_and_print_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen

@@ -2,6 +2,9 @@
 
     from tinygrad_llm.train import train_model_simple, calc_loss_loader     # chapter 5, as the book
     from tinygrad_llm.train import train_model, find_highest_gradient       # appendix D
+
+The book's loops step as the book prints them; the fast step (batch parts on the cores, mixed precision,
+several processes) of the Trainer and the command line is ``train.step.train_step``.
 """
 from tinygrad_llm.train.appendix_d import find_highest_gradient, train_model
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader, perplexity

@@ -37,7 +37,12 @@ def train_model(model, train_loader, val_loader, optimizer, device, n_epochs: in
     """The book's D.4 loop: ``warmup_steps`` of linear warmup from ``initial_lr`` to the optimizer's lr, then
     cosine decay to ``min_lr``; gradients clipped to norm 1.0 once warmup is over (the book's corrected
     version: from step ``warmup_steps`` on). A sample of ``start_context`` after each epoch when a tokenizer
-    is given. Returns (train_losses, val_losses, track_tokens_seen, track_lrs)."""
+    is given. Returns (train_losses, val_losses, track_tokens_seen, track_lrs).
+
+    The step is the book's, one process, fp32. The command line's path (``tinygrad-llm train``: the same
+    schedule and clipping, batch parts on the cores: train/step.py) runs the same step {MEASURED} times
+    faster on 2 cores (benchmarks/book_loop.py); it adds mixed precision and data parallelism.
+    """
     train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
     tokens_seen, global_step = 0, -1
     peak_lr = optimizer.param_groups[0]["lr"]

@@ -5,20 +5,17 @@ and takes its own rows of it, so the processes see disjoint shares of one stream
 batch b see exactly the windows one process with batch N*b would. Losses of a share are weighted by its
 rows, so a mean over processes is the mean one process would compute over the whole batch.
 
-The book's loops (``train_model_simple``, ``train_classifier_simple``) take a ``DataParallel`` and make two
-calls per step: ``parallel.rows(batch)`` before the forward pass, ``parallel.average_gradients()`` before
-``optimizer.step()``; ``Trainer`` does the same through its communicator.
+The fast step (train/step.py), which the ``Trainer`` and the command line's fine-tuning loops run, takes a
+``DataParallel`` and makes two calls per step: ``parallel.rows(batch)`` before the forward pass,
+``parallel.average_gradients()`` before the update. The book's loops stay single-process, as the book's.
 """
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 
 from tinygrad_llm.dist import GradientReducer, SingleProcess, broadcast_parameters
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
-from tinygrad_llm.train.signals import HANDLED, Interrupted
 
 
 def local_rows(array, comm):
@@ -57,7 +54,9 @@ class DataParallel:
             self.reducer = GradientReducer([p for g in optimizer.param_groups for p in g["params"]], self.comm)
 
     def rows(self, batch):
-        """This process's rows of a global batch (an array, or a dict of arrays such as DPO's)."""
+        """This process's rows of a global batch (an array, or a dict of arrays such as DPO's; None stays None)."""
+        if batch is None:
+            return None
         if isinstance(batch, dict):
             return {key: self.rows(value) if getattr(value, "ndim", 0) else value for key, value in batch.items()}
         return local_rows(batch, self.comm)
@@ -71,23 +70,18 @@ class DataParallel:
 
 
 @contextlib.contextmanager
-def stop_together(comm):
-    """Ctrl-C and SIGTERM in a data-parallel run: a signal is only noted; the loop calls the yielded
-    ``check()`` after each step, where the processes agree (one scalar Allreduce) and all raise
-    ``Interrupted`` at the same step. A process that stopped on its own would leave the others waiting in a
-    collective for it forever. With one process this does nothing (the usual handlers stay)."""
-    if comm.world_size == 1 or threading.current_thread() is not threading.main_thread():
+def stop_together(comm, guard):
+    """Ctrl-C and SIGTERM in a data-parallel run: inside the block ``guard`` (a ``train.signals.SignalGuard``)
+    only notes a signal; the loop calls the yielded ``check()`` after each step, where the processes agree
+    (one scalar Allreduce) and all raise ``Interrupted`` at the same step. A process that stopped on its own
+    would leave the others waiting in a collective for it forever. With one process this does nothing (the
+    guard raises at once, as usual)."""
+    if comm.world_size == 1:
         yield lambda: None
         return
-    received = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in HANDLED}
-
-    def check() -> None:
-        if comm.sum(float(bool(received))) > 0:  # some process was signalled: every process stops here
-            raise Interrupted(received[0] if received else signal.SIGINT)
-
+    guard.at_checks = True
     try:
-        yield check
+        yield lambda: guard.check(comm)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        guard.at_checks = False
+        guard.pending = None  # a signal after the last check: the processes agree to finish, as they are

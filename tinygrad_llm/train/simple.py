@@ -4,14 +4,13 @@
         model, train_loader, val_loader, optimizer, device="cpu", num_epochs=10,
         eval_freq=5, eval_iter=5, start_context="Every effort moves you", tokenizer=tokenizer)
 
-The configurable loop with checkpoints, schedules and resume is ``Trainer`` (trainer.py).
+The configurable loop with checkpoints, schedules and resume is ``Trainer`` (trainer.py); its fast step
+(batch parts on the cores, mixed precision, several processes) is train/step.py.
 """
 from __future__ import annotations
 
-from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.generate import generate, text_to_token_ids, token_ids_to_text
 from tinygrad_llm.tensor import no_grad
-from tinygrad_llm.runtime import backward_in_parts
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 
 
@@ -39,44 +38,29 @@ def generate_and_print_sample(model, tokenizer, device, start_context: str, max_
     return text
 
 
-def train_batch(input_batch, target_batch, model, optimizer, device, amp, parallel=None,
-                loss_batch=calc_loss_batch):
-    """One optimizer step, the book's loop body: zero the gradients, the loss of the batch (this process's rows
-    of it under data parallelism), backward (gradients averaged over processes), update. Returns the loss (a float64 0-d array).
-    ``amp``: a ``MixedPrecision`` (for fp32 its steps are loss.backward(), optimizer.step()). On the CPU a
-    large enough batch is cut into parts computed side by side on the cores (``runtime.batch_parts``)."""
-    if parallel is not None:  # this process's rows of the global batch
-        input_batch, target_batch = parallel.rows(input_batch), parallel.rows(target_batch)
-    optimizer.zero_grad()
-    with amp.autocast():
-        loss = backward_in_parts(loss_batch, input_batch, target_batch, model, device, amp)
-    if parallel is not None:
-        parallel.average_gradients()
-    amp.step(optimizer)
-    return loss
-
-
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
-                       eval_iter: int, start_context: str, tokenizer, parallel=None,
-                       precision: str = "fp32"):
-    """Train for ``num_epochs``; every ``eval_freq`` steps log the train and validation loss.
+                       eval_iter: int, start_context: str, tokenizer):
+    """Train for ``num_epochs``; every ``eval_freq`` steps log the train and validation loss; after every
+    epoch print a sample of ``start_context``. Returns (train_losses, val_losses, track_tokens_seen), one
+    entry per evaluation, as the book.
 
-    Returns (train_losses, val_losses, track_tokens_seen), one entry per evaluation, as the book.
-    ``parallel``: a ``train.parallel.DataParallel`` (the loaders then yield every process's rows).
-    ``precision``: fp32 (the book's loop), or tf32/fp16/bf16 on a GPU (see tinygrad_llm.amp).
+    The step is the book's four lines, one process, fp32. The command line's path (``tinygrad-llm train``,
+    batch parts on the cores: train/step.py) runs the same step {MEASURED} times faster on 2 cores
+    (benchmarks/book_loop.py); it adds mixed precision and data parallelism too.
     """
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
-    amp = MixedPrecision(precision, model.device)  # for fp32 its steps are loss.backward(), optimizer.step()
     for epoch in range(num_epochs):
         model.train()
         for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()  # reset the gradients of the previous step
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()  # the gradients of the loss
+            optimizer.step()  # update the weights with them
             tokens_seen += input_batch.size
-            train_batch(input_batch, target_batch, model, optimizer, device, amp, parallel)
             global_step += 1
             if global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter,
-                                                      parallel=parallel)
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 track_tokens_seen.append(tokens_seen)

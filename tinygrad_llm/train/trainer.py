@@ -24,13 +24,10 @@ process 0 alone prints and writes. ``zero=True`` shards AdamW's moments over the
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +36,16 @@ from tinygrad_llm import backend, run_folder, runtime
 from tinygrad_llm.amp import PRECISIONS, MixedPrecision
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.data import DataLoader
-from tinygrad_llm.dist import GradientReducer, SingleProcess, ZeroAdamW, broadcast_parameters
+from tinygrad_llm.dist import SingleProcess, ZeroAdamW
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.optim import AdamW, grad_norms_by_layer, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
-from tinygrad_llm.runtime import backward_in_parts
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 from tinygrad_llm.train.figures import plot_grad_norms, plot_lr_schedule
-from tinygrad_llm.train.parallel import calc_loss_loader_parallel, local_rows, stop_together
+from tinygrad_llm.train.parallel import DataParallel, calc_loss_loader_parallel, stop_together
 from tinygrad_llm.train.plot import plot_losses
-from tinygrad_llm.train.signals import _NoGuard, catch_signals
+from tinygrad_llm.train.signals import SignalGuard, catch_signals
+from tinygrad_llm.train.step import backward_step, update_step
 
 LOG_FILE, PLOT_FILE = "log.jsonl", "losses.png"
 GRAD_LOG_FILE, GRAD_PLOT_FILE, LR_PLOT_FILE = "grad_norms.jsonl", "grad_norms.png", "lr_schedule.png"
@@ -129,13 +126,10 @@ class Trainer:
         self.val_eval_loader = DataLoader(val_dataset, batch, shuffle=False, drop_last=False)
         self.optimizer = AdamW(param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr,
                                betas=config.betas)
-        self.grad_reducer = None
-        if self.comm.world_size > 1:
-            broadcast_parameters(model.parameters(), self.comm)  # start identical, whatever each initialised
-            trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-            self.grad_reducer = GradientReducer(trainable, self.comm)
-            if zero:
-                self.optimizer = ZeroAdamW(self.optimizer, self.grad_reducer)
+        # several processes: all start from process 0's parameters; gradients are averaged in every step
+        self.parallel = DataParallel(self.comm, model, self.optimizer)
+        if zero and self.parallel.reducer is not None:
+            self.optimizer = ZeroAdamW(self.optimizer, self.parallel.reducer)
         self.precision = MixedPrecision(config.precision, self.device)  # fp16: a loss scale, saved with the run
         steps_per_epoch = max(len(self.train_loader) // config.grad_accum, 1)
         self.total_steps = config.max_steps or (config.epochs or 1) * steps_per_epoch
@@ -148,7 +142,7 @@ class Trainer:
         self.progress_interval_s = 15.0
         self.resume_hint: str | None = None  # how to continue, said on Ctrl-C (the command line sets its own)
         self.run_settings: dict = {}  # the caller's own settings (the command line's), saved with each checkpoint
-        self._signals = _NoGuard()  # inside fit: SIGINT/SIGTERM wait while a checkpoint is written
+        self._signals = SignalGuard(self.log)  # fit's: SIGINT/SIGTERM wait while a checkpoint is written
         self.best = {"step": None, "val_loss": None}  # the evaluation whose model out_dir holds
         self.patience = 3  # evaluations without a new best before the log says the run overfits
         self._warned_overfitting = False
@@ -193,7 +187,7 @@ class Trainer:
         """Write a checkpoint of the current step, then the log and the plot. The model is published in
         out_dir too when it is the best so far (or nothing was evaluated yet). Data-parallel: every process
         calls it (with ZeRO the moments are gathered), process 0 alone writes."""
-        with self._signals.deferred():
+        with self._signals.deferred("the checkpoint being written"):
             optimizer_state = self.optimizer.state_dict()
             if not self.comm.is_root:
                 self._saved_step = self.step
@@ -239,32 +233,26 @@ class Trainer:
             lr = self.lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            total, tokens = 0.0, 0
-            for _ in range(c.grad_accum):
-                inputs, targets = self._next_batch()
-                tokens += inputs.size  # the global batch: every process's rows
-                inputs, targets = local_rows(inputs, self.comm), local_rows(targets, self.comm)
-                with self.precision.autocast():  # .grad sums the micro-batches: the gradient of their mean
-                    total = total + backward_in_parts(calc_loss_batch, inputs, targets, model, self.device,
-                                                      self.precision, scale=1.0 / c.grad_accum)
+            batches = [self._next_batch() for _ in range(c.grad_accum)]
+            tokens = sum(inputs.size for inputs, _ in batches)  # the global batches: every process's rows
+            loss = backward_step(model, self.optimizer, batches, self.device, self.precision, self.parallel,
+                                 calc_loss_batch)  # (calc_loss_batch: looked up here, where tests patch it)
             # one device-to-host copy per step; the mean over processes, so that all stop together
-            loss = self.comm.mean(float(total) / c.grad_accum)
+            loss = self.comm.mean(float(loss))
             if not math.isfinite(loss):
                 raise TrainingError(f"the training loss became {loss} at step {self.step + 1}; stopped without "
                                     f"updating. The last good checkpoint is in {self.out_dir} (lower --lr, or set "
                                     f"--grad-clip)")
-            if self.grad_reducer is not None:
-                self.grad_reducer.reduce()  # every process now holds the whole batch's gradient
         except BaseException:
             self._rewind(start)
             raise
-        with signals_held():  # every parameter moves, or none
+        with self._signals.deferred():  # every parameter moves, or none
             if self._eval_due(self.step + 1):  # grad_norms.jsonl records this step's, before clipping
                 unscale = 1.0 / self.precision.scaler.get_scale()  # fp16's loss scale taken out (1 otherwise)
                 self._grad_norms = {layer: norm * unscale
                                     for layer, norm in grad_norms_by_layer(model.named_parameters()).items()}
             # (fp16: gradients unscaled first; a step with an inf/NaN gradient is skipped and the scale lowered)
-            self.precision.step(self.optimizer, model.parameters(), c.grad_clip)
+            update_step(model, self.optimizer, self.precision, c.grad_clip)
             self.optimizer.zero_grad()
             self.step += 1
             self.tokens_seen += tokens
@@ -301,15 +289,16 @@ class Trainer:
         continues it; signals wait while a checkpoint is written. ``out_dir`` is locked while training and
         must be empty or a run (see ``run_folder``). Returns the evaluation history (the records of log.jsonl).
         """
-        if not self.comm.is_root:  # the run folder (check, lock, marker) is process 0's alone
-            return self._fit(stop_after)
-        run_folder.check_output_path(self.out_dir, "out_dir").mkdir(parents=True, exist_ok=True)
-        with run_folder.lock(self.out_dir, log=self.log), catch_signals(self.log) as self._signals:
-            try:
+        try:
+            if not self.comm.is_root:  # the run folder (check, lock, marker) is process 0's alone
+                with catch_signals(self.log) as self._signals:
+                    return self._fit(stop_after)
+            run_folder.check_output_path(self.out_dir, "out_dir").mkdir(parents=True, exist_ok=True)
+            with run_folder.lock(self.out_dir, log=self.log), catch_signals(self.log) as self._signals:
                 run_folder.adopt(self.out_dir, "train", flag="out_dir")
                 return self._fit(stop_after)
-            finally:
-                self._signals = _NoGuard()
+        finally:
+            self._signals = SignalGuard(self.log)  # outside fit: no handlers of ours
 
     def _fit(self, stop_after: int | None) -> list[dict]:
         if self.tokenizer is not None and hasattr(self.tokenizer, "save") and self.comm.is_root:
@@ -328,7 +317,7 @@ class Trainer:
         try:
             if self.step and self._eval_due() and (not self.history or self.history[-1]["step"] != self.step):
                 self._evaluate_and_save(bar)  # an interrupt cut this step's evaluation short: do it now
-            with stop_together(self.comm) as stop_if_signalled:  # data-parallel: all stop at one step
+            with stop_together(self.comm, self._signals) as stop_if_signalled:  # data-parallel: all stop at one step
                 while self.step < end:
                     loss = self.train_step()
                     self.elapsed_s = time.perf_counter() - started
@@ -410,23 +399,6 @@ class Trainer:
             plot_losses([r["step"] for r in self.history], [r["tokens_seen"] for r in self.history],
                         [r["train_loss"] for r in self.history], [r["val_loss"] for r in self.history],
                         self.out_dir / PLOT_FILE)
-
-
-@contextlib.contextmanager
-def signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
-    """Ctrl-C (and SIGTERM) wait until the block is done, then act as they would have (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-    for signum in dict.fromkeys(received):
-        signal.raise_signal(signum)  # now handled by whatever handler was there before
 
 
 def check_trainer_state(checkpoint) -> None:

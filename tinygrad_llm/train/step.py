@@ -1,0 +1,58 @@
+"""One training step on the fast path: what the ``Trainer`` and the command line's fine-tuning loops run in
+place of the book's four lines (``optimizer.zero_grad()``, ``loss = ...``, ``loss.backward()``,
+``optimizer.step()``), with the same result up to the order of floating-point sums.
+
+    loss = train_step(model, optimizer, [(inputs, targets)], device, amp, parallel, grad_clip=1.0)
+
+1. ``optimizer.zero_grad()``;
+2. for each micro-batch: this process's rows of it (data parallel), its loss and backward under autocast
+   (mixed precision), the batch cut into parts computed side by side on the CPU's cores
+   (``runtime.batch_parts``), scaled by 1 / the number of micro-batches, so that ``.grad`` sums to the
+   gradient of their mean;
+3. the gradients averaged over the processes (data parallel);
+4. the update: unscale (fp16), clip the global norm to ``grad_clip``, ``optimizer.step()`` (skipped by
+   fp16's loss scaler after an inf/NaN gradient).
+
+Steps 1-3 are ``backward_step``, step 4 ``update_step``: the Trainer runs them apart, to rewind a step
+interrupted before its update and to hold signals during the update (train/signals.py).
+"""
+from __future__ import annotations
+
+from tinygrad_llm.amp import MixedPrecision
+from tinygrad_llm.runtime import backward_in_parts
+from tinygrad_llm.train.losses import calc_loss_batch
+
+
+def backward_step(model, optimizer, batches, device=None, amp=None, parallel=None, loss_batch=calc_loss_batch):
+    """Steps 1-3: zero the gradients, then the loss and backward of every (inputs, targets) micro-batch of
+    ``batches``, gradients averaged over ``parallel``'s processes (a ``train.parallel.DataParallel``; None:
+    one process). ``amp``: a ``MixedPrecision`` (None: fp32, whose backward is ``loss.backward()``).
+    Returns this process's mean loss over the micro-batches (a float64 0-d array: on a GPU, no wait)."""
+    amp = amp or MixedPrecision("fp32", model.device)
+    optimizer.zero_grad()
+    scale = 1.0 / len(batches)
+    total = 0.0
+    for inputs, targets in batches:
+        if parallel is not None:  # this process's rows of the global batch
+            inputs, targets = parallel.rows(inputs), parallel.rows(targets)
+        with amp.autocast():  # .grad sums the micro-batches: the gradient of their mean
+            total = total + backward_in_parts(loss_batch, inputs, targets, model, device, amp, scale=scale)
+    if parallel is not None:
+        parallel.average_gradients()  # every process now holds the whole batch's gradient
+    return total / len(batches)
+
+
+def update_step(model, optimizer, amp=None, grad_clip: float | None = None) -> bool:
+    """Step 4: clip to ``grad_clip`` (None or 0: no clipping) and update, through ``amp``'s loss scaler.
+    Returns True when the parameters moved (fp16 skips a step with an inf/NaN gradient)."""
+    amp = amp or MixedPrecision("fp32", model.device)
+    return amp.step(optimizer, model.parameters(), grad_clip)
+
+
+def train_step(model, optimizer, batches, device=None, amp=None, parallel=None, loss_batch=calc_loss_batch,
+               grad_clip: float | None = None):
+    """Steps 1-4: one optimizer step over ``batches`` (a list of (inputs, targets) micro-batches). Returns
+    this process's mean loss (a float64 0-d array)."""
+    loss = backward_step(model, optimizer, batches, device, amp, parallel, loss_batch)
+    update_step(model, optimizer, amp, grad_clip)
+    return loss
