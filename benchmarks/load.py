@@ -4,6 +4,7 @@ its default thread settings and at one thread.
     python benchmarks/load.py                          # baby shape, idle and under 2 busy processes
     python benchmarks/load.py --shape medium --busy 0 2 4 --rounds 3
     python benchmarks/load.py --shape all --busy 0 --compile        # the idle ratios at every size, compile too
+    python benchmarks/load.py --shape all --baseline ../before --no-torch    # today's code beside an older checkout
 
 Every configuration runs in its own process (so each side's thread pools start as a user's would), the
 configurations interleaved round by round; a busy process is ``while True: pass``. Prints the median step
@@ -35,6 +36,8 @@ CONFIGS = {  # label -> (side, threads: None for the side's defaults)
     "torch eager, 1 thread": ("torch eager", 1),
     "torch.compile, defaults": ("torch.compile", None),  # with --compile (each process compiles: ~30 s)
     "torch.compile, 1 thread": ("torch.compile", 1),
+    "baseline, defaults": ("baseline", None),  # with --baseline DIR: our step as the checkout in DIR runs it
+    "baseline, 1 thread": ("baseline", 1),
 }
 
 
@@ -66,11 +69,15 @@ def worker(side: str, threads: int | None, shape: str, steps: int, max_seconds: 
 
 def run_config(label: str, args) -> float:
     side, threads = CONFIGS[label]
-    cmd = [sys.executable, __file__, "--worker", side, "--shape", args.shape, "--steps", str(args.steps),
+    script, env = __file__, None
+    if side == "baseline":  # the other checkout's own worker, on its own package
+        script, side = str(Path(args.baseline, "benchmarks", "load.py")), "tinygrad_llm"
+        env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
+    cmd = [sys.executable, script, "--worker", side, "--shape", args.shape, "--steps", str(args.steps),
            "--max-seconds", str(args.max_seconds)]
     if threads is not None:
         cmd += ["--worker-threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{label}: worker failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])["median"]
@@ -79,7 +86,7 @@ def run_config(label: str, args) -> float:
 def measure(args) -> None:
     """Every configuration at every load for args.shape, interleaved; prints the table and the ratios."""
     labels = [label for label in CONFIGS if not (args.no_torch and "torch" in label)
-              and (args.compile or "compile" not in label)]
+              and (args.compile or "compile" not in label) and (args.baseline or "baseline" not in label)]
     results: dict[int, dict[str, list]] = {}
     for n_busy in args.busy:
         busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n_busy)]
@@ -116,6 +123,11 @@ def measure(args) -> None:
         if "torch eager, defaults" in per:
             print(f"{n} busy: ours at defaults / torch eager at defaults = "
                   f"{per['ours, defaults'] / per['torch eager, defaults']:.2f} (target < 1)")
+    for n, per in medians.items():
+        for setting in ("defaults", "1 thread"):
+            if f"baseline, {setting}" in per:
+                print(f"{n} busy, {setting}: ours / baseline ({args.baseline}) = "
+                      f"{per[f'ours, {setting}'] / per[f'baseline, {setting}']:.3f}")
 
 
 def main(argv=None) -> int:
@@ -128,6 +140,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seconds", type=float, default=8.0, help="stop a run's timing after this (>= 3 steps)")
     parser.add_argument("--no-torch", action="store_true", help="only our two configurations")
     parser.add_argument("--compile", action="store_true", help="torch.compile's two configurations too")
+    parser.add_argument("--baseline", metavar="DIR", help="a checkout of an earlier version (git worktree add DIR "
+                        "REV): its step at defaults and at one thread beside ours, for a before/after table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
