@@ -188,7 +188,7 @@ def _log(message: str) -> None:
 
 def load_start_model(args, context_length: int | None = None):
     """(model, tokenizer, description): from --init-from, or a fresh --preset model for --tokenizer."""
-    from tinygrad_llm.model import GPTConfig, GPTModel
+    from tinygrad_llm.model import GPTConfig, GPTModel, NgramGPTConfig, NgramGPTModel
     from tinygrad_llm.tokenizer import get_tokenizer
 
     overrides = {k: v for k, v in (("emb_dim", args.emb_dim), ("n_layers", args.n_layers), ("n_heads", args.n_heads),
@@ -197,13 +197,15 @@ def load_start_model(args, context_length: int | None = None):
         tokenizer = get_tokenizer(args.tokenizer)
         preset = args.preset or args.default_preset
         overrides = {"vocab_size": tokenizer.n_vocab, **overrides}
-        if getattr(args, "ngram_sizes", None):  # finetune-classifier's hashed n-gram embeddings
-            overrides.update(ngram_sizes=args.ngram_sizes, ngram_buckets=args.ngram_buckets)
         if context_length is not None:
             overrides["context_length"] = context_length
+        if getattr(args, "ngram_sizes", None):  # finetune-classifier's hashed n-gram embeddings: their own GPT
+            config = NgramGPTConfig.preset(preset, **overrides, ngram_sizes=args.ngram_sizes,
+                                           ngram_buckets=args.ngram_buckets)
+            ngrams = "/".join(map(str, config.ngram_sizes))
+            return NgramGPTModel(config), tokenizer, f"a fresh {preset} model (from scratch, hashed {ngrams}-grams)"
         config = GPTConfig.preset(preset, **overrides)
-        ngrams = f", hashed {'/'.join(map(str, config.ngram_sizes))}-grams" if config.ngram_sizes else ""
-        return GPTModel(config), tokenizer, f"a fresh {preset} model (from scratch{ngrams})"
+        return GPTModel(config), tokenizer, f"a fresh {preset} model (from scratch)"
     if Path(args.init_from).is_dir():  # a run folder or a Hugging Face folder: config, weights and tokenizer
         from tinygrad_llm.cli.common import load_model_and_tokenizer  # checked together
 
