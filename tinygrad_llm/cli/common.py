@@ -112,20 +112,10 @@ def start_data_parallel(device: str | None, threads_given: int | None = None):
 
 
 def describe_processes(comm, batch_size: int) -> str:
-    """", batch 8" or ", 2 processes (MPI, pids ...) x batch 4": for the line a command prints when training
-    starts (with the note of a run that is one process although MPI is around)."""
-    if comm.world_size == 1:
-        return f", batch {batch_size}" + (f" ({comm.note})" if comm.note else "")
-    import os
+    """dist.comm.describe_processes, imported when called (the commands start without NumPy)."""
+    from tinygrad_llm.dist.comm import describe_processes as describe
 
-    import numpy as np
-
-    # the process ids, so that mpiexec's report of a process that died ("PID 1234 ... signal 9") names its rank
-    pids = np.zeros(comm.world_size, dtype=np.int64)
-    pids[comm.rank] = os.getpid()
-    comm.allgather_(pids)
-    return (f", {comm.world_size} processes ({comm.name}, pids {' '.join(map(str, pids))} for ranks 0..) "
-            f"x batch {batch_size}")
+    return describe(comm, batch_size)
 
 
 def add_precision_argument(parser) -> None:

@@ -180,3 +180,16 @@ def init(device: str | None = None) -> Communicator:
             comm = NcclCommunicator(comm)
         _current = comm
     return _current
+
+
+def describe_processes(comm, batch_size: int) -> str:
+    """", batch 8" or ", 2 processes (MPI, pids ...) x batch 4": for the line a command prints when training
+    starts (with the note of a run that is one process although MPI is around)."""
+    if comm.world_size == 1:
+        return f", batch {batch_size}" + (f" ({comm.note})" if comm.note else "")
+    # the process ids, so that mpiexec's report of a process that died ("PID 1234 ... signal 9") names its rank
+    pids = np.zeros(comm.world_size, dtype=np.int64)
+    pids[comm.rank] = os.getpid()
+    comm.allgather_(pids)
+    return (f", {comm.world_size} processes ({comm.name}, pids {' '.join(map(str, pids))} for ranks 0..) "
+            f"x batch {batch_size}")
