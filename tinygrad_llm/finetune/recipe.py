@@ -5,7 +5,7 @@ the loop that trains one classifier or an ensemble of them, scores and saves it.
     from tinygrad_llm.finetune.recipe import ClassifierRecipe, finetune_classifier
 
     metrics = finetune_classifier(ClassifierRecipe(epochs=2, ensemble=2), "runs/spam")  # trains, scores, saves
-    model, tokenizer, meta = load_classifier("runs/spam")                             # a ClassifierEnsemble
+    model, tokenizer, meta = finetune.io.load_classifier("runs/spam")                 # a ClassifierEnsemble
 
 ``tinygrad-llm finetune-classifier`` parses its flags into a ``ClassifierRecipe`` and calls
 ``finetune_classifier``; each field is the flag of the same name (None: the recipe's default). The training
@@ -35,12 +35,9 @@ SCRATCH_RECIPE = {"tokenizer": "byte", "max_length": 160, "dropout": 0.1, "batch
                   "average_from": None, "ensemble": 3}  # average_from None: the second half of --epochs
 # BERT from scratch keeps the recipe it was measured with: one model, the best validation epoch, patience 5.
 BERT_SCRATCH = {"ngram_sizes": (), "average_from": 0, "ensemble": 1, "patience": 5}
-
-
-
-
+# Fine-tuning a pretrained GPT (--init-from): the book's chapter 6, one model, the best validation epoch.
 BOOK_RECIPE = {"epochs": 5, "batch_size": 8, "patience": 0, "lr": 5e-5, "lr_schedule": "constant",
-               "warmup_steps": 0, "ema_decay": 0.0, "average_from": 0, "ensemble": 1}  # --init-from: the book's
+               "warmup_steps": 0, "ema_decay": 0.0, "average_from": 0, "ensemble": 1}
 
 
 @dataclasses.dataclass
