@@ -50,3 +50,21 @@ def test_the_book_recipe_without_ngrams_builds_the_book_gpt(tmp_path):
     model, _, _ = load_classifier(tmp_path / "plain")
     assert type(model).__name__ == "GPTModel" and "ngram_sizes" not in metrics["config"]
     assert metrics["best_epoch"] == 1 and metrics["ensemble_size"] == 1
+
+
+def test_instruction_finetuning_runs_from_python(tmp_path):
+    """finetune_instruct: a tiny from-scratch run on a few records trains, answers the test records, scores and
+    saves, with no command line."""
+    from tinygrad_llm.finetune.recipe import InstructRecipe, finetune_instruct
+
+    records = [{"instruction": f"Repeat the number {i}.", "input": "", "output": f"{i}"} for i in range(40)]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records))
+    recipe = InstructRecipe(data=str(path), preset="tiny", tokenizer="byte", n_layers=1, epochs=1, max_length=64,
+                            max_new_tokens=3, max_test=2, eval_freq=50, eval_iter=1)
+    lines = []
+    metrics = finetune_instruct(recipe, tmp_path / "run", log=lines.append)
+    assert np.isfinite(metrics["train_loss"]) and metrics["offline_scores"]["n"] == 2
+    assert metrics["lr"] == 1e-3 and any("instruction fine-tuning" in line for line in lines)
+    responses = json.loads((tmp_path / "run" / "instruction-data-with-response.json").read_text())
+    assert [r["instruction"] for r in responses] == [records[34]["instruction"], records[35]["instruction"]]

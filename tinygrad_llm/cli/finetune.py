@@ -3,25 +3,26 @@
 The starting model is ``--init-from`` (a run folder of ``tinygrad-llm train``, a Hugging Face GPT-2 folder
 or name when ``GPTModel.from_pretrained`` can load it) or, with ``--preset``, a fresh model trained from
 scratch. Everything the user gave is checked before training starts, and the outputs are written only at
-the end, each atomically: an error leaves no partial output.
+the end, each atomically: an error leaves no partial output. Each command parses its flags into a recipe and
+calls one library function (finetune/recipe.py: ``finetune_classifier``, ``finetune_instruct``), then prints.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from tinygrad_llm.cli.common import (add_device_argument, add_precision_argument, describe_processes, finite_float,
-                                     nonnegative_float, nonnegative_int, positive_int)
+from tinygrad_llm.cli.common import (add_device_argument, add_precision_argument, finite_float, nonnegative_float,
+                                     nonnegative_int, positive_int)
+# The recipes, and the steps the instruction and DPO commands share, are library code (finetune/recipe.py);
+# the --help texts name their defaults, and finetune-dpo imports the last two from here.
+from tinygrad_llm.finetune.recipe import BERT_SCRATCH, SCRATCH_RECIPE
+from tinygrad_llm.finetune.recipe import load_start_model  # noqa: F401
+from tinygrad_llm.finetune.recipe import parameter_counts as _counts  # noqa: F401
 
 TOKENIZERS = ("gpt2", "byte")
-# the recipes (and the steps the instruction and DPO commands share) are library code: finetune/recipe.py
-from tinygrad_llm.finetune.recipe import BERT_SCRATCH, SCRATCH_RECIPE  # noqa: E402  (the --help texts name them)
-from tinygrad_llm.finetune.recipe import apply_lora as _apply_lora  # noqa: E402,F401
-from tinygrad_llm.finetune.recipe import load_start_model  # noqa: E402,F401
-from tinygrad_llm.finetune.recipe import parameter_counts as _counts  # noqa: E402
-from tinygrad_llm.finetune.recipe import saved_if_interrupted as _saved_if_interrupted  # noqa: E402
+
+
 def ngram_sizes(text: str) -> tuple:
     """--ngram-embeddings: "2,3,4" -> (2, 3, 4); "none" -> () (argparse type)."""
     if text.strip().lower() in ("none", "0", ""):
@@ -219,87 +220,17 @@ def run_finetune_classifier(args, out: Path) -> int:
 # ---- finetune-instruct ----------------------------------------------------------------------------------
 
 def run_finetune_instruct(args, out: Path) -> int:
-    import tinygrad_llm as tl
-    from tinygrad_llm.data import DataLoader
-    from tinygrad_llm.files import find_data_file
-    from tinygrad_llm.finetune import instruction as I
-    from tinygrad_llm.finetune.io import save_finetuned, write_json
-    from tinygrad_llm.finetune.judge import OllamaJudge, score_responses
-    from tinygrad_llm.finetune.lora import merge_lora
-    from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
-    from tinygrad_llm.train.parallel import DataParallel
-    from tinygrad_llm.train.simple import evaluate_model
+    """The flags as an InstructRecipe, trained and scored by the library (finetune.recipe); the summary printed."""
+    import dataclasses
 
-    args.default_preset = "small-cpu"
-    args.tokenizer = args.tokenizer or "gpt2"
-    data_path = args.data or find_data_file("instruction-data.json")
-    if data_path is None:
-        raise ValueError("--data: give the instruction JSON file (or set TINYGRAD_LLM_DATA to a folder holding "
-                         "instruction-data.json)")
-    data = I.load_instruction_data(data_path)
-    train_data, test_data, val_data = I.split_instruction_data(data)
-    if args.max_test is not None:
-        test_data = test_data[:args.max_test]
-    judge = None
-    if args.judge_url:
-        judge = OllamaJudge(model=args.judge_model, url=args.judge_url, timeout=args.judge_timeout)
-        judge.check()  # fail now, not after training
-    tl.manual_seed(args.seed)
-    model, tokenizer, described = load_start_model(args)
-    if tokenizer.eot_id is None:
-        raise ValueError(f"the tokenizer {tokenizer.name!r} has no <|endoftext|> to pad and stop with")
-    lora = _apply_lora(args, model)
-    if args.device:
-        model.to(args.device)
-    context = model.config.context_length
-    allowed = min(args.max_length or context, context)
-    datasets = [I.InstructionDataset(d, tokenizer, allowed_max_length=allowed, mask_inputs=args.mask_inputs)
-                for d in (train_data, val_data)]
-    batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
-    train_loader = DataLoader(datasets[0], batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
-    val_loader = DataLoader(datasets[1], batch_size=batch, drop_last=False)
-    lr = args.lr if args.lr is not None else (5e-5 if args.init_from else 1e-3)
-    if lr <= 0:
-        raise ValueError(f"--lr must be positive, got {lr}")
-    optimizer = AdamW(param_groups_for_weight_decay(model, args.weight_decay), lr=lr)
-    parallel = DataParallel(args.comm, model, optimizer)
-    counts = _counts(model)
-    _log(f"instruction fine-tuning {described}{' with LoRA rank %d' % lora['rank'] if lora else ''}: "
-         f"{counts['trainable_parameters']:,} of {counts['total_parameters']:,} parameters trainable; "
-         f"{len(train_data)} / {len(val_data)} / {len(test_data)} train/val/test records"
-         f"{describe_processes(args.comm, args.batch_size)} -> {out}")
+    from tinygrad_llm.finetune.recipe import InstructRecipe, finetune_instruct
 
-    from tinygrad_llm.train.simple import train_model_simple
-
-    start = time.perf_counter()
-    with _saved_if_interrupted(out, lambda: (model, {"task": "instruction", "prompt_format": "alpaca"}), tokenizer,
-                               lambda: lora, write=args.comm.is_root):
-        train_losses, val_losses, _ = train_model_simple(
-            model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
-            eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer,
-            parallel=parallel, precision=args.precision)
-    train_s = time.perf_counter() - start
-    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, args.device, args.eval_iter,
-                                          parallel=parallel)
-    if not args.comm.is_root:
-        return 0  # process 0 answers the test instructions and writes the model
-    if lora:
-        merge_lora(model)
-    _log(f"answering {len(test_data)} test instructions ...")
-    responses = I.generate_test_responses(model, tokenizer, test_data, args.max_new_tokens, args.device,
-                                          progress=sys.stderr.isatty())
-    metrics = {"train_loss": train_loss, "val_loss": val_loss, "offline_scores": score_responses(responses)}
-    if judge is not None:
-        metrics["judge"] = judge.score_entries(responses)
-    metrics.update(counts, epochs=args.epochs, lr=lr, batch_size=args.batch_size, allowed_max_length=allowed,
-                   mask_inputs=args.mask_inputs, lora=lora, seed=args.seed, train_seconds=round(train_s, 1),
-                   init_from=args.init_from, config=model.config.to_dict(),
-                   loss_history={"train": train_losses, "val": val_losses})
-    save_finetuned(out, model, tokenizer, {"task": "instruction", "prompt_format": "alpaca"})
-    I.save_responses(out / "instruction-data-with-response.json", responses)
-    write_json(out / "metrics.json", metrics)
+    recipe = InstructRecipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(InstructRecipe)})
+    metrics = finetune_instruct(recipe, out, comm=args.comm, log=_log)
+    if metrics is None:
+        return 0  # not process 0: it neither answers nor writes
     scores = metrics["offline_scores"]
-    _log(f"train loss {train_loss:.3f}, val loss {val_loss:.3f}; test responses: token F1 {scores['token_f1']:.3f}, "
-         f"ROUGE-L {scores['rouge_l']:.3f}, exact match {scores['exact_match']:.3f}"
-         + (f", judge {metrics['judge']['average']:.1f}/100" if judge else "") + f"; saved to {out}")
+    _log(f"train loss {metrics['train_loss']:.3f}, val loss {metrics['val_loss']:.3f}; test responses: token F1 "
+         f"{scores['token_f1']:.3f}, ROUGE-L {scores['rouge_l']:.3f}, exact match {scores['exact_match']:.3f}"
+         + (f", judge {metrics['judge']['average']:.1f}/100" if "judge" in metrics else "") + f"; saved to {out}")
     return 0

@@ -402,3 +402,133 @@ def _train_member(args, model, train_set, val_loader, batch: int, seed: int) -> 
                               patience=args.patience or None, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
                               log=args.log, parallel=parallel, precision=args.precision, scheduler=scheduler,
                               ema_decay=args.ema_decay or None, average_from=args.average_from or None)
+
+
+# ---- instruction fine-tuning (chapter 7) --------------------------------------------------------------------
+
+@dataclasses.dataclass
+class InstructRecipe:
+    """What ``finetune_instruct`` trains: the fields of ``tinygrad-llm finetune-instruct``'s flags (see its --help
+    for each). None takes the default: the model's own, lr 5e-5 with ``init_from`` and 1e-3 from scratch."""
+
+    data: str | None = None  # the instruction JSON (default: $TINYGRAD_LLM_DATA/instruction-data.json)
+    init_from: str | None = None
+    preset: str | None = None
+    tokenizer: str | None = None
+    emb_dim: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    dropout: float | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    epochs: int = 2
+    lr: float | None = None
+    weight_decay: float = 0.1
+    batch_size: int = 8
+    max_length: int | None = None
+    mask_inputs: bool = False
+    eval_freq: int = 5
+    eval_iter: int = 5
+    max_new_tokens: int = 256
+    max_test: int | None = None
+    judge_url: str | None = None
+    judge_model: str = "llama3"
+    judge_timeout: int = 60
+    seed: int = 123
+    device: str | None = None
+    precision: str = "fp32"
+
+
+def finetune_instruct(recipe: InstructRecipe, out, comm=None, log=log_stderr) -> dict | None:
+    """Fine-tune a GPT on Alpaca-style records (split 85/5/10 in file order), answer the test instructions and
+    score them (offline metrics; an Ollama-compatible judge with ``judge_url``), and save the model, its tokenizer,
+    the responses and metrics.json into the folder ``out``. Returns the metrics (None on a process other than 0).
+    """
+    from tinygrad_llm.dist import SingleProcess
+
+    args = types.SimpleNamespace(**dataclasses.asdict(recipe), comm=comm or SingleProcess(), log=log)
+    return run_instruct_recipe(args, Path(out))
+
+
+def run_instruct_recipe(args, out: Path) -> dict | None:
+    """finetune_instruct on a namespace of the recipe's fields plus ``comm`` and ``log`` (the CLI's args)."""
+    import tinygrad_llm as tl
+    from tinygrad_llm.data import DataLoader
+    from tinygrad_llm.files import find_data_file
+    from tinygrad_llm.finetune import instruction as I
+    from tinygrad_llm.finetune.io import save_finetuned, write_json
+    from tinygrad_llm.finetune.judge import OllamaJudge, score_responses
+    from tinygrad_llm.finetune.lora import merge_lora
+    from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
+    from tinygrad_llm.train.parallel import DataParallel
+    from tinygrad_llm.train.simple import evaluate_model
+
+    args.default_preset = "small-cpu"
+    args.tokenizer = args.tokenizer or "gpt2"
+    data_path = args.data or find_data_file("instruction-data.json")
+    if data_path is None:
+        raise ValueError("--data: give the instruction JSON file (or set TINYGRAD_LLM_DATA to a folder holding "
+                         "instruction-data.json)")
+    data = I.load_instruction_data(data_path)
+    train_data, test_data, val_data = I.split_instruction_data(data)
+    if args.max_test is not None:
+        test_data = test_data[:args.max_test]
+    judge = None
+    if args.judge_url:
+        judge = OllamaJudge(model=args.judge_model, url=args.judge_url, timeout=args.judge_timeout)
+        judge.check()  # fail now, not after training
+    tl.manual_seed(args.seed)
+    model, tokenizer, described = load_start_model(args)
+    if tokenizer.eot_id is None:
+        raise ValueError(f"the tokenizer {tokenizer.name!r} has no <|endoftext|> to pad and stop with")
+    lora = apply_lora(args, model)
+    if args.device:
+        model.to(args.device)
+    context = model.config.context_length
+    allowed = min(args.max_length or context, context)
+    datasets = [I.InstructionDataset(d, tokenizer, allowed_max_length=allowed, mask_inputs=args.mask_inputs)
+                for d in (train_data, val_data)]
+    batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
+    train_loader = DataLoader(datasets[0], batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
+    val_loader = DataLoader(datasets[1], batch_size=batch, drop_last=False)
+    lr = args.lr if args.lr is not None else (5e-5 if args.init_from else 1e-3)
+    if lr <= 0:
+        raise ValueError(f"--lr must be positive, got {lr}")
+    optimizer = AdamW(param_groups_for_weight_decay(model, args.weight_decay), lr=lr)
+    parallel = DataParallel(args.comm, model, optimizer)
+    counts = parameter_counts(model)
+    args.log(f"instruction fine-tuning {described}{' with LoRA rank %d' % lora['rank'] if lora else ''}: "
+         f"{counts['trainable_parameters']:,} of {counts['total_parameters']:,} parameters trainable; "
+         f"{len(train_data)} / {len(val_data)} / {len(test_data)} train/val/test records"
+         f"{describe_processes(args.comm, args.batch_size)} -> {out}")
+
+    from tinygrad_llm.train.simple import train_model_simple
+
+    start = time.perf_counter()
+    with saved_if_interrupted(out, lambda: (model, {"task": "instruction", "prompt_format": "alpaca"}), tokenizer,
+                               lambda: lora, write=args.comm.is_root, log=args.log):
+        train_losses, val_losses, _ = train_model_simple(
+            model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
+            eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer,
+            parallel=parallel, precision=args.precision)
+    train_s = time.perf_counter() - start
+    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, args.device, args.eval_iter,
+                                          parallel=parallel)
+    if not args.comm.is_root:
+        return None  # process 0 answers the test instructions and writes the model
+    if lora:
+        merge_lora(model)
+    args.log(f"answering {len(test_data)} test instructions ...")
+    responses = I.generate_test_responses(model, tokenizer, test_data, args.max_new_tokens, args.device,
+                                          progress=sys.stderr.isatty())
+    metrics = {"train_loss": train_loss, "val_loss": val_loss, "offline_scores": score_responses(responses)}
+    if judge is not None:
+        metrics["judge"] = judge.score_entries(responses)
+    metrics.update(counts, epochs=args.epochs, lr=lr, batch_size=args.batch_size, allowed_max_length=allowed,
+                   mask_inputs=args.mask_inputs, lora=lora, seed=args.seed, train_seconds=round(train_s, 1),
+                   init_from=args.init_from, config=model.config.to_dict(),
+                   loss_history={"train": train_losses, "val": val_losses})
+    save_finetuned(out, model, tokenizer, {"task": "instruction", "prompt_format": "alpaca"})
+    I.save_responses(out / "instruction-data-with-response.json", responses)
+    write_json(out / "metrics.json", metrics)
+    return metrics
