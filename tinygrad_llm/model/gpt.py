@@ -170,8 +170,9 @@ class GPTModel(Module):
             raise ValueError(f"GPTModel: a sequence of {num_tokens} tokens{where} is longer than the context "
                              f"length {cfg.context_length}: crop it to the last {cfg.context_length - start} "
                              f"tokens")
-        if attention_mask is not None and host_mask(attention_mask).shape != (batch, start + num_tokens):
-            raise ValueError(f"GPTModel: attention_mask has shape {host_mask(attention_mask).shape}, expected "
+        mask_shape = None if attention_mask is None else np.shape(attention_mask)  # no copy: its .shape
+        if mask_shape is not None and mask_shape != (batch, start + num_tokens):
+            raise ValueError(f"GPTModel: attention_mask has shape {mask_shape}, expected "
                              f"(batch, cached + new tokens) = ({batch}, {start + num_tokens})")
         return ids
 
