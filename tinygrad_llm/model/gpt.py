@@ -119,7 +119,7 @@ class GPTModel(Module):
         only (its first real token is position 0), so every row computes what it would alone.
         """
         ids = self.check_inputs(in_idx, cache, attention_mask)
-        x = self.embed(ids, cache, attention_mask)  # (B, T) -> (B, T, C)
+        x = self.embed(ids, cache, attention_mask)  # token + position embeddings: (B, T) -> (B, T, C)
         x = self.drop_emb(x)
         if cache is None and attention_mask is None:
             x = self.trf_blocks(x)  # (B, T, C) -> (B, T, C)
