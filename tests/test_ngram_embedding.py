@@ -195,3 +195,19 @@ def test_the_book_gpt_refuses_an_ngram_config_and_its_cache_keeps_no_ids():
     assert not hasattr(GPTModel(GPTConfig.preset("tiny")).new_cache(), "recent_ids")
     assert NgramGPTModel(OLD_CONFIG).new_cache().recent_ids is None
     assert NgramGPTModel(OLD_CONFIG).num_parameters() == config.num_parameters()
+
+
+def test_a_seed_draws_the_model_the_recipe_always_drew():
+    """NgramGPTModel draws token, position, n-gram tables, blocks, head in that order, as GPTModel did when it
+    held the tables: the sums below were computed by that code (commit f891221) for seed 0. Another order (the
+    tables drawn after the blocks, say) changes every spam run's weights."""
+    tl.manual_seed(0)
+    model = NgramGPTModel(NgramGPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=1,
+                                         ngram_sizes=(2, 3), ngram_buckets=5))
+    params = dict(model.named_parameters())
+    assert list(params)[:4] == ["tok_emb.weight", "pos_emb.weight", "ngram_emb.tables.0.weight",
+                                "ngram_emb.tables.1.weight"]
+    sums = {name: float(params[name].data.astype(np.float64).sum())
+            for name in ("ngram_emb.tables.1.weight", "trf_blocks.0.att.W_qkv.weight", "out_head.weight")}
+    assert sums == {"ngram_emb.tables.1.weight": 7.400962712243199, "trf_blocks.0.att.W_qkv.weight": 5.829827996305539,
+                    "out_head.weight": -1.3976184998173267}
