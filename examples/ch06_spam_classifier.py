@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     if args.init_from:
         from argparse import Namespace
 
-        from tinygrad_llm.cli.finetune import load_start_model
+        from tinygrad_llm.finetune.recipe import load_start_model
 
         model, tokenizer, described = load_start_model(Namespace(init_from=args.init_from, emb_dim=None,
                                                                  n_layers=None, n_heads=None, dropout=None))

@@ -17,7 +17,7 @@ from tinygrad_llm.finetune.classifier import (add_classification_head, calc_accu
 from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
 from tinygrad_llm.finetune.io import load_classifier, save_finetuned
 from tinygrad_llm.finetune.spam_data import SpamDataset
-from tinygrad_llm.model import GPTConfig, GPTModel
+from tinygrad_llm.model import NgramGPTConfig, NgramGPTModel
 from tinygrad_llm.optim import AdamW
 
 TEXTS = [f"see you at {i} tonight" for i in range(24)] + [f"WIN {i} cash now, call 0900{i}" for i in range(24)]
@@ -26,9 +26,9 @@ LABELS = [0] * 24 + [1] * 24
 
 def _tiny_classifier(seed: int, ngram_sizes=(2, 3)):
     tl.manual_seed(seed)
-    config = GPTConfig.preset("tiny", vocab_size=257, context_length=24, emb_dim=16, n_layers=1,
-                              ngram_sizes=ngram_sizes, ngram_buckets=31)
-    return add_classification_head(GPTModel(config), 2)
+    config = NgramGPTConfig.preset("tiny", vocab_size=257, context_length=24, emb_dim=16, n_layers=1,
+                                   ngram_sizes=ngram_sizes, ngram_buckets=31)
+    return add_classification_head(NgramGPTModel(config), 2)
 
 
 def _loaders(batch_size=8):

@@ -1,5 +1,5 @@
-"""Hashed n-gram embeddings (nn/ngram.py, GPTConfig.ngram_sizes): the buckets depend on the n-gram alone, the
-model stays causal, a KV cache and left padding give what the whole sequence alone gives, the gradient is
+"""Hashed n-gram embeddings (nn/ngram.py, NgramGPTModel in model/ngram_gpt.py): the buckets depend on the n-gram
+alone, the model stays causal, a KV cache and left padding give what the whole sequence alone gives, the gradient is
 each bucket's summed upstream rows, and the tables go through the model files and back."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 import tinygrad_llm as tl
 from tinygrad_llm.generate import generate, pad_prompts
-from tinygrad_llm.model import GPTConfig, GPTModel
+from tinygrad_llm.model import GPTConfig, GPTModel, NgramGPTConfig, NgramGPTModel
 from tinygrad_llm.model.pretrained import PretrainedError
 from tinygrad_llm.nn.ngram import BOUNDARY, HashedNGramEmbedding, ngram_buckets
 
@@ -18,9 +18,9 @@ PROMPTS = [[5, 9, 2, 7, 1, 3, 8], [4], [6, 6, 1], [2, 3, 4, 5, 6, 7, 8, 9, 10, 1
 @pytest.fixture(scope="module")
 def model():
     tl.manual_seed(5)
-    config = GPTConfig(vocab_size=13, context_length=12, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0,
-                       ngram_sizes=(2, 3), ngram_buckets=17)
-    return GPTModel(config).eval()
+    config = NgramGPTConfig(vocab_size=13, context_length=12, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0,
+                            ngram_sizes=(2, 3), ngram_buckets=17)
+    return NgramGPTModel(config).eval()
 
 
 def test_a_bucket_depends_on_its_ngram_alone():
@@ -74,9 +74,9 @@ def test_embedding_sums_one_row_per_size_and_its_gradient_sums_the_upstream_rows
 
 def test_model_gradcheck_through_the_tables_in_float64():
     tl.manual_seed(2)
-    config = GPTConfig(vocab_size=11, context_length=6, emb_dim=8, n_heads=2, n_layers=1, drop_rate=0.0,
-                       ngram_sizes=(2,), ngram_buckets=5)
-    model = GPTModel(config)
+    config = NgramGPTConfig(vocab_size=11, context_length=6, emb_dim=8, n_heads=2, n_layers=1, drop_rate=0.0,
+                            ngram_sizes=(2,), ngram_buckets=5)
+    model = NgramGPTModel(config)
     for p in model.parameters():
         p.data = p.data.astype(np.float64)
     ids = np.array([[1, 4, 1, 4, 2, 3]])
@@ -101,7 +101,7 @@ def test_model_is_causal_and_counts_its_tables(model):
         np.testing.assert_array_equal(model(ids).data[:, :4], model(later).data[:, :4])
     assert model.num_parameters() == model.config.num_parameters()
     assert sum(t.weight.size for t in model.ngram_emb.tables) == 2 * 17 * 32
-    assert GPTModel(GPTConfig.preset("tiny")).ngram_emb is None  # GPT-2 has none
+    assert not hasattr(GPTModel(GPTConfig.preset("tiny")), "ngram_emb")  # GPT-2 has none
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
@@ -124,13 +124,13 @@ def test_cache_carries_the_ngrams_across_calls(model):
 
 
 def test_config_checks_and_round_trip():
-    config = GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=1, ngram_sizes=[2, 4])
-    assert config.ngram_sizes == (2, 4) and GPTConfig.from_json(config.to_json()) == config
+    config = NgramGPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=1, ngram_sizes=[2, 4])
+    assert config.ngram_sizes == (2, 4) and NgramGPTConfig.from_json(config.to_json()) == config
     for bad in ((1, 2), (2, 2), (2.0,), "23"):
         with pytest.raises(ValueError, match="ngram_sizes"):
-            GPTConfig(ngram_sizes=bad)
+            NgramGPTConfig(ngram_sizes=bad)
     with pytest.raises(ValueError, match="ngram_buckets"):
-        GPTConfig(ngram_sizes=(2,), ngram_buckets=0)
+        NgramGPTConfig(ngram_sizes=(2,), ngram_buckets=0)
 
 
 def test_model_files_round_trip_and_hugging_face_layout_is_refused(model, tmp_path):
@@ -139,7 +139,7 @@ def test_model_files_round_trip_and_hugging_face_layout_is_refused(model, tmp_pa
     from tinygrad_llm.tokenizer import get_tokenizer
 
     tl.manual_seed(4)
-    classifier = add_classification_head(GPTModel(model.config), 2).eval()
+    classifier = add_classification_head(NgramGPTModel(model.config), 2).eval()
     save_finetuned(tmp_path / "clf", classifier, get_tokenizer("byte"), {"task": "classification", "num_classes": 2})
     loaded, _, _ = load_classifier(tmp_path / "clf")
     ids = np.array([[1, 2, 3, 4, 5]])
@@ -148,3 +148,66 @@ def test_model_files_round_trip_and_hugging_face_layout_is_refused(model, tmp_pa
     with pytest.raises(PretrainedError, match="n-gram embeddings"):
         model.save_pretrained(tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
+
+
+# config.json exactly as the code before NgramGPTModel wrote it (the n-gram fields in GPTConfig's own dict)
+OLD_CONFIG = {"vocab_size": 257, "context_length": 24, "emb_dim": 16, "n_heads": 4, "n_layers": 1,
+              "drop_rate": 0.0, "qkv_bias": False, "tie_weights": False, "ngram_sizes": [2, 3], "ngram_buckets": 31}
+
+
+def test_a_classifier_folder_of_the_old_layout_loads_into_the_ngram_model(tmp_path, capsys):
+    """A run folder written before the split (GPTConfig with ngram_sizes) loads as an NgramGPTModel with its
+    tables, answers as the model that wrote it, and classify --checkpoint reads it; the new code writes the
+    same config.json."""
+    import json
+
+    from tinygrad_llm.cli import main
+    from tinygrad_llm.finetune.classifier import add_classification_head
+    from tinygrad_llm.finetune.io import load_classifier, save_finetuned
+    from tinygrad_llm.tokenizer import get_tokenizer
+
+    tl.manual_seed(9)
+    classifier = add_classification_head(NgramGPTModel(NgramGPTConfig(**OLD_CONFIG)), 2).eval()
+    save_finetuned(tmp_path / "old", classifier, get_tokenizer("byte"),
+                   {"task": "classification", "num_classes": 2, "class_names": ["not spam", "spam"], "max_length": 24,
+                    "pad_token_id": 256})
+    assert json.loads((tmp_path / "old" / "config.json").read_text()) == OLD_CONFIG
+    (tmp_path / "old" / "config.json").write_text(json.dumps(OLD_CONFIG, indent=2))
+    loaded, _, _ = load_classifier(tmp_path / "old")
+    assert isinstance(loaded, NgramGPTModel) and loaded.config.ngram_sizes == (2, 3)
+    ids = np.array([[87, 73, 78, 32, 99, 97, 115, 104]])
+    with tl.no_grad():
+        np.testing.assert_array_equal(loaded(ids).data, classifier(ids).data)
+    assert main(["classify", "--checkpoint", str(tmp_path / "old"), "--text", "WIN cash now"]) == 0
+    assert "spam" in capsys.readouterr().out
+    # a plain GPT's config with n-gram tables in the file (or the reverse) is named before anything is built
+    plain = {k: v for k, v in OLD_CONFIG.items() if not k.startswith("ngram")}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(plain))
+    with pytest.raises(ValueError, match="n-gram table"):
+        load_classifier(tmp_path / "old")
+
+
+def test_the_book_gpt_refuses_an_ngram_config_and_its_cache_keeps_no_ids():
+    config = NgramGPTConfig(**OLD_CONFIG)
+    with pytest.raises(TypeError, match="expected a GPTConfig"):
+        GPTModel(config)  # it would silently drop the tables
+    assert isinstance(GPTModel(GPTConfig.preset("tiny")).new_cache(), tl.model.KVCache)
+    assert not hasattr(GPTModel(GPTConfig.preset("tiny")).new_cache(), "recent_ids")
+    assert NgramGPTModel(OLD_CONFIG).new_cache().recent_ids is None
+    assert NgramGPTModel(OLD_CONFIG).num_parameters() == config.num_parameters()
+
+
+def test_a_seed_draws_the_model_the_recipe_always_drew():
+    """NgramGPTModel draws token, position, n-gram tables, blocks, head in that order, as GPTModel did when it
+    held the tables: the sums below were computed by that code (commit f891221) for seed 0. Another order (the
+    tables drawn after the blocks, say) changes every spam run's weights."""
+    tl.manual_seed(0)
+    model = NgramGPTModel(NgramGPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=1,
+                                         ngram_sizes=(2, 3), ngram_buckets=5))
+    params = dict(model.named_parameters())
+    assert list(params)[:4] == ["tok_emb.weight", "pos_emb.weight", "ngram_emb.tables.0.weight",
+                                "ngram_emb.tables.1.weight"]
+    sums = {name: float(params[name].data.astype(np.float64).sum())
+            for name in ("ngram_emb.tables.1.weight", "trf_blocks.0.att.W_qkv.weight", "out_head.weight")}
+    assert sums == {"ngram_emb.tables.1.weight": 7.400962712243199, "trf_blocks.0.att.W_qkv.weight": 5.829827996305539,
+                    "out_head.weight": -1.3976184998173267}

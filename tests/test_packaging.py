@@ -165,11 +165,7 @@ def test_the_package_has_no_import_cycle():
 
 
 # Private names still crossing modules in files that other branches of issue 22 rewrite: each goes when they do.
-PENDING_PRIVATE = {
-    ("tinygrad_llm.cli.dpo", "tinygrad_llm.cli.finetune", "_claimed"),  # cli/finetune.py is being rewritten
-    ("tinygrad_llm.cli.dpo", "tinygrad_llm.cli.finetune", "_counts"),
-    ("tinygrad_llm.cli.dpo", "tinygrad_llm.cli.finetune", "_log"),
-}
+PENDING_PRIVATE: set = set()
 
 
 def test_no_module_uses_a_private_name_of_another():

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tinygrad_llm.cli.common import add_device_argument, finite_float, nonnegative_float, nonnegative_int, positive_int
-from tinygrad_llm.cli.finetune import _claimed, add_out_arguments
+from tinygrad_llm.cli.finetune import add_out_arguments, claimed, log
 
 DATA_FILE = "instruction-data-with-preference.json"
 
@@ -51,13 +51,13 @@ def add_parser(sub) -> None:
     run.add_argument("--seed", type=nonnegative_int, default=123, help="seed of the shuffling and dropout (default 123)")
     add_device_argument(run)
     add_out_arguments(run)
-    p.set_defaults(run=_claimed(run_finetune_dpo))
+    p.set_defaults(run=claimed(run_finetune_dpo))
 
 
 def run_finetune_dpo(args, out: Path) -> int:
     import tinygrad_llm as tl
     from tinygrad_llm.cli.common import describe_processes
-    from tinygrad_llm.cli.finetune import _counts, _log, load_start_model
+    from tinygrad_llm.finetune.recipe import load_start_model, parameter_counts
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.files import find_data_file
     from tinygrad_llm.finetune import dpo
@@ -68,7 +68,7 @@ def run_finetune_dpo(args, out: Path) -> int:
     from tinygrad_llm.train.parallel import DataParallel
     from tinygrad_llm.train.plot import plot_values
 
-    comm = args.comm  # set by _claimed: under mpiexec, data-parallel; process 0 alone writes
+    comm = args.comm  # set by claimed: under mpiexec, data-parallel; process 0 alone writes
     if args.lr <= 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     if args.beta <= 0:
@@ -94,8 +94,8 @@ def run_finetune_dpo(args, out: Path) -> int:
     if len(train_set) < args.batch_size * comm.world_size:
         raise ValueError(f"--batch-size {args.batch_size} x {comm.world_size} process(es) is larger than the "
                          f"{len(train_set)} training records")
-    counts = _counts(model)
-    _log(f"DPO on {described}: {counts['trainable_parameters']:,} parameters trainable; {len(train_set)} / "
+    counts = parameter_counts(model)
+    log(f"DPO on {described}: {counts['trainable_parameters']:,} parameters trainable; {len(train_set)} / "
          f"{len(val_set)} train/val preference pairs; beta {args.beta}, lr {args.lr}, "
          f"{'summed' if args.sum_logprobs else 'averaged'} log-probabilities{describe_processes(comm, args.batch_size)}"
          f" -> {out}")
@@ -114,7 +114,7 @@ def run_finetune_dpo(args, out: Path) -> int:
                       weight_decay=args.weight_decay)
     start = time.perf_counter()
     tracking = dpo.train_model_dpo(model, None, train_loader, val_loader, optimizer, args.epochs, args.beta,
-                                   args.eval_freq, args.eval_iter, average=average, device=args.device, log=_log,
+                                   args.eval_freq, args.eval_iter, average=average, device=args.device, log=log,
                                    parallel=DataParallel(comm, model, optimizer))
     train_s = time.perf_counter() - start
     if not comm.is_root:
@@ -144,7 +144,7 @@ def run_finetune_dpo(args, out: Path) -> int:
             plot_values(history["step"], history["tokens_seen"], history[f"train_{key}"], history[f"val_{key}"],
                         label=label, path=out / f"dpo-{key.replace('_', '-')}.png", xlabel="Steps",
                         top_xlabel="Tokens seen")
-    _log(f"before: train loss {before['train_loss']:.3f}, margin {before['train_reward_margin']:.3f}; after "
+    log(f"before: train loss {before['train_loss']:.3f}, margin {before['train_reward_margin']:.3f}; after "
          f"{len(train_set) // args.batch_size * args.epochs} steps ({train_s:.0f}s): train loss "
          f"{after['train_loss']:.3f}, val loss {after['val_loss']:.3f}, reward margin train "
          f"{after['train_reward_margin']:.3f}, val {after['val_reward_margin']:.3f}; saved to {out}")

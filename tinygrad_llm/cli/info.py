@@ -29,6 +29,7 @@ def run_info(args) -> int:
     from pathlib import Path
 
     from tinygrad_llm.model import PRESETS, GPTConfig, count_parameters, estimate_memory, format_bytes
+    from tinygrad_llm.model.ngram_gpt import config_from_dict
     from tinygrad_llm.model.pretrained import config_from_hf, is_hf_config
 
     if args.threads_only:
@@ -48,7 +49,7 @@ def run_info(args) -> int:
             raise FileNotFoundError(f"{path}: missing (expected a run folder with config.json)")
         try:
             data = json.loads(path.read_text())
-            config = config_from_hf(data, path) if is_hf_config(data) else GPTConfig.from_dict(data)
+            config = config_from_hf(data, path) if is_hf_config(data) else config_from_dict(data)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path}: not a model configuration ({exc})") from None
         title = str(args.checkpoint)
@@ -59,8 +60,8 @@ def run_info(args) -> int:
     print(f"{title}")
     for key, value in config.to_dict().items():
         print(f"  {key:16s} {value}")
-    untied, tied = count_parameters(config, tied=False), count_parameters(config, tied=True)
-    print(f"  parameters       {count_parameters(config):,} (untied {untied:,}; with the output head tied to "
+    untied, tied = config.num_parameters(tied=False), config.num_parameters(tied=True)  # a variant counts its own
+    print(f"  parameters       {config.num_parameters():,} (untied {untied:,}; with the output head tied to "
           f"the token embedding {tied:,})")
     if args.checkpoint:
         for line in run_summary(Path(args.checkpoint)):

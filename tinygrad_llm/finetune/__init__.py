@@ -11,6 +11,8 @@ Modules:
     spam_data     the SMS Spam Collection: download/read, balance, split, SpamDataset
     classifier    classification head, freezing recipes, loss/accuracy, training loop, classify_text
     ensemble      ClassifierEnsemble: several classifiers' mean class probability
+    recipe        the classifier's recipes (the book's, the measured from-scratch one) and the loop that trains,
+                  scores and saves one classifier or an ensemble: finetune_classifier(ClassifierRecipe(...), out)
     instruction   Alpaca formatting, InstructionDataset, custom_collate_fn, test-set responses
     preference    chosen/rejected records, PreferenceDataset, the DPO collate (response-only masks)
     dpo           DPO: response log-probabilities, the loss and rewards, the reference, the training loop
@@ -23,6 +25,7 @@ from tinygrad_llm.finetune.classifier import (add_classification_head, calc_accu
                                               set_trainable,
                                               train_classifier, train_classifier_simple, trainable_parameters)
 from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
+from tinygrad_llm.finetune.recipe import ClassifierRecipe, finetune_classifier
 from tinygrad_llm.finetune.instruction import (InstructionDataset, custom_collate_fn, format_input,
                                                generate_response, generate_test_responses, load_instruction_data,
                                                save_responses, split_instruction_data)
@@ -39,11 +42,13 @@ from tinygrad_llm.finetune.spam_data import (SpamDataset, create_balanced_datase
                                              find_spam_file, random_split, read_sms_spam)
 
 __all__ = [
-    "ClassifierEnsemble", "InstructionDataset", "JudgeError", "LinearWithLoRA", "LoRALayer", "OllamaJudge",
+    "ClassifierEnsemble", "ClassifierRecipe", "InstructionDataset", "JudgeError", "LinearWithLoRA", "LoRALayer",
+    "OllamaJudge",
     "PreferenceDataset", "SpamDataset", "add_classification_head", "calc_accuracy_loader", "calc_loss_batch", "calc_loss_loader",
     "classify_review", "classify_text", "compute_dpo_loss", "compute_dpo_loss_batch", "compute_dpo_loss_loader",
     "compute_logprobs", "count_trainable_parameters", "create_balanced_dataset", "custom_collate_fn",
     "download_and_unzip_spam_data", "evaluate_dpo_loss_loader", "evaluate_model", "exact_match", "find_spam_file",
+    "finetune_classifier",
     "format_input", "freeze", "generate_response", "generate_test_responses", "load_instruction_data",
     "load_preference_data", "lora_parameter_count", "merge_lora", "plot_values", "precompute_reference_logprobs",
     "preference_collate_fn", "random_split", "read_sms_spam", "replace_linear_with_lora", "rouge_l",

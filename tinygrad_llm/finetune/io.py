@@ -57,7 +57,7 @@ def load_classifier(path, device: str | None = None):
     from tinygrad_llm.model.pretrained import check_config_fits_header
     from tinygrad_llm.safetensors_file import SafetensorsFile
     from tinygrad_llm.finetune.classifier import add_classification_head
-    from tinygrad_llm.model import GPTConfig, GPTModel
+    from tinygrad_llm.model.ngram_gpt import check_tables_fit_header, config_from_dict, model_class
     from tinygrad_llm.tokenizer import load_tokenizer
 
     path = Path(path)
@@ -83,14 +83,16 @@ def load_classifier(path, device: str | None = None):
         members = [BertForSequenceClassification(config) for _ in prefixes]
     else:
         try:
-            config = GPTConfig.from_dict(config)
+            config = config_from_dict(config)  # a GPTConfig, or an NgramGPTConfig (the from-scratch recipe's)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path / 'config.json'}: not a model configuration this GPT can build "
                                   f"({exc})") from None
         weights = SafetensorsFile(path / "model.safetensors", error=CheckpointError)
         for prefix in prefixes:  # sizes checked before allocating the model
             check_config_fits_header(config, weights, path / "config.json", hf_layout=False, prefix=prefix)
-        members = [add_classification_head(GPTModel(config), int(meta["num_classes"])) for _ in prefixes]
+            check_tables_fit_header(config, weights, path / "config.json", prefix=prefix)
+        gpt = model_class(config)
+        members = [add_classification_head(gpt(config), int(meta["num_classes"])) for _ in prefixes]
     if size > 1:
         from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
 

@@ -56,7 +56,6 @@ class KVCache:
     def __init__(self, n_layers: int, max_length: int):
         self.max_length = max_length
         self.layers = [LayerKVCache(max_length) for _ in range(n_layers)]
-        self.recent_ids = None  # the last ids seen, for a model with n-gram embeddings (GPTModel sets it)
 
     @property
     def length(self) -> int:
@@ -65,7 +64,6 @@ class KVCache:
     def reset(self) -> None:
         for layer in self.layers:
             layer.length = 0
-        self.recent_ids = None
 
     def __len__(self) -> int:
         return self.length

@@ -19,9 +19,6 @@ class GPTConfig:
     n_layers: transformer blocks; drop_rate: dropout everywhere (embeddings, attention, residuals);
     qkv_bias: bias in the query/key/value projection; tie_weights: the output head reuses the token
     embedding's weight (as GPT-2's released checkpoints).
-    ngram_sizes / ngram_buckets: not GPT-2's: hashed n-gram embeddings added to the token embedding, one
-    table of ngram_buckets rows per n in ngram_sizes (e.g. (2, 3, 4); empty: none, as GPT-2). See
-    nn/ngram.py; the from-scratch spam classifier uses them.
     """
 
     vocab_size: int = GPT2_VOCAB
@@ -32,8 +29,6 @@ class GPTConfig:
     drop_rate: float = 0.1
     qkv_bias: bool = False
     tie_weights: bool = False
-    ngram_sizes: tuple = ()
-    ngram_buckets: int = 2048
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -44,13 +39,6 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: emb_dim {self.emb_dim} is not divisible by n_heads {self.n_heads}")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"GPTConfig: drop_rate must be in [0, 1), got {self.drop_rate}")
-        sizes = self.ngram_sizes
-        if not isinstance(sizes, (list, tuple)) or any(isinstance(n, bool) or not isinstance(n, int) or n < 2
-                                                      for n in sizes) or len(set(sizes)) != len(sizes):
-            raise ValueError(f"GPTConfig: ngram_sizes must be distinct integers >= 2 (e.g. (2, 3, 4)), got {sizes!r}")
-        self.ngram_sizes = tuple(sizes)  # a JSON list reads back as the same tuple
-        if isinstance(self.ngram_buckets, bool) or not isinstance(self.ngram_buckets, int) or self.ngram_buckets < 1:
-            raise ValueError(f"GPTConfig: ngram_buckets must be a positive integer, got {self.ngram_buckets!r}")
 
     @property
     def head_dim(self) -> int:
@@ -62,14 +50,11 @@ class GPTConfig:
         """A named configuration (see ``PRESETS``), with any field overridden by keyword."""
         if name not in PRESETS:
             raise ValueError(f"unknown GPT preset {name!r}: expected one of {sorted(PRESETS)}")
-        return dataclasses.replace(PRESETS[name], **overrides)
+        return cls(**{**dataclasses.asdict(PRESETS[name]), **overrides})  # a subclass adds its own fields
 
     # --- serialisation ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        if not self.ngram_sizes:  # a GPT-2 writes the fields it always had (older readers know no others)
-            del d["ngram_sizes"], d["ngram_buckets"]
-        return d
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
@@ -116,16 +101,14 @@ def count_parameters(config: GPTConfig, tied: bool = False) -> int:
     per block: attention QKV  C*3C (+3C bias)      out_proj C*C + C
                feed-forward   C*4C + 4C            4C*C + C
                two LayerNorms 2 * 2C
-    model:     token embedding V*C, position embedding T*C, final LayerNorm 2C, head C*V (0 when tied),
-               n-gram tables len(ngram_sizes) * ngram_buckets * C
+    model:     token embedding V*C, position embedding T*C, final LayerNorm 2C, head C*V (0 when tied)
     """
     c, v, t = config.emb_dim, config.vocab_size, config.context_length
     attention = c * 3 * c + (3 * c if config.qkv_bias else 0) + c * c + c
     feed_forward = c * 4 * c + 4 * c + 4 * c * c + c
     block = attention + feed_forward + 2 * 2 * c
     head = 0 if tied else c * v
-    ngrams = len(config.ngram_sizes) * config.ngram_buckets * c
-    return v * c + t * c + ngrams + config.n_layers * block + 2 * c + head
+    return v * c + t * c + config.n_layers * block + 2 * c + head
 
 
 def estimate_memory(config: GPTConfig, batch_size: int, context_length: int | None = None,

@@ -21,7 +21,6 @@ from tinygrad_llm.model import pretrained
 from tinygrad_llm.model.attention import KVCache, LayerKVCache, MultiHeadAttention
 from tinygrad_llm.model.config import GPTConfig
 from tinygrad_llm.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, Sequential
-from tinygrad_llm.nn.ngram import BOUNDARY, HashedNGramEmbedding
 from tinygrad_llm.tensor import Tensor, is_grad_enabled
 
 
@@ -89,20 +88,20 @@ class GPTModel(Module):
 
     ``cfg`` is a GPTConfig or the book's dict (``{"vocab_size": 50257, "context_length": 1024, ...}``).
     With ``cfg.tie_weights`` the output head uses the token embedding's weight (one Parameter, counted once).
-    With ``cfg.ngram_sizes`` (not GPT-2's) hashed n-gram embeddings ``ngram_emb`` are added to the token's.
+    Variants change ``embed`` (what goes into the first block), e.g. ``NgramGPTModel`` (model/ngram_gpt.py).
     """
+
+    config_class = GPTConfig  # what a config.json of this model reads into
 
     def __init__(self, cfg: GPTConfig | dict):
         super().__init__()
-        if isinstance(cfg, dict):
-            cfg = GPTConfig.from_dict(cfg)
-        if not isinstance(cfg, GPTConfig):
-            raise TypeError(f"GPTModel: expected a GPTConfig or a dict, got {type(cfg).__name__}")
+        cfg = self.config_class.from_dict(cfg) if isinstance(cfg, dict) else cfg
+        if type(cfg) is not self.config_class:  # a variant's config builds the variant's model, not this one
+            raise TypeError(f"{type(self).__name__}: expected a {self.config_class.__name__} or a dict, "
+                            f"got {type(cfg).__name__}")
         self.config = cfg
         self.tok_emb = Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = Embedding(cfg.context_length, cfg.emb_dim)
-        self.ngram_emb = (HashedNGramEmbedding(cfg.ngram_sizes, cfg.ngram_buckets, cfg.emb_dim)
-                          if cfg.ngram_sizes else None)
         self.drop_emb = Dropout(cfg.drop_rate)
         self.trf_blocks = Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.final_norm = LayerNorm(cfg.emb_dim)
@@ -119,6 +118,32 @@ class GPTModel(Module):
         left-padded to one length: no query attends to a pad, and each row's positions count its tokens
         only (its first real token is position 0), so every row computes what it would alone.
         """
+        ids = self.check_inputs(in_idx, cache, attention_mask)
+        x = self.embed(ids, cache, attention_mask)  # token + position embeddings: (B, T) -> (B, T, C)
+        x = self.drop_emb(x)
+        if cache is None and attention_mask is None:
+            x = self.trf_blocks(x)  # (B, T, C) -> (B, T, C)
+        else:  # each block reads and extends its own layer of the cache
+            layer_caches = cache.layers if cache is not None else [None] * len(self.trf_blocks)
+            for block, layer_cache in zip(self.trf_blocks, layer_caches):
+                x = block(x, cache=layer_cache, attention_mask=attention_mask)  # (B, T, C) -> (B, T, C)
+        x = self.final_norm(x)
+        return self.out_head(x)  # (B, T, C) -> (B, T, vocab)
+
+    def embed(self, ids, cache: KVCache | None = None, attention_mask=None) -> Tensor:
+        """Token plus position embeddings of the checked ids (B, T) -> (B, T, C): the first block's input."""
+        start = 0 if cache is None else cache.length
+        tok_embeds = F.embedding(ids, self.tok_emb.weight, check=False)  # (B, T) -> (B, T, C); checked already
+        if attention_mask is None:
+            pos_embeds = self.pos_emb.weight[start:start + ids.shape[1]]  # positions start..start+T-1: (T, C)
+        else:  # each row counts its own tokens: a pad takes position 0 (it is never attended to)
+            positions = np.maximum(np.cumsum(host_mask(attention_mask) != 0, axis=1) - 1, 0)[:, start:]  # (B, T)
+            pos_embeds = F.embedding(positions, self.pos_emb.weight)  # (B, T) -> (B, T, C)
+        return tok_embeds + pos_embeds  # (B, T, C) + (T, C) -> (B, T, C)
+
+    def check_inputs(self, in_idx, cache: KVCache | None = None, attention_mask=None):
+        """The token ids as an integer array (B, T), checked against the vocabulary, the cache and the context
+        length (with the mask's shape); an error names what does not fit."""
         ids = in_idx.data if isinstance(in_idx, Tensor) else in_idx
         ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
         cfg = self.config
@@ -145,46 +170,11 @@ class GPTModel(Module):
             raise ValueError(f"GPTModel: a sequence of {num_tokens} tokens{where} is longer than the context "
                              f"length {cfg.context_length}: crop it to the last {cfg.context_length - start} "
                              f"tokens")
-
-        tok_embeds = F.embedding(ids, self.tok_emb.weight, check=False)  # (B, T) -> (B, T, C); checked above
-        if attention_mask is None:
-            pos_embeds = self.pos_emb.weight[start:start + num_tokens]  # positions start..start+T-1: (T, C)
-        else:  # each row counts its own tokens: a pad takes position 0 (it is never attended to)
-            mask = backend.to_numpy(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
-            if mask.shape != (batch, start + num_tokens):
-                raise ValueError(f"GPTModel: attention_mask has shape {mask.shape}, expected (batch, cached + new "
-                                 f"tokens) = ({batch}, {start + num_tokens})")
-            positions = np.maximum(np.cumsum(mask != 0, axis=1) - 1, 0)[:, start:]  # (B, S) -> (B, T)
-            pos_embeds = F.embedding(positions, self.pos_emb.weight)  # (B, T) -> (B, T, C)
-        x = tok_embeds + pos_embeds  # (B, T, C) + (T, C) -> (B, T, C)
-        if self.ngram_emb is not None:
-            x = x + self._ngram_embeds(ids, cache, None if attention_mask is None else mask, start)  # (B, T, C)
-        x = self.drop_emb(x)
-        if cache is None and attention_mask is None:
-            x = self.trf_blocks(x)  # (B, T, C) -> (B, T, C)
-        else:
-            layer_caches = cache.layers if cache is not None else [None] * len(self.trf_blocks)
-            for block, layer_cache in zip(self.trf_blocks, layer_caches):
-                x = block(x, cache=layer_cache, attention_mask=attention_mask)  # (B, T, C) -> (B, T, C)
-        x = self.final_norm(x)
-        return self.out_head(x)  # (B, T, C) -> (B, T, vocab)
-
-    def _ngram_embeds(self, ids, cache, mask, start: int) -> Tensor:
-        """The n-gram vectors of ``ids`` (B, T): padding (0 in the host ``mask``, (B, start + T)) reads as the
-        boundary, so each row is as it would be alone; with a cache the n-grams reach back into the ids it has
-        seen (kept in ``cache.recent_ids``)."""
-        xp = backend.get_array_module(ids)
-        if mask is not None:
-            is_token = backend.to_device(mask[:, start:] != 0, backend.device_of(ids))  # (B, T)
-            ids = xp.where(is_token, ids, BOUNDARY)  # (B, T)
-        context = None
-        if cache is not None and start > 0:
-            context = cache.recent_ids
-        embeds = self.ngram_emb(ids, context=context)  # (B, T) -> (B, T, C)
-        if cache is not None:  # the last max(n) - 1 ids, for the n-grams of the next call
-            seen = ids if context is None else xp.concatenate([context, ids.astype(context.dtype)], axis=1)
-            cache.recent_ids = seen[:, -self.ngram_emb.context_size:]
-        return embeds
+        mask_shape = None if attention_mask is None else np.shape(attention_mask)  # no copy: its .shape
+        if mask_shape is not None and mask_shape != (batch, start + num_tokens):
+            raise ValueError(f"GPTModel: attention_mask has shape {mask_shape}, expected "
+                             f"(batch, cached + new tokens) = ({batch}, {start + num_tokens})")
+        return ids
 
     def new_cache(self, max_length: int | None = None) -> KVCache:
         """An empty KV cache for this model (capacity: the context length unless given smaller)."""
@@ -205,3 +195,8 @@ class GPTModel(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_parameters():,} parameters"
+
+
+def host_mask(attention_mask):
+    """A padding mask (B, S) as a host NumPy array: the positions are counted on the host."""
+    return backend.to_numpy(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)

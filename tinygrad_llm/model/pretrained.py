@@ -104,8 +104,6 @@ def hf_names(config: GPTConfig) -> dict[str, tuple[str, bool]]:
     names["final_norm.scale"], names["final_norm.shift"] = ("ln_f.weight", False), ("ln_f.bias", False)
     if not config.tie_weights:
         names["out_head.weight"] = ("lm_head.weight", False)
-    for i in range(len(config.ngram_sizes)):  # not GPT-2's: only in our own layout (save_pretrained refuses)
-        names[f"ngram_emb.tables.{i}.weight"] = (f"ngram_emb.tables.{i}.weight", False)
     return names
 
 
@@ -205,13 +203,6 @@ def check_config_fits_header(config: GPTConfig, st: SafetensorsFile, config_file
         if claimed[field] != found[field]:
             raise PretrainedError(f"{config_file}: {field} = {claimed[field]}, but {st.path.name} holds weights for "
                                   f"{found[field]} (config.json and the weights do not belong together)")
-    tables = sorted(key for key in st.entries if key.startswith(prefix + "ngram_emb.tables."))
-    if len(tables) != len(config.ngram_sizes) or any(
-            len(st.shape(key)) != 2 or st.shape(key)[0] != config.ngram_buckets for key in tables):
-        raise PretrainedError(f"{config_file}: ngram_sizes = {list(config.ngram_sizes)} and ngram_buckets = "
-                              f"{config.ngram_buckets}, but {st.path.name} holds {len(tables)} n-gram table(s) of "
-                              f"{sorted({st.shape(key)[0] for key in tables})} rows (config.json and the weights "
-                              "do not belong together)")
 
 
 def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
@@ -320,21 +311,23 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
         config, plan = _hf_plan(raw_config, folder / CONFIG_FILE, st)
     else:
         try:
-            config = GPTConfig.from_dict(raw_config)
+            config = cls.config_class.from_dict(raw_config)
         except (TypeError, ValueError) as exc:
-            raise PretrainedError(f"{folder / CONFIG_FILE}: neither a Hugging Face GPT-2 config nor a GPTConfig "
-                                  f"({exc})") from None
+            raise PretrainedError(f"{folder / CONFIG_FILE}: neither a Hugging Face GPT-2 config nor a "
+                                  f"{cls.config_class.__name__} ({exc})") from None
         check_config_fits_header(config, st, folder / CONFIG_FILE, hf_layout=False)
-        plan = {name: (name, False) for name in hf_names(config)}  # our names: only the set is borrowed
-        present = set(st.entries)
-        if config.tie_weights:
-            present.discard("out_head.weight")  # a tied head saved under its second name too
-        _check_names(weights, plan, present)
+        plan = None  # our names: the model's own, below
     if drop_rate is not None:
         config = dataclasses.replace(config, drop_rate=drop_rate)
 
     with init.skip_init():  # every value is overwritten below: skip the random draws
         model = cls(config)
+    if plan is None:
+        plan = {name: (name, False) for name, _ in model.named_parameters()}  # a tied head under its first name
+        present = set(st.entries)
+        if config.tie_weights:
+            present.discard("out_head.weight")  # a tied head saved under its second name too
+        _check_names(weights, plan, present)
     params = dict(model._all_named_parameters())
     for our_name, (key, transposed) in plan.items():  # names, shapes, dtypes: all checked before any copy
         want = params[our_name].shape[::-1] if transposed else params[our_name].shape
@@ -416,10 +409,6 @@ def save_pretrained(model, directory) -> Path:
     GPT-2 layout (each file atomically). A model without QKV bias is written with zero biases (the same
     function); our exact GPTConfig rides along in config.json, so loading it back gives the same model."""
     config = model.config
-    if config.ngram_sizes:
-        raise PretrainedError(f"save_pretrained: a model with n-gram embeddings (ngram_sizes {config.ngram_sizes}) "
-                              "has no Hugging Face GPT-2 equivalent; save it as a run folder instead "
-                              "(tinygrad_llm.checkpoint, or finetune.io.save_finetuned)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     params = dict(model._all_named_parameters())
