@@ -9,6 +9,7 @@
 Absolute times on a shared machine are noise; ratios of medians measured in one process, with the
 rivals interleaved repetition by repetition, are the figure worth reporting.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,8 +72,14 @@ def machine_info() -> dict:
         info["torch_threads"] = str(torch.get_num_threads())
     except ImportError:
         pass
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-                "TINYGRAD_LLM_KERNELS", "TINYGRAD_LLM_DEVICE"):
+    for var in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+        "TINYGRAD_LLM_KERNELS",
+        "TINYGRAD_LLM_DEVICE",
+    ):
         if os.environ.get(var):
             info[var] = os.environ[var]
     return info
@@ -114,8 +121,9 @@ def _calibrate(fn, min_time: float) -> int:
         number *= 4
 
 
-def time_interleaved(fns: dict, repeats: int = 7, number: int | None = None, min_time: float = 0.05,
-                     warmup: int = 1) -> dict:
+def time_interleaved(
+    fns: dict, repeats: int = 7, number: int | None = None, min_time: float = 0.05, warmup: int = 1
+) -> dict:
     """Median seconds per call of each callable, the callables interleaved repetition by repetition.
 
     Args:
@@ -146,9 +154,14 @@ def time_interleaved(fns: dict, repeats: int = 7, number: int | None = None, min
 
 # ---- devices: --device cpu|cuda, synchronisation, TF32, peak TFLOP/s and MFU ---------------------------
 
+
 def add_device_argument(parser) -> None:
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cpu (default) or cuda: ours on CuPy, PyTorch eager on the same GPU")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu (default) or cuda: ours on CuPy, PyTorch eager on the same GPU",
+    )
 
 
 def require_device(device: str) -> None:
@@ -157,8 +170,10 @@ def require_device(device: str) -> None:
         import tinygrad_llm as tl
 
         if not tl.cuda_available():
-            raise SystemExit("--device cuda: no CUDA GPU usable by CuPy on this machine "
-                             "(pip install 'tinygrad-llm[cuda12]' on a machine with one)")
+            raise SystemExit(
+                "--device cuda: no CUDA GPU usable by CuPy on this machine "
+                "(pip install 'tinygrad-llm[cuda12]' on a machine with one)"
+            )
 
 
 def synchronize(device: str, torch=None) -> None:
@@ -182,6 +197,7 @@ def synced(fns: dict, device: str, torch=None) -> dict:
             out = fn()
             synchronize(device, torch)
             return out
+
         return run
 
     return {name: wrap(fn) for name, fn in fns.items()}

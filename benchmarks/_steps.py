@@ -7,6 +7,7 @@
 Every side starts from the same weights and trains on the same batch. SHAPES are the issue's three model
 sizes (dropout 0, untied output head).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,15 @@ def shape_config(shape: str, batch: int | None = None, context: int | None = Non
     return config, batch or default_batch
 
 
-def build_steps(shape: str, sides=SIDES, torch=None, batch: int | None = None, context: int | None = None,
-                device: str = "cpu", precision: str = "fp32") -> dict:
+def build_steps(
+    shape: str,
+    sides=SIDES,
+    torch=None,
+    batch: int | None = None,
+    context: int | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+) -> dict:
     """name -> zero-argument callable running one training step; a side that cannot be built is left out
     with a printed reason (torch missing, torch.compile failing on this machine).
 

@@ -12,6 +12,7 @@ AdamW on both sides, no clipping on either; interleaved repetitions in one proce
 once at the default threads and once at one thread (where the fast step has one part: the same work). The
 ratio at the default threads is the figure the book loops' docstrings quote.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,15 +23,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import print_machine, time_interleaved  # noqa: E402
+from _common import print_machine, time_interleaved
 
-import tinygrad_llm as tl  # noqa: E402
-from tinygrad_llm import threads  # noqa: E402
-from tinygrad_llm.model import GPTConfig, GPTModel  # noqa: E402
-from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay  # noqa: E402
-from tinygrad_llm.runtime import split_count  # noqa: E402
-from tinygrad_llm.train.losses import calc_loss_batch  # noqa: E402
-from tinygrad_llm.train.step import train_step  # noqa: E402
+import tinygrad_llm as tl
+from tinygrad_llm import threads
+from tinygrad_llm.model import GPTConfig, GPTModel
+from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
+from tinygrad_llm.runtime import split_count
+from tinygrad_llm.train.losses import calc_loss_batch
+from tinygrad_llm.train.step import train_step
 
 
 def make_side(config, seed: int):
@@ -61,24 +62,35 @@ def main(argv=None) -> int:
     if args.quick:
         args.preset, args.batch_size, args.context_length, args.repeats = "tiny", 4, 16, 2
 
-    config = GPTConfig.preset(args.preset, vocab_size=args.vocab_size, context_length=args.context_length,
-                              drop_rate=0.0)
+    config = GPTConfig.preset(
+        args.preset, vocab_size=args.vocab_size, context_length=args.context_length, drop_rate=0.0
+    )
     rng = np.random.default_rng(args.seed)
     x = rng.integers(0, args.vocab_size, size=(args.batch_size, args.context_length))
     y = rng.integers(0, args.vocab_size, size=(args.batch_size, args.context_length))
     book, fast = make_side(config, args.seed), make_side(config, args.seed)
-    print_machine(preset=args.preset, batch=args.batch_size, context=args.context_length,
-                  parameters=f"{book[0].num_parameters():,}", repeats=args.repeats)
+    print_machine(
+        preset=args.preset,
+        batch=args.batch_size,
+        context=args.context_length,
+        parameters=f"{book[0].num_parameters():,}",
+        repeats=args.repeats,
+    )
     number = 1 if args.quick else None
     for n in (None, 1):  # the default thread policy, then one thread
         threads.set_threads(n)  # None: the automatic choice
-        medians = time_interleaved({"book": lambda: book_step(*book, x, y),
-                                    "fast": lambda: train_step(*fast, [(x, y)], "cpu")},
-                                   repeats=args.repeats, number=number, warmup=1 if args.quick else 3)
+        medians = time_interleaved(
+            {"book": lambda: book_step(*book, x, y), "fast": lambda: train_step(*fast, [(x, y)], "cpu")},
+            repeats=args.repeats,
+            number=number,
+            warmup=1 if args.quick else 3,
+        )
         label = "default threads" if n is None else f"--threads {n}"
         book_ms, fast_ms = medians["book"] * 1e3, medians["fast"] * 1e3
-        print(f"{label} ({split_count(x, fast[0])} part(s) a step): book {book_ms:.1f} ms, fast {fast_ms:.1f} ms: "
-              f"the fast step {book_ms / fast_ms:.2f} times as fast")
+        print(
+            f"{label} ({split_count(x, fast[0])} part(s) a step): book {book_ms:.1f} ms, fast {fast_ms:.1f} ms: "
+            f"the fast step {book_ms / fast_ms:.2f} times as fast"
+        )
     return 0
 
 

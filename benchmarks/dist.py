@@ -11,6 +11,7 @@ AdamW. Printed: tokens/s of each, their ratio (the scaling efficiency on these c
 N-process step spent averaging gradients, and the Allreduce time and bandwidth for the model's gradient at
 several bucket sizes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,13 @@ def worker(args) -> None:
     """Time ``args.steps`` steps after one warm-up (and, with several processes, the Allreduce); rank 0
     prints one JSON line."""
     import numpy as np
+    from _steps import shape_config
 
     import tinygrad_llm as tl
     from tinygrad_llm import backend, dist
     from tinygrad_llm import functional as F
     from tinygrad_llm.model import GPTModel
     from tinygrad_llm.optim import AdamW, clip_grad_norm_, param_groups_for_weight_decay
-    from _steps import shape_config
 
     comm = dist.init(args.device)
     config, batch = shape_config(args.shape, args.batch, args.context)
@@ -75,9 +76,13 @@ def worker(args) -> None:
         if i:  # the first step compiles kernels and touches fresh memory
             steps.append(time.perf_counter() - start)
             reduces.append(reduce_s)
-    result = {"procs": comm.world_size, "step_s": statistics.median(steps),
-              "tokens_per_step": batch * config.context_length * comm.world_size,
-              "reduce_s": statistics.median(reduces), "parameters": sum(p.data.size for p in params)}
+    result = {
+        "procs": comm.world_size,
+        "step_s": statistics.median(steps),
+        "tokens_per_step": batch * config.context_length * comm.world_size,
+        "reduce_s": statistics.median(reduces),
+        "parameters": sum(p.data.size for p in params),
+    }
     if reducer is not None:  # the Allreduce alone, over the whole gradient, at several bucket sizes
         allreduce = {}
         for mb in BUCKETS_MB:
@@ -90,8 +95,10 @@ def worker(args) -> None:
                     comm.allreduce_(r.flat[lo:hi])
                 sync()
                 times.append(time.perf_counter() - start)
-            allreduce["whole" if mb is None else f"{mb} MB"] = {"buckets": len(r.buckets),
-                                                                "seconds": statistics.median(times)}
+            allreduce["whole" if mb is None else f"{mb} MB"] = {
+                "buckets": len(r.buckets),
+                "seconds": statistics.median(times),
+            }
             del r
         result["allreduce"] = allreduce
         result["gradient_bytes"] = reducer.flat.nbytes
@@ -101,8 +108,9 @@ def worker(args) -> None:
 
 def run(command: list[str], threads: int, timeout: float) -> dict:
     env = {**os.environ, "TINYGRAD_LLM_THREADS": str(threads)}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:  # mpiexec and every process it started, not mpiexec alone
@@ -112,12 +120,13 @@ def run(command: list[str], threads: int, timeout: float) -> dict:
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.exit(f"benchmark run failed ({' '.join(command)}):\n{err[-2000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--procs", type=int, default=2, help="processes of the data-parallel run")
     parser.add_argument("--shape", default="gpt2-small", help="a benchmarks/_steps.py shape or a preset")
     parser.add_argument("--batch", type=int, default=2, help="windows per process")
@@ -125,8 +134,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per run (after one warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, each running both configurations")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--one-thread", action="store_true",
-                        help="also run one process on one thread (a busy machine's choice) as a third reference")
+    parser.add_argument(
+        "--one-thread",
+        action="store_true",
+        help="also run one process on one thread (a busy machine's choice) as a third reference",
+    )
     parser.add_argument("--mpiexec", default=os.environ.get("MPIEXEC") or shutil.which("mpiexec") or "mpiexec")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a run is killed")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -136,14 +148,26 @@ def main() -> None:
     from _common import print_machine
 
     print_machine(threads=args.procs)
-    script = [sys.executable, str(Path(__file__).resolve()), "--worker", "--shape", args.shape, "--context",
-              str(args.context), "--steps", str(args.steps), "--device", args.device]
+    script = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--shape",
+        args.shape,
+        "--context",
+        str(args.context),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+    ]
     one_threads = args.procs if args.device == "cpu" else 1
     single_runs, multi_runs, one_thread_runs = [], [], []
     for _ in range(args.rounds):
         single_runs.append(run(script + ["--batch", str(args.procs * args.batch)], one_threads, args.timeout))
-        multi_runs.append(run([args.mpiexec, "-n", str(args.procs)] + script + ["--batch", str(args.batch)], 1,
-                              args.timeout))
+        multi_runs.append(
+            run([args.mpiexec, "-n", str(args.procs)] + script + ["--batch", str(args.batch)], 1, args.timeout)
+        )
         if args.one_thread and one_threads > 1:  # what a busy machine's thread policy would choose
             one_thread_runs.append(run(script + ["--batch", str(args.procs * args.batch)], 1, args.timeout))
     single = statistics.median(r["tokens_per_step"] / r["step_s"] for r in single_runs)
@@ -151,23 +175,33 @@ def main() -> None:
     last = multi_runs[-1]
     reduce_share = statistics.median(r["reduce_s"] / r["step_s"] for r in multi_runs)
     where = f"{args.procs} GPUs" if args.device == "cuda" else f"{args.procs} cores"
-    print(f"\n{args.shape}, context {args.context}, {last['parameters']:,} parameters, global batch "
-          f"{args.procs * args.batch}, {where}; medians of {args.rounds} rounds x {args.steps} steps")
+    print(
+        f"\n{args.shape}, context {args.context}, {last['parameters']:,} parameters, global batch "
+        f"{args.procs * args.batch}, {where}; medians of {args.rounds} rounds x {args.steps} steps"
+    )
     print(f"  1 process x {one_threads} thread(s), batch {args.procs * args.batch}: {single:10,.0f} tokens/s")
     print(f"  {args.procs} processes x 1 thread, batch {args.batch} each:  {multi:10,.0f} tokens/s")
-    print(f"  ratio (scaling efficiency on the same {where}): {multi / single:.2f}x; gradient averaging is "
-          f"{100 * reduce_share:.0f}% of the {args.procs}-process step")
+    print(
+        f"  ratio (scaling efficiency on the same {where}): {multi / single:.2f}x; gradient averaging is "
+        f"{100 * reduce_share:.0f}% of the {args.procs}-process step"
+    )
     if one_thread_runs:
         one = statistics.median(r["tokens_per_step"] / r["step_s"] for r in one_thread_runs)
-        print(f"  1 process x 1 thread, batch {args.procs * args.batch}:  {one:10,.0f} tokens/s  "
-              f"({args.procs} processes: {multi / one:.2f}x)")
+        print(
+            f"  1 process x 1 thread, batch {args.procs * args.batch}:  {one:10,.0f} tokens/s  "
+            f"({args.procs} processes: {multi / one:.2f}x)"
+        )
     size = last["gradient_bytes"]
-    print(f"  Allreduce of the {size / 2**20:,.0f} MiB gradient over {args.procs} processes (bus bandwidth "
-          f"2(N-1)/N x bytes / time):")
+    print(
+        f"  Allreduce of the {size / 2**20:,.0f} MiB gradient over {args.procs} processes (bus bandwidth "
+        f"2(N-1)/N x bytes / time):"
+    )
     for name, entry in last["allreduce"].items():
         bus = 2 * (args.procs - 1) / args.procs * size / entry["seconds"]
-        print(f"    buckets of {name:>6} ({entry['buckets']:>3} calls): {entry['seconds'] * 1000:8.1f} ms  "
-              f"{bus / 1e9:6.2f} GB/s")
+        print(
+            f"    buckets of {name:>6} ({entry['buckets']:>3} calls): {entry['seconds'] * 1000:8.1f} ms  "
+            f"{bus / 1e9:6.2f} GB/s"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Prints medians and ratios (BERT / GPT): the step, the exact erf GELU against the
 feed-forward's activations (both Numba kernels), and the padded attention softmax (F.masked_softmax, NumPy)
 against the causal one (F.causal_softmax, the compiled kernel).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_machine, time_interleaved  # noqa: E402
+from _common import print_machine, time_interleaved
 
-import tinygrad_llm as tl  # noqa: E402
-from tinygrad_llm import functional as F  # noqa: E402
-from tinygrad_llm.finetune.classifier import add_classification_head  # noqa: E402
-from tinygrad_llm.model import BertConfig, BertForSequenceClassification, GPTConfig, GPTModel  # noqa: E402
+import tinygrad_llm as tl
+from tinygrad_llm import functional as F
+from tinygrad_llm.finetune.classifier import add_classification_head
+from tinygrad_llm.model import BertConfig, BertForSequenceClassification, GPTConfig, GPTModel
 
 
 def main() -> int:
@@ -48,40 +49,53 @@ def main() -> int:
         def run():
             model.zero_grad()
             F.cross_entropy(read(model(ids)), labels).backward()
+
         return run
 
-    medians = time_interleaved({"gpt": step(gpt, lambda out: out[:, -1, :]), "bert": step(bert, lambda out: out)},
-                               repeats=args.repeats)
-    print(f"training step, batch {args.batch_size} x {args.length}, {args.preset}: GPT {medians['gpt'] * 1e3:.1f} ms, "
-          f"BERT {medians['bert'] * 1e3:.1f} ms, ratio {medians['bert'] / medians['gpt']:.2f}x")
+    medians = time_interleaved(
+        {"gpt": step(gpt, lambda out: out[:, -1, :]), "bert": step(bert, lambda out: out)}, repeats=args.repeats
+    )
+    print(
+        f"training step, batch {args.batch_size} x {args.length}, {args.preset}: GPT {medians['gpt'] * 1e3:.1f} ms, "
+        f"BERT {medians['bert'] * 1e3:.1f} ms, ratio {medians['bert'] / medians['gpt']:.2f}x"
+    )
 
-    x = tl.Tensor(rng.standard_normal((args.batch_size, args.length, 4 * shape.emb_dim)).astype(np.float32),
-                  requires_grad=True)
+    x = tl.Tensor(
+        rng.standard_normal((args.batch_size, args.length, 4 * shape.emb_dim)).astype(np.float32), requires_grad=True
+    )
 
     def gelu(approximate):
         def run():
             F.gelu(x, approximate=approximate).sum().backward()
+
         return run
 
     medians = time_interleaved({"tanh": gelu("tanh"), "erf": gelu("none")}, repeats=args.repeats)
-    print(f"GELU forward + backward on {tuple(x.shape)}: tanh {medians['tanh'] * 1e3:.1f} ms, exact erf "
-          f"{medians['erf'] * 1e3:.1f} ms, ratio {medians['erf'] / medians['tanh']:.2f}x (kernels unless "
-          f"TINYGRAD_LLM_KERNELS=numpy)")
+    print(
+        f"GELU forward + backward on {tuple(x.shape)}: tanh {medians['tanh'] * 1e3:.1f} ms, exact erf "
+        f"{medians['erf'] * 1e3:.1f} ms, ratio {medians['erf'] / medians['tanh']:.2f}x (kernels unless "
+        f"TINYGRAD_LLM_KERNELS=numpy)"
+    )
 
-    scores = tl.Tensor(rng.standard_normal((args.batch_size, shape.n_heads, args.length, args.length))
-                       .astype(np.float32), requires_grad=True)
+    scores = tl.Tensor(
+        rng.standard_normal((args.batch_size, shape.n_heads, args.length, args.length)).astype(np.float32),
+        requires_grad=True,
+    )
     keep = (ids != args.vocab - 4)[:, None, None, :]
 
     def softmax(masked):
         def run():
             y = F.masked_softmax(scores, keep, 0.125) if masked else F.causal_softmax(scores, 0.125)
             y.sum().backward()
+
         return run
 
     medians = time_interleaved({"causal": softmax(False), "padded": softmax(True)}, repeats=args.repeats)
-    print(f"attention softmax forward + backward on {tuple(scores.shape)}: causal (kernel) "
-          f"{medians['causal'] * 1e3:.1f} ms, padded (NumPy) {medians['padded'] * 1e3:.1f} ms, ratio "
-          f"{medians['padded'] / medians['causal']:.2f}x")
+    print(
+        f"attention softmax forward + backward on {tuple(scores.shape)}: causal (kernel) "
+        f"{medians['causal'] * 1e3:.1f} ms, padded (NumPy) {medians['padded'] * 1e3:.1f} ms, ratio "
+        f"{medians['padded'] / medians['causal']:.2f}x"
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ Variants, interleaved within each repetition (so machine noise hits them alike),
   torch-nocache  the same PyTorch model without the cache
 The figure is the ratio of medians measured side by side, never an absolute time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,25 +20,26 @@ import platform
 import statistics
 import sys
 import time
-
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tinygrad_llm as tl  # noqa: E402
-from tinygrad_llm.model import GPTConfig, GPTModel  # noqa: E402
+from _common import add_device_argument, require_device, synced
+from torch_gpt import build_torch_gpt, torch_generate
 
-from _common import add_device_argument, require_device, synced  # noqa: E402
-from torch_gpt import build_torch_gpt, torch_generate  # noqa: E402
+import tinygrad_llm as tl
+from tinygrad_llm.model import GPTConfig, GPTModel
 
 PROMPT = [15496, 11, 314, 716]  # "Hello, I am" in GPT-2's BPE
 
 
 def machine() -> str:
-    lines = [f"platform: {platform.platform()}, python {platform.python_version()}, cpus: {os.cpu_count()}",
-             f"numpy {np.__version__}"]
+    lines = [
+        f"platform: {platform.platform()}, python {platform.python_version()}, cpus: {os.cpu_count()}",
+        f"numpy {np.__version__}",
+    ]
     try:
         import torch
 
@@ -53,9 +55,11 @@ def machine() -> str:
 
 # ---- the measurement ----------------------------------------------------------------------------------
 
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--quick", action="store_true", help="30 new tokens instead of 200")
     parser.add_argument("--tokens", type=int, default=None, help="new tokens per run (default 200, --quick 30)")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions; the median is reported")
@@ -73,8 +77,10 @@ def main(argv=None) -> int:
     cfg = GPTConfig.preset(args.preset, drop_rate=0.0, tie_weights=True)
     tl.manual_seed(0)
     model = GPTModel(cfg).eval()
-    print(f"model: {args.preset} tied, {model.num_parameters():,} parameters, float32; prompt {len(PROMPT)} tokens, "
-          f"{tokens} new tokens, batch 1, greedy, {args.repeats} repetitions")
+    print(
+        f"model: {args.preset} tied, {model.num_parameters():,} parameters, float32; prompt {len(PROMPT)} tokens, "
+        f"{tokens} new tokens, batch 1, greedy, {args.repeats} repetitions"
+    )
     prompt = np.array([PROMPT], dtype=np.int64)
 
     variants = {"ours-cache": lambda: tl.generate(model, prompt, tokens, use_cache=True)}
@@ -108,7 +114,7 @@ def main(argv=None) -> int:
             times[name].append(time.perf_counter() - start)
 
     medians = {name: statistics.median(ts) for name, ts in times.items()}
-    print(f"\n| variant | median s | tokens/s | vs ours-cache |")
+    print("\n| variant | median s | tokens/s | vs ours-cache |")
     print("| --- | ---: | ---: | ---: |")
     for name, seconds in medians.items():
         print(f"| {name} | {seconds:.2f} | {tokens / seconds:.1f} | {medians['ours-cache'] / seconds:.2f}x |")

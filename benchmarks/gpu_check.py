@@ -1,7 +1,7 @@
 """One command for a machine with a GPU: every CUDA test, a training step and a generation run beside PyTorch,
 fp16/bf16 training against fp32, and the results as a dated section of benchmarks/RESULTS.md.
 
-    python benchmarks/gpu_check.py                  # sized for under 8 minutes on an H200 (not yet timed); installs nothing
+    python benchmarks/gpu_check.py                  # sized for under 8 minutes on an H200 (untimed); installs nothing
     python benchmarks/gpu_check.py --no-write       # print only
 
 1. ``pytest -m cuda`` (every test that needs a GPU: CuPy kernels against the reference with the Numba tests'
@@ -16,6 +16,7 @@ fp16/bf16 training against fp32, and the results as a dated section of benchmark
 
 Exits 0 when the tests pass and fp16/bf16 track fp32; 1 otherwise, or when no GPU is usable (said in one line).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,14 @@ def run_cuda_tests(timeout: int) -> tuple[bool, str]:
     """``pytest -m cuda`` in a child process; (passed, its summary line)."""
     env = {**os.environ, "HYPOTHESIS_PROFILE": "ci"}
     try:
-        done = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-rfEs",
-                               "tests"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-rfEs", "tests"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return False, f"pytest -m cuda did not finish within {timeout} s"
     lines = [line for line in done.stdout.splitlines() if line.strip()]
@@ -66,25 +73,38 @@ def training_steps(torch, repeats: int) -> list[dict]:
         set_tf32(precision == "tf32", torch)
         sides = ("tinygrad_llm", "torch eager") if torch is not None else ("tinygrad_llm",)
         try:
-            steps = build_steps("gpt2-small", sides=sides, torch=torch, batch=batch, context=1024, device="cuda",
-                                precision=precision)
+            steps = build_steps(
+                "gpt2-small", sides=sides, torch=torch, batch=batch, context=1024, device="cuda", precision=precision
+            )
             medians = time_interleaved(synced(steps, "cuda", torch), repeats=repeats, number=1, warmup=2)
         except Exception as exc:  # e.g. bf16 on a CuPy without bfloat16 matrix products: say so, go on
             print(f"   {precision}: not measured ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
             rows.append({"precision": precision, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"})
             continue
         tokens = batch * config.context_length
-        row = {"precision": precision, "ours_ms": 1000 * medians["tinygrad_llm"],
-               "ours_tok_s": tokens / medians["tinygrad_llm"],
-               "ours_mfu": mfu_line(tokens / medians["tinygrad_llm"], config, n_params, precision)}
+        row = {
+            "precision": precision,
+            "ours_ms": 1000 * medians["tinygrad_llm"],
+            "ours_tok_s": tokens / medians["tinygrad_llm"],
+            "ours_mfu": mfu_line(tokens / medians["tinygrad_llm"], config, n_params, precision),
+        }
         if "torch eager" in medians:
-            row.update(torch_ms=1000 * medians["torch eager"], torch_tok_s=tokens / medians["torch eager"],
-                       torch_mfu=mfu_line(tokens / medians["torch eager"], config, n_params, precision),
-                       ratio=medians["torch eager"] / medians["tinygrad_llm"])
+            row.update(
+                torch_ms=1000 * medians["torch eager"],
+                torch_tok_s=tokens / medians["torch eager"],
+                torch_mfu=mfu_line(tokens / medians["torch eager"], config, n_params, precision),
+                ratio=medians["torch eager"] / medians["tinygrad_llm"],
+            )
         rows.append(row)
-        print(f"   {precision}: ours {row['ours_ms']:.1f} ms/step ({row['ours_mfu']})"
-              + (f", torch {row['torch_ms']:.1f} ms ({row['torch_mfu']}), ours/torch throughput {row['ratio']:.2f}x"
-                 if "ratio" in row else ""), flush=True)
+        print(
+            f"   {precision}: ours {row['ours_ms']:.1f} ms/step ({row['ours_mfu']})"
+            + (
+                f", torch {row['torch_ms']:.1f} ms ({row['torch_mfu']}), ours/torch throughput {row['ratio']:.2f}x"
+                if "ratio" in row
+                else ""
+            ),
+            flush=True,
+        )
         del steps
     set_tf32(False, torch)
     return rows
@@ -132,7 +152,7 @@ def precision_runs(steps: int) -> dict:
     from tinygrad_llm.model import GPTConfig, GPTModel
     from tinygrad_llm.tokenizer import get_tokenizer
     from tinygrad_llm.train.corpus import builtin_corpus
-    from tinygrad_llm.train.trainer import Trainer, TrainConfig
+    from tinygrad_llm.train.trainer import TrainConfig, Trainer
 
     text = builtin_corpus()
     tokenizer = get_tokenizer("char", text=text)
@@ -141,14 +161,32 @@ def precision_runs(steps: int) -> dict:
     results = {}
     for precision in ("fp32", "fp16", "bf16"):
         tl.manual_seed(1337)
-        model = GPTModel(GPTConfig(vocab_size=tokenizer.n_vocab, context_length=256, emb_dim=384, n_heads=6,
-                                   n_layers=6, drop_rate=0.0)).to("cuda")
-        config = TrainConfig(max_steps=steps, batch_size=32, lr=1e-3, warmup_steps=20, eval_interval=steps,
-                             eval_iters=20, seed=1337, precision=precision)
+        model = GPTModel(
+            GPTConfig(
+                vocab_size=tokenizer.n_vocab, context_length=256, emb_dim=384, n_heads=6, n_layers=6, drop_rate=0.0
+            )
+        ).to("cuda")
+        config = TrainConfig(
+            max_steps=steps,
+            batch_size=32,
+            lr=1e-3,
+            warmup_steps=20,
+            eval_interval=steps,
+            eval_iters=20,
+            seed=1337,
+            precision=precision,
+        )
         with tempfile.TemporaryDirectory() as out:
             try:
-                trainer = Trainer(model, GPTDataset(ids[:split], 256, stride=128), GPTDataset(ids[split:], 256),
-                                  config, Path(out) / "run", device="cuda", log=lambda message: None)
+                trainer = Trainer(
+                    model,
+                    GPTDataset(ids[:split], 256, stride=128),
+                    GPTDataset(ids[split:], 256),
+                    config,
+                    Path(out) / "run",
+                    device="cuda",
+                    log=lambda message: None,
+                )
                 start = time.perf_counter()
                 trainer.fit()
             except Exception as exc:
@@ -156,11 +194,17 @@ def precision_runs(steps: int) -> dict:
                 print(f"   {precision}: failed: {results[precision]['error']}")
                 continue
         last = trainer.history[-1]
-        results[precision] = {"val_loss": last["val_loss"], "train_loss": last["train_loss"],
-                              "seconds": time.perf_counter() - start,
-                              "scale": trainer.precision.scaler.get_scale()}
-        print(f"   {precision}: val loss {last['val_loss']:.4f} after {steps} steps "
-              f"({results[precision]['seconds']:.0f} s)", flush=True)
+        results[precision] = {
+            "val_loss": last["val_loss"],
+            "train_loss": last["train_loss"],
+            "seconds": time.perf_counter() - start,
+            "scale": trainer.precision.scaler.get_scale(),
+        }
+        print(
+            f"   {precision}: val loss {last['val_loss']:.4f} after {steps} steps "
+            f"({results[precision]['seconds']:.0f} s)",
+            flush=True,
+        )
     return results
 
 
@@ -173,8 +217,9 @@ def write_section(path: Path, text: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="file to append to")
     parser.add_argument("--no-write", action="store_true", help="print only; RESULTS.md is left alone")
     parser.add_argument("--steps", type=int, default=200, help="training steps per precision in part 4")
@@ -185,8 +230,11 @@ def main(argv=None) -> int:
     import tinygrad_llm as tl
 
     if not tl.cuda_available():
-        print("gpu_check: no CUDA GPU usable by CuPy on this machine (CuPy missing, no driver, or no device): "
-              "nothing was checked", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA GPU usable by CuPy on this machine (CuPy missing, no driver, or no device): "
+            "nothing was checked",
+            file=sys.stderr,
+        )
         return 1
     from _common import gpu_name, machine_info
 
@@ -225,8 +273,10 @@ def main(argv=None) -> int:
             continue
         gap = abs(run["val_loss"] - ref) / ref
         track_ok &= gap <= TRACK_TOLERANCE
-        track_lines.append(f"| {precision} | {run['val_loss']:.4f} | {100 * gap:.2f}% | "
-                           f"{'PASS' if gap <= TRACK_TOLERANCE else 'FAIL'} (<= 1%) |")
+        track_lines.append(
+            f"| {precision} | {run['val_loss']:.4f} | {100 * gap:.2f}% | "
+            f"{'PASS' if gap <= TRACK_TOLERANCE else 'FAIL'} (<= 1%) |"
+        )
     elapsed = time.perf_counter() - started
 
     step_lines = []
@@ -236,36 +286,43 @@ def main(argv=None) -> int:
             continue
         ratio = row.get("ratio")
         verdict = "" if ratio is None else (" PASS" if ratio >= SPEED_TARGET else " MISS")
-        step_lines.append(f"| {row['precision']} | {row['ours_ms']:.1f} ({row['ours_mfu']}) | "
-                          f"{row.get('torch_ms', float('nan')):.1f} ({row.get('torch_mfu', '-')}) | "
-                          f"{'-' if ratio is None else f'{ratio:.2f}x'}{verdict} |")
+        step_lines.append(
+            f"| {row['precision']} | {row['ours_ms']:.1f} ({row['ours_mfu']}) | "
+            f"{row.get('torch_ms', float('nan')):.1f} ({row.get('torch_mfu', '-')}) | "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'}{verdict} |"
+        )
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join([
-        f"## GPU check, {date}, {device}",
-        "",
-        f"`python benchmarks/gpu_check.py` ({elapsed / 60:.1f} min; cupy {info['cupy']}, torch {info['torch']}, "
-        f"numpy {info['numpy']}).",
-        "",
-        f"- `pytest -m cuda`: {tests_summary} -> {'PASS' if tests_ok else 'FAIL'}",
-        f"- generation (gpt2-small, 100 tokens, greedy, cached): ours {gen.get('ours_tok_s', 0):.1f} tokens/s"
-        + (f", torch eager {gen['torch_tok_s']:.1f} tokens/s, same tokens: {gen['same_tokens']}"
-           if "torch_tok_s" in gen else ""),
-        "",
-        "Training step, gpt2-small untied, batch 8 x 1024 tokens (forward, backward, clip, AdamW), median of "
-        f"{args.repeats} interleaved steps; target ours >= {SPEED_TARGET}x torch's throughput:",
-        "",
-        "| precision | ours ms/step | torch eager ms/step | ours / torch throughput |",
-        "| --- | --- | --- | ---: |",
-        *step_lines,
-        "",
-        f"Mixed precision against fp32 ({args.steps} steps, char-level GPT 6 x 384 on pydoc_data; fp32 val loss "
-        f"{'-' if ref is None else f'{ref:.4f}'}):",
-        "",
-        "| precision | val loss | gap to fp32 | target |",
-        "| --- | ---: | ---: | --- |",
-        *track_lines,
-        "",
-    ])
+    section = "\n".join(
+        [
+            f"## GPU check, {date}, {device}",
+            "",
+            f"`python benchmarks/gpu_check.py` ({elapsed / 60:.1f} min; cupy {info['cupy']}, torch {info['torch']}, "
+            f"numpy {info['numpy']}).",
+            "",
+            f"- `pytest -m cuda`: {tests_summary} -> {'PASS' if tests_ok else 'FAIL'}",
+            f"- generation (gpt2-small, 100 tokens, greedy, cached): ours {gen.get('ours_tok_s', 0):.1f} tokens/s"
+            + (
+                f", torch eager {gen['torch_tok_s']:.1f} tokens/s, same tokens: {gen['same_tokens']}"
+                if "torch_tok_s" in gen
+                else ""
+            ),
+            "",
+            "Training step, gpt2-small untied, batch 8 x 1024 tokens (forward, backward, clip, AdamW), median of "
+            f"{args.repeats} interleaved steps; target ours >= {SPEED_TARGET}x torch's throughput:",
+            "",
+            "| precision | ours ms/step | torch eager ms/step | ours / torch throughput |",
+            "| --- | --- | --- | ---: |",
+            *step_lines,
+            "",
+            f"Mixed precision against fp32 ({args.steps} steps, char-level GPT 6 x 384 on pydoc_data; fp32 val loss "
+            f"{'-' if ref is None else f'{ref:.4f}'}):",
+            "",
+            "| precision | val loss | gap to fp32 | target |",
+            "| --- | ---: | ---: | --- |",
+            *track_lines,
+            "",
+        ]
+    )
     print()
     print(section)
     if not args.no_write:

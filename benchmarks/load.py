@@ -16,6 +16,7 @@ time of each configuration at each load, and the two ratios of issue 10's load t
 Benchmark with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset where the environment sets them:
 ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/load.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,11 @@ def worker(side: str, threads: int | None, shape: str, steps: int, max_seconds: 
     torch = None
     if side.startswith("torch"):
         import torch
+
         if threads is not None:
             torch.set_num_threads(threads)
     from _steps import build_steps
+
     from tinygrad_llm import runtime
 
     if side == "tinygrad_llm" and threads is not None:
@@ -73,8 +76,18 @@ def run_config(label: str, args) -> float:
     if side == "baseline":  # the other checkout's own worker, on its own package
         script, side = str(Path(args.baseline, "benchmarks", "load.py")), "tinygrad_llm"
         env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
-    cmd = [sys.executable, script, "--worker", side, "--shape", args.shape, "--steps", str(args.steps),
-           "--max-seconds", str(args.max_seconds)]
+    cmd = [
+        sys.executable,
+        script,
+        "--worker",
+        side,
+        "--shape",
+        args.shape,
+        "--steps",
+        str(args.steps),
+        "--max-seconds",
+        str(args.max_seconds),
+    ]
     if threads is not None:
         cmd += ["--worker-threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
@@ -85,8 +98,13 @@ def run_config(label: str, args) -> float:
 
 def measure(args) -> None:
     """Every configuration at every load for args.shape, interleaved; prints the table and the ratios."""
-    labels = [label for label in CONFIGS if not (args.no_torch and "torch" in label)
-              and (args.compile or "compile" not in label) and (args.baseline or "baseline" not in label)]
+    labels = [
+        label
+        for label in CONFIGS
+        if not (args.no_torch and "torch" in label)
+        and (args.compile or "compile" not in label)
+        and (args.baseline or "baseline" not in label)
+    ]
     results: dict[int, dict[str, list]] = {}
     for n_busy in args.busy:
         busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n_busy)]
@@ -94,10 +112,12 @@ def measure(args) -> None:
             time.sleep(1.0 if n_busy else 0.0)  # let the load settle (and our monitor see it)
             results[n_busy] = {label: [] for label in labels}
             for r in range(args.rounds):
-                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
                     results[n_busy][label].append(run_config(label, args))
-                    print(f"  busy {n_busy}, round {r + 1}: {label}: {results[n_busy][label][-1] * 1000:.1f} ms",
-                          flush=True)
+                    print(
+                        f"  busy {n_busy}, round {r + 1}: {label}: {results[n_busy][label][-1] * 1000:.1f} ms",
+                        flush=True,
+                    )
         finally:
             for p in busy:
                 p.kill()
@@ -112,27 +132,34 @@ def measure(args) -> None:
     for setting in ("defaults", "1 thread"):  # issue 10's idle targets: <= 0.83 against eager, <= 1 against compile
         for side, target in (("torch eager", "<= 0.83"), ("torch.compile", "<= 1")):
             if 0 in medians and f"{side}, {setting}" in medians[0]:
-                print(f"idle, {setting}: ours / {side} = {medians[0][f'ours, {setting}'] / medians[0][f'{side}, {setting}']:.2f} "
-                      f"(target {target})")
+                ratio = medians[0][f"ours, {setting}"] / medians[0][f"{side}, {setting}"]
+                print(f"idle, {setting}: ours / {side} = {ratio:.2f} (target {target})")
     for n, per in medians.items():
         if n == 0:
             continue
         if idle_one:
-            print(f"{n} busy: ours at defaults / ours idle at 1 thread = {per['ours, defaults'] / idle_one:.2f} "
-                  f"(target <= 2)")
+            print(
+                f"{n} busy: ours at defaults / ours idle at 1 thread = {per['ours, defaults'] / idle_one:.2f} "
+                f"(target <= 2)"
+            )
         if "torch eager, defaults" in per:
-            print(f"{n} busy: ours at defaults / torch eager at defaults = "
-                  f"{per['ours, defaults'] / per['torch eager, defaults']:.2f} (target < 1)")
+            print(
+                f"{n} busy: ours at defaults / torch eager at defaults = "
+                f"{per['ours, defaults'] / per['torch eager, defaults']:.2f} (target < 1)"
+            )
     for n, per in medians.items():
         for setting in ("defaults", "1 thread"):
             if f"baseline, {setting}" in per:
-                print(f"{n} busy, {setting}: ours / baseline ({args.baseline}) = "
-                      f"{per[f'ours, {setting}'] / per[f'baseline, {setting}']:.3f}")
+                print(
+                    f"{n} busy, {setting}: ours / baseline ({args.baseline}) = "
+                    f"{per[f'ours, {setting}'] / per[f'baseline, {setting}']:.3f}"
+                )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--shape", default="baby", help="baby, medium, gpt2-small (benchmarks/_steps.py) or all")
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 2], help="background busy processes per level")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
@@ -140,17 +167,27 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seconds", type=float, default=8.0, help="stop a run's timing after this (>= 3 steps)")
     parser.add_argument("--no-torch", action="store_true", help="only our two configurations")
     parser.add_argument("--compile", action="store_true", help="torch.compile's two configurations too")
-    parser.add_argument("--baseline", metavar="DIR", help="a checkout of an earlier version (git worktree add DIR "
-                        "REV): its step at defaults and at one thread beside ours, for a before/after table")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="a checkout of an earlier version (git worktree add DIR "
+        "REV): its step at defaults and at one thread beside ours, for a before/after table",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cpu only: this measures the CPU thread policy under busy CPU processes (on a GPU, "
-                             "benchmarks/train.py --device cuda times the step)")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu only: this measures the CPU thread policy under busy CPU processes (on a GPU, "
+        "benchmarks/train.py --device cuda times the step)",
+    )
     args = parser.parse_args(argv)
     if args.device != "cpu":
-        parser.error("--device cuda: load.py measures CPU threads under CPU load; use benchmarks/train.py "
-                     "--part 2 --device cuda for a GPU's training step")
+        parser.error(
+            "--device cuda: load.py measures CPU threads under CPU load; use benchmarks/train.py "
+            "--part 2 --device cuda for a GPU's training step"
+        )
     if args.worker:
         worker(args.worker, args.worker_threads, args.shape, args.steps, args.max_seconds)
         return 0
@@ -159,7 +196,7 @@ def main(argv=None) -> int:
     print_machine()
     from _steps import SHAPES
 
-    for shape in (list(SHAPES) if args.shape == "all" else [args.shape]):
+    for shape in list(SHAPES) if args.shape == "all" else [args.shape]:
         args.shape = shape
         measure(args)
     return 0

@@ -9,6 +9,7 @@ ratio (tinygrad_llm time / torch time: how many times slower we are).
     python benchmarks/overhead.py            # 16x16 and 64x64, 7 repetitions
     python benchmarks/overhead.py --quick    # 3 repetitions, shorter samples (a few seconds)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,22 +19,27 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (add_device_argument, print_machine, require_device, set_threads, synced,  # noqa: E402
-                     time_interleaved)
+from _common import add_device_argument, print_machine, require_device, set_threads, synced, time_interleaved
 
-import tinygrad_llm as tl  # noqa: E402
-from tinygrad_llm import functional as F  # noqa: E402
+import tinygrad_llm as tl
+from tinygrad_llm import functional as F
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--quick", action="store_true", help="3 repetitions of ~20 ms samples instead of 7 of ~100 ms")
     p.add_argument("--sizes", default="16,64", help="comma-separated square sizes n (n x n tensors); default 16,64")
     p.add_argument("--repeats", type=int, default=None, help="repetitions per case (default 7, --quick 3)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch/Numba threads (default 1: small tensors run on one core in both libraries)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch/Numba threads (default 1: small tensors run on one core in both libraries)",
+    )
     p.add_argument("--no-torch", action="store_true", help="tinygrad_llm only, even when torch is installed")
     add_device_argument(p)
     args = p.parse_args(argv)
@@ -59,7 +65,7 @@ def ours_cases(n: int, rng) -> dict:
     a, b = (Tensor(rng.standard_normal((n, n)).astype(np.float32)) for _ in range(2))
     ag, bg = (Tensor(t.data.copy(), requires_grad=True) for t in (a, b))
     x = Tensor(rng.standard_normal((n, n)).astype(np.float32), requires_grad=True)
-    w = Tensor(rng.standard_normal((n, n)).astype(np.float32) / n ** 0.5, requires_grad=True)
+    w = Tensor(rng.standard_normal((n, n)).astype(np.float32) / n**0.5, requires_grad=True)
     bias = Tensor(np.zeros(n, dtype=np.float32), requires_grad=True)
     mlp = _mlp_params(n, rng)
     params = [Tensor(p, requires_grad=True) for p in mlp["params"]]
@@ -111,13 +117,14 @@ def torch_cases(n: int, rng, torch, device: str = "cpu") -> dict:
     a, b = (torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32)).to(device) for _ in range(2))
     ag, bg = (t.clone().requires_grad_(True) for t in (a, b))
     x = torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32)).to(device).requires_grad_(True)
-    w = torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32) / n ** 0.5).to(device).requires_grad_(True)
+    w = torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32) / n**0.5).to(device).requires_grad_(True)
     bias = torch.zeros(n, requires_grad=True, device=device)
     mlp = _mlp_params(n, rng)
     params = [torch.from_numpy(p).to(device).requires_grad_(True) for p in mlp["params"]]
     xb, targets = torch.from_numpy(mlp["x"]).to(device), torch.from_numpy(mlp["targets"]).to(device)
-    net = torch.nn.Sequential(torch.nn.Linear(n, 4 * n), torch.nn.GELU(approximate="tanh"),
-                              torch.nn.Linear(4 * n, 10)).to(device)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(n, 4 * n), torch.nn.GELU(approximate="tanh"), torch.nn.Linear(4 * n, 10)
+    ).to(device)
     with torch.no_grad():
         for p, value in zip(net.parameters(), mlp["params"]):
             p.copy_(torch.from_numpy(value))
@@ -202,8 +209,11 @@ def main(argv=None) -> int:
                 line += f" {1 / medians['torch']:12,.0f} {medians['ours'] / medians['torch']:15.2f}x"
             print(line, flush=True)
             if "bypass" in medians:
-                print(f"{BYPASS:28s} {n:4d} {1 / medians['bypass']:18,.0f}   (with / without the module stack: "
-                      f"{medians['ours'] / medians['bypass']:.3f}x)", flush=True)
+                print(
+                    f"{BYPASS:28s} {n:4d} {1 / medians['bypass']:18,.0f}   (with / without the module stack: "
+                    f"{medians['ours'] / medians['bypass']:.3f}x)",
+                    flush=True,
+                )
     return 0
 
 

@@ -5,6 +5,7 @@ Benchmarks compare against it "running the same algorithm": the same weights, th
 training step. (tests/test_model_torch.py keeps a separate oracle with the book's three Q/K/V projections,
 which also checks our fused layout.)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,7 +36,7 @@ def build_torch_gpt(torch, model: GPTModel):
                 if cache[0] is not None:
                     k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
                 cache[0], cache[1] = k, v
-            scores = (q / hd ** 0.5) @ k.transpose(-1, -2)  # (B, H, T, S)
+            scores = (q / hd**0.5) @ k.transpose(-1, -2)  # (B, H, T, S)
             s = k.shape[2]
             mask = torch.ones(t, s, dtype=torch.bool).triu(diagonal=start + 1)
             weights = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
@@ -65,8 +66,15 @@ def build_torch_gpt(torch, model: GPTModel):
     if cfg.tie_weights:
         tg.out_head.weight = tg.tok_emb.weight
     sd = model.state_dict()
-    names = {"W_qkv": "qkv", "ff.layers.0": "fc1", "ff.layers.2": "fc2", "trf_blocks": "blocks", ".att.": ".",
-             ".scale": ".weight", ".shift": ".bias"}
+    names = {
+        "W_qkv": "qkv",
+        "ff.layers.0": "fc1",
+        "ff.layers.2": "fc2",
+        "trf_blocks": "blocks",
+        ".att.": ".",
+        ".scale": ".weight",
+        ".shift": ".bias",
+    }
     target = dict(tg.named_parameters())
     with torch.no_grad():
         for name, value in sd.items():

@@ -26,10 +26,10 @@ libraries' pools in one process disturb each other: benchmarks/load.py runs each
 
 Needs $TINYGRAD_LLM_DATA (or --data) for tinyshakespeare.txt; torch for the reference (--no-torch skips it).
 """
+
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,17 +38,25 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tinygrad_llm as tl  # noqa: E402
-from tinygrad_llm import functional as F  # noqa: E402
-from tinygrad_llm.data import get_batch  # noqa: E402
-from tinygrad_llm.files import require_data_file  # noqa: E402
-from tinygrad_llm.model import GPTConfig, GPTModel  # noqa: E402
-from tinygrad_llm.optim import AdamW, lr_at, param_groups_for_weight_decay  # noqa: E402
-from tinygrad_llm.tokenizer import get_tokenizer  # noqa: E402
-from tinygrad_llm.train.step import train_step  # noqa: E402
+from _common import (
+    add_device_argument,
+    mfu_line,
+    print_machine,
+    require_device,
+    set_tf32,
+    set_threads,
+    synced,
+    time_interleaved,
+)
 
-from _common import (add_device_argument, mfu_line, print_machine, require_device, set_tf32, set_threads,  # noqa: E402
-                     synced, time_interleaved)
+import tinygrad_llm as tl
+from tinygrad_llm import functional as F
+from tinygrad_llm.data import get_batch
+from tinygrad_llm.files import require_data_file
+from tinygrad_llm.model import GPTConfig, GPTModel
+from tinygrad_llm.optim import AdamW, lr_at, param_groups_for_weight_decay
+from tinygrad_llm.tokenizer import get_tokenizer
+from tinygrad_llm.train.step import train_step
 
 NANOGPT = dict(block=64, batch=12, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99), weight_decay=0.1, clip=1.0)
 
@@ -67,13 +75,19 @@ def shakespeare_batches(path, iters: int, eval_batches: int, seed: int = 1337):
 
 def schedule(step: int, iters: int) -> float:
     """nanoGPT's learning rate: linear warmup, then cosine decay to min_lr (one function for both sides)."""
-    return lr_at(step, max_lr=NANOGPT["lr"], total_steps=iters, warmup_steps=min(NANOGPT["warmup"], iters),
-                 min_lr=NANOGPT["min_lr"])
+    return lr_at(
+        step,
+        max_lr=NANOGPT["lr"],
+        total_steps=iters,
+        warmup_steps=min(NANOGPT["warmup"], iters),
+        min_lr=NANOGPT["min_lr"],
+    )
 
 
 def train_ours(model, train, val, iters):
-    optimizer = AdamW(param_groups_for_weight_decay(model, NANOGPT["weight_decay"]), lr=NANOGPT["lr"],
-                      betas=NANOGPT["betas"])
+    optimizer = AdamW(
+        param_groups_for_weight_decay(model, NANOGPT["weight_decay"]), lr=NANOGPT["lr"], betas=NANOGPT["betas"]
+    )
     start = time.perf_counter()
     model.train()
     for step, (x, y) in enumerate(train):
@@ -105,16 +119,25 @@ def train_torch(torch, tg, train, val, iters):
     seconds = time.perf_counter() - start
     tg.eval()
     with torch.no_grad():
-        val_loss = float(np.mean([torch.nn.functional.cross_entropy(
-            tg(torch.from_numpy(x)).flatten(0, 1), torch.from_numpy(y).flatten()).item() for x, y in val]))
+        val_loss = float(
+            np.mean(
+                [
+                    torch.nn.functional.cross_entropy(
+                        tg(torch.from_numpy(x)).flatten(0, 1), torch.from_numpy(y).flatten()
+                    ).item()
+                    for x, y in val
+                ]
+            )
+        )
     return val_loss, seconds
 
 
 def part1(args, torch) -> None:
     path = require_data_file("tinyshakespeare.txt", args.data)
     vocab, train, val = shakespeare_batches(path, args.iters, args.eval_batches)
-    config = GPTConfig(vocab_size=vocab, context_length=NANOGPT["block"], emb_dim=128, n_heads=4, n_layers=4,
-                       drop_rate=0.0)
+    config = GPTConfig(
+        vocab_size=vocab, context_length=NANOGPT["block"], emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0
+    )
     tl.manual_seed(1337)
     model = GPTModel(config)
     tg = None
@@ -122,10 +145,12 @@ def part1(args, torch) -> None:
         from torch_gpt import build_torch_gpt
 
         tg = build_torch_gpt(torch, model)  # the same initial weights
-    print(f"\nPart 1: Tiny Shakespeare (char), nanoGPT CPU configuration, {model.num_parameters():,} parameters, "
-          f"{args.iters} iterations, validation on {args.eval_batches} batches")
+    print(
+        f"\nPart 1: Tiny Shakespeare (char), nanoGPT CPU configuration, {model.num_parameters():,} parameters, "
+        f"{args.iters} iterations, validation on {args.eval_batches} batches"
+    )
     ours_loss, ours_s = train_ours(model, train, val, args.iters)
-    print(f"| side | val loss | seconds | ms/iter |\n| --- | ---: | ---: | ---: |")
+    print("| side | val loss | seconds | ms/iter |\n| --- | ---: | ---: | ---: |")
     print(f"| tinygrad_llm | {ours_loss:.4f} | {ours_s:.1f} | {1000 * ours_s / args.iters:.1f} |")
     if tg is not None:
         torch_loss, torch_s = train_torch(torch, tg, train, val, args.iters)
@@ -142,17 +167,28 @@ def part2(args, torch) -> None:
         for precision in precisions(args):  # on a GPU: TF32 off, then on (fp32 weights and activations both)
             if args.device == "cuda":
                 set_tf32(precision == "tf32", torch)
-            steps = build_steps(shape, sides=args.sides, torch=torch, batch=args.batch_size,
-                                context=args.context_length, device=args.device, precision=precision)
-            print(f"\nPart 2: one training step (forward, backward, clip, AdamW) of {shape}: {config.n_layers} layers, "
-                  f"{config.n_heads} heads, {config.emb_dim} wide, vocab {config.vocab_size} (untied), batch {batch} x "
-                  f"{config.context_length} tokens, {args.device}, {precision}; {args.repeats} interleaved repetitions "
-                  f"after one warm-up")
+            steps = build_steps(
+                shape,
+                sides=args.sides,
+                torch=torch,
+                batch=args.batch_size,
+                context=args.context_length,
+                device=args.device,
+                precision=precision,
+            )
+            print(
+                f"\nPart 2: one training step (forward, backward, clip, AdamW) of {shape}: {config.n_layers} layers, "
+                f"{config.n_heads} heads, {config.emb_dim} wide, vocab {config.vocab_size} (untied), batch {batch} x "
+                f"{config.context_length} tokens, {args.device}, {precision}; {args.repeats} interleaved repetitions "
+                f"after one warm-up"
+            )
             medians = time_interleaved(synced(steps, args.device, torch), repeats=args.repeats, number=1, warmup=1)
             print("| side | median ms/step | tokens/s | ours / side (time) |\n| --- | ---: | ---: | ---: |")
             for name, seconds in medians.items():
                 ratio = medians.get("tinygrad_llm", float("nan")) / seconds
-                print(f"| {name} | {1000 * seconds:.1f} | {batch * config.context_length / seconds:.0f} | {ratio:.2f} |")
+                print(
+                    f"| {name} | {1000 * seconds:.1f} | {batch * config.context_length / seconds:.0f} | {ratio:.2f} |"
+                )
             if args.device == "cuda":
                 n_params = GPTModel(config).num_parameters()
                 for name, seconds in medians.items():
@@ -167,27 +203,41 @@ def precisions(args) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--data", help="tinyshakespeare.txt or its folder (default: $TINYGRAD_LLM_DATA)")
     parser.add_argument("--quick", action="store_true", help="200 iterations, 3 step repetitions")
     parser.add_argument("--iters", type=int, default=None, help="part 1 iterations (default 2000)")
     parser.add_argument("--eval-batches", type=int, default=200, help="part 1 validation batches")
     parser.add_argument("--repeats", type=int, default=None, help="part 2 repetitions (default 5)")
-    parser.add_argument("--shape", default="all",
-                        help="part 2 model: baby, medium, gpt2-small (benchmarks/_steps.py), all three (the "
-                             "default), or a preset name (tinygrad-llm info --list) at batch 12 x 64")
+    parser.add_argument(
+        "--shape",
+        default="all",
+        help="part 2 model: baby, medium, gpt2-small (benchmarks/_steps.py), all three (the "
+        "default), or a preset name (tinygrad-llm info --list) at batch 12 x 64",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="part 2 batch (default: the shape's)")
     parser.add_argument("--context-length", type=int, default=None, help="part 2 tokens per row (default: the shape's)")
-    parser.add_argument("--sides", nargs="+", default=["tinygrad_llm", "torch eager", "torch.compile"],
-                        choices=["tinygrad_llm", "torch eager", "torch.compile"], help="part 2 sides")
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        default=["tinygrad_llm", "torch eager", "torch.compile"],
+        choices=["tinygrad_llm", "torch eager", "torch.compile"],
+        help="part 2 sides",
+    )
     parser.add_argument("--part", choices=("1", "2", "both"), default="both")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for torch and ours (default: each library's own default)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads for torch and ours (default: each library's own default)"
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     add_device_argument(parser)
-    parser.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"), default=None,
-                        help="part 2 precision, both sides (default: fp32; on cuda fp32 and tf32, i.e. TF32 off and on)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "tf32", "fp16", "bf16"),
+        default=None,
+        help="part 2 precision, both sides (default: fp32; on cuda fp32 and tf32, i.e. TF32 off and on)",
+    )
     args = parser.parse_args(argv)
     require_device(args.device)
     args.iters = args.iters or (200 if args.quick else 2000)

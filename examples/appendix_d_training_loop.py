@@ -6,6 +6,7 @@ gradient clipping — written out as the book does, on "The Verdict".
 Prints the learning rate schedule and the gradient norm before and after clipping, trains with all three,
 and writes lr.png (the schedule the run used) and losses.png into --out.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import tinygrad_llm as tl
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 from tinygrad_llm.data import create_dataloader
 from tinygrad_llm.files import require_data_file
 from tinygrad_llm.model import GPTConfig, GPTModel
@@ -20,11 +22,10 @@ from tinygrad_llm.optim import AdamW, clip_grad_norm_
 from tinygrad_llm.tokenizer import get_tokenizer
 from tinygrad_llm.train import calc_loss_batch, find_highest_gradient, train_model
 from tinygrad_llm.train.plot import matplotlib_available, plot_losses
-from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 
 def total_grad_norm(model) -> float:
-    return math.sqrt(sum(float((p.grad ** 2).sum()) for p in model.parameters() if p.grad is not None))
+    return math.sqrt(sum(float((p.grad**2).sum()) for p in model.parameters() if p.grad is not None))
 
 
 def main(argv=None) -> int:
@@ -54,18 +55,36 @@ def main(argv=None) -> int:
     norm = total_grad_norm(model)
     print(f"gradient norm of one batch: {norm:.3f}, highest gradient {find_highest_gradient(model):.5f}")
     clip_grad_norm_(model.parameters(), max_norm=norm / 2)  # half of it, so the effect shows
-    print(f"after clip_grad_norm_(max_norm={norm / 2:.3f}): {total_grad_norm(model):.3f}, highest gradient "
-          f"{find_highest_gradient(model):.5f}")
+    print(
+        f"after clip_grad_norm_(max_norm={norm / 2:.3f}): {total_grad_norm(model):.3f}, highest gradient "
+        f"{find_highest_gradient(model):.5f}"
+    )
     model.zero_grad()
 
     optimizer = AdamW(model.parameters(), lr=0.001, weight_decay=0.1)  # the book's peak_lr
     warmup_steps = max(int(0.2 * len(train_loader) * args.epochs), 1)  # 20% of the steps, as the book
     train_losses, val_losses, tokens_seen, lrs = train_model(
-        model, train_loader, val_loader, optimizer, args.device, n_epochs=args.epochs, eval_freq=5, eval_iter=1,
-        start_context="Every effort moves you", tokenizer=tokenizer, warmup_steps=warmup_steps)
+        model,
+        train_loader,
+        val_loader,
+        optimizer,
+        args.device,
+        n_epochs=args.epochs,
+        eval_freq=5,
+        eval_iter=1,
+        start_context="Every effort moves you",
+        tokenizer=tokenizer,
+        warmup_steps=warmup_steps,
+    )
     out = Path(args.out)
-    plot_losses(list(range(1, len(train_losses) + 1)), tokens_seen, train_losses, val_losses, out / "losses.png",
-                xlabel="Evaluations (every 5 steps)")
+    plot_losses(
+        list(range(1, len(train_losses) + 1)),
+        tokens_seen,
+        train_losses,
+        val_losses,
+        out / "losses.png",
+        xlabel="Evaluations (every 5 steps)",
+    )
     if matplotlib_available():
         import matplotlib
 

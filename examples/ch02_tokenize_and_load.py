@@ -10,6 +10,7 @@
 
 the-verdict.txt is found in --data (a file, or a folder holding it), else in $TINYGRAD_LLM_DATA.
 """
+
 from __future__ import annotations
 
 import re
@@ -19,11 +20,17 @@ import numpy as np
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
+from tinygrad_llm.cli.common import example_parser, run_example  # --help, --device, Ctrl-C
 from tinygrad_llm.data import GPTDataset, create_dataloader
 from tinygrad_llm.files import require_data_file
-from tinygrad_llm.tokenizer import (GPT2FilesNotFound, SimpleTokenizerV1, SimpleTokenizerV2, build_vocab,
-                                    get_tokenizer, train_bpe)
-from tinygrad_llm.cli.common import example_parser, run_example  # --help, --device, Ctrl-C
+from tinygrad_llm.tokenizer import (
+    GPT2FilesNotFound,
+    SimpleTokenizerV1,
+    SimpleTokenizerV2,
+    build_vocab,
+    get_tokenizer,
+    train_bpe,
+)
 
 FILENAME = "the-verdict.txt"
 
@@ -38,6 +45,7 @@ def find_text(data: str | None) -> Path:
 
 
 # ---- 2.2-2.4 word-level tokenizers ----------------------------------------------------------------------
+
 
 def simple_tokenizers(raw_text: str) -> None:
     section("2.2 tokenizing text")
@@ -63,7 +71,7 @@ def simple_tokenizers(raw_text: str) -> None:
         print("V1 on an unknown word:", exc)
 
     section("2.4 special context tokens: SimpleTokenizerV2")
-    vocab = build_vocab(raw_text)   # + <|endoftext|> and <|unk|>
+    vocab = build_vocab(raw_text)  # + <|endoftext|> and <|unk|>
     print("vocabulary size:", len(vocab), "last entries:", list(vocab.items())[-3:])
     tokenizer = SimpleTokenizerV2(vocab)
     text = " <|endoftext|> ".join(("Hello, do you like tea?", "In the sunlit terraces of the palace."))
@@ -74,10 +82,11 @@ def simple_tokenizers(raw_text: str) -> None:
 
 # ---- 2.5 byte-pair encoding -----------------------------------------------------------------------------
 
+
 def byte_pair_encoding(raw_text: str, gpt2) -> None:
     section("2.5 byte pair encoding: GPT-2's tokenizer")
     text = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace."
-    integers = gpt2.encode(text, allowed_special={"<|endoftext|>"})   # as the book; without it encode raises
+    integers = gpt2.encode(text, allowed_special={"<|endoftext|>"})  # as the book; without it encode raises
     print("ids:", integers)
     print("decoded:", gpt2.decode(integers))
     word = "Akwirw ier"
@@ -89,12 +98,15 @@ def byte_pair_encoding(raw_text: str, gpt2) -> None:
     small = train_bpe(raw_text, 500)
     for tok in (small, get_tokenizer("byte"), get_tokenizer("char", text=raw_text), gpt2):
         ids = tok.encode(raw_text)
-        print(f"  {tok.name:5s} n_vocab={tok.n_vocab:6d}: {len(ids):6d} tokens, round trip "
-              f"{'ok' if tok.decode(ids) == raw_text else 'FAILED'}")
+        print(
+            f"  {tok.name:5s} n_vocab={tok.n_vocab:6d}: {len(ids):6d} tokens, round trip "
+            f"{'ok' if tok.decode(ids) == raw_text else 'FAILED'}"
+        )
     print("  first merges learned:", [small.token_bytes[i].decode("utf-8", "replace") for i in range(256, 266)])
 
 
 # ---- 2.6 sliding windows and data loaders ---------------------------------------------------------------
+
 
 def data_sampling(raw_text: str, gpt2):
     section("2.6 data sampling with a sliding window")
@@ -102,7 +114,7 @@ def data_sampling(raw_text: str, gpt2):
     print("tokens in the text:", len(enc_text))
     enc_sample = enc_text[50:]
     context_size = 4
-    x, y = enc_sample[:context_size], enc_sample[1:context_size + 1]
+    x, y = enc_sample[:context_size], enc_sample[1 : context_size + 1]
     print(f"x: {x}\ny:      {y}")
     for i in range(1, context_size + 1):
         context, desired = enc_sample[:i], enc_sample[i]
@@ -110,14 +122,12 @@ def data_sampling(raw_text: str, gpt2):
 
     dataset = GPTDataset(enc_text, max_length=4, stride=1)
     print("\n", dataset)
-    dataloader = create_dataloader(raw_text, batch_size=1, max_length=4, stride=1, shuffle=False,
-                                   tokenizer=gpt2)
+    dataloader = create_dataloader(raw_text, batch_size=1, max_length=4, stride=1, shuffle=False, tokenizer=gpt2)
     data_iter = iter(dataloader)
     print("first batch:", [a.tolist() for a in next(data_iter)])
     print("second batch:", [a.tolist() for a in next(data_iter)])
 
-    dataloader = create_dataloader(raw_text, batch_size=8, max_length=4, stride=4, shuffle=False,
-                                   tokenizer=gpt2)
+    dataloader = create_dataloader(raw_text, batch_size=8, max_length=4, stride=4, shuffle=False, tokenizer=gpt2)
     inputs, targets = next(iter(dataloader))
     print(f"batch of 8, max_length 4, stride 4 ({len(dataloader)} batches per epoch)")
     print("inputs:\n", inputs, "\ntargets:\n", targets)
@@ -126,6 +136,7 @@ def data_sampling(raw_text: str, gpt2):
 
 # ---- 2.7-2.8 token and position embeddings --------------------------------------------------------------
 
+
 def embeddings(dataloader, device: str) -> None:
     section("2.7 token embeddings")
     rng = np.random.default_rng(123)
@@ -133,22 +144,22 @@ def embeddings(dataloader, device: str) -> None:
     weight = tl.Tensor(rng.standard_normal((vocab_size, output_dim)).astype(np.float32), device=device)
     print("embedding weight (6 ids x 3 dims):\n", weight.numpy())
     print("embedding of id 3:", F.embedding(np.array([3]), weight).numpy())
-    print("embeddings of ids [2, 3, 5, 1] (a row lookup, no arithmetic):\n",
-          F.embedding(np.array([2, 3, 5, 1]), weight).numpy())
+    print(
+        "embeddings of ids [2, 3, 5, 1] (a row lookup, no arithmetic):\n",
+        F.embedding(np.array([2, 3, 5, 1]), weight).numpy(),
+    )
 
     section("2.8 encoding word positions")
     vocab_size, output_dim, max_length = 50257, 256, 4
-    token_embedding = tl.Tensor(0.02 * rng.standard_normal((vocab_size, output_dim)).astype(np.float32),
-                                device=device)
-    pos_embedding = tl.Tensor(0.02 * rng.standard_normal((max_length, output_dim)).astype(np.float32),
-                              device=device)
+    token_embedding = tl.Tensor(0.02 * rng.standard_normal((vocab_size, output_dim)).astype(np.float32), device=device)
+    pos_embedding = tl.Tensor(0.02 * rng.standard_normal((max_length, output_dim)).astype(np.float32), device=device)
     inputs, _ = next(iter(dataloader))
     print("token ids:", inputs.shape)
-    token_embeddings = F.embedding(inputs, token_embedding)           # (8, 4) -> (8, 4, 256)
+    token_embeddings = F.embedding(inputs, token_embedding)  # (8, 4) -> (8, 4, 256)
     print("token embeddings:", token_embeddings.shape)
     pos_embeddings = F.embedding(np.arange(max_length), pos_embedding)  # (4,) -> (4, 256)
     print("position embeddings:", pos_embeddings.shape)
-    input_embeddings = token_embeddings + pos_embeddings              # (8, 4, 256) + (4, 256) broadcast
+    input_embeddings = token_embeddings + pos_embeddings  # (8, 4, 256) + (4, 256) broadcast
     print("input embeddings:", input_embeddings.shape, "on", input_embeddings.device)
 
 

@@ -10,26 +10,28 @@
 
 The six-token sentence "Your journey starts with one step" with 3-dimensional embeddings, as the book.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
 from tinygrad_llm import nn
-from tinygrad_llm.model import MultiHeadAttention
 from tinygrad_llm.cli.common import example_parser, run_example  # --help, --device, Ctrl-C
+from tinygrad_llm.model import MultiHeadAttention
 
 np.set_printoptions(precision=4, suppress=True)
 
 INPUTS = np.array(
-    [[0.43, 0.15, 0.89],  # Your     (x^1)
-     [0.55, 0.87, 0.66],  # journey  (x^2)
-     [0.57, 0.85, 0.64],  # starts   (x^3)
-     [0.22, 0.58, 0.33],  # with     (x^4)
-     [0.77, 0.25, 0.10],  # one      (x^5)
-     [0.05, 0.80, 0.55]],  # step    (x^6)
+    [
+        [0.43, 0.15, 0.89],  # Your     (x^1)
+        [0.55, 0.87, 0.66],  # journey  (x^2)
+        [0.57, 0.85, 0.64],  # starts   (x^3)
+        [0.22, 0.58, 0.33],  # with     (x^4)
+        [0.77, 0.25, 0.10],  # one      (x^5)
+        [0.05, 0.80, 0.55],
+    ],  # step    (x^6)
     dtype=np.float32,
 )
 
@@ -39,6 +41,7 @@ def section(title: str) -> None:
 
 
 # ---- 3.3 simplified self-attention --------------------------------------------------------------------
+
 
 def simplified_attention(inputs: tl.Tensor) -> None:
     section("3.3 simplified self-attention (no trainable weights)")
@@ -58,6 +61,7 @@ def simplified_attention(inputs: tl.Tensor) -> None:
 
 
 # ---- 3.4 self-attention with trainable weights ----------------------------------------------------------
+
 
 class SelfAttention_v1(nn.Module):
     """Self-attention with weight matrices as bare Parameters (d_in, d_out)."""
@@ -106,6 +110,7 @@ def trainable_attention(inputs: tl.Tensor, device: str) -> SelfAttention_v2:
 
 
 # ---- 3.5 causal attention -------------------------------------------------------------------------------
+
 
 def causal_masking(inputs: tl.Tensor, sa_v2: SelfAttention_v2) -> None:
     section("3.5 hiding future words with causal attention")
@@ -160,11 +165,13 @@ class CausalAttention(nn.Module):
 class MultiHeadAttentionWrapper(nn.Module):
     """Several CausalAttention heads side by side; their outputs concatenated on the last axis."""
 
-    def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
-                 qkv_bias: bool = False):
+    def __init__(
+        self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int, qkv_bias: bool = False
+    ):
         super().__init__()
-        self.heads = nn.ModuleList([CausalAttention(d_in, d_out, context_length, dropout, qkv_bias)
-                                    for _ in range(num_heads)])
+        self.heads = nn.ModuleList(
+            [CausalAttention(d_in, d_out, context_length, dropout, qkv_bias) for _ in range(num_heads)]
+        )
 
     def forward(self, x: tl.Tensor) -> tl.Tensor:
         return F.concatenate([head(x) for head in self.heads], axis=-1)  # H x (B, T, d_out) -> (B, T, H*d_out)
@@ -195,8 +202,10 @@ def multi_head(inputs: tl.Tensor, device: str) -> None:
     print(context_vecs.numpy())
     print("context_vecs.shape:", context_vecs.shape)
     gpt2 = MultiHeadAttention(d_in=768, d_out=768, context_length=1024, dropout=0.0, num_heads=12)
-    print(f"GPT-2 small's attention layer: {gpt2.num_parameters():,} parameters "
-          f"(W_qkv {tuple(gpt2.W_qkv.weight.shape)}, out_proj {tuple(gpt2.out_proj.weight.shape)})")
+    print(
+        f"GPT-2 small's attention layer: {gpt2.num_parameters():,} parameters "
+        f"(W_qkv {tuple(gpt2.W_qkv.weight.shape)}, out_proj {tuple(gpt2.out_proj.weight.shape)})"
+    )
 
 
 def main(argv=None) -> None:

@@ -7,6 +7,7 @@ transformer block, the whole GPTModel with its parameter count (163M untied, 124
 tied to the token embedding, as GPT-2) and memory, and untrained generation from "Hello, I am": random
 weights give random tokens, which chapter 5's training fixes.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,8 @@ import numpy as np
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
 from tinygrad_llm import nn
-from tinygrad_llm.model import PRESETS, GPTConfig, GPTModel, TransformerBlock, estimate_memory, format_bytes
 from tinygrad_llm.cli.common import example_parser, run_example  # --help, --device, Ctrl-C
+from tinygrad_llm.model import PRESETS, GPTConfig, GPTModel, TransformerBlock, estimate_memory, format_bytes
 
 np.set_printoptions(precision=4, suppress=True)
 
@@ -63,8 +64,12 @@ def building_blocks(device: str) -> None:
     print("mean:", out.mean(axis=-1).numpy(), "variance:", ((out - out.mean(-1, keepdims=True)) ** 2).mean(-1).numpy())
     ln = nn.LayerNorm(emb_dim=6).to(device)
     out_ln = ln(out)
-    print("after LayerNorm: mean", out_ln.mean(axis=-1).numpy(), "variance",
-          ((out_ln - out_ln.mean(-1, keepdims=True)) ** 2).mean(-1).numpy())
+    print(
+        "after LayerNorm: mean",
+        out_ln.mean(axis=-1).numpy(),
+        "variance",
+        ((out_ln - out_ln.mean(-1, keepdims=True)) ** 2).mean(-1).numpy(),
+    )
     print("LayerNorm parameters:", [name for name, _ in ln.named_parameters()])
 
     section("4.3 GELU (tanh approximation) against ReLU")
@@ -80,8 +85,10 @@ def transformer_block(cfg: GPTConfig, device: str) -> None:
     x = tl.Tensor(np.random.default_rng(0).random((2, 4, cfg.emb_dim), dtype=np.float32), device=device)
     block = TransformerBlock(cfg).to(device)
     print("input shape:", x.shape, "-> output shape:", block(x).shape)
-    print(f"one block: {block.num_parameters():,} parameters "
-          f"(attention {block.att.num_parameters():,}, feed-forward {block.ff.num_parameters():,})")
+    print(
+        f"one block: {block.num_parameters():,} parameters "
+        f"(attention {block.att.num_parameters():,}, feed-forward {block.ff.num_parameters():,})"
+    )
 
 
 def the_model(cfg: GPTConfig, device: str, tokenizer, tokenizer_name: str) -> None:
@@ -111,10 +118,12 @@ def the_model(cfg: GPTConfig, device: str, tokenizer, tokenizer_name: str) -> No
     tied = total - model.out_head.weight.size
     print(f"number of trainable parameters considering weight tying: {tied:,}")
     print(f"(the same from the configuration: {cfg.num_parameters():,} untied, {cfg.num_parameters(tied=True):,} tied)")
-    print(f"total size of the model: {total * 4 / 1024 ** 2:.2f} MB (float32)")
+    print(f"total size of the model: {total * 4 / 1024**2:.2f} MB (float32)")
     mem = estimate_memory(cfg, batch_size=2, context_length=min(256, cfg.context_length))
-    print("training memory estimate, batch 2 x 256 tokens, AdamW: "
-          + ", ".join(f"{k} {format_bytes(v)}" for k, v in mem.items()))
+    print(
+        "training memory estimate, batch 2 x 256 tokens, AdamW: "
+        + ", ".join(f"{k} {format_bytes(v)}" for k, v in mem.items())
+    )
 
     section("4.7 generating text with the untrained model")
     encoded = tl.text_to_token_ids("Hello, I am", tokenizer)  # (1, T)
@@ -127,8 +136,12 @@ def the_model(cfg: GPTConfig, device: str, tokenizer, tokenizer_name: str) -> No
 
 def main(argv=None) -> None:
     parser = example_parser(__doc__)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="gpt2-small",
-                        help="model size (gpt2-small needs about 0.7 GB of memory)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="gpt2-small",
+        help="model size (gpt2-small needs about 0.7 GB of memory)",
+    )
     args = parser.parse_args(argv)
     try:
         tl.Tensor([0.0], device=args.device)

@@ -12,6 +12,7 @@ Offline, with no weights on the machine: on a computer with network, download co
 model.safetensors from https://huggingface.co/openai-community/gpt2 (or run this example there once and
 copy ~/.cache/tinygrad_llm/models/gpt2), then pass the folder with --path.
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,9 +21,9 @@ import time
 import numpy as np
 
 import tinygrad_llm as tl
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 from tinygrad_llm.model import GPTModel
 from tinygrad_llm.model.pretrained import HF_MODELS, PretrainedError
-from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 PROMPT = "Every effort moves you"
 
@@ -30,10 +31,15 @@ PROMPT = "Every effort moves you"
 def main(argv=None) -> int:
     parser = example_parser(__doc__)
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", default="gpt2", choices=list(HF_MODELS),
-                       help="a GPT-2 size to download once into the cache (default gpt2, 124M)")
-    which.add_argument("--path", default=None,
-                       help="a local Hugging Face GPT-2 folder (config.json + model.safetensors)")
+    which.add_argument(
+        "--model",
+        default="gpt2",
+        choices=list(HF_MODELS),
+        help="a GPT-2 size to download once into the cache (default gpt2, 124M)",
+    )
+    which.add_argument(
+        "--path", default=None, help="a local Hugging Face GPT-2 folder (config.json + model.safetensors)"
+    )
     parser.add_argument("--prompt", default=PROMPT, help="the text to continue")
     parser.add_argument("--max-new-tokens", type=positive_int, default=25, help="tokens to generate")
     args = parser.parse_args(argv)
@@ -48,26 +54,39 @@ def main(argv=None) -> int:
     try:
         model = GPTModel.from_pretrained(source, device=args.device)
     except PretrainedError as exc:
-        print(f"error: cannot load GPT-2 weights from {source!r}: {exc}\n\nThere are no GPT-2 weights here and "
-              "they cannot be downloaded. Get config.json and model.safetensors from "
-              "https://huggingface.co/openai-community/gpt2 on a machine with network, copy them here, and run "
-              "again with --path FOLDER (or set TINYGRAD_LLM_CACHE to a cache folder that holds models/gpt2/).",
-              file=sys.stderr)
+        print(
+            f"error: cannot load GPT-2 weights from {source!r}: {exc}\n\nThere are no GPT-2 weights here and "
+            "they cannot be downloaded. Get config.json and model.safetensors from "
+            "https://huggingface.co/openai-community/gpt2 on a machine with network, copy them here, and run "
+            "again with --path FOLDER (or set TINYGRAD_LLM_CACHE to a cache folder that holds models/gpt2/).",
+            file=sys.stderr,
+        )
         return 1
     cfg = model.config
-    print(f"loaded {source} in {time.perf_counter() - start:.1f}s: {model.num_parameters():,} parameters, "
-          f"{cfg.n_layers} layers, {cfg.n_heads} heads, {cfg.emb_dim} wide, context {cfg.context_length}, "
-          f"qkv_bias={cfg.qkv_bias}, output head tied to the token embedding: {cfg.tie_weights}")
+    print(
+        f"loaded {source} in {time.perf_counter() - start:.1f}s: {model.num_parameters():,} parameters, "
+        f"{cfg.n_layers} layers, {cfg.n_heads} heads, {cfg.emb_dim} wide, context {cfg.context_length}, "
+        f"qkv_bias={cfg.qkv_bias}, output head tied to the token embedding: {cfg.tie_weights}"
+    )
 
     idx = tl.text_to_token_ids(args.prompt, tokenizer)  # (1, T)
     greedy = tl.generate(model, idx, max_new_tokens=args.max_new_tokens, context_size=cfg.context_length)
     print(f"\ngreedy (temperature 0):\n  {tl.token_ids_to_text(greedy, tokenizer)!r}")
     tl.manual_seed(123)  # the book's seed; our generator differs from torch's, so the text differs from the book's
-    sampled = tl.generate(model, idx, max_new_tokens=args.max_new_tokens, context_size=cfg.context_length,
-                          temperature=1.5, top_k=50, seed=123)
-    print(f"\ntemperature 1.5, top-k 50 (the book's section 5.3 settings):\n  "
-          f"{tl.token_ids_to_text(sampled, tokenizer)!r}")
-    assert np.array_equal(greedy[:, :idx.shape[1]], idx)
+    sampled = tl.generate(
+        model,
+        idx,
+        max_new_tokens=args.max_new_tokens,
+        context_size=cfg.context_length,
+        temperature=1.5,
+        top_k=50,
+        seed=123,
+    )
+    print(
+        f"\ntemperature 1.5, top-k 50 (the book's section 5.3 settings):\n  "
+        f"{tl.token_ids_to_text(sampled, tokenizer)!r}"
+    )
+    assert np.array_equal(greedy[:, : idx.shape[1]], idx)
     return 0
 
 

@@ -14,23 +14,37 @@ This is the book's loop, step by step. ``tinygrad-llm finetune-classifier`` trai
 recipe instead: hashed n-gram embeddings, the weights of epochs 10-20 averaged and an ensemble of three
 models, at least 95% test accuracy on every seed 1-5 in about 3 minutes (README, benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import time
 
 import tinygrad_llm as tl
-from tinygrad_llm.data import DataLoader
-from tinygrad_llm.finetune import (SpamDataset, add_classification_head, calc_accuracy_loader, classify_text,
-                                   create_balanced_dataset, find_spam_file, random_split, read_sms_spam,
-                                   set_trainable, train_classifier_simple, trainable_parameters)
-from tinygrad_llm.optim import AdamW
 from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
+from tinygrad_llm.data import DataLoader
+from tinygrad_llm.finetune import (
+    SpamDataset,
+    add_classification_head,
+    calc_accuracy_loader,
+    classify_text,
+    create_balanced_dataset,
+    find_spam_file,
+    random_split,
+    read_sms_spam,
+    set_trainable,
+    train_classifier_simple,
+    trainable_parameters,
+)
+from tinygrad_llm.optim import AdamW
 
 
 def main(argv=None) -> None:
     parser = example_parser(__doc__)
-    parser.add_argument("--init-from", default=None, help="a 'tinygrad-llm train' run folder, or a GPT-2 name/folder "
-                                                          "(default: a small model from scratch)")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="a 'tinygrad-llm train' run folder, or a GPT-2 name/folder (default: a small model from scratch)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=8, help="passes over the training messages")
     args = parser.parse_args(argv)
     tl.manual_seed(123)
@@ -48,13 +62,15 @@ def main(argv=None) -> None:
 
         from tinygrad_llm.finetune.recipe import load_start_model
 
-        model, tokenizer, described = load_start_model(Namespace(init_from=args.init_from, emb_dim=None,
-                                                                 n_layers=None, n_heads=None, dropout=None))
+        model, tokenizer, described = load_start_model(
+            Namespace(init_from=args.init_from, emb_dim=None, n_layers=None, n_heads=None, dropout=None)
+        )
         recipe, lr, max_length = "last-block", 5e-5, None
     else:  # from scratch: bytes, a 2-layer 64-wide GPT, every layer trainable
         tokenizer, recipe, lr, max_length = tl.get_tokenizer("byte"), "all", 1e-3, 160
-        model = tl.GPTModel(tl.GPTConfig.preset("tiny", vocab_size=tokenizer.n_vocab, context_length=max_length,
-                                                drop_rate=0.1))
+        model = tl.GPTModel(
+            tl.GPTConfig.preset("tiny", vocab_size=tokenizer.n_vocab, context_length=max_length, drop_rate=0.1)
+        )
         described = "a fresh 2-layer GPT (from scratch)"
     train_set = SpamDataset(*splits["train"], tokenizer, max_length=max_length)
     max_length = min(train_set.max_length, model.config.context_length)
@@ -65,8 +81,10 @@ def main(argv=None) -> None:
     set_trainable(model, recipe)
     if args.device:
         model.to(args.device)
-    print(f"{described}: {model.num_parameters(trainable_only=True):,} of {model.num_parameters():,} parameters "
-          f"trainable ({recipe}); messages padded to {max_length} tokens")
+    print(
+        f"{described}: {model.num_parameters(trainable_only=True):,} of {model.num_parameters():,} parameters "
+        f"trainable ({recipe}); messages padded to {max_length} tokens"
+    )
 
     train_loader = DataLoader(train_set, batch_size=16, shuffle=True, drop_last=True, seed=123)
     val_loader = DataLoader(val_set, batch_size=16, drop_last=False)
@@ -75,15 +93,18 @@ def main(argv=None) -> None:
 
     print("\n=== training ===")
     start = time.perf_counter()
-    train_classifier_simple(model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs,
-                            eval_freq=50, eval_iter=5)
+    train_classifier_simple(
+        model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=50, eval_iter=5
+    )
     print(f"training took {time.perf_counter() - start:.0f}s")
     for name, loader in (("Training", train_loader), ("Validation", val_loader), ("Test", test_loader)):
         print(f"{name} accuracy: {calc_accuracy_loader(loader, model, args.device) * 100:.2f}%")
 
     print("\n=== classifying new texts ===")
-    for text in ("You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
-                 "Hey, just wanted to check if we're still on for dinner tonight? Let me know!"):
+    for text in (
+        "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
+        "Hey, just wanted to check if we're still on for dinner tonight? Let me know!",
+    ):
         print(f"{classify_text(text, model, tokenizer, max_length=max_length):>8}: {text}")
 
 

@@ -14,9 +14,9 @@ then preference-tunes it. A from-scratch model this small needs a larger learnin
 --dpo-lr 5e-6 it is the book's run (loss 0.693 -> ~0.61, margins ~2 after 116 steps).
 The same run from the command line: ``tinygrad-llm finetune-dpo --init-from RUN --out OUT``.
 """
+
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -26,8 +26,7 @@ from tinygrad_llm.cli.common import example_parser, positive_int, run_example  #
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.files import find_data_file
 from tinygrad_llm.finetune import InstructionDataset, format_input, split_instruction_data
-from tinygrad_llm.finetune.dpo import (evaluate_dpo_loss_loader, precompute_reference_logprobs,
-                                       train_model_dpo_simple)
+from tinygrad_llm.finetune.dpo import evaluate_dpo_loss_loader, precompute_reference_logprobs, train_model_dpo_simple
 from tinygrad_llm.finetune.preference import PreferenceDataset, load_preference_data, preference_collate_fn
 from tinygrad_llm.optim import AdamW
 from tinygrad_llm.train import train_model_simple
@@ -36,28 +35,45 @@ from tinygrad_llm.train.plot import plot_values
 
 def main(argv=None) -> None:
     parser = example_parser(__doc__)
-    parser.add_argument("--init-from", default=None, help="an instruction-tuned run folder or GPT-2 name/folder "
-                                                          "(default: instruction-tune a small GPT from scratch)")
-    parser.add_argument("--sft-epochs", type=positive_int, default=1,
-                        help="instruction-tuning epochs of the fresh model")
-    parser.add_argument("--dpo-lr", type=float, default=None,
-                        help="DPO learning rate (default: 5e-5 for a fresh model, 5e-6 with --init-from)")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="an instruction-tuned run folder or GPT-2 name/folder "
+        "(default: instruction-tune a small GPT from scratch)",
+    )
+    parser.add_argument(
+        "--sft-epochs", type=positive_int, default=1, help="instruction-tuning epochs of the fresh model"
+    )
+    parser.add_argument(
+        "--dpo-lr",
+        type=float,
+        default=None,
+        help="DPO learning rate (default: 5e-5 for a fresh model, 5e-6 with --init-from)",
+    )
     parser.add_argument("--beta", type=float, default=0.1, help="DPO's beta: how far the policy may move")
-    parser.add_argument("--max-length", type=positive_int, default=128,
-                        help="allowed_max_length: tokens per sequence (the book: 1024)")
+    parser.add_argument(
+        "--max-length", type=positive_int, default=128, help="allowed_max_length: tokens per sequence (the book: 1024)"
+    )
     parser.add_argument("--plot", default=None, metavar="PNG", help="write the reward-margin plot here")
-    parser.add_argument("--save-sft", default=None, metavar="DIR",
-                        help="save the instruction-tuned model here (then: tinygrad-llm finetune-dpo --init-from DIR)")
+    parser.add_argument(
+        "--save-sft",
+        default=None,
+        metavar="DIR",
+        help="save the instruction-tuned model here (then: tinygrad-llm finetune-dpo --init-from DIR)",
+    )
     args = parser.parse_args(argv)
     tl.manual_seed(123)
 
-    data = load_preference_data(find_data_file("instruction-data-with-preference.json")
-                                or "instruction-data-with-preference.json")
+    data = load_preference_data(
+        find_data_file("instruction-data-with-preference.json") or "instruction-data-with-preference.json"
+    )
     train_data, test_data, val_data = split_instruction_data(data)
     print(f"{len(train_data)} train / {len(test_data)} test / {len(val_data)} validation records")
     entry = data[50]
-    print(f"=== a preference pair ===\n{format_input(entry)}\n\n### Response:\n"
-          f"chosen:   {entry['chosen']}\nrejected: {entry['rejected']}")
+    print(
+        f"=== a preference pair ===\n{format_input(entry)}\n\n### Response:\n"
+        f"chosen:   {entry['chosen']}\nrejected: {entry['rejected']}"
+    )
     print("=== the collate function: padded sequences and response-only masks ===")
     # prompt [1, 2]; 9, 9 stand for the two "\n" tokens that open "### Response:", masked with the prompt
     batch = preference_collate_fn([{"prompt": [1, 2], "chosen": [1, 2, 9, 9, 3, 4, 5], "rejected": [1, 2, 9, 9, 6]}])
@@ -69,24 +85,40 @@ def main(argv=None) -> None:
 
         from tinygrad_llm.finetune.recipe import load_start_model
 
-        model, tokenizer, _ = load_start_model(Namespace(init_from=args.init_from, emb_dim=None, n_layers=None,
-                                                         n_heads=None, dropout=0.0))
+        model, tokenizer, _ = load_start_model(
+            Namespace(init_from=args.init_from, emb_dim=None, n_layers=None, n_heads=None, dropout=0.0)
+        )
         dpo_lr = args.dpo_lr or 5e-6
     else:
         print("\n=== instruction fine-tuning a small GPT from scratch (chapter 7) ===")
         tokenizer = tl.get_tokenizer("gpt2")
-        model = tl.GPTModel(tl.GPTConfig.preset("small-cpu", context_length=args.max_length, emb_dim=64,
-                                                n_layers=2, drop_rate=0.0))
+        model = tl.GPTModel(
+            tl.GPTConfig.preset("small-cpu", context_length=args.max_length, emb_dim=64, n_layers=2, drop_rate=0.0)
+        )
         if args.device:
             model.to(args.device)
-        sft_loader = DataLoader(InstructionDataset(train_data, tokenizer, allowed_max_length=args.max_length),
-                                batch_size=8, shuffle=True, seed=123)
-        val_sft = DataLoader(InstructionDataset(val_data, tokenizer, allowed_max_length=args.max_length),
-                             batch_size=8, drop_last=False)
+        sft_loader = DataLoader(
+            InstructionDataset(train_data, tokenizer, allowed_max_length=args.max_length),
+            batch_size=8,
+            shuffle=True,
+            seed=123,
+        )
+        val_sft = DataLoader(
+            InstructionDataset(val_data, tokenizer, allowed_max_length=args.max_length), batch_size=8, drop_last=False
+        )
         start = time.perf_counter()
-        train_model_simple(model, sft_loader, val_sft, AdamW(model.parameters(), lr=2e-3, weight_decay=0.1),
-                           args.device, num_epochs=args.sft_epochs, eval_freq=40, eval_iter=3,
-                           start_context=format_input(val_data[0]), tokenizer=tokenizer)
+        train_model_simple(
+            model,
+            sft_loader,
+            val_sft,
+            AdamW(model.parameters(), lr=2e-3, weight_decay=0.1),
+            args.device,
+            num_epochs=args.sft_epochs,
+            eval_freq=40,
+            eval_iter=3,
+            start_context=format_input(val_data[0]),
+            tokenizer=tokenizer,
+        )
         print(f"({time.perf_counter() - start:.0f}s)")
         dpo_lr = args.dpo_lr or 5e-5
         if args.save_sft:
@@ -107,26 +139,49 @@ def main(argv=None) -> None:
     print(f"reference log-probabilities of {len(train_set) + len(val_set)} pairs: {time.perf_counter() - start:.0f}s")
     train_loader = DataLoader(train_set, batch_size=8, shuffle=True, drop_last=True, seed=123)
     val_loader = DataLoader(val_set, batch_size=8, drop_last=False)
-    before = evaluate_dpo_loss_loader(model, None, train_loader, val_loader, args.beta, eval_iter=5,
-                                      device=args.device)
-    print(f"before: train loss {before['train_loss']:.3f}, val loss {before['val_loss']:.3f} (ln 2 = 0.693), "
-          f"margins {before['train_reward_margin']:.3f} / {before['val_reward_margin']:.3f}")
+    before = evaluate_dpo_loss_loader(model, None, train_loader, val_loader, args.beta, eval_iter=5, device=args.device)
+    print(
+        f"before: train loss {before['train_loss']:.3f}, val loss {before['val_loss']:.3f} (ln 2 = 0.693), "
+        f"margins {before['train_reward_margin']:.3f} / {before['val_reward_margin']:.3f}"
+    )
     optimizer = AdamW(model.parameters(), lr=dpo_lr, weight_decay=0.01)
     start = time.perf_counter()
-    tracking = train_model_dpo_simple(model, None, train_loader, val_loader, optimizer, num_epochs=1, beta=args.beta,
-                                      eval_freq=10, eval_iter=2, device=args.device)
+    tracking = train_model_dpo_simple(
+        model,
+        None,
+        train_loader,
+        val_loader,
+        optimizer,
+        num_epochs=1,
+        beta=args.beta,
+        eval_freq=10,
+        eval_iter=2,
+        device=args.device,
+    )
     print(f"({time.perf_counter() - start:.0f}s)")
-    after = evaluate_dpo_loss_loader(model, None, train_loader, val_loader, args.beta, eval_iter=None,
-                                     device=args.device)
-    print(f"after one epoch (all {len(train_set)} / {len(val_set)} pairs): train loss {after['train_loss']:.3f}, "
-          f"val loss {after['val_loss']:.3f}; reward margin train {after['train_reward_margin']:.3f}, "
-          f"val {after['val_reward_margin']:.3f} (chosen {after['val_chosen_reward']:+.3f}, "
-          f"rejected {after['val_rejected_reward']:+.3f})")
+    after = evaluate_dpo_loss_loader(
+        model, None, train_loader, val_loader, args.beta, eval_iter=None, device=args.device
+    )
+    print(
+        f"after one epoch (all {len(train_set)} / {len(val_set)} pairs): train loss {after['train_loss']:.3f}, "
+        f"val loss {after['val_loss']:.3f}; reward margin train {after['train_reward_margin']:.3f}, "
+        f"val {after['val_reward_margin']:.3f} (chosen {after['val_chosen_reward']:+.3f}, "
+        f"rejected {after['val_rejected_reward']:+.3f})"
+    )
     if args.plot:
-        margins = [np.subtract(tracking[f"{s}_chosen_rewards"], tracking[f"{s}_rejected_rewards"]).tolist()
-                   for s in ("train", "val")]
-        plot_values(tracking["steps"], tracking["tokens_seen"], *margins, label="reward margin", path=args.plot,
-                    xlabel="Steps", top_xlabel="Tokens seen")
+        margins = [
+            np.subtract(tracking[f"{s}_chosen_rewards"], tracking[f"{s}_rejected_rewards"]).tolist()
+            for s in ("train", "val")
+        ]
+        plot_values(
+            tracking["steps"],
+            tracking["tokens_seen"],
+            *margins,
+            label="reward margin",
+            path=args.plot,
+            xlabel="Steps",
+            top_xlabel="Tokens seen",
+        )
 
 
 if __name__ == "__main__":

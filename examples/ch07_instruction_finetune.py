@@ -10,30 +10,46 @@ model is trained from scratch on 935 records and its answers are poor: the point
 --init-from gpt2-medium (the book's choice) they become useful. With --judge-url (an Ollama /api/chat
 endpoint) a judge model scores the answers 0-100, as the book; offline metrics need no server.
 """
+
 from __future__ import annotations
 
 import json
 
 import tinygrad_llm as tl
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.files import find_data_file
-from tinygrad_llm.finetune import (InstructionDataset, custom_collate_fn, format_input, generate_test_responses,
-                                   load_instruction_data, score_responses, split_instruction_data)
+from tinygrad_llm.finetune import (
+    InstructionDataset,
+    custom_collate_fn,
+    format_input,
+    generate_test_responses,
+    load_instruction_data,
+    score_responses,
+    split_instruction_data,
+)
 from tinygrad_llm.finetune.judge import OllamaJudge
 from tinygrad_llm.optim import AdamW
 from tinygrad_llm.train.simple import train_model_simple
-from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 
 
 def main(argv=None) -> None:
     parser = example_parser(__doc__)
-    parser.add_argument("--init-from", default=None, help="a 'tinygrad-llm train' run folder, or a GPT-2 name/folder "
-                                                          "such as gpt2-medium, the book's (default: a small model "
-                                                          "from scratch)")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="a 'tinygrad-llm train' run folder, or a GPT-2 name/folder "
+        "such as gpt2-medium, the book's (default: a small model "
+        "from scratch)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=2, help="passes over the training records")
     parser.add_argument("--max-test", type=positive_int, default=5, help="test instructions to answer")
-    parser.add_argument("--judge-url", default=None, help="an Ollama-compatible /api/chat URL to score the answers "
-                                                          "0-100, as the book (default: offline scores only)")
+    parser.add_argument(
+        "--judge-url",
+        default=None,
+        help="an Ollama-compatible /api/chat URL to score the answers "
+        "0-100, as the book (default: offline scores only)",
+    )
     args = parser.parse_args(argv)
     tl.manual_seed(123)
 
@@ -50,8 +66,9 @@ def main(argv=None) -> None:
 
         from tinygrad_llm.finetune.recipe import load_start_model
 
-        model, tokenizer, _ = load_start_model(Namespace(init_from=args.init_from, emb_dim=None, n_layers=None,
-                                                         n_heads=None, dropout=None))
+        model, tokenizer, _ = load_start_model(
+            Namespace(init_from=args.init_from, emb_dim=None, n_layers=None, n_heads=None, dropout=None)
+        )
         lr = 5e-5
     else:
         tokenizer = tl.get_tokenizer("gpt2")
@@ -59,19 +76,38 @@ def main(argv=None) -> None:
         lr = 1e-3
     model.to(args.device)
     allowed = model.config.context_length
-    train_loader = DataLoader(InstructionDataset(train_data, tokenizer, allowed_max_length=allowed), batch_size=8,
-                              shuffle=True, drop_last=True, seed=123)
-    val_loader = DataLoader(InstructionDataset(val_data, tokenizer, allowed_max_length=allowed), batch_size=8,
-                            drop_last=False)
+    train_loader = DataLoader(
+        InstructionDataset(train_data, tokenizer, allowed_max_length=allowed),
+        batch_size=8,
+        shuffle=True,
+        drop_last=True,
+        seed=123,
+    )
+    val_loader = DataLoader(
+        InstructionDataset(val_data, tokenizer, allowed_max_length=allowed), batch_size=8, drop_last=False
+    )
     optimizer = AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    train_model_simple(model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=20,
-                       eval_iter=5, start_context=format_input(val_data[0]), tokenizer=tokenizer)
+    train_model_simple(
+        model,
+        train_loader,
+        val_loader,
+        optimizer,
+        args.device,
+        num_epochs=args.epochs,
+        eval_freq=20,
+        eval_iter=5,
+        start_context=format_input(val_data[0]),
+        tokenizer=tokenizer,
+    )
 
-    responses = generate_test_responses(model, tokenizer, test_data[:args.max_test], max_new_tokens=64,
-                                        device=args.device)
+    responses = generate_test_responses(
+        model, tokenizer, test_data[: args.max_test], max_new_tokens=64, device=args.device
+    )
     for entry in responses[:3]:
-        print(f"\n{format_input(entry)}\n\nCorrect response:\n>> {entry['output']}\n"
-              f"Model response:\n>> {entry['model_response']}\n" + "-" * 40)
+        print(
+            f"\n{format_input(entry)}\n\nCorrect response:\n>> {entry['output']}\n"
+            f"Model response:\n>> {entry['model_response']}\n" + "-" * 40
+        )
     print("offline scores:", json.dumps(score_responses(responses)))
     if args.judge_url:
         print("judge:", OllamaJudge(url=args.judge_url).score_entries(responses)["average"])

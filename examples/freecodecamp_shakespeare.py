@@ -8,6 +8,7 @@
    decay, dropout 0), trained with Trainer: attention lets it use the whole block (val loss about 1.9 after
    2,000 steps). Its run folder works with `tinygrad-llm generate --checkpoint` and `chat`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,14 +18,14 @@ import numpy as np
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
 from tinygrad_llm import nn
+from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
 from tinygrad_llm.data import GPTDataset
 from tinygrad_llm.files import require_data_file
 from tinygrad_llm.generate import generate
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import AdamW
 from tinygrad_llm.tokenizer import get_tokenizer
-from tinygrad_llm.train.trainer import Trainer, TrainConfig
-from tinygrad_llm.cli.common import example_parser, positive_int, run_example  # --help, --device, Ctrl-C
+from tinygrad_llm.train.trainer import TrainConfig, Trainer
 
 
 class BigramLanguageModel(nn.Module):
@@ -44,8 +45,8 @@ def train_bigram(train_ids, val_ids, vocab_size, steps: int, rng) -> BigramLangu
 
     def batch(ids, block=8, size=32):
         starts = rng.integers(0, len(ids) - block - 1, size)
-        x = np.stack([ids[s:s + block] for s in starts])
-        y = np.stack([ids[s + 1:s + block + 1] for s in starts])
+        x = np.stack([ids[s : s + block] for s in starts])
+        y = np.stack([ids[s + 1 : s + block + 1] for s in starts])
         return x, y
 
     for step in range(steps + 1):
@@ -65,8 +66,9 @@ def main(argv=None) -> int:
     parser = example_parser(__doc__)
     parser.add_argument("--data", help="tinyshakespeare.txt or its folder (default: $TINYGRAD_LLM_DATA)")
     parser.add_argument("--bigram-steps", type=positive_int, default=2000, help="training steps of the bigram model")
-    parser.add_argument("--gpt-steps", type=positive_int, default=2000, help="training steps of the GPT (2,000 is "
-                                                                              "nanoGPT's CPU run)")
+    parser.add_argument(
+        "--gpt-steps", type=positive_int, default=2000, help="training steps of the GPT (2,000 is nanoGPT's CPU run)"
+    )
     parser.add_argument("--out", default="runs/shakespeare", help="the GPT's run folder (generate/chat read it)")
     args = parser.parse_args(argv)
     try:
@@ -86,18 +88,39 @@ def main(argv=None) -> int:
     sample = generate(bigram, np.zeros((1, 1), dtype=np.int64), max_new_tokens=200, temperature=1.0, seed=1)
     print("bigram sample:\n" + tokenizer.decode(sample[0].tolist()) + "\n")
 
-    config = GPTConfig(vocab_size=tokenizer.n_vocab, context_length=64, emb_dim=128, n_heads=4, n_layers=4,
-                       drop_rate=0.0)
+    config = GPTConfig(
+        vocab_size=tokenizer.n_vocab, context_length=64, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0
+    )
     model = GPTModel(config).to(args.device)
-    train = TrainConfig(max_steps=args.gpt_steps, batch_size=12, lr=1e-3, min_lr=1e-4, warmup_steps=100,
-                        weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, eval_interval=250, eval_iters=20)
-    trainer = Trainer(model, GPTDataset(train_ids, 64, stride=1), GPTDataset(val_ids, 64, stride=64), train,
-                      args.out, tokenizer=tokenizer, device=args.device)
+    train = TrainConfig(
+        max_steps=args.gpt_steps,
+        batch_size=12,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_steps=100,
+        weight_decay=0.1,
+        betas=(0.9, 0.99),
+        grad_clip=1.0,
+        eval_interval=250,
+        eval_iters=20,
+    )
+    trainer = Trainer(
+        model,
+        GPTDataset(train_ids, 64, stride=1),
+        GPTDataset(val_ids, 64, stride=64),
+        train,
+        args.out,
+        tokenizer=tokenizer,
+        device=args.device,
+    )
     history = trainer.fit()
-    print(f"GPT: val loss {history[-1]['val_loss']:.3f} after {history[-1]['step']} steps "
-          f"({history[-1]['elapsed_s']:.0f}s)")
-    sample = generate(model, np.zeros((1, 1), dtype=np.int64), max_new_tokens=300, context_size=64,
-                      temperature=1.0, seed=1)
+    print(
+        f"GPT: val loss {history[-1]['val_loss']:.3f} after {history[-1]['step']} steps "
+        f"({history[-1]['elapsed_s']:.0f}s)"
+    )
+    sample = generate(
+        model, np.zeros((1, 1), dtype=np.int64), max_new_tokens=300, context_size=64, temperature=1.0, seed=1
+    )
     print("GPT sample:\n" + tokenizer.decode(sample[0].tolist()))
     return 0
 

@@ -14,6 +14,7 @@ lines you can change and run again.
 
 Everything printed is computed here, on this machine; the files go into --out.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -65,8 +66,12 @@ def topological_order(device: str) -> None:
     print("backward visits the tensors in the order:", " -> ".join(order))
     print("  a comes after b: its gradient is complete (dy/da = 1 + 2 = 3) before Exp.backward uses it")
     y.backward(retain_graph=True)
-    print("x.grad =", np.round(backend.to_numpy(x.grad), 6).tolist(), "= 3 e^x =",
-          np.round(3 * np.exp([0.5, -1.0]), 6).tolist())
+    print(
+        "x.grad =",
+        np.round(backend.to_numpy(x.grad), 6).tolist(),
+        "= 3 e^x =",
+        np.round(3 * np.exp([0.5, -1.0]), 6).tolist(),
+    )
     print("the same graph as DOT text (paste into any Graphviz viewer):")
     print(tl.graph(y))
 
@@ -99,8 +104,11 @@ def clipping_hook(device: str) -> None:
     h.register_hook(clip_to_unit_norm)
     (h * h).sum().backward()
     print(f"the hook saw a gradient of norm {seen[0]:.1f} flowing into h = 10 x and scaled it to norm 1;")
-    print("x.grad =", np.round(backend.to_numpy(x.grad), 4).tolist(),
-          "(10 times the clipped gradient [0.6, -0.8], by the chain rule)")
+    print(
+        "x.grad =",
+        np.round(backend.to_numpy(x.grad), 4).tolist(),
+        "(10 times the clipped gradient [0.6, -0.8], by the chain rule)",
+    )
 
 
 def attention_head_graph(device: str, out: Path) -> None:
@@ -113,9 +121,11 @@ def attention_head_graph(device: str, out: Path) -> None:
     loss.backward(retain_graph=True)  # keep the graph so it can be drawn with the gradients
     dot = tl.graph(loss)
     n_ops = sum(1 for line in dot.splitlines() if "shape=box," in line)
-    print(f"{n_ops} operations: W_qkv's Linear, the reshape and transpose into heads, the fused causal "
-          f"attention (queries @ keys^T, scale, mask, softmax, @ values), the heads back together, out_proj; "
-          f"each parameter with the norm of its gradient")
+    print(
+        f"{n_ops} operations: W_qkv's Linear, the reshape and transpose into heads, the fused causal "
+        f"attention (queries @ keys^T, scale, mask, softmax, @ values), the heads back together, out_proj; "
+        f"each parameter with the norm of its gradient"
+    )
     write_graph(loss, out / "attention_head")
 
 
@@ -126,8 +136,10 @@ def whole_gpt_graph(device: str, out: Path) -> None:
     ids = np.random.default_rng(0).integers(0, 32, (2, 8))
     loss = F.cross_entropy(model(ids), ids)
     loss.backward(retain_graph=True)
-    print(f"depth=2: GPTModel is level 0, trf_blocks level 1, each TransformerBlock (level 2) one box "
-          f"with its number of operations and the norm of its parameters' gradients")
+    print(
+        "depth=2: GPTModel is level 0, trf_blocks level 1, each TransformerBlock (level 2) one box "
+        "with its number of operations and the norm of its parameters' gradients"
+    )
     write_graph(loss, out / "gpt_depth2", depth=2)
 
 
@@ -141,8 +153,11 @@ def write_graph(loss, stem: Path, depth=None) -> None:
 
 def main(argv=None) -> int:
     p = example_parser(__doc__)
-    p.add_argument("--out", default="study_gradients", help="folder for the graph files (existing ones of the "
-                                                            "same names are replaced)")
+    p.add_argument(
+        "--out",
+        default="study_gradients",
+        help="folder for the graph files (existing ones of the same names are replaced)",
+    )
     args = p.parse_args(argv)
     reuse_accumulates(args.device)
     topological_order(args.device)

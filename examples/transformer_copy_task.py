@@ -12,6 +12,7 @@ It trains with teacher forcing (the decoder reads the true target shifted right,
 decodes greedily: start from BOS, append the most likely token, repeat. It stops when every held-out
 sequence comes out exactly right (or at --max-steps) and prints that accuracy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,9 @@ class DecoderBlock(Module):
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.self_att = MultiHeadAttention(cfg.emb_dim, cfg.emb_dim, cfg.context_length, cfg.drop_rate, cfg.n_heads,
-                                           qkv_bias=True, causal=True)  # position i sees targets <= i
+        self.self_att = MultiHeadAttention(
+            cfg.emb_dim, cfg.emb_dim, cfg.context_length, cfg.drop_rate, cfg.n_heads, qkv_bias=True, causal=True
+        )  # position i sees targets <= i
         self.norm_self = LayerNorm(cfg.emb_dim)
         self.cross = CrossAttention(cfg.emb_dim, cfg.n_heads, cfg.drop_rate)
         self.norm_cross = LayerNorm(cfg.emb_dim)
@@ -90,8 +92,15 @@ class Transformer(Module):
 
     def __init__(self, vocab_size: int, max_len: int, d_model=64, n_heads=4, n_layers=2, dropout=0.0):
         super().__init__()
-        cfg = GPTConfig(vocab_size=vocab_size, context_length=max_len, emb_dim=d_model, n_heads=n_heads,
-                        n_layers=n_layers, drop_rate=dropout, qkv_bias=True)
+        cfg = GPTConfig(
+            vocab_size=vocab_size,
+            context_length=max_len,
+            emb_dim=d_model,
+            n_heads=n_heads,
+            n_layers=n_layers,
+            drop_rate=dropout,
+            qkv_bias=True,
+        )
         self.src_emb, self.tgt_emb = Embedding(vocab_size, d_model), Embedding(vocab_size, d_model)
         self.pos_emb = Embedding(max_len, d_model)  # learned positions (the paper's sinusoids work as well)
         self.encoder = Sequential(*[TransformerBlock(cfg, causal=False) for _ in range(n_layers)])
@@ -154,8 +163,9 @@ def main(argv=None) -> int:
     model = Transformer(args.vocab, args.length + 1)
     optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     held_out = make_batch(np.random.default_rng(args.seed + 1), 200, args.length, args.vocab, args.task)
-    print(f"{args.task} task: {model.num_parameters():,} parameters, sequences of {args.length} digits",
-          file=sys.stderr)
+    print(
+        f"{args.task} task: {model.num_parameters():,} parameters, sequences of {args.length} digits", file=sys.stderr
+    )
     start, accuracy = time.perf_counter(), 0.0
     for step in range(1, args.max_steps + 1):
         lr = args.lr * min(1.0, step / 100)  # a short warmup: post-attention models dislike a cold start
@@ -171,8 +181,11 @@ def main(argv=None) -> int:
             decoded = greedy_decode(model, held_out[0], args.length)
             model.train()
             accuracy = float((decoded == held_out[2]).all(axis=1).mean())
-            print(f"step {step:5d}  loss {loss.item():.4f}  held-out sequences exactly right {accuracy:.1%}  "
-                  f"{time.perf_counter() - start:.0f}s", file=sys.stderr)
+            print(
+                f"step {step:5d}  loss {loss.item():.4f}  held-out sequences exactly right {accuracy:.1%}  "
+                f"{time.perf_counter() - start:.0f}s",
+                file=sys.stderr,
+            )
             if accuracy == 1.0:
                 break
     src = held_out[0][:1]

@@ -14,6 +14,7 @@ are ElementwiseKernels. The embedding backward sorts the ids and sums each id's 
 reference's ``cupy.add.at`` adds with atomics in whatever order the threads arrive: its float sums differ
 from run to run, and resuming a run would not repeat it bit for bit.
 """
+
 from __future__ import annotations
 
 import math
@@ -244,8 +245,11 @@ def softmax_forward(x, scale=1.0, causal=False):
     y = cupy.empty_like(x2)
     if x2.size:
         n_queries = x.shape[-2] if causal else 1
-        _kernel("softmax_forward", x.dtype)((x2.shape[0],), (BLOCK,), (
-            x2, y, np.int32(x2.shape[1]), np.int32(n_queries), np.int32(causal), x.dtype.type(scale)))
+        _kernel("softmax_forward", x.dtype)(
+            (x2.shape[0],),
+            (BLOCK,),
+            (x2, y, np.int32(x2.shape[1]), np.int32(n_queries), np.int32(causal), x.dtype.type(scale)),
+        )
     return y.reshape(x.shape)
 
 
@@ -254,8 +258,11 @@ def softmax_backward(y, gy, scale=1.0, causal=False):
     gx = cupy.empty_like(y2)
     if y2.size:
         n_queries = y.shape[-2] if causal else 1
-        _kernel("softmax_backward", y.dtype)((y2.shape[0],), (BLOCK,), (
-            y2, gy2, gx, np.int32(y2.shape[1]), np.int32(n_queries), np.int32(causal), y.dtype.type(scale)))
+        _kernel("softmax_backward", y.dtype)(
+            (y2.shape[0],),
+            (BLOCK,),
+            (y2, gy2, gx, np.int32(y2.shape[1]), np.int32(n_queries), np.int32(causal), y.dtype.type(scale)),
+        )
     return gx.reshape(y.shape)
 
 
@@ -268,9 +275,22 @@ def layer_norm_forward(x, weight, bias, eps):
         dummy = cupy.empty(1, x.dtype)
         w = dummy if weight is None else cupy.ascontiguousarray(weight)
         b = dummy if bias is None else cupy.ascontiguousarray(bias)
-        _kernel("layer_norm_forward", x.dtype)((x2.shape[0],), (BLOCK,), (
-            x2, w, b, np.int32(x2.shape[1]), np.float64(eps), np.int32(weight is not None),
-            np.int32(bias is not None), y, mean, rstd))
+        _kernel("layer_norm_forward", x.dtype)(
+            (x2.shape[0],),
+            (BLOCK,),
+            (
+                x2,
+                w,
+                b,
+                np.int32(x2.shape[1]),
+                np.float64(eps),
+                np.int32(weight is not None),
+                np.int32(bias is not None),
+                y,
+                mean,
+                rstd,
+            ),
+        )
     return y.reshape(x.shape), mean, rstd
 
 
@@ -280,8 +300,9 @@ def layer_norm_backward(gy, x, weight, mean, rstd):
     gx = cupy.empty_like(x2)
     if x2.size:
         w = cupy.empty(1, x.dtype) if weight is None else cupy.ascontiguousarray(weight)
-        _kernel("layer_norm_backward", x.dtype)((x2.shape[0],), (BLOCK,), (
-            gy2, x2, w, mean, rstd, np.int32(x2.shape[1]), np.int32(weight is not None), gx))
+        _kernel("layer_norm_backward", x.dtype)(
+            (x2.shape[0],), (BLOCK,), (gy2, x2, w, mean, rstd, np.int32(x2.shape[1]), np.int32(weight is not None), gx)
+        )
     gw, gb = _layer_norm_param_grads(gy2, x2, mean, rstd)
     return gx.reshape(x.shape), gw, gb
 
@@ -293,8 +314,11 @@ def _layer_norm_param_grads(gy2, x2, mean, rstd):
     gw_parts = cupy.zeros((chunks, width), cupy.float64)
     gb_parts = cupy.zeros((chunks, width), cupy.float64)
     if x2.size:
-        _kernel("layer_norm_param_grads", x2.dtype)(((width + 31) // 32, chunks), (32, 8), (
-            gy2, x2, mean, rstd, np.int64(rows), np.int32(width), gw_parts, gb_parts))
+        _kernel("layer_norm_param_grads", x2.dtype)(
+            ((width + 31) // 32, chunks),
+            (32, 8),
+            (gy2, x2, mean, rstd, np.int64(rows), np.int32(width), gw_parts, gb_parts),
+        )
     return gw_parts.sum(axis=0).astype(x2.dtype), gb_parts.sum(axis=0).astype(x2.dtype)
 
 
@@ -306,8 +330,11 @@ def embedding_backward(ids, gy, num_embeddings):
     if gy2.size:
         flat = cupy.asarray(ids).reshape(-1).astype(cupy.int64, copy=False)
         order = cupy.argsort(flat)  # CuPy's sort is stable: each run keeps the rows' order
-        _kernel("embedding_backward", gy.dtype)((flat.size,), (BLOCK,), (
-            cupy.ascontiguousarray(flat[order]), order, gy2, np.int64(flat.size), np.int32(dim), gw))
+        _kernel("embedding_backward", gy.dtype)(
+            (flat.size,),
+            (BLOCK,),
+            (cupy.ascontiguousarray(flat[order]), order, gy2, np.int64(flat.size), np.int32(dim), gw),
+        )
     return gw
 
 
@@ -316,9 +343,18 @@ def cross_entropy_forward(logits, targets, ignore_index):
     losses = cupy.empty(logits.shape[0], logits.dtype)
     lse = cupy.empty(logits.shape[0], logits.dtype)
     if logits.shape[0]:
-        _kernel("cross_entropy_forward", logits.dtype)((logits.shape[0],), (BLOCK,), (
-            logits, cupy.ascontiguousarray(targets, dtype=cupy.int64), np.int32(logits.shape[1]),
-            np.int64(ignore_index), losses, lse))
+        _kernel("cross_entropy_forward", logits.dtype)(
+            (logits.shape[0],),
+            (BLOCK,),
+            (
+                logits,
+                cupy.ascontiguousarray(targets, dtype=cupy.int64),
+                np.int32(logits.shape[1]),
+                np.int64(ignore_index),
+                losses,
+                lse,
+            ),
+        )
     return losses, lse
 
 
@@ -326,9 +362,18 @@ def cross_entropy_backward(logits, lse, targets, row_scale):
     logits = cupy.ascontiguousarray(logits)
     g = cupy.empty_like(logits)
     if logits.shape[0]:
-        _kernel("cross_entropy_backward", logits.dtype)((logits.shape[0],), (BLOCK,), (
-            logits, cupy.ascontiguousarray(lse), cupy.ascontiguousarray(targets, dtype=cupy.int64),
-            cupy.ascontiguousarray(row_scale, dtype=logits.dtype), np.int32(logits.shape[1]), g))
+        _kernel("cross_entropy_backward", logits.dtype)(
+            (logits.shape[0],),
+            (BLOCK,),
+            (
+                logits,
+                cupy.ascontiguousarray(lse),
+                cupy.ascontiguousarray(targets, dtype=cupy.int64),
+                cupy.ascontiguousarray(row_scale, dtype=logits.dtype),
+                np.int32(logits.shape[1]),
+                g,
+            ),
+        )
     return g
 
 
@@ -343,22 +388,31 @@ ELEMENTWISE = {
     # d/dx = s + 2 x s (1 - s) c (1 + 3 a x^2). Below x ~ -10 (float32) e = exp(-2u) overflows to inf and s
     # is 0: written with e (2 x e s^2) that is inf * 0 = NaN. So 1 - s is taken directly where s < 1/2 (no
     # cancellation there, and e may be inf) and as e s elsewhere (exact), as the Numba kernel does.
-    "gelu_backward": ("T x, T gy, T c, T a", "T gx", """
+    "gelu_backward": (
+        "T x, T gy, T c, T a",
+        "T gx",
+        """
         T e = exp((T)-2 * c * (x + a * x * x * x));
         T s = (T)1 / ((T)1 + e);
         T one_minus_s = e > (T)1 ? (T)1 - s : e * s;
-        gx = gy * (s + s * one_minus_s * ((T)2 * x * c * ((T)1 + (T)3 * a * x * x)));"""),
+        gx = gy * (s + s * one_minus_s * ((T)2 * x * c * ((T)1 + (T)3 * a * x * x)));""",
+    ),
     # In place on p, m, v (declared as outputs, read and written); torch.optim.AdamW's order of operations.
-    "adamw_update": ("T g, T decay, T beta1_c, T beta2, T beta2_c, T bc2_sqrt, T eps, T neg_step_size",
-                     "T p, T m, T v", """
+    "adamw_update": (
+        "T g, T decay, T beta1_c, T beta2, T beta2_c, T bc2_sqrt, T eps, T neg_step_size",
+        "T p, T m, T v",
+        """
         T m_new = m + beta1_c * (g - m);
         T v_new = v * beta2 + beta2_c * g * g;
         m = m_new;
         v = v_new;
-        p = p * decay + neg_step_size * (m_new / (sqrt(v_new) / bc2_sqrt + eps));"""),
+        p = p * decay + neg_step_size * (m_new / (sqrt(v_new) / bc2_sqrt + eps));""",
+    ),
 }
-_gelu_forward, _gelu_backward, _adamw = (cupy.ElementwiseKernel(*ELEMENTWISE[name], f"tinygrad_{name}")
-                                         for name in ("gelu_forward", "gelu_backward", "adamw_update"))
+_gelu_forward, _gelu_backward, _adamw = (
+    cupy.ElementwiseKernel(*ELEMENTWISE[name], f"tinygrad_{name}")
+    for name in ("gelu_forward", "gelu_backward", "adamw_update")
+)
 
 
 def gelu_forward(x):

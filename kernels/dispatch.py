@@ -28,6 +28,7 @@ Kernels (each a plain function on raw arrays): softmax_forward, softmax_backward
 scale), layer_norm_forward/backward, gelu_forward/backward, cross_entropy_forward/backward,
 embedding_backward, adamw_update_.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -115,8 +116,9 @@ class Kernels:
             try:
                 return fn(*args, **kwargs)
             except _kernel_errors(backend) as exc:
-                _disable(backend, f"kernel {name!r} failed to compile or launch ({type(exc).__name__}: "
-                                  f"{_first_line(exc)})")
+                _disable(
+                    backend, f"kernel {name!r} failed to compile or launch ({type(exc).__name__}: {_first_line(exc)})"
+                )
                 return None
 
         return guarded
@@ -152,14 +154,17 @@ def _kernel_errors(backend: str) -> tuple:
     if backend == "numba":
         with contextlib.suppress(ImportError):
             from numba.core.errors import NumbaError
+
             errors.append(NumbaError)
     else:
         with contextlib.suppress(ImportError):
             from cupy.cuda.compiler import CompileException
+
             errors.append(CompileException)
         with contextlib.suppress(ImportError):  # a launch refused (too many resources, no kernel image, ...)
             from cupy_backends.cuda.api.driver import CUDADriverError
             from cupy_backends.cuda.api.runtime import CUDARuntimeError
+
             errors += [CUDADriverError, CUDARuntimeError]
     return tuple(errors) or (ImportError,)
 
@@ -171,8 +176,11 @@ def _disable(backend: str, why: str) -> None:
 
 def _warn(backend: str, why: str) -> None:
     label = "Numba" if backend == "numba" else "CuPy"
-    warnings.warn(f"tinygrad_llm.kernels: {label} kernels {why}; using the NumPy reference implementation",
-                  RuntimeWarning, stacklevel=4)
+    warnings.warn(
+        f"tinygrad_llm.kernels: {label} kernels {why}; using the NumPy reference implementation",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _first_line(exc: BaseException) -> str:

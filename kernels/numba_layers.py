@@ -3,6 +3,7 @@
 The references they replace: ``LayerNormFunction`` and ``EmbeddingFunction`` in ``functional/layers.py``,
 ``GELUFunction`` in ``functional/activation.py``, ``adamw_update_`` in ``functional/optim_update.py``.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,9 +87,15 @@ def layer_norm_forward(x, weight, bias, eps):
     rstd = np.empty(x2.shape[0], x.dtype)
     if x2.size:
         none = np.empty(0, x.dtype)
-        _layer_norm_rows(x2, none if weight is None else np.ascontiguousarray(weight),
-                         none if bias is None else np.ascontiguousarray(bias), float(eps), y.reshape(x2.shape),
-                         mean, rstd)
+        _layer_norm_rows(
+            x2,
+            none if weight is None else np.ascontiguousarray(weight),
+            none if bias is None else np.ascontiguousarray(bias),
+            float(eps),
+            y.reshape(x2.shape),
+            mean,
+            rstd,
+        )
     return y, mean, rstd
 
 
@@ -101,8 +108,17 @@ def layer_norm_backward(gy, x, weight, mean, rstd):
     gw_parts = np.zeros((blocks, x2.shape[1]))
     gb_parts = np.zeros((blocks, x2.shape[1]))
     if x2.size:
-        _layer_norm_backward_rows(gy2, x2, np.empty(0, x.dtype) if weight is None else np.ascontiguousarray(weight),
-                                  mean, rstd, gx.reshape(x2.shape), gw_parts, gb_parts, blocks)
+        _layer_norm_backward_rows(
+            gy2,
+            x2,
+            np.empty(0, x.dtype) if weight is None else np.ascontiguousarray(weight),
+            mean,
+            rstd,
+            gx.reshape(x2.shape),
+            gw_parts,
+            gb_parts,
+            blocks,
+        )
     return gx, gw_parts.sum(axis=0).astype(x.dtype), gb_parts.sum(axis=0).astype(x.dtype)
 
 
@@ -166,6 +182,7 @@ def gelu_backward(x, gy):
 
 # ---- exact GELU (BERT's): x Phi(x) -----------------------------------------------------------------------
 
+
 @kernel(cache=True)
 def _gelu_erf(x, out, gy, backward):
     """out = x Phi(x), Phi(x) = 0.5 erfc(-x / sqrt 2); or with ``backward`` gy (Phi(x) + x phi(x)) (flat).
@@ -199,6 +216,7 @@ def gelu_erf_backward(x, gy):
 
 # ---- embedding backward: scatter-add of rows ------------------------------------------------------------
 
+
 @kernel(cache=True)
 def _scatter_add_rows(ids, gy, gw):
     """gw[ids[i]] += gy[i], rows in order (a repeated id sums its rows in the reference's order)."""
@@ -221,6 +239,7 @@ def embedding_backward(ids, gy, num_embeddings):
 
 # ---- AdamW, in place ---------------------------------------------------------------------------------
 
+
 @kernel(cache=True)  # no fastmath: the same roundings, in the same order, as the reference
 def _adamw(param, grad, exp_avg, exp_avg_sq, decay, beta1_c, beta2, beta2_c, bc2_sqrt, eps, neg_step_size):
     n = param.shape[0]
@@ -238,8 +257,7 @@ def _adamw(param, grad, exp_avg, exp_avg_sq, decay, beta1_c, beta2, beta2_c, bc2
             p_[i] = p + neg_step_size * (m / (math.sqrt(v) / bc2_sqrt + eps))
 
 
-def adamw_update_(param, grad, exp_avg, exp_avg_sq, decay, beta1_c, beta2, beta2_c, bc2_sqrt, eps,
-                  neg_step_size):
+def adamw_update_(param, grad, exp_avg, exp_avg_sq, decay, beta1_c, beta2, beta2_c, bc2_sqrt, eps, neg_step_size):
     """The AdamW step in place on flat views; scalars arrive precomputed in the arrays' dtype.
 
     Returns None (the reference must run) when an array is not contiguous: a copy would not be in place."""

@@ -16,6 +16,7 @@ Caching: the kernels are compiled with ``cache=True`` into ``kernels/__pycache__
 cached kernel when its own file changes, not when a helper here does: after editing this file, delete
 ``kernels/__pycache__`` (or set NUMBA_CACHE_DIR elsewhere) so the kernels that inline these helpers rebuild.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,6 +58,7 @@ def tanh_row(u, out, bits):
 @overload(exp_row, jit_options={"fastmath": FAST})
 def _exp_row_overload(x, shift, scale, out, bits):
     if x.dtype == types.float32:
+
         def exp_row_f32(x, shift, scale, out, bits):
             n = x.shape[0]
             for j in range(n):
@@ -75,6 +77,7 @@ def _exp_row_overload(x, shift, scale, out, bits):
                 out[j] = e
                 total += e
             return total
+
         return exp_row_f32
 
     def exp_row_f64(x, shift, scale, out, bits):
@@ -84,23 +87,27 @@ def _exp_row_overload(x, shift, scale, out, bits):
             out[j] = e
             total += e
         return total
+
     return exp_row_f64
 
 
 @overload(tanh_row, jit_options={"fastmath": FAST})
 def _tanh_row_overload(u, out, bits):
     if u.dtype == types.float32:
+
         def tanh_row_f32(u, out, bits):
             # tanh(u) = 1 - 2 / (exp(2u) + 1): exp overflowing to a large value gives 1, underflowing gives -1
             n = u.shape[0]
             exp_row(u, ZERO, TWO, out, bits)
             for j in range(n):
                 out[j] = ONE - TWO / (out[j] + ONE)
+
         return tanh_row_f32
 
     def tanh_row_f64(u, out, bits):
         for j in range(u.shape[0]):
             out[j] = math.tanh(u[j])
+
     return tanh_row_f64
 
 

@@ -8,6 +8,7 @@ Causal rows: an input of shape (..., T, S) holds T queries that are the last T p
 query i sees keys j <= i + (S - T) (with S == T: the usual lower triangle). The masked part is never read;
 its output is 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,6 +80,7 @@ def softmax_backward(y, gy, scale=1.0, causal=False):
 
 # ---- cross-entropy ------------------------------------------------------------------------------------
 
+
 @kernel(fastmath=FAST, cache=True)
 def _cross_entropy_rows(logits, targets, ignore_index, losses, lse):
     """lse[r] = logsumexp(logits[r]); losses[r] = lse[r] - logits[r, t] (0 where t == ignore_index)."""
@@ -129,7 +131,11 @@ def cross_entropy_backward(logits, lse, targets, row_scale):
     logits = np.ascontiguousarray(logits)
     g = np.empty_like(logits)
     if logits.shape[0]:
-        _cross_entropy_backward_rows(logits, np.ascontiguousarray(lse),
-                                     np.ascontiguousarray(targets, dtype=np.int64),
-                                     np.ascontiguousarray(row_scale, dtype=logits.dtype), g)
+        _cross_entropy_backward_rows(
+            logits,
+            np.ascontiguousarray(lse),
+            np.ascontiguousarray(targets, dtype=np.int64),
+            np.ascontiguousarray(row_scale, dtype=logits.dtype),
+            g,
+        )
     return g

@@ -1,4 +1,5 @@
 """Shared test configuration: Hypothesis profiles, the real-data folder, optional oracles."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,10 +13,16 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # "ci" keeps the whole suite within minutes on 2 cores and is reproducible; "dev" explores more.
-settings.register_profile("ci", max_examples=20, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("dev", max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "ci",
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -57,8 +64,9 @@ def torch():
 @pytest.fixture(scope="session")
 def transformers(torch):
     """Hugging Face transformers as an oracle for checkpoints; skipped with a reason when not installed."""
-    transformers = pytest.importorskip("transformers", reason="Hugging Face transformers is not installed "
-                                                              "(oracle only: pip install transformers)")
+    transformers = pytest.importorskip(
+        "transformers", reason="Hugging Face transformers is not installed (oracle only: pip install transformers)"
+    )
     transformers.logging.set_verbosity_error()
     return transformers
 

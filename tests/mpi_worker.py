@@ -1,11 +1,12 @@
 """Run by tests/test_dist.py under ``mpiexec -n 2``: data-parallel training checked from inside the job.
 
-    mpiexec -n 2 python tests/mpi_worker.py train OUT    # 20 steps, bitwise checks, ZeRO, resume -> OUT/result.json
-    mpiexec -n 2 python tests/mpi_worker.py raise OUT    # the CLI with rank 1 raising at step 3
-    mpiexec -n 2 python tests/mpi_worker.py die OUT      # rank 1 killed at step 3
-    mpiexec -n 2 python tests/mpi_worker.py cli ARGS...  # tinygrad-llm ARGS...
-    mpiexec -n 2 python tests/mpi_worker.py nccl OUT     # NCCL collectives on 2 GPUs, then 5 steps on CUDA
+mpiexec -n 2 python tests/mpi_worker.py train OUT    # 20 steps, bitwise checks, ZeRO, resume -> OUT/result.json
+mpiexec -n 2 python tests/mpi_worker.py raise OUT    # the CLI with rank 1 raising at step 3
+mpiexec -n 2 python tests/mpi_worker.py die OUT      # rank 1 killed at step 3
+mpiexec -n 2 python tests/mpi_worker.py cli ARGS...  # tinygrad-llm ARGS...
+mpiexec -n 2 python tests/mpi_worker.py nccl OUT     # NCCL collectives on 2 GPUs, then 5 steps on CUDA
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ import tinygrad_llm as tl
 from tinygrad_llm import dist
 from tinygrad_llm.data import GPTDataset
 from tinygrad_llm.model import GPTConfig, GPTModel
-from tinygrad_llm.train.trainer import Trainer, TrainConfig
+from tinygrad_llm.train.trainer import TrainConfig, Trainer
 
 CONFIG = GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
 STEPS, BATCH = 20, 4  # per process; tests/test_dist.py runs one process with 2 * BATCH
@@ -31,10 +32,27 @@ def make_trainer(out, comm, batch_size=BATCH, zero=False, init_seed=0, device="c
     tl.manual_seed(init_seed)
     rng = np.random.default_rng(1)
     ids = (np.arange(600) * 7 % 32 + (rng.random(600) < 0.1)) % 32
-    config = TrainConfig(max_steps=STEPS, batch_size=batch_size, lr=3e-3, warmup_steps=3, eval_interval=10,
-                         eval_iters=2, grad_accum=2, seed=0)
-    return Trainer(GPTModel(CONFIG).to(device), GPTDataset(ids[:500], 8, stride=3), GPTDataset(ids[500:], 8), config,
-                   out, log=lambda message: None, comm=comm, zero=zero, device=device)
+    config = TrainConfig(
+        max_steps=STEPS,
+        batch_size=batch_size,
+        lr=3e-3,
+        warmup_steps=3,
+        eval_interval=10,
+        eval_iters=2,
+        grad_accum=2,
+        seed=0,
+    )
+    return Trainer(
+        GPTModel(CONFIG).to(device),
+        GPTDataset(ids[:500], 8, stride=3),
+        GPTDataset(ids[500:], 8),
+        config,
+        out,
+        log=lambda message: None,
+        comm=comm,
+        zero=zero,
+        device=device,
+    )
 
 
 def flat_parameters(trainer) -> np.ndarray:
@@ -92,14 +110,15 @@ def nccl(out: Path) -> None:
     b = cupy.full(10, comm.rank, dtype=cupy.float32)
     assert bool((comm.broadcast_(b) == 0).all())
     c = cupy.zeros(4, dtype=cupy.float32)
-    c[comm.rank * 2:comm.rank * 2 + 2] = comm.rank + 1
+    c[comm.rank * 2 : comm.rank * 2 + 2] = comm.rank + 1
     assert comm.allgather_(c).get().tolist() == [1, 1, 2, 2]
     trainer = make_trainer(out / "nccl", comm, init_seed=comm.rank, device="cuda")
     equal = []
     for _ in range(5):
         trainer.train_step()
-        equal.append(same_as_root(comm, cupy.asnumpy(cupy.concatenate(
-            [p.data.ravel() for p in trainer.model.parameters()]))))
+        equal.append(
+            same_as_root(comm, cupy.asnumpy(cupy.concatenate([p.data.ravel() for p in trainer.model.parameters()])))
+        )
     assert all(equal), equal
     if comm.rank == 0:
         (out / "nccl.ok").write_text("ok")
@@ -133,5 +152,24 @@ if __name__ == "__main__":
         from tinygrad_llm.cli import main
 
         fail_at_step_3(what)
-        sys.exit(main(["train", "--preset", "tiny", "--max-steps", "50", "--batch-size", "2", "--context-length",
-                       "16", "--eval-interval", "100", "--sample-tokens", "5", "--out", str(out / "run")]))
+        sys.exit(
+            main(
+                [
+                    "train",
+                    "--preset",
+                    "tiny",
+                    "--max-steps",
+                    "50",
+                    "--batch-size",
+                    "2",
+                    "--context-length",
+                    "16",
+                    "--eval-interval",
+                    "100",
+                    "--sample-tokens",
+                    "5",
+                    "--out",
+                    str(out / "run"),
+                ]
+            )
+        )

@@ -12,6 +12,7 @@ For each operation the tests draw shapes (size-0, size-1 and broadcast axes incl
 Values are kept where finite differences are meaningful (log/sqrt/div inputs away from 0, max without
 ties, relu away from its kink); tolerances are never widened to make a case pass.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,8 @@ FLOAT32 = dict(rtol=2e-5, atol=2e-5)  # a few float32 ulps, accumulated over at 
 KERNEL_MODES = ("auto", "numpy")  # compiled kernels where available, and the NumPy reference
 
 
-
 # ---- strategies --------------------------------------------------------------------------------------
+
 
 def shapes(min_dims=0, max_dims=3, min_side=0, max_side=4):
     """Array shapes with small sides, size-0 and size-1 axes included."""
@@ -39,8 +40,9 @@ def shapes(min_dims=0, max_dims=3, min_side=0, max_side=4):
 
 def broadcastable(num_shapes=2, min_dims=0, max_dims=3, max_side=4):
     """Shapes that broadcast together (hypothesis puts 1s and missing leading axes in)."""
-    return hnp.mutually_broadcastable_shapes(num_shapes=num_shapes, min_dims=min_dims, max_dims=max_dims,
-                                             min_side=0, max_side=max_side).map(lambda b: b.input_shapes)
+    return hnp.mutually_broadcastable_shapes(
+        num_shapes=num_shapes, min_dims=min_dims, max_dims=max_dims, min_side=0, max_side=max_side
+    ).map(lambda b: b.input_shapes)
 
 
 @st.composite
@@ -68,7 +70,8 @@ def axes_of(ndim):
         return st.sampled_from([None, ()])
     single = st.integers(-ndim, ndim - 1)
     many = st.lists(st.integers(0, ndim - 1), unique=True, max_size=ndim).flatmap(
-        lambda axes: st.tuples(*[st.sampled_from([a, a - ndim]) for a in axes]))  # negatives in tuples too
+        lambda axes: st.tuples(*[st.sampled_from([a, a - ndim]) for a in axes])
+    )  # negatives in tuples too
     return st.one_of(st.none(), single, many)
 
 

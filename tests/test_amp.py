@@ -1,5 +1,6 @@
 """Mixed precision: the loss scaler against torch.amp.GradScaler, autocast's matrix products, and fp16/bf16
 training that tracks float32 (on the CPU here; benchmarks/gpu_check.py runs the same on a GPU)."""
+
 from __future__ import annotations
 
 import types
@@ -14,7 +15,7 @@ from tinygrad_llm.amp import GradScaler, MixedPrecision
 from tinygrad_llm.data import GPTDataset
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import SGD
-from tinygrad_llm.train.trainer import Trainer, TrainConfig
+from tinygrad_llm.train.trainer import TrainConfig, Trainer
 
 # a gradient per step: finite, inf or NaN, in runs long enough to see the scale grow, back off, and grow again
 PATTERN = ["ok", "ok", "ok", "inf", "ok", "nan", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "-inf", "inf", "ok", "ok"]
@@ -30,7 +31,7 @@ def _gradient(kind: str, step: int) -> np.ndarray:
 def _our_run(growth_interval):
     p = tl.Tensor(np.ones(3, np.float32), requires_grad=True)
     opt = SGD([p], lr=0.1)
-    scaler = GradScaler(init_scale=2.0 ** 10, growth_interval=growth_interval)
+    scaler = GradScaler(init_scale=2.0**10, growth_interval=growth_interval)
     scales, params = [], []
     for step, kind in enumerate(PATTERN):
         p.grad = _gradient(kind, step) * np.float32(scaler.get_scale())  # as (loss * scale).backward() leaves it
@@ -45,7 +46,7 @@ def test_grad_scaler_matches_torch_on_the_same_inf_nan_pattern(torch):
     for growth_interval in (3, 2000):
         p = torch.nn.Parameter(torch.ones(3))
         opt = torch.optim.SGD([p], lr=0.1)
-        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=growth_interval)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=growth_interval)
         want_scales, want_params = [], []
         for step, kind in enumerate(PATTERN):
             opt.zero_grad()
@@ -63,11 +64,14 @@ def test_grad_scaler_matches_torch_on_the_same_inf_nan_pattern(torch):
 def test_grad_scaler_defaults_and_sequence_are_pytorchs():
     scaler = GradScaler()
     assert (scaler.get_scale(), scaler.growth_factor, scaler.backoff_factor, scaler.growth_interval) == (
-        65536.0, 2.0, 0.5, 2000)
+        65536.0,
+        2.0,
+        0.5,
+        2000,
+    )
     scales, params = _our_run(growth_interval=3)
     # grow x2 after 3 clean steps; halve (and restart the count) on each inf/NaN step, which leaves p alone
-    assert scales == [1024, 1024, 2048, 1024, 1024, 512, 512, 512, 1024, 1024, 1024, 2048, 2048, 1024, 512, 512,
-                      512]
+    assert scales == [1024, 1024, 2048, 1024, 1024, 512, 512, 512, 1024, 1024, 1024, 2048, 2048, 1024, 512, 512, 512]
     for step, kind in enumerate(PATTERN):
         before = params[step - 1] if step else np.ones(3, np.float32)
         assert np.array_equal(params[step], before) == (kind != "ok"), step
@@ -75,15 +79,19 @@ def test_grad_scaler_defaults_and_sequence_are_pytorchs():
 
 def test_grad_scaler_state_round_trips_and_rejects_bad_settings():
     scaler = GradScaler(init_scale=8.0, growth_interval=5)
-    opt = types.SimpleNamespace(param_groups=[{"params": [types.SimpleNamespace(grad=np.ones(2, np.float32))]}],
-                                step=lambda: None)
+    opt = types.SimpleNamespace(
+        param_groups=[{"params": [types.SimpleNamespace(grad=np.ones(2, np.float32))]}], step=lambda: None
+    )
     for _ in range(3):
         scaler.step(opt)
         scaler.update()
     other = GradScaler()
     other.load_state_dict(scaler.state_dict())
-    assert other.state_dict() == scaler.state_dict() == {"scale": 8.0, "growth_factor": 2.0, "backoff_factor": 0.5,
-                                                         "growth_interval": 5, "_growth_tracker": 3}
+    assert (
+        other.state_dict()
+        == scaler.state_dict()
+        == {"scale": 8.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 5, "_growth_tracker": 3}
+    )
     with pytest.raises(RuntimeError, match="call step"):
         GradScaler().update()
     for bad in (dict(init_scale=0.0), dict(growth_factor=1.0), dict(backoff_factor=1.0), dict(growth_interval=0)):
@@ -92,6 +100,7 @@ def test_grad_scaler_state_round_trips_and_rejects_bad_settings():
 
 
 # ---- autocast: the matrix products in low precision, everything else float32 -------------------------
+
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_autocast_products_stay_float32_outside_and_close_to_float32(precision):
@@ -111,7 +120,7 @@ def test_autocast_products_stay_float32_outside_and_close_to_float32(precision):
         (s * s).sum().backward()
         return [y.data, s.data] + [t.grad for t in ts]
 
-    eps = float(np.finfo(low).eps) if low == np.float16 else 2.0 ** -8
+    eps = float(np.finfo(low).eps) if low == np.float16 else 2.0**-8
     for i, (got, want) in enumerate(zip(run(low), run(None))):
         assert got.dtype == np.float32
         # the inputs rounded to low precision (relative eps/2 each), sums of 16 products: a few eps of the scale
@@ -140,20 +149,30 @@ def test_loss_scaling_keeps_small_float16_gradients_from_flushing_to_zero():
         return w.grad / np.float32(scale)
 
     assert not weight_grad(1.0).any()
-    np.testing.assert_allclose(weight_grad(2.0 ** 16), 1e-8, rtol=2e-3)
+    np.testing.assert_allclose(weight_grad(2.0**16), 1e-8, rtol=2e-3)
 
 
 # ---- training: fp16 and bf16 track fp32 ----------------------------------------------------------------
+
 
 def _trainer(out, precision, steps=30):
     tl.manual_seed(0)
     rng = np.random.default_rng(1)
     ids = (np.arange(800) * 7 % 32 + (rng.random(800) < 0.1)) % 32
     model = GPTModel(GPTConfig(vocab_size=32, context_length=16, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0))
-    config = TrainConfig(max_steps=steps, batch_size=4, lr=3e-3, warmup_steps=3, eval_interval=steps, eval_iters=4,
-                         seed=0, precision=precision)
-    return Trainer(model, GPTDataset(ids[:700], 16, stride=5), GPTDataset(ids[700:], 16), config, out,
-                   log=lambda message: None)
+    config = TrainConfig(
+        max_steps=steps,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=3,
+        eval_interval=steps,
+        eval_iters=4,
+        seed=0,
+        precision=precision,
+    )
+    return Trainer(
+        model, GPTDataset(ids[:700], 16, stride=5), GPTDataset(ids[700:], 16), config, out, log=lambda message: None
+    )
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -178,10 +197,10 @@ def test_low_precision_training_tracks_float32(tmp_path, precision):
 
 def test_an_overflowing_fp16_step_is_skipped_and_the_scale_saved(tmp_path):
     trainer = _trainer(tmp_path, "fp16", steps=4)
-    trainer.precision.scaler._scale = 2.0 ** 40  # so large that the scaled gradients overflow float16
+    trainer.precision.scaler._scale = 2.0**40  # so large that the scaled gradients overflow float16
     before = {n: p.data.copy() for n, p in trainer.model.named_parameters()}
     trainer.train_step()
-    assert trainer.precision.scaler.get_scale() == 2.0 ** 39 and trainer.step == 1
+    assert trainer.precision.scaler.get_scale() == 2.0**39 and trainer.step == 1
     for n, p in trainer.model.named_parameters():
         np.testing.assert_array_equal(p.data, before[n], err_msg=n)  # skipped: nothing moved
     trainer.fit()
@@ -218,11 +237,41 @@ def test_train_command_takes_precision_and_saves_the_scale(tmp_path):
 
     story = tmp_path / "story.txt"
     story.write_text("the cat sat on the mat and looked at the hat. " * 40)
-    args = ["train", "--data", str(story), "--out", str(tmp_path / "run"), "--max-steps", "3", "--eval-interval",
-            "3", "--preset", "tiny", "--context-length", "16", "--batch-size", "4", "--eval-iters", "2",
-            "--sample-tokens", "4", "--warmup-steps", "0", "--precision", "fp16"]
+    args = [
+        "train",
+        "--data",
+        str(story),
+        "--out",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "3",
+        "--eval-interval",
+        "3",
+        "--preset",
+        "tiny",
+        "--context-length",
+        "16",
+        "--batch-size",
+        "4",
+        "--eval-iters",
+        "2",
+        "--sample-tokens",
+        "4",
+        "--warmup-steps",
+        "0",
+        "--precision",
+        "fp16",
+    ]
     assert main(args) == 0
     state = load_checkpoint(tmp_path / "run").trainer_state
     assert state["train_config"]["precision"] == "fp16"
-    assert state["precision"] == {"precision": "fp16", "grad_scaler": {
-        "scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 3}}
+    assert state["precision"] == {
+        "precision": "fp16",
+        "grad_scaler": {
+            "scale": 65536.0,
+            "growth_factor": 2.0,
+            "backoff_factor": 0.5,
+            "growth_interval": 2000,
+            "_growth_tracker": 3,
+        },
+    }

@@ -1,11 +1,13 @@
 """A batch cut into parts computed side by side (tinygrad_llm.runtime.batch_parts) and what it stands on:
 tinygrad_llm.grad, per-thread grad mode and generators, threads.run_parallel."""
+
 from __future__ import annotations
 
 import threading
 
 import numpy as np
 import pytest
+from test_train import make_trainer
 
 import tinygrad_llm as tl
 from tinygrad_llm import backend
@@ -13,8 +15,6 @@ from tinygrad_llm import functional as F
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.runtime import backward_in_parts, split_count, threads
 from tinygrad_llm.train.losses import calc_loss_batch
-
-from test_train import make_trainer
 
 CONFIG = GPTConfig(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
 
@@ -226,4 +226,5 @@ def test_ctrl_c_inside_a_part_leaves_the_last_whole_step_and_resume_is_exact(tmp
         for name, value in straight.model.state_dict().items():
             np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=f"call {call}: {name}")
         assert [{**r, "elapsed_s": 0} for r in read_log(out)] == [
-            {**r, "elapsed_s": 0} for r in read_log(tmp_path / "straight")]
+            {**r, "elapsed_s": 0} for r in read_log(tmp_path / "straight")
+        ]

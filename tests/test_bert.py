@@ -6,30 +6,41 @@ Float32 tolerances against transformers: hidden states, pooled outputs and logit
 order 1: two float32 implementations of the same sums in other orders); gradients rtol 1e-4 with atol
 2e-5 times the largest element of that parameter's gradient.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
+from conftest import serve_folder
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
-from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.functional.activation import normal_cdf
-from tinygrad_llm.model.bert import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel)
+from tinygrad_llm.kernels import dispatch
+from tinygrad_llm.model.bert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 from tinygrad_llm.model.bert_pretrained import hf_names
 from tinygrad_llm.model.pretrained import PretrainedError
 
-from conftest import serve_folder
-
-SMALL = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-             max_position_embeddings=12, type_vocab_size=2)
-HF_CLASSES = {BertModel: "BertModel", BertForMaskedLM: "BertForMaskedLM",
-              BertForSequenceClassification: "BertForSequenceClassification"}
+SMALL = dict(
+    vocab_size=40,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=12,
+    type_vocab_size=2,
+)
+HF_CLASSES = {
+    BertModel: "BertModel",
+    BertForMaskedLM: "BertForMaskedLM",
+    BertForSequenceClassification: "BertForSequenceClassification",
+}
 
 
 # --- the operations: exact GELU, masked softmax ------------------------------------------------------------
+
 
 def test_normal_cdf_matches_math_erf_to_float64_precision():
     x = np.concatenate([np.linspace(-40, 40, 20001), [0.0, -1e-300, 1e-8, 2 * math.sqrt(2)]])
@@ -98,6 +109,7 @@ def test_fully_masked_row_gets_zero_weights_not_nan():
 
 # --- transformers as the oracle ---------------------------------------------------------------------------
 
+
 def hf_model(transformers, torch, cls, seed=0):
     """A transformers BERT with weights of order 1 (its own init, std 0.02, would make every layer near-linear)."""
     torch.manual_seed(seed)
@@ -136,8 +148,9 @@ def assert_grads_equal(ours, hf):
         prefix = "bert." if hasattr(ours, "bert") and not names[0].startswith(("cls.", "classifier.")) else ""
         expected = np.concatenate([grads[prefix + n] for n in names])
         assert p.grad is not None, name
-        np.testing.assert_allclose(p.grad, expected, rtol=1e-4, atol=2e-5 * max(np.abs(expected).max(), 1e-3),
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            p.grad, expected, rtol=1e-4, atol=2e-5 * max(np.abs(expected).max(), 1e-3), err_msg=name
+        )
 
 
 @pytest.mark.parametrize("padded,token_types", [(False, False), (True, False), (True, True)])
@@ -219,13 +232,22 @@ def test_bad_folders_say_what_is_wrong(tmp_path):
 
 # --- float64 gradcheck of a whole tiny encoder --------------------------------------------------------------
 
+
 def test_whole_encoder_gradcheck_float64():
     """Every parameter of a tiny BertForMaskedLM (post-norm blocks, exact GELU, padding mask, segments, tied
     decoder) against central differences, on the NumPy reference path."""
     tl.manual_seed(0)
-    cfg = BertConfig(vocab_size=9, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=12,
-                     max_position_embeddings=6, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                     layer_norm_eps=1e-5)
+    cfg = BertConfig(
+        vocab_size=9,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=12,
+        max_position_embeddings=6,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        layer_norm_eps=1e-5,
+    )
     model = BertForMaskedLM(cfg).double()
     rng = np.random.default_rng(0)
     for p in model.parameters():
@@ -239,6 +261,7 @@ def test_whole_encoder_gradcheck_float64():
 
 # --- downloads by name, as GPT-2's -----------------------------------------------------------------------
 
+
 def test_a_bert_name_is_downloaded_once_checked_and_loaded(transformers, torch, tmp_path, monkeypatch):
     """A local stand-in for the hub serves a transformers-written BERT as "bert-base-uncased": downloaded into the
     cache once, checked against the given sizes and hashes, then equal to the served model."""
@@ -250,8 +273,10 @@ def test_a_bert_name_is_downloaded_once_checked_and_loaded(transformers, torch, 
     hf = hf_model(transformers, torch, BertModel, seed=4)
     hf.save_pretrained(served)
     with serve_folder(root) as (url, requests):
-        files = {name: ((served / name).stat().st_size, sha256_of(served / name))
-                 for name in ("config.json", "model.safetensors")}
+        files = {
+            name: ((served / name).stat().st_size, sha256_of(served / name))
+            for name in ("config.json", "model.safetensors")
+        }
         monkeypatch.setitem(bert_pretrained.BERT_MODELS, "bert-base-uncased", ("org/bert", "rev", files))
         monkeypatch.setenv("HF_ENDPOINT", url)
         monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))

@@ -1,5 +1,6 @@
 """The encoder trained and fine-tuned from the command line: ``train --arch bert`` (masked-LM pretraining, the
 GPT's run folder, checkpoints, exact resume) and the run folder loading as a Hugging Face-layout BERT."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,32 @@ from tinygrad_llm.cli import main
 from tinygrad_llm.model import BertForMaskedLM, BertForSequenceClassification
 from tinygrad_llm.tokenizer import load_tokenizer
 
-TINY_BERT = ["--arch", "bert", "--preset", "tiny", "--n-layers", "1", "--emb-dim", "32", "--context-length", "16",
-             "--batch-size", "4", "--eval-iters", "2", "--warmup-steps", "0", "--lr", "3e-3", "--min-lr", "3e-3",
-             "--dropout", "0.1", "--eval-interval", "2"]
+TINY_BERT = [
+    "--arch",
+    "bert",
+    "--preset",
+    "tiny",
+    "--n-layers",
+    "1",
+    "--emb-dim",
+    "32",
+    "--context-length",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-iters",
+    "2",
+    "--warmup-steps",
+    "0",
+    "--lr",
+    "3e-3",
+    "--min-lr",
+    "3e-3",
+    "--dropout",
+    "0.1",
+    "--eval-interval",
+    "2",
+]
 
 
 def losses(run):
@@ -45,8 +69,9 @@ def test_masked_lm_trains_resumes_exactly_and_loads_as_bert(tmp_path, capsys):
     assert mlm(ids).shape == (1, ids.shape[1], tokenizer.n_vocab)
     with pytest.warns(UserWarning, match="pooler.* classifier"):
         clf = BertForSequenceClassification.from_pretrained(run)  # the encoder, a new pooler and classifier
-    np.testing.assert_array_equal(clf.bert.embeddings.word_embeddings.weight.data,
-                                  mlm.bert.embeddings.word_embeddings.weight.data)
+    np.testing.assert_array_equal(
+        clf.bert.embeddings.word_embeddings.weight.data, mlm.bert.embeddings.word_embeddings.weight.data
+    )
 
 
 def test_finetune_classifier_bert_from_scratch_and_from_a_pretrained_run(tmp_path):
@@ -60,33 +85,77 @@ def test_finetune_classifier_bert_from_scratch_and_from_a_pretrained_run(tmp_pat
 
     rng = np.random.default_rng(0)
     words = ["the", "cat", "sat", "on", "mat", "dog", "log"]
-    lines = [("spam" if i % 3 == 0 else "ham") + "\t" + " ".join(rng.choice(words, 5)) + (" dog" if i % 3 == 0 else "")
-             for i in range(60)]
+    lines = [
+        ("spam" if i % 3 == 0 else "ham") + "\t" + " ".join(rng.choice(words, 5)) + (" dog" if i % 3 == 0 else "")
+        for i in range(60)
+    ]
     sms = tmp_path / "SMSSpamCollection"
     sms.write_text("\n".join(lines) + "\n")
     text = tmp_path / "t.txt"
     text.write_text(" ".join(rng.choice(words, 400)))
     assert main(["train", "--data", str(text), "--out", str(tmp_path / "mlm"), "--max-steps", "2", *TINY_BERT]) == 0
-    common = ["finetune-classifier", "--arch", "bert", "--data", str(sms), "--epochs", "1", "--batch-size", "4",
-              "--eval-freq", "5", "--eval-iter", "1", "--seed", "1"]
+    common = [
+        "finetune-classifier",
+        "--arch",
+        "bert",
+        "--data",
+        str(sms),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--eval-freq",
+        "5",
+        "--eval-iter",
+        "1",
+        "--seed",
+        "1",
+    ]
     assert main([*common, "--init-from", str(tmp_path / "mlm"), "--out", str(tmp_path / "clf")]) == 0
-    assert main([*common, "--preset", "tiny", "--tokenizer", "byte", "--emb-dim", "16", "--n-layers", "1",
-                 "--out", str(tmp_path / "scratch")]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--preset",
+                "tiny",
+                "--tokenizer",
+                "byte",
+                "--emb-dim",
+                "16",
+                "--n-layers",
+                "1",
+                "--out",
+                str(tmp_path / "scratch"),
+            ]
+        )
+        == 0
+    )
     for run in ("clf", "scratch"):
         metrics = json.loads((tmp_path / run / "metrics.json").read_text())
         model, tokenizer, meta = load_classifier(tmp_path / run)
         assert isinstance(model, BertForSequenceClassification) and meta["pad_token_id"] == tokenizer.pad_id
         texts, labels = create_balanced_dataset(*read_sms_spam(sms), seed=1)
-        test = BertSpamDataset(*random_split(texts, labels, 0.7, 0.1, seed=1)["test"], tokenizer,
-                               max_length=meta["max_length"])
-        assert C.calc_accuracy_loader(DataLoader(test, batch_size=4, drop_last=False), model) == metrics["test_accuracy"]
+        test = BertSpamDataset(
+            *random_split(texts, labels, 0.7, 0.1, seed=1)["test"], tokenizer, max_length=meta["max_length"]
+        )
+        assert (
+            C.calc_accuracy_loader(DataLoader(test, batch_size=4, drop_last=False), model) == metrics["test_accuracy"]
+        )
 
 
 def test_generate_on_a_bert_run_says_what_it_is(tmp_path, capsys):
     from tinygrad_llm.model import BertConfig
 
     folder = tmp_path / "bert"
-    BertForMaskedLM(BertConfig(vocab_size=12, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=8, max_position_embeddings=8)).save_pretrained(folder)
+    BertForMaskedLM(
+        BertConfig(
+            vocab_size=12,
+            hidden_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=8,
+            max_position_embeddings=8,
+        )
+    ).save_pretrained(folder)
     assert main(["generate", "--checkpoint", str(folder), "--prompt", "a"]) == 1
     assert "holds a BERT" in capsys.readouterr().err

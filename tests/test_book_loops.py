@@ -1,6 +1,7 @@
 """The book's loops step as the book prints them (zero_grad, loss, backward, step: the whole batch at once),
 the command line's loops run the one fast step (train/step.py) with the same results where it has one part,
 and the one signal guard (train/signals.py) holds a data-parallel stop until the processes agree."""
+
 from __future__ import annotations
 
 import signal
@@ -11,11 +12,10 @@ from test_batch_parts import two_cores
 
 import tinygrad_llm as tl
 from tinygrad_llm import runtime
-from tinygrad_llm.runtime import threads
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.finetune import classifier
 from tinygrad_llm.optim import AdamW
-from tinygrad_llm.runtime import split_count
+from tinygrad_llm.runtime import split_count, threads
 from tinygrad_llm.train.losses import calc_loss_batch
 from tinygrad_llm.train.signals import Interrupted, catch_signals
 from tinygrad_llm.train.simple import train_model_simple
@@ -24,8 +24,7 @@ from tinygrad_llm.train.step import backward_step, train_step
 pytestmark = pytest.mark.usefixtures("fresh_thread_policy")
 
 TOKENIZER = tl.get_tokenizer("byte")
-CONFIG = tl.GPTConfig(vocab_size=TOKENIZER.n_vocab, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
-                      drop_rate=0.0)
+CONFIG = tl.GPTConfig(vocab_size=TOKENIZER.n_vocab, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
 
 
 def fresh_model(head: bool = False, context_length: int = 16):
@@ -102,8 +101,10 @@ def test_the_fast_step_in_one_part_is_the_books_step_bit_for_bit(one_thread):
     """At one thread the fast step has one part: the four lines exactly, plain and accumulated over one
     micro-batch; over two micro-batches its gradient is their mean."""
     data = batches()
-    assert_same_weights(by_hand(fresh_model(), data, calc_loss_batch, fast_step),
-                        by_hand(fresh_model(), data, calc_loss_batch, book_step))
+    assert_same_weights(
+        by_hand(fresh_model(), data, calc_loss_batch, fast_step),
+        by_hand(fresh_model(), data, calc_loss_batch, book_step),
+    )
     (x1, y1), (x2, y2) = data[:2]
     grads = []
     for micro_batches in ([(x1, y1), (x2, y2)], [(np.concatenate([x1, x2]), np.concatenate([y1, y2]))]):
@@ -128,8 +129,7 @@ def test_the_clis_instruction_and_dpo_loops_equal_the_books_in_one_part(capsys, 
     results = []
     for loop in (train_model_simple, train_instruction_model):
         model = fresh_model()
-        results.append(loop(model, data, data[:1], AdamW(model.parameters(), lr=1e-2), "cpu", 2, 2, 1, "a",
-                            TOKENIZER))
+        results.append(loop(model, data, data[:1], AdamW(model.parameters(), lr=1e-2), "cpu", 2, 2, 1, "a", TOKENIZER))
         results.append(weights(model))
     assert results[0] == results[2]
     assert_same_weights(results[1], results[3])
@@ -139,8 +139,20 @@ def test_the_clis_instruction_and_dpo_loops_equal_the_books_in_one_part(capsys, 
     for loop in (dpo.train_model_dpo_simple, dpo.train_model_dpo):
         model, reference = fresh_model(context_length=192), fresh_model(context_length=192)
         loader = DataLoader(train_set, batch_size=4, shuffle=True, seed=5)
-        results.append(loop(model, reference, loader, loader, AdamW(model.parameters(), lr=1e-3), num_epochs=1,
-                            beta=0.1, eval_freq=2, eval_iter=1, log=None))
+        results.append(
+            loop(
+                model,
+                reference,
+                loader,
+                loader,
+                AdamW(model.parameters(), lr=1e-3),
+                num_epochs=1,
+                beta=0.1,
+                eval_freq=2,
+                eval_iter=1,
+                log=None,
+            )
+        )
         results.append(weights(model))
     assert results[0] == results[2] and len(results[0]["steps"]) == 2
     assert_same_weights(results[1], results[3])

@@ -1,4 +1,5 @@
 """Checkpoints: bitwise round trips, exact resume, the folder layout, kills mid-write, clear errors."""
+
 from __future__ import annotations
 
 import random
@@ -12,7 +13,12 @@ import pytest
 
 import tinygrad_llm as tl
 from tinygrad_llm.checkpoint import (
-    CheckpointError, NoCheckpointError, find_checkpoint, load_checkpoint, load_model_files, read_safetensors,
+    CheckpointError,
+    NoCheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    load_model_files,
+    read_safetensors,
     save_checkpoint,
 )
 from tinygrad_llm.optim import AdamW
@@ -22,11 +28,13 @@ CONFIG = {"vocab_size": 11, "emb_dim": 4, "n_layers": 1, "drop_rate": 0.0, "qkv_
 
 def make_model_state(seed=0):
     rng = np.random.default_rng(seed)
-    return {"tok_emb.weight": rng.standard_normal((11, 4)).astype(np.float32),
-            "blocks.0.att.W_query.weight": rng.standard_normal((4, 4)).astype(np.float32),
-            "blocks.0.norm1.scale": np.ones(4, np.float32),
-            "buffer.f64": rng.standard_normal(3),
-            "mask": np.tril(np.ones((3, 3), bool))}
+    return {
+        "tok_emb.weight": rng.standard_normal((11, 4)).astype(np.float32),
+        "blocks.0.att.W_query.weight": rng.standard_normal((4, 4)).astype(np.float32),
+        "blocks.0.norm1.scale": np.ones(4, np.float32),
+        "buffer.f64": rng.standard_normal(3),
+        "mask": np.tril(np.ones((3, 3), bool)),
+    }
 
 
 def trained_optimizer(params, steps=3, seed=1):
@@ -40,15 +48,21 @@ def trained_optimizer(params, steps=3, seed=1):
 
 
 def trainer_state(step, generator):
-    return {"step": step, "tokens_seen": np.int64(step * 4096), "best_val_loss": float("inf"),
-            "rng": {"numpy": generator.bit_generator.state},
-            "data": {"epoch": 2, "position": np.int64(17), "order": np.arange(9, dtype=np.int64)[::-1]}}
+    return {
+        "step": step,
+        "tokens_seen": np.int64(step * 4096),
+        "best_val_loss": float("inf"),
+        "rng": {"numpy": generator.bit_generator.state},
+        "data": {"epoch": 2, "position": np.int64(17), "order": np.arange(9, dtype=np.int64)[::-1]},
+    }
 
 
 def test_round_trip_is_bitwise(tmp_path):
     model_state = make_model_state()
-    params = [tl.Tensor(model_state["tok_emb.weight"].copy(), requires_grad=True),
-              tl.Tensor(model_state["blocks.0.norm1.scale"].copy(), requires_grad=True)]
+    params = [
+        tl.Tensor(model_state["tok_emb.weight"].copy(), requires_grad=True),
+        tl.Tensor(model_state["blocks.0.norm1.scale"].copy(), requires_grad=True),
+    ]
     optimizer = trained_optimizer(params)
     generator = np.random.default_rng(12345)
     generator.random(5)
@@ -102,8 +116,9 @@ def test_resume_through_checkpoint_is_bitwise(tmp_path):
     param, generator = tl.Tensor(start.copy(), requires_grad=True), np.random.default_rng(0)
     optimizer = AdamW([("w", param)])
     run(param, optimizer, generator, grads[:10])
-    save_checkpoint(tmp_path, {"w": param.data}, CONFIG, optimizer.state_dict(),
-                    {"step": 10, "rng": generator.bit_generator.state})
+    save_checkpoint(
+        tmp_path, {"w": param.data}, CONFIG, optimizer.state_dict(), {"step": 10, "rng": generator.bit_generator.state}
+    )
     del param, optimizer, generator
 
     ckpt = load_checkpoint(tmp_path, expected_state={"w": (6, 5)})
@@ -112,14 +127,15 @@ def test_resume_through_checkpoint_is_bitwise(tmp_path):
     optimizer.load_state_dict(ckpt.optimizer_state)
     generator = np.random.default_rng()
     generator.bit_generator.state = ckpt.trainer_state["rng"]
-    run(param, optimizer, generator, grads[ckpt.step:])
+    run(param, optimizer, generator, grads[ckpt.step :])
     np.testing.assert_array_equal(param.data, straight.data)
 
 
 def test_keep_last_resave_and_latest_pointer(tmp_path):
     for step in (1, 2, 3, 4, 5):
-        save_checkpoint(tmp_path, {"w": np.full(3, step, np.float32)}, CONFIG, trainer_state={"step": step},
-                        keep_last=2)
+        save_checkpoint(
+            tmp_path, {"w": np.full(3, step, np.float32)}, CONFIG, trainer_state={"step": step}, keep_last=2
+        )
     root = tmp_path / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["ckpt-000004", "ckpt-000005", "latest"]
     save_checkpoint(tmp_path, {"w": np.full(3, 50, np.float32)}, CONFIG, step=5, keep_last=2)  # same step again
@@ -162,8 +178,12 @@ def test_killed_writer_always_leaves_latest_complete_checkpoint(tmp_path):
     chooser = random.Random(2026)
     first_step = 1
     for trial in range(10):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(first_step)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(tmp_path), str(first_step)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             first_line = proc.stdout.readline()  # one checkpoint is complete
             assert first_line.strip(), proc.stderr.read()
@@ -190,11 +210,11 @@ def test_killed_writer_always_leaves_latest_complete_checkpoint(tmp_path):
 
 # --- clear errors ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def saved(tmp_path):
     params = [tl.Tensor(np.ones((4, 4), np.float32), requires_grad=True)]
-    folder = save_checkpoint(tmp_path, make_model_state(), CONFIG, trained_optimizer(params).state_dict(),
-                             {"step": 3})
+    folder = save_checkpoint(tmp_path, make_model_state(), CONFIG, trained_optimizer(params).state_dict(), {"step": 3})
     return tmp_path, folder
 
 
@@ -205,8 +225,9 @@ def test_no_checkpoint_names_the_folder(tmp_path):
         load_checkpoint(tmp_path / "missing-run")
 
 
-@pytest.mark.parametrize("filename", ["model.safetensors", "optimizer.safetensors", "trainer_state.json",
-                                      "config.json", "checkpoint.json"])
+@pytest.mark.parametrize(
+    "filename", ["model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.json", "checkpoint.json"]
+)
 def test_missing_file_is_named(saved, filename):
     _, folder = saved
     (folder / filename).unlink()
@@ -226,10 +247,15 @@ def test_truncated_file_is_named(saved):
         load_model_files(run)
 
 
-@pytest.mark.parametrize("filename,expected", [("model.safetensors", "not a valid safetensors file"),
-                                               ("optimizer.safetensors", "not a valid safetensors file"),
-                                               ("trainer_state.json", "not valid JSON"),
-                                               ("config.json", "not valid JSON")])
+@pytest.mark.parametrize(
+    "filename,expected",
+    [
+        ("model.safetensors", "not a valid safetensors file"),
+        ("optimizer.safetensors", "not a valid safetensors file"),
+        ("trainer_state.json", "not valid JSON"),
+        ("config.json", "not valid JSON"),
+    ],
+)
 def test_corrupt_file_is_named(saved, filename, expected):
     _, folder = saved
     size = (folder / filename).stat().st_size
@@ -242,8 +268,11 @@ def test_other_model_shape_names_tensor_and_shapes(saved):
     run, folder = saved
     expected = make_model_state()
     expected["blocks.0.att.W_query.weight"] = np.zeros((8, 4), np.float32)
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor 'blocks\.0\.att\.W_query\.weight' "
-                                              r"has shape \(4, 4\), the model expects \(8, 4\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.safetensors: tensor 'blocks\.0\.att\.W_query\.weight' "
+        r"has shape \(4, 4\), the model expects \(8, 4\)",
+    ):
         load_checkpoint(run, expected_state=expected)
     with pytest.raises(CheckpointError, match=r"missing tensor\(s\) 'extra'"):
         load_model_files(run, expected_state={**make_model_state(), "extra": (1,)})
@@ -261,7 +290,9 @@ def test_bad_pointer_and_unsaveable_state(saved, tmp_path):
     with pytest.raises(TypeError, match=r"trainer_state\.data: a set cannot be saved"):
         save_checkpoint(tmp_path / "other", {}, {}, trainer_state={"step": 1, "data": {1, 2}})
     with pytest.raises(ValueError, match="two arrays would be saved under the key 'a.b'"):
-        save_checkpoint(tmp_path / "other", {}, {}, trainer_state={"step": 1, "a.b": np.zeros(1), "a": {"b": np.ones(1)}})
+        save_checkpoint(
+            tmp_path / "other", {}, {}, trainer_state={"step": 1, "a.b": np.zeros(1), "a": {"b": np.ones(1)}}
+        )
     with pytest.raises(ValueError, match="keep_last must be >= 1"):
         save_checkpoint(tmp_path / "other", {}, {}, step=1, keep_last=0)
     assert not (tmp_path / "other").exists()  # nothing is written when the state cannot be saved
@@ -270,7 +301,8 @@ def test_bad_pointer_and_unsaveable_state(saved, tmp_path):
 
 def test_gpt_model_resume_is_bitwise(tmp_path):
     """The real model with dropout: 4 steps straight == 2 steps, checkpoint, fresh objects, 2 more."""
-    from tinygrad_llm import backend, functional as F
+    from tinygrad_llm import backend
+    from tinygrad_llm import functional as F
     from tinygrad_llm.model import GPTConfig, GPTModel
     from tinygrad_llm.optim import param_groups_for_weight_decay
 
@@ -297,11 +329,16 @@ def test_gpt_model_resume_is_bitwise(tmp_path):
 
     model, optimizer = fresh()
     first = train(model, optimizer, batches[:2])
-    save_checkpoint(tmp_path, model.state_dict(), config.to_dict(), optimizer.state_dict(),
-                    {"step": 2, "rng": backend.get_rng_state()})
+    save_checkpoint(
+        tmp_path,
+        model.state_dict(),
+        config.to_dict(),
+        optimizer.state_dict(),
+        {"step": 2, "rng": backend.get_rng_state()},
+    )
     model, optimizer = fresh()  # different random state until the checkpoint is loaded
     ckpt = load_checkpoint(tmp_path, expected_state=model.state_dict())
     model.load_state_dict(ckpt.model_state)
     optimizer.load_state_dict(ckpt.optimizer_state)
     backend.set_rng_state(ckpt.trainer_state["rng"])
-    assert first + train(model, optimizer, batches[ckpt.step:]) == straight
+    assert first + train(model, optimizer, batches[ckpt.step :]) == straight

@@ -1,6 +1,7 @@
 """The from-scratch spam recipe's two averages: the weights of the late epochs (train_classifier's
 average_from, stochastic weight averaging) and the probabilities of several members (ClassifierEnsemble,
 finetune-classifier --ensemble), on disk and back, and through Ctrl-C."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ import tinygrad_llm as tl
 from tinygrad_llm.cli import main
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.finetune import classifier
-from tinygrad_llm.finetune.classifier import (add_classification_head, calc_accuracy_loader, calc_loss_batch,
-                                              calc_loss_loader, classify_text, train_classifier, trainable_parameters)
+from tinygrad_llm.finetune.classifier import (
+    add_classification_head,
+    calc_accuracy_loader,
+    calc_loss_batch,
+    calc_loss_loader,
+    classify_text,
+    train_classifier,
+    trainable_parameters,
+)
 from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
 from tinygrad_llm.finetune.io import load_classifier, save_finetuned
 from tinygrad_llm.finetune.spam_data import SpamDataset
@@ -26,8 +34,9 @@ LABELS = [0] * 24 + [1] * 24
 
 def _tiny_classifier(seed: int, ngram_sizes=(2, 3)):
     tl.manual_seed(seed)
-    config = NgramGPTConfig.preset("tiny", vocab_size=257, context_length=24, emb_dim=16, n_layers=1,
-                                   ngram_sizes=ngram_sizes, ngram_buckets=31)
+    config = NgramGPTConfig.preset(
+        "tiny", vocab_size=257, context_length=24, emb_dim=16, n_layers=1, ngram_sizes=ngram_sizes, ngram_buckets=31
+    )
     return add_classification_head(NgramGPTModel(config), 2)
 
 
@@ -64,8 +73,12 @@ def test_ensemble_answers_the_log_of_its_members_mean_probability():
 
 def test_ensemble_round_trips_through_its_folder(tmp_path):
     ensemble = ClassifierEnsemble([_tiny_classifier(seed) for seed in (4, 5)]).eval()
-    save_finetuned(tmp_path / "e", ensemble, tl.get_tokenizer("byte"),
-                   {"task": "classification", "num_classes": 2, "ensemble_size": 2})
+    save_finetuned(
+        tmp_path / "e",
+        ensemble,
+        tl.get_tokenizer("byte"),
+        {"task": "classification", "num_classes": 2, "ensemble_size": 2},
+    )
     loaded, _, meta = load_classifier(tmp_path / "e")
     assert isinstance(loaded, ClassifierEnsemble) and len(loaded.members) == 2 and meta["ensemble_size"] == 2
     ids = np.array([[72, 105, 33, 256, 256]])
@@ -89,8 +102,17 @@ def test_average_from_keeps_the_mean_of_the_late_epochs_weights():
 
     model = _tiny_classifier(7)
     train_loader, val_loader = _loaders()
-    history = train_classifier(model, train_loader, val_loader, AdamW(trainable_parameters(model), lr=1e-2), None,
-                               max_epochs=3, eval_freq=1000, log=None, average_from=2)
+    history = train_classifier(
+        model,
+        train_loader,
+        val_loader,
+        AdamW(trainable_parameters(model), lr=1e-2),
+        None,
+        max_epochs=3,
+        eval_freq=1000,
+        log=None,
+        average_from=2,
+    )
     assert history["epochs_run"] == 3 and history["best_epoch"] is None and history["averaged_epochs"] == [2, 3]
     assert len(history["val_accuracy"]) == 3
 
@@ -101,8 +123,9 @@ def test_average_from_keeps_the_mean_of_the_late_epochs_weights():
     for _ in range(3):
         by_hand.train()
         for inputs, targets in train_loader:
-            train_step(by_hand, optimizer, [(inputs, targets)], None, MixedPrecision("fp32", "cpu"),
-                       loss_batch=calc_loss_batch)
+            train_step(
+                by_hand, optimizer, [(inputs, targets)], None, MixedPrecision("fp32", "cpu"), loss_batch=calc_loss_batch
+            )
         snapshots.append({name: p.copy() for name, p in by_hand.state_dict().items()})
     got = model.state_dict()
     for name in got:
@@ -116,8 +139,11 @@ def test_average_from_refuses_what_it_cannot_combine_with():
     model = _tiny_classifier(8)
     train_loader, val_loader = _loaders()
     optimizer = AdamW(trainable_parameters(model), lr=1e-2)
-    for kwargs, message in (({"average_from": 4}, r"\[1, 3\]"), ({"average_from": 2, "patience": 1}, "patience"),
-                            ({"average_from": 2, "ema_decay": 0.9}, "ema_decay")):
+    for kwargs, message in (
+        ({"average_from": 4}, r"\[1, 3\]"),
+        ({"average_from": 2, "patience": 1}, "patience"),
+        ({"average_from": 2, "ema_decay": 0.9}, "ema_decay"),
+    ):
         with pytest.raises(ValueError, match=message):
             train_classifier(model, train_loader, val_loader, optimizer, None, max_epochs=3, log=None, **kwargs)
 
@@ -128,18 +154,34 @@ def _spam_file(tmp_path):
     return data
 
 
-TINY_RUN = ["--preset", "tiny", "--emb-dim", "16", "--n-layers", "1", "--max-length", "24", "--epochs", "2",
-            "--ngram-buckets", "64"]
+TINY_RUN = [
+    "--preset",
+    "tiny",
+    "--emb-dim",
+    "16",
+    "--n-layers",
+    "1",
+    "--max-length",
+    "24",
+    "--epochs",
+    "2",
+    "--ngram-buckets",
+    "64",
+]
 
 
 def test_cli_ensemble_member_one_is_the_single_model_bit_for_bit(tmp_path):
     """--ensemble 2: the first member is what --ensemble 1 trains (the same seed, draws and batches), the second
     differs; the folder loads as an ensemble and classify answers from it."""
     data = _spam_file(tmp_path)
-    assert main(["finetune-classifier", "--data", str(data), *TINY_RUN, "--ensemble", "1",
-                 "--out", str(tmp_path / "one")]) == 0
-    assert main(["finetune-classifier", "--data", str(data), *TINY_RUN, "--ensemble", "2",
-                 "--out", str(tmp_path / "two")]) == 0
+    assert (
+        main(["finetune-classifier", "--data", str(data), *TINY_RUN, "--ensemble", "1", "--out", str(tmp_path / "one")])
+        == 0
+    )
+    assert (
+        main(["finetune-classifier", "--data", str(data), *TINY_RUN, "--ensemble", "2", "--out", str(tmp_path / "two")])
+        == 0
+    )
     single, _, _ = load_classifier(tmp_path / "one")
     pair, _, meta = load_classifier(tmp_path / "two")
     assert meta["ensemble_size"] == 2 and isinstance(pair, ClassifierEnsemble)
@@ -167,8 +209,21 @@ def test_cli_ctrl_c_in_the_second_member_saves_the_members_so_far(tmp_path, caps
 
     monkeypatch.setattr(classifier, "train_classifier", cut_short)
     out = tmp_path / "spam"
-    assert main(["finetune-classifier", "--data", str(_spam_file(tmp_path)), *TINY_RUN, "--ensemble", "3",
-                 "--out", str(out)]) == 130
+    assert (
+        main(
+            [
+                "finetune-classifier",
+                "--data",
+                str(_spam_file(tmp_path)),
+                *TINY_RUN,
+                "--ensemble",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 130
+    )
     meta = json.loads((out / "finetune.json").read_text())
     assert meta["interrupted"] is True and meta["ensemble_size"] == 2
     model, _, _ = load_classifier(out)
@@ -176,12 +231,15 @@ def test_cli_ctrl_c_in_the_second_member_saves_the_members_so_far(tmp_path, caps
     assert "interrupted: saved the model as it was" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--ngram-embeddings", "1,2"], "distinct n-gram sizes >= 2"),
-    (["--average-from", "3"], "--average-from 3 must be an epoch of the 2"),
-    (["--average-from", "1", "--patience", "2"], "does not combine with --patience"),
-    (["--arch", "bert", "--ngram-embeddings", "2,3"], "for a GPT trained from scratch"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ngram-embeddings", "1,2"], "distinct n-gram sizes >= 2"),
+        (["--average-from", "3"], "--average-from 3 must be an epoch of the 2"),
+        (["--average-from", "1", "--patience", "2"], "does not combine with --patience"),
+        (["--arch", "bert", "--ngram-embeddings", "2,3"], "for a GPT trained from scratch"),
+    ],
+)
 def test_cli_bad_recipe_flags_are_named(tmp_path, capsys, flags, message):
     out = tmp_path / "run"
     try:

@@ -1,5 +1,6 @@
 """The tinygrad-llm command end to end on a tiny model, and its bad-input contract:
 one line on stderr, a non-zero exit, no traceback."""
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,35 @@ import pytest
 from tinygrad_llm.cli import main
 from tinygrad_llm.train.plot import matplotlib_available
 
-TINY = ["--preset", "tiny", "--context-length", "16", "--batch-size", "4", "--eval-iters", "2",
-        "--sample-tokens", "8", "--warmup-steps", "0"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--context-length",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-iters",
+    "2",
+    "--sample-tokens",
+    "8",
+    "--warmup-steps",
+    "0",
+]
 
 
 def run_cli(*args, stdin: str | None = None, cwd=None):
     """The command in a subprocess, as a user runs it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("TINYGRAD_LLM_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "tinygrad_llm", *map(str, args)], capture_output=True,
-                          text=True, input=stdin, cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tinygrad_llm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +49,20 @@ def trained(tmp_path_factory):
     """A run trained by the CLI on a small text file: 6 steps."""
     root = tmp_path_factory.mktemp("cli")
     (root / "story.txt").write_text("the cat sat on the mat. the dog sat on the log. " * 80)
-    code = main(["train", "--data", str(root / "story.txt"), "--out", str(root / "run"), "--max-steps", "6",
-                 "--eval-interval", "3", *TINY])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(root / "story.txt"),
+            "--out",
+            str(root / "run"),
+            "--max-steps",
+            "6",
+            "--eval-interval",
+            "3",
+            *TINY,
+        ]
+    )
     assert code == 0
     return root
 
@@ -63,18 +95,52 @@ def test_plot_redraws_a_run(trained, tmp_path, capsys):
 
 
 def test_generate_streams_a_continuation(trained, capsys):
-    assert main(["generate", "--checkpoint", str(trained / "run"), "--prompt", "the ", "--max-new-tokens", "12",
-                 "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(trained / "run"),
+                "--prompt",
+                "the ",
+                "--max-new-tokens",
+                "12",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     first = capsys.readouterr().out
     assert first.startswith("the ") and len(first.rstrip("\n")) == len("the ") + 12  # char tokens: one char each
-    main(["generate", "--checkpoint", str(trained / "run"), "--prompt", "the ", "--max-new-tokens", "12",
-          "--seed", "3", "--no-cache"])
+    main(
+        [
+            "generate",
+            "--checkpoint",
+            str(trained / "run"),
+            "--prompt",
+            "the ",
+            "--max-new-tokens",
+            "12",
+            "--seed",
+            "3",
+            "--no-cache",
+        ]
+    )
     assert capsys.readouterr().out == first  # the KV cache changes nothing but speed
 
 
 def test_chat_answers_each_line(trained):
-    result = run_cli("chat", "--checkpoint", trained / "run", "--max-new-tokens", "5", "--temperature", "0",
-                     stdin="the cat\nthe dog\n")
+    result = run_cli(
+        "chat",
+        "--checkpoint",
+        trained / "run",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0",
+        stdin="the cat\nthe dog\n",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and len(lines[0]) == 5 and len(lines[1]) == 5
@@ -96,9 +162,23 @@ def test_unknown_characters_chat_carries_on_generate_prints_nothing(trained, cap
 
 def test_broken_pipe_exits_quietly(trained):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    reader = subprocess.Popen([sys.executable, "-m", "tinygrad_llm", "generate", "--checkpoint", str(trained / "run"),
-                               "--prompt", "the ", "--max-new-tokens", "5000"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=env)
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tinygrad_llm",
+            "generate",
+            "--checkpoint",
+            str(trained / "run"),
+            "--prompt",
+            "the ",
+            "--max-new-tokens",
+            "5000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     assert len(reader.stdout.read(20)) == 20  # as | head -c 20 does: read a little, then leave
     reader.stdout.close()
     err = reader.stderr.read().decode()
@@ -121,8 +201,11 @@ def test_info_reads_a_run_folder_and_a_hugging_face_folder(trained, tmp_path, ca
     last = json.loads((trained / "run" / "log.jsonl").read_text().splitlines()[-1])
     assert f"last evaluation  step 6: train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}" in out
     assert "best val loss" in out
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12,
-                                                       "n_positions": 1024, "vocab_size": 50257}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "vocab_size": 50257}
+        )
+    )
     assert main(["info", "--checkpoint", str(tmp_path)]) == 0
     assert "124,439,808" in capsys.readouterr().out  # GPT-2 small as released: QKV biases, tied head
 
@@ -131,8 +214,19 @@ def test_info_reads_a_run_folder_and_a_hugging_face_folder(trained, tmp_path, ca
 def test_resume_continues_exactly(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("abcdefghij klmnopqrst uvwxyz. " * 60)
-    common = ["--data", str(text), "--eval-interval", "2", "--lr", "3e-3", "--min-lr", "3e-3", "--dropout", "0.1",
-              *TINY]
+    common = [
+        "--data",
+        str(text),
+        "--eval-interval",
+        "2",
+        "--lr",
+        "3e-3",
+        "--min-lr",
+        "3e-3",
+        "--dropout",
+        "0.1",
+        *TINY,
+    ]
     assert main(["train", "--out", str(tmp_path / "straight"), "--max-steps", "6", *common]) == 0
     assert main(["train", "--out", str(tmp_path / "split"), "--max-steps", "4", *common]) == 0
     # --resume takes the run's own data and settings; only --max-steps is given, and said to override
@@ -140,15 +234,20 @@ def test_resume_continues_exactly(tmp_path, capsys):
     assert "with the run's own settings; overriding --max-steps 4 -> 6" in capsys.readouterr().err
 
     def losses(run):
-        return [(r["step"], r["train_loss"], r["val_loss"]) for r in
-                map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())]
+        return [
+            (r["step"], r["train_loss"], r["val_loss"])
+            for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())
+        ]
 
     assert losses("straight") == losses("split")
     assert main(["train", "--out", str(tmp_path / "split"), "--resume"]) == 0  # not on to the default 2000 steps
     assert losses("split") == losses("straight") and "6 steps ->" in capsys.readouterr().err
     other_context = [a if a != "16" else "32" for a in common]
-    assert_one_line_error(run_cli("train", "--out", tmp_path / "split", "--max-steps", "8", "--resume", *other_context),
-                          "--resume:", "--context-length")
+    assert_one_line_error(
+        run_cli("train", "--out", tmp_path / "split", "--max-steps", "8", "--resume", *other_context),
+        "--resume:",
+        "--context-length",
+    )
 
 
 @pytest.mark.parametrize("command", ["train", "generate", "chat", "info", "plot", "classify"])
@@ -184,22 +283,43 @@ def test_bad_data_files(tmp_path):
         (tmp_path / "short.txt", ["fewer than one window", "--context-length"]),
     ]
     for path, fragments in cases:
-        assert_one_line_error(run_cli("train", "--data", path, "--out", tmp_path / "out", "--max-steps", "1", *TINY),
-                              "tinygrad-llm train: error:", *fragments)
+        assert_one_line_error(
+            run_cli("train", "--data", path, "--out", tmp_path / "out", "--max-steps", "1", *TINY),
+            "tinygrad-llm train: error:",
+            *fragments,
+        )
 
 
 def test_bad_arguments(tmp_path, trained):
     story = trained / "story.txt"
-    assert_one_line_error(run_cli("train", "--data", story, "--preset", "huge", "--out", tmp_path / "a"),
-                          "unknown GPT preset 'huge'")
-    assert_one_line_error(run_cli("train", "--data", story, "--preset", "huge", "--out", trained / "run"),
-                          "unknown GPT preset 'huge'")  # the arguments first, then the folder
+    assert_one_line_error(
+        run_cli("train", "--data", story, "--preset", "huge", "--out", tmp_path / "a"), "unknown GPT preset 'huge'"
+    )
+    assert_one_line_error(
+        run_cli("train", "--data", story, "--preset", "huge", "--out", trained / "run"), "unknown GPT preset 'huge'"
+    )  # the arguments first, then the folder
     assert_one_line_error(run_cli("train", "--data", story, "--lr", "nan"), "--lr", "finite")
-    assert_one_line_error(run_cli("train", "--data", story, "--out", tmp_path / "b", "--batch-size", "100000",
-                                  "--max-steps", "1", "--preset", "tiny", "--context-length", "16"),
-                          "fewer than one batch")
-    assert_one_line_error(run_cli("train", "--data", story, "--out", tmp_path / "none", "--resume", *TINY),
-                          "--resume: no checkpoint in")
+    assert_one_line_error(
+        run_cli(
+            "train",
+            "--data",
+            story,
+            "--out",
+            tmp_path / "b",
+            "--batch-size",
+            "100000",
+            "--max-steps",
+            "1",
+            "--preset",
+            "tiny",
+            "--context-length",
+            "16",
+        ),
+        "fewer than one batch",
+    )
+    assert_one_line_error(
+        run_cli("train", "--data", story, "--out", tmp_path / "none", "--resume", *TINY), "--resume: no checkpoint in"
+    )
     assert_one_line_error(run_cli("train", "--data", story, "--out", trained / "run", *TINY), "already holds a run")
 
 
@@ -208,15 +328,35 @@ def test_device_cuda_without_a_gpu_says_so(tmp_path, trained):
 
     if cuda_available() or nvidia_driver_present():
         pytest.skip("this machine has an NVIDIA GPU: the message for a machine without one cannot be seen here")
-    assert_one_line_error(run_cli("train", "--data", trained / "story.txt", "--device", "cuda", "--out", tmp_path / "x"),
-                          "--device cuda: this machine shows no NVIDIA GPU", "--device cpu")
+    assert_one_line_error(
+        run_cli("train", "--data", trained / "story.txt", "--device", "cuda", "--out", tmp_path / "x"),
+        "--device cuda: this machine shows no NVIDIA GPU",
+        "--device cpu",
+    )
     assert not (tmp_path / "x").exists()  # said before anything was written
 
 
 def test_warmup_longer_than_the_run_is_named(tmp_path, capsys):
     (tmp_path / "t.txt").write_text("abcdefghij klmnopqrst uvwxyz. " * 20)
-    assert main(["train", "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"), "--max-steps", "2",
-                 "--eval-interval", "2", *TINY[:-2], "--warmup-steps", "100"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "t.txt"),
+                "--out",
+                str(tmp_path / "r"),
+                "--max-steps",
+                "2",
+                "--eval-interval",
+                "2",
+                *TINY[:-2],
+                "--warmup-steps",
+                "100",
+            ]
+        )
+        == 0
+    )
     assert "--warmup-steps 100 is not below the run's 2 steps" in capsys.readouterr().err
 
 
@@ -233,8 +373,29 @@ def test_classifier_commands_and_an_interrupted_finetuning(tmp_path, capsys, mon
 
     monkeypatch.setattr(classifier, "train_classifier", cut_short)  # the loop finetune-classifier runs
     out = tmp_path / "spam"
-    assert main(["finetune-classifier", "--data", str(data), "--preset", "tiny", "--tokenizer", "byte", "--emb-dim",
-                 "16", "--n-layers", "1", "--max-length", "24", "--out", str(out)]) == 130 and calls
+    assert (
+        main(
+            [
+                "finetune-classifier",
+                "--data",
+                str(data),
+                "--preset",
+                "tiny",
+                "--tokenizer",
+                "byte",
+                "--emb-dim",
+                "16",
+                "--n-layers",
+                "1",
+                "--max-length",
+                "24",
+                "--out",
+                str(out),
+            ]
+        )
+        == 130
+        and calls
+    )
     assert json.loads((out / "finetune.json").read_text())["interrupted"] is True
     assert "interrupted: saved the model as it was" in capsys.readouterr().err
     assert main(["classify", "--checkpoint", str(out), "--text", "WIN cash now", "--text", "see you"]) == 0

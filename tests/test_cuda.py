@@ -3,6 +3,7 @@
 Skipped with a reason when CuPy or a CUDA GPU is missing. On a GPU machine: ``pytest tests/test_cuda.py``,
 then record the outcome (date, device) in benchmarks/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -16,8 +17,9 @@ from tinygrad_llm import functional as F
 
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(not tl.cuda_available(),
-                       reason="needs CuPy and a CUDA GPU (pip install 'tinygrad-llm[cuda12]')"),
+    pytest.mark.skipif(
+        not tl.cuda_available(), reason="needs CuPy and a CUDA GPU (pip install 'tinygrad-llm[cuda12]')"
+    ),
 ]
 
 FLOAT64 = dict(rtol=1e-10, atol=1e-10)  # different kernels, same precision: rounding and summation order only
@@ -44,20 +46,28 @@ def distinct(*shape):
 CASES = {
     "add_broadcast": (lambda a, b: a + b, [normal(3, 1, 4), normal(2, 4)]),
     "sub_mul_div": (lambda a, b: (a - b) * a / b, [normal(3, 4), positive(4)]),
-    "scalars_pow": (lambda a: (2.0 - a) ** 2 / 3 + 2.0 ** a - a ** 0.5, [positive(3, 4)]),
+    "scalars_pow": (lambda a: (2.0 - a) ** 2 / 3 + 2.0**a - a**0.5, [positive(3, 4)]),
     "exp_log_sqrt_tanh_relu": (lambda a: a.exp() + a.log() + a.sqrt() + a.tanh() + (a - 1).relu(), [positive(3, 4)]),
     "neg": (lambda a: -a, [normal(5)]),
     "matmul_vec_vec": (lambda a, b: a @ b, [normal(4), normal(4)]),
     "matmul_vec_batch": (lambda a, b: a @ b, [normal(4), normal(2, 4, 3)]),
     "matmul_broadcast": (lambda a, b: a @ b, [normal(2, 1, 3, 4), normal(5, 4, 2)]),
     "matmul_weight_shared": (lambda a, b: a @ b, [normal(2, 3, 4), normal(4, 5)]),
-    "sum_mean_max": (lambda a: a.sum(axis=(0, 2), keepdims=True) + a.mean(axis=-1, keepdims=True)
-                     + a.max(axis=1, keepdims=True), [distinct(2, 3, 4)]),
+    "sum_mean_max": (
+        lambda a: a.sum(axis=(0, 2), keepdims=True) + a.mean(axis=-1, keepdims=True) + a.max(axis=1, keepdims=True),
+        [distinct(2, 3, 4)],
+    ),
     "reshape_transpose": (lambda a: a.reshape(4, -1).T.swapaxes(0, 1).transpose(1, 0) * 2.0, [normal(2, 3, 4)]),
-    "getitem": (lambda a: a[1:, ::-2, None, 2].sum() + a[np.array([2, 0, 2])].sum() + a[..., 0][MASK].sum(),
-                [normal(3, 4, 5)]),
-    "concat_stack_split": (lambda a, b: F.concatenate([a, F.stack([b, b], axis=1).reshape(2, -1)], axis=1)
-                           + F.split(a, 3, axis=1)[1].sum(), [normal(2, 3), normal(2, 3)]),
+    "getitem": (
+        lambda a: a[1:, ::-2, None, 2].sum() + a[np.array([2, 0, 2])].sum() + a[..., 0][MASK].sum(),
+        [normal(3, 4, 5)],
+    ),
+    "concat_stack_split": (
+        lambda a, b: (
+            F.concatenate([a, F.stack([b, b], axis=1).reshape(2, -1)], axis=1) + F.split(a, 3, axis=1)[1].sum()
+        ),
+        [normal(2, 3), normal(2, 3)],
+    ),
     "where_masked_fill": (lambda a, b: F.where(MASK, a, b) + a.masked_fill(MASK, 0.0), [normal(3, 4), normal(4)]),
     "causal_softmax": (lambda a: a.masked_fill(CAUSAL, -np.inf).softmax(-1), [normal(2, 3, 3)]),
     "log_softmax_extreme": (lambda a: F.log_softmax(a * 1e4, axis=0), [normal(3, 5)]),
@@ -65,8 +75,10 @@ CASES = {
     "gelu": (F.gelu, [normal(3, 4)]),
     "embedding": (lambda w: F.embedding(IDS, w), [normal(5, 3)]),
     "linear": (F.linear, [normal(2, 3, 4), normal(5, 4), normal(5)]),
-    "cross_entropy": (lambda z: F.cross_entropy(z, TARGETS) + F.cross_entropy(z, TARGETS, reduction="sum"),
-                      [normal(2, 3, 5)]),
+    "cross_entropy": (
+        lambda z: F.cross_entropy(z, TARGETS) + F.cross_entropy(z, TARGETS, reduction="sum"),
+        [normal(2, 3, 5)],
+    ),
     "cross_entropy_none": (lambda z: F.cross_entropy(z * 1e4, TARGETS, reduction="none"), [normal(2, 3, 5)]),
 }
 
@@ -95,8 +107,13 @@ def test_cuda_matches_cpu(name, dtype):
     tol = FLOAT64 if dtype == "float64" else FLOAT32
     np.testing.assert_allclose(gpu_out, cpu_out, **tol, err_msg=f"{name} forward")
     for i, (g, c) in enumerate(zip(gpu_grads, cpu_grads)):
-        np.testing.assert_allclose(g, c, rtol=tol["rtol"], atol=tol["atol"] * max(1.0, np.abs(c).max(initial=0)),
-                                   err_msg=f"{name} gradient of input {i}")
+        np.testing.assert_allclose(
+            g,
+            c,
+            rtol=tol["rtol"],
+            atol=tol["atol"] * max(1.0, np.abs(c).max(initial=0)),
+            err_msg=f"{name} gradient of input {i}",
+        )
 
 
 def test_gradcheck_on_cuda():
@@ -134,11 +151,13 @@ def test_dropout_seeded_on_cuda():
     np.testing.assert_allclose(grad, kept / 0.75, rtol=1e-6)
     assert abs(1 - kept.mean() - 0.25) < 0.03
     tl.manual_seed(3)
-    np.testing.assert_array_equal(F.dropout(Tensor(np.ones((100, 100), dtype=np.float32), device="cuda"), 0.25).numpy(),
-                                  out)
+    np.testing.assert_array_equal(
+        F.dropout(Tensor(np.ones((100, 100), dtype=np.float32), device="cuda"), 0.25).numpy(), out
+    )
 
 
 # ---- what the GPU path must keep: exact resume, determinism, the same answers as the CPU -------------
+
 
 def test_cuda_generator_state_round_trips():
     tl.manual_seed(11)
@@ -154,16 +173,23 @@ def test_cuda_generator_state_round_trips():
 def test_training_on_cuda_resumes_bit_for_bit(tmp_path):
     from tinygrad_llm.data import GPTDataset
     from tinygrad_llm.model import GPTConfig, GPTModel
-    from tinygrad_llm.train.trainer import Trainer, TrainConfig, read_log
+    from tinygrad_llm.train.trainer import TrainConfig, Trainer, read_log
 
     def make(out, seed=0):
         tl.manual_seed(seed)
         ids = (np.arange(600) * 7 % 32 + (np.random.default_rng(1).random(600) < 0.1)) % 32
-        model = GPTModel(GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=2,
-                                   drop_rate=0.1)).to("cuda")
-        return Trainer(model, GPTDataset(ids[:500], 8, stride=3), GPTDataset(ids[500:], 8),
-                       TrainConfig(max_steps=8, batch_size=4, eval_interval=4, eval_iters=2, seed=seed), out,
-                       device="cuda", log=lambda message: None)
+        model = GPTModel(
+            GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1)
+        ).to("cuda")
+        return Trainer(
+            model,
+            GPTDataset(ids[:500], 8, stride=3),
+            GPTDataset(ids[500:], 8),
+            TrainConfig(max_steps=8, batch_size=4, eval_interval=4, eval_iters=2, seed=seed),
+            out,
+            device="cuda",
+            log=lambda message: None,
+        )
 
     straight = make(tmp_path / "straight")
     straight.fit()
@@ -174,8 +200,9 @@ def test_training_on_cuda_resumes_bit_for_bit(tmp_path):
     losses = [(r["train_loss"], r["val_loss"]) for r in read_log(tmp_path / "straight")]
     assert losses == [(r["train_loss"], r["val_loss"]) for r in read_log(tmp_path / "resumed")]
     for name, value in straight.model.state_dict().items():
-        np.testing.assert_array_equal(tl.backend.to_numpy(resumed.model.state_dict()[name]),
-                                      tl.backend.to_numpy(value), err_msg=name)
+        np.testing.assert_array_equal(
+            tl.backend.to_numpy(resumed.model.state_dict()[name]), tl.backend.to_numpy(value), err_msg=name
+        )
 
 
 def test_embedding_gradient_on_cuda_is_deterministic():
@@ -206,7 +233,9 @@ def test_clip_and_generate_on_cuda_match_the_cpu():
     assert norms[1] == pytest.approx(norms[0], rel=1e-4)
     for kwargs in (dict(), dict(temperature=0.9, top_k=20, seed=4), dict(temperature=1.0, top_p=0.9, seed=5)):
         want = tl.generate(model, ids[:, :4], max_new_tokens=8, **kwargs)
-        np.testing.assert_array_equal(tl.generate(gpu, ids[:, :4], max_new_tokens=8, **kwargs), want, err_msg=str(kwargs))
+        np.testing.assert_array_equal(
+            tl.generate(gpu, ids[:, :4], max_new_tokens=8, **kwargs), want, err_msg=str(kwargs)
+        )
 
 
 def test_indexing_backward_uses_no_deprecated_cupy_api():

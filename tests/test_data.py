@@ -1,5 +1,6 @@
 """Data: sliding windows, the loader (seeded shuffling, exact resume), create_dataloader on real text, token files
 on disk (memmap, random windows), and the errors bad input gets."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygrad_llm.data import (DataLoader, GPTDataset, GPTDatasetV1, RandomBatchSampler, TokenFileWriter,
-                               create_dataloader, get_batch, load_tokens, token_file_vocab_size, train_val_split,
-                               write_tokens)
+from tinygrad_llm.data import (
+    DataLoader,
+    GPTDataset,
+    GPTDatasetV1,
+    RandomBatchSampler,
+    TokenFileWriter,
+    create_dataloader,
+    get_batch,
+    load_tokens,
+    token_file_vocab_size,
+    train_val_split,
+    write_tokens,
+)
 from tinygrad_llm.tokenizer import ByteTokenizer, get_tokenizer
 
 
@@ -19,17 +30,18 @@ def book_windows(token_ids, max_length, stride):
     """GPTDatasetV1's loop from the book, verbatim in spirit."""
     input_ids, target_ids = [], []
     for i in range(0, len(token_ids) - max_length, stride):
-        input_ids.append(token_ids[i:i + max_length])
-        target_ids.append(token_ids[i + 1:i + max_length + 1])
+        input_ids.append(token_ids[i : i + max_length])
+        target_ids.append(token_ids[i + 1 : i + max_length + 1])
     return input_ids, target_ids
 
 
 # --- GPTDataset ---------------------------------------------------------------------------------------------
 
+
 def test_windows_and_targets_on_hand_made_ids():
     ids = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
     ds = GPTDataset(ids, max_length=3, stride=2)
-    assert len(ds) == 4   # starts 0, 2, 4, 6: the last target ends at id 19
+    assert len(ds) == 4  # starts 0, 2, 4, 6: the last target ends at id 19
     x, y = ds[1]
     assert x.dtype == np.int64 and x.tolist() == [12, 13, 14] and y.tolist() == [13, 14, 15]
     assert ds[-1][0].tolist() == [16, 17, 18] and ds[-1][1].tolist() == [17, 18, 19]
@@ -37,7 +49,7 @@ def test_windows_and_targets_on_hand_made_ids():
         ds[4]
     inputs, targets = ds.get_batch([3, 0])
     assert inputs.tolist() == [[16, 17, 18], [10, 11, 12]] and targets.tolist() == [[17, 18, 19], [11, 12, 13]]
-    assert len(GPTDataset(ids, max_length=9)) == 1   # stride defaults to max_length
+    assert len(GPTDataset(ids, max_length=9)) == 1  # stride defaults to max_length
 
 
 @given(st.integers(2, 60), st.integers(1, 12), st.integers(1, 7))
@@ -63,7 +75,7 @@ def test_dataset_from_text_in_the_books_argument_order():
     ids = tok.encode(text)
     assert len(ds) == len(book_windows(ids, 4, 2)[0])
     assert ds[1][0].tolist() == ids[2:6] and ds[1][1].tolist() == ids[3:7]
-    assert GPTDataset(text, tok, 4, 2)[1][0].tolist() == ids[2:6]   # the book's order through GPTDataset too
+    assert GPTDataset(text, tok, 4, 2)[1][0].tolist() == ids[2:6]  # the book's order through GPTDataset too
 
 
 def test_dataset_bad_input():
@@ -84,8 +96,9 @@ def test_dataset_bad_input():
 
 # --- DataLoader ---------------------------------------------------------------------------------------------
 
+
 def make_loader(n_windows=10, batch_size=3, **kwargs):
-    ids = np.arange(n_windows + 1) * 7   # max_length 1, stride 1: window i is [7 i], target [7 (i + 1)]
+    ids = np.arange(n_windows + 1) * 7  # max_length 1, stride 1: window i is [7 i], target [7 (i + 1)]
     return DataLoader(GPTDataset(ids, 1, 1), batch_size=batch_size, **kwargs)
 
 
@@ -111,7 +124,7 @@ def test_loader_shuffle_is_seeded_and_changes_every_epoch():
     assert epochs_a == [first_ids(b) for _ in range(3)]
     assert epochs_a != [first_ids(c) for _ in range(3)]
     assert epochs_a[0] != epochs_a[1] or epochs_a[1] != epochs_a[2]
-    for epoch in epochs_a:   # each epoch is a permutation: every window exactly once
+    for epoch in epochs_a:  # each epoch is a permutation: every window exactly once
         assert sorted(sum(epoch, [])) == list(range(12))
     assert epochs_a[0] != [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     unseeded = make_loader(12, 4, shuffle=True)
@@ -127,13 +140,19 @@ def run_epochs(loader, num_epochs, start_epoch=0, stop_after=None):
         for x, _ in loader:
             seen.append((x[:, 0] // 7).tolist())
             if stop_after is not None and len(seen) == stop_after:
-                return seen, json.loads(json.dumps(loader.state_dict()))   # as saved in a checkpoint
+                return seen, json.loads(json.dumps(loader.state_dict()))  # as saved in a checkpoint
     return seen, None
 
 
 @settings(max_examples=30)
-@given(n_windows=st.integers(1, 13), batch_size=st.integers(1, 5), shuffle=st.booleans(),
-       drop_last=st.booleans(), seed=st.integers(0, 2**32), data=st.data())
+@given(
+    n_windows=st.integers(1, 13),
+    batch_size=st.integers(1, 5),
+    shuffle=st.booleans(),
+    drop_last=st.booleans(),
+    seed=st.integers(0, 2**32),
+    data=st.data(),
+)
 def test_loader_resume_is_exact(n_windows, batch_size, shuffle, drop_last, seed, data):
     if drop_last and batch_size > n_windows:
         with pytest.raises(ValueError, match=f"batch_size={batch_size} but the dataset has only {n_windows} windows"):
@@ -157,7 +176,7 @@ def test_evaluation_inside_the_loop_does_not_disturb_training():
     for epoch in range(2):
         for k, (x, _) in enumerate(loader, start=1):
             seen.append((x[:, 0] // 7).tolist())
-            for i, _batch in enumerate(loader):   # calc_loss_loader(train_loader, num_batches=2)
+            for i, _batch in enumerate(loader):  # calc_loss_loader(train_loader, num_batches=2)
                 if i == 1:
                     break
             state = loader.state_dict()
@@ -182,6 +201,7 @@ def test_loader_bad_input():
 
 # --- create_dataloader on real text -------------------------------------------------------------------------
 
+
 def test_create_dataloader_on_the_verdict(shared_data):
     text = (shared_data / "the-verdict.txt").read_text(encoding="utf-8")
     ids = get_tokenizer("gpt2").encode(text)
@@ -195,7 +215,7 @@ def test_create_dataloader_on_the_verdict(shared_data):
     assert len(loader) == len(book_windows(ids, 4, 4)[0]) // 8
     x, y = next(iter(loader))
     assert x.shape == (8, 4) and x[1].tolist() == ids[4:8]
-    default = create_dataloader(text, seed=0)   # the book's defaults: batch 4, 256 tokens, stride 128
+    default = create_dataloader(text, seed=0)  # the book's defaults: batch 4, 256 tokens, stride 128
     x, _ = next(iter(default))
     assert x.shape == (4, 256) and len(default) == len(book_windows(ids, 256, 128)[0]) // 4
     train_text, val_text = train_val_split(text, train_ratio=0.9)
@@ -223,6 +243,7 @@ def test_train_val_split():
 
 # --- token files --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("vocab_size, dtype", [(50257, np.uint16), (65536, np.uint16), (100_000, np.uint32)])
 def test_token_file_round_trip(tmp_path, vocab_size, dtype):
     ids = np.random.default_rng(0).integers(0, vocab_size, size=1000)
@@ -234,7 +255,7 @@ def test_token_file_round_trip(tmp_path, vocab_size, dtype):
     assert path.stat().st_size == ids.size * np.dtype(dtype).itemsize
     header = json.loads((tmp_path / "train.bin.json").read_text())
     assert header["dtype"] == np.dtype(dtype).name and header["count"] == 1000
-    ds = GPTDataset(tokens, 16, 8)   # windows straight from the memmap
+    ds = GPTDataset(tokens, 16, 8)  # windows straight from the memmap
     assert ds[3][0].tolist() == ids[24:40].tolist()
 
 
@@ -249,7 +270,7 @@ def test_token_file_writer_in_chunks_and_errors(tmp_path):
         write_tokens(path, [1], 300)
     with pytest.raises(ValueError, match="token id 300 is outside the vocabulary"):
         write_tokens(path, [1, 300], 300, overwrite=True)
-    assert load_tokens(path).tolist() == [1, 2, 3, 299]   # the failed write left the old file intact
+    assert load_tokens(path).tolist() == [1, 2, 3, 299]  # the failed write left the old file intact
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     with open(path, "ab") as f:
@@ -266,7 +287,7 @@ def test_random_batches_are_seeded_windows_and_resumable(tmp_path):
     sampler = RandomBatchSampler(tokens, batch_size=6, block_size=10, seed=42)
     x, y = sampler.get_batch()
     assert x.shape == y.shape == (6, 10) and x.dtype == np.int64
-    assert (np.diff(x, axis=1) == 3).all() and (y == x + 3).all()   # contiguous windows, targets shifted by one
+    assert (np.diff(x, axis=1) == 3).all() and (y == x + 3).all()  # contiguous windows, targets shifted by one
     assert (x[:, 0] % 3 == 0).all() and x.min() >= 0 and y.max() <= ids[-1]
     again = RandomBatchSampler(tokens, batch_size=6, block_size=10, seed=42).get_batch()
     assert (again[0] == x).all()
@@ -275,7 +296,7 @@ def test_random_batches_are_seeded_windows_and_resumable(tmp_path):
     restored = RandomBatchSampler(tokens, batch_size=6, block_size=10, seed=0)
     restored.load_state_dict(state)
     assert all((restored.get_batch()[0] == e).all() for e in expected)
-    x, y = get_batch(tokens, 20_000, 10, np.random.default_rng(0))   # every offset 0..489 is drawn, none beyond
+    x, y = get_batch(tokens, 20_000, 10, np.random.default_rng(0))  # every offset 0..489 is drawn, none beyond
     assert sorted(set((x[:, 0] // 3).tolist())) == list(range(490))
     with pytest.raises(ValueError, match="500 tokens, but block_size=500 needs at least 501"):
         RandomBatchSampler(tokens, 2, 500)

@@ -5,6 +5,7 @@ The MPI tests launch ``mpiexec -n 2 python tests/mpi_worker.py ...`` themselves,
 mpiexec and mpi4py are installed (``pip install -e ".[mpi]"``) and skips them with the reason where not.
 CI sets TINYGRAD_LLM_REQUIRE_MPI=1, which turns that skip into a failure.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ from tinygrad_llm.train.parallel import local_rows
 from tinygrad_llm.train.trainer import TrainingError
 
 sys.path.insert(0, str(Path(__file__).parent))
-import mpi_worker  # noqa: E402  (the script the MPI tests run; its model and data are used here too)
+import mpi_worker
 
 WORKER = Path(__file__).parent / "mpi_worker.py"
 TIMEOUT_S = 240  # per mpiexec: generous on a busy 2-core machine, and a hang can never outlive it
@@ -42,10 +43,11 @@ def mpiexec() -> str:
     failure where TINYGRAD_LLM_REQUIRE_MPI=1, as in CI)."""
     reason, path = None, find_mpiexec()
     if path is None:
-        reason = "mpiexec not found (pip install -e \".[mpi]\", or set MPIEXEC)"
+        reason = 'mpiexec not found (pip install -e ".[mpi]", or set MPIEXEC)'
     else:
-        probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], capture_output=True, text=True,
-                               timeout=60)
+        probe = subprocess.run(
+            [sys.executable, "-c", "from mpi4py import MPI"], capture_output=True, text=True, timeout=60
+        )
         if probe.returncode:
             reason = f"mpi4py does not load: {(probe.stderr.strip().splitlines() or ['?'])[-1]}"
     if reason and os.environ.get("TINYGRAD_LLM_REQUIRE_MPI") == "1":
@@ -59,8 +61,14 @@ def run_mpiexec(mpiexec: str, *args, n: int = 2) -> tuple[subprocess.CompletedPr
     """``mpiexec -n N python tests/mpi_worker.py ARGS``, killed with all its processes after TIMEOUT_S."""
     command = [mpiexec, "-n", str(n), sys.executable, str(WORKER), *map(str, args)]
     started = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "TINYGRAD_LLM_DEBUG": ""})
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "TINYGRAD_LLM_DEBUG": ""},
+    )
     try:
         out, err = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -143,10 +151,28 @@ def test_a_process_that_dies_stops_the_job(mpiexec, tmp_path):
 def test_ctrl_c_stops_every_process_at_one_step_and_saves_it(mpiexec, tmp_path):
     """mpiexec forwards Ctrl-C to every process; they agree after a step to stop there, process 0 saves."""
     out = tmp_path / "run"
-    command = [mpiexec, "-n", "2", sys.executable, str(WORKER), "cli", "train", "--preset", "tiny", "--max-steps",
-               "100000", "--batch-size", "2", "--context-length", "16", "--eval-interval", "5", "--out", str(out)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    command = [
+        mpiexec,
+        "-n",
+        "2",
+        sys.executable,
+        str(WORKER),
+        "cli",
+        "train",
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "100000",
+        "--batch-size",
+        "2",
+        "--context-length",
+        "16",
+        "--eval-interval",
+        "5",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not (out / "checkpoints" / "latest").exists() and time.monotonic() < deadline:
@@ -170,12 +196,27 @@ def test_finetune_classifier_on_two_processes_equals_one_with_twice_the_batch(mp
 
     rng = np.random.default_rng(0)
     words = {"spam": "win free prize call now cash".split(), "ham": "hi see you at lunch ok".split()}
-    lines = [f"{label}\t{' '.join(rng.choice(words[label], rng.integers(3, 9)))}"
-             for label in ("spam", "ham") * 40]
+    lines = [f"{label}\t{' '.join(rng.choice(words[label], rng.integers(3, 9)))}" for label in ("spam", "ham") * 40]
     (tmp_path / "sms.txt").write_text("\n".join(lines) + "\n")
-    common = ["finetune-classifier", "--data", str(tmp_path / "sms.txt"), "--preset", "tiny", "--tokenizer", "byte",
-              "--epochs", "2", "--eval-freq", "3", "--eval-iter", "2", "--seed", "1",
-              "--dropout", "0"]  # every process draws the same dropout stream (README): equal only without it
+    common = [
+        "finetune-classifier",
+        "--data",
+        str(tmp_path / "sms.txt"),
+        "--preset",
+        "tiny",
+        "--tokenizer",
+        "byte",
+        "--epochs",
+        "2",
+        "--eval-freq",
+        "3",
+        "--eval-iter",
+        "2",
+        "--seed",
+        "1",
+        "--dropout",
+        "0",
+    ]  # every process draws the same dropout stream (README): equal only without it
     result, _ = run_mpiexec(mpiexec, "cli", *common, "--batch-size", "4", "--out", tmp_path / "two")
     assert result.returncode == 0, result.stderr[-3000:]
     assert main([*common, "--batch-size", "8", "--out", str(tmp_path / "one")]) == 0
@@ -224,6 +265,7 @@ def test_launch_without_mpiexec_is_one_process_with_a_note(monkeypatch):
     assert comm.world_size == 1 and comm.rank == 0
     try:
         import mpi4py  # noqa: F401
+
         assert "started without mpiexec" in comm.note
     except ImportError:
         assert comm.note is None

@@ -1,5 +1,6 @@
 """Archives and downloads that go wrong, served from a loopback HTTP server (127.0.0.1 only); environment
 variables and small inputs that used to fail late or without a name."""
+
 from __future__ import annotations
 
 import http.server
@@ -8,7 +9,6 @@ import os
 import stat
 import threading
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
     files: dict = {}
     requests: list = []
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         body = self.files.get(self.path)
         self.requests.append((self.path, self.headers.get("Range")))
         if body is None:
@@ -75,8 +75,9 @@ def zip_bytes(members: dict, symlinks=()) -> bytes:
 
 def test_only_the_needed_member_is_extracted_with_a_size_cap(tmp_path):
     archive = tmp_path / "a.zip"
-    archive.write_bytes(zip_bytes({"readme.txt": "x", "sms/SMSSpamCollection": SPAM_LINES,
-                                   "junk.bin": b"\0" * (64 << 20)}))  # 64 MiB of zeros: a ~64 KB member
+    archive.write_bytes(
+        zip_bytes({"readme.txt": "x", "sms/SMSSpamCollection": SPAM_LINES, "junk.bin": b"\0" * (64 << 20)})
+    )  # 64 MiB of zeros: a ~64 KB member
     out = extract_member(archive, SPAM_FILE, tmp_path / "out" / SPAM_FILE, max_bytes=1 << 20)
     assert out.read_text() == SPAM_LINES and sorted(p.name for p in (tmp_path / "out").iterdir()) == [SPAM_FILE]
     with pytest.raises(ArchiveError, match="junk.bin.*more than the 1,048,576 expected"):
@@ -85,7 +86,7 @@ def test_only_the_needed_member_is_extracted_with_a_size_cap(tmp_path):
     # a header that under-states the size: counted while copying, stopped at the cap
     lying = bytearray(zip_bytes({SPAM_FILE: "ham\t" + "x" * 5000}))
     at = lying.rfind(b"PK\x01\x02")  # central directory: its uncompressed size field says 10 bytes
-    lying[at + 24:at + 28] = (10).to_bytes(4, "little")
+    lying[at + 24 : at + 28] = (10).to_bytes(4, "little")
     (tmp_path / "lying.zip").write_bytes(bytes(lying))
     with pytest.raises(ArchiveError, match="expands past|corrupt member"):
         extract_member(tmp_path / "lying.zip", SPAM_FILE, tmp_path / "lie", max_bytes=100)
@@ -95,8 +96,10 @@ def test_only_the_needed_member_is_extracted_with_a_size_cap(tmp_path):
 def test_symlink_members_are_refused(tmp_path):
     archive = tmp_path / "links.zip"
     archive.write_bytes(zip_bytes({SPAM_FILE: "/etc/passwd"}, symlinks={SPAM_FILE}))
-    for extract in (lambda: extract_member(archive, SPAM_FILE, tmp_path / "x" / SPAM_FILE, 1 << 20),
-                    lambda: safe_extract_zip(archive, tmp_path / "x")):
+    for extract in (
+        lambda: extract_member(archive, SPAM_FILE, tmp_path / "x" / SPAM_FILE, 1 << 20),
+        lambda: safe_extract_zip(archive, tmp_path / "x"),
+    ):
         with pytest.raises(ArchiveError, match="symbolic link"):
             extract()
     assert not (tmp_path / "x" / SPAM_FILE).exists()  # no plain file left in its place
@@ -104,8 +107,10 @@ def test_symlink_members_are_refused(tmp_path):
 
 def test_corrupt_archive_is_named_hashed_deleted_then_downloaded_afresh(tmp_path, server, monkeypatch):
     base, handler = server
-    monkeypatch.setattr("tinygrad_llm.finetune.spam_data.SPAM_FILE_SHA256",
-                        __import__("hashlib").sha256(SPAM_LINES.encode()).hexdigest())
+    monkeypatch.setattr(
+        "tinygrad_llm.finetune.spam_data.SPAM_FILE_SHA256",
+        __import__("hashlib").sha256(SPAM_LINES.encode()).hexdigest(),
+    )
     handler.files["/spam.zip"] = b"PK\x03\x04 this is not a zip archive at all"
     folder = tmp_path / "cache"
     with pytest.raises(ArchiveError) as info:
@@ -176,9 +181,18 @@ def test_spam_file_with_a_byte_order_mark(tmp_path):
     assert read_sms_spam(path) == (["see you at noon", "WIN a prize now"], [0, 1])
 
 
-@pytest.mark.parametrize("data, error", [(["a", "b"], TypeError), (None, TypeError), ([1.0, None], TypeError),
-                                         ({"a": 1}, TypeError), ([[1, 2], [3]], ValueError),
-                                         (np.array(["x"]), TypeError), (np.array([1], dtype=object), TypeError)])
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (["a", "b"], TypeError),
+        (None, TypeError),
+        ([1.0, None], TypeError),
+        ({"a": 1}, TypeError),
+        ([[1, 2], [3]], ValueError),
+        (np.array(["x"]), TypeError),
+        (np.array([1], dtype=object), TypeError),
+    ],
+)
 def test_tensor_refuses_non_numeric_data_at_construction(data, error):
     with pytest.raises(error, match="Tensor: expected"):
         tl.Tensor(data)

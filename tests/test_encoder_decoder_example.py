@@ -1,5 +1,6 @@
 """examples/transformer_copy_task.py: the original encoder-decoder transformer learns to reverse digit sequences
 to 100% of held-out sequences exactly right, with greedy decoding."""
+
 from __future__ import annotations
 
 import importlib.util

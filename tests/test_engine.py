@@ -1,5 +1,6 @@
 """The engine's behaviour: accumulation, hooks, retain_grad, no_grad, long chains, dtypes, memory,
 graph release, aliasing, and the errors bad input gets (each naming the operation and what it got)."""
+
 from __future__ import annotations
 
 import gc
@@ -21,6 +22,7 @@ def leaf(values, dtype=np.float64):
 
 
 # ---- accumulation ------------------------------------------------------------------------------------
+
 
 def test_tensor_used_twice_accumulates():
     x = leaf([1.0, -2.0, 3.0])
@@ -68,6 +70,7 @@ def test_gradients_accumulate_across_backward_calls():
 
 # ---- hooks and retain_grad ----------------------------------------------------------------------------
 
+
 def test_hooks_see_and_replace_gradients():
     x = leaf([1.0, 2.0])
     seen = []
@@ -108,6 +111,7 @@ def test_retain_grad_and_intermediates_free_their_grad():
 
 # ---- grad mode ---------------------------------------------------------------------------------------
 
+
 def test_no_grad_records_nothing():
     x = leaf([1.0, 2.0])
     with tl.no_grad():
@@ -145,6 +149,7 @@ def test_detach_cuts_the_graph():
 
 # ---- long chains, dtypes ------------------------------------------------------------------------------
 
+
 def test_chain_of_10000_ops_backward_has_no_recursion_limit():
     x = leaf([1.0, 2.0])
     y = x
@@ -159,7 +164,7 @@ def test_chain_of_10000_ops_backward_has_no_recursion_limit():
         y.sum().backward()
     finally:
         sys.setrecursionlimit(limit)
-    np.testing.assert_allclose(x.grad, [1.0001 ** 5000] * 2, rtol=1e-10)
+    np.testing.assert_allclose(x.grad, [1.0001**5000] * 2, rtol=1e-10)
 
 
 def test_float32_stays_float32_and_float64_is_kept():
@@ -168,7 +173,7 @@ def test_float32_stays_float32_and_float64_is_kept():
         w = Tensor(np.ones((4, 3), dtype=dtype), requires_grad=True)
         b = Tensor(np.zeros(4, dtype=dtype), requires_grad=True)
         h = F.gelu(F.linear(x, w, b)) * 2.5 + 1  # Python scalars never promote
-        h = (2.0 - h) / 3 + 2.0 ** h.tanh() + h.relu().sqrt() - h ** 2
+        h = (2.0 - h) / 3 + 2.0 ** h.tanh() + h.relu().sqrt() - h**2
         h = F.layer_norm(h, None, None) + F.softmax(h) + F.log_softmax(h).exp()
         loss = F.cross_entropy(h, np.array([1])) + h.mean() + h.max()
         assert h.dtype == dtype and loss.dtype == dtype
@@ -180,6 +185,7 @@ def test_float32_stays_float32_and_float64_is_kept():
 
 
 # ---- memory and graph release ----------------------------------------------------------------------------
+
 
 def _mlp_step(params, x, targets):
     w1, b1, w2, b2 = params
@@ -195,8 +201,10 @@ def _mlp_step(params, x, targets):
 
 def test_memory_of_repeated_forward_backward_stays_flat():
     rng = np.random.default_rng(0)
-    params = [Tensor(rng.standard_normal(s).astype(np.float32) * 0.1, requires_grad=True)
-              for s in ((32, 16), (32,), (5, 32), (5,))]
+    params = [
+        Tensor(rng.standard_normal(s).astype(np.float32) * 0.1, requires_grad=True)
+        for s in ((32, 16), (32,), (5, 32), (5,))
+    ]
     x = Tensor(rng.standard_normal((8, 16)).astype(np.float32))
     targets = rng.integers(0, 5, 8)
     tracemalloc.start()
@@ -240,6 +248,7 @@ def test_retain_graph_allows_a_second_backward():
 
 # ---- aliasing -----------------------------------------------------------------------------------------
 
+
 def test_grads_never_alias_each_other_or_the_seed():
     x, y = leaf([1.0, 2.0]), leaf([3.0, 4.0])
     (x + y).sum().backward()
@@ -252,7 +261,7 @@ def test_grads_never_alias_each_other_or_the_seed():
     a.grad *= 5
     np.testing.assert_array_equal(seed, [1.0, 1.0])
     np.testing.assert_array_equal(b.grad, [1.0, 1.0])
-    s2 = (a + b)
+    s2 = a + b
     s2.backward(seed)  # accumulating into a.grad must not write through into b.grad or the seed
     np.testing.assert_array_equal(b.grad, [2.0, 2.0])
     np.testing.assert_array_equal(seed, [1.0, 1.0])
@@ -269,6 +278,7 @@ def test_grads_never_alias_each_other_or_the_seed():
 
 
 # ---- conversions and comparisons ---------------------------------------------------------------------------
+
 
 def test_comparisons_return_non_grad_boolean_tensors():
     x = leaf([1.0, -2.0, 3.0])
@@ -289,6 +299,7 @@ def test_tensor_basics():
 
 
 # ---- bad input ----------------------------------------------------------------------------------------
+
 
 def test_binary_shape_mismatch_names_op_and_shapes():
     a, b = leaf(np.ones((2, 3))), leaf(np.ones(4))
@@ -342,6 +353,7 @@ def test_cuda_without_cupy_names_cupy_and_the_extra(monkeypatch):
 
 def test_mixing_devices_names_op_and_devices(monkeypatch):
     """Without a GPU: a fake 'cupy' whose arrays are a NumPy subclass drives the same device check."""
+
     class FakeGpuArray(np.ndarray):
         pass
 
@@ -350,19 +362,27 @@ def test_mixing_devices_names_op_and_devices(monkeypatch):
     on_cpu = leaf(np.ones((2, 3)))
     assert on_gpu.device == "cuda" and on_cpu.device == "cpu"
     for op in (lambda: on_gpu + on_cpu, lambda: on_cpu * on_gpu, lambda: F.concatenate([on_cpu, on_gpu])):
-        with pytest.raises(RuntimeError, match=r"(Add|Mul|Concatenate): inputs are on different devices.*cuda.*cpu|"
-                                               r"(Add|Mul|Concatenate): inputs are on different devices.*cpu.*cuda"):
+        with pytest.raises(
+            RuntimeError,
+            match=r"(Add|Mul|Concatenate): inputs are on different devices.*cuda.*cpu|"
+            r"(Add|Mul|Concatenate): inputs are on different devices.*cpu.*cuda",
+        ):
             op()
 
 
 def test_bad_axes_are_named():
     x = leaf(np.ones((2, 3)))
     for op, pattern in (
-        (lambda: x.sum(axis=2), r"sum: axis 2"), (lambda: x.mean(axis=-3), r"mean: axis -3"),
-        (lambda: x.max(axis=(0, 0)), r"max: axis"), (lambda: x.transpose(0, 5), r"transpose.*\(2, 3\)"),
-        (lambda: x.transpose(0), r"transpose"), (lambda: x.swapaxes(0, 4), r"swapaxes: axis 4.*\(2, 3\)"),
-        (lambda: F.split(x, 2, axis=3), r"split: axis 3"), (lambda: F.split(x, 2, axis=1), r"split.*length 3"),
-        (lambda: F.softmax(x, axis=4), r"Softmax.*\(2, 3\)"), (lambda: F.stack([x, x], axis=5), r"Stack"),
+        (lambda: x.sum(axis=2), r"sum: axis 2"),
+        (lambda: x.mean(axis=-3), r"mean: axis -3"),
+        (lambda: x.max(axis=(0, 0)), r"max: axis"),
+        (lambda: x.transpose(0, 5), r"transpose.*\(2, 3\)"),
+        (lambda: x.transpose(0), r"transpose"),
+        (lambda: x.swapaxes(0, 4), r"swapaxes: axis 4.*\(2, 3\)"),
+        (lambda: F.split(x, 2, axis=3), r"split: axis 3"),
+        (lambda: F.split(x, 2, axis=1), r"split.*length 3"),
+        (lambda: F.softmax(x, axis=4), r"Softmax.*\(2, 3\)"),
+        (lambda: F.stack([x, x], axis=5), r"Stack"),
         (lambda: F.concatenate([x, leaf(np.ones((3, 3)))], axis=1), r"Concatenate.*\(2, 3\).*\(3, 3\)"),
         (lambda: F.stack([x, leaf(np.ones(3))]), r"stack.*\(2, 3\).*\(3,\)"),
         (lambda: leaf(np.ones((0, 3))).max(axis=0), r"max.*zero-length"),
@@ -374,7 +394,7 @@ def test_bad_axes_are_named():
 def test_bad_reshape_is_named():
     x = leaf(np.ones((2, 3)))
     for shape in ((4, 2), (-1, 4), (-1, -1), (0, -1)):
-        with pytest.raises(ValueError, match=rf"reshape.*\(2, 3\).*6 elements"):
+        with pytest.raises(ValueError, match=r"reshape.*\(2, 3\).*6 elements"):
             x.reshape(shape)
 
 
@@ -413,7 +433,7 @@ def test_other_bad_arguments_are_named():
     with pytest.raises(TypeError, match="where: condition must be boolean"):
         F.where(np.ones((2, 3)), x, x)
     with pytest.raises(TypeError, match="pow"):
-        x ** x
+        x**x
     with pytest.raises(ValueError, match=r"linear.*\(2, 3\).*\(4, 4\)"):
         F.linear(x, leaf(np.ones((4, 4))))
     with pytest.raises(ValueError, match=r"layer_norm: weight of shape \(2,\)"):

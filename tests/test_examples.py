@@ -1,5 +1,6 @@
 """The examples as a user meets them: --help that explains every option, --device everywhere, and Ctrl-C
 ending with one line instead of a traceback."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,7 +32,9 @@ def test_every_option_is_explained_and_device_is_there(script, capsys):
     options = [i for i, line in enumerate(lines) if line.startswith("  -")]
     assert any("--device {cpu,cuda}" in lines[i] for i in options), script.name
     for i in options:  # help text on the option's line, or on the indented line below it
-        explained = re.search(r"\S {2,}\S", lines[i].strip()) or (i + 1 < len(lines) and lines[i + 1].startswith(" " * 8))
+        explained = re.search(r"\S {2,}\S", lines[i].strip()) or (
+            i + 1 < len(lines) and lines[i + 1].startswith(" " * 8)
+        )
         assert explained, f"{script.name}: {lines[i].strip()} has no help text"
     assert "(default: None)" not in out
     assert "run_example(main)" in script.read_text()  # Ctrl-C: one line, no traceback (tested below)

@@ -1,6 +1,7 @@
 """Pictures: per-layer gradient norms recorded by the trainer and drawn (grad_norms.png), the learning-rate
 schedule (lr_schedule.png), attention maps (tinygrad-llm attention). Each is checked by its data, the PNG's
 size and the figure's axes, not by looking."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,17 @@ import struct
 
 import numpy as np
 import pytest
-
-import tinygrad_llm as tl
 from test_cli import run_cli
 from test_train import interrupt_at, make_trainer
+
+import tinygrad_llm as tl
 from tinygrad_llm.optim import grad_norms_by_layer
 from tinygrad_llm.train import figures
 from tinygrad_llm.train.plot import matplotlib_available
 
-needs_matplotlib = pytest.mark.skipif(not matplotlib_available(), reason="matplotlib is not installed "
-                                                                          "(pip install 'tinygrad-llm[plot]')")
+needs_matplotlib = pytest.mark.skipif(
+    not matplotlib_available(), reason="matplotlib is not installed (pip install 'tinygrad-llm[plot]')"
+)
 LAYERS = ["tok_emb", "pos_emb", "trf_blocks.0", "trf_blocks.1", "final_norm", "out_head"]
 
 
@@ -49,8 +51,14 @@ def test_trainer_records_gradient_norms_before_clipping(tmp_path):
         assert list(r["grad_norms"]) == LAYERS
         total = np.sqrt(sum(v * v for v in r["grad_norms"].values()))
         assert total > 1e-2  # the norms of the raw gradients, not of the clipped ones (norm 1e-3)
-    assert set(json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])) == \
-        {"step", "tokens_seen", "train_loss", "val_loss", "lr", "elapsed_s"}  # log.jsonl keeps its fields
+    assert set(json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])) == {
+        "step",
+        "tokens_seen",
+        "train_loss",
+        "val_loss",
+        "lr",
+        "elapsed_s",
+    }  # log.jsonl keeps its fields
     assert (tmp_path / "grad_norms.png").is_file() == matplotlib_available()
     assert (tmp_path / "lr_schedule.png").is_file() == matplotlib_available()
 
@@ -67,14 +75,16 @@ def test_gradient_norms_survive_an_interrupted_evaluation(tmp_path, monkeypatch)
     resumed = make_trainer(tmp_path / "resumed", seed=99)
     resumed.load_state()
     resumed.fit()
-    assert (tmp_path / "resumed" / "grad_norms.jsonl").read_text() == \
-        (tmp_path / "straight" / "grad_norms.jsonl").read_text()
+    assert (tmp_path / "resumed" / "grad_norms.jsonl").read_text() == (
+        tmp_path / "straight" / "grad_norms.jsonl"
+    ).read_text()
 
 
 @needs_matplotlib
 def test_grad_norm_figure_has_a_line_per_layer_on_a_log_scale(tmp_path):
-    history = [{"step": s, "grad_norms": {layer: (i + 1) * 0.1 / s for i, layer in enumerate(LAYERS)}}
-               for s in (10, 20, 30)]
+    history = [
+        {"step": s, "grad_norms": {layer: (i + 1) * 0.1 / s for i, layer in enumerate(LAYERS)}} for s in (10, 20, 30)
+    ]
     fig = figures.plot_grad_norms(history, tmp_path / "grad_norms.png")
     (ax,) = fig.axes
     assert ax.get_yscale() == "log" and ax.get_xlabel() == "Steps"
@@ -107,8 +117,9 @@ def run_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("attention")
     tokenizer = get_tokenizer("char", text="the cat sat on a mat")
     tl.manual_seed(0)
-    model = tl.GPTModel(tl.GPTConfig(vocab_size=tokenizer.n_vocab, context_length=16, emb_dim=12, n_heads=3,
-                                     n_layers=2, drop_rate=0.0))
+    model = tl.GPTModel(
+        tl.GPTConfig(vocab_size=tokenizer.n_vocab, context_length=16, emb_dim=12, n_heads=3, n_layers=2, drop_rate=0.0)
+    )
     run = root / "run"
     save_checkpoint(run, model.state_dict(), model.config.to_dict(), step=0)
     tokenizer.save(run)
@@ -145,14 +156,24 @@ def test_attention_figure_has_a_panel_per_head_with_tokens_on_both_axes(tmp_path
 @needs_matplotlib
 def test_attention_command_writes_one_png_and_never_overwrites(run_folder):
     out = run_folder / "att.png"
-    result = run_cli("attention", "--checkpoint", run_folder / "run", "--prompt", "the cat sat", "--layer", "0",
-                     "--out", out)
+    result = run_cli(
+        "attention", "--checkpoint", run_folder / "run", "--prompt", "the cat sat", "--layer", "0", "--out", out
+    )
     assert result.returncode == 0, result.stderr
     assert "3 heads of layer 0 over 11 tokens" in result.stderr
     width, height = png_size(out)
     assert width > 2.5 * height
     again = run_cli("attention", "--checkpoint", run_folder / "run", "--prompt", "the", "--out", out)
     assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
-    bad = run_cli("attention", "--checkpoint", run_folder / "run", "--prompt", "the", "--layer", "5",
-                  "--out", run_folder / "other.png")
+    bad = run_cli(
+        "attention",
+        "--checkpoint",
+        run_folder / "run",
+        "--prompt",
+        "the",
+        "--layer",
+        "5",
+        "--out",
+        run_folder / "other.png",
+    )
     assert bad.returncode == 1 and "--layer 5: the model has 2 layers" in bad.stderr

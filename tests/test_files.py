@@ -1,4 +1,5 @@
 """files.py: atomic writes, data lookup, safe extraction."""
+
 from __future__ import annotations
 
 import os

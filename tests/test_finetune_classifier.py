@@ -1,5 +1,6 @@
 """Chapter 6: the SMS data (reading, errors, balance, split), SpamDataset, freezing recipes, the classifier
 trained on the real data through the command line, and bad input leaving no output behind."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,15 @@ import pytest
 import tinygrad_llm as tl
 from tinygrad_llm import GPTConfig, GPTModel
 from tinygrad_llm.files import safe_extract_zip
-from tinygrad_llm.finetune import (SpamDataset, add_classification_head, classify_text, create_balanced_dataset,
-                                   random_split, read_sms_spam, set_trainable)
+from tinygrad_llm.finetune import (
+    SpamDataset,
+    add_classification_head,
+    classify_text,
+    create_balanced_dataset,
+    random_split,
+    read_sms_spam,
+    set_trainable,
+)
 from tinygrad_llm.finetune.io import load_classifier
 from tinygrad_llm.finetune.spam_data import SPAM_FILE_SHA256
 from tinygrad_llm.optim import AdamW
@@ -62,8 +70,10 @@ def test_spam_dataset_pads_and_truncates():
     np.testing.assert_array_equal(short.get_batch([0])[0], [[97, 98]])
 
 
-@pytest.mark.parametrize("recipe, trainable_blocks, head_only", [
-    ("last-block", [2], False), ("last-2", [1, 2], False), ("all", [0, 1, 2], False), ("head", [], True)])
+@pytest.mark.parametrize(
+    "recipe, trainable_blocks, head_only",
+    [("last-block", [2], False), ("last-2", [1, 2], False), ("all", [0, 1, 2], False), ("head", [], True)],
+)
 def test_freezing_recipes(recipe, trainable_blocks, head_only):
     model = add_classification_head(GPTModel(TINY), 2)
     set_trainable(model, recipe)
@@ -125,15 +135,35 @@ def test_cli_bad_spam_file_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flags, message", [(["--ema-decay", "1"], "--ema-decay must be below 1"),
-                                            (["--lr-schedule", "cosine", "--warmup-steps", "10000"],
-                                             "--warmup-steps 10000 must be below")])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ema-decay", "1"], "--ema-decay must be below 1"),
+        (["--lr-schedule", "cosine", "--warmup-steps", "10000"], "--warmup-steps 10000 must be below"),
+    ],
+)
 def test_cli_bad_schedule_or_average_writes_nothing(tmp_path, capsys, shared_data, flags, message):
     from tinygrad_llm.cli import main
 
     out = tmp_path / "run"
-    code = main(["finetune-classifier", "--data", str(shared_data / "sms_spam_collection"), "--emb-dim", "16",
-                 "--n-layers", "1", "--max-length", "16", "--epochs", "1", "--out", str(out), *flags])
+    code = main(
+        [
+            "finetune-classifier",
+            "--data",
+            str(shared_data / "sms_spam_collection"),
+            "--emb-dim",
+            "16",
+            "--n-layers",
+            "1",
+            "--max-length",
+            "16",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            *flags,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and message in err and "Traceback" not in err
     assert not out.exists()
@@ -146,10 +176,35 @@ def test_classifier_learns_spam_from_scratch(tmp_path, shared_data):
     from tinygrad_llm.cli import main
 
     out = tmp_path / "spam"
-    code = main(["finetune-classifier", "--data", str(shared_data / "sms_spam_collection"), "--preset", "tiny",
-                 "--tokenizer", "gpt2", "--dropout", "0",  # 32 GPT-2 tokens hold more of a message than 32 bytes
-                 "--emb-dim", "32", "--n-layers", "1", "--epochs", "2", "--batch-size", "16", "--max-length", "32",
-                 "--eval-freq", "1000", "--eval-iter", "1", "--out", str(out)])
+    code = main(
+        [
+            "finetune-classifier",
+            "--data",
+            str(shared_data / "sms_spam_collection"),
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            "gpt2",
+            "--dropout",
+            "0",  # 32 GPT-2 tokens hold more of a message than 32 bytes
+            "--emb-dim",
+            "32",
+            "--n-layers",
+            "1",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--max-length",
+            "32",
+            "--eval-freq",
+            "1000",
+            "--eval-iter",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for split in ("train", "val", "test"):
@@ -159,12 +214,16 @@ def test_classifier_learns_spam_from_scratch(tmp_path, shared_data):
 
     model, tokenizer, meta = load_classifier(out)
     assert meta["class_names"] == ["ham", "spam"] and meta["max_length"] == 32
-    spam = ("You are a winner! You have been specially selected to receive $1000 cash or a $2000 award. "
-            "Call 09061701461 now to claim.")
+    spam = (
+        "You are a winner! You have been specially selected to receive $1000 cash or a $2000 award. "
+        "Call 09061701461 now to claim."
+    )
     ham = "Hey, just wanted to check if we're still on for dinner tonight? Let me know!"
     # the loaded model agrees with the test accuracy: check it labels the book's two examples
-    labels = [classify_text(t, model, tokenizer, max_length=meta["max_length"], class_names=("ham", "spam"))
-              for t in (spam, ham)]
+    labels = [
+        classify_text(t, model, tokenizer, max_length=meta["max_length"], class_names=("ham", "spam"))
+        for t in (spam, ham)
+    ]
     assert labels == ["spam", "ham"]
 
 
@@ -173,12 +232,42 @@ def test_cli_with_lora_trains_only_adapters_and_exports_a_plain_model(tmp_path, 
 
     lines = (shared_data / "sms_spam_collection" / "SMSSpamCollection").read_text(encoding="utf-8").splitlines()
     subset = tmp_path / "SMSSpamCollection"
-    subset.write_text("\n".join([l for l in lines if l.startswith("spam")][:40]
-                                + [l for l in lines if l.startswith("ham")][:60]) + "\n", encoding="utf-8")
+    subset.write_text(
+        "\n".join(
+            [line for line in lines if line.startswith("spam")][:40]
+            + [line for line in lines if line.startswith("ham")][:60]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "lora"
-    code = main(["finetune-classifier", "--data", str(subset), "--preset", "tiny", "--tokenizer", "byte",
-                 "--emb-dim", "16", "--n-layers", "1", "--epochs", "1", "--max-length", "16", "--lora-rank", "2",
-                 "--trainable", "all", "--ensemble", "1", "--out", str(out)])
+    code = main(
+        [
+            "finetune-classifier",
+            "--data",
+            str(subset),
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            "byte",
+            "--emb-dim",
+            "16",
+            "--n-layers",
+            "1",
+            "--epochs",
+            "1",
+            "--max-length",
+            "16",
+            "--lora-rank",
+            "2",
+            "--trainable",
+            "all",
+            "--ensemble",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     c, r = 16, 2
@@ -222,8 +311,22 @@ def test_cli_init_from_a_run_folder_uses_the_books_recipe(tmp_path, shared_data)
     subset = tmp_path / "SMSSpamCollection"
     subset.write_text("\n".join(lines[:150]) + "\n", encoding="utf-8")
     out = tmp_path / "clf"
-    assert main(["finetune-classifier", "--data", str(subset), "--init-from", str(tmp_path / "base"),
-                 "--epochs", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "finetune-classifier",
+                "--data",
+                str(subset),
+                "--init-from",
+                str(tmp_path / "base"),
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable"] == "last-block" and metrics["max_length"] == 24  # capped at the context
     block = sum(p.size for p in base.trf_blocks[1].parameters())
@@ -248,8 +351,9 @@ def test_train_classifier_keeps_the_best_epoch_and_stops_early(shared_data):
     train_loader = DataLoader(sets["train"], batch_size=16, shuffle=True, seed=1)
     val_loader = DataLoader(sets["validation"], batch_size=16, drop_last=False)
     optimizer = AdamW(trainable_parameters(model), lr=3e-2)  # large: accuracy jumps around between epochs
-    history = train_classifier(model, train_loader, val_loader, optimizer, None, max_epochs=6, patience=1,
-                               eval_freq=1000, log=None)
+    history = train_classifier(
+        model, train_loader, val_loader, optimizer, None, max_epochs=6, patience=1, eval_freq=1000, log=None
+    )
     accuracies = history["val_accuracy"]
     assert history["epochs_run"] == len(accuracies) < 6  # these seeds: epoch 2 is worse than epoch 1
     assert history["best_epoch"] == int(np.argmax(accuracies)) + 1 == len(accuracies) - 1  # stopped 1 after the best
@@ -263,8 +367,12 @@ def test_train_classifier_with_ema_scores_and_keeps_the_averaged_weights(shared_
     which are not the raw weights' (a cosine scheduler steps along)."""
     from tinygrad_llm.amp import MixedPrecision
     from tinygrad_llm.data import DataLoader
-    from tinygrad_llm.finetune.classifier import (calc_accuracy_loader, calc_loss_batch, train_classifier,
-                                                  trainable_parameters)
+    from tinygrad_llm.finetune.classifier import (
+        calc_accuracy_loader,
+        calc_loss_batch,
+        train_classifier,
+        trainable_parameters,
+    )
     from tinygrad_llm.optim import ExponentialMovingAverage, WarmupCosineLR
     from tinygrad_llm.train.step import train_step
 
@@ -276,23 +384,35 @@ def test_train_classifier_with_ema_scores_and_keeps_the_averaged_weights(shared_
 
     def fresh():
         tl.manual_seed(3)
-        model = add_classification_head(GPTModel(GPTConfig.preset("tiny", vocab_size=257, context_length=24,
-                                                                  emb_dim=16, n_layers=1)), 2)
+        model = add_classification_head(
+            GPTModel(GPTConfig.preset("tiny", vocab_size=257, context_length=24, emb_dim=16, n_layers=1)), 2
+        )
         optimizer = AdamW(trainable_parameters(model), lr=1e-2)
         loader = DataLoader(sets["train"], batch_size=16, shuffle=True, seed=1)
         return model, optimizer, loader, WarmupCosineLR(optimizer, warmup_steps=3, total_steps=3 * len(loader))
 
     model, optimizer, loader, scheduler = fresh()
-    history = train_classifier(model, loader, val_loader, optimizer, None, max_epochs=3, eval_freq=1000, log=None,
-                               scheduler=scheduler, ema_decay=0.9)
+    history = train_classifier(
+        model,
+        loader,
+        val_loader,
+        optimizer,
+        None,
+        max_epochs=3,
+        eval_freq=1000,
+        log=None,
+        scheduler=scheduler,
+        ema_decay=0.9,
+    )
 
     by_hand, optimizer, loader, scheduler = fresh()
     ema, accuracies, states = ExponentialMovingAverage(by_hand, 0.9), [], []
     for _ in range(3):
         by_hand.train()
         for inputs, targets in loader:
-            train_step(by_hand, optimizer, [(inputs, targets)], None, MixedPrecision("fp32", "cpu"),
-                       loss_batch=calc_loss_batch)
+            train_step(
+                by_hand, optimizer, [(inputs, targets)], None, MixedPrecision("fp32", "cpu"), loss_batch=calc_loss_batch
+            )
             scheduler.step()
             ema.update(by_hand)
         by_hand.eval()

@@ -1,5 +1,6 @@
 """Preference tuning (DPO): the book's collate and masks, the loss (ln 2 at the start, gradients, PyTorch's
 formula), the precomputed reference, one epoch that moves the margin, and the command end to end."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,15 @@ import pytest
 import tinygrad_llm as tl
 from tinygrad_llm import Tensor
 from tinygrad_llm.data import DataLoader
-from tinygrad_llm.finetune.dpo import (compute_dpo_loss, compute_dpo_loss_batch, compute_dpo_loss_loader,
-                                       compute_logprobs, evaluate_dpo_loss_loader, precompute_reference_logprobs,
-                                       train_model_dpo_simple)
+from tinygrad_llm.finetune.dpo import (
+    compute_dpo_loss,
+    compute_dpo_loss_batch,
+    compute_dpo_loss_loader,
+    compute_logprobs,
+    evaluate_dpo_loss_loader,
+    precompute_reference_logprobs,
+    train_model_dpo_simple,
+)
 from tinygrad_llm.finetune.instruction import split_instruction_data
 from tinygrad_llm.finetune.preference import PreferenceDataset, load_preference_data, preference_collate_fn
 from tinygrad_llm.optim import AdamW
@@ -23,16 +30,20 @@ PAD = 50256
 
 def test_collate_pads_to_a_common_length_and_masks_only_the_response():
     # prompts of 2 and 1 tokens; the mask also drops the two tokens after the prompt ("\n\n")
-    items = [{"prompt": [1, 2], "chosen": [1, 2, 3, 4, 5, 6], "rejected": [1, 2, 3, 4, 7]},
-             {"prompt": [8], "chosen": [8, 9, 10, 11], "rejected": [8, 9, 10, 12, 13, 14, 15]}]
+    items = [
+        {"prompt": [1, 2], "chosen": [1, 2, 3, 4, 5, 6], "rejected": [1, 2, 3, 4, 7]},
+        {"prompt": [8], "chosen": [8, 9, 10, 11], "rejected": [8, 9, 10, 12, 13, 14, 15]},
+    ]
     batch = preference_collate_fn(items, pad_token_id=PAD)
     assert batch["chosen"].shape == batch["rejected"].shape == (2, 8)  # longest (7) + 1, for both keys
     np.testing.assert_array_equal(batch["chosen"], [[1, 2, 3, 4, 5, 6, PAD, PAD], [8, 9, 10, 11, PAD, PAD, PAD, PAD]])
     np.testing.assert_array_equal(batch["rejected"][1], [8, 9, 10, 12, 13, 14, 15, PAD])
-    np.testing.assert_array_equal(batch["chosen_mask"].astype(int), [[0, 0, 0, 0, 1, 1, 0, 0],
-                                                                     [0, 0, 0, 1, 0, 0, 0, 0]])
-    np.testing.assert_array_equal(batch["rejected_mask"].astype(int), [[0, 0, 0, 0, 1, 0, 0, 0],
-                                                                       [0, 0, 0, 1, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(
+        batch["chosen_mask"].astype(int), [[0, 0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 0, 0, 0, 0]]
+    )
+    np.testing.assert_array_equal(
+        batch["rejected_mask"].astype(int), [[0, 0, 0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1, 0]]
+    )
     assert batch["chosen"].dtype == np.int64 and batch["chosen_mask"].dtype == bool
     short = preference_collate_fn(items, pad_token_id=PAD, allowed_max_length=5)
     assert short["chosen"].shape == (2, 5) and short["rejected_mask"].shape == (2, 5)
@@ -52,20 +63,27 @@ def test_the_books_split_and_masks_on_the_shared_data(shared_data):
         for key in ("chosen", "rejected"):
             selected = batch[key][row][batch[f"{key}_mask"][row]]  # what DPO compares: the response only
             assert tokenizer.decode(selected.tolist()) == f"### Response:\n{entry[key]}"
-    assert (batch["chosen"][batch["chosen"] == PAD].size > 0)  # padded with end-of-text
+    assert batch["chosen"][batch["chosen"] == PAD].size > 0  # padded with end-of-text
 
 
 def test_bad_preference_file_names_the_record(tmp_path):
     path = tmp_path / "prefs.json"
-    path.write_text(json.dumps([{"instruction": "a", "input": "", "chosen": "b", "rejected": "c"},
-                                {"instruction": "a", "input": "", "chosen": "b"}]))
+    path.write_text(
+        json.dumps(
+            [
+                {"instruction": "a", "input": "", "chosen": "b", "rejected": "c"},
+                {"instruction": "a", "input": "", "chosen": "b"},
+            ]
+        )
+    )
     with pytest.raises(ValueError, match=r"record 1: 'rejected' is missing"):
         load_preference_data(path)
 
 
 def _random_logprobs(rng, n=6, dtype=np.float64):
-    return [Tensor(rng.normal(-2, 1, n).astype(dtype), requires_grad=requires)
-            for requires in (True, True, False, False)]
+    return [
+        Tensor(rng.normal(-2, 1, n).astype(dtype), requires_grad=requires) for requires in (True, True, False, False)
+    ]
 
 
 def test_loss_is_ln2_when_the_policy_is_the_reference():
@@ -80,16 +98,19 @@ def test_loss_gradcheck_float64():
     rng = np.random.default_rng(1)
     policy_chosen, policy_rejected, reference_chosen, reference_rejected = _random_logprobs(rng)
     for beta in (0.1, 5.0):  # 5: the sigmoid's tails, where a naive log(sigmoid) loses every digit
-        assert tl.gradcheck(lambda c, r: compute_dpo_loss(c, r, reference_chosen, reference_rejected, beta)[0],
-                            [policy_chosen, policy_rejected])
+        assert tl.gradcheck(
+            lambda c, r: compute_dpo_loss(c, r, reference_chosen, reference_rejected, beta)[0],
+            [policy_chosen, policy_rejected],
+        )
     logits = Tensor(rng.normal(0, 2, (2, 5, 7)), requires_grad=True)
     labels = rng.integers(0, 7, (2, 5))
     mask = np.array([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1]], dtype=bool)
     for average in (True, False):
         assert tl.gradcheck(lambda x: compute_logprobs(x, labels, mask, average), [logits])
     x = Tensor(np.array([-800.0, -30.0, 0.0, 30.0, 800.0]), requires_grad=True)
-    np.testing.assert_allclose(tl.functional.logsigmoid(x).numpy(), [-800.0, -30.0, -math.log(2), -9.357623e-14, 0],
-                               rtol=1e-6, atol=1e-300)
+    np.testing.assert_allclose(
+        tl.functional.logsigmoid(x).numpy(), [-800.0, -30.0, -math.log(2), -9.357623e-14, 0], rtol=1e-6, atol=1e-300
+    )
     assert tl.gradcheck(tl.functional.logsigmoid, [x])
 
 
@@ -106,8 +127,9 @@ def test_loss_rewards_and_logprobs_equal_pytorch(torch):
     book_mean = (selected * t_mask[:, 1:]).sum(-1) / t_mask[:, 1:].sum(-1)
     book_sum = (selected * t_mask[:, 1:]).sum(-1)
     np.testing.assert_allclose(compute_logprobs(Tensor(logits), labels, mask).numpy(), book_mean.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(compute_logprobs(Tensor(logits), labels, mask, average=False).numpy(),
-                               book_sum.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        compute_logprobs(Tensor(logits), labels, mask, average=False).numpy(), book_sum.numpy(), rtol=1e-5
+    )
     unmasked = torch.gather(tF.log_softmax(t_logits[:, :-1], -1), -1, t_labels[:, 1:, None]).squeeze(-1).mean(-1)
     np.testing.assert_allclose(compute_logprobs(Tensor(logits), labels).numpy(), unmasked.numpy(), rtol=1e-5)
 
@@ -134,9 +156,15 @@ def _byte_preferences(n=32):
     records = []
     for i in range(n):
         word = words[i % len(words)]
-        records.append({"instruction": f"Say {word}.", "input": "", "output": word,
-                        "chosen": f"Sure, {word}, thank you.",
-                        "rejected": f"{word}. Go away{'!' * int(rng.integers(1, 3))}"})
+        records.append(
+            {
+                "instruction": f"Say {word}.",
+                "input": "",
+                "output": word,
+                "chosen": f"Sure, {word}, thank you.",
+                "rejected": f"{word}. Go away{'!' * int(rng.integers(1, 3))}",
+            }
+        )
     return records
 
 
@@ -175,8 +203,9 @@ def test_one_epoch_makes_the_training_margin_positive(tiny_byte_model):
     before = evaluate_dpo_loss_loader(model, None, train_loader, val_loader, eval_iter=None)
     assert before["train_reward_margin"] == pytest.approx(0, abs=1e-5)
     optimizer = AdamW(model.named_parameters(), lr=1e-3, weight_decay=0.01)
-    tracking = train_model_dpo_simple(model, None, train_loader, val_loader, optimizer, num_epochs=1, beta=0.1,
-                                      eval_freq=2, eval_iter=2, log=None)
+    tracking = train_model_dpo_simple(
+        model, None, train_loader, val_loader, optimizer, num_epochs=1, beta=0.1, eval_freq=2, eval_iter=2, log=None
+    )
     assert tracking["steps"] == [0, 2] and len(tracking["train_losses"]) == 2
     after = evaluate_dpo_loss_loader(model, None, train_loader, val_loader, eval_iter=None)
     assert after["train_reward_margin"] > 0.05
@@ -194,15 +223,36 @@ def test_cli_finetune_dpo_end_to_end(tmp_path, tiny_byte_model):
     data = tmp_path / "prefs.json"
     data.write_text(json.dumps(_byte_preferences(40)))  # train / test / validation: 34 / 4 / 2
     out = tmp_path / "dpo"
-    code = main(["finetune-dpo", "--init-from", str(tmp_path / "start"), "--data", str(data), "--out", str(out),
-                 "--batch-size", "8", "--lr", "1e-3", "--eval-freq", "2", "--eval-iter", "1"])
+    code = main(
+        [
+            "finetune-dpo",
+            "--init-from",
+            str(tmp_path / "start"),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "--eval-freq",
+            "2",
+            "--eval-iter",
+            "1",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["before"]["train_loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert metrics["history"]["step"] == [0, 2] and len(metrics["history"]["val_reward_margin"]) == 2
     assert metrics["after"]["train_reward_margin"] > 0
-    assert (metrics["lr"], metrics["beta"], metrics["logprobs"], metrics["records"]) == (1e-3, 0.1, "mean",
-                                                                                         {"train": 34, "val": 2})
+    assert (metrics["lr"], metrics["beta"], metrics["logprobs"], metrics["records"]) == (
+        1e-3,
+        0.1,
+        "mean",
+        {"train": 34, "val": 2},
+    )
     for name in ("model.safetensors", "config.json", "tokenizer.json", "finetune.json"):
         assert (out / name).is_file()
     assert (out / "dpo-reward-margin.png").is_file() == matplotlib_available()

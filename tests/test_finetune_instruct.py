@@ -1,4 +1,5 @@
 """Chapter 7: the prompt format, the collate function's exact tensors, the split, data errors, the judge."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,13 @@ import socket
 import numpy as np
 import pytest
 
-from tinygrad_llm.finetune.instruction import (InstructionDataset, custom_collate_fn, format_input,
-                                               load_instruction_data, split_instruction_data)
+from tinygrad_llm.finetune.instruction import (
+    InstructionDataset,
+    custom_collate_fn,
+    format_input,
+    load_instruction_data,
+    split_instruction_data,
+)
 from tinygrad_llm.finetune.judge import JudgeError, OllamaJudge, exact_match, rouge_l, score_responses, token_f1
 
 PAD = 50256
@@ -19,19 +25,16 @@ def test_format_input_is_the_books():
     entry = {"instruction": "Convert to passive voice.", "input": "The chef cooks the meal.", "output": "..."}
     assert format_input(entry) == (
         "Below is an instruction that describes a task. Write a response that appropriately completes the "
-        "request.\n\n### Instruction:\nConvert to passive voice.\n\n### Input:\nThe chef cooks the meal.")
+        "request.\n\n### Instruction:\nConvert to passive voice.\n\n### Input:\nThe chef cooks the meal."
+    )
     assert format_input({**entry, "input": ""}).endswith("### Instruction:\nConvert to passive voice.")
 
 
 def test_collate_pads_keeps_first_end_of_text_and_ignores_the_rest():
     # the book's example: [0, 1, 2, 3, 4], [5, 6], [7, 8, 9]
     inputs, targets = custom_collate_fn([[0, 1, 2, 3, 4], [5, 6], [7, 8, 9]], pad_token_id=PAD)
-    np.testing.assert_array_equal(inputs, [[0, 1, 2, 3, 4],
-                                           [5, 6, PAD, PAD, PAD],
-                                           [7, 8, 9, PAD, PAD]])
-    np.testing.assert_array_equal(targets, [[1, 2, 3, 4, PAD],
-                                            [6, PAD, X, X, X],
-                                            [8, 9, PAD, X, X]])
+    np.testing.assert_array_equal(inputs, [[0, 1, 2, 3, 4], [5, 6, PAD, PAD, PAD], [7, 8, 9, PAD, PAD]])
+    np.testing.assert_array_equal(targets, [[1, 2, 3, 4, PAD], [6, PAD, X, X, X], [8, 9, PAD, X, X]])
     assert inputs.dtype == np.int64 and targets.dtype == np.int64
 
 
@@ -66,10 +69,10 @@ def test_instruction_dataset_batches(shared_data):
     inputs, targets = dataset.get_batch([0, 1])
     first = dataset[0]
     assert inputs.shape == targets.shape == (2, max(len(dataset[0]), len(dataset[1])))
-    np.testing.assert_array_equal(inputs[0, :len(first)], first)
+    np.testing.assert_array_equal(inputs[0, : len(first)], first)
     prompt = dataset.prompt_lengths[0]
     assert prompt == len(tokenizer.encode(format_input(train[0])))
-    assert np.all(targets[0, :prompt - 1] == X) and targets[0, prompt - 1] == first[prompt]
+    assert np.all(targets[0, : prompt - 1] == X) and targets[0, prompt - 1] == first[prompt]
     assert targets[0, len(first) - 1] == PAD
 
 
@@ -120,8 +123,19 @@ def test_cli_with_unreachable_judge_writes_nothing(tmp_path, shared_data, capsys
     from tinygrad_llm.cli import main
 
     out = tmp_path / "run"
-    code = main(["finetune-instruct", "--data", str(shared_data / "instruction-data.json"), "--preset", "tiny",
-                 "--judge-url", f"http://127.0.0.1:{_closed_port()}/api/chat", "--out", str(out)])
+    code = main(
+        [
+            "finetune-instruct",
+            "--data",
+            str(shared_data / "instruction-data.json"),
+            "--preset",
+            "tiny",
+            "--judge-url",
+            f"http://127.0.0.1:{_closed_port()}/api/chat",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "cannot reach the judge" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -149,9 +163,35 @@ def test_cli_finetune_instruct_end_to_end(tmp_path, shared_data):
     path = tmp_path / "data.json"
     path.write_text(json.dumps(data))
     out = tmp_path / "run"
-    code = main(["finetune-instruct", "--data", str(path), "--preset", "tiny", "--tokenizer", "byte",
-                 "--n-layers", "1", "--epochs", "1", "--batch-size", "8", "--max-length", "64", "--max-new-tokens", "5",
-                 "--max-test", "3", "--eval-freq", "50", "--eval-iter", "1", "--out", str(out)])
+    code = main(
+        [
+            "finetune-instruct",
+            "--data",
+            str(path),
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            "byte",
+            "--n-layers",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "64",
+            "--max-new-tokens",
+            "5",
+            "--max-test",
+            "3",
+            "--eval-freq",
+            "50",
+            "--eval-iter",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     responses = json.loads((out / "instruction-data-with-response.json").read_text())
     assert len(responses) == 3 and all(isinstance(r["model_response"], str) for r in responses)

@@ -1,5 +1,6 @@
 """The classifier recipes as library code (finetune/recipe.py): an ensemble trains, scores and saves from Python,
 without the command line, and the command line is that call."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,17 @@ def _spam_file(tmp_path):
 def test_an_ensemble_trains_from_python_and_the_cli_is_the_same_call(tmp_path):
     data = _spam_file(tmp_path)
     lines = []
-    recipe = ClassifierRecipe(data=str(data), preset="tiny", emb_dim=16, n_layers=1, max_length=24, epochs=2,
-                              ngram_buckets=64, ensemble=2, seed=5)
+    recipe = ClassifierRecipe(
+        data=str(data),
+        preset="tiny",
+        emb_dim=16,
+        n_layers=1,
+        max_length=24,
+        epochs=2,
+        ngram_buckets=64,
+        ensemble=2,
+        seed=5,
+    )
     metrics = finetune_classifier(recipe, tmp_path / "lib", log=lines.append)
     assert recipe.epochs == 2 and recipe.lr is None  # the caller's recipe is not filled in
     assert metrics["ensemble_size"] == 2 and [m["seed"] for m in metrics["members"]] == [5, 1005]
@@ -35,17 +45,52 @@ def test_an_ensemble_trains_from_python_and_the_cli_is_the_same_call(tmp_path):
     assert all(isinstance(member, NgramGPTModel) for member in model.members)
     assert json.loads((tmp_path / "lib" / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
 
-    assert main(["finetune-classifier", "--data", str(data), "--preset", "tiny", "--emb-dim", "16", "--n-layers", "1",
-                 "--max-length", "24", "--epochs", "2", "--ngram-buckets", "64", "--ensemble", "2", "--seed", "5",
-                 "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        main(
+            [
+                "finetune-classifier",
+                "--data",
+                str(data),
+                "--preset",
+                "tiny",
+                "--emb-dim",
+                "16",
+                "--n-layers",
+                "1",
+                "--max-length",
+                "24",
+                "--epochs",
+                "2",
+                "--ngram-buckets",
+                "64",
+                "--ensemble",
+                "2",
+                "--seed",
+                "5",
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 0
+    )
     cli, _, _ = load_classifier(tmp_path / "cli")
     for name, array in model.state_dict().items():
         np.testing.assert_array_equal(cli.state_dict()[name], array, err_msg=name)
 
 
 def test_the_book_recipe_without_ngrams_builds_the_book_gpt(tmp_path):
-    recipe = ClassifierRecipe(data=str(_spam_file(tmp_path)), preset="tiny", emb_dim=16, n_layers=1, max_length=24,
-                              epochs=1, ngram_sizes=(), ensemble=1, average_from=0, batch_size=8)
+    recipe = ClassifierRecipe(
+        data=str(_spam_file(tmp_path)),
+        preset="tiny",
+        emb_dim=16,
+        n_layers=1,
+        max_length=24,
+        epochs=1,
+        ngram_sizes=(),
+        ensemble=1,
+        average_from=0,
+        batch_size=8,
+    )
     metrics = finetune_classifier(recipe, tmp_path / "plain", log=lambda line: None)
     model, _, _ = load_classifier(tmp_path / "plain")
     assert type(model).__name__ == "GPTModel" and "ngram_sizes" not in metrics["config"]
@@ -60,8 +105,18 @@ def test_instruction_finetuning_runs_from_python(tmp_path):
     records = [{"instruction": f"Repeat the number {i}.", "input": "", "output": f"{i}"} for i in range(40)]
     path = tmp_path / "data.json"
     path.write_text(json.dumps(records))
-    recipe = InstructRecipe(data=str(path), preset="tiny", tokenizer="byte", n_layers=1, epochs=1, max_length=64,
-                            max_new_tokens=3, max_test=2, eval_freq=50, eval_iter=1)
+    recipe = InstructRecipe(
+        data=str(path),
+        preset="tiny",
+        tokenizer="byte",
+        n_layers=1,
+        epochs=1,
+        max_length=64,
+        max_new_tokens=3,
+        max_test=2,
+        eval_freq=50,
+        eval_iter=1,
+    )
     lines = []
     metrics = finetune_instruct(recipe, tmp_path / "run", log=lines.append)
     assert np.isfinite(metrics["train_loss"]) and metrics["offline_scores"]["n"] == 2

@@ -1,4 +1,5 @@
 """Generation: greedy/sampling behaviour, the KV cache giving the very same tokens, eos, errors, helpers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,9 @@ def test_greedy_is_the_books_loop(model):
     ids = np.random.default_rng(0).integers(0, 64, size=(2, 4))
     np.testing.assert_array_equal(generate(model, ids, 30), reference_greedy(model, ids, 30, CTX))
     np.testing.assert_array_equal(generate(model, ids, 12, context_size=6), reference_greedy(model, ids, 12, 6))
-    np.testing.assert_array_equal(generate(model, ids, 12, context_size=6, use_cache=False),
-                                  reference_greedy(model, ids, 12, 6))
+    np.testing.assert_array_equal(
+        generate(model, ids, 12, context_size=6, use_cache=False), reference_greedy(model, ids, 12, 6)
+    )
 
 
 def test_seeded_sampling_is_reproducible_and_varies(model):
@@ -72,7 +74,7 @@ def test_batch_rows_equal_single_generation(model):
     ids = np.random.default_rng(3).integers(0, 64, size=(3, 6))
     batch = generate(model, ids, 10)
     for row in range(3):
-        np.testing.assert_array_equal(batch[row:row + 1], generate(model, ids[row:row + 1], 10))
+        np.testing.assert_array_equal(batch[row : row + 1], generate(model, ids[row : row + 1], 10))
 
 
 def test_sample_next_token_filters():
@@ -102,11 +104,11 @@ def test_eos_stops_rows_and_pads(model):
         hits = np.flatnonzero(generated == eos)
         if hits.size:  # stops at its first eos, kept; padded with eos after
             stop = hits[0]
-            np.testing.assert_array_equal(out[row, 4:4 + stop + 1], generated[:stop + 1])
-            assert (out[row, 4 + stop:] == eos).all()
+            np.testing.assert_array_equal(out[row, 4 : 4 + stop + 1], generated[: stop + 1])
+            assert (out[row, 4 + stop :] == eos).all()
         else:
-            np.testing.assert_array_equal(out[row, 4:], generated[:out.shape[1] - 4])
-    finished_all = all((free[r, 4:4 + out.shape[1] - 4] == eos).any() for r in range(3))
+            np.testing.assert_array_equal(out[row, 4:], generated[: out.shape[1] - 4])
+    finished_all = all((free[r, 4 : 4 + out.shape[1] - 4] == eos).any() for r in range(3))
     assert out.shape[1] == 4 + 15 or finished_all  # stops early only when every row finished
     book = generate(model, ids, 15, temperature=2.0, seed=11, eos_id=eos)  # the last stop is not appended
     if finished_all:
@@ -179,7 +181,7 @@ def test_bad_input_errors(model):
     with pytest.raises(ValueError, match=f"prompt has {CTX + 1} tokens.*context length is {CTX}"):
         generate(model, np.zeros((1, CTX + 1), np.int64), 2)
     long = np.random.default_rng(0).integers(0, 64, size=(1, CTX + 5))
-    np.testing.assert_array_equal(generate(model, long, 3, context_size=CTX)[:, :CTX + 5], long)  # crop: fine
+    np.testing.assert_array_equal(generate(model, long, 3, context_size=CTX)[:, : CTX + 5], long)  # crop: fine
     with pytest.raises(ValueError, match="exceeds the model's context length"):
         generate(model, ids, 2, context_size=CTX + 1)
     for top_p in (0, 0.0, -0.1, 1.5):

@@ -1,5 +1,6 @@
 """Padding masks for GPT batches: prompts of different lengths, left-padded into one batch, decode to the same
 tokens as each prompt alone (greedy), with and without the KV cache, across the sliding window."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_padded_rows_logits_equal_alone(model):
         batched = model.eval()(ids, attention_mask=mask).data
         for row, prompt in enumerate(PROMPTS):
             alone = model(np.array([prompt])).data[0]
-            np.testing.assert_allclose(batched[row, -len(prompt):], alone, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(batched[row, -len(prompt) :], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_without_a_mask_padding_changes_the_tokens(model):

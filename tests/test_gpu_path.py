@@ -6,6 +6,7 @@ waits for all the work queued before it. ``HostCopies`` is a NumPy array that co
 ``DeviceNamespace`` is NumPy returning such arrays: handed to code in place of CuPy, they count the copies it
 would make on a GPU.
 """
+
 from __future__ import annotations
 
 import types
@@ -16,10 +17,10 @@ import pytest
 
 import tinygrad_llm as tl
 from tinygrad_llm import backend
-from tinygrad_llm.kernels import dispatch
 from tinygrad_llm import functional as F
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.functional import _common
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import clip_grad_norm_
 
@@ -87,6 +88,7 @@ def host_copies():
 
 # ---- waits for the GPU ---------------------------------------------------------------------------------
 
+
 def test_clip_grad_norm_copies_one_number_to_the_host(monkeypatch, host_copies):
     """gpt2-small has ~150 parameter arrays: one copy per step, not one per parameter."""
     rng = np.random.default_rng(0)
@@ -121,6 +123,7 @@ def test_a_forward_and_its_loss_check_their_ids_once_each(monkeypatch):
 
     from tinygrad_llm.functional import layers, loss
     from tinygrad_llm.model import gpt
+
     for module in (gpt, layers, loss):
         monkeypatch.setattr(module, "first_out_of_range", counting)
     model = GPTModel(GPTConfig(vocab_size=11, context_length=6, emb_dim=8, n_heads=2, n_layers=1))
@@ -151,8 +154,12 @@ def test_sampling_on_the_model_device_matches_the_host_reference():
     from tinygrad_llm.generate import sample_next_token
 
     logits = np.random.default_rng(3).standard_normal((4, 97)) * 3
-    for kwargs in (dict(temperature=0.7), dict(temperature=1.3, top_k=10), dict(temperature=1.0, top_p=0.6),
-                   dict(temperature=0.0)):
+    for kwargs in (
+        dict(temperature=0.7),
+        dict(temperature=1.3, top_k=10),
+        dict(temperature=1.0, top_p=0.6),
+        dict(temperature=0.0),
+    ):
         got = sample_next_token(logits.view(HostCopies), rng=np.random.default_rng(5), **kwargs)
         want = sample_next_token(logits, rng=np.random.default_rng(5), **kwargs)
         np.testing.assert_array_equal(got, want)
@@ -162,14 +169,19 @@ def test_sampling_on_the_model_device_matches_the_host_reference():
 def test_a_training_step_waits_once_for_its_loss_not_per_micro_batch(monkeypatch, tmp_path):
     from tinygrad_llm.data import GPTDataset
     from tinygrad_llm.tensor import Tensor
-    from tinygrad_llm.train.trainer import Trainer, TrainConfig
+    from tinygrad_llm.train.trainer import TrainConfig, Trainer
 
     tl.manual_seed(0)
     ids = np.arange(400) % 13
     model = GPTModel(GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
-    trainer = Trainer(model, GPTDataset(ids[:300], 8, stride=4), GPTDataset(ids[300:], 8),
-                      TrainConfig(max_steps=2, batch_size=2, grad_accum=4, eval_interval=10), tmp_path,
-                      log=lambda message: None)
+    trainer = Trainer(
+        model,
+        GPTDataset(ids[:300], 8, stride=4),
+        GPTDataset(ids[300:], 8),
+        TrainConfig(max_steps=2, batch_size=2, grad_accum=4, eval_interval=10),
+        tmp_path,
+        log=lambda message: None,
+    )
 
     def no_item(self):
         raise AssertionError("loss.item() inside the micro-batch loop")
@@ -180,6 +192,7 @@ def test_a_training_step_waits_once_for_its_loss_not_per_micro_batch(monkeypatch
 
 
 # ---- the CUDA generator's state in checkpoints --------------------------------------------------------
+
 
 class FakeCurandGenerator:
     """What backend reads of cupy.random.Generator: bit_generator._state, an int8 array of cuRAND states."""
@@ -219,6 +232,7 @@ def test_a_saved_cuda_state_is_ignored_where_there_is_no_gpu(monkeypatch):
 
 # ---- the kernels' fallback on a failed CUDA launch ---------------------------------------------------
 
+
 def _launch_errors():
     pytest.importorskip("cupy_backends", reason="needs CuPy (its CUDA error classes)")
     from cupy_backends.cuda.api.driver import CUDADriverError
@@ -255,6 +269,7 @@ def test_a_cuda_launch_error_falls_back_with_one_warning(monkeypatch, kind):
 
 # ---- the examples: every one takes --device, as the README says ---------------------------------------
 
+
 def test_every_example_takes_device():
     import subprocess
     import sys
@@ -266,6 +281,7 @@ def test_every_example_takes_device():
         source = path.read_text(encoding="utf-8")
         assert '"--device"' in source or "example_parser(" in source, f"{path.name} has no --device option"
     for name in ("appendix_e_lora.py", "ch07_instruction_finetune.py"):  # the two that lacked it
-        out = subprocess.run([sys.executable, str(path.parent / name), "--help"], capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [sys.executable, str(path.parent / name), "--help"], capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0 and "--device {cpu,cuda}" in out.stdout, (name, out.stderr[-500:])

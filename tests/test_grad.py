@@ -1,4 +1,5 @@
 """tinygrad_llm.grad(outputs, inputs, grad_outputs=None, retain_graph=False): gradients returned, .grad untouched."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,14 +1,15 @@
 """tinygrad-llm gradcheck: the whole-model report passes on a small model of every preset's shape, and
 says NOT OK with exit status 1 when an operation's backward is broken; --op checks one operation."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_cli import run_cli
 
 from tinygrad_llm.cli import main
 from tinygrad_llm.functional import activation, arithmetic
 from tinygrad_llm.model import PRESETS
-from test_cli import run_cli
 
 SMALL = ["--n-layers", "1", "--vocab-size", "24", "--context-length", "5", "--directions", "1"]
 
@@ -54,8 +55,9 @@ def test_op_checks_one_operation_and_fails_when_it_is_broken(monkeypatch, capsys
     out = capsys.readouterr().out
     assert out.count("OK") == 5 and "OK: matmul passed all 4 cases" in out
     right = arithmetic.MatMul.backward
-    monkeypatch.setattr(arithmetic.MatMul, "backward",
-                        lambda self, gy: tuple(None if g is None else g * 0.5 for g in right(self, gy)))
+    monkeypatch.setattr(
+        arithmetic.MatMul, "backward", lambda self, gy: tuple(None if g is None else g * 0.5 for g in right(self, gy))
+    )
     assert main(["gradcheck", "--op", "matmul", "--cases", "4"]) == 1
     out = capsys.readouterr().out
     assert "NOT OK: matmul failed 4 of 4 cases" in out and "analytic" in out

@@ -1,5 +1,6 @@
 """tl.graph / tl.plot_graph: the DOT text parses, has one node per recorded operation and tensor, names
 parameters by module, shows gradient norms, and collapses modules below a depth."""
+
 from __future__ import annotations
 
 import os
@@ -37,10 +38,10 @@ def parse_dot(text: str):
         elif line == "}":
             assert stack, "unbalanced }"
             stack.pop()
-        elif (m := NODE.match(line)):
+        elif m := NODE.match(line):
             assert m.group(1) not in nodes, f"node {m.group(1)} declared twice"
             nodes[m.group(1)] = {"label": m.group(2).replace("\\n", "\n"), "attrs": m.group(3), "in": list(stack)}
-        elif (m := EDGE.match(line)):
+        elif m := EDGE.match(line):
             edges.append((m.group(1), m.group(2)))
         elif line.startswith(("node [", "rankdir=")):
             continue
@@ -80,8 +81,11 @@ def test_an_expression_has_one_node_per_operation_and_tensor_and_edges_as_the_da
     y.backward(retain_graph=True)
     nodes, edges, _ = parse_dot(tl.graph(y))
     ops, tensors = recorded(y)
-    assert sorted(v["label"] for v in boxes(nodes).values()) == sorted(op.name for op in ops) == \
-        ["Add", "Exp", "Mul", "Sum"]
+    assert (
+        sorted(v["label"] for v in boxes(nodes).values())
+        == sorted(op.name for op in ops)
+        == ["Add", "Exp", "Mul", "Sum"]
+    )
     assert len(ellipses(nodes)) == len(tensors) == 6  # x, 2.0, x*2, exp(x), the sum of both, y
     assert len(edges) == sum(len(op.inputs) + 1 for op in ops)  # each input in, each output out
     x_node = next(k for k, v in nodes.items() if v["label"].startswith("(3,) float32\ngrad norm"))
@@ -113,12 +117,19 @@ def test_a_whole_gpt_names_every_parameter_and_frames_every_module():
         assert len(mine) == 1, name
         assert f"grad norm {float(np.linalg.norm(p.grad)):.3g}" in mine[0]
         assert f"{tuple(p.shape)} float32" in mine[0]
-    for frame in ("GPTModel", "trf_blocks.0 (TransformerBlock)", "trf_blocks.1.att (MultiHeadAttention)",
-                  "trf_blocks.1.ff.layers.0 (Linear)", "final_norm (LayerNorm)"):
+    for frame in (
+        "GPTModel",
+        "trf_blocks.0 (TransformerBlock)",
+        "trf_blocks.1.att (MultiHeadAttention)",
+        "trf_blocks.1.ff.layers.0 (Linear)",
+        "final_norm (LayerNorm)",
+    ):
         assert frame in clusters
     causal = next(v for v in nodes.values() if v["label"] == "CausalAttention")
-    assert causal["in"][-1] == "trf_blocks.0.att (MultiHeadAttention)" or \
-        causal["in"][-1] == "trf_blocks.1.att (MultiHeadAttention)"
+    assert (
+        causal["in"][-1] == "trf_blocks.0.att (MultiHeadAttention)"
+        or causal["in"][-1] == "trf_blocks.1.att (MultiHeadAttention)"
+    )
     cross_entropy = next(v for v in nodes.values() if v["label"] == "CrossEntropy")
     assert cross_entropy["in"] == []  # the loss was computed outside the model
 
@@ -128,8 +139,9 @@ def test_depth_collapses_each_block_into_one_box_with_its_gradient_norm():
     ops, _ = recorded(loss)
     nodes, edges, clusters = parse_dot(tl.graph(loss, depth=2))
     collapsed = {k: v for k, v in nodes.items() if "shape=box3d" in v["attrs"]}
-    assert sorted(v["label"].split("\n")[0] for v in collapsed.values()) == \
-        [f"trf_blocks.{i} (TransformerBlock)" for i in range(3)]
+    assert sorted(v["label"].split("\n")[0] for v in collapsed.values()) == [
+        f"trf_blocks.{i} (TransformerBlock)" for i in range(3)
+    ]
     n_inside = [int(re.search(r"(\d+) operations", v["label"]).group(1)) for v in collapsed.values()]
     assert sum(n_inside) + len(boxes(nodes)) == len(ops)  # every operation is drawn or counted in a box
     block0 = next(v for v in collapsed.values() if v["label"].startswith("trf_blocks.0 "))
@@ -152,7 +164,7 @@ def test_module_path_is_recorded_and_restored_even_when_forward_fails():
             self.fc = Linear(3, 2)
 
         def forward(self, x):
-            y = self.fc(x)
+            self.fc(x)
             raise RuntimeError("boom")
 
     net = Broken()
@@ -191,7 +203,7 @@ def test_plot_graph_renders_with_dot(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "dot"
-    fake.write_text(f"#!/bin/sh\ncat > {tmp_path}/received.dot\necho \"<svg>$1</svg>\"\n")
+    fake.write_text(f'#!/bin/sh\ncat > {tmp_path}/received.dot\necho "<svg>$1</svg>"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     x = tl.Tensor([1.0, 2.0], requires_grad=True)
@@ -211,8 +223,9 @@ def test_graphviz_renders_a_gpt_graph(tmp_path):
 def test_the_study_gradients_example_answers_its_questions(tmp_path):
     example = Path(__file__).resolve().parents[1] / "examples" / "study_gradients.py"
     env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no Graphviz: DOT text only, quicker
-    result = subprocess.run([sys.executable, str(example), "--out", str(tmp_path)], capture_output=True, text=True,
-                            timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, str(example), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "x.grad           = [3.0, 5.0, 7.0]" in out

@@ -1,4 +1,5 @@
 """tinygrad_llm.runtime.host_memory: arrays freed by one step are reused by the next, without page faults."""
+
 from __future__ import annotations
 
 import os
@@ -46,18 +47,24 @@ def test_freed_arrays_are_reused_without_page_faults():
 
 
 def test_a_bad_setting_is_named_and_ignored():
-    out = subprocess.run([sys.executable, "-c", "import tinygrad_llm; tinygrad_llm.runtime.configure()"],
-                         capture_output=True, text=True, check=True,
-                         env={**os.environ, host_memory.ENV: "fast"})
+    out = subprocess.run(
+        [sys.executable, "-c", "import tinygrad_llm; tinygrad_llm.runtime.configure()"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, host_memory.ENV: "fast"},
+    )
     assert "TINYGRAD_LLM_MALLOC='fast' ignored" in out.stderr
 
 
 def test_importing_changes_nothing_configure_applies_the_settings():
-    program = ("import os, tinygrad_llm\n"
-               "from tinygrad_llm.runtime import host_memory, settings\n"
-               "print(os.environ.get('OMP_WAIT_POLICY'), host_memory.describe(), settings._current is None, sep='|')\n"
-               "tinygrad_llm.runtime.configure(threads=2)\n"
-               "print(settings.current().threads, host_memory.describe(), sep='|')\n")
+    program = (
+        "import os, tinygrad_llm\n"
+        "from tinygrad_llm.runtime import host_memory, settings\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'), host_memory.describe(), settings._current is None, sep='|')\n"
+        "tinygrad_llm.runtime.configure(threads=2)\n"
+        "print(settings.current().threads, host_memory.describe(), sep='|')\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", host_memory.ENV)}
     out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True)
     imported, configured = out.stdout.splitlines()

@@ -12,6 +12,7 @@ the summation order differs). The scale is the largest magnitude of the referenc
 gradient that ends in a cancellation (softmax: y (gy - sum gy y); layer norm: gxhat - mean(gxhat) - ...)
 the magnitude of the terms that cancel, passed as ``grad_scale`` times max|gy|.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,8 @@ from hypothesis import strategies as st
 
 import tinygrad_llm as tl
 from tinygrad_llm import backend
-from tinygrad_llm.kernels import dispatch
 from tinygrad_llm import functional as F
+from tinygrad_llm.kernels import dispatch
 
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-10}
 DTYPES = st.sampled_from([np.float32, np.float64])
@@ -97,6 +98,7 @@ def values(seed, shape, dtype, scale):
 
 # ---- kernel vs reference on generated shapes ---------------------------------------------------------
 
+
 @DEVICES
 @given(lead=LEADING, n=LENGTHS, dtype=DTYPES, scale=SCALES, seed=st.integers(0, 2**16), with_inf=st.booleans())
 def test_softmax_matches_reference(lead, n, dtype, scale, seed, with_inf, device):
@@ -107,16 +109,32 @@ def test_softmax_matches_reference(lead, n, dtype, scale, seed, with_inf, device
 
 
 @DEVICES
-@given(lead=LEADING, t=st.integers(1, 40), extra=st.sampled_from([0, 0, 1, 5]), dtype=DTYPES, scale=SCALES,
-       attn_scale=st.sampled_from([1.0, 0.125, 2.5]), seed=st.integers(0, 2**16))
+@given(
+    lead=LEADING,
+    t=st.integers(1, 40),
+    extra=st.sampled_from([0, 0, 1, 5]),
+    dtype=DTYPES,
+    scale=SCALES,
+    attn_scale=st.sampled_from([1.0, 0.125, 2.5]),
+    seed=st.integers(0, 2**16),
+)
 def test_causal_softmax_matches_reference(lead, t, extra, dtype, scale, attn_scale, seed, device):
     x = values(seed, lead + (t, t + extra), dtype, scale)  # extra > 0: queries after a KV cache
-    compare(lambda s: F.causal_softmax(s, attn_scale), [x], dtype, "causal_softmax", grad_scale=attn_scale, device=device)
+    compare(
+        lambda s: F.causal_softmax(s, attn_scale), [x], dtype, "causal_softmax", grad_scale=attn_scale, device=device
+    )
 
 
 @DEVICES
-@given(lead=LEADING, n=LENGTHS, dtype=DTYPES, scale=SCALES, affine=st.sampled_from(["both", "weight", "none"]),
-       shift=st.sampled_from([0.0, 100.0]), seed=st.integers(0, 2**16))
+@given(
+    lead=LEADING,
+    n=LENGTHS,
+    dtype=DTYPES,
+    scale=SCALES,
+    affine=st.sampled_from(["both", "weight", "none"]),
+    shift=st.sampled_from([0.0, 100.0]),
+    seed=st.integers(0, 2**16),
+)
 def test_layer_norm_matches_reference(lead, n, dtype, scale, affine, shift, seed, device):
     x = values(seed, lead + (n,), dtype, scale) + dtype(shift * scale)  # a large mean: two passes needed
     params = [values(seed + 1, (n,), dtype, 1.0), values(seed + 2, (n,), dtype, 1.0)]
@@ -143,8 +161,14 @@ def test_gelu_matches_reference(lead, n, dtype, scale, seed, device):
 
 
 @DEVICES
-@given(rows=st.integers(1, 9), n=LENGTHS, dtype=DTYPES, scale=SCALES,
-       reduction=st.sampled_from(["mean", "sum", "none"]), seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 9),
+    n=LENGTHS,
+    dtype=DTYPES,
+    scale=SCALES,
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    seed=st.integers(0, 2**16),
+)
 def test_cross_entropy_matches_reference(rows, n, dtype, scale, reduction, seed, device):
     rng = np.random.default_rng(seed)
     targets = rng.integers(0, n, rows)
@@ -152,13 +176,25 @@ def test_cross_entropy_matches_reference(rows, n, dtype, scale, reduction, seed,
     logits = values(seed, (rows, n), dtype, scale)
     # loss = logsumexp - logit[target]: two numbers of the logits' size cancel (a confident row's loss is
     # ~0); gradient = softmax - onehot: terms of size 1 cancel at the target
-    compare(lambda z: F.cross_entropy(z, targets, reduction=reduction), [logits], dtype, "cross_entropy",
-            grad_scale=1.0, forward_scale=float(np.abs(logits).max(initial=0.0)), device=device)
+    compare(
+        lambda z: F.cross_entropy(z, targets, reduction=reduction),
+        [logits],
+        dtype,
+        "cross_entropy",
+        grad_scale=1.0,
+        forward_scale=float(np.abs(logits).max(initial=0.0)),
+        device=device,
+    )
 
 
 @DEVICES
-@given(vocab=st.integers(1, 50), dim=st.sampled_from([1, 3, 16, 33, 768]), ids_shape=LEADING.map(lambda s: s + (5,)),
-       dtype=DTYPES, seed=st.integers(0, 2**16))
+@given(
+    vocab=st.integers(1, 50),
+    dim=st.sampled_from([1, 3, 16, 33, 768]),
+    ids_shape=LEADING.map(lambda s: s + (5,)),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+)
 def test_embedding_backward_matches_reference(vocab, dim, ids_shape, dtype, seed, device):
     ids = np.random.default_rng(seed).integers(0, vocab, ids_shape)  # with few ids, many repeats
     compare(lambda w: F.embedding(ids, w), [values(seed, (vocab, dim), dtype, 1.0)], dtype, "embedding", device=device)
@@ -197,6 +233,7 @@ def test_causal_softmax_rejects_bad_arguments():
 
 # ---- gradchecks with kernels on and off --------------------------------------------------------------
 
+
 @DEVICES
 @pytest.mark.parametrize("mode", ["auto", "numpy"])
 def test_gradchecks_of_user_facing_ops(mode, device):
@@ -219,6 +256,7 @@ def test_gradchecks_of_user_facing_ops(mode, device):
 
 
 # ---- selection: TINYGRAD_LLM_KERNELS, fallback with one warning --------------------------------------
+
 
 def _exploding(*args, **kwargs):
     raise AssertionError("a kernel ran although the NumPy reference was selected")
@@ -310,16 +348,23 @@ def test_adamw_matches_torch_over_20_steps(torch):
     param = rng.standard_normal((37, 29)).astype(np.float32)
     grads = [rng.standard_normal(param.shape).astype(np.float32) for _ in range(20)]
     p = torch.nn.Parameter(torch.from_numpy(param.copy()))
-    opt = torch.optim.AdamW([p], lr=HYPER["lr"], betas=(HYPER["beta1"], HYPER["beta2"]), eps=HYPER["eps"],
-                            weight_decay=HYPER["weight_decay"], foreach=False)
+    opt = torch.optim.AdamW(
+        [p],
+        lr=HYPER["lr"],
+        betas=(HYPER["beta1"], HYPER["beta2"]),
+        eps=HYPER["eps"],
+        weight_decay=HYPER["weight_decay"],
+        foreach=False,
+    )
     for g in grads:
         p.grad = torch.from_numpy(g.copy())
         opt.step()
     state = opt.state[p]
     for mode in ("auto", "numpy"):
         ours = _adamw_run(mode, param, grads, np.float32)
-        for got, want, name in zip(ours, (p.detach(), state["exp_avg"], state["exp_avg_sq"]),
-                                   ("param", "exp_avg", "exp_avg_sq")):
+        for got, want, name in zip(
+            ours, (p.detach(), state["exp_avg"], state["exp_avg_sq"]), ("param", "exp_avg", "exp_avg_sq")
+        ):
             want = want.numpy()
             # float32 rounding: a few ulp of the value per step
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max(), err_msg=f"{mode} {name}")
@@ -335,15 +380,18 @@ def test_adamw_rejects_mismatched_arrays():
 
 # ---- extreme values the Hypothesis scales may miss --------------------------------------------------
 
+
 @DEVICES
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gelu_gradient_is_finite_far_below_zero(dtype, device):
     """exp(-2u) overflows below x ~ -10 (float32), ~ -21 (float64): the gate is 0 there and so is the
     gradient; a kernel that writes the derivative with e = exp(-2u) gets inf * 0 = NaN instead."""
-    x = np.array([-1e4, -300.0, -50.0, -21.5, -20.0, -12.0, -10.5, -10.0, -9.0, -3.0, -0.5, 0.0, 0.5, 3.0, 10.0,
-                  50.0, 1e4], dtype)
+    x = np.array(
+        [-1e4, -300.0, -50.0, -21.5, -20.0, -12.0, -10.5, -10.0, -9.0, -3.0, -0.5, 0.0, 0.5, 3.0, 10.0, 50.0, 1e4],
+        dtype,
+    )
     results = run_both(F.gelu, on(device, x))
-    for mode, (y, (gx,), gy) in results.items():
+    for mode, (y, (gx,), _gy) in results.items():
         gx, y = backend.to_numpy(gx), backend.to_numpy(y)
         assert np.isfinite(gx).all() and np.isfinite(y).all(), (mode, gx)
         assert (gx[:3] == 0).all() and (y[:3] <= 0).all(), (mode, gx[:3], y[:3])  # far left: gelu(x) = -0, slope 0
@@ -364,15 +412,34 @@ def test_cuda_kernels_at_gpt_shapes(dtype):
         w, b = values(1, (n,), dtype, 1.0), values(2, (n,), dtype, 1.0)
         rstd_max = float(np.max(1 / np.sqrt(x.astype(np.float64).var(axis=-1) + 1e-5)))
         # as test_layer_norm_matches_reference: terms of size rstd |w| |gy| sqrt(n) cancel in gx
-        compare(lambda a, c, d: F.layer_norm(a, c, d), [x, w, b], dtype, f"cuda layer_norm n={n}",
-                grad_scale=rstd_max * float(np.abs(w).max()) * math.sqrt(n), forward_scale=float(np.abs(w).max()),
-                device="cuda")
+        compare(
+            lambda a, c, d: F.layer_norm(a, c, d),
+            [x, w, b],
+            dtype,
+            f"cuda layer_norm n={n}",
+            grad_scale=rstd_max * float(np.abs(w).max()) * math.sqrt(n),
+            forward_scale=float(np.abs(w).max()),
+            device="cuda",
+        )
         targets = np.random.default_rng(n).integers(0, n, 6)
         targets[0] = -100
-        compare(lambda z: F.cross_entropy(z, targets), [x], dtype, f"cuda cross_entropy n={n}", grad_scale=1.0,
-                forward_scale=float(np.abs(x).max()), device="cuda")
-    compare(lambda s: F.causal_softmax(s, 0.125), [values(7, (2, 12, 256, 256), dtype, 3.0)], dtype,
-            "cuda causal_softmax T=256", grad_scale=0.125, device="cuda")
+        compare(
+            lambda z: F.cross_entropy(z, targets),
+            [x],
+            dtype,
+            f"cuda cross_entropy n={n}",
+            grad_scale=1.0,
+            forward_scale=float(np.abs(x).max()),
+            device="cuda",
+        )
+    compare(
+        lambda s: F.causal_softmax(s, 0.125),
+        [values(7, (2, 12, 256, 256), dtype, 3.0)],
+        dtype,
+        "cuda causal_softmax T=256",
+        grad_scale=0.125,
+        device="cuda",
+    )
     param = np.random.default_rng(0).standard_normal(100_003)
     grads = [np.random.default_rng(i).standard_normal(param.shape) for i in range(20)]
     results = {}
@@ -384,8 +451,13 @@ def test_cuda_kernels_at_gpt_shapes(dtype):
         results[mode] = state
     for got, want, name in zip(results["auto"], results["numpy"], ("param", "exp_avg", "exp_avg_sq")):
         # same operations in the same order: equal up to one rounding per step, as the Numba kernel
-        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want),
-                                   rtol=4 * np.finfo(dtype).eps * 20, atol=0, err_msg=f"cuda adamw {name}")
+        np.testing.assert_allclose(
+            backend.to_numpy(got),
+            backend.to_numpy(want),
+            rtol=4 * np.finfo(dtype).eps * 20,
+            atol=0,
+            err_msg=f"cuda adamw {name}",
+        )
 
 
 def test_cuda_sources_compile():
@@ -424,11 +496,14 @@ def _elementwise_as_kernel(inputs: str, outputs: str, body: str, ctype: str) -> 
             name = decl.split()[-1]
             params.append(f"T* {name}_array")
             lines.append(f"T{'&' if kind == 'out' else ''} {name} = {name}_array[i];")
-    return (f"typedef {ctype} T;\nextern \"C\" __global__ void k({', '.join(params)}) {{\n"
-            f"int i = blockIdx.x * blockDim.x + threadIdx.x;\n" + "\n".join(lines) + f"\n{body}\n}}\n")
+    return (
+        f'typedef {ctype} T;\nextern "C" __global__ void k({", ".join(params)}) {{\n'
+        f"int i = blockIdx.x * blockDim.x + threadIdx.x;\n" + "\n".join(lines) + f"\n{body}\n}}\n"
+    )
 
 
 # ---- one compiled variant: serial, on the calling thread ---------------------------------------------------
+
 
 def test_each_kernel_is_compiled_once_serially_and_matches_reference():
     """The kernels run on the thread that calls them (the thread policy gives them one): each is one serial
@@ -437,8 +512,12 @@ def test_each_kernel_is_compiled_once_serially_and_matches_reference():
 
     from tinygrad_llm.kernels import numba_layers, numba_softmax
 
-    compiled = [f for module in (numba_layers, numba_softmax) for f in vars(module).values()
-                if isinstance(f, CPUDispatcher) and f.__module__ == module.__name__]
+    compiled = [
+        f
+        for module in (numba_layers, numba_softmax)
+        for f in vars(module).values()
+        if isinstance(f, CPUDispatcher) and f.__module__ == module.__name__
+    ]
     assert len(compiled) >= 10
     for f in compiled:
         assert not f.targetoptions.get("parallel") and f.targetoptions.get("nogil"), f.__name__
@@ -448,15 +527,26 @@ def test_each_kernel_is_compiled_once_serially_and_matches_reference():
         compare(lambda t: F.softmax(t), [x], dtype, "softmax", grad_scale=1.0)
         scores = values(2, (2, 3, 5, 5), dtype, 3.0)
         compare(lambda t: F.causal_softmax(t, 0.5), [scores], dtype, "causal softmax", grad_scale=1.0)
-        compare(lambda t, w, b: F.layer_norm(t, w, b), [x, values(3, (7,), dtype, 1.0), values(4, (7,), dtype, 1.0)],
-                dtype, "layer norm", grad_scale=10.0)
+        compare(
+            lambda t, w, b: F.layer_norm(t, w, b),
+            [x, values(3, (7,), dtype, 1.0), values(4, (7,), dtype, 1.0)],
+            dtype,
+            "layer norm",
+            grad_scale=10.0,
+        )
         compare(F.gelu, [x], dtype, "gelu")
-        compare(lambda t: F.cross_entropy(t, ids), [values(5, (2, 4, 6), dtype, 3.0)], dtype, "cross entropy",
-                grad_scale=1.0)
+        compare(
+            lambda t: F.cross_entropy(t, ids),
+            [values(5, (2, 4, 6), dtype, 3.0)],
+            dtype,
+            "cross entropy",
+            grad_scale=1.0,
+        )
         compare(lambda w: F.embedding(ids, w), [values(6, (5, 33), dtype, 1.0)], dtype, "embedding")
 
 
 # ---- dispatch: one call shape, one saved state -----------------------------------------------------------
+
 
 def test_for_arrays_picks_the_kernels_or_none():
     x = np.ones((2, 3), np.float32)
@@ -485,8 +575,11 @@ def test_an_operation_saves_the_same_state_whichever_implementation_ran(op):
             t = tl.Tensor(x, requires_grad=True)
             w, b = tl.Tensor(np.ones(8, np.float32), requires_grad=True), tl.Tensor(np.zeros(8, np.float32))
             y = F.layer_norm(t, w, b) if op == "layer_norm" else F.gelu(t)
-            saved[mode] = {k: (np.shape(v), getattr(v, "dtype", None)) for k, v in vars(y.creator).items()
-                           if isinstance(v, np.ndarray)}
+            saved[mode] = {
+                k: (np.shape(v), getattr(v, "dtype", None))
+                for k, v in vars(y.creator).items()
+                if isinstance(v, np.ndarray)
+            }
     assert saved["auto"] == saved["numpy"], saved
     with dispatch.use("auto"):  # forward on the kernel, backward on the reference: the same gradient
         t = tl.Tensor(x, requires_grad=True)

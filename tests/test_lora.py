@@ -1,5 +1,6 @@
 """LoRA (appendix E): initialisation, merged == adapted, gradients only to A and B, gradcheck, frozen
 parameters untouched by AdamW, and the book's trainable-parameter count for GPT-2 124M."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,16 @@ import pytest
 
 import tinygrad_llm as tl
 from tinygrad_llm import GPTConfig, GPTModel, Tensor, gradcheck
-from tinygrad_llm.finetune import (LinearWithLoRA, LoRALayer, add_classification_head, count_trainable_parameters,
-                                   freeze, lora_parameter_count, merge_lora, replace_linear_with_lora)
+from tinygrad_llm.finetune import (
+    LinearWithLoRA,
+    LoRALayer,
+    add_classification_head,
+    count_trainable_parameters,
+    freeze,
+    lora_parameter_count,
+    merge_lora,
+    replace_linear_with_lora,
+)
 from tinygrad_llm.nn import Linear
 from tinygrad_llm.optim import AdamW
 
@@ -67,9 +76,10 @@ def test_split_qkv_lora_equals_three_separate_loras():
     x = Tensor(np.random.default_rng(4).standard_normal((2, 5, 6)).astype(np.float32))
     pieces = []
     for j, lora in enumerate(adapted.lora):
-        w = fused.weight.data[3 * j:3 * j + 3]  # (3, 6): block j of the fused weight
-        pieces.append(x.data @ w.T + fused.bias.data[3 * j:3 * j + 3]
-                      + lora.scale * (x.data @ lora.A.data @ lora.B.data))
+        w = fused.weight.data[3 * j : 3 * j + 3]  # (3, 6): block j of the fused weight
+        pieces.append(
+            x.data @ w.T + fused.bias.data[3 * j : 3 * j + 3] + lora.scale * (x.data @ lora.A.data @ lora.B.data)
+        )
     np.testing.assert_allclose(adapted(x).data, np.concatenate(pieces, axis=-1), rtol=1e-5, atol=1e-6)
 
 

@@ -1,5 +1,6 @@
 """Masked-LM data: the BERT recipe (15% chosen; 80% [MASK], 10% random, 10% kept; specials never chosen;
 labels only where chosen), checked statistically over many draws; the tokenizer with added special tokens."""
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ def test_masking_follows_the_recipe_in_proportion():
 
 def test_at_least_one_label_and_none_when_all_special():
     rng = np.random.default_rng(1)
-    inputs, labels = mask_tokens(np.array([[1, 5, 2]]), rng, mask_id=9, n_ordinary=8, special_ids=[1, 2],
-                                 mlm_probability=1e-9)
+    inputs, labels = mask_tokens(
+        np.array([[1, 5, 2]]), rng, mask_id=9, n_ordinary=8, special_ids=[1, 2], mlm_probability=1e-9
+    )
     assert (labels != IGNORE_INDEX).sum() == 1 and labels[0, 1] == 5
     _, labels = mask_tokens(np.array([[1, 2]]), rng, mask_id=9, n_ordinary=8, special_ids=[1, 2])
     assert (labels == IGNORE_INDEX).all()
@@ -58,8 +60,13 @@ def test_at_least_one_label_and_none_when_all_special():
 def test_tokenizer_with_bert_tokens_round_trips(tmp_path):
     tok = with_bert_tokens(get_tokenizer("char", text=TEXT))
     base = tok.base.n_vocab
-    assert (tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.n_vocab) == (base, base + 1, base + 2, base + 3,
-                                                                              base + 4)
+    assert (tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.n_vocab) == (
+        base,
+        base + 1,
+        base + 2,
+        base + 3,
+        base + 4,
+    )
     ids = tok.encode("[CLS]the [MASK] fox[SEP]")
     assert ids[0] == tok.cls_id and tok.mask_id in ids and ids[-1] == tok.sep_id
     assert tok.decode(ids) == "[CLS]the [MASK] fox[SEP]"

@@ -1,4 +1,5 @@
 """The GPT model: parameter counts, configuration, shapes, errors, KV-cache logits, whole-model gradcheck."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,14 @@ import tinygrad_llm as tl
 from tinygrad_llm import functional as F
 from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.model import (
-    PRESETS, GPTConfig, GPTModel, KVCache, MultiHeadAttention, TransformerBlock, count_parameters, estimate_memory,
+    PRESETS,
+    GPTConfig,
+    GPTModel,
+    KVCache,
+    MultiHeadAttention,
+    TransformerBlock,
+    count_parameters,
+    estimate_memory,
 )
 
 
@@ -18,9 +26,12 @@ def formula(cfg: GPTConfig, tied: bool) -> int:
     """The parameter count written out independently of the library's count_parameters."""
     C, V, T, L = cfg.emb_dim, cfg.vocab_size, cfg.context_length, cfg.n_layers
     per_block = (
-        3 * C * C + (3 * C if cfg.qkv_bias else 0)  # W_qkv
-        + C * C + C  # out_proj
-        + (C * 4 * C + 4 * C) + (4 * C * C + C)  # ff.layers.0 and ff.layers.2
+        3 * C * C
+        + (3 * C if cfg.qkv_bias else 0)  # W_qkv
+        + C * C
+        + C  # out_proj
+        + (C * 4 * C + 4 * C)
+        + (4 * C * C + C)  # ff.layers.0 and ff.layers.2
         + 4 * C  # norm1 and norm2: scale + shift each
     )
     return V * C + T * C + L * per_block + 2 * C + (0 if tied else V * C)
@@ -35,8 +46,7 @@ def test_gpt2_small_parameter_counts():
 
 
 # GPT-2's published sizes (Hugging Face checkpoints: tied head, qkv_bias=True)
-PUBLISHED = {"gpt2-small": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
-             "gpt2-xl": 1_557_611_200}
+PUBLISHED = {"gpt2-small": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
@@ -50,9 +60,15 @@ def test_presets_match_published_gpt2_sizes(name):
     assert cfg.num_parameters(tied=True) == PUBLISHED[name] - 3 * cfg.emb_dim * cfg.n_layers
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(), dict(tie_weights=True), dict(qkv_bias=True), dict(qkv_bias=True, tie_weights=True),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(tie_weights=True),
+        dict(qkv_bias=True),
+        dict(qkv_bias=True, tie_weights=True),
+    ],
+)
 def test_formula_equals_allocated_model(overrides):
     cfg = GPTConfig(vocab_size=97, context_length=16, emb_dim=24, n_heads=3, n_layers=2, **overrides)
     model = GPTModel(cfg)
@@ -71,11 +87,25 @@ def test_block_parameter_names_are_the_books():
     model = GPTModel(GPTConfig.preset("tiny", qkv_bias=True))
     names = list(model.state_dict())
     assert names[:2] == ["tok_emb.weight", "pos_emb.weight"] and names[-3:] == [
-        "final_norm.scale", "final_norm.shift", "out_head.weight"]
-    block = [n[len("trf_blocks.0."):] for n in names if n.startswith("trf_blocks.0.")]
-    assert block == ["att.W_qkv.weight", "att.W_qkv.bias", "att.out_proj.weight", "att.out_proj.bias",
-                     "ff.layers.0.weight", "ff.layers.0.bias", "ff.layers.2.weight", "ff.layers.2.bias",
-                     "norm1.scale", "norm1.shift", "norm2.scale", "norm2.shift"]
+        "final_norm.scale",
+        "final_norm.shift",
+        "out_head.weight",
+    ]
+    block = [n[len("trf_blocks.0.") :] for n in names if n.startswith("trf_blocks.0.")]
+    assert block == [
+        "att.W_qkv.weight",
+        "att.W_qkv.bias",
+        "att.out_proj.weight",
+        "att.out_proj.bias",
+        "ff.layers.0.weight",
+        "ff.layers.0.bias",
+        "ff.layers.2.weight",
+        "ff.layers.2.bias",
+        "norm1.scale",
+        "norm1.shift",
+        "norm2.scale",
+        "norm2.shift",
+    ]
     C = model.config.emb_dim
     assert model.state_dict()["trf_blocks.0.att.W_qkv.weight"].shape == (3 * C, C)
 
@@ -84,8 +114,16 @@ def test_config_json_round_trip_and_errors():
     cfg = GPTConfig.preset("mini", tie_weights=True)
     assert GPTConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert GPTConfig.from_json(cfg.to_json()) == cfg
-    assert set(cfg.to_dict()) == {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate",
-                                  "qkv_bias", "tie_weights"}
+    assert set(cfg.to_dict()) == {
+        "vocab_size",
+        "context_length",
+        "emb_dim",
+        "n_heads",
+        "n_layers",
+        "drop_rate",
+        "qkv_bias",
+        "tie_weights",
+    }
     with pytest.raises(ValueError, match="unknown keys.*n_embd"):
         GPTConfig.from_dict(dict(cfg.to_dict(), n_embd=3))
     with pytest.raises(ValueError, match="unknown GPT preset 'gpt5'"):
@@ -98,8 +136,15 @@ def test_config_json_round_trip_and_errors():
 
 
 def test_model_accepts_book_dict_config():
-    book = {"vocab_size": 50, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 1, "drop_rate": 0.1,
-            "qkv_bias": False}
+    book = {
+        "vocab_size": 50,
+        "context_length": 8,
+        "emb_dim": 16,
+        "n_heads": 2,
+        "n_layers": 1,
+        "drop_rate": 0.1,
+        "qkv_bias": False,
+    }
     model = GPTModel(book)
     assert model.config == GPTConfig(**book)
 
@@ -154,7 +199,7 @@ def test_kv_cache_logits_equal_full_forward():
         cache = model.new_cache()
         pieces = [model(ids[:, :10], cache=cache).data]  # prefill
         for t in range(10, 64):
-            pieces.append(model(ids[:, t:t + 1], cache=cache).data)  # one token per step
+            pieces.append(model(ids[:, t : t + 1], cache=cache).data)  # one token per step
         assert cache.length == 64
         np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, rtol=1e-5, atol=1e-5)
         with pytest.raises(ValueError, match="after 64 cached positions.*context length 64"):
@@ -207,8 +252,9 @@ def test_memory_estimate():
 
 def tiny_float64_model(tie: bool):
     tl.manual_seed(0)
-    cfg = GPTConfig(vocab_size=11, context_length=6, emb_dim=8, n_heads=2, n_layers=2, drop_rate=0.0,
-                    qkv_bias=True, tie_weights=tie)
+    cfg = GPTConfig(
+        vocab_size=11, context_length=6, emb_dim=8, n_heads=2, n_layers=2, drop_rate=0.0, qkv_bias=True, tie_weights=tie
+    )
     model = GPTModel(cfg).double()
     rng = np.random.default_rng(0)
     for p in model.parameters():  # move LayerNorm's scale/shift off 1/0 so their gradients are generic

@@ -4,6 +4,7 @@ and the same gradient for every parameter after a cross-entropy backward.
 The torch model keeps the book's three separate projections W_query, W_key, W_value; ours fuses them into
 W_qkv, so copying the weights also checks the fused layout (queries, keys, values along the output axis).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,16 @@ def build_torch_gpt(torch, cfg: GPTConfig):
 
     class GELU(nn.Module):
         def forward(self, x):
-            return 0.5 * x * (1 + torch.tanh(torch.sqrt(torch.tensor(2.0 / torch.pi, dtype=x.dtype))
-                                             * (x + 0.044715 * torch.pow(x, 3))))
+            return (
+                0.5
+                * x
+                * (
+                    1
+                    + torch.tanh(
+                        torch.sqrt(torch.tensor(2.0 / torch.pi, dtype=x.dtype)) * (x + 0.044715 * torch.pow(x, 3))
+                    )
+                )
+            )
 
     class MultiHeadAttention(nn.Module):
         def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
@@ -61,8 +70,9 @@ def build_torch_gpt(torch, cfg: GPTConfig):
     class FeedForward(nn.Module):
         def __init__(self, c):
             super().__init__()
-            self.layers = nn.Sequential(nn.Linear(c.emb_dim, 4 * c.emb_dim), GELU(),
-                                        nn.Linear(4 * c.emb_dim, c.emb_dim))
+            self.layers = nn.Sequential(
+                nn.Linear(c.emb_dim, 4 * c.emb_dim), GELU(), nn.Linear(4 * c.emb_dim, c.emb_dim)
+            )
 
         def forward(self, x):
             return self.layers(x)
@@ -129,8 +139,16 @@ TOLERANCES = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-1
 def test_logits_and_every_gradient_match_torch(torch, dtype, tie):
     torch.manual_seed(0)
     tl.manual_seed(0)
-    cfg = GPTConfig(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0,
-                    qkv_bias=True, tie_weights=tie)
+    cfg = GPTConfig(
+        vocab_size=50,
+        context_length=16,
+        emb_dim=32,
+        n_heads=4,
+        n_layers=2,
+        drop_rate=0.0,
+        qkv_bias=True,
+        tie_weights=tie,
+    )
     ours = GPTModel(cfg).to(dtype=dtype)
     rng = np.random.default_rng(0)
     for p in ours.parameters():  # perturb LayerNorm's 1/0 init so every parameter has a generic gradient

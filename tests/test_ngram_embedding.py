@@ -1,6 +1,7 @@
 """Hashed n-gram embeddings (nn/ngram.py, NgramGPTModel in model/ngram_gpt.py): the buckets depend on the n-gram
 alone, the model stays causal, a KV cache and left padding give what the whole sequence alone gives, the gradient is
 each bucket's summed upstream rows, and the tables go through the model files and back."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,16 @@ PROMPTS = [[5, 9, 2, 7, 1, 3, 8], [4], [6, 6, 1], [2, 3, 4, 5, 6, 7, 8, 9, 10, 1
 @pytest.fixture(scope="module")
 def model():
     tl.manual_seed(5)
-    config = NgramGPTConfig(vocab_size=13, context_length=12, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0,
-                            ngram_sizes=(2, 3), ngram_buckets=17)
+    config = NgramGPTConfig(
+        vocab_size=13,
+        context_length=12,
+        emb_dim=32,
+        n_heads=4,
+        n_layers=2,
+        drop_rate=0.0,
+        ngram_sizes=(2, 3),
+        ngram_buckets=17,
+    )
     return NgramGPTModel(config).eval()
 
 
@@ -35,8 +44,8 @@ def test_a_bucket_depends_on_its_ngram_alone():
         changed = ids.copy()
         changed[:, 5] = 12
         other = ngram_buckets(changed, n, buckets=1000)
-        assert np.array_equal(other[:, :5], rows[:, :5]) and np.array_equal(other[:, 5 + n:], rows[:, 5 + n:])
-        assert not np.array_equal(other[:, 5:5 + n], rows[:, 5:5 + n])
+        assert np.array_equal(other[:, :5], rows[:, :5]) and np.array_equal(other[:, 5 + n :], rows[:, 5 + n :])
+        assert not np.array_equal(other[:, 5 : 5 + n], rows[:, 5 : 5 + n])
 
 
 def test_positions_before_the_start_read_as_the_boundary_or_the_given_context():
@@ -74,8 +83,16 @@ def test_embedding_sums_one_row_per_size_and_its_gradient_sums_the_upstream_rows
 
 def test_model_gradcheck_through_the_tables_in_float64():
     tl.manual_seed(2)
-    config = NgramGPTConfig(vocab_size=11, context_length=6, emb_dim=8, n_heads=2, n_layers=1, drop_rate=0.0,
-                            ngram_sizes=(2,), ngram_buckets=5)
+    config = NgramGPTConfig(
+        vocab_size=11,
+        context_length=6,
+        emb_dim=8,
+        n_heads=2,
+        n_layers=1,
+        drop_rate=0.0,
+        ngram_sizes=(2,),
+        ngram_buckets=5,
+    )
     model = NgramGPTModel(config)
     for p in model.parameters():
         p.data = p.data.astype(np.float64)
@@ -119,7 +136,9 @@ def test_cache_carries_the_ngrams_across_calls(model):
     with tl.no_grad():
         whole = model(ids).data
         cache = model.new_cache()
-        parts = [model(ids[:, :3], cache=cache).data] + [model(ids[:, i:i + 1], cache=cache).data for i in range(3, 8)]
+        parts = [model(ids[:, :3], cache=cache).data] + [
+            model(ids[:, i : i + 1], cache=cache).data for i in range(3, 8)
+        ]
     np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, rtol=1e-5, atol=1e-6)
 
 
@@ -151,8 +170,18 @@ def test_model_files_round_trip_and_hugging_face_layout_is_refused(model, tmp_pa
 
 
 # config.json exactly as the code before NgramGPTModel wrote it (the n-gram fields in GPTConfig's own dict)
-OLD_CONFIG = {"vocab_size": 257, "context_length": 24, "emb_dim": 16, "n_heads": 4, "n_layers": 1,
-              "drop_rate": 0.0, "qkv_bias": False, "tie_weights": False, "ngram_sizes": [2, 3], "ngram_buckets": 31}
+OLD_CONFIG = {
+    "vocab_size": 257,
+    "context_length": 24,
+    "emb_dim": 16,
+    "n_heads": 4,
+    "n_layers": 1,
+    "drop_rate": 0.0,
+    "qkv_bias": False,
+    "tie_weights": False,
+    "ngram_sizes": [2, 3],
+    "ngram_buckets": 31,
+}
 
 
 def test_a_classifier_folder_of_the_old_layout_loads_into_the_ngram_model(tmp_path, capsys):
@@ -168,9 +197,18 @@ def test_a_classifier_folder_of_the_old_layout_loads_into_the_ngram_model(tmp_pa
 
     tl.manual_seed(9)
     classifier = add_classification_head(NgramGPTModel(NgramGPTConfig(**OLD_CONFIG)), 2).eval()
-    save_finetuned(tmp_path / "old", classifier, get_tokenizer("byte"),
-                   {"task": "classification", "num_classes": 2, "class_names": ["not spam", "spam"], "max_length": 24,
-                    "pad_token_id": 256})
+    save_finetuned(
+        tmp_path / "old",
+        classifier,
+        get_tokenizer("byte"),
+        {
+            "task": "classification",
+            "num_classes": 2,
+            "class_names": ["not spam", "spam"],
+            "max_length": 24,
+            "pad_token_id": 256,
+        },
+    )
     assert json.loads((tmp_path / "old" / "config.json").read_text()) == OLD_CONFIG
     (tmp_path / "old" / "config.json").write_text(json.dumps(OLD_CONFIG, indent=2))
     loaded, _, _ = load_classifier(tmp_path / "old")
@@ -202,12 +240,24 @@ def test_a_seed_draws_the_model_the_recipe_always_drew():
     held the tables: the sums below were computed by that code (commit f891221) for seed 0. Another order (the
     tables drawn after the blocks, say) changes every spam run's weights."""
     tl.manual_seed(0)
-    model = NgramGPTModel(NgramGPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=1,
-                                         ngram_sizes=(2, 3), ngram_buckets=5))
+    model = NgramGPTModel(
+        NgramGPTConfig(
+            vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=1, ngram_sizes=(2, 3), ngram_buckets=5
+        )
+    )
     params = dict(model.named_parameters())
-    assert list(params)[:4] == ["tok_emb.weight", "pos_emb.weight", "ngram_emb.tables.0.weight",
-                                "ngram_emb.tables.1.weight"]
-    sums = {name: float(params[name].data.astype(np.float64).sum())
-            for name in ("ngram_emb.tables.1.weight", "trf_blocks.0.att.W_qkv.weight", "out_head.weight")}
-    assert sums == {"ngram_emb.tables.1.weight": 7.400962712243199, "trf_blocks.0.att.W_qkv.weight": 5.829827996305539,
-                    "out_head.weight": -1.3976184998173267}
+    assert list(params)[:4] == [
+        "tok_emb.weight",
+        "pos_emb.weight",
+        "ngram_emb.tables.0.weight",
+        "ngram_emb.tables.1.weight",
+    ]
+    sums = {
+        name: float(params[name].data.astype(np.float64).sum())
+        for name in ("ngram_emb.tables.1.weight", "trf_blocks.0.att.W_qkv.weight", "out_head.weight")
+    }
+    assert sums == {
+        "ngram_emb.tables.1.weight": 7.400962712243199,
+        "trf_blocks.0.att.W_qkv.weight": 5.829827996305539,
+        "out_head.weight": -1.3976184998173267,
+    }

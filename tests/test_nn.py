@@ -1,4 +1,5 @@
 """nn: registration, named_parameters, state_dict round trips and errors, train/eval, tied weights, layers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,15 @@ class TwoLayer(nn.Module):
 def test_registration_and_dotted_names():
     m = TwoLayer()
     names = [n for n, _ in m.named_parameters()]
-    assert names == ["fc1.weight", "fc1.bias", "fc2.weight", "blocks.0.scale", "blocks.0.shift",
-                     "blocks.1.scale", "blocks.1.shift"]
+    assert names == [
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "blocks.0.scale",
+        "blocks.0.shift",
+        "blocks.1.scale",
+        "blocks.1.shift",
+    ]
     assert m.num_parameters() == 4 * 6 + 6 + 6 * 4 + 4 * 4
     assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in m.parameters())
     m.fc1 = nn.Linear(4, 6, bias=False)  # re-assignment replaces, no stale entry

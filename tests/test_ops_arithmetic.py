@@ -1,20 +1,22 @@
 """Property tests of the arithmetic operations, matmul and the reductions (see opcheck.py for what
 ``check`` asserts), and of gradcheck itself."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
-
-import tinygrad_llm as tl
-from tinygrad_llm import functional as F
-from tinygrad_llm import Tensor
-
+from hypothesis import given
+from hypothesis import strategies as st
 from opcheck import arrays, axes_of, broadcastable, check, shapes
 
+import tinygrad_llm as tl
+from tinygrad_llm import Tensor
+from tinygrad_llm import functional as F
+
 # ---- elementwise arithmetic ----------------------------------------------------------------------------
+
 
 @given(st.data(), broadcastable(2))
 def test_add_sub_mul_broadcast(data, pair):
@@ -40,7 +42,7 @@ def test_python_scalars_both_sides(data, shape, c):
     check(lambda t: c * t, lambda a: c * a, x)
     check(lambda t: t / c, lambda a: a / c, x)
     check(lambda t: c / t, lambda a: c / a, x)
-    check(lambda t: 2.0 ** t, lambda a: 2.0 ** a, x)
+    check(lambda t: 2.0**t, lambda a: 2.0**a, x)
     check(lambda t: -t, np.negative, x)
 
 
@@ -50,7 +52,7 @@ def test_pow(data, shape, exponent):
     x = data.draw(arrays(shape, high=2.0, away_from_zero=0.5))
     if positive_only:
         x = np.abs(x)
-    check(lambda t: t ** exponent, lambda a: a ** exponent, x)
+    check(lambda t: t**exponent, lambda a: a**exponent, x)
 
 
 CAST_DIFFERENCES = {np.float32: dict(eps=1e-2, atol=1e-4, rtol=1e-4)}  # float32 rounding / (2 eps) < atol
@@ -79,8 +81,9 @@ def test_cast(data, shape, low):
     np.testing.assert_array_equal(t_low.grad, r)
 
     if low in CAST_DIFFERENCES:
-        assert tl.gradcheck(lambda v: v.astype(low).astype(np.float64) * 1.5,
-                            [Tensor(x, requires_grad=True)], **CAST_DIFFERENCES[low])
+        assert tl.gradcheck(
+            lambda v: v.astype(low).astype(np.float64) * 1.5, [Tensor(x, requires_grad=True)], **CAST_DIFFERENCES[low]
+        )
 
 
 def test_cast_to_the_same_dtype_records_nothing_and_to_integers_is_not_differentiable():
@@ -93,7 +96,7 @@ def test_cast_to_the_same_dtype_records_nothing_and_to_integers_is_not_different
 
 def test_pow_zero_exponent_has_zero_gradient_at_zero():
     x = Tensor(np.array([0.0, 2.0, -1.0]), requires_grad=True)
-    (x ** 0).sum().backward()
+    (x**0).sum().backward()
     np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.0])  # not 0 * 0^-1 = nan
 
 
@@ -121,6 +124,7 @@ def test_relu(data, shape):
 
 # ---- matmul ------------------------------------------------------------------------------------------
 
+
 @st.composite
 def matmul_shapes(draw):
     """(a_shape, b_shape): 1-D x 1-D, 1-D x N-D, N-D x 1-D and batched with broadcast batch axes."""
@@ -141,6 +145,7 @@ def test_matmul(data, ab):
 
 
 # ---- reductions --------------------------------------------------------------------------------------
+
 
 @given(st.data(), shapes(), st.booleans())
 def test_sum_mean(data, shape, keepdims):
@@ -177,6 +182,7 @@ def test_max_ties_share_the_gradient():
 @pytest.mark.parametrize("fn", [np.exp, np.sin])
 def test_gradcheck_rejects_a_wrong_backward(fn):
     """gradcheck itself must fail on a wrong gradient (else every test above proves nothing)."""
+
     class Wrong(tl.Function):
         def forward(self, x):
             return np.exp(x)

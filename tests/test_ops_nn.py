@@ -1,5 +1,6 @@
 """Property tests of the neural-network operations: activations, dropout, layers, cross-entropy, and a
 small attention block through many of them (see opcheck.py for what ``check`` asserts)."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,16 +8,17 @@ import math
 import warnings
 
 import numpy as np
-from hypothesis import given, strategies as st
-
-import tinygrad_llm as tl
-from tinygrad_llm import functional as F
-from tinygrad_llm import Tensor
-from tinygrad_llm.kernels import dispatch
-
+from hypothesis import given
+from hypothesis import strategies as st
 from opcheck import FLOAT32, FLOAT64, KERNEL_MODES, arrays, check, shapes
 
+import tinygrad_llm as tl
+from tinygrad_llm import Tensor
+from tinygrad_llm import functional as F
+from tinygrad_llm.kernels import dispatch
+
 # ---- functional: activations ---------------------------------------------------------------------------
+
 
 def stable_log_softmax(a, axis):
     m = a.max(axis=axis, keepdims=True)
@@ -36,8 +38,9 @@ def shape_and_axis(draw, min_dims=1, max_dims=3):
 def test_softmax_log_softmax(data, shape_axis, scale):
     shape, axis = shape_axis
     x = data.draw(arrays(shape)) * scale
-    check(lambda t: F.softmax(t, axis=axis), lambda a: np.exp(stable_log_softmax(a, axis)), x,
-          kernel_modes=KERNEL_MODES)
+    check(
+        lambda t: F.softmax(t, axis=axis), lambda a: np.exp(stable_log_softmax(a, axis)), x, kernel_modes=KERNEL_MODES
+    )
     check(lambda t: F.log_softmax(t, axis=axis), lambda a: stable_log_softmax(a, axis), x, kernel_modes=KERNEL_MODES)
     check(lambda t: t.softmax(axis), lambda a: np.exp(stable_log_softmax(a, axis)), x)
 
@@ -47,8 +50,10 @@ def test_softmax_log_softmax_extreme_logits(data, shape_axis, mode):
     """Logits of magnitude 1e4: naive exp overflows; ours must be finite and equal the stable reference."""
     shape, axis = shape_axis
     x = data.draw(arrays(shape, high=1e4, away_from_zero=1e3))
-    cases = ((F.softmax, lambda a: np.exp(stable_log_softmax(a, axis))),
-             (F.log_softmax, lambda a: stable_log_softmax(a, axis)))
+    cases = (
+        (F.softmax, lambda a: np.exp(stable_log_softmax(a, axis))),
+        (F.log_softmax, lambda a: stable_log_softmax(a, axis)),
+    )
     with dispatch.use(mode):
         for (op, reference), dtype in itertools.product(cases, (np.float64, np.float32)):
             t = Tensor(x.astype(dtype), requires_grad=True)
@@ -66,7 +71,7 @@ def test_softmax_log_softmax_extreme_logits(data, shape_axis, mode):
 
 
 def gelu_reference(a):
-    return 0.5 * a * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (a + 0.044715 * a ** 3)))
+    return 0.5 * a * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (a + 0.044715 * a**3)))
 
 
 @given(st.data(), shapes())
@@ -112,6 +117,7 @@ def test_dropout_fraction_dropped_matches_p():
 
 
 # ---- functional: layers ------------------------------------------------------------------------------
+
 
 @given(st.data(), shapes(max_dims=2, max_side=3), st.integers(1, 5), st.integers(1, 4))
 def test_embedding_repeated_ids(data, id_shape, n_rows, dim):
@@ -166,6 +172,7 @@ def test_layer_norm(data, batch, dim, with_weight, with_bias):
 
 
 # ---- functional: loss --------------------------------------------------------------------------------
+
 
 def cross_entropy_reference(logits, targets, ignore_index, reduction):
     c = logits.shape[-1]
@@ -239,6 +246,7 @@ def test_cross_entropy_all_ignored_mean_is_nan_with_zero_gradient():
 
 
 # ---- composite: a small attention block through many operations -----------------------------------------
+
 
 @given(st.data(), st.integers(1, 2), st.integers(1, 4), st.sampled_from([2, 4]))
 def test_causal_attention_composite(data, batch, seq, dim):

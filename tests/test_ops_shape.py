@@ -1,29 +1,33 @@
 """Property tests of the operations that move, select or join elements (see opcheck.py for what
 ``check`` asserts)."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from hypothesis import given, strategies as st
-
-from tinygrad_llm import functional as F
-from tinygrad_llm import Tensor
-
+from hypothesis import given
+from hypothesis import strategies as st
 from opcheck import arrays, broadcastable, check, shapes
 
+from tinygrad_llm import Tensor
+from tinygrad_llm import functional as F
+
 # ---- shape operations --------------------------------------------------------------------------------
+
 
 @given(st.data(), shapes(max_dims=4))
 def test_reshape(data, shape):
     x = data.draw(arrays(shape))
     size = math.prod(shape)
-    target = data.draw(st.one_of(
-        st.permutations(shape).map(tuple),
-        st.just((-1,)),
-        st.just((size, 1)),
-        st.just((1, -1)) if size else st.just((1, 0)),
-    ))
+    target = data.draw(
+        st.one_of(
+            st.permutations(shape).map(tuple),
+            st.just((-1,)),
+            st.just((size, 1)),
+            st.just((1, -1)) if size else st.just((1, 0)),
+        )
+    )
     check(lambda t: t.reshape(target), lambda a: a.reshape(target), x)
     check(lambda t: t.reshape(*target), lambda a: a.reshape(target), x)
 
@@ -60,7 +64,7 @@ def basic_keys(draw, shape):
         stop = draw(st.integers(start, len(items)))
         items = items[:start] + [Ellipsis] + items[stop:]
     else:
-        items = items[:draw(st.integers(0, len(items)))]  # trailing axes left out
+        items = items[: draw(st.integers(0, len(items)))]  # trailing axes left out
     for _ in range(draw(st.integers(0, 2))):
         items.insert(draw(st.integers(0, len(items))), None)
     return tuple(items) if len(items) != 1 or draw(st.booleans()) else items[0]

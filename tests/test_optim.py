@@ -1,4 +1,5 @@
 """Optimisers, schedules and clipping: PyTorch as the oracle, plus the rules PyTorch does not decide."""
+
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,13 @@ import pytest
 
 import tinygrad_llm as tl
 from tinygrad_llm.optim import (
-    SGD, AdamW, LambdaLR, WarmupCosineLR, clip_grad_norm_, lr_at, param_groups_for_weight_decay,
+    SGD,
+    AdamW,
+    LambdaLR,
+    WarmupCosineLR,
+    clip_grad_norm_,
+    lr_at,
+    param_groups_for_weight_decay,
 )
 
 SHAPES = [(4, 3), (3,), (2, 2, 2), (5, 1)]
@@ -29,8 +36,10 @@ def torch_copies(torch, params):
 def gradient_stream(dtype, steps, seed=1):
     """Per step, one gradient per parameter; parameter 3 has no gradient on odd steps (skipped then)."""
     rng = np.random.default_rng(seed)
-    return [[None if (i == 3 and step % 2) else rng.standard_normal(shape).astype(dtype)
-             for i, shape in enumerate(SHAPES)] for step in range(steps)]
+    return [
+        [None if (i == 3 and step % 2) else rng.standard_normal(shape).astype(dtype) for i, shape in enumerate(SHAPES)]
+        for step in range(steps)
+    ]
 
 
 def run_both(torch, dtype, make_ours, make_theirs, steps=20, scheduler=None):
@@ -50,9 +59,11 @@ def run_both(torch, dtype, make_ours, make_theirs, steps=20, scheduler=None):
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_adamw_matches_torch(torch, dtype, weight_decay):
     params, tparams, ours, theirs = run_both(
-        torch, dtype,
+        torch,
+        dtype,
         lambda ps: AdamW(ps, lr=3e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=weight_decay),
-        lambda ps: torch.optim.AdamW(ps, lr=3e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=weight_decay))
+        lambda ps: torch.optim.AdamW(ps, lr=3e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=weight_decay),
+    )
     for p, tp in zip(params, tparams):
         assert p.data.dtype == dtype
         np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOLERANCE[dtype])
@@ -75,18 +86,27 @@ def test_adamw_param_groups_match_torch(torch, dtype):
     def groups(ps):
         return [{"params": ps[:2], "weight_decay": 0.2, "lr": 1e-2}, {"params": ps[2:], "weight_decay": 0.0}]
 
-    params, tparams, _, _ = run_both(torch, dtype, lambda ps: AdamW(groups(ps), lr=5e-2),
-                                     lambda ps: torch.optim.AdamW(groups(ps), lr=5e-2))
+    params, tparams, _, _ = run_both(
+        torch, dtype, lambda ps: AdamW(groups(ps), lr=5e-2), lambda ps: torch.optim.AdamW(groups(ps), lr=5e-2)
+    )
     for p, tp in zip(params, tparams):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("options", [dict(momentum=0.9), dict(momentum=0.9, nesterov=True, weight_decay=0.01),
-                                     dict(momentum=0.5, dampening=0.1), dict()])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(momentum=0.9),
+        dict(momentum=0.9, nesterov=True, weight_decay=0.01),
+        dict(momentum=0.5, dampening=0.1),
+        dict(),
+    ],
+)
 def test_sgd_matches_torch(torch, dtype, options):
-    params, tparams, ours, _ = run_both(torch, dtype, lambda ps: SGD(ps, lr=0.1, **options),
-                                        lambda ps: torch.optim.SGD(ps, lr=0.1, **options))
+    params, tparams, ours, _ = run_both(
+        torch, dtype, lambda ps: SGD(ps, lr=0.1, **options), lambda ps: torch.optim.SGD(ps, lr=0.1, **options)
+    )
     for p, tp in zip(params, tparams):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOLERANCE[dtype])
     assert bool(ours.state) == bool(options.get("momentum"))  # plain SGD keeps no state
@@ -96,18 +116,23 @@ def test_sgd_matches_torch(torch, dtype, options):
 def test_warmup_cosine_matches_torch(torch):
     max_lr, min_lr, initial_lr, warmup, total = 6e-4, 6e-5, 6e-6, 10, 50
     ours_opt = AdamW(make_params(np.float32), lr=max_lr)
-    scheduler = WarmupCosineLR(ours_opt, warmup_steps=warmup, total_steps=total, min_lr=min_lr,
-                               initial_lr=initial_lr)
+    scheduler = WarmupCosineLR(ours_opt, warmup_steps=warmup, total_steps=total, min_lr=min_lr, initial_lr=initial_lr)
     t_opt = torch.optim.AdamW(torch_copies(torch, make_params(np.float32)), lr=max_lr)
-    t_scheduler = torch.optim.lr_scheduler.SequentialLR(t_opt, [
-        torch.optim.lr_scheduler.LinearLR(t_opt, start_factor=initial_lr / max_lr, total_iters=warmup),
-        torch.optim.lr_scheduler.CosineAnnealingLR(t_opt, T_max=total - warmup, eta_min=min_lr),
-    ], milestones=[warmup])
+    t_scheduler = torch.optim.lr_scheduler.SequentialLR(
+        t_opt,
+        [
+            torch.optim.lr_scheduler.LinearLR(t_opt, start_factor=initial_lr / max_lr, total_iters=warmup),
+            torch.optim.lr_scheduler.CosineAnnealingLR(t_opt, T_max=total - warmup, eta_min=min_lr),
+        ],
+        milestones=[warmup],
+    )
     for step in range(total):
         expected = t_opt.param_groups[0]["lr"]
         assert scheduler.get_last_lr()[0] == pytest.approx(expected, rel=1e-10, abs=1e-15), step
-        assert lr_at(step, max_lr=max_lr, total_steps=total, warmup_steps=warmup, min_lr=min_lr,
-                     initial_lr=initial_lr) == ours_opt.param_groups[0]["lr"]
+        assert (
+            lr_at(step, max_lr=max_lr, total_steps=total, warmup_steps=warmup, min_lr=min_lr, initial_lr=initial_lr)
+            == ours_opt.param_groups[0]["lr"]
+        )
         scheduler.step()
         t_scheduler.step()
     assert ours_opt.param_groups[0]["lr"] == min_lr  # the floor, held past the end
@@ -142,10 +167,10 @@ def test_scheduler_state_round_trip():
         assert resumed.get_last_lr() == scheduler.get_last_lr()
         scheduler.step()
         resumed.step()
-    lam = LambdaLR(SGD(make_params(np.float32), lr=0.5), lambda step: 0.9 ** step)
+    lam = LambdaLR(SGD(make_params(np.float32), lr=0.5), lambda step: 0.9**step)
     lam.step()
     lam.step()
-    assert lam.get_last_lr() == [0.5 * 0.9 ** 2]
+    assert lam.get_last_lr() == [0.5 * 0.9**2]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -188,6 +213,7 @@ def test_clip_grad_norm_nonfinite_leaves_gradients(bad):
 
 
 # --- the weight-decay rule -----------------------------------------------------------------------------
+
 
 class _Module:
     """A stand-in for nn.Module: named_parameters() and named_modules() over attributes."""
@@ -245,8 +271,15 @@ def test_weight_decay_groups_by_module_type():
     decayed = sorted(name for name, _ in groups[0]["params"])
     not_decayed = sorted(name for name, _ in groups[1]["params"])
     assert decayed == ["lora.weight", "out_head.weight", "proj.weight"]
-    assert not_decayed == ["frozen.bias", "norm.scale", "norm.shift", "odd_matrix", "pos_emb.weight",
-                           "proj.bias", "tok_emb.weight"]  # frozen.weight left out: not trained
+    assert not_decayed == [
+        "frozen.bias",
+        "norm.scale",
+        "norm.shift",
+        "odd_matrix",
+        "pos_emb.weight",
+        "proj.bias",
+        "tok_emb.weight",
+    ]  # frozen.weight left out: not trained
     optimizer = AdamW(groups, lr=1e-3)
     assert optimizer.param_groups[0]["param_names"] == [name for name, _ in groups[0]["params"]]
 
@@ -272,9 +305,15 @@ def test_weight_decay_rules_agree_on_gpt_model():
 
 
 def test_weight_decay_groups_by_name():
-    names = {"tok_emb.weight": (10, 4), "trf_blocks.0.att.W_query.weight": (4, 4),
-             "trf_blocks.0.att.W_query.bias": (4,), "trf_blocks.0.norm1.scale": (4,), "wte.weight": (10, 4),
-             "transformer.wpe.weight": (6, 4), "out_head.weight": (10, 4)}
+    names = {
+        "tok_emb.weight": (10, 4),
+        "trf_blocks.0.att.W_query.weight": (4, 4),
+        "trf_blocks.0.att.W_query.bias": (4,),
+        "trf_blocks.0.norm1.scale": (4,),
+        "wte.weight": (10, 4),
+        "transformer.wpe.weight": (6, 4),
+        "out_head.weight": (10, 4),
+    }
     pairs = [(name, tl.Tensor(np.zeros(shape), requires_grad=True)) for name, shape in names.items()]
     pairs.append(pairs[1])  # a tied (shared) parameter is listed once
     groups = param_groups_for_weight_decay(pairs, 0.1)
@@ -283,6 +322,7 @@ def test_weight_decay_groups_by_name():
 
 
 # --- frozen parameters, state round trip, accumulation, bad input --------------------------------------
+
 
 @pytest.mark.parametrize("make", [lambda ps: AdamW(ps, lr=0.1), lambda ps: SGD(ps, lr=0.1, momentum=0.9)])
 def test_frozen_and_unused_parameters_untouched(make):
@@ -301,8 +341,9 @@ def test_frozen_and_unused_parameters_untouched(make):
     assert frozen not in optimizer.state and unused not in optimizer.state and params[2] in optimizer.state
 
 
-@pytest.mark.parametrize("make", [lambda ps: AdamW(ps, lr=0.01, weight_decay=0.1),
-                                  lambda ps: SGD(ps, lr=0.01, momentum=0.9, nesterov=True)])
+@pytest.mark.parametrize(
+    "make", [lambda ps: AdamW(ps, lr=0.01, weight_decay=0.1), lambda ps: SGD(ps, lr=0.01, momentum=0.9, nesterov=True)]
+)
 def test_state_dict_resume_is_bitwise(make):
     grads = gradient_stream(np.float32, 20)
 
@@ -385,6 +426,7 @@ def test_bad_arguments():
 
 
 # ---- exponential moving average of the weights ----------------------------------------------------------------
+
 
 def test_ema_is_a_running_mean_then_an_exponential_average():
     """decay 0.75: the first 1/(1-0.75) = 4 updates average the weights seen so far equally (the first copies

@@ -139,7 +139,7 @@ def find_cycle(graph: dict) -> list:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = 2
@@ -173,7 +173,11 @@ def test_no_module_uses_a_private_name_of_another():
     (``from a import _x``) or reads it (``a._x``). What another module needs is public, with a docstring.
     (Tests may use private names.)"""
     modules = package_modules()
-    crossing = {(name, target, private) for name, path in modules.items()
-                for target, private, _ in package_imports(name, path, modules) if private}
+    crossing = {
+        (name, target, private)
+        for name, path in modules.items()
+        for target, private, _ in package_imports(name, path, modules)
+        if private
+    }
     unexpected = sorted(crossing - PENDING_PRIVATE)
     assert not unexpected, f"private names used from another module (user, owner, name): {unexpected}"

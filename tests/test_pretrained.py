@@ -3,6 +3,7 @@
 Float32 tolerance: logits agree within rtol = atol = 1e-5 (the two implementations sum in different
 orders; logits are O(10), float32 epsilon is 1.2e-7).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import serve_folder
 
 import tinygrad_llm as tl
 from tinygrad_llm import GPTConfig, GPTModel, no_grad
@@ -18,8 +20,6 @@ from tinygrad_llm.cli import main
 from tinygrad_llm.files import sha256_of
 from tinygrad_llm.model import pretrained
 from tinygrad_llm.model.pretrained import PretrainedError
-
-from conftest import serve_folder
 
 RTOL = ATOL = 1e-5
 SMALL = dict(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=32)
@@ -70,11 +70,20 @@ def rewrite_weights(folder: Path, dest: Path, edit) -> Path:
 
 # --- equality with transformers ------------------------------------------------------------------------
 
+
 def test_transformers_checkpoint_gives_the_same_logits_and_greedy_text(hf_small, torch):
     folder, hf = hf_small
     model = GPTModel.from_pretrained(folder)
-    assert model.config == GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2,
-                                     drop_rate=0.1, qkv_bias=True, tie_weights=True)
+    assert model.config == GPTConfig(
+        vocab_size=100,
+        context_length=32,
+        emb_dim=32,
+        n_heads=4,
+        n_layers=2,
+        drop_rate=0.1,
+        qkv_bias=True,
+        tie_weights=True,
+    )
     assert not model.training
     np.testing.assert_allclose(our_logits(model, IDS), hf_logits(torch, hf, IDS), rtol=RTOL, atol=ATOL)
 
@@ -117,8 +126,16 @@ def test_untied_transformers_checkpoint(transformers, torch, tmp_path):
 @pytest.mark.parametrize("qkv_bias", [False, True])
 def test_ours_saved_loads_in_transformers_and_back(transformers, torch, tmp_path, qkv_bias, tie_weights):
     tl.manual_seed(3)
-    config = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0,
-                       qkv_bias=qkv_bias, tie_weights=tie_weights)
+    config = GPTConfig(
+        vocab_size=100,
+        context_length=32,
+        emb_dim=32,
+        n_heads=4,
+        n_layers=2,
+        drop_rate=0.0,
+        qkv_bias=qkv_bias,
+        tie_weights=tie_weights,
+    )
     model = GPTModel(config).eval()
     for p in model.parameters():  # LayerNorms off their ones/zeros too
         p.data += np.random.default_rng(0).normal(0, 0.05, p.shape).astype(np.float32)
@@ -153,6 +170,7 @@ def test_our_run_folder_loads(tmp_path):
 
 # --- dtypes, devices, memory ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
 def test_half_precision_files_load_into_float32(hf_small, torch, tmp_path, half):
     from safetensors.torch import save_file
@@ -161,8 +179,9 @@ def test_half_precision_files_load_into_float32(hf_small, torch, tmp_path, half)
     dest = tmp_path / half
     dest.mkdir()
     (dest / "config.json").write_text((folder / "config.json").read_text())
-    state = {k: v.detach().to(getattr(torch, half)).contiguous() for k, v in hf.state_dict().items()
-             if k != "lm_head.weight"}
+    state = {
+        k: v.detach().to(getattr(torch, half)).contiguous() for k, v in hf.state_dict().items() if k != "lm_head.weight"
+    }
     save_file(state, dest / "model.safetensors", metadata={"format": "pt"})
 
     model = GPTModel.from_pretrained(dest)
@@ -199,6 +218,7 @@ def test_device_cuda(hf_small, torch):
 
 # --- bad input: a clear error, nothing half-loaded -------------------------------------------------------
 
+
 def test_folder_without_config(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(PretrainedError, match=r"config\.json: missing") as info:
@@ -210,7 +230,7 @@ def test_truncated_safetensors(hf_small, tmp_path):
     folder, _ = hf_small
     (tmp_path / "config.json").write_text((folder / "config.json").read_text())
     data = (folder / "model.safetensors").read_bytes()
-    (tmp_path / "model.safetensors").write_bytes(data[:len(data) // 2])
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(PretrainedError, match="truncated") as info:
         GPTModel.from_pretrained(tmp_path)
     assert str(tmp_path / "model.safetensors") in str(info.value)
@@ -226,8 +246,9 @@ def test_wrong_shape_names_tensor_and_both_shapes_before_copying_anything(hf_sma
     bad = rewrite_weights(folder, tmp_path / "bad", shrink)
     reads = []
     original = pretrained.PretrainedSafetensors.array
-    monkeypatch.setattr(pretrained.PretrainedSafetensors, "array",
-                        lambda self, key: reads.append(key) or original(self, key))
+    monkeypatch.setattr(
+        pretrained.PretrainedSafetensors, "array", lambda self, key: reads.append(key) or original(self, key)
+    )
     with pytest.raises(PretrainedError) as info:
         GPTModel.from_pretrained(bad)
     message = str(info.value)
@@ -254,10 +275,17 @@ def test_wrong_tensor_name(hf_small, tmp_path):
         GPTModel.from_pretrained(rewrite_weights(folder, tmp_path / "extra", extra))
 
 
-@pytest.mark.parametrize("field, value", [
-    ("activation_function", "relu"), ("layer_norm_epsilon", 1e-6), ("n_inner", 100),
-    ("scale_attn_weights", False), ("scale_attn_by_inverse_layer_idx", True), ("model_type", "llama"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("activation_function", "relu"),
+        ("layer_norm_epsilon", 1e-6),
+        ("n_inner", 100),
+        ("scale_attn_weights", False),
+        ("scale_attn_by_inverse_layer_idx", True),
+        ("model_type", "llama"),
+    ],
+)
 def test_unrepresentable_config(hf_small, tmp_path, field, value):
     folder, _ = hf_small
     config = json.loads((folder / "config.json").read_text())
@@ -302,6 +330,7 @@ def test_unreachable_server(tmp_path, monkeypatch):
 
 # --- downloads: once, checked ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def hub(hf_small, tmp_path, monkeypatch):
     """A local stand-in for the hub serving the small model as "gpt2" at a pinned revision; yields the
@@ -313,8 +342,10 @@ def hub(hf_small, tmp_path, monkeypatch):
     for name in ("config.json", "model.safetensors"):
         (served / name).write_bytes((folder / name).read_bytes())
     with serve_folder(root) as (url, requests):
-        files = {name: ((served / name).stat().st_size, sha256_of(served / name))
-                 for name in ("config.json", "model.safetensors")}
+        files = {
+            name: ((served / name).stat().st_size, sha256_of(served / name))
+            for name in ("config.json", "model.safetensors")
+        }
         monkeypatch.setitem(pretrained.HF_MODELS, "gpt2", ("org/tiny", "rev", files))
         monkeypatch.setenv("HF_ENDPOINT", url)
         monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
@@ -346,6 +377,7 @@ def test_a_download_with_the_wrong_hash_is_refused(hub, tmp_path, monkeypatch):
 
 # --- the command line -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def hf_gpt2_vocab(transformers, torch, tmp_path_factory):
     """A tiny model with GPT-2's 50,257-token vocabulary, saved by transformers."""
@@ -364,8 +396,12 @@ def test_cli_generate_from_a_hugging_face_folder(hf_gpt2_vocab, shared_data, tor
         for _ in range(6):
             ids = torch.cat([ids, hf(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     expected = prompt + tokenizer.decode(ids[0, -6:].tolist())
-    assert main(["generate", "--checkpoint", str(folder), "--prompt", prompt, "--max-new-tokens", "6",
-                 "--temperature", "0"]) == 0
+    assert (
+        main(
+            ["generate", "--checkpoint", str(folder), "--prompt", prompt, "--max-new-tokens", "6", "--temperature", "0"]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == expected + "\n"
 
 
@@ -374,9 +410,29 @@ def test_cli_train_init_from_a_hugging_face_folder(hf_gpt2_vocab, shared_data, t
 
     folder, hf = hf_gpt2_vocab
     (tmp_path / "story.txt").write_text("Every effort moves you closer to the end of the story. " * 40)
-    args = ["train", "--data", str(tmp_path / "story.txt"), "--init-from", str(folder), "--max-steps", "1",
-            "--context-length", "16", "--batch-size", "2", "--eval-iters", "1", "--eval-interval", "1",
-            "--sample-tokens", "3", "--warmup-steps", "0", "--lr", "1e-4"]
+    args = [
+        "train",
+        "--data",
+        str(tmp_path / "story.txt"),
+        "--init-from",
+        str(folder),
+        "--max-steps",
+        "1",
+        "--context-length",
+        "16",
+        "--batch-size",
+        "2",
+        "--eval-iters",
+        "1",
+        "--eval-interval",
+        "1",
+        "--sample-tokens",
+        "3",
+        "--warmup-steps",
+        "0",
+        "--lr",
+        "1e-4",
+    ]
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     run = tmp_path / "run"
     config = json.loads((run / "config.json").read_text())
@@ -395,6 +451,7 @@ def test_cli_train_init_from_a_hugging_face_folder(hf_gpt2_vocab, shared_data, t
 
 # --- the book's chapter-5 params dict ----------------------------------------------------------------------
 
+
 def test_load_weights_into_gpt_from_the_books_params(hf_small, torch):
     """params as the book's download_and_load_gpt2 gives them (here built from a Hugging Face folder: the
     same (in, out) arrays), loaded into the book's untied GPT: transformers' logits."""
@@ -403,8 +460,17 @@ def test_load_weights_into_gpt_from_the_books_params(hf_small, torch):
     folder, hf = hf_small
     params = params_from_hf(folder)
     assert params["blocks"][0]["attn"]["c_attn"]["w"].shape == (32, 96) and len(params["blocks"]) == 2
-    gpt = GPTModel({"vocab_size": 100, "context_length": 32, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-                    "drop_rate": 0.0, "qkv_bias": True})
+    gpt = GPTModel(
+        {
+            "vocab_size": 100,
+            "context_length": 32,
+            "emb_dim": 32,
+            "n_heads": 4,
+            "n_layers": 2,
+            "drop_rate": 0.0,
+            "qkv_bias": True,
+        }
+    )
     assert load_weights_into_gpt(gpt, params) is gpt
     q_w, k_w, v_w = np.split(params["blocks"][1]["attn"]["c_attn"]["w"], 3, axis=-1)  # the book's split
     np.testing.assert_array_equal(gpt.trf_blocks[1].att.W_qkv.weight.data, np.concatenate([q_w.T, k_w.T, v_w.T]))

@@ -1,5 +1,6 @@
 """Output folders and faults during a run: nothing a user owns is overwritten, a second run on the same
 folder is refused, SIGTERM and Ctrl-C save a complete checkpoint, a full disk leaves the previous one."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,20 @@ from tinygrad_llm.checkpoint import find_checkpoint, load_checkpoint
 from tinygrad_llm.cli import main
 from tinygrad_llm.train.signals import Interrupted
 
-TINY = ["--preset", "tiny", "--context-length", "16", "--batch-size", "4", "--eval-iters", "1",
-        "--sample-tokens", "4", "--warmup-steps", "0"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--context-length",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-iters",
+    "1",
+    "--sample-tokens",
+    "4",
+    "--warmup-steps",
+    "0",
+]
 
 
 def cli(*args, **popen):
@@ -85,16 +98,30 @@ def test_out_paths_are_checked_before_any_work(tmp_path, story, capsys):
     if os.geteuid() != 0:  # root writes anywhere
         cases.append((locked / "run", "not writable"))
     for out, expected in cases:
-        for command in (["train", "--data", str(story), *TINY],
-                        ["finetune-classifier", "--data", str(tmp_path / "no-such-file"), "--preset", "tiny"],
-                        ["finetune-instruct", "--data", str(tmp_path / "no-such-file"), "--preset", "tiny"]):
+        for command in (
+            ["train", "--data", str(story), *TINY],
+            ["finetune-classifier", "--data", str(tmp_path / "no-such-file"), "--preset", "tiny"],
+            ["finetune-instruct", "--data", str(tmp_path / "no-such-file"), "--preset", "tiny"],
+        ):
             assert main([*command, "--out", str(out)]) == 1
             one_line_error(capsys.readouterr().err, "--out", expected)  # the output, not the missing data
     assert a_file.read_text() == "mine"
     locked.chmod(0o700)
     # a failure after the folder was created removes the folder it created, and only that
-    assert main(["finetune-classifier", "--data", str(tmp_path / "no-such-file"), "--out", str(tmp_path / "new"),
-                 "--preset", "tiny"]) == 1
+    assert (
+        main(
+            [
+                "finetune-classifier",
+                "--data",
+                str(tmp_path / "no-such-file"),
+                "--out",
+                str(tmp_path / "new"),
+                "--preset",
+                "tiny",
+            ]
+        )
+        == 1
+    )
     assert "no-such-file" in capsys.readouterr().err and not (tmp_path / "new").exists()
     # finetune outputs obey the same rule as train's: another folder is refused unless --overwrite
     assert main(["finetune-classifier", "--out", str(tmp_path), "--preset", "tiny"]) == 1
@@ -112,8 +139,9 @@ def test_sample_prompt_and_seed_are_checked_before_training(tmp_path, story):
 @pytest.mark.slow
 def test_a_second_run_is_refused_and_sigterm_saves_a_complete_checkpoint(tmp_path, story, capsys):
     out = tmp_path / "run"
-    command, options = cli("train", "--data", story, "--out", out, "--max-steps", "100000", "--eval-interval", "2",
-                           *TINY)
+    command, options = cli(
+        "train", "--data", story, "--out", out, "--max-steps", "100000", "--eval-interval", "2", *TINY
+    )
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
     try:
         deadline = time.monotonic() + 120
@@ -141,8 +169,22 @@ def test_a_second_run_is_refused_and_sigterm_saves_a_complete_checkpoint(tmp_pat
     assert checkpoint.step >= 2 and json.loads((out / "config.json").read_text())["vocab_size"] > 0
     assert leftovers(out) == [] and not (out / run_folder.LOCK).exists()
     # resumable from there, and the lock is free again
-    assert main(["train", "--data", str(story), "--out", str(out), "--resume", "--max-steps", str(checkpoint.step + 1),
-                 *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(story),
+                "--out",
+                str(out),
+                "--resume",
+                "--max-steps",
+                str(checkpoint.step + 1),
+                *TINY,
+            ]
+        )
+        == 0
+    )
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
@@ -162,8 +204,9 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 @pytest.mark.slow
 def test_signals_during_a_save_wait_for_it(tmp_path, monkeypatch):
     """Deterministic: signals delivered inside the checkpoint writer itself."""
-    from tinygrad_llm.train import trainer as trainer_module
     from test_train import make_trainer
+
+    from tinygrad_llm.train import trainer as trainer_module
 
     real_save = trainer_module.save_checkpoint
     state = {"saves": 0}
@@ -221,8 +264,9 @@ def test_disk_full_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, st
     assert {p: p.read_bytes() for p in (out / "checkpoints").rglob("*") if p.is_file()} == before
     assert load_checkpoint(out).step == 2
     # the same limit on a fresh run: no half-written checkpoint folder either
-    result = run_cli("train", "--data", story, "--out", tmp_path / "fresh", "--max-steps", "2", *TINY,
-                     preexec_fn=_limit_file_size)
+    result = run_cli(
+        "train", "--data", story, "--out", tmp_path / "fresh", "--max-steps", "2", *TINY, preexec_fn=_limit_file_size
+    )
     one_line_error(result.stderr, "File too large")
     assert leftovers(tmp_path) == []
     assert not list((tmp_path / "fresh" / "checkpoints").glob("ckpt-*"))
@@ -238,10 +282,18 @@ def test_concurrent_trainers_on_one_folder_in_python(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from tinygrad_llm import run_folder\n"
-        f"with run_folder.lock({str(empty)!r}):\n    print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from tinygrad_llm import run_folder\n"
+                f"with run_folder.lock({str(empty)!r}):\n    print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(run_folder.RunFolderError, match=f"in use by process {holder.pid}"):

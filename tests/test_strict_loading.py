@@ -1,5 +1,6 @@
 """Files that lie: one strict safetensors reader for every loader, config.json checked against the weights
 before anything is allocated, the tokenizer checked against the model, damaged resume state named."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,20 @@ from tinygrad_llm.model import GPTModel
 from tinygrad_llm.model.pretrained import PretrainedError
 from tinygrad_llm.safetensors_file import SafetensorsFile
 
-TINY = ["--preset", "tiny", "--context-length", "16", "--batch-size", "4", "--eval-iters", "1",
-        "--sample-tokens", "4", "--warmup-steps", "0"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--context-length",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-iters",
+    "1",
+    "--sample-tokens",
+    "4",
+    "--warmup-steps",
+    "0",
+]
 
 
 def safetensors_bytes(header: dict | str, data: bytes) -> bytes:
@@ -36,8 +49,23 @@ def run(tmp_path_factory) -> Path:
     """A trained run with two checkpoints (steps 2 and 4)."""
     root = tmp_path_factory.mktemp("strict")
     (root / "story.txt").write_text("the cat sat on the mat. the dog sat on the log. " * 80)
-    assert main(["train", "--data", str(root / "story.txt"), "--out", str(root / "run"), "--max-steps", "4",
-                 "--eval-interval", "2", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root / "story.txt"),
+                "--out",
+                str(root / "run"),
+                "--max-steps",
+                "4",
+                "--eval-interval",
+                "2",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return root / "run"
 
 
@@ -51,23 +79,32 @@ def rewrite(file: Path, edit) -> None:
     """Rewrite a safetensors file through ``edit(header, arrays) -> (header, data)``."""
     st = SafetensorsFile(file)
     arrays = st.read(finite=False)
-    header = {name: {"dtype": st.dtype_code(name), "shape": list(st.shape(name)),
-                     "data_offsets": list(st.entries[name]["data_offsets"])} for name in st.entries}
-    header, data = edit(header, arrays, file.read_bytes()[st.data_start:])
+    header = {
+        name: {
+            "dtype": st.dtype_code(name),
+            "shape": list(st.shape(name)),
+            "data_offsets": list(st.entries[name]["data_offsets"]),
+        }
+        for name in st.entries
+    }
+    header, data = edit(header, arrays, file.read_bytes()[st.data_start :])
     file.write_bytes(safetensors_bytes(header, data))
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("int32", ["'tok_emb.weight'", "I32", "floating-point"]),
-    ("unknown dtype", ["'tok_emb.weight'", "dtype 'F8'"]),
-    ("duplicate", ["names 'tok_emb.weight' twice"]),
-    ("nan", ["'pos_emb.weight'", "NaN or infinite"]),
-    ("overlap", ["starts at byte"]),
-    ("past the end", ["truncated"]),
-    ("short data", ["needs", "bytes"]),
-    ("huge header", ["header length"]),
-    ("not json", ["not JSON"]),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("int32", ["'tok_emb.weight'", "I32", "floating-point"]),
+        ("unknown dtype", ["'tok_emb.weight'", "dtype 'F8'"]),
+        ("duplicate", ["names 'tok_emb.weight' twice"]),
+        ("nan", ["'pos_emb.weight'", "NaN or infinite"]),
+        ("overlap", ["starts at byte"]),
+        ("past the end", ["truncated"]),
+        ("short data", ["needs", "bytes"]),
+        ("huge header", ["header length"]),
+        ("not json", ["not JSON"]),
+    ],
+)
 def test_a_weights_file_that_lies_is_refused_naming_file_and_tensor(run, tmp_path, capsys, case, expected):
     folder = copy_run(run, tmp_path)
     weights = folder / "model.safetensors"
@@ -84,7 +121,7 @@ def test_a_weights_file_that_lies_is_refused_naming_file_and_tensor(run, tmp_pat
             return text[:-1] + f', "tok_emb.weight": {entry}}}', data
         elif case == "nan":
             begin = header["pos_emb.weight"]["data_offsets"][0]
-            data = data[:begin] + np.float32(np.nan).tobytes() + data[begin + 4:]
+            data = data[:begin] + np.float32(np.nan).tobytes() + data[begin + 4 :]
         elif case == "overlap":
             name = max(header, key=lambda n: header[n]["data_offsets"][0])
             begin, end = header[name]["data_offsets"]
@@ -100,11 +137,13 @@ def test_a_weights_file_that_lies_is_refused_naming_file_and_tensor(run, tmp_pat
         return header, data
 
     if case == "huge header":
-        weights.write_bytes(struct.pack("<Q", 10 ** 12) + b"{}")
+        weights.write_bytes(struct.pack("<Q", 10**12) + b"{}")
     else:
         rewrite(weights, edit)
-    for command in (["generate", "--checkpoint", str(folder), "--prompt", "the", "--max-new-tokens", "2"],
-                    ["finetune-classifier", "--init-from", str(folder), "--out", str(tmp_path / "ft")]):
+    for command in (
+        ["generate", "--checkpoint", str(folder), "--prompt", "the", "--max-new-tokens", "2"],
+        ["finetune-classifier", "--init-from", str(folder), "--out", str(tmp_path / "ft")],
+    ):
         assert main(command) == 1
         line = error_line(capsys)
         assert str(weights) in line, line
@@ -125,15 +164,16 @@ def test_resume_refuses_a_lying_checkpoint_and_takes_the_older_intact_one(run, t
     newest = folder / "checkpoints" / "ckpt-000004"
     state_file = newest / "trainer_state.json"
     state = json.loads(state_file.read_text())
-    for damage, expected in (({k: v for k, v in state.items() if k != "history"}, "missing field 'history'"),
-                             ({**state, "step": "four"}, "field 'step'")):
+    for damage, expected in (
+        ({k: v for k, v in state.items() if k != "history"}, "missing field 'history'"),
+        ({**state, "step": "four"}, "field 'step'"),
+    ):
         state_file.write_text(json.dumps(damage))
         # the size recorded in the manifest is fixed up, so only the content is wrong
         manifest = json.loads((newest / "checkpoint.json").read_text())
         manifest["files"]["trainer_state.json"] = state_file.stat().st_size
         (newest / "checkpoint.json").write_text(json.dumps(manifest))
-        assert main(["train", "--data", str(story), "--out", str(folder), "--resume", "--max-steps", "6",
-                     *TINY]) == 0
+        assert main(["train", "--data", str(story), "--out", str(folder), "--resume", "--max-steps", "6", *TINY]) == 0
         err = capsys.readouterr().err
         assert f"{state_file}: {expected}" in err and "resuming from the older ckpt-000002" in err
         assert json.loads((folder / "log.jsonl").read_text().splitlines()[-1])["step"] == 6
@@ -151,7 +191,7 @@ def test_config_sizes_are_checked_against_the_weights_before_allocating(run, tmp
     folder = copy_run(run, tmp_path)
     config = json.loads((folder / "config.json").read_text())
     for field in ("n_layers", "context_length", "vocab_size"):
-        (folder / "config.json").write_text(json.dumps({**config, field: 10 ** 9}))
+        (folder / "config.json").write_text(json.dumps({**config, field: 10**9}))
         assert main(["generate", "--checkpoint", str(folder), "--prompt", "the"]) == 1
         line = error_line(capsys)
         assert f"{folder / 'config.json'}: {field} = 1000000000" in line and "holds weights for" in line
@@ -161,7 +201,7 @@ def test_config_sizes_are_checked_against_the_weights_before_allocating(run, tmp
     hf_config = json.loads((hf / "config.json").read_text())
     del hf_config["tinygrad_llm"]
     for field in ("n_layer", "n_positions"):
-        (hf / "config.json").write_text(json.dumps({**hf_config, field: 10 ** 9}))
+        (hf / "config.json").write_text(json.dumps({**hf_config, field: 10**9}))
         with pytest.raises(PretrainedError, match=f"{field} = 1000000000"):
             GPTModel.from_pretrained(hf)
 
@@ -169,14 +209,30 @@ def test_config_sizes_are_checked_against_the_weights_before_allocating(run, tmp
 def test_the_tokenizer_must_belong_to_the_model(run, tmp_path, capsys):
     folder = copy_run(run, tmp_path)
     # a checkpoint folder has no tokenizer of its own: the run's is used, not GPT-2's
-    assert main(["generate", "--checkpoint", str(folder / "checkpoints" / "ckpt-000004"), "--prompt", "the cat",
-                 "--max-new-tokens", "3", "--temperature", "0"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(folder / "checkpoints" / "ckpt-000004"),
+                "--prompt",
+                "the cat",
+                "--max-new-tokens",
+                "3",
+                "--temperature",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("the cat")
     tokenizer = folder / "tokenizer.json"
     original = json.loads(tokenizer.read_text())
-    cases = [({**original, "chars": original["chars"] + "xyz"}, "do not belong together"),
-             ({**original, "type": "sentencepiece"}, "unknown tokenizer type 'sentencepiece'"),
-             ("{broken", "not a valid tokenizer file")]
+    cases = [
+        ({**original, "chars": original["chars"] + "xyz"}, "do not belong together"),
+        ({**original, "type": "sentencepiece"}, "unknown tokenizer type 'sentencepiece'"),
+        ("{broken", "not a valid tokenizer file"),
+    ]
     for content, expected in cases:
         tokenizer.write_text(content if isinstance(content, str) else json.dumps(content))
         assert main(["generate", "--checkpoint", str(folder), "--prompt", "the"]) == 1

@@ -1,5 +1,6 @@
 """The thread policy (tinygrad_llm.runtime.threads): overrides, the per-size choice for BLAS, the load monitor, the
 CLI; runtime.matmul."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,10 +19,12 @@ def blas_threads_now() -> int:
     return libs[0].get_num_threads()
 
 
-PRODUCTS = [((256, 768), (768, 768)),          # 151M multiply-adds, cut by columns
-            ((1024, 768), (768, 256)),         # 201M, cut by rows
-            ((2, 512, 512), (512, 768)),       # batched, each matrix 201M
-            ((3, 1, 96, 1700), (2, 1700, 900))]  # broadcast batch dimensions, 147M each
+PRODUCTS = [
+    ((256, 768), (768, 768)),  # 151M multiply-adds, cut by columns
+    ((1024, 768), (768, 256)),  # 201M, cut by rows
+    ((2, 512, 512), (512, 768)),  # batched, each matrix 201M
+    ((3, 1, 96, 1700), (2, 1700, 900)),
+]  # broadcast batch dimensions, 147M each
 
 
 def test_the_bits_of_a_product_do_not_depend_on_the_thread_count():

@@ -1,5 +1,6 @@
 """Tokenizers: GPT-2's BPE from local files against tiktoken's own, the chapter 2 tokenizers, the BPE trainer
 (round trips, determinism, tiktoken against a slow reference), special tokens, save/load, bad input."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +12,19 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tinygrad_llm.tokenizer import (BPETokenizer, ByteTokenizer, CharTokenizer, GPT2FilesNotFound, GPT2Tokenizer,
-                                    SimpleTokenizerV1, SimpleTokenizerV2, build_vocab, get_tokenizer,
-                                    load_tokenizer, train_bpe)
+from tinygrad_llm.tokenizer import (
+    BPETokenizer,
+    ByteTokenizer,
+    CharTokenizer,
+    GPT2FilesNotFound,
+    GPT2Tokenizer,
+    SimpleTokenizerV1,
+    SimpleTokenizerV2,
+    build_vocab,
+    get_tokenizer,
+    load_tokenizer,
+    train_bpe,
+)
 from tinygrad_llm.tokenizer.bpe import merge_pair
 from tinygrad_llm.tokenizer.gpt2 import GPT2_PATTERN
 
@@ -23,9 +34,11 @@ GPT2_URLS = {  # where tiktoken.get_encoding("gpt2") downloads from; its cache i
 }
 
 # a small multilingual text for training BPE without the shared data
-SAMPLE = ("The quick brown fox jumps over the lazy dog. It's 2024, and we'll see 3.14159 apples!\n"
-          "Émile a mangé 12 crêpes — très bien. Привет, мир! 你好，世界。 ¿Qué tal? 🙂🙂 naïve café\n\n"
-          "    indented code:\tx = y + 1  # comment\n") * 8
+SAMPLE = (
+    "The quick brown fox jumps over the lazy dog. It's 2024, and we'll see 3.14159 apples!\n"
+    "Émile a mangé 12 crêpes — très bien. Привет, мир! 你好，世界。 ¿Qué tal? 🙂🙂 naïve café\n\n"
+    "    indented code:\tx = y + 1  # comment\n"
+) * 8
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +50,14 @@ def verdict(shared_data):
 def tiktoken_gpt2(shared_data, tmp_path_factory):
     """tiktoken.get_encoding("gpt2") itself, served from a cache pre-filled with the shared files (no network)."""
     tiktoken = pytest.importorskip("tiktoken")
-    import tiktoken.registry
+    from tiktoken import registry as tiktoken_registry
 
     cache = tmp_path_factory.mktemp("tiktoken-cache")
     for name, url in GPT2_URLS.items():
         shutil.copy(shared_data / "gpt2" / name, cache / hashlib.sha1(url.encode()).hexdigest())
     mp = pytest.MonkeyPatch()
     mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-    tiktoken.registry.ENCODINGS.pop("gpt2", None)
+    tiktoken_registry.ENCODINGS.pop("gpt2", None)
     try:
         yield tiktoken.get_encoding("gpt2")
     finally:
@@ -58,6 +71,7 @@ def bpe_sample():
 
 # --- GPT-2 --------------------------------------------------------------------------------------------------
 
+
 def test_gpt2_local_files_match_tiktoken(shared_data, verdict, tiktoken_gpt2):
     tok = GPT2Tokenizer(shared_data / "gpt2")
     assert tok.encoding._mergeable_ranks == tiktoken_gpt2._mergeable_ranks
@@ -68,7 +82,8 @@ def test_gpt2_local_files_match_tiktoken(shared_data, verdict, tiktoken_gpt2):
     assert tok.n_vocab == 50257 and tok.eot_id == 50256
     for text in ("Hello, world. Is this-- a test?", " <|endoftext|> In the sunlit terraces", "Akwirw ier 🙂"):
         assert tok.encode(text, allowed_special={"<|endoftext|>"}) == tiktoken_gpt2.encode(
-            text, allowed_special={"<|endoftext|>"})
+            text, allowed_special={"<|endoftext|>"}
+        )
     assert tok.encode("<|endoftext|>", allowed_special={"<|endoftext|>"}) == [50256]
     assert tok.encode("Hello") == [tiktoken_gpt2.encode_single_token("Hello")]
 
@@ -87,7 +102,7 @@ def test_gpt2_found_through_environment(shared_data, monkeypatch):
     monkeypatch.setenv("TINYGRAD_LLM_DATA", str(shared_data))
     tok = get_tokenizer("gpt2")
     assert tok.decode(tok.encode("Hello world")) == "Hello world"
-    assert GPT2Tokenizer(shared_data).n_vocab == 50257   # a data folder holding gpt2/ works too
+    assert GPT2Tokenizer(shared_data).n_vocab == 50257  # a data folder holding gpt2/ works too
 
 
 def test_gpt2_falls_back_to_tiktoken(tiktoken_gpt2, monkeypatch):
@@ -98,8 +113,9 @@ def test_gpt2_falls_back_to_tiktoken(tiktoken_gpt2, monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", lambda name: calls.append(name) or tiktoken_gpt2)
     tok = get_tokenizer("gpt2")
     assert calls == ["gpt2"]
-    assert tok.encode("Hello <|endoftext|>", allowed_special="all") == tiktoken_gpt2.encode("Hello <|endoftext|>",
-                                                                                           allowed_special="all")
+    assert tok.encode("Hello <|endoftext|>", allowed_special="all") == tiktoken_gpt2.encode(
+        "Hello <|endoftext|>", allowed_special="all"
+    )
 
 
 def test_gpt2_offline_without_files_says_what_to_do(tmp_path, monkeypatch):
@@ -108,7 +124,7 @@ def test_gpt2_offline_without_files_says_what_to_do(tmp_path, monkeypatch):
     def offline(name):
         raise ConnectionError("no network")
 
-    monkeypatch.setenv("TINYGRAD_LLM_DATA", str(tmp_path))   # a data folder without gpt2/
+    monkeypatch.setenv("TINYGRAD_LLM_DATA", str(tmp_path))  # a data folder without gpt2/
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     with pytest.raises(GPT2FilesNotFound) as info:
         get_tokenizer("gpt2")
@@ -147,8 +163,9 @@ def test_gpt2_special_tokens(shared_data, tiktoken_gpt2):
 
 # --- chapter 2 ----------------------------------------------------------------------------------------------
 
+
 def test_simple_tokenizers_as_in_the_book(verdict):
-    assert len(build_vocab(verdict, special_tokens=())) == 1130   # the book's vocabulary sizes
+    assert len(build_vocab(verdict, special_tokens=())) == 1130  # the book's vocabulary sizes
     v1 = get_tokenizer("simple", text=verdict, version=1)
     v2 = get_tokenizer("simple", text=verdict)
     assert isinstance(v1, SimpleTokenizerV1) and isinstance(v2, SimpleTokenizerV2) and v2.n_vocab == 1132
@@ -167,7 +184,7 @@ def test_simple_tokenizers_as_in_the_book(verdict):
 def test_char_tokenizer(shared_data):
     text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
     tok = get_tokenizer("char", text=text)
-    assert tok.n_vocab == 65 and tok.eot_id is None   # README: 65 distinct characters
+    assert tok.n_vocab == 65 and tok.eot_id is None  # README: 65 distinct characters
     assert tok.chars == sorted(set(text))
     sample = text[:1000]
     assert tok.decode(tok.encode(sample)) == sample
@@ -197,6 +214,7 @@ def test_byte_tokenizer_special_and_invalid_utf8():
 
 # --- BPE trainer --------------------------------------------------------------------------------------------
 
+
 def test_merge_pair():
     assert merge_pair([1, 1, 1, 2, 1, 1], (1, 1), 9) == [9, 1, 2, 9]
     assert merge_pair([3], (1, 1), 9) == [3]
@@ -207,8 +225,9 @@ def test_bpe_trainer_learns_frequent_pairs_deterministically(bpe_sample):
     again = train_bpe(SAMPLE, 400)
     assert again.merges == bpe_sample.merges
     # the first merge is the most frequent adjacent byte pair within pre-tokenised pieces
-    import regex
     from collections import Counter
+
+    import regex
 
     pairs = Counter()
     for piece in regex.findall(bpe_sample.pattern, SAMPLE):
@@ -278,7 +297,9 @@ def test_bpe_splits_text_as_the_trainer_did_whatever_unicode_tiktoken_knows():
     tok = train_bpe(text, 258)
     assert tok.merges == [(65, 0xF0)]
     assert tok.encode(text) == tok.encode_slow(text) == [256, 0xB2, 0x8E, 0xB0]
-    assert tok.encode("x" + text + "<|endoftext|>" + text, allowed_special="all") == [ord("x")] + tok.encode(text) + [tok.eot_id] + tok.encode(text)
+    assert tok.encode("x" + text + "<|endoftext|>" + text, allowed_special="all") == [ord("x")] + tok.encode(text) + [
+        tok.eot_id
+    ] + tok.encode(text)
     assert tok.encode("A\ud800", disallowed_special=()) == list("A\ufffd".encode())  # a lone surrogate, as tiktoken
 
 
@@ -317,9 +338,15 @@ def test_bpe_trainer_bad_input():
 
 # --- save / load and the registry ---------------------------------------------------------------------------
 
+
 def all_tokenizers(shared_data_or_none):
-    toks = [ByteTokenizer(), CharTokenizer.from_text(SAMPLE), train_bpe(SAMPLE, 300),
-            get_tokenizer("simple", text=SAMPLE), get_tokenizer("simple", text=SAMPLE, version=1)]
+    toks = [
+        ByteTokenizer(),
+        CharTokenizer.from_text(SAMPLE),
+        train_bpe(SAMPLE, 300),
+        get_tokenizer("simple", text=SAMPLE),
+        get_tokenizer("simple", text=SAMPLE, version=1),
+    ]
     if shared_data_or_none is not None:
         toks.append(GPT2Tokenizer(shared_data_or_none))
     return toks
@@ -381,6 +408,7 @@ def test_decode_accepts_arrays_and_tensors():
 
 # ---- the book's chapter-2 bonus BPE --------------------------------------------------------------------
 
+
 def _books_find_freq_pair(token_ids):
     from collections import Counter
 
@@ -410,7 +438,8 @@ def test_bpe_simple_pair_steps_equal_the_books(ids):
     assert pair == _books_find_freq_pair(ids)  # ties: the pair seen first
     assert BPETokenizerSimple.replace_pair(ids, pair, 9).tolist() == _books_replace_pair(ids, pair, 9)
     assert BPETokenizerSimple.replace_pair(ids, (ids[0], ids[0]), 9).tolist() == _books_replace_pair(
-        ids, (ids[0], ids[0]), 9)  # "aaa" -> "Xa", left to right
+        ids, (ids[0], ids[0]), 9
+    )  # "aaa" -> "Xa", left to right
 
 
 def test_bpe_simple_on_the_verdict(verdict, tmp_path):

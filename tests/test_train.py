@@ -1,4 +1,5 @@
 """The training loop: it learns, resumes bit for bit, and stops cleanly on a non-finite loss."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from tinygrad_llm.data import GPTDataset
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.train.corpus import CorpusError, builtin_corpus, load_corpus, read_text_file
 from tinygrad_llm.train.plot import matplotlib_available
-from tinygrad_llm.train.trainer import Trainer, TrainConfig, TrainingError, read_log
+from tinygrad_llm.train.trainer import TrainConfig, Trainer, TrainingError, read_log
 
 CONFIG = GPTConfig(vocab_size=32, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1)
 
@@ -22,12 +23,19 @@ def make_trainer(out, seed=0, **overrides) -> Trainer:
     tl.manual_seed(seed)
     rng = np.random.default_rng(1)
     ids = (np.arange(600) * 7 % 32 + (rng.random(600) < 0.1)) % 32
-    settings = dict(max_steps=12, batch_size=4, lr=3e-3, warmup_steps=3, eval_interval=4, eval_iters=2,
-                    grad_accum=2, seed=seed)
+    settings = dict(
+        max_steps=12, batch_size=4, lr=3e-3, warmup_steps=3, eval_interval=4, eval_iters=2, grad_accum=2, seed=seed
+    )
     settings.update(overrides)
     model = GPTModel(CONFIG)
-    return Trainer(model, GPTDataset(ids[:500], 8, stride=3), GPTDataset(ids[500:], 8), TrainConfig(**settings),
-                   out, log=lambda message: None)
+    return Trainer(
+        model,
+        GPTDataset(ids[:500], 8, stride=3),
+        GPTDataset(ids[500:], 8),
+        TrainConfig(**settings),
+        out,
+        log=lambda message: None,
+    )
 
 
 def test_training_lowers_the_loss(tmp_path):
@@ -51,7 +59,9 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
     assert resumed.load_state() == 6
     resumed.fit()
     assert read_log(tmp_path / "straight") == [
-        {**r, "elapsed_s": s["elapsed_s"]} for r, s in zip(read_log(tmp_path / "resumed"), read_log(tmp_path / "straight"))]
+        {**r, "elapsed_s": s["elapsed_s"]}
+        for r, s in zip(read_log(tmp_path / "resumed"), read_log(tmp_path / "straight"))
+    ]
     for name, value in straight.model.state_dict().items():
         np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)
 
@@ -71,6 +81,7 @@ def interrupt_at(monkeypatch, trainer, where: str, call: int) -> None:
             if calls[0] == call:
                 signal.raise_signal(signal.SIGINT)
             return function(*args, **kwargs)
+
         return wrapped
 
     if where == "forward":
@@ -81,11 +92,14 @@ def interrupt_at(monkeypatch, trainer, where: str, call: int) -> None:
         monkeypatch.setattr(trainer_module, "calc_loss_loader", wrap(trainer_module.calc_loss_loader))
 
 
-@pytest.mark.parametrize("where, call, saved_step", [
-    ("forward", 14, 6),   # the 2nd micro-batch of step 7: its 1st batch was read, dropout drawn; rewound
-    ("update", 5, 5),     # mid-update: the update finishes first, step 5 is whole
-    ("evaluate", 3, 8),   # during step 8's evaluation: the resumed run evaluates step 8 first
-])
+@pytest.mark.parametrize(
+    "where, call, saved_step",
+    [
+        ("forward", 14, 6),  # the 2nd micro-batch of step 7: its 1st batch was read, dropout drawn; rewound
+        ("update", 5, 5),  # mid-update: the update finishes first, step 5 is whole
+        ("evaluate", 3, 8),  # during step 8's evaluation: the resumed run evaluates step 8 first
+    ],
+)
 @pytest.mark.slow
 def test_resume_after_ctrl_c_is_bitwise_identical(tmp_path, monkeypatch, where, call, saved_step):
     straight = make_trainer(tmp_path / "straight")
@@ -102,7 +116,8 @@ def test_resume_after_ctrl_c_is_bitwise_identical(tmp_path, monkeypatch, where, 
     for name, value in straight.model.state_dict().items():
         np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)
     assert [{**r, "elapsed_s": 0} for r in read_log(tmp_path / "resumed")] == [
-        {**r, "elapsed_s": 0} for r in read_log(tmp_path / "straight")]
+        {**r, "elapsed_s": 0} for r in read_log(tmp_path / "straight")
+    ]
 
 
 @pytest.mark.slow
@@ -189,8 +204,13 @@ def test_bad_configurations_are_named():
         TrainConfig(lr=float("nan"))
     model = GPTModel(CONFIG)
     with pytest.raises(TrainingError, match="fewer than one batch"):
-        Trainer(model, GPTDataset(np.arange(20) % 32, 8), GPTDataset(np.arange(20) % 32, 8),
-                TrainConfig(batch_size=64), "unused")
+        Trainer(
+            model,
+            GPTDataset(np.arange(20) % 32, 8),
+            GPTDataset(np.arange(20) % 32, 8),
+            TrainConfig(batch_size=64),
+            "unused",
+        )
 
 
 def test_corpus_reading(tmp_path):

@@ -1,4 +1,5 @@
 """``python -m tinygrad_llm``: the same as the ``tinygrad-llm`` command."""
+
 import sys
 
 from tinygrad_llm.cli import main

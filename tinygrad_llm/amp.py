@@ -17,6 +17,7 @@
 ``GradScaler`` follows ``torch.amp.GradScaler``: scale 2^16 to start; a step whose gradients hold an inf or
 NaN is skipped and the scale halved; after 2,000 steps in a row without one, the scale doubles.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,14 +35,20 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 class GradScaler:
     """Dynamic loss scaling, as ``torch.amp.GradScaler`` (same defaults, same order of calls)::
 
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)         # optional: before clipping, so the clip sees true gradients
-        scaler.step(optimizer)             # skipped when a gradient is inf or NaN
-        scaler.update()                    # back off on inf/NaN, grow after growth_interval clean steps
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)         # optional: before clipping, so the clip sees true gradients
+    scaler.step(optimizer)             # skipped when a gradient is inf or NaN
+    scaler.update()                    # back off on inf/NaN, grow after growth_interval clean steps
     """
 
-    def __init__(self, init_scale: float = 2.0 ** 16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
-                 growth_interval: int = 2000, enabled: bool = True):
+    def __init__(
+        self,
+        init_scale: float = 2.0**16,
+        growth_factor: float = 2.0,
+        backoff_factor: float = 0.5,
+        growth_interval: int = 2000,
+        enabled: bool = True,
+    ):
         if not (math.isfinite(init_scale) and init_scale > 0):
             raise ValueError(f"GradScaler: init_scale must be a finite number > 0, got {init_scale}")
         if not growth_factor > 1.0:
@@ -117,8 +124,13 @@ class GradScaler:
         """``{"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}``, as torch."""
         if not self.enabled:
             return {}
-        return {"scale": self._scale, "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
-                "growth_interval": self.growth_interval, "_growth_tracker": self._growth_tracker}
+        return {
+            "scale": self._scale,
+            "growth_factor": self.growth_factor,
+            "backoff_factor": self.backoff_factor,
+            "growth_interval": self.growth_interval,
+            "_growth_tracker": self._growth_tracker,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if not self.enabled or not state:
@@ -150,7 +162,7 @@ class MixedPrecision:
 
     def backward(self, loss) -> None:
         with np.errstate(over="ignore", invalid="ignore"):  # an fp16 overflow is expected now and then: the
-            self.scaler.scale(loss).backward()             # scaler skips that step (NumPy would also warn)
+            self.scaler.scale(loss).backward()  # scaler skips that step (NumPy would also warn)
 
     def grad(self, loss, inputs) -> tuple:
         """``tinygrad_llm.grad`` of the loss as ``backward`` scales it: the inputs' gradients, .grad untouched."""
@@ -183,5 +195,7 @@ def _check_cupy_supports(dtype) -> None:
         a = cupy.ones((2, 2), dtype=dtype)
         (a @ a).astype(cupy.float32)
     except (TypeError, ValueError, NotImplementedError) as exc:
-        raise RuntimeError(f"precision {dtype.name}: CuPy {cupy.__version__} cannot compute matrix products in "
-                           f"{dtype.name} ({exc}); use fp16, or CuPy 14 or newer for bf16") from None
+        raise RuntimeError(
+            f"precision {dtype.name}: CuPy {cupy.__version__} cannot compute matrix products in "
+            f"{dtype.name} ({exc}); use fp16, or CuPy 14 or newer for bf16"
+        ) from None

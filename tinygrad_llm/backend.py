@@ -7,6 +7,7 @@ when a CUDA array or device is asked for; a NumPy-only installation never touche
 Also here: the dtype policy (float32 unless a float64 array is given), and the seeded random generators
 that dropout, initialisation and sampling draw from.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,7 +52,8 @@ def _import_cupy():
         if not nvidia_driver_present():  # CuPy installed on a machine without a GPU: say that first
             raise RuntimeError(
                 "device 'cuda': this machine shows no NVIDIA GPU (no driver: /proc/driver/nvidia and nvidia-smi are "
-                "missing); CuPy is installed but has nothing to run on: use device 'cpu' (--device cpu)") from exc
+                "missing); CuPy is installed but has nothing to run on: use device 'cpu' (--device cpu)"
+            ) from exc
         raise RuntimeError(f"device 'cuda': CuPy is installed but no CUDA GPU is usable ({exc})") from exc
     if count == 0:
         raise RuntimeError("device 'cuda': CuPy is installed but no CUDA GPU is visible")
@@ -200,8 +202,10 @@ def set_rng_state(state: dict) -> None:
         return  # nothing drew on a GPU, or there is none here (a GPU run resumed on the CPU)
     device_states = get_generator("cuda").bit_generator._state
     if saved.size != device_states.size:
-        raise ValueError(f"the saved CUDA random state has {saved.size} bytes, this GPU's generator "
-                         f"{device_states.size}: it was saved on a GPU with another number of multiprocessors")
+        raise ValueError(
+            f"the saved CUDA random state has {saved.size} bytes, this GPU's generator "
+            f"{device_states.size}: it was saved on a GPU with another number of multiprocessors"
+        )
     device_states[...] = _import_cupy().asarray(saved).reshape(-1).view(np.int8)
 
 
@@ -260,7 +264,9 @@ def set_float32_matmul_precision(precision: str) -> None:
         _import_cupy()
     from cupy._core import _routines_linalg as linalg  # not public API: set_compute_type is CuPy's one switch
 
-    linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if precision == "high" else linalg.COMPUTE_TYPE_DEFAULT)
+    linalg.set_compute_type(
+        np.float32, linalg.COMPUTE_TYPE_TF32 if precision == "high" else linalg.COMPUTE_TYPE_DEFAULT
+    )
 
 
 def result_dtype(data) -> np.dtype:

@@ -25,6 +25,7 @@ A kill at any point leaves ``latest`` naming a complete checkpoint (or, before t
 none). Nothing is read with pickle: arrays come from safetensors, everything else from JSON (Python's
 JSON keeps big integers exact, such as PCG64 generator states; dict keys become strings).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,9 +64,10 @@ class NoCheckpointError(CheckpointError):
 @dataclass
 class Checkpoint:
     """What ``load_checkpoint`` returns."""
-    path: Path                   # the ckpt-NNNNNN folder it was read from
+
+    path: Path  # the ckpt-NNNNNN folder it was read from
     step: int
-    model_state: dict            # name -> numpy array
+    model_state: dict  # name -> numpy array
     config: dict
     optimizer_state: dict | None  # as Optimizer.state_dict() (state keys are ints), None when not saved
     trainer_state: dict
@@ -73,9 +75,18 @@ class Checkpoint:
 
 # --- saving ------------------------------------------------------------------------------------------
 
-def save_checkpoint(out_dir, model_state: dict, config: dict, optimizer_state: dict | None = None,
-                    trainer_state: dict | None = None, *, step: int | None = None, keep_last: int = 3,
-                    publish: bool = True) -> Path:
+
+def save_checkpoint(
+    out_dir,
+    model_state: dict,
+    config: dict,
+    optimizer_state: dict | None = None,
+    trainer_state: dict | None = None,
+    *,
+    step: int | None = None,
+    keep_last: int = 3,
+    publish: bool = True,
+) -> Path:
     """Write a checkpoint under ``out_dir/checkpoints/ckpt-<step>`` atomically; return its folder.
 
     ``model_state``: name -> array (numpy, cupy, or anything with ``.data``), e.g. ``model.state_dict()``.
@@ -118,8 +129,12 @@ def save_checkpoint(out_dir, model_state: dict, config: dict, optimizer_state: d
         for filename, content in files.items():
             with atomic_write(tmp / filename) as f:
                 f.write(content)
-        manifest = {"format": FORMAT, "version": VERSION, "step": step,
-                    "files": {filename: len(content) for filename, content in files.items()}}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "step": step,
+            "files": {filename: len(content) for filename, content in files.items()},
+        }
         with atomic_write(tmp / MANIFEST) as f:
             f.write(_json_text(manifest, "manifest").encode())
         fsync_dir(tmp)
@@ -169,7 +184,7 @@ def _remove_leftovers(root: Path) -> None:
 def _prune(root: Path, keep: Path, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` checkpoints (by step), never ``keep``, the one just written."""
     others = sorted((step, path) for step, path in _complete_checkpoints(root) if path != keep)
-    for _, path in others[:max(0, len(others) - (keep_last - 1))]:
+    for _, path in others[: max(0, len(others) - (keep_last - 1))]:
         doomed = path.with_name(path.name + ".del")  # renamed first: a half-deleted folder never looks complete
         path.rename(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
@@ -186,6 +201,7 @@ def _complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 # --- loading -----------------------------------------------------------------------------------------
+
 
 def find_checkpoint(path) -> Path:
     """The checkpoint folder to load from ``path``: a run folder, its ``checkpoints/``, or a ``ckpt-N``.
@@ -228,8 +244,10 @@ def load_checkpoint(path, *, expected_state: dict | None = None) -> Checkpoint:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{folder / MANIFEST}: not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:
-        raise CheckpointError(f"{folder / MANIFEST}: format version {manifest.get('version')!r}, "
-                              f"this tinygrad_llm reads version {VERSION}")
+        raise CheckpointError(
+            f"{folder / MANIFEST}: format version {manifest.get('version')!r}, "
+            f"this tinygrad_llm reads version {VERSION}"
+        )
     if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("step"), int):
         raise CheckpointError(f"{folder / MANIFEST}: no 'files' and 'step' entries (corrupt manifest)")
     for filename, size in manifest["files"].items():
@@ -237,20 +255,29 @@ def load_checkpoint(path, *, expected_state: dict | None = None) -> Checkpoint:
         if not file.is_file():
             raise CheckpointError(f"{file}: missing (the checkpoint in {folder} is incomplete)")
         if file.stat().st_size != size:
-            raise CheckpointError(f"{file}: {file.stat().st_size} bytes, the manifest says {size} "
-                                  "(truncated or modified)")
+            raise CheckpointError(
+                f"{file}: {file.stat().st_size} bytes, the manifest says {size} (truncated or modified)"
+            )
     model_state = read_safetensors(folder / MODEL_FILE)
     if expected_state is not None:
         check_state_matches(model_state, expected_state, folder / MODEL_FILE)
     config = _read_json(folder / CONFIG_FILE)
     optimizer_state = None
     if OPTIMIZER_JSON in manifest["files"]:
-        optimizer_state = _join_arrays(_read_json(folder / OPTIMIZER_JSON),
-                                       read_safetensors(folder / OPTIMIZER_TENSORS), folder / OPTIMIZER_JSON)
-    trainer_state = _join_arrays(_read_json(folder / TRAINER_JSON), read_safetensors(folder / TRAINER_TENSORS),
-                                 folder / TRAINER_JSON)
-    return Checkpoint(path=folder, step=int(manifest["step"]), model_state=model_state, config=config,
-                      optimizer_state=optimizer_state, trainer_state=trainer_state)
+        optimizer_state = _join_arrays(
+            _read_json(folder / OPTIMIZER_JSON), read_safetensors(folder / OPTIMIZER_TENSORS), folder / OPTIMIZER_JSON
+        )
+    trainer_state = _join_arrays(
+        _read_json(folder / TRAINER_JSON), read_safetensors(folder / TRAINER_TENSORS), folder / TRAINER_JSON
+    )
+    return Checkpoint(
+        path=folder,
+        step=int(manifest["step"]),
+        model_state=model_state,
+        config=config,
+        optimizer_state=optimizer_state,
+        trainer_state=trainer_state,
+    )
 
 
 def find_intact_checkpoint(path, *, log=None, validate=None) -> Path:
@@ -306,21 +333,27 @@ def check_state_matches(loaded: dict, expected: dict, file) -> None:
     """Same tensor names and shapes in ``loaded`` as in ``expected`` (arrays, tensors, or shapes)."""
     missing = [name for name in expected if name not in loaded]
     if missing:
-        raise CheckpointError(f"{file}: missing tensor(s) {_some(missing)} that the model has "
-                              "(a checkpoint from another model?)")
+        raise CheckpointError(
+            f"{file}: missing tensor(s) {_some(missing)} that the model has (a checkpoint from another model?)"
+        )
     unexpected = [name for name in loaded if name not in expected]
     if unexpected:
-        raise CheckpointError(f"{file}: has tensor(s) {_some(unexpected)} that the model does not have "
-                              "(a checkpoint from another model?)")
+        raise CheckpointError(
+            f"{file}: has tensor(s) {_some(unexpected)} that the model does not have (a checkpoint from another model?)"
+        )
     for name, want in expected.items():
         want_shape = tuple(want) if isinstance(want, (tuple, list)) else tuple(want.shape)
         if tuple(loaded[name].shape) != want_shape:
-            raise CheckpointError(f"{file}: tensor {name!r} has shape {tuple(loaded[name].shape)}, the model "
-                                  f"expects {want_shape} (a checkpoint from another model configuration)")
+            raise CheckpointError(
+                f"{file}: tensor {name!r} has shape {tuple(loaded[name].shape)}, the model "
+                f"expects {want_shape} (a checkpoint from another model configuration)"
+            )
         want_kind = getattr(getattr(want, "dtype", None), "kind", None)
         if want_kind is not None and loaded[name].dtype.kind != want_kind:  # I32 for float weights is no cast
-            raise CheckpointError(f"{file}: tensor {name!r} has dtype {loaded[name].dtype}, the model expects "
-                                  f"{want.dtype} (a corrupt or foreign file)")
+            raise CheckpointError(
+                f"{file}: tensor {name!r} has dtype {loaded[name].dtype}, the model expects "
+                f"{want.dtype} (a corrupt or foreign file)"
+            )
 
 
 def _some(names: list) -> str:
@@ -329,6 +362,7 @@ def _some(names: list) -> str:
 
 
 # --- JSON and arrays ---------------------------------------------------------------------------------
+
 
 def _to_numpy(value, what: str) -> np.ndarray:
     if hasattr(value, "data") and hasattr(value, "grad"):  # a Tensor or Parameter
@@ -365,8 +399,10 @@ def _split_arrays(obj, path: str, arrays: dict | None = None):
     elif obj is None or isinstance(obj, (bool, int, float, str)):
         result = obj
     else:
-        raise TypeError(f"{path}: a {type(obj).__name__} cannot be saved in a checkpoint "
-                        "(JSON values, numpy scalars and arrays can)")
+        raise TypeError(
+            f"{path}: a {type(obj).__name__} cannot be saved in a checkpoint "
+            "(JSON values, numpy scalars and arrays can)"
+        )
     return result, arrays
 
 
@@ -376,8 +412,9 @@ def _join_arrays(obj, arrays: dict, file: Path):
         if set(obj) == {_TENSOR_REF}:
             key = obj[_TENSOR_REF]
             if key not in arrays:
-                raise CheckpointError(f"{file}: refers to tensor {key!r}, which is not in "
-                                      f"{file.with_suffix('.safetensors').name}")
+                raise CheckpointError(
+                    f"{file}: refers to tensor {key!r}, which is not in {file.with_suffix('.safetensors').name}"
+                )
             return arrays[key]
         return {k: _join_arrays(v, arrays, file) for k, v in obj.items()}
     if isinstance(obj, list):

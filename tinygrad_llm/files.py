@@ -2,6 +2,7 @@
 
 Used by every layer that touches the disk; it imports nothing else of the package.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,8 +67,10 @@ def require_data_file(relative: str, given=None) -> Path:
         looked = str(candidate) if candidate is not None else f"${DATA_ENV} (unset)"
     if candidate is not None and candidate.is_file():
         return candidate
-    raise FileNotFoundError(f"{relative} not found (looked at {looked}): pass the file or its folder, or set "
-                            f"{DATA_ENV} to a folder laid out like ../shared/data")
+    raise FileNotFoundError(
+        f"{relative} not found (looked at {looked}): pass the file or its folder, or set "
+        f"{DATA_ENV} to a folder laid out like ../shared/data"
+    )
 
 
 def cache_dir() -> Path:
@@ -132,8 +135,9 @@ class DownloadError(RuntimeError):
     """A download failed, or its content did not match the expected size or hash."""
 
 
-def download(url: str, dest, sha256: str | None = None, size: int | None = None,
-             desc: str | None = None, timeout: float = 30.0) -> Path:
+def download(
+    url: str, dest, sha256: str | None = None, size: int | None = None, desc: str | None = None, timeout: float = 30.0
+) -> Path:
     """Download ``url`` to ``dest`` once, resumably, with a progress bar, checked against sha256/size.
 
     An existing ``dest`` that matches is reused without touching the network; without a known sha256 the
@@ -157,8 +161,11 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
     except urllib.error.HTTPError as exc:
         if exc.code != 416 or not start:
             raise DownloadError(f"cannot download {url} (HTTP {exc.code} {exc.reason})") from exc
-        print(f"{part}: the partial download ({start} bytes) cannot be resumed (HTTP 416: longer than the file "
-              "on the server?); starting again", file=sys.stderr)
+        print(
+            f"{part}: the partial download ({start} bytes) cannot be resumed (HTTP 416: longer than the file "
+            "on the server?); starting again",
+            file=sys.stderr,
+        )
         part.unlink()
         start = 0
         response = _open(url, 0, timeout)
@@ -169,18 +176,26 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
         total = length + start if length is not None else None
         from tqdm import tqdm
 
-        with open(part, "ab" if start else "wb") as f, tqdm(
-            total=total, initial=start, unit="B", unit_scale=True, desc=desc or dest.name,
-            disable=not sys.stderr.isatty(),
-        ) as bar:
+        with (
+            open(part, "ab" if start else "wb") as f,
+            tqdm(
+                total=total,
+                initial=start,
+                unit="B",
+                unit_scale=True,
+                desc=desc or dest.name,
+                disable=not sys.stderr.isatty(),
+            ) as bar,
+        ):
             while block := response.read(1 << 20):
                 f.write(block)
                 bar.update(len(block))
     if not _matches(part, sha256, size):
         got = sha256_of(part)
         part.unlink()
-        raise DownloadError(f"{url}: downloaded content has sha256 {got}, expected {sha256} (size {size}); "
-                            "the partial file was removed")
+        raise DownloadError(
+            f"{url}: downloaded content has sha256 {got}, expected {sha256} (size {size}); the partial file was removed"
+        )
     with atomic_write(record, "w") as f:  # what a later call checks the file against
         f.write(sha256_of(part) + "\n")
     os.replace(part, dest)
@@ -194,8 +209,10 @@ def _open(url: str, start: int, timeout: float):
     except urllib.error.HTTPError:
         raise
     except OSError as exc:
-        raise DownloadError(f"cannot download {url} ({exc}); without network, place the file at the path "
-                            f"named or point {DATA_ENV} at a folder that has it") from exc
+        raise DownloadError(
+            f"cannot download {url} ({exc}); without network, place the file at the path "
+            f"named or point {DATA_ENV} at a folder that has it"
+        ) from exc
 
 
 def _matches_record(path: Path, record: Path) -> bool:
@@ -262,8 +279,10 @@ def extract_member(archive, name: str, dest, max_bytes: int) -> Path:
         if _is_symlink(member):
             raise ArchiveError(f"{archive}: member {member.filename!r} is a symbolic link, expected a file")
         if member.file_size > max_bytes:
-            raise ArchiveError(f"{archive}: member {member.filename!r} would be {member.file_size:,} bytes, more than "
-                               f"the {max_bytes:,} expected")
+            raise ArchiveError(
+                f"{archive}: member {member.filename!r} would be {member.file_size:,} bytes, more than "
+                f"the {max_bytes:,} expected"
+            )
         try:
             with zf.open(member) as source, atomic_write(dest) as out:
                 copied = 0

@@ -16,6 +16,7 @@ Sampling draws from its own ``numpy.random.Generator`` (``seed``), else from the
 same numbers on any device and with or without the cache. On a GPU the sampling itself runs there and only
 the chosen ids come back (a few bytes per step, not the whole row of logits).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,8 @@ import numpy as np
 from tinygrad_llm import backend
 from tinygrad_llm.tensor import Tensor, no_grad
 
-
 # ---- checks ------------------------------------------------------------------------------------------
+
 
 def _check_sampling(temperature, top_k, top_p) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
@@ -75,9 +76,11 @@ def _window(model, prompt_length: int, context_size) -> int:
         limit = context_size
     if context_size is None:
         if prompt_length > limit:
-            raise ValueError(f"generate: the prompt has {prompt_length} tokens but the model's context length is "
-                             f"{limit}: shorten the prompt, or pass context_size={limit} to keep its last "
-                             f"{limit} tokens")
+            raise ValueError(
+                f"generate: the prompt has {prompt_length} tokens but the model's context length is "
+                f"{limit}: shorten the prompt, or pass context_size={limit} to keep its last "
+                f"{limit} tokens"
+            )
         return limit
     if isinstance(context_size, bool) or not isinstance(context_size, (int, np.integer)) or context_size < 1:
         raise ValueError(f"generate: context_size must be a positive integer or None, got {context_size!r}")
@@ -101,8 +104,14 @@ def _inference(model):
 
 # ---- one step ----------------------------------------------------------------------------------------
 
-def sample_next_token(logits, temperature: float = 0.0, top_k: int | None = None,
-                      top_p: float | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+
+def sample_next_token(
+    logits,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """The next token of every row of ``logits`` (B, vocab) -> (B,) int64, as a NumPy array.
 
     temperature 0: the argmax (top_k/top_p change nothing). Otherwise softmax(logits / temperature),
@@ -139,8 +148,19 @@ def sample_next_token(logits, temperature: float = 0.0, top_k: int | None = None
     return backend.to_numpy(xp.minimum(chosen, probs.shape[-1] - 1)).astype(np.int64)
 
 
-def _decode(model, ids: np.ndarray, max_new_tokens: int, window: int, temperature, top_k, top_p, eos_id,
-            use_cache: bool, rng, attention_mask=None):
+def _decode(
+    model,
+    ids: np.ndarray,
+    max_new_tokens: int,
+    window: int,
+    temperature,
+    top_k,
+    top_p,
+    eos_id,
+    use_cache: bool,
+    rng,
+    attention_mask=None,
+):
     """Yield the next tokens (B,) step by step; the caller appends them. Finished rows yield eos_id.
 
     attention_mask (B, T): 0 on the left padding of shorter prompts; it grows with a 1 per new token and is
@@ -186,8 +206,10 @@ def _prepare(model, idx, max_new_tokens, context_size, temperature, top_k, top_p
     vocab = config.vocab_size if config is not None else 1 << 62  # other models check ids themselves
     if int(ids.min()) < 0 or int(ids.max()) >= vocab:
         bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
-        raise IndexError(f"generate: prompt token id {bad} is outside the model's vocabulary [0, {vocab}): was "
-                         f"it encoded with the tokenizer the model was trained with?")
+        raise IndexError(
+            f"generate: prompt token id {bad} is outside the model's vocabulary [0, {vocab}): was "
+            f"it encoded with the tokenizer the model was trained with?"
+        )
     if eos_id is not None and not 0 <= eos_id < vocab:
         raise ValueError(f"generate: eos_id {eos_id} is outside the model's vocabulary [0, {vocab})")
     window = _window(model, ids.shape[1], context_size)
@@ -196,6 +218,7 @@ def _prepare(model, idx, max_new_tokens, context_size, temperature, top_k, top_p
 
 
 # ---- the public functions ----------------------------------------------------------------------------
+
 
 def pad_prompts(prompts, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Prompts of different lengths (lists of ids) as one left-padded batch: (ids (B, T), attention_mask
@@ -208,8 +231,8 @@ def pad_prompts(prompts, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     ids = np.full((len(prompts), length), pad_id, dtype=np.int64)
     mask = np.zeros((len(prompts), length), dtype=np.int64)
     for row, prompt in enumerate(prompts):
-        ids[row, length - len(prompt):] = prompt  # left padding: every prompt ends at the last column
-        mask[row, length - len(prompt):] = 1
+        ids[row, length - len(prompt) :] = prompt  # left padding: every prompt ends at the last column
+        mask[row, length - len(prompt) :] = 1
     return ids, mask
 
 
@@ -222,16 +245,29 @@ def _check_attention_mask(attention_mask, ids: np.ndarray):
         raise ValueError(f"generate: attention_mask has shape {mask.shape}, the prompt {ids.shape}")
     mask = (mask != 0).astype(np.int64)
     if np.any(np.diff(mask, axis=1) < 0):
-        raise ValueError("generate: attention_mask must pad on the left (zeros, then ones in each row), so that "
-                         "new tokens follow each prompt; pad_prompts() builds such a batch")
+        raise ValueError(
+            "generate: attention_mask must pad on the left (zeros, then ones in each row), so that "
+            "new tokens follow each prompt; pad_prompts() builds such a batch"
+        )
     if not mask[:, -1].all():
         raise ValueError("generate: attention_mask has a row with no prompt token")
     return None if mask.all() else mask
 
 
-def generate(model, idx, max_new_tokens: int, context_size: int | None = None, temperature: float = 0.0,
-             top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-             use_cache: bool = True, seed: int | None = None, attention_mask=None, keep_eos: bool = False):
+def generate(
+    model,
+    idx,
+    max_new_tokens: int,
+    context_size: int | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    seed: int | None = None,
+    attention_mask=None,
+    keep_eos: bool = False,
+):
     """Continue token ids ``idx`` (B, T) by up to ``max_new_tokens`` tokens: (B, T + new).
 
     idx: a NumPy/CuPy integer array, a Tensor or a list, (B, T) or (T,); the result has the same form.
@@ -249,11 +285,11 @@ def generate(model, idx, max_new_tokens: int, context_size: int | None = None, t
 
     The model runs in eval mode without recording gradients; its previous modes are restored.
     """
-    ids, restore, window, rng = _prepare(model, idx, max_new_tokens, context_size, temperature, top_k, top_p,
-                                         eos_id, seed)
+    ids, restore, window, rng = _prepare(
+        model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id, seed
+    )
     mask = _check_attention_mask(attention_mask, ids)
-    steps = list(_decode(model, ids, max_new_tokens, window, temperature, top_k, top_p, eos_id, use_cache, rng,
-                         mask))
+    steps = list(_decode(model, ids, max_new_tokens, window, temperature, top_k, top_p, eos_id, use_cache, rng, mask))
     if eos_id is not None and not keep_eos and steps and (steps[-1] == eos_id).all():
         steps.pop()  # the step on which every row has stopped: the book does not append its end token
     if steps:
@@ -268,15 +304,23 @@ def generate_text_simple(model, idx, max_new_tokens: int, context_size: int):
     return generate(model, idx, max_new_tokens, context_size=context_size, temperature=0.0, use_cache=False)
 
 
-def generate_stream(model, idx, max_new_tokens: int, context_size: int | None = None, temperature: float = 0.0,
-                    top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-                    use_cache: bool = True, seed: int | None = None):
+def generate_stream(
+    model,
+    idx,
+    max_new_tokens: int,
+    context_size: int | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    seed: int | None = None,
+):
     """Yield the new token ids one at a time (ints) for one prompt (T,) or (1, T), to print text as it comes.
 
     Same arguments and the same tokens as ``generate``; it stops at ``eos_id`` without yielding it.
     """
-    ids, _, window, rng = _prepare(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id,
-                                   seed)
+    ids, _, window, rng = _prepare(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id, seed)
     if ids.shape[0] != 1:
         raise ValueError(f"generate_stream: streams one prompt, got a batch of {ids.shape[0]}; use generate()")
     for next_ids in _decode(model, ids, max_new_tokens, window, temperature, top_k, top_p, eos_id, use_cache, rng):

@@ -1,4 +1,5 @@
 """gradcheck: compare the analytic gradients of a function with float64 central differences."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ llm.c's test prints one tensor per line), and the property check of one operatio
 ``check_op(NAME)``, which draws random shapes and values for one operation and holds its backward to
 ``tl.gradcheck``.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,15 @@ class ParameterCheck:
     ok: bool
 
 
-def check_model_gradients(loss_fn, named_parameters, n_directions: int = 3, eps: float = 1e-6,
-                          atol: float = 1e-8, rtol: float = 1e-5, seed: int = 0) -> list[ParameterCheck]:
+def check_model_gradients(
+    loss_fn,
+    named_parameters,
+    n_directions: int = 3,
+    eps: float = 1e-6,
+    atol: float = 1e-8,
+    rtol: float = 1e-5,
+    seed: int = 0,
+) -> list[ParameterCheck]:
     """Check backward's gradient of every parameter against float64 central differences of ``loss_fn()``.
 
     ``loss_fn`` computes a one-element loss from the parameters (a fixed batch, no dropout); the parameters
@@ -46,8 +54,10 @@ def check_model_gradients(loss_fn, named_parameters, n_directions: int = 3, eps:
     named = list(named_parameters)
     for name, p in named:
         if p.dtype != np.float64:
-            raise TypeError(f"check_model_gradients: parameter {name} has dtype {p.dtype}; finite differences "
-                            f"need float64 (model.double())")
+            raise TypeError(
+                f"check_model_gradients: parameter {name} has dtype {p.dtype}; finite differences "
+                f"need float64 (model.double())"
+            )
     for _, p in named:
         p.grad = None
     loss_fn().backward()
@@ -89,24 +99,30 @@ def check_model_gradients(loss_fn, named_parameters, n_directions: int = 3, eps:
 def format_report(rows: list[ParameterCheck]) -> tuple[str, bool]:
     """The table and the overall verdict line; returns (text, all OK)."""
     width = max([len(r.name) for r in rows] + [9])
-    lines = [f"{'parameter':{width}s}  {'shape':14s} {'analytic norm':>14s} {'numeric norm':>14s} "
-             f"{'rel error':>10s}"]
+    lines = [f"{'parameter':{width}s}  {'shape':14s} {'analytic norm':>14s} {'numeric norm':>14s} {'rel error':>10s}"]
     for r in rows:
-        lines.append(f"{r.name:{width}s}  {str(r.shape):14s} {r.analytic_norm:14.6e} {r.numeric_norm:14.6e} "
-                     f"{r.rel_error:10.2e}  {'OK' if r.ok else 'NOT OK'}")
+        lines.append(
+            f"{r.name:{width}s}  {str(r.shape):14s} {r.analytic_norm:14.6e} {r.numeric_norm:14.6e} "
+            f"{r.rel_error:10.2e}  {'OK' if r.ok else 'NOT OK'}"
+        )
     bad = [r for r in rows if not r.ok]
     worst = max(rows, key=lambda r: r.rel_error)
     if bad:
-        lines.append(f"NOT OK: {len(bad)} of {len(rows)} parameters disagree with finite differences "
-                     f"(worst: {worst.name}, relative error {worst.rel_error:.2e}); the backward of an operation "
-                     f"they pass through is wrong: 'tinygrad-llm gradcheck --op NAME' checks one")
+        lines.append(
+            f"NOT OK: {len(bad)} of {len(rows)} parameters disagree with finite differences "
+            f"(worst: {worst.name}, relative error {worst.rel_error:.2e}); the backward of an operation "
+            f"they pass through is wrong: 'tinygrad-llm gradcheck --op NAME' checks one"
+        )
     else:
-        lines.append(f"OK: all {len(rows)} parameters agree with finite differences (largest relative error "
-                     f"{worst.rel_error:.2e}, {worst.name})")
+        lines.append(
+            f"OK: all {len(rows)} parameters agree with finite differences (largest relative error "
+            f"{worst.rel_error:.2e}, {worst.name})"
+        )
     return "\n".join(lines), not bad
 
 
 # ---- one operation ---------------------------------------------------------------------------------
+
 
 def _shape(rng, min_dims=1, max_dims=3):
     return tuple(int(n) for n in rng.integers(1, 5, rng.integers(min_dims, max_dims + 1)))
@@ -114,7 +130,7 @@ def _shape(rng, min_dims=1, max_dims=3):
 
 def _broadcast_pair(rng):
     a = _shape(rng, 2, 3)
-    b = tuple(1 if rng.random() < 0.4 else n for n in a[-rng.integers(1, len(a) + 1):])
+    b = tuple(1 if rng.random() < 0.4 else n for n in a[-rng.integers(1, len(a) + 1) :])
     return (a, b) if rng.random() < 0.5 else (b, a)
 
 
@@ -135,6 +151,7 @@ def _case_binary(op, b_values=_uniform):
     def case(rng):
         sa, sb = _broadcast_pair(rng)
         return op, [_uniform(rng, sa), b_values(rng, sb)]
+
     return case
 
 
@@ -147,6 +164,7 @@ def _case_axis(op, values=_uniform):
         shape = _shape(rng)
         axis = int(rng.integers(-len(shape), len(shape)))
         return (lambda x: op(x, axis=axis)), [values(rng, shape)]
+
     return case
 
 
@@ -240,19 +258,38 @@ def _case_cast(rng):
 
 
 OP_CASES = {
-    "add": _case_binary(F.add), "sub": _case_binary(F.sub), "mul": _case_binary(F.mul),
-    "div": _case_binary(F.div, _away_from_zero), "neg": _case_unary(F.neg), "pow": _case_pow,
-    "exp": _case_unary(F.exp), "log": _case_unary(F.log, lambda rng, s: _uniform(rng, s, 0.3, 2.0)),
-    "sqrt": _case_unary(F.sqrt, lambda rng, s: _uniform(rng, s, 0.3, 2.0)), "tanh": _case_unary(F.tanh),
-    "relu": _case_unary(F.relu, _away_from_zero), "matmul": _case_matmul, "cast": _case_cast,
-    "sum": _case_axis(F.sum), "mean": _case_axis(F.mean), "max": _case_axis(F.max, _distinct),
-    "reshape": _case_reshape, "transpose": _case_transpose,
+    "add": _case_binary(F.add),
+    "sub": _case_binary(F.sub),
+    "mul": _case_binary(F.mul),
+    "div": _case_binary(F.div, _away_from_zero),
+    "neg": _case_unary(F.neg),
+    "pow": _case_pow,
+    "exp": _case_unary(F.exp),
+    "log": _case_unary(F.log, lambda rng, s: _uniform(rng, s, 0.3, 2.0)),
+    "sqrt": _case_unary(F.sqrt, lambda rng, s: _uniform(rng, s, 0.3, 2.0)),
+    "tanh": _case_unary(F.tanh),
+    "relu": _case_unary(F.relu, _away_from_zero),
+    "matmul": _case_matmul,
+    "cast": _case_cast,
+    "sum": _case_axis(F.sum),
+    "mean": _case_axis(F.mean),
+    "max": _case_axis(F.max, _distinct),
+    "reshape": _case_reshape,
+    "transpose": _case_transpose,
     "swapaxes": lambda rng: ((lambda x: F.swapaxes(x, 0, -1)), [_uniform(rng, _shape(rng, 2, 3))]),
-    "getitem": _case_getitem, "concatenate": _case_concatenate, "stack": _case_stack, "split": _case_split,
-    "where": _case_where, "masked_fill": _case_masked_fill,
-    "softmax": _case_axis(F.softmax), "log_softmax": _case_axis(F.log_softmax),
-    "causal_softmax": _case_causal_softmax, "gelu": _case_unary(F.gelu),
-    "linear": _case_linear, "embedding": _case_embedding, "layer_norm": _case_layer_norm,
+    "getitem": _case_getitem,
+    "concatenate": _case_concatenate,
+    "stack": _case_stack,
+    "split": _case_split,
+    "where": _case_where,
+    "masked_fill": _case_masked_fill,
+    "softmax": _case_axis(F.softmax),
+    "log_softmax": _case_axis(F.log_softmax),
+    "causal_softmax": _case_causal_softmax,
+    "gelu": _case_unary(F.gelu),
+    "linear": _case_linear,
+    "embedding": _case_embedding,
+    "layer_norm": _case_layer_norm,
     "cross_entropy": _case_cross_entropy,
 }
 OP_TOLERANCES = {"cast": dict(eps=1e-2, atol=1e-4, rtol=1e-4)}  # float32 rounding / (2 eps) stays below atol

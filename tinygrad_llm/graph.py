@@ -14,6 +14,7 @@ output. Operations recorded inside ``Module.forward`` are drawn inside a frame n
 ``d`` levels below the outermost one (which is level 0) is drawn as one box with its number of
 operations and the norm of its parameters' gradients, and what happens inside it is left out.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,10 @@ from tinygrad_llm import backend
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.tensor import Tensor
 
-INSTALL_GRAPHVIZ = ("install Graphviz: 'sudo apt install graphviz' (Debian/Ubuntu), 'brew install graphviz' "
-                    "(macOS), 'conda install -c conda-forge graphviz', or https://graphviz.org/download/")
+INSTALL_GRAPHVIZ = (
+    "install Graphviz: 'sudo apt install graphviz' (Debian/Ubuntu), 'brew install graphviz' "
+    "(macOS), 'conda install -c conda-forge graphviz', or https://graphviz.org/download/"
+)
 
 
 def graph(tensor: Tensor, grads: bool = True, depth: int | None = None) -> str:
@@ -46,7 +49,7 @@ def graph(tensor: Tensor, grads: bool = True, depth: int | None = None) -> str:
     for op in ops:
         path = op.module_path
         if depth is not None and len(path) > depth:
-            key = path[:depth + 1]
+            key = path[: depth + 1]
             box = boxes.get(key)
             if box is None:
                 box = boxes[key] = {"id": dot.new_id("m"), "ops": 0, "params": {}}
@@ -114,13 +117,18 @@ def plot_graph(tensor: Tensor, path, grads: bool = True, depth: int | None = Non
     if dot is None:
         fallback = path.with_suffix(".dot")
         if fallback.exists():
-            print(f"plot_graph: Graphviz's 'dot' program is not installed, so {path} was not drawn; {INSTALL_GRAPHVIZ}",
-                  file=sys.stderr)
+            print(
+                f"plot_graph: Graphviz's 'dot' program is not installed, so {path} was not drawn; {INSTALL_GRAPHVIZ}",
+                file=sys.stderr,
+            )
             return None
         with atomic_write(fallback, "w") as f:
             f.write(text)
-        print(f"plot_graph: Graphviz's 'dot' program is not installed, so {path} was not drawn; {INSTALL_GRAPHVIZ}. "
-              f"The DOT text is in {fallback}: 'dot -T{fmt} {fallback} -o {path}' draws it", file=sys.stderr)
+        print(
+            f"plot_graph: Graphviz's 'dot' program is not installed, so {path} was not drawn; {INSTALL_GRAPHVIZ}. "
+            f"The DOT text is in {fallback}: 'dot -T{fmt} {fallback} -o {path}' draws it",
+            file=sys.stderr,
+        )
         return fallback
     result = subprocess.run([dot, f"-T{fmt}"], input=text.encode(), capture_output=True)
     if result.returncode != 0:
@@ -131,6 +139,7 @@ def plot_graph(tensor: Tensor, path, grads: bool = True, depth: int | None = Non
 
 
 # ---- walking the graph -----------------------------------------------------------------------------
+
 
 def _walk(root: Tensor):
     """Every recorded operation and every tensor reaching root (inputs that need no gradient included),
@@ -144,8 +153,10 @@ def _walk(root: Tensor):
         if op is None or id(op) in seen_ops:
             continue
         if op.inputs is None:
-            raise RuntimeError(f"graph: the graph behind {op.name} was released by backward(); call "
-                               f"backward(retain_graph=True) to draw it after backward, or draw it before")
+            raise RuntimeError(
+                f"graph: the graph behind {op.name} was released by backward(); call "
+                f"backward(retain_graph=True) to draw it after backward, or draw it before"
+            )
         seen_ops.add(id(op))
         ops.append(op)
         for x in op.inputs:
@@ -250,7 +261,7 @@ class _Dot:
         children = {}  # path -> the paths one module longer that hold something
         for path in list(self._nodes):
             for n in range(len(path), 0, -1):
-                children.setdefault(path[:n - 1], set()).add(path[:n])
+                children.setdefault(path[: n - 1], set()).add(path[:n])
 
         def emit(path, indent):
             for statement in self._nodes.get(path, ()):

@@ -14,6 +14,7 @@ rules hold everywhere:
 
 Process 0 alone should claim a folder when several processes train one model (data parallel).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,11 @@ def is_run_folder(folder) -> bool:
     """Whether ``folder`` is a tinygrad-llm run: it has the marker (or, from before markers existed, a
     ``checkpoints/latest`` pointer or a ``finetune.json``)."""
     folder = Path(folder)
-    return ((folder / MARKER).is_file() or (folder / "checkpoints" / "latest").is_file()
-            or (folder / "finetune.json").is_file())
+    return (
+        (folder / MARKER).is_file()
+        or (folder / "checkpoints" / "latest").is_file()
+        or (folder / "finetune.json").is_file()
+    )
 
 
 def check_output_path(out, flag: str = "--out") -> Path:
@@ -72,8 +76,7 @@ def _foreign_entries(folder: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def claim(out, command: str, *, resume: bool = False, overwrite: bool = False, flag: str = "--out",
-          log=None):
+def claim(out, command: str, *, resume: bool = False, overwrite: bool = False, flag: str = "--out", log=None):
     """Check ``out``, create it, lock it and mark it as a run of ``command``; release the lock on exit.
 
     ``resume``: the folder must already be a run. ``overwrite``: a non-empty folder that is not a run is
@@ -113,18 +116,22 @@ def _check_contents(out: Path, command: str, *, resume: bool, overwrite: bool, f
     entries = _foreign_entries(out)
     if resume:
         if not is_run_folder(out):
-            raise RunFolderError(f"--resume: {out} is not a tinygrad-llm run (no {MARKER} file); pass the --out "
-                                 "of the run to continue")
+            raise RunFolderError(
+                f"--resume: {out} is not a tinygrad-llm run (no {MARKER} file); pass the --out of the run to continue"
+            )
         return
     if not entries or overwrite:
         return
     if is_run_folder(out):
         resume_hint = "--resume to continue it, " if command == "train" else ""
-        raise RunFolderError(f"{flag} {out} already holds a run: pass {resume_hint}--overwrite to replace it, "
-                             f"or another {flag}")
+        raise RunFolderError(
+            f"{flag} {out} already holds a run: pass {resume_hint}--overwrite to replace it, or another {flag}"
+        )
     shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-    raise RunFolderError(f"{flag} {out}: the folder is not empty ({shown}) and is not a tinygrad-llm run; "
-                         f"choose a new or empty folder, or pass --overwrite to write {command}'s files into it")
+    raise RunFolderError(
+        f"{flag} {out}: the folder is not empty ({shown}) and is not a tinygrad-llm run; "
+        f"choose a new or empty folder, or pass --overwrite to write {command}'s files into it"
+    )
 
 
 def adopt(out, command: str, flag: str = "--out") -> None:
@@ -189,8 +196,9 @@ def _acquire(folder: Path, log) -> int:
             owner = _read_pid(fd)
             os.close(fd)
             who = f"process {owner}" if owner else "another process"
-            raise RunFolderError(f"{folder} is in use by {who} (its lock file {path}); wait for it to finish, "
-                                 "or use another --out") from None
+            raise RunFolderError(
+                f"{folder} is in use by {who} (its lock file {path}); wait for it to finish, or use another --out"
+            ) from None
         try:
             same_file = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:

@@ -12,6 +12,7 @@ itself is refused before a single array is allocated, with the file and the tens
 
 Arrays come out as memory-mapped, read-only views (one tensor at a time), or as copies with ``read``.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,21 @@ from pathlib import Path
 import numpy as np
 
 # safetensors dtype codes -> little-endian numpy dtypes (BF16 is read as uint16 and widened by hand)
-DTYPES = {"F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
-          "I8": np.dtype("i1"), "U8": np.dtype("u1"), "I16": np.dtype("<i2"), "U16": np.dtype("<u2"),
-          "I32": np.dtype("<i4"), "U32": np.dtype("<u4"), "I64": np.dtype("<i8"), "U64": np.dtype("<u8"),
-          "BOOL": np.dtype("?")}
+DTYPES = {
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "I16": np.dtype("<i2"),
+    "U16": np.dtype("<u2"),
+    "I32": np.dtype("<i4"),
+    "U32": np.dtype("<u4"),
+    "I64": np.dtype("<i8"),
+    "U64": np.dtype("<u8"),
+    "BOOL": np.dtype("?"),
+}
 FLOAT_CODES = ("F16", "BF16", "F32", "F64")
 MAX_HEADER = 100 << 20  # the reference implementation's limit
 
@@ -56,8 +68,10 @@ class SafetensorsFile:
                     raise self._bad(f"{size} bytes, shorter than the 8-byte header length (truncated or empty)")
                 header_length = int.from_bytes(prefix, "little")
                 if header_length > min(MAX_HEADER, size - 8):
-                    raise self._bad(f"header length {header_length} does not fit in the file's {size} bytes "
-                                    "(truncated, or not safetensors)")
+                    raise self._bad(
+                        f"header length {header_length} does not fit in the file's {size} bytes "
+                        "(truncated, or not safetensors)"
+                    )
                 text = f.read(header_length)
         except FileNotFoundError:
             raise error(f"{self.path}: missing") from None
@@ -92,14 +106,21 @@ class SafetensorsFile:
             raise self._bad(f"tensor {name!r} has dtype {code!r}, expected one of {', '.join(DTYPES)}")
         if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
             raise self._bad(f"tensor {name!r} has shape {shape!r}, expected a list of non-negative integers")
-        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(n) is int for n in offsets)
-                or not 0 <= offsets[0] <= offsets[1]):
-            raise self._bad(f"tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] with "
-                            "0 <= begin <= end")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(n) is int for n in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise self._bad(
+                f"tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] with 0 <= begin <= end"
+            )
         nbytes = math.prod(shape) * DTYPES[code].itemsize  # Python integers: no overflow for absurd shapes
         if offsets[1] - offsets[0] != nbytes:
-            raise self._bad(f"tensor {name!r} of shape {tuple(shape)} {code} needs {nbytes} bytes, its "
-                            f"data_offsets give {offsets[1] - offsets[0]}")
+            raise self._bad(
+                f"tensor {name!r} of shape {tuple(shape)} {code} needs {nbytes} bytes, its "
+                f"data_offsets give {offsets[1] - offsets[0]}"
+            )
         return {"dtype": code, "shape": tuple(shape), "data_offsets": tuple(offsets)}
 
     def _check_layout(self, data_size: int) -> None:
@@ -108,12 +129,15 @@ class SafetensorsFile:
         for name, entry in sorted(self.entries.items(), key=lambda item: item[1]["data_offsets"]):
             begin, end = entry["data_offsets"]
             if begin != position:
-                raise self._bad(f"tensor {name!r} starts at byte {begin}, expected {position} "
-                                "(overlapping or misplaced data)")
+                raise self._bad(
+                    f"tensor {name!r} starts at byte {begin}, expected {position} (overlapping or misplaced data)"
+                )
             position = end
         if position != data_size:
-            raise self._bad(f"the tensors cover {position} bytes of data, the file holds {data_size} "
-                            f"({'truncated' if position > data_size else 'trailing bytes'})")
+            raise self._bad(
+                f"the tensors cover {position} bytes of data, the file holds {data_size} "
+                f"({'truncated' if position > data_size else 'trailing bytes'})"
+            )
 
     # --- reading ---------------------------------------------------------------------------------
     def shape(self, name: str) -> tuple:
@@ -128,8 +152,9 @@ class SafetensorsFile:
         code, shape = entry["dtype"], entry["shape"]
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype=np.float32 if code == "BF16" else DTYPES[code])
-        view = np.memmap(self.path, dtype=DTYPES[code], mode="r", offset=self.data_start + entry["data_offsets"][0],
-                         shape=shape)
+        view = np.memmap(
+            self.path, dtype=DTYPES[code], mode="r", offset=self.data_start + entry["data_offsets"][0], shape=shape
+        )
         if code == "BF16":  # bfloat16 is the top half of a float32: shift its 16 bits into place
             return (view.astype(np.uint32) << 16).view(np.float32)
         return view
@@ -141,11 +166,13 @@ class SafetensorsFile:
         array = self.array(name) if array is None else array
         flat = array.reshape(-1)
         for start in range(0, flat.size, 1 << 22):
-            block = flat[start:start + (1 << 22)]
+            block = flat[start : start + (1 << 22)]
             if not np.isfinite(block).all():
                 bad = int(np.count_nonzero(~np.isfinite(flat)))
-                raise self.error(f"{self.path}: tensor {name!r} has {bad} of {flat.size} values NaN or infinite "
-                                 "(a diverged or corrupt model)")
+                raise self.error(
+                    f"{self.path}: tensor {name!r} has {bad} of {flat.size} values NaN or infinite "
+                    "(a diverged or corrupt model)"
+                )
 
     def read(self, finite: bool = True) -> dict:
         """{name: array} as in-memory copies, in the file's order; ``finite`` checks every float tensor."""

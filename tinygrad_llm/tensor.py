@@ -21,6 +21,7 @@ returns the inputs' gradients instead of adding them into ``.grad``.
 The operators and methods of Tensor (``+``, ``@``, ``sum``, ``reshape``, indexing, ...) are installed by
 ``tinygrad_llm.functional``, which holds every operation, as DeZero's ``setup_variable`` does.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,6 +30,7 @@ import threading
 import numpy as np
 
 from tinygrad_llm import backend
+
 
 class _ThreadState(threading.local):
     """What a thread's operations see (as in PyTorch, grad mode is per thread; a new thread starts recording).
@@ -129,8 +131,10 @@ def _numeric_array(data) -> np.ndarray:
         raise ValueError(f"Tensor: expected a number or nested lists of numbers of one shape ({exc})") from None
     if array.dtype.kind not in _NUMERIC_KINDS:
         shown = repr(data) if len(repr(data)) <= 40 else repr(data)[:37] + "..."
-        raise TypeError(f"Tensor: expected numbers (bool, integer or float), got {shown} "
-                        f"({type(data).__name__}{' of ' + str(array.dtype) if array.dtype.kind != 'O' else ''})")
+        raise TypeError(
+            f"Tensor: expected numbers (bool, integer or float), got {shown} "
+            f"({type(data).__name__}{' of ' + str(array.dtype) if array.dtype.kind != 'O' else ''})"
+        )
     return array
 
 
@@ -151,8 +155,9 @@ def _check_same_device(fn: Function, inputs) -> None:
     devices = {backend.device_of(x.data) for x in inputs}
     if len(devices) > 1:
         described = ", ".join(f"{backend.device_of(x.data)} {tuple(x.shape)}" for x in inputs)
-        raise RuntimeError(f"{fn.name}: inputs are on different devices ({described}); "
-                           f"move them to one device with .to(device)")
+        raise RuntimeError(
+            f"{fn.name}: inputs are on different devices ({described}); move them to one device with .to(device)"
+        )
 
 
 class Tensor:
@@ -285,8 +290,10 @@ class Tensor:
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         if requires_grad and self.data.dtype.kind not in "fc":
-            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype} "
-                            f"for a tensor of shape {self.shape}")
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.dtype} "
+                f"for a tensor of shape {self.shape}"
+            )
         if not requires_grad and self._creator is not None:
             raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use .detach() instead")
         self.requires_grad = requires_grad
@@ -347,13 +354,17 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph: bool = False) -> tupl
 def _seed(tensor: Tensor, grad, caller: str):
     """The gradient a walk starts from at ``tensor``: ``grad`` as an array of its shape, or ones."""
     if not tensor.requires_grad:
-        raise RuntimeError(f"{caller}: this tensor does not require a gradient "
-                           "(no input had requires_grad=True, or it was computed under no_grad())")
+        raise RuntimeError(
+            f"{caller}: this tensor does not require a gradient "
+            "(no input had requires_grad=True, or it was computed under no_grad())"
+        )
     xp = backend.get_array_module(tensor.data)
     if grad is None:
         if tensor.data.size != 1:
-            raise RuntimeError(f"{caller} without a gradient needs a one-element tensor, got shape "
-                               f"{tensor.shape}: pass grad= of that shape, or reduce with .sum()/.mean()")
+            raise RuntimeError(
+                f"{caller} without a gradient needs a one-element tensor, got shape "
+                f"{tensor.shape}: pass grad= of that shape, or reduce with .sum()/.mean()"
+            )
         return xp.ones_like(tensor.data)
     grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=tensor.dtype)
     if grad.shape != tensor.shape:
@@ -380,8 +391,10 @@ def _topological_order(*roots: Tensor) -> list:
         if creator is None:
             continue
         if creator.inputs is None:
-            raise RuntimeError(f"backward() through {creator.name} a second time: its graph was released "
-                               "after the first backward; pass retain_graph=True to the first call")
+            raise RuntimeError(
+                f"backward() through {creator.name} a second time: its graph was released "
+                "after the first backward; pass retain_graph=True to the first call"
+            )
         for x in creator.inputs:
             if x.requires_grad and id(x) not in visited:
                 stack.append((x, False))
@@ -469,16 +482,19 @@ def _run_hooks(tensor: Tensor, g):
         if replaced is not None:
             g = replaced.data if isinstance(replaced, Tensor) else replaced
             if g.shape != tensor.shape:
-                raise RuntimeError(f"register_hook: the hook returned a gradient of shape {g.shape} "
-                                   f"for a tensor of shape {tensor.shape}")
+                raise RuntimeError(
+                    f"register_hook: the hook returned a gradient of shape {g.shape} "
+                    f"for a tensor of shape {tensor.shape}"
+                )
     return g
 
 
 def _checked(creator: Function, x: Tensor, gx):
     """An input's gradient as backward returned it: its shape must be the input's; its dtype becomes it."""
     if gx.shape != x.data.shape:
-        raise RuntimeError(f"{creator.name}.backward returned a gradient of shape {gx.shape} "
-                           f"for an input of shape {x.data.shape}")
+        raise RuntimeError(
+            f"{creator.name}.backward returned a gradient of shape {gx.shape} for an input of shape {x.data.shape}"
+        )
     return gx if gx.dtype == x.data.dtype else gx.astype(x.data.dtype)
 
 

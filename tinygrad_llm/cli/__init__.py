@@ -5,6 +5,7 @@ Errors in what the user gave (a missing file, a bad number, a checkpoint that do
 command with one line on stderr and exit status 1 (2 for a usage error), never a traceback;
 TINYGRAD_LLM_DEBUG=1 shows the traceback for bug reports.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,19 @@ import sys
 
 from tinygrad_llm import __version__
 
-COMMANDS = ("train", "generate", "chat", "info", "finetune-classifier", "finetune-instruct",
-            "finetune-dpo", "classify", "plot", "gradcheck", "attention")
+COMMANDS = (
+    "train",
+    "generate",
+    "chat",
+    "info",
+    "finetune-classifier",
+    "finetune-instruct",
+    "finetune-dpo",
+    "classify",
+    "plot",
+    "gradcheck",
+    "attention",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinygrad-llm",
         description="Train a GPT from scratch on your text, then generate from it. Every gradient is "
-                    "computed by tinygrad_llm's own NumPy/CuPy autograd engine.",
+        "computed by tinygrad_llm's own NumPy/CuPy autograd engine.",
         epilog="Run 'tinygrad-llm COMMAND --help' for a command's options. With no --data, 'train' uses "
-               "Python's own help texts, so a first run needs no download.",
+        "Python's own help texts, so a first run needs no download.",
     )
     parser.add_argument("--version", action="version", version=f"tinygrad-llm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -93,8 +105,12 @@ def _stop_the_job(command: str, message: str) -> None:
         time.sleep(1.0)
     if os.environ.get("TINYGRAD_LLM_DEBUG"):
         traceback.print_exc(file=sys.__stderr__)
-    print(f"tinygrad-llm {command}: error on process {comm.rank} of {comm.world_size}: {message}; stopping all "
-          f"{comm.world_size} processes", file=sys.__stderr__, flush=True)
+    print(
+        f"tinygrad-llm {command}: error on process {comm.rank} of {comm.world_size}: {message}; stopping all "
+        f"{comm.world_size} processes",
+        file=sys.__stderr__,
+        flush=True,
+    )
     comm.abort(1)
 
 

@@ -1,5 +1,6 @@
 """``tinygrad-llm classify``: label texts with a classifier from ``finetune-classifier`` (the book's
 ``classify_review``)."""
+
 from __future__ import annotations
 
 import sys
@@ -8,13 +9,20 @@ from tinygrad_llm.cli.common import add_device_argument
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("classify", help="label texts with a fine-tuned classifier (e.g. spam or not)",
-                       description="Label each --text (or each line of standard input) with the classifier that "
-                                   "'tinygrad-llm finetune-classifier' saved in --checkpoint, as the book's "
-                                   "classify_review does: one label per line.")
+    p = sub.add_parser(
+        "classify",
+        help="label texts with a fine-tuned classifier (e.g. spam or not)",
+        description="Label each --text (or each line of standard input) with the classifier that "
+        "'tinygrad-llm finetune-classifier' saved in --checkpoint, as the book's "
+        "classify_review does: one label per line.",
+    )
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a folder written by finetune-classifier")
-    p.add_argument("--text", action="append", default=None,
-                   help="a text to label; repeat for several (default: read one text per line from stdin)")
+    p.add_argument(
+        "--text",
+        action="append",
+        default=None,
+        help="a text to label; repeat for several (default: read one text per line from stdin)",
+    )
     add_device_argument(p)
     p.set_defaults(run=run_classify)
 
@@ -27,15 +35,23 @@ def run_classify(args) -> int:
 
     folder = Path(args.checkpoint)
     if (folder / "config.json").is_file() and not (folder / FINETUNE_FILE).is_file():
-        raise ValueError(f"{folder} is a language model, not a classifier (no {FINETUNE_FILE}): continue text with "
-                         f"tinygrad-llm generate --checkpoint {folder}, or make a classifier of it with "
-                         f"tinygrad-llm finetune-classifier --init-from {folder}")
+        raise ValueError(
+            f"{folder} is a language model, not a classifier (no {FINETUNE_FILE}): continue text with "
+            f"tinygrad-llm generate --checkpoint {folder}, or make a classifier of it with "
+            f"tinygrad-llm finetune-classifier --init-from {folder}"
+        )
     model, tokenizer, meta = load_classifier(args.checkpoint, args.device)
     texts = args.text if args.text is not None else (line.rstrip("\n") for line in sys.stdin)
     for text in texts:
         if not text.strip():
             continue
-        label = classify_text(text, model, tokenizer, max_length=meta.get("max_length"),
-                              pad_token_id=meta.get("pad_token_id"), class_names=tuple(meta["class_names"]))
+        label = classify_text(
+            text,
+            model,
+            tokenizer,
+            max_length=meta.get("max_length"),
+            pad_token_id=meta.get("pad_token_id"),
+            class_names=tuple(meta["class_names"]),
+        )
         print(label if args.text is not None and len(args.text) == 1 else f"{label}\t{text}", flush=True)
     return 0

@@ -1,4 +1,5 @@
 """Arguments and loading shared by the commands."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,12 @@ def example_parser(doc: str) -> argparse.ArgumentParser:
     import os
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=os.environ.get("TINYGRAD_LLM_DEVICE") or "cpu",
-                        help="where to compute: cpu, or cuda for a GPU through CuPy")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=os.environ.get("TINYGRAD_LLM_DEVICE") or "cpu",
+        help="where to compute: cpu, or cuda for a GPU through CuPy",
+    )
     return parser
 
 
@@ -80,11 +85,19 @@ def nonnegative_float(text: str) -> float:
 
 def add_device_argument(parser) -> None:
     """--device, and --threads beside it: every command that computes takes both."""
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                        help="where to compute (default: $TINYGRAD_LLM_DEVICE or cpu); cuda needs CuPy")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for the matrix products (default: $TINYGRAD_LLM_THREADS, else automatic: "
-                             "the cores other processes leave free, one on a busy machine; see 'tinygrad-llm info')")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="where to compute (default: $TINYGRAD_LLM_DEVICE or cpu); cuda needs CuPy",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for the matrix products (default: $TINYGRAD_LLM_THREADS, else automatic: "
+        "the cores other processes leave free, one on a busy machine; see 'tinygrad-llm info')",
+    )
 
 
 def start_data_parallel(device: str | None, threads_given: int | None = None):
@@ -120,19 +133,28 @@ def describe_processes(comm, batch_size: int) -> str:
 
 
 def add_precision_argument(parser) -> None:
-    parser.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"), default="fp32",
-                        help="fp32 (default); tf32: GPU float32 products on TF32 tensor cores; fp16: float16 "
-                             "matrix products, float32 weights, dynamic loss scaling; bf16: bfloat16 products "
-                             "(needs ml-dtypes). Meant for GPUs: NumPy's float16/bfloat16 products are slow")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "tf32", "fp16", "bf16"),
+        default="fp32",
+        help="fp32 (default); tf32: GPU float32 products on TF32 tensor cores; fp16: float16 "
+        "matrix products, float32 weights, dynamic loss scaling; bf16: bfloat16 products "
+        "(needs ml-dtypes). Meant for GPUs: NumPy's float16/bfloat16 products are slow",
+    )
 
 
 def add_sampling_arguments(parser) -> None:
     parser.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate (default 200)")
-    parser.add_argument("--temperature", type=nonnegative_float, default=0.8,
-                        help="0 is greedy; higher is more random (default 0.8)")
+    parser.add_argument(
+        "--temperature", type=nonnegative_float, default=0.8, help="0 is greedy; higher is more random (default 0.8)"
+    )
     parser.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top-p", type=finite_float, default=None,
-                        help="nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1]")
+    parser.add_argument(
+        "--top-p",
+        type=finite_float,
+        default=None,
+        help="nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1]",
+    )
     parser.add_argument("--seed", type=nonnegative_int, default=None, help="seed for reproducible sampling")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole context each step (no KV cache)")
 
@@ -162,9 +184,11 @@ def load_model_and_tokenizer(checkpoint, device: str | None):
     except (OSError, ValueError, AttributeError):
         is_bert = False  # missing or unreadable: from_pretrained below names the problem
     if is_bert:
-        raise ValueError(f"{folder} holds a BERT (an encoder, from 'train --arch bert'): it fills in masked tokens "
-                         "and does not generate text; load it with BertForMaskedLM.from_pretrained, or fine-tune it "
-                         "with 'finetune-classifier --arch bert --init-from'")
+        raise ValueError(
+            f"{folder} holds a BERT (an encoder, from 'train --arch bert'): it fills in masked tokens "
+            "and does not generate text; load it with BertForMaskedLM.from_pretrained, or fine-tune it "
+            "with 'finetune-classifier --arch bert --init-from'"
+        )
     model = GPTModel.from_pretrained(folder, device=device)
     return model, tokenizer_for(folder, model.config.vocab_size)
 
@@ -187,15 +211,19 @@ def tokenizer_for(folder: Path, vocab_size: int):
         tokenizer = load_tokenizer(file)
         fits = tokenizer.n_vocab <= vocab_size if tokenizer.name == "gpt2" else tokenizer.n_vocab == vocab_size
         if not fits:
-            raise ValueError(f"{file}: a {tokenizer.name} tokenizer of {tokenizer.n_vocab} tokens, but the model in "
-                             f"{folder} has a vocabulary of {vocab_size}: the tokenizer and the model do not belong "
-                             "together (copy the tokenizer.json of the run that trained this model)")
+            raise ValueError(
+                f"{file}: a {tokenizer.name} tokenizer of {tokenizer.n_vocab} tokens, but the model in "
+                f"{folder} has a vocabulary of {vocab_size}: the tokenizer and the model do not belong "
+                "together (copy the tokenizer.json of the run that trained this model)"
+            )
         return tokenizer
     if vocab_size in (GPT2_VOCAB, 50304):  # GPT-2's vocabulary (50304: padded to a multiple of 64, as nanoGPT)
         return get_tokenizer("gpt2")
-    raise FileNotFoundError(f"{file}: missing; the model in {folder} has a vocabulary of {vocab_size} tokens, not "
-                            f"GPT-2's {GPT2_VOCAB}, so its tokenizer cannot be assumed (copy the tokenizer.json of "
-                            "the run that trained it)")
+    raise FileNotFoundError(
+        f"{file}: missing; the model in {folder} has a vocabulary of {vocab_size} tokens, not "
+        f"GPT-2's {GPT2_VOCAB}, so its tokenizer cannot be assumed (copy the tokenizer.json of "
+        "the run that trained it)"
+    )
 
 
 def _is_hf_tokenizers_file(file: Path) -> bool:

@@ -5,6 +5,7 @@ Face GPT-2 folder) is also the frozen reference. Its log-probabilities of every 
 are computed once, before training, so no second copy of the model is kept. Defaults are the book's: AdamW
 lr 5e-6, weight decay 0.01, batch 8, beta 0.1, one epoch, log-probabilities averaged over response tokens.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,37 +19,55 @@ DATA_FILE = "instruction-data-with-preference.json"
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "finetune-dpo", help="preference-tune a GPT with DPO (chapter 7, bonus)",
+        "finetune-dpo",
+        help="preference-tune a GPT with DPO (chapter 7, bonus)",
         description="Direct preference optimization on {instruction, input, chosen, rejected} records (split "
-                    "85/10/5 in file order: train / test / validation, as the book). Writes the model, its "
-                    "tokenizer, metrics.json (train/val loss and reward margin per evaluation, before and after) "
-                    "and dpo-loss.png / dpo-reward-margin.png into --out.")
-    p.add_argument("--init-from", required=True, metavar="DIR|NAME",
-                   help="the starting (and reference) model: a run folder of 'tinygrad-llm train' or "
-                        "'finetune-instruct', or a GPT-2 folder/name in the Hugging Face layout")
-    p.add_argument("--data", default=None, metavar="PATH",
-                   help=f"a JSON list of {{instruction, input, chosen, rejected}} (default: $TINYGRAD_LLM_DATA/"
-                        f"{DATA_FILE})")
+        "85/10/5 in file order: train / test / validation, as the book). Writes the model, its "
+        "tokenizer, metrics.json (train/val loss and reward margin per evaluation, before and after) "
+        "and dpo-loss.png / dpo-reward-margin.png into --out.",
+    )
+    p.add_argument(
+        "--init-from",
+        required=True,
+        metavar="DIR|NAME",
+        help="the starting (and reference) model: a run folder of 'tinygrad-llm train' or "
+        "'finetune-instruct', or a GPT-2 folder/name in the Hugging Face layout",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help=f"a JSON list of {{instruction, input, chosen, rejected}} (default: $TINYGRAD_LLM_DATA/{DATA_FILE})",
+    )
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=positive_int, default=1, help="passes over the training split (default 1)")
     train.add_argument("--lr", type=finite_float, default=5e-6, help="AdamW learning rate (default 5e-6)")
-    train.add_argument("--weight-decay", type=nonnegative_float, default=0.01,
-                       help="AdamW weight decay (default 0.01)")
+    train.add_argument("--weight-decay", type=nonnegative_float, default=0.01, help="AdamW weight decay (default 0.01)")
     train.add_argument("--batch-size", type=positive_int, default=8, help="records per batch (default 8)")
-    train.add_argument("--beta", type=finite_float, default=0.1,
-                       help="how far the policy may move from the reference (default 0.1)")
-    train.add_argument("--sum-logprobs", action="store_true",
-                       help="sum the response tokens' log-probabilities (the DPO paper) instead of averaging "
-                            "them (the book)")
-    train.add_argument("--max-length", type=positive_int, default=None,
-                       help="allowed_max_length: tokens per sequence (default: the context length)")
+    train.add_argument(
+        "--beta", type=finite_float, default=0.1, help="how far the policy may move from the reference (default 0.1)"
+    )
+    train.add_argument(
+        "--sum-logprobs",
+        action="store_true",
+        help="sum the response tokens' log-probabilities (the DPO paper) instead of averaging them (the book)",
+    )
+    train.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="allowed_max_length: tokens per sequence (default: the context length)",
+    )
     train.add_argument("--dropout", type=nonnegative_float, default=None, help="dropout rate (default: the model's)")
-    train.add_argument("--max-train", type=positive_int, default=None,
-                       help="use only the first N training records (a quick run)")
+    train.add_argument(
+        "--max-train", type=positive_int, default=None, help="use only the first N training records (a quick run)"
+    )
     train.add_argument("--eval-freq", type=positive_int, default=5, help="steps between evaluations (default 5)")
     train.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation (default 5)")
     run = p.add_argument_group("run")
-    run.add_argument("--seed", type=nonnegative_int, default=123, help="seed of the shuffling and dropout (default 123)")
+    run.add_argument(
+        "--seed", type=nonnegative_int, default=123, help="seed of the shuffling and dropout (default 123)"
+    )
     add_device_argument(run)
     add_out_arguments(run)
     p.set_defaults(run=claimed(run_finetune_dpo))
@@ -57,13 +76,13 @@ def add_parser(sub) -> None:
 def run_finetune_dpo(args, out: Path) -> int:
     import tinygrad_llm as tl
     from tinygrad_llm.cli.common import describe_processes
-    from tinygrad_llm.finetune.recipe import load_start_model, parameter_counts
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.files import find_data_file
     from tinygrad_llm.finetune import dpo
     from tinygrad_llm.finetune.instruction import split_instruction_data
     from tinygrad_llm.finetune.io import save_finetuned, write_json
     from tinygrad_llm.finetune.preference import PreferenceDataset, load_preference_data
+    from tinygrad_llm.finetune.recipe import load_start_model, parameter_counts
     from tinygrad_llm.optim import AdamW
     from tinygrad_llm.train.parallel import DataParallel
     from tinygrad_llm.train.plot import plot_values
@@ -75,11 +94,12 @@ def run_finetune_dpo(args, out: Path) -> int:
         raise ValueError(f"--beta must be positive, got {args.beta}")
     data_path = args.data or find_data_file(DATA_FILE)
     if data_path is None:
-        raise ValueError(f"--data: give the preference JSON file (or set TINYGRAD_LLM_DATA to a folder holding "
-                         f"{DATA_FILE})")
+        raise ValueError(
+            f"--data: give the preference JSON file (or set TINYGRAD_LLM_DATA to a folder holding {DATA_FILE})"
+        )
     train_data, test_data, val_data = split_instruction_data(load_preference_data(data_path))
     if args.max_train is not None:
-        train_data = train_data[:args.max_train]
+        train_data = train_data[: args.max_train]
     tl.manual_seed(args.seed)
     args.emb_dim = args.n_layers = args.n_heads = None  # the starting model's shape is kept
     model, tokenizer, described = load_start_model(args)  # applies --dropout
@@ -92,13 +112,17 @@ def run_finetune_dpo(args, out: Path) -> int:
     average = not args.sum_logprobs
     train_set, val_set = (PreferenceDataset(d, tokenizer, allowed_max_length=allowed) for d in (train_data, val_data))
     if len(train_set) < args.batch_size * comm.world_size:
-        raise ValueError(f"--batch-size {args.batch_size} x {comm.world_size} process(es) is larger than the "
-                         f"{len(train_set)} training records")
+        raise ValueError(
+            f"--batch-size {args.batch_size} x {comm.world_size} process(es) is larger than the "
+            f"{len(train_set)} training records"
+        )
     counts = parameter_counts(model)
-    log(f"DPO on {described}: {counts['trainable_parameters']:,} parameters trainable; {len(train_set)} / "
-         f"{len(val_set)} train/val preference pairs; beta {args.beta}, lr {args.lr}, "
-         f"{'summed' if args.sum_logprobs else 'averaged'} log-probabilities{describe_processes(comm, args.batch_size)}"
-         f" -> {out}")
+    log(
+        f"DPO on {described}: {counts['trainable_parameters']:,} parameters trainable; {len(train_set)} / "
+        f"{len(val_set)} train/val preference pairs; beta {args.beta}, lr {args.lr}, "
+        f"{'summed' if args.sum_logprobs else 'averaged'} log-probabilities{describe_processes(comm, args.batch_size)}"
+        f" -> {out}"
+    )
 
     start = time.perf_counter()
     for dataset in (train_set, val_set):  # the starting model is the reference: score every pair once, now
@@ -108,44 +132,92 @@ def run_finetune_dpo(args, out: Path) -> int:
     train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
     val_loader = DataLoader(val_set, batch_size=batch, drop_last=False)
     full_train_loader = DataLoader(train_set, batch_size=args.batch_size, drop_last=False)
-    before = dpo.evaluate_dpo_loss_loader(model, None, train_loader, val_loader, args.beta, args.eval_iter, average,
-                                          args.device)
-    optimizer = AdamW([(name, p) for name, p in model.named_parameters() if p.requires_grad], lr=args.lr,
-                      weight_decay=args.weight_decay)
+    before = dpo.evaluate_dpo_loss_loader(
+        model, None, train_loader, val_loader, args.beta, args.eval_iter, average, args.device
+    )
+    optimizer = AdamW(
+        [(name, p) for name, p in model.named_parameters() if p.requires_grad],
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+    )
     start = time.perf_counter()
-    tracking = dpo.train_model_dpo(model, None, train_loader, val_loader, optimizer, args.epochs, args.beta,
-                                   args.eval_freq, args.eval_iter, average=average, device=args.device, log=log,
-                                   parallel=DataParallel(comm, model, optimizer))
+    tracking = dpo.train_model_dpo(
+        model,
+        None,
+        train_loader,
+        val_loader,
+        optimizer,
+        args.epochs,
+        args.beta,
+        args.eval_freq,
+        args.eval_iter,
+        average=average,
+        device=args.device,
+        log=log,
+        parallel=DataParallel(comm, model, optimizer),
+    )
     train_s = time.perf_counter() - start
     if not comm.is_root:
         return 0  # process 0 evaluates and writes
-    after = dpo.evaluate_dpo_loss_loader(model, None, full_train_loader, val_loader, args.beta, None, average,
-                                         args.device)
+    after = dpo.evaluate_dpo_loss_loader(
+        model, None, full_train_loader, val_loader, args.beta, None, average, args.device
+    )
     metrics = {
-        "before": before, "after": after,
-        "history": {"step": tracking["steps"], "tokens_seen": tracking["tokens_seen"],
-                    **{f"{split}_{name}": tracking[f"{split}_{key}"] for split in ("train", "val")
-                       for name, key in (("loss", "losses"), ("chosen_reward", "chosen_rewards"),
-                                         ("rejected_reward", "rejected_rewards"))},
-                    **{f"{split}_reward_margin": [c - r for c, r in zip(tracking[f"{split}_chosen_rewards"],
-                                                                          tracking[f"{split}_rejected_rewards"])]
-                       for split in ("train", "val")}},
-        **counts, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay, "beta": args.beta,
-        "batch_size": args.batch_size, "logprobs": "sum" if args.sum_logprobs else "mean",
-        "allowed_max_length": allowed, "records": {"train": len(train_set), "val": len(val_set)},
-        "seed": args.seed, "train_seconds": round(train_s, 1), "reference_seconds": round(reference_s, 1),
-        "init_from": args.init_from, "config": model.config.to_dict(),
+        "before": before,
+        "after": after,
+        "history": {
+            "step": tracking["steps"],
+            "tokens_seen": tracking["tokens_seen"],
+            **{
+                f"{split}_{name}": tracking[f"{split}_{key}"]
+                for split in ("train", "val")
+                for name, key in (
+                    ("loss", "losses"),
+                    ("chosen_reward", "chosen_rewards"),
+                    ("rejected_reward", "rejected_rewards"),
+                )
+            },
+            **{
+                f"{split}_reward_margin": [
+                    c - r for c, r in zip(tracking[f"{split}_chosen_rewards"], tracking[f"{split}_rejected_rewards"])
+                ]
+                for split in ("train", "val")
+            },
+        },
+        **counts,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "beta": args.beta,
+        "batch_size": args.batch_size,
+        "logprobs": "sum" if args.sum_logprobs else "mean",
+        "allowed_max_length": allowed,
+        "records": {"train": len(train_set), "val": len(val_set)},
+        "seed": args.seed,
+        "train_seconds": round(train_s, 1),
+        "reference_seconds": round(reference_s, 1),
+        "init_from": args.init_from,
+        "config": model.config.to_dict(),
     }
     save_finetuned(out, model, tokenizer, {"task": "instruction", "prompt_format": "alpaca", "tuning": "dpo"})
     write_json(out / "metrics.json", metrics)
     history = metrics["history"]
     if history["step"]:
         for label, key in (("loss", "loss"), ("reward margin", "reward_margin")):
-            plot_values(history["step"], history["tokens_seen"], history[f"train_{key}"], history[f"val_{key}"],
-                        label=label, path=out / f"dpo-{key.replace('_', '-')}.png", xlabel="Steps",
-                        top_xlabel="Tokens seen")
-    log(f"before: train loss {before['train_loss']:.3f}, margin {before['train_reward_margin']:.3f}; after "
-         f"{len(train_set) // args.batch_size * args.epochs} steps ({train_s:.0f}s): train loss "
-         f"{after['train_loss']:.3f}, val loss {after['val_loss']:.3f}, reward margin train "
-         f"{after['train_reward_margin']:.3f}, val {after['val_reward_margin']:.3f}; saved to {out}")
+            plot_values(
+                history["step"],
+                history["tokens_seen"],
+                history[f"train_{key}"],
+                history[f"val_{key}"],
+                label=label,
+                path=out / f"dpo-{key.replace('_', '-')}.png",
+                xlabel="Steps",
+                top_xlabel="Tokens seen",
+            )
+    log(
+        f"before: train loss {before['train_loss']:.3f}, margin {before['train_reward_margin']:.3f}; after "
+        f"{len(train_set) // args.batch_size * args.epochs} steps ({train_s:.0f}s): train loss "
+        f"{after['train_loss']:.3f}, val loss {after['val_loss']:.3f}, reward margin train "
+        f"{after['train_reward_margin']:.3f}, val {after['val_reward_margin']:.3f}; saved to {out}"
+    )
     return 0

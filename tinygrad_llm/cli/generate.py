@@ -1,4 +1,5 @@
 """``tinygrad-llm generate`` and ``tinygrad-llm chat``: text from a trained model, streamed as it comes."""
+
 from __future__ import annotations
 
 import sys
@@ -7,12 +8,18 @@ from tinygrad_llm.cli.common import add_device_argument, add_sampling_arguments,
 
 
 def add_generate_parser(sub) -> None:
-    p = sub.add_parser("generate", help="continue a prompt with a trained model",
-                       description="Continue --prompt with the model saved in --checkpoint, printing tokens as "
-                                   "they are generated.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR|NAME",
-                   help="a run folder from 'tinygrad-llm train' (config.json + model.safetensors), a Hugging Face "
-                        "GPT-2 folder, or a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl: downloaded once)")
+    p = sub.add_parser(
+        "generate",
+        help="continue a prompt with a trained model",
+        description="Continue --prompt with the model saved in --checkpoint, printing tokens as they are generated.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="DIR|NAME",
+        help="a run folder from 'tinygrad-llm train' (config.json + model.safetensors), a Hugging Face "
+        "GPT-2 folder, or a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl: downloaded once)",
+    )
     p.add_argument("--prompt", required=True, help="the text to continue")
     add_sampling_arguments(p)
     add_device_argument(p)
@@ -20,11 +27,17 @@ def add_generate_parser(sub) -> None:
 
 
 def add_chat_parser(sub) -> None:
-    p = sub.add_parser("chat", help="type prompts, read continuations (an interactive loop)",
-                       description="An interactive loop: each line you type is continued by the model. "
-                                   "Ctrl-D or 'exit' ends it.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR|NAME",
-                   help="a run folder from 'tinygrad-llm train', a Hugging Face GPT-2 folder, or a GPT-2 name")
+    p = sub.add_parser(
+        "chat",
+        help="type prompts, read continuations (an interactive loop)",
+        description="An interactive loop: each line you type is continued by the model. Ctrl-D or 'exit' ends it.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="DIR|NAME",
+        help="a run folder from 'tinygrad-llm train', a Hugging Face GPT-2 folder, or a GPT-2 name",
+    )
     add_sampling_arguments(p)
     add_device_argument(p)
     p.set_defaults(run=run_chat)
@@ -43,11 +56,11 @@ def stream_text(token_stream, tokenizer, out=None) -> str:
         text = tokenizer.decode(ids)
         if text.endswith("\ufffd"):
             continue
-        out.write(text[len(shown):])
+        out.write(text[len(shown) :])
         out.flush()
         shown = text
     text = tokenizer.decode(ids)
-    out.write(text[len(shown):])
+    out.write(text[len(shown) :])
     out.flush()
     return text
 
@@ -71,9 +84,11 @@ def encode_prompt(tokenizer, prompt: str, what: str = "--prompt") -> list[int]:
         unknown = unknown_characters(tokenizer, prompt)
         if not unknown:
             raise
-        raise ValueError(f"{what}: {_quoted(unknown)} not in the vocabulary of this model's {tokenizer.name} "
-                         f"tokenizer ({tokenizer.n_vocab} tokens); leave {'it' if len(unknown) == 1 else 'them'} "
-                         f"out") from exc
+        raise ValueError(
+            f"{what}: {_quoted(unknown)} not in the vocabulary of this model's {tokenizer.name} "
+            f"tokenizer ({tokenizer.n_vocab} tokens); leave {'it' if len(unknown) == 1 else 'them'} "
+            f"out"
+        ) from exc
     if not ids:
         raise ValueError(f"{what} is empty: give some text to continue")
     return ids
@@ -97,8 +112,10 @@ def check_generator(checkpoint) -> None:
         except (ValueError, AttributeError):
             return
         if task == "classification":
-            raise ValueError(f"{checkpoint} is a classifier (finetune-classifier), which labels a text instead of "
-                             f"continuing it: use tinygrad-llm classify --checkpoint {checkpoint} --text \"...\"")
+            raise ValueError(
+                f"{checkpoint} is a classifier (finetune-classifier), which labels a text instead of "
+                f'continuing it: use tinygrad-llm classify --checkpoint {checkpoint} --text "..."'
+            )
 
 
 def _continue(model, tokenizer, ids: list[int], args) -> str:
@@ -106,10 +123,21 @@ def _continue(model, tokenizer, ids: list[int], args) -> str:
 
     from tinygrad_llm.generate import generate_stream
 
-    return stream_text(generate_stream(model, np.asarray([ids], dtype=np.int64), args.max_new_tokens,
-                                       context_size=model.config.context_length, temperature=args.temperature,
-                                       top_k=args.top_k, top_p=args.top_p, eos_id=getattr(tokenizer, "eot_id", None),
-                                       use_cache=not args.no_cache, seed=args.seed), tokenizer)
+    return stream_text(
+        generate_stream(
+            model,
+            np.asarray([ids], dtype=np.int64),
+            args.max_new_tokens,
+            context_size=model.config.context_length,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            eos_id=getattr(tokenizer, "eot_id", None),
+            use_cache=not args.no_cache,
+            seed=args.seed,
+        ),
+        tokenizer,
+    )
 
 
 def run_generate(args) -> int:

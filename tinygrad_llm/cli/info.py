@@ -1,26 +1,45 @@
 """``tinygrad-llm info``: a model's configuration, parameter count and training memory estimate."""
+
 from __future__ import annotations
 
 from tinygrad_llm.cli.common import positive_int
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("info", help="parameters and memory of a preset or a saved model",
-                       description="Print the configuration, parameter count and an estimate of the memory "
-                                   "training needs (parameters, gradients, AdamW moments, activations).")
+    p = sub.add_parser(
+        "info",
+        help="parameters and memory of a preset or a saved model",
+        description="Print the configuration, parameter count and an estimate of the memory "
+        "training needs (parameters, gradients, AdamW moments, activations).",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--preset", default=None, help="a preset name (default gpt2-small)")
-    which.add_argument("--checkpoint", metavar="DIR", default=None,
-                       help="a run folder or a Hugging Face GPT-2 folder (its config.json)")
+    which.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        default=None,
+        help="a run folder or a Hugging Face GPT-2 folder (its config.json)",
+    )
     which.add_argument("--list", action="store_true", help="list the presets")
-    which.add_argument("--threads", action="store_true", dest="threads_only",
-                       help="only the thread policy: how many CPU threads the math would use now, and why")
+    which.add_argument(
+        "--threads",
+        action="store_true",
+        dest="threads_only",
+        help="only the thread policy: how many CPU threads the math would use now, and why",
+    )
     p.add_argument("--batch-size", type=positive_int, default=8, help="batch size for the memory estimate")
-    p.add_argument("--context-length", type=positive_int, default=None,
-                   help="tokens per window for the memory estimate (default: the model's context)")
-    p.add_argument("--processes", type=positive_int, default=1,
-                   help="data-parallel processes (mpiexec -n N): memory per process, with and without ZeRO-1 "
-                        "(train --zero)")
+    p.add_argument(
+        "--context-length",
+        type=positive_int,
+        default=None,
+        help="tokens per window for the memory estimate (default: the model's context)",
+    )
+    p.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        help="data-parallel processes (mpiexec -n N): memory per process, with and without ZeRO-1 (train --zero)",
+    )
     p.set_defaults(run=run_info)
 
 
@@ -37,11 +56,15 @@ def run_info(args) -> int:
         return 0
     if args.list:
         for name, cfg in PRESETS.items():
-            print(f"{name:12s} {count_parameters(cfg):>14,} parameters  {cfg.n_layers:>2} layers "
-                  f"{cfg.n_heads:>2} heads {cfg.emb_dim:>5} wide  context {cfg.context_length:>4}  "
-                  f"vocabulary {cfg.vocab_size:,}")
-        print("(counted at each preset's own vocabulary and context: the embedding and head grow with the "
-              "tokenizer's vocabulary, so a run's count, which train prints, differs)")
+            print(
+                f"{name:12s} {count_parameters(cfg):>14,} parameters  {cfg.n_layers:>2} layers "
+                f"{cfg.n_heads:>2} heads {cfg.emb_dim:>5} wide  context {cfg.context_length:>4}  "
+                f"vocabulary {cfg.vocab_size:,}"
+            )
+        print(
+            "(counted at each preset's own vocabulary and context: the embedding and head grow with the "
+            "tokenizer's vocabulary, so a run's count, which train prints, differs)"
+        )
         return 0
     if args.checkpoint:
         path = Path(args.checkpoint) / "config.json"
@@ -61,8 +84,10 @@ def run_info(args) -> int:
     for key, value in config.to_dict().items():
         print(f"  {key:16s} {value}")
     untied, tied = config.num_parameters(tied=False), config.num_parameters(tied=True)  # a variant counts its own
-    print(f"  parameters       {config.num_parameters():,} (untied {untied:,}; with the output head tied to "
-          f"the token embedding {tied:,})")
+    print(
+        f"  parameters       {config.num_parameters():,} (untied {untied:,}; with the output head tied to "
+        f"the token embedding {tied:,})"
+    )
     if args.checkpoint:
         for line in run_summary(Path(args.checkpoint)):
             print(f"  {line}")
@@ -84,10 +109,14 @@ def print_data_parallel_memory(memory: dict, processes: int, batch_size: int, fo
     shard = -(-moments // processes)
     plain = memory["total"] + memory["gradients"]  # + the flat buffer the gradients are averaged in
     print(f"  data-parallel over {processes} processes, per process (batch {batch_size} each):")
-    print(f"    {'without ZeRO':15s} {format_bytes(plain)} (the above + a {format_bytes(memory['gradients'])} "
-          f"gradient buffer for the Allreduce)")
-    print(f"    {'ZeRO-1 (--zero)':15s} {format_bytes(plain - moments + shard)}: AdamW moments {format_bytes(shard)} "
-          f"instead of {format_bytes(moments)}, saving {format_bytes(moments - shard)} per process")
+    print(
+        f"    {'without ZeRO':15s} {format_bytes(plain)} (the above + a {format_bytes(memory['gradients'])} "
+        f"gradient buffer for the Allreduce)"
+    )
+    print(
+        f"    {'ZeRO-1 (--zero)':15s} {format_bytes(plain - moments + shard)}: AdamW moments {format_bytes(shard)} "
+        f"instead of {format_bytes(moments)}, saving {format_bytes(moments - shard)} per process"
+    )
 
 
 def print_threads() -> None:
@@ -112,25 +141,36 @@ def run_summary(folder) -> list[str]:
         state = None
     if isinstance(state, dict) and "step" in state:
         total = (state.get("train_config") or {}).get("max_steps")
-        lines.append(f"{'trained':16s} step {state['step']:,}{f' of {total:,}' if total else ''}, "
-                     f"{state.get('tokens_seen', 0):,} tokens seen (latest checkpoint)")
+        lines.append(
+            f"{'trained':16s} step {state['step']:,}{f' of {total:,}' if total else ''}, "
+            f"{state.get('tokens_seen', 0):,} tokens seen (latest checkpoint)"
+        )
     log = folder / "log.jsonl"
     if log.is_file():
         records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
         if records:
             last = records[-1]
             best = min(records, key=lambda r: r["val_loss"])
-            lines.append(f"{'last evaluation':16s} step {last['step']:,}: train loss {last['train_loss']:.4f}, "
-                         f"val loss {last['val_loss']:.4f}")
-            lines.append(f"{'best val loss':16s} {best['val_loss']:.4f} at step {best['step']:,} "
-                         f"(the model in this folder)")
+            lines.append(
+                f"{'last evaluation':16s} step {last['step']:,}: train loss {last['train_loss']:.4f}, "
+                f"val loss {last['val_loss']:.4f}"
+            )
+            lines.append(
+                f"{'best val loss':16s} {best['val_loss']:.4f} at step {best['step']:,} (the model in this folder)"
+            )
     metrics = folder / "metrics.json"
     if metrics.is_file():
         values = json.loads(metrics.read_text(encoding="utf-8"))
-        scores = [f"{split} accuracy {values[f'{split}_accuracy'] * 100:.1f}%" for split in ("train", "val", "test")
-                  if isinstance(values.get(f"{split}_accuracy"), (int, float))]
-        scores += [f"{split} loss {values[f'{split}_loss']:.4f}" for split in ("train", "val")
-                   if not scores and isinstance(values.get(f"{split}_loss"), (int, float))]
+        scores = [
+            f"{split} accuracy {values[f'{split}_accuracy'] * 100:.1f}%"
+            for split in ("train", "val", "test")
+            if isinstance(values.get(f"{split}_accuracy"), (int, float))
+        ]
+        scores += [
+            f"{split} loss {values[f'{split}_loss']:.4f}"
+            for split in ("train", "val")
+            if not scores and isinstance(values.get(f"{split}_loss"), (int, float))
+        ]
         if scores:
             lines.append(f"{'fine-tuned':16s} {', '.join(scores)}")
     return lines

@@ -1,16 +1,24 @@
 """``tinygrad-llm plot RUN``: draw a run's loss curves again from its log.jsonl."""
+
 from __future__ import annotations
 
 import sys
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("plot", help="draw a run's loss curves again (losses.png)",
-                       description="Redraw the training and validation loss of a run folder from its log.jsonl, "
-                                   "against steps and tokens seen: after a run, during one, or for an older run.")
+    p = sub.add_parser(
+        "plot",
+        help="draw a run's loss curves again (losses.png)",
+        description="Redraw the training and validation loss of a run folder from its log.jsonl, "
+        "against steps and tokens seen: after a run, during one, or for an older run.",
+    )
     p.add_argument("run_dir", metavar="RUN", help="a run folder from 'tinygrad-llm train' (it holds log.jsonl)")
-    p.add_argument("--out", metavar="FILE", default=None,
-                   help="where to write the figure (.png, .pdf or .svg; default RUN/losses.png)")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help="where to write the figure (.png, .pdf or .svg; default RUN/losses.png)",
+    )
     p.set_defaults(run=run_plot)
 
 

@@ -1,20 +1,36 @@
 """Data: token ids into (inputs, targets) batches for next-token prediction.
 
-    loader = create_dataloader(text, batch_size=8, max_length=4, stride=4, shuffle=False)   # the book's
-    train_text, val_text = train_val_split(text, train_ratio=0.9)
-    write_tokens("train.bin", ids, vocab_size=50257); tokens = load_tokens("train.bin")    # nanoGPT's
+loader = create_dataloader(text, batch_size=8, max_length=4, stride=4, shuffle=False)   # the book's
+train_text, val_text = train_val_split(text, train_ratio=0.9)
+write_tokens("train.bin", ids, vocab_size=50257); tokens = load_tokens("train.bin")    # nanoGPT's
 """
+
 from __future__ import annotations
 
 from tinygrad_llm.data.dataset import GPTDataset, GPTDatasetV1
 from tinygrad_llm.data.loader import DataLoader
-from tinygrad_llm.data.tokens_file import (RandomBatchSampler, TokenFileWriter, get_batch, load_tokens,
-                                           token_dtype, token_file_vocab_size, write_tokens)
+from tinygrad_llm.data.tokens_file import (
+    RandomBatchSampler,
+    TokenFileWriter,
+    get_batch,
+    load_tokens,
+    token_dtype,
+    token_file_vocab_size,
+    write_tokens,
+)
 
 
-def create_dataloader(text, batch_size: int = 4, max_length: int = 256, stride: int = 128, shuffle: bool = True,
-                      drop_last: bool = True, num_workers: int = 0, tokenizer=None, seed: int | None = None
-                      ) -> DataLoader:
+def create_dataloader(
+    text,
+    batch_size: int = 4,
+    max_length: int = 256,
+    stride: int = 128,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    num_workers: int = 0,
+    tokenizer=None,
+    seed: int | None = None,
+) -> DataLoader:
     """The book's ``create_dataloader_v1``: tokenize ``text`` (GPT-2's BPE unless ``tokenizer`` is given; token ids
     are accepted too), cut it into sliding windows, batch them. ``num_workers`` exists for the book's calls
     and must be 0: loading runs in the calling process."""
@@ -41,7 +57,17 @@ def train_val_split(data, train_ratio: float = 0.9):
 
 
 __all__ = [
-    "DataLoader", "GPTDataset", "GPTDatasetV1", "RandomBatchSampler", "TokenFileWriter", "create_dataloader",
-    "create_dataloader_v1", "get_batch", "load_tokens", "token_dtype", "token_file_vocab_size", "train_val_split",
+    "DataLoader",
+    "GPTDataset",
+    "GPTDatasetV1",
+    "RandomBatchSampler",
+    "TokenFileWriter",
+    "create_dataloader",
+    "create_dataloader_v1",
+    "get_batch",
+    "load_tokens",
+    "token_dtype",
+    "token_file_vocab_size",
+    "train_val_split",
     "write_tokens",
 ]

@@ -9,6 +9,7 @@ Windows start at 0, stride, 2*stride, ... while a full target fits: ``len(range(
 windows for N ids, exactly as the book's ``GPTDatasetV1``. The ids are kept as one array (a NumPy array, or
 a read-only memmap of a token file) and windows are sliced on demand, so overlapping windows cost nothing.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,9 +63,11 @@ class GPTDataset:
         self.token_ids = as_token_array(data, tokenizer)
         n = len(self.token_ids)
         if n < self.max_length + 1:
-            raise ValueError(f"GPTDataset: the text has {n} tokens, but max_length={self.max_length} needs at least "
-                             f"{self.max_length + 1} (max_length + 1, for the shifted target); "
-                             "use a longer text or a smaller max_length")
+            raise ValueError(
+                f"GPTDataset: the text has {n} tokens, but max_length={self.max_length} needs at least "
+                f"{self.max_length + 1} (max_length + 1, for the shifted target); "
+                "use a longer text or a smaller max_length"
+            )
         self.starts = np.arange(0, n - self.max_length, self.stride, dtype=np.int64)
         self._offsets = np.arange(self.max_length, dtype=np.int64)
 
@@ -76,19 +79,21 @@ class GPTDataset:
         if not -n <= index < n:
             raise IndexError(f"GPTDataset: index {index} out of range for {n} windows")
         start = int(self.starts[index])
-        chunk = np.asarray(self.token_ids[start:start + self.max_length + 1], dtype=np.int64)
-        return chunk[:-1], chunk[1:]   # input, and the same window shifted one token to the right
+        chunk = np.asarray(self.token_ids[start : start + self.max_length + 1], dtype=np.int64)
+        return chunk[:-1], chunk[1:]  # input, and the same window shifted one token to the right
 
     def get_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
         """Windows ``indices`` stacked: (inputs, targets), each (len(indices), max_length) int64."""
-        rows = self.starts[np.asarray(indices, dtype=np.int64)][:, None] + self._offsets   # (B, T)
+        rows = self.starts[np.asarray(indices, dtype=np.int64)][:, None] + self._offsets  # (B, T)
         inputs = np.asarray(self.token_ids[rows], dtype=np.int64)
         targets = np.asarray(self.token_ids[rows + 1], dtype=np.int64)
         return inputs, targets
 
     def __repr__(self) -> str:
-        return (f"GPTDataset({len(self.token_ids)} tokens, max_length={self.max_length}, stride={self.stride}, "
-                f"{len(self)} windows)")
+        return (
+            f"GPTDataset({len(self.token_ids)} tokens, max_length={self.max_length}, stride={self.stride}, "
+            f"{len(self)} windows)"
+        )
 
 
 class GPTDatasetV1(GPTDataset):

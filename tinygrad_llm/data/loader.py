@@ -17,6 +17,7 @@ A pass started while another one is still running (evaluating on the training lo
 loop, as the book's ``evaluate_model`` does) is a side pass: it walks the running epoch's order from the start
 and leaves the state alone, so evaluation never disturbs training or its resume point.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -30,8 +31,9 @@ class DataLoader:
     """Batches from ``dataset`` (``len()`` and ``dataset[i] -> (input, target)``; a ``get_batch(indices)``
     method is used when present). ``seed=None`` picks a fresh random seed, recorded in ``state_dict()``."""
 
-    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = True,
-                 seed: int | None = None):
+    def __init__(
+        self, dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = True, seed: int | None = None
+    ):
         self.dataset = dataset
         self.batch_size = check_positive_int(batch_size, "batch_size", "DataLoader")
         self.shuffle = bool(shuffle)
@@ -40,15 +42,17 @@ class DataLoader:
         if n == 0:
             raise ValueError("DataLoader: the dataset is empty")
         if drop_last and self.batch_size > n:
-            raise ValueError(f"DataLoader: batch_size={self.batch_size} but the dataset has only {n} windows, so "
-                             "drop_last=True would yield no batch at all; lower batch_size (or max_length/stride), "
-                             "use more text, or pass drop_last=False")
+            raise ValueError(
+                f"DataLoader: batch_size={self.batch_size} but the dataset has only {n} windows, so "
+                "drop_last=True would yield no batch at all; lower batch_size (or max_length/stride), "
+                "use more text, or pass drop_last=False"
+            )
         if seed is None:
             seed = int(np.random.SeedSequence().entropy) % (1 << 63)
         self.seed = int(seed)
-        self._next_epoch = 0        # the epoch the next (main) pass runs
-        self._resume_position = 0   # batches of that epoch to skip (set by load_state_dict)
-        self._running = None        # weak reference to the main pass while it runs
+        self._next_epoch = 0  # the epoch the next (main) pass runs
+        self._resume_position = 0  # batches of that epoch to skip (set by load_state_dict)
+        self._running = None  # weak reference to the main pass while it runs
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -68,7 +72,7 @@ class DataLoader:
 
     def __iter__(self):
         running = self._main_pass()
-        if running is not None:   # a side pass (e.g. evaluation inside the training loop)
+        if running is not None:  # a side pass (e.g. evaluation inside the training loop)
             return _Pass(self, running.epoch, 0)
         main = _Pass(self, self._next_epoch, self._resume_position)
         self._next_epoch += 1
@@ -82,33 +86,50 @@ class DataLoader:
         running = self._main_pass()
         if running is not None and running.position < len(self):
             epoch, position = running.epoch, running.position
-        elif running is not None:   # its last batch is out: the next pass starts the next epoch
+        elif running is not None:  # its last batch is out: the next pass starts the next epoch
             epoch, position = running.epoch + 1, 0
         else:
             epoch, position = self._next_epoch, self._resume_position
-        return {"epoch": epoch, "position": position, "seed": self.seed, "shuffle": self.shuffle,
-                "batch_size": self.batch_size, "drop_last": self.drop_last, "num_windows": len(self.dataset)}
+        return {
+            "epoch": epoch,
+            "position": position,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+            "num_windows": len(self.dataset),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``: the next pass yields the rest of epoch ``state["epoch"]``."""
-        for key, value in (("shuffle", self.shuffle), ("batch_size", self.batch_size),
-                           ("drop_last", self.drop_last), ("num_windows", len(self.dataset))):
+        for key, value in (
+            ("shuffle", self.shuffle),
+            ("batch_size", self.batch_size),
+            ("drop_last", self.drop_last),
+            ("num_windows", len(self.dataset)),
+        ):
             if key in state and state[key] != value:
-                raise ValueError(f"DataLoader.load_state_dict: the state has {key}={state[key]!r} but this loader "
-                                 f"has {key}={value!r}; resuming would not reproduce the same batches")
+                raise ValueError(
+                    f"DataLoader.load_state_dict: the state has {key}={state[key]!r} but this loader "
+                    f"has {key}={value!r}; resuming would not reproduce the same batches"
+                )
         epoch, position = int(state["epoch"]), int(state["position"])
         if epoch < 0 or not 0 <= position <= len(self):
-            raise ValueError(f"DataLoader.load_state_dict: epoch {epoch}, position {position} out of range "
-                             f"(0 <= position <= {len(self)} batches per epoch)")
-        if position == len(self):   # that epoch is complete: the next pass starts the following one
+            raise ValueError(
+                f"DataLoader.load_state_dict: epoch {epoch}, position {position} out of range "
+                f"(0 <= position <= {len(self)} batches per epoch)"
+            )
+        if position == len(self):  # that epoch is complete: the next pass starts the following one
             epoch, position = epoch + 1, 0
         self.seed = int(state["seed"])
         self._next_epoch, self._resume_position = epoch, position
         self._running = None
 
     def __repr__(self) -> str:
-        return (f"DataLoader({len(self.dataset)} windows, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, {len(self)} batches per epoch)")
+        return (
+            f"DataLoader({len(self.dataset)} windows, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"drop_last={self.drop_last}, {len(self)} batches per epoch)"
+        )
 
 
 class _Pass:
@@ -128,7 +149,7 @@ class _Pass:
             self.finished = True
             raise StopIteration
         start = self.position * loader.batch_size
-        indices = self.order[start:start + loader.batch_size]
+        indices = self.order[start : start + loader.batch_size]
         self.position += 1
         dataset = loader.dataset
         if hasattr(dataset, "get_batch"):

@@ -11,6 +11,7 @@ original token; every other label is -100, which ``F.cross_entropy`` ignores: th
 chosen positions. With ``labels`` so written, the GPT's training loop trains BERT unchanged:
 ``cross_entropy(model(inputs), labels)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,14 @@ IGNORE_INDEX = -100
 MLM_PROBABILITY = 0.15
 
 
-def mask_tokens(ids, rng: np.random.Generator, mask_id: int, n_ordinary: int, special_ids=(),
-                mlm_probability: float = MLM_PROBABILITY) -> tuple[np.ndarray, np.ndarray]:
+def mask_tokens(
+    ids,
+    rng: np.random.Generator,
+    mask_id: int,
+    n_ordinary: int,
+    special_ids=(),
+    mlm_probability: float = MLM_PROBABILITY,
+) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels) for token ids (any shape) by the recipe above; ``n_ordinary``: random replacements
     are drawn from ids [0, n_ordinary), the ordinary vocabulary (never a special token).
 
@@ -57,8 +64,16 @@ class MLMDataset:
     the same masks it would have drawn without stopping.
     """
 
-    def __init__(self, data, tokenizer, context_length: int, stride: int | None = None, fixed: bool = False,
-                 seed: int = 0, mlm_probability: float = MLM_PROBABILITY):
+    def __init__(
+        self,
+        data,
+        tokenizer,
+        context_length: int,
+        stride: int | None = None,
+        fixed: bool = False,
+        seed: int = 0,
+        mlm_probability: float = MLM_PROBABILITY,
+    ):
         for name in ("cls_id", "sep_id", "mask_id", "pad_id"):
             if getattr(tokenizer, name, None) is None:
                 raise ValueError(f"MLMDataset: the tokenizer has no {name}: wrap it with with_bert_tokens()")
@@ -70,14 +85,21 @@ class MLMDataset:
         self.token_ids = as_token_array(data, tokenizer, who="MLMDataset")
         n = len(self.token_ids)
         if n < self.span:
-            raise ValueError(f"MLMDataset: the text has {n} tokens, fewer than one window of {self.span} "
-                             f"(context_length {self.context_length} minus [CLS] and [SEP])")
+            raise ValueError(
+                f"MLMDataset: the text has {n} tokens, fewer than one window of {self.span} "
+                f"(context_length {self.context_length} minus [CLS] and [SEP])"
+            )
         self.starts = np.arange(0, n - self.span + 1, self.stride, dtype=np.int64)
         self.tokenizer, self.fixed, self.seed, self.mlm_probability = tokenizer, fixed, int(seed), mlm_probability
         # the base's own specials (<|endoftext|>) are never chosen either, nor drawn as random replacements:
         # every tokenizer here puts them after its ordinary ids
-        self.special_ids = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id,
-                            *tokenizer.base.special_tokens.values()]
+        self.special_ids = [
+            tokenizer.pad_id,
+            tokenizer.cls_id,
+            tokenizer.sep_id,
+            tokenizer.mask_id,
+            *tokenizer.base.special_tokens.values(),
+        ]
         self.n_ordinary = tokenizer.base.n_vocab - len(tokenizer.base.special_tokens)
 
     def __len__(self) -> int:
@@ -86,7 +108,7 @@ class MLMDataset:
     def window(self, index: int) -> np.ndarray:
         """Window ``index`` unmasked: [CLS] tokens [SEP], (context_length,) int64."""
         start = int(self.starts[index])
-        body = np.asarray(self.token_ids[start:start + self.span], dtype=np.int64)
+        body = np.asarray(self.token_ids[start : start + self.span], dtype=np.int64)
         return np.concatenate([[self.tokenizer.cls_id], body, [self.tokenizer.sep_id]])
 
     def _mask(self, ids, rng):

@@ -10,6 +10,7 @@ Both files are written atomically: a crash leaves the previous version or none, 
     sampler = RandomBatchSampler(tokens, batch_size=12, block_size=64, seed=0)
     inputs, targets = sampler.get_batch()              # (12, 64) int64 each, random windows
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,10 @@ class TokenFileWriter:
         if vocab_size > 1 << 32:
             raise ValueError(f"TokenFileWriter: vocab_size={vocab_size} does not fit uint32 ids")
         if not overwrite and (self.path.exists() or header_path(self.path).exists()):
-            raise FileExistsError(f"TokenFileWriter: {self.path} already exists (token files are written once; "
-                                  "pass overwrite=True to replace it)")
+            raise FileExistsError(
+                f"TokenFileWriter: {self.path} already exists (token files are written once; "
+                "pass overwrite=True to replace it)"
+            )
         self.dtype = token_dtype(vocab_size)
         self.count = 0
         self._context = atomic_write(self.path, "wb")
@@ -59,8 +62,10 @@ class TokenFileWriter:
         if ids.size == 0:
             return
         if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise ValueError(f"TokenFileWriter.write: expected a 1-D sequence of integer ids, got shape {ids.shape} "
-                             f"dtype {ids.dtype}")
+            raise ValueError(
+                f"TokenFileWriter.write: expected a 1-D sequence of integer ids, got shape {ids.shape} "
+                f"dtype {ids.dtype}"
+            )
         low, high = int(ids.min()), int(ids.max())
         if low < 0 or high >= self.vocab_size:
             bad = low if low < 0 else high
@@ -74,8 +79,13 @@ class TokenFileWriter:
             return self.path
         context, self._context = self._context, None
         context.__exit__(None, None, None)
-        header = {"format": FORMAT, "dtype": self.dtype.name, "byteorder": "little",
-                  "vocab_size": self.vocab_size, "count": self.count}
+        header = {
+            "format": FORMAT,
+            "dtype": self.dtype.name,
+            "byteorder": "little",
+            "vocab_size": self.vocab_size,
+            "count": self.count,
+        }
         with atomic_write(header_path(self.path), "w") as f:
             json.dump(header, f)
             f.write("\n")
@@ -111,8 +121,9 @@ def write_tokens(path, ids, vocab_size: int, overwrite: bool = False) -> Path:
 def read_header(path) -> dict:
     hpath = header_path(path)
     if not hpath.is_file():
-        raise FileNotFoundError(f"load_tokens: {hpath} (the header of {path}) does not exist; "
-                                "write token files with write_tokens()")
+        raise FileNotFoundError(
+            f"load_tokens: {hpath} (the header of {path}) does not exist; write token files with write_tokens()"
+        )
     header = json.loads(hpath.read_text(encoding="utf-8"))
     if header.get("format") != FORMAT:
         raise ValueError(f"load_tokens: {hpath} has format {header.get('format')!r}, expected {FORMAT!r}")
@@ -128,8 +139,10 @@ def load_tokens(path) -> np.ndarray:
         raise FileNotFoundError(f"load_tokens: {path} does not exist")
     size = os.path.getsize(path)
     if size != header["count"] * dtype.itemsize:
-        raise ValueError(f"load_tokens: {path} has {size} bytes but its header says {header['count']} ids of "
-                         f"{dtype.name} ({header['count'] * dtype.itemsize} bytes); the file is damaged")
+        raise ValueError(
+            f"load_tokens: {path} has {size} bytes but its header says {header['count']} ids of "
+            f"{dtype.name} ({header['count'] * dtype.itemsize} bytes); the file is damaged"
+        )
     if header["count"] == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=(header["count"],))
@@ -145,10 +158,12 @@ def get_batch(tokens, batch_size: int, block_size: int, rng: np.random.Generator
     batch_size = check_positive_int(batch_size, "batch_size", "get_batch")
     block_size = check_positive_int(block_size, "block_size", "get_batch")
     if len(tokens) < block_size + 1:
-        raise ValueError(f"get_batch: {len(tokens)} tokens, but block_size={block_size} needs at least "
-                         f"{block_size + 1} (block_size + 1, for the shifted target)")
-    starts = rng.integers(0, len(tokens) - block_size, size=batch_size)      # (B,)
-    rows = starts[:, None] + np.arange(block_size)                          # (B, T)
+        raise ValueError(
+            f"get_batch: {len(tokens)} tokens, but block_size={block_size} needs at least "
+            f"{block_size + 1} (block_size + 1, for the shifted target)"
+        )
+    starts = rng.integers(0, len(tokens) - block_size, size=batch_size)  # (B,)
+    rows = starts[:, None] + np.arange(block_size)  # (B, T)
     return np.asarray(tokens[rows], dtype=np.int64), np.asarray(tokens[rows + 1], dtype=np.int64)
 
 
@@ -161,8 +176,10 @@ class RandomBatchSampler:
         self.batch_size = check_positive_int(batch_size, "batch_size", "RandomBatchSampler")
         self.block_size = check_positive_int(block_size, "block_size", "RandomBatchSampler")
         if len(tokens) < self.block_size + 1:
-            raise ValueError(f"RandomBatchSampler: {len(tokens)} tokens, but block_size={self.block_size} needs at "
-                             f"least {self.block_size + 1} (block_size + 1, for the shifted target)")
+            raise ValueError(
+                f"RandomBatchSampler: {len(tokens)} tokens, but block_size={self.block_size} needs at "
+                f"least {self.block_size + 1} (block_size + 1, for the shifted target)"
+            )
         self.rng = np.random.default_rng(seed)
 
     def get_batch(self) -> tuple[np.ndarray, np.ndarray]:

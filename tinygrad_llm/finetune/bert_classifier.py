@@ -11,6 +11,7 @@ BERT reads the first: every position of a bidirectional encoder sees the whole m
 never asks anything of [CLS], so the classifier makes it the sentence's summary. The padding is masked out
 of attention ([PAD] ids, see BertForSequenceClassification), so a short message is read without it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,8 @@ class BertSpamDataset(SpamDataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         ids = np.full((len(texts), self.max_length), self.pad_token_id, dtype=np.int64)
         for row, message in enumerate(encoded):
-            body = message[:self.max_length - 2]
-            ids[row, :len(body) + 2] = [tokenizer.cls_id, *body, tokenizer.sep_id]
+            body = message[: self.max_length - 2]
+            ids[row, : len(body) + 2] = [tokenizer.cls_id, *body, tokenizer.sep_id]
         self.input_ids = ids  # (N, max_length)
 
 

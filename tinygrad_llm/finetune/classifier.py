@@ -13,6 +13,7 @@ the message. The book pads with end-of-text to a fixed length and still reads th
 short message is followed by padding the last position also sees; that works, and is kept here as the book
 has it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -81,6 +82,7 @@ def trainable_parameters(model) -> list:
 
 # ---- loss and accuracy --------------------------------------------------------------------------------
 
+
 def _to(array, device):
     return backend.to_device(array.data if isinstance(array, Tensor) else array, device)
 
@@ -127,12 +129,27 @@ def calc_accuracy_loader(data_loader, model, device: str | None = None, num_batc
 
 def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, parallel=None) -> tuple[float, float]:
     """Mean classification loss over ``eval_iter`` batches of each loader, in eval mode."""
-    return simple.evaluate_model(model, train_loader, val_loader, device, eval_iter, loss_batch=calc_loss_batch,
-                                 parallel=parallel)
+    return simple.evaluate_model(
+        model, train_loader, val_loader, device, eval_iter, loss_batch=calc_loss_batch, parallel=parallel
+    )
 
 
-def _train_epoch(model, train_loader, val_loader, optimizer, device, epoch: int, eval_freq: int, eval_iter: int,
-                 progress: dict, log, parallel=None, amp=None, scheduler=None, ema=None) -> None:
+def _train_epoch(
+    model,
+    train_loader,
+    val_loader,
+    optimizer,
+    device,
+    epoch: int,
+    eval_freq: int,
+    eval_iter: int,
+    progress: dict,
+    log,
+    parallel=None,
+    amp=None,
+    scheduler=None,
+    ema=None,
+) -> None:
     """One pass over ``train_loader`` with the fast step (train/step.py); every ``eval_freq`` steps the train/val
     loss into ``progress``. ``amp``: a ``MixedPrecision``; after each step ``scheduler.step()`` and
     ``ema.update(model)`` when given."""
@@ -150,16 +167,19 @@ def _train_epoch(model, train_loader, val_loader, optimizer, device, epoch: int,
             progress["train_losses"].append(train_loss)
             progress["val_losses"].append(val_loss)
             if log:
-                log(f"Ep {epoch + 1} (Step {progress['global_step']:06d}): Train loss {train_loss:.3f}, "
-                    f"Val loss {val_loss:.3f}")
+                log(
+                    f"Ep {epoch + 1} (Step {progress['global_step']:06d}): Train loss {train_loss:.3f}, "
+                    f"Val loss {val_loss:.3f}"
+                )
 
 
 def _new_progress() -> dict:
     return {"train_losses": [], "val_losses": [], "examples_seen": 0, "global_step": -1}
 
 
-def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
-                            eval_iter: int, log=print):
+def train_classifier_simple(
+    model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int, eval_iter: int, log=print
+):
     """The book's loop: every ``eval_freq`` steps the train/val loss, after every epoch the train/val accuracy
     over ``eval_iter`` batches. Returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
 
@@ -183,8 +203,9 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 if log:
-                    log(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, "
-                        f"Val loss {val_loss:.3f}")
+                    log(
+                        f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
+                    )
         model.eval()
         train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
         val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
@@ -197,10 +218,23 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
-def train_classifier(model, train_loader, val_loader, optimizer, device, max_epochs: int, patience: int | None = None,
-                     eval_freq: int = 50, eval_iter: int = 5, log=print, parallel=None,
-                     precision: str = "fp32", scheduler=None, ema_decay: float | None = None,
-                     average_from: int | None = None) -> dict:
+def train_classifier(
+    model,
+    train_loader,
+    val_loader,
+    optimizer,
+    device,
+    max_epochs: int,
+    patience: int | None = None,
+    eval_freq: int = 50,
+    eval_iter: int = 5,
+    log=print,
+    parallel=None,
+    precision: str = "fp32",
+    scheduler=None,
+    ema_decay: float | None = None,
+    average_from: int | None = None,
+) -> dict:
     """The command line's loop (``tinygrad-llm finetune-classifier``): the book's ``train_classifier_simple`` on
     the fast step of train/step.py (batch parts on the cores; ``precision`` tf32/fp16/bf16 on a GPU, see
     tinygrad_llm.amp; ``parallel``: a ``train.parallel.DataParallel``, the loaders then yielding every
@@ -226,11 +260,14 @@ def train_classifier(model, train_loader, val_loader, optimizer, device, max_epo
     """
     if average_from is not None:
         if not 1 <= average_from <= max_epochs:
-            raise ValueError(f"train_classifier: average_from must be an epoch in [1, {max_epochs}], "
-                             f"got {average_from}")
+            raise ValueError(
+                f"train_classifier: average_from must be an epoch in [1, {max_epochs}], got {average_from}"
+            )
         if patience is not None or ema_decay is not None:
-            raise ValueError("train_classifier: average_from averages the last epochs' weights; it does not combine "
-                             "with patience (choosing an epoch) or ema_decay (another average)")
+            raise ValueError(
+                "train_classifier: average_from averages the last epochs' weights; it does not combine "
+                "with patience (choosing an epoch) or ema_decay (another average)"
+            )
     progress = _new_progress()
     amp = MixedPrecision(precision, model.device)
     ema = ExponentialMovingAverage(model, ema_decay) if ema_decay is not None else None
@@ -238,8 +275,22 @@ def train_classifier(model, train_loader, val_loader, optimizer, device, max_epo
     history = {"val_accuracy": [], "val_loss": []}
     best_key, best_state, best_epoch, since_best = None, None, 0, 0
     for epoch in range(max_epochs):
-        _train_epoch(model, train_loader, val_loader, optimizer, device, epoch, eval_freq, eval_iter, progress, log,
-                     parallel, amp, scheduler, ema)
+        _train_epoch(
+            model,
+            train_loader,
+            val_loader,
+            optimizer,
+            device,
+            epoch,
+            eval_freq,
+            eval_iter,
+            progress,
+            log,
+            parallel,
+            amp,
+            scheduler,
+            ema,
+        )
         model.eval()
         with ema.average_parameters(model) if ema is not None else contextlib.nullcontext():
             val_accuracy = calc_accuracy_loader(val_loader, model, device)
@@ -272,15 +323,30 @@ def train_classifier(model, train_loader, val_loader, optimizer, device, max_epo
     elif best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    chosen = {"best_epoch": best_epoch} if average is None else {"best_epoch": None,
-                                                                  "averaged_epochs": [average_from, max_epochs]}
-    return {"epochs_run": len(history["val_accuracy"]), **chosen, **history,
-            "train_losses": progress["train_losses"], "val_losses": progress["val_losses"],
-            "examples_seen": progress["examples_seen"]}
+    chosen = (
+        {"best_epoch": best_epoch}
+        if average is None
+        else {"best_epoch": None, "averaged_epochs": [average_from, max_epochs]}
+    )
+    return {
+        "epochs_run": len(history["val_accuracy"]),
+        **chosen,
+        **history,
+        "train_losses": progress["train_losses"],
+        "val_losses": progress["val_losses"],
+        "examples_seen": progress["examples_seen"],
+    }
 
 
-def classify_text(text: str, model, tokenizer, device: str | None = None, max_length: int | None = None,
-                  pad_token_id: int | None = None, class_names=("not spam", "spam")) -> str:
+def classify_text(
+    text: str,
+    model,
+    tokenizer,
+    device: str | None = None,
+    max_length: int | None = None,
+    pad_token_id: int | None = None,
+    class_names=("not spam", "spam"),
+) -> str:
     """The predicted class name of one text (the book's ``classify_review``): encode, truncate to
     ``max_length`` (and the context), pad with end-of-text to ``max_length``, read the last token's logits."""
     device = device or model.device
@@ -304,8 +370,14 @@ def classify_text(text: str, model, tokenizer, device: str | None = None, max_le
     return class_names[predicted]
 
 
-def classify_review(text: str, model, tokenizer, device: str | None = None, max_length: int | None = None,
-                    pad_token_id: int | None = None) -> str:
+def classify_review(
+    text: str,
+    model,
+    tokenizer,
+    device: str | None = None,
+    max_length: int | None = None,
+    pad_token_id: int | None = None,
+) -> str:
     """The book's chapter-6 name: "spam" or "not spam" for ``text`` (see ``classify_text``; the padding
     defaults to the tokenizer's end-of-text, which is the book's 50256 for GPT-2's tokenizer)."""
     return classify_text(text, model, tokenizer, device, max_length, pad_token_id, class_names=("not spam", "spam"))

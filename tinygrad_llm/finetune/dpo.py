@@ -17,6 +17,7 @@ book tracks are pi - ref for the chosen and for the rejected responses (without 
 difference is the reward margin: positive once the policy prefers the chosen answers more than the
 reference did.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,16 +60,22 @@ def compute_logprobs(logits: Tensor, labels, selection_mask=None, average: bool 
     return total / xp.maximum(counts, 1).astype(logits.dtype)
 
 
-def compute_dpo_loss(model_chosen_logprobs: Tensor, model_rejected_logprobs: Tensor, reference_chosen_logprobs,
-                     reference_rejected_logprobs, beta: float = 0.1):
+def compute_dpo_loss(
+    model_chosen_logprobs: Tensor,
+    model_rejected_logprobs: Tensor,
+    reference_chosen_logprobs,
+    reference_rejected_logprobs,
+    beta: float = 0.1,
+):
     """(loss, chosen_rewards, rejected_rewards): the batch-mean DPO loss (a Tensor) and the mean rewards
     (floats, not differentiated), from per-sequence log-probabilities (B,) of the policy and the reference."""
     reference_chosen = _values(reference_chosen_logprobs)
     reference_rejected = _values(reference_rejected_logprobs)
     dtype = model_chosen_logprobs.dtype
     model_logratios = model_chosen_logprobs - model_rejected_logprobs  # (B,)
-    reference_logratios = Tensor((reference_chosen - reference_rejected).astype(dtype),
-                                 device=model_chosen_logprobs.device)  # (B,): a constant
+    reference_logratios = Tensor(
+        (reference_chosen - reference_rejected).astype(dtype), device=model_chosen_logprobs.device
+    )  # (B,): a constant
     logits = model_logratios - reference_logratios
     losses = -F.logsigmoid(logits * beta)  # DPO, eq. 7 of the paper
     chosen_rewards = float((_values(model_chosen_logprobs) - reference_chosen).mean())
@@ -90,8 +97,9 @@ def sequence_logprobs(model, batch: dict, key: str, average: bool = True, device
     return compute_logprobs(model(ids), ids, backend.to_device(batch[f"{key}_mask"], device), average)
 
 
-def compute_dpo_loss_batch(batch: dict, policy_model, reference_model, beta: float = 0.1, average: bool = True,
-                           device: str | None = None):
+def compute_dpo_loss_batch(
+    batch: dict, policy_model, reference_model, beta: float = 0.1, average: bool = True, device: str | None = None
+):
     """The DPO loss of one batch dict (see ``PreferenceDataset``): the policy runs with gradients; the
     reference's log-probabilities come from the batch when precomputed, else from ``reference_model``
     without gradients. Returns (loss Tensor, chosen_rewards, rejected_rewards)."""
@@ -101,16 +109,24 @@ def compute_dpo_loss_batch(batch: dict, policy_model, reference_model, beta: flo
         reference_chosen, reference_rejected = batch["reference_chosen_logprobs"], batch["reference_rejected_logprobs"]
     else:
         if reference_model is None:
-            raise ValueError("compute_dpo_loss_batch: no reference model and no precomputed reference "
-                             "log-probabilities in the batch")
+            raise ValueError(
+                "compute_dpo_loss_batch: no reference model and no precomputed reference log-probabilities in the batch"
+            )
         with no_grad():
             reference_chosen = sequence_logprobs(reference_model, batch, "chosen", average, device)
             reference_rejected = sequence_logprobs(reference_model, batch, "rejected", average, device)
     return compute_dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
 
 
-def compute_dpo_loss_loader(data_loader, policy_model, reference_model, beta: float = 0.1,
-                            num_batches: int | None = None, average: bool = True, device: str | None = None):
+def compute_dpo_loss_loader(
+    data_loader,
+    policy_model,
+    reference_model,
+    beta: float = 0.1,
+    num_batches: int | None = None,
+    average: bool = True,
+    device: str | None = None,
+):
     """(loss, chosen_rewards, rejected_rewards) averaged over the first ``num_batches`` batches (all when None),
     without gradients; NaNs for an empty loader, as the book."""
     n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
@@ -121,32 +137,47 @@ def compute_dpo_loss_loader(data_loader, policy_model, reference_model, beta: fl
         for i, batch in enumerate(data_loader):
             if i >= n:
                 break
-            loss, chosen, rejected = compute_dpo_loss_batch(batch, policy_model, reference_model, beta, average,
-                                                            device)
+            loss, chosen, rejected = compute_dpo_loss_batch(batch, policy_model, reference_model, beta, average, device)
             total_loss += loss.item()
             total_chosen += chosen
             total_rejected += rejected
     return total_loss / n, total_chosen / n, total_rejected / n
 
 
-def evaluate_dpo_loss_loader(policy_model, reference_model, train_loader, val_loader, beta: float = 0.1,
-                             eval_iter: int | None = 5, average: bool = True, device: str | None = None) -> dict:
+def evaluate_dpo_loss_loader(
+    policy_model,
+    reference_model,
+    train_loader,
+    val_loader,
+    beta: float = 0.1,
+    eval_iter: int | None = 5,
+    average: bool = True,
+    device: str | None = None,
+) -> dict:
     """{train_loss, train_chosen_reward, train_rejected_reward, val_...} over ``eval_iter`` batches of each
     loader (all when None), the policy in eval mode (dropout off) and then back in its previous mode."""
     was_training = policy_model.training
     policy_model.eval()
     result = {}
     for split, loader in (("train", train_loader), ("val", val_loader)):
-        loss, chosen, rejected = compute_dpo_loss_loader(loader, policy_model, reference_model, beta, eval_iter,
-                                                         average, device)
-        result.update({f"{split}_loss": loss, f"{split}_chosen_reward": chosen,
-                       f"{split}_rejected_reward": rejected, f"{split}_reward_margin": chosen - rejected})
+        loss, chosen, rejected = compute_dpo_loss_loader(
+            loader, policy_model, reference_model, beta, eval_iter, average, device
+        )
+        result.update(
+            {
+                f"{split}_loss": loss,
+                f"{split}_chosen_reward": chosen,
+                f"{split}_rejected_reward": rejected,
+                f"{split}_reward_margin": chosen - rejected,
+            }
+        )
     policy_model.train(was_training)
     return result
 
 
-def precompute_reference_logprobs(reference_model, dataset, batch_size: int = 8, average: bool = True,
-                                  device: str | None = None):
+def precompute_reference_logprobs(
+    reference_model, dataset, batch_size: int = 8, average: bool = True, device: str | None = None
+):
     """Run the frozen reference model once over ``dataset`` (a PreferenceDataset) in eval mode and attach its
     per-record log-probabilities to it (``dataset.set_reference_logprobs``): later batches carry them, and
     training needs no reference forward pass. Returns (chosen (N,), rejected (N,)).
@@ -168,9 +199,22 @@ def precompute_reference_logprobs(reference_model, dataset, batch_size: int = 8,
     return chosen, rejected
 
 
-def train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader, optimizer, num_epochs: int,
-                           beta: float, eval_freq: int, eval_iter: int, start_context: str | None = None,
-                           tokenizer=None, average: bool = True, device: str | None = None, log=print) -> dict:
+def train_model_dpo_simple(
+    policy_model,
+    reference_model,
+    train_loader,
+    val_loader,
+    optimizer,
+    num_epochs: int,
+    beta: float,
+    eval_freq: int,
+    eval_iter: int,
+    start_context: str | None = None,
+    tokenizer=None,
+    average: bool = True,
+    device: str | None = None,
+    log=print,
+) -> dict:
     """The book's DPO loop: a step per batch; every ``eval_freq`` steps the train/val loss and rewards over
     ``eval_iter`` batches; after each epoch a sample for ``start_context`` when a tokenizer is given.
 
@@ -193,16 +237,41 @@ def train_model_dpo_simple(policy_model, reference_model, train_loader, val_load
             tokens_seen += batch["chosen"].size
             global_step += 1
             if global_step % eval_freq == 0:
-                _evaluate(tracking, policy_model, reference_model, train_loader, val_loader, beta, eval_iter, average,
-                          device, log, epoch, global_step, tokens_seen)
+                _evaluate(
+                    tracking,
+                    policy_model,
+                    reference_model,
+                    train_loader,
+                    val_loader,
+                    beta,
+                    eval_iter,
+                    average,
+                    device,
+                    log,
+                    epoch,
+                    global_step,
+                    tokens_seen,
+                )
         if tokenizer is not None and start_context:
             generate_and_print_sample(policy_model, tokenizer, device, start_context)
     return tracking
 
 
-def train_model_dpo(policy_model, reference_model, train_loader, val_loader, optimizer, num_epochs: int, beta: float,
-                    eval_freq: int, eval_iter: int, average: bool = True, device: str | None = None, log=print,
-                    parallel=None) -> dict:
+def train_model_dpo(
+    policy_model,
+    reference_model,
+    train_loader,
+    val_loader,
+    optimizer,
+    num_epochs: int,
+    beta: float,
+    eval_freq: int,
+    eval_iter: int,
+    average: bool = True,
+    device: str | None = None,
+    log=print,
+    parallel=None,
+) -> dict:
     """The loop of ``tinygrad-llm finetune-dpo``: ``train_model_dpo_simple`` (same evaluations and tracking
     dict) on the fast step of train/step.py, data-parallel with ``parallel`` (a
     ``train.parallel.DataParallel``: each process trains on its rows of the loaders' batches and evaluates on
@@ -217,19 +286,41 @@ def train_model_dpo(policy_model, reference_model, train_loader, val_loader, opt
         policy_model.train()
         for batch in train_loader:
             tokens_seen += batch["chosen"].size
-            loss = train_step(policy_model, optimizer, [(batch, None)], device, parallel=parallel,
-                              loss_batch=loss_batch)
+            loss = train_step(
+                policy_model, optimizer, [(batch, None)], device, parallel=parallel, loss_batch=loss_batch
+            )
             _check_finite(float(loss), global_step + 1)
             global_step += 1
             if global_step % eval_freq == 0:
-                _evaluate(tracking, policy_model, reference_model, train_loader, val_loader, beta, eval_iter, average,
-                          device, log, epoch, global_step, tokens_seen)
+                _evaluate(
+                    tracking,
+                    policy_model,
+                    reference_model,
+                    train_loader,
+                    val_loader,
+                    beta,
+                    eval_iter,
+                    average,
+                    device,
+                    log,
+                    epoch,
+                    global_step,
+                    tokens_seen,
+                )
     return tracking
 
 
 def _new_tracking() -> dict:
-    return {"train_losses": [], "train_chosen_rewards": [], "train_rejected_rewards": [], "val_losses": [],
-            "val_chosen_rewards": [], "val_rejected_rewards": [], "tokens_seen": [], "steps": []}
+    return {
+        "train_losses": [],
+        "train_chosen_rewards": [],
+        "train_rejected_rewards": [],
+        "val_losses": [],
+        "val_chosen_rewards": [],
+        "val_rejected_rewards": [],
+        "tokens_seen": [],
+        "steps": [],
+    }
 
 
 def _check_finite(loss: float, step: int) -> None:
@@ -237,11 +328,25 @@ def _check_finite(loss: float, step: int) -> None:
         raise FloatingPointError(f"DPO loss became {loss} at step {step}: lower the learning rate")
 
 
-def _evaluate(tracking, policy_model, reference_model, train_loader, val_loader, beta, eval_iter, average, device, log,
-              epoch, global_step, tokens_seen) -> None:
+def _evaluate(
+    tracking,
+    policy_model,
+    reference_model,
+    train_loader,
+    val_loader,
+    beta,
+    eval_iter,
+    average,
+    device,
+    log,
+    epoch,
+    global_step,
+    tokens_seen,
+) -> None:
     """The loops' evaluation: the losses and rewards into ``tracking``, and a line to ``log``."""
-    res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader, val_loader, beta, eval_iter, average,
-                                   device)
+    res = evaluate_dpo_loss_loader(
+        policy_model, reference_model, train_loader, val_loader, beta, eval_iter, average, device
+    )
     for split in ("train", "val"):
         tracking[f"{split}_losses"].append(res[f"{split}_loss"])
         tracking[f"{split}_chosen_rewards"].append(res[f"{split}_chosen_reward"])
@@ -249,6 +354,8 @@ def _evaluate(tracking, policy_model, reference_model, train_loader, val_loader,
     tracking["tokens_seen"].append(tokens_seen)
     tracking["steps"].append(global_step)
     if log:
-        log(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {res['train_loss']:.3f}, "
+        log(
+            f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {res['train_loss']:.3f}, "
             f"Val loss {res['val_loss']:.3f}, Train reward margins {res['train_reward_margin']:.3f}, "
-            f"Val reward margins {res['val_reward_margin']:.3f}")
+            f"Val reward margins {res['val_reward_margin']:.3f}"
+        )

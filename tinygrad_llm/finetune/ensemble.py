@@ -16,6 +16,7 @@ label. ``calc_accuracy_loader``, ``calc_loss_loader`` and ``classify_text`` take
 one model. On disk the members are one ``model.safetensors`` (``members.0.…``, ``members.1.…``) beside one
 config.json, with ``"ensemble_size"`` in finetune.json (finetune.io).
 """
+
 from __future__ import annotations
 
 import math

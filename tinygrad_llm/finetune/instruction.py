@@ -16,6 +16,7 @@ but not to predict padding. The book finds the padding by value (``targets == pa
 found by position (everything past the sequence's own tokens), which is the same unless a text itself
 contains end-of-text, whose genuine occurrence the book would then mask by mistake.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,14 +64,17 @@ def load_instruction_data(path, required=("instruction", "output")) -> list[dict
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of {{instruction, input, output}} objects, "
-                         f"got a {type(data).__name__}")
+        raise ValueError(
+            f"{path}: expected a JSON list of {{instruction, input, output}} objects, got a {type(data).__name__}"
+        )
     if not data:
         raise ValueError(f"{path}: the list of instruction records is empty")
     for index, entry in enumerate(data):
         if not isinstance(entry, dict):
-            raise ValueError(f"{path}: record {index} is a {type(entry).__name__}, expected an object with "
-                             f"{', '.join(repr(k) for k in required)}")
+            raise ValueError(
+                f"{path}: record {index} is a {type(entry).__name__}, expected an object with "
+                f"{', '.join(repr(k) for k in required)}"
+            )
         for key in required:
             if not isinstance(entry.get(key), str):
                 problem = "is missing" if key not in entry else f"is a {type(entry[key]).__name__}, not a string"
@@ -85,16 +89,23 @@ def split_instruction_data(data: list, train_frac: float = 0.85, test_frac: floa
     train_portion = int(len(data) * train_frac)
     test_portion = int(len(data) * test_frac)
     train = data[:train_portion]
-    test = data[train_portion:train_portion + test_portion]
-    val = data[train_portion + test_portion:]
+    test = data[train_portion : train_portion + test_portion]
+    val = data[train_portion + test_portion :]
     if not train or not test or not val:
-        raise ValueError(f"split_instruction_data: {len(data)} records leave an empty split "
-                         f"({len(train)} train, {len(test)} test, {len(val)} validation)")
+        raise ValueError(
+            f"split_instruction_data: {len(data)} records leave an empty split "
+            f"({len(train)} train, {len(test)} test, {len(val)} validation)"
+        )
     return train, test, val
 
 
-def custom_collate_fn(batch, pad_token_id: int = 50256, ignore_index: int = IGNORE_INDEX,
-                      allowed_max_length: int | None = None, prompt_lengths=None):
+def custom_collate_fn(
+    batch,
+    pad_token_id: int = 50256,
+    ignore_index: int = IGNORE_INDEX,
+    allowed_max_length: int | None = None,
+    prompt_lengths=None,
+):
     """(inputs, targets), both (B, L) int64, from token-id lists.
 
     L = longest sequence + 1 (its appended end-of-text), cut to ``allowed_max_length``. For a sequence of n
@@ -109,11 +120,11 @@ def custom_collate_fn(batch, pad_token_id: int = 50256, ignore_index: int = IGNO
     targets = np.full((len(batch), batch_max_length - 1), ignore_index, dtype=np.int64)
     for row, item in enumerate(batch):
         n = len(item)
-        inputs[row, :n] = item                  # the tokens, then padding
-        targets[row, :n - 1] = item[1:]         # each position predicts the next token
-        targets[row, n - 1] = pad_token_id      # ... and the last one predicts end-of-text, kept as a target
+        inputs[row, :n] = item  # the tokens, then padding
+        targets[row, : n - 1] = item[1:]  # each position predicts the next token
+        targets[row, n - 1] = pad_token_id  # ... and the last one predicts end-of-text, kept as a target
         if prompt_lengths is not None:
-            targets[row, :max(int(prompt_lengths[row]) - 1, 0)] = ignore_index  # do not learn to write the prompt
+            targets[row, : max(int(prompt_lengths[row]) - 1, 0)] = ignore_index  # do not learn to write the prompt
     if allowed_max_length is not None:
         inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
     return inputs, targets
@@ -126,12 +137,20 @@ class InstructionDataset:
     ``DataLoader`` yields ``(inputs, targets)``. ``mask_inputs`` ignores the prompt tokens in the targets.
     """
 
-    def __init__(self, data, tokenizer, pad_token_id: int | None = None, allowed_max_length: int | None = None,
-                 mask_inputs: bool = False, ignore_index: int = IGNORE_INDEX):
+    def __init__(
+        self,
+        data,
+        tokenizer,
+        pad_token_id: int | None = None,
+        allowed_max_length: int | None = None,
+        mask_inputs: bool = False,
+        ignore_index: int = IGNORE_INDEX,
+    ):
         if pad_token_id is None:
             if tokenizer.eot_id is None:
-                raise ValueError(f"InstructionDataset: tokenizer {tokenizer.name!r} has no <|endoftext|>; "
-                                 "pass pad_token_id")
+                raise ValueError(
+                    f"InstructionDataset: tokenizer {tokenizer.name!r} has no <|endoftext|>; pass pad_token_id"
+                )
             pad_token_id = tokenizer.eot_id
         self.data = list(data)
         self.pad_token_id, self.ignore_index = int(pad_token_id), ignore_index
@@ -150,9 +169,13 @@ class InstructionDataset:
 
     def get_batch(self, indices):
         indices = [int(i) for i in indices]
-        return custom_collate_fn([self.encoded_texts[i] for i in indices], self.pad_token_id, self.ignore_index,
-                                 self.allowed_max_length,
-                                 [self.prompt_lengths[i] for i in indices] if self.mask_inputs else None)
+        return custom_collate_fn(
+            [self.encoded_texts[i] for i in indices],
+            self.pad_token_id,
+            self.ignore_index,
+            self.allowed_max_length,
+            [self.prompt_lengths[i] for i in indices] if self.mask_inputs else None,
+        )
 
 
 def generate_response(model, tokenizer, entry: dict, max_new_tokens: int = 256, device: str | None = None) -> str:
@@ -164,24 +187,31 @@ def generate_response(model, tokenizer, entry: dict, max_new_tokens: int = 256, 
     context = model.config.context_length
     prompt_ids = prompt_ids[:, -context:]  # keep the tail of a prompt longer than the context
     device = device or model.device
-    out = generate(model, backend.to_device(prompt_ids, device), max_new_tokens=max_new_tokens,
-                   context_size=context, eos_id=tokenizer.eot_id)
-    new_ids = backend.to_numpy(out)[0, prompt_ids.shape[1]:].tolist()
+    out = generate(
+        model,
+        backend.to_device(prompt_ids, device),
+        max_new_tokens=max_new_tokens,
+        context_size=context,
+        eos_id=tokenizer.eot_id,
+    )
+    new_ids = backend.to_numpy(out)[0, prompt_ids.shape[1] :].tolist()
     if tokenizer.eot_id is not None and tokenizer.eot_id in new_ids:
-        new_ids = new_ids[:new_ids.index(tokenizer.eot_id)]
+        new_ids = new_ids[: new_ids.index(tokenizer.eot_id)]
     return tokenizer.decode(new_ids).replace("### Response:", "").strip()
 
 
-def generate_test_responses(model, tokenizer, test_data, max_new_tokens: int = 256, device: str | None = None,
-                            progress: bool = False) -> list[dict]:
+def generate_test_responses(
+    model, tokenizer, test_data, max_new_tokens: int = 256, device: str | None = None, progress: bool = False
+) -> list[dict]:
     """Copies of the records with ``"model_response"`` added (the book's instruction-data-with-response)."""
     items = list(test_data)
     if progress:
         from tqdm import tqdm
 
         items = tqdm(items, desc="responses")
-    return [{**entry, RESPONSE_KEY: generate_response(model, tokenizer, entry, max_new_tokens, device)}
-            for entry in items]
+    return [
+        {**entry, RESPONSE_KEY: generate_response(model, tokenizer, entry, max_new_tokens, device)} for entry in items
+    ]
 
 
 def save_responses(path, entries) -> Path:
@@ -193,8 +223,20 @@ def save_responses(path, entries) -> Path:
     return path
 
 
-def train_instruction_model(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
-                            eval_iter: int, start_context: str, tokenizer, parallel=None, precision: str = "fp32"):
+def train_instruction_model(
+    model,
+    train_loader,
+    val_loader,
+    optimizer,
+    device,
+    num_epochs: int,
+    eval_freq: int,
+    eval_iter: int,
+    start_context: str,
+    tokenizer,
+    parallel=None,
+    precision: str = "fp32",
+):
     """The loop of ``tinygrad-llm finetune-instruct``: chapter 5's ``train_model_simple`` (same arguments, same
     evaluations, prints and return value) with the fast step of train/step.py in place of the book's four
     lines: the batch cut into parts on the CPU's cores, ``precision`` tf32/fp16/bf16 on a GPU (see
@@ -210,8 +252,9 @@ def train_instruction_model(model, train_loader, val_loader, optimizer, device, 
             train_step(model, optimizer, [(input_batch, target_batch)], device, amp, parallel)
             global_step += 1
             if global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter,
-                                                      parallel=parallel)
+                train_loss, val_loss = evaluate_model(
+                    model, train_loader, val_loader, device, eval_iter, parallel=parallel
+                )
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 track_tokens_seen.append(tokens_seen)

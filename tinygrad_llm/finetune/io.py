@@ -12,6 +12,7 @@ An instruction-tuned model is a plain GPT: ``tinygrad-llm generate --checkpoint 
 has a (num_classes, emb_dim) head instead of the vocabulary head: ``load_classifier(out)`` rebuilds it.
 Every file is written atomically; nothing is read with pickle.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,10 +55,10 @@ def load_classifier(path, device: str | None = None):
     GPTModel or BERT with its class head, or a ``ClassifierEnsemble`` of them when finetune.json says
     ``ensemble_size``."""
     from tinygrad_llm.checkpoint import CheckpointError, check_state_matches, load_model_files
-    from tinygrad_llm.model.pretrained import check_config_fits_header
-    from tinygrad_llm.safetensors_file import SafetensorsFile
     from tinygrad_llm.finetune.classifier import add_classification_head
     from tinygrad_llm.model.ngram_gpt import check_tables_fit_header, config_from_dict, model_class
+    from tinygrad_llm.model.pretrained import check_config_fits_header
+    from tinygrad_llm.safetensors_file import SafetensorsFile
     from tinygrad_llm.tokenizer import load_tokenizer
 
     path = Path(path)
@@ -78,15 +79,17 @@ def load_classifier(path, device: str | None = None):
         try:
             config = BertConfig.from_dict(config)
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path / 'config.json'}: not a BERT configuration this library can build "
-                                  f"({exc})") from None
+            raise CheckpointError(
+                f"{path / 'config.json'}: not a BERT configuration this library can build ({exc})"
+            ) from None
         members = [BertForSequenceClassification(config) for _ in prefixes]
     else:
         try:
             config = config_from_dict(config)  # a GPTConfig, or an NgramGPTConfig (the from-scratch recipe's)
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path / 'config.json'}: not a model configuration this GPT can build "
-                                  f"({exc})") from None
+            raise CheckpointError(
+                f"{path / 'config.json'}: not a model configuration this GPT can build ({exc})"
+            ) from None
         weights = SafetensorsFile(path / "model.safetensors", error=CheckpointError)
         for prefix in prefixes:  # sizes checked before allocating the model
             check_config_fits_header(config, weights, path / "config.json", hf_layout=False, prefix=prefix)

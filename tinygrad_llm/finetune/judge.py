@@ -9,6 +9,7 @@ The judge sends the book's prompt to an Ollama-compatible ``/api/chat`` endpoint
 dependency), reads the streamed JSON lines, and parses the integer it answers. Any client with ``score``
 taking (entry, response) can replace it: the judge is pluggable.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,38 +94,55 @@ def score_responses(entries, response_key: str = RESPONSE_KEY) -> dict:
         if response_key not in entry:
             raise ValueError(f"score_responses: entry {index} has no {response_key!r}")
     metrics = {"exact_match": exact_match, "token_f1": token_f1, "rouge_l": rouge_l}
-    result = {name: sum(fn(e[response_key], e["output"]) for e in entries) / len(entries)
-              for name, fn in metrics.items()}
+    result = {
+        name: sum(fn(e[response_key], e["output"]) for e in entries) / len(entries) for name, fn in metrics.items()
+    }
     result["n"] = len(entries)
     return result
 
 
 # ---- the LLM judge (the book's method) ----------------------------------------------------------------
 
+
 def judge_prompt(entry: dict, response_key: str = RESPONSE_KEY) -> str:
     """The book's scoring prompt for one record."""
-    return (f"Given the input `{format_input(entry)}` "
-            f"and correct output `{entry['output']}`, "
-            f"score the model response `{entry[response_key]}`"
-            f" on a scale from 0 to 100, where 100 is the best score. "
-            f"Respond with the integer number only.")
+    return (
+        f"Given the input `{format_input(entry)}` "
+        f"and correct output `{entry['output']}`, "
+        f"score the model response `{entry[response_key]}`"
+        f" on a scale from 0 to 100, where 100 is the best score. "
+        f"Respond with the integer number only."
+    )
 
 
 class OllamaJudge:
     """Scores responses with a model served by Ollama (or anything speaking its ``/api/chat``)."""
 
-    def __init__(self, model: str = DEFAULT_JUDGE_MODEL, url: str = DEFAULT_JUDGE_URL, timeout: float = 60.0,
-                 seed: int = 123, num_ctx: int = 2048):
+    def __init__(
+        self,
+        model: str = DEFAULT_JUDGE_MODEL,
+        url: str = DEFAULT_JUDGE_URL,
+        timeout: float = 60.0,
+        seed: int = 123,
+        num_ctx: int = 2048,
+    ):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"judge url must start with http:// or https://, got {url!r}")
         self.model, self.url, self.timeout, self.seed, self.num_ctx = model, url, float(timeout), seed, num_ctx
 
     def query(self, prompt: str) -> str:
         """The judge's whole answer to ``prompt`` (greedy, seeded, as the book's ``query_model``)."""
-        payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                   "options": {"seed": self.seed, "temperature": 0, "num_ctx": self.num_ctx}}
-        request = urllib.request.Request(self.url, data=json.dumps(payload).encode("utf-8"), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        payload = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "options": {"seed": self.seed, "temperature": 0, "num_ctx": self.num_ctx},
+        }
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(payload).encode("utf-8"),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 answer = []
@@ -138,12 +156,16 @@ class OllamaJudge:
                     answer.append(message.get("message", {}).get("content", ""))
                 return "".join(answer)
         except urllib.error.HTTPError as exc:
-            raise JudgeError(f"judge at {self.url} answered HTTP {exc.code} ({exc.reason}); is model "
-                             f"{self.model!r} available there (ollama pull {self.model})?") from None
+            raise JudgeError(
+                f"judge at {self.url} answered HTTP {exc.code} ({exc.reason}); is model "
+                f"{self.model!r} available there (ollama pull {self.model})?"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise JudgeError(f"cannot reach the judge at {self.url} ({reason}); start an Ollama server "
-                             "('ollama serve') or score offline without a judge") from None
+            raise JudgeError(
+                f"cannot reach the judge at {self.url} ({reason}); start an Ollama server "
+                "('ollama serve') or score offline without a judge"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise JudgeError(f"judge at {self.url} did not answer JSON lines ({exc})") from None
 
@@ -161,5 +183,9 @@ class OllamaJudge:
         """{"scores": [int | None per entry], "average": mean of the integers, "n_scored": how many}."""
         scores = [self.score(entry, response_key) for entry in entries]
         valid = [s for s in scores if s is not None]
-        return {"judge_model": self.model, "scores": scores, "n_scored": len(valid),
-                "average": sum(valid) / len(valid) if valid else float("nan")}
+        return {
+            "judge_model": self.model,
+            "scores": scores,
+            "n_scored": len(valid),
+            "average": sum(valid) / len(valid) if valid else float("nan"),
+        }

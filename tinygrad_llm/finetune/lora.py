@@ -20,6 +20,7 @@ a differently shaped update (one rank-r matrix shared by Q, K and V). So ``repla
 gives ``W_qkv`` three LoRAs, one per output block (query, key, value), each ``(emb -> emb)``: the same
 parameters and the same function as the book's three adapted Linears (``split_qkv=False`` for one LoRA).
 """
+
 from __future__ import annotations
 
 import math
@@ -79,8 +80,9 @@ class LinearWithLoRA(Module):
         if not isinstance(linear, Linear):
             raise TypeError(f"LinearWithLoRA: expected a Linear, got {type(linear).__name__}")
         if n_splits < 1 or linear.out_features % n_splits:
-            raise ValueError(f"LinearWithLoRA: out_features {linear.out_features} does not split into "
-                             f"{n_splits} equal blocks")
+            raise ValueError(
+                f"LinearWithLoRA: out_features {linear.out_features} does not split into {n_splits} equal blocks"
+            )
         self.linear = linear
         self.n_splits = n_splits
         dtype = linear.weight.dtype
@@ -88,8 +90,9 @@ class LinearWithLoRA(Module):
         if n_splits == 1:
             self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha, dtype=dtype)
         else:
-            self.lora = ModuleList([LoRALayer(linear.in_features, block, rank, alpha, dtype=dtype)
-                                    for _ in range(n_splits)])
+            self.lora = ModuleList(
+                [LoRALayer(linear.in_features, block, rank, alpha, dtype=dtype) for _ in range(n_splits)]
+            )
         if linear.weight.device != "cpu":
             self.lora.to(linear.weight.device)
 
@@ -118,8 +121,9 @@ class LinearWithLoRA(Module):
 
     def merged_linear(self) -> Linear:
         """A plain Linear equal to this one: weight W + delta, the same bias (new arrays; self is unchanged)."""
-        merged = Linear(self.in_features, self.out_features, bias=self.linear.bias is not None,
-                        dtype=self.linear.weight.dtype)
+        merged = Linear(
+            self.in_features, self.out_features, bias=self.linear.bias is not None, dtype=self.linear.weight.dtype
+        )
         if self.linear.weight.device != "cpu":
             merged.to(self.linear.weight.device)
         merged.weight.data[...] = self.linear.weight.data + self.delta_weight()

@@ -14,6 +14,7 @@ only on the response: False over the prompt (and the two newline tokens that ope
 the book's ``prompt length + 2``) and over the padding. The masks select the tokens whose log-probabilities
 DPO compares (``finetune.dpo.compute_logprobs``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,12 +34,12 @@ def load_preference_data(path) -> list[dict]:
 def format_preference_pair(entry: dict) -> tuple[str, str, str]:
     """(prompt, prompt + chosen response, prompt + rejected response), as the book's PreferenceDataset."""
     prompt = format_input(entry)
-    return (prompt, f"{prompt}\n\n### Response:\n{entry['chosen']}",
-            f"{prompt}\n\n### Response:\n{entry['rejected']}")
+    return (prompt, f"{prompt}\n\n### Response:\n{entry['chosen']}", f"{prompt}\n\n### Response:\n{entry['rejected']}")
 
 
-def preference_collate_fn(batch, pad_token_id: int = 50256, allowed_max_length: int | None = None,
-                          mask_prompt_tokens: bool = True) -> dict:
+def preference_collate_fn(
+    batch, pad_token_id: int = 50256, allowed_max_length: int | None = None, mask_prompt_tokens: bool = True
+) -> dict:
     """A batch dict from items {"prompt", "chosen", "rejected"} (token-id lists), as the book's DPO collate.
 
     Returns {"prompt": list of (P_i,) arrays, "chosen"/"rejected": (B, L) int64, "chosen_mask"/"rejected_mask":
@@ -55,10 +56,10 @@ def preference_collate_fn(batch, pad_token_id: int = 50256, allowed_max_length: 
         mask = np.zeros((len(batch), max_length_common), dtype=bool)  # (B, L)
         for row, item in enumerate(batch):
             sequence = item[key]
-            padded[row, :len(sequence)] = sequence
-            mask[row, :len(sequence)] = True  # the padding is never compared
+            padded[row, : len(sequence)] = sequence
+            mask[row, : len(sequence)] = True  # the padding is never compared
             if mask_prompt_tokens:
-                mask[row, :len(item["prompt"]) + 2] = False  # +2: the "\n\n" that opens "### Response:"
+                mask[row, : len(item["prompt"]) + 2] = False  # +2: the "\n\n" that opens "### Response:"
         if allowed_max_length is not None:
             padded, mask = padded[:, :allowed_max_length], mask[:, :allowed_max_length]
         out[key], out[f"{key}_mask"] = padded, mask
@@ -75,12 +76,19 @@ class PreferenceDataset:
     reference model is run once before training instead of at every step.
     """
 
-    def __init__(self, data, tokenizer, pad_token_id: int | None = None, allowed_max_length: int | None = None,
-                 mask_prompt_tokens: bool = True):
+    def __init__(
+        self,
+        data,
+        tokenizer,
+        pad_token_id: int | None = None,
+        allowed_max_length: int | None = None,
+        mask_prompt_tokens: bool = True,
+    ):
         if pad_token_id is None:
             if tokenizer.eot_id is None:
-                raise ValueError(f"PreferenceDataset: tokenizer {tokenizer.name!r} has no <|endoftext|>; "
-                                 "pass pad_token_id")
+                raise ValueError(
+                    f"PreferenceDataset: tokenizer {tokenizer.name!r} has no <|endoftext|>; pass pad_token_id"
+                )
             pad_token_id = tokenizer.eot_id
         self.data = list(data)
         self.pad_token_id, self.allowed_max_length = int(pad_token_id), allowed_max_length
@@ -88,8 +96,13 @@ class PreferenceDataset:
         self.encoded_texts = []
         for entry in self.data:
             prompt, chosen, rejected = format_preference_pair(entry)
-            self.encoded_texts.append({"prompt": tokenizer.encode(prompt), "chosen": tokenizer.encode(chosen),
-                                       "rejected": tokenizer.encode(rejected)})
+            self.encoded_texts.append(
+                {
+                    "prompt": tokenizer.encode(prompt),
+                    "chosen": tokenizer.encode(chosen),
+                    "rejected": tokenizer.encode(rejected),
+                }
+            )
         self.reference_logprobs = None
 
     def __getitem__(self, index):
@@ -102,14 +115,20 @@ class PreferenceDataset:
         """Attach the reference model's per-record log-probabilities, (N,) each, to every later batch."""
         chosen, rejected = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
         if chosen.shape != (len(self),) or rejected.shape != (len(self),):
-            raise ValueError(f"PreferenceDataset: reference log-probabilities must have shape ({len(self)},), got "
-                             f"{chosen.shape} and {rejected.shape}")
+            raise ValueError(
+                f"PreferenceDataset: reference log-probabilities must have shape ({len(self)},), got "
+                f"{chosen.shape} and {rejected.shape}"
+            )
         self.reference_logprobs = (chosen, rejected)
 
     def get_batch(self, indices) -> dict:
         indices = np.asarray([int(i) for i in indices], dtype=np.int64)
-        batch = preference_collate_fn([self.encoded_texts[i] for i in indices], self.pad_token_id,
-                                      self.allowed_max_length, self.mask_prompt_tokens)
+        batch = preference_collate_fn(
+            [self.encoded_texts[i] for i in indices],
+            self.pad_token_id,
+            self.allowed_max_length,
+            self.mask_prompt_tokens,
+        )
         batch["index"] = indices
         if self.reference_logprobs is not None:
             batch["reference_chosen_logprobs"] = self.reference_logprobs[0][indices]

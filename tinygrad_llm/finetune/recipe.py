@@ -11,6 +11,7 @@ the loop that trains one classifier or an ensemble of them, scores and saves it.
 ``finetune_classifier``; each field is the flag of the same name (None: the recipe's default). The training
 loop of one member is ``classifier.train_classifier``, as it is.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,15 +30,36 @@ from tinygrad_llm.dist.launch import describe_processes
 # 149 validation messages; three such models from three seeds, their probabilities averaged (an ensemble).
 # Each choice was measured across the seeds 1-5 (RESULTS.md, with what did not help: a cosine schedule, an
 # exponential moving average, other readouts, augmentation, a larger model).
-SCRATCH_RECIPE = {"tokenizer": "byte", "max_length": 160, "dropout": 0.1, "batch_size": 32, "epochs": 20,
-                  "patience": 0, "lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 50, "ema_decay": 0.0,
-                  "ngram_sizes": (2, 3, 4), "ngram_buckets": 2048,
-                  "average_from": None, "ensemble": 3}  # average_from None: the second half of --epochs
+SCRATCH_RECIPE = {
+    "tokenizer": "byte",
+    "max_length": 160,
+    "dropout": 0.1,
+    "batch_size": 32,
+    "epochs": 20,
+    "patience": 0,
+    "lr": 1e-3,
+    "lr_schedule": "constant",
+    "warmup_steps": 50,
+    "ema_decay": 0.0,
+    "ngram_sizes": (2, 3, 4),
+    "ngram_buckets": 2048,
+    "average_from": None,
+    "ensemble": 3,
+}  # average_from None: the second half of --epochs
 # BERT from scratch keeps the recipe it was measured with: one model, the best validation epoch, patience 5.
 BERT_SCRATCH = {"ngram_sizes": (), "average_from": 0, "ensemble": 1, "patience": 5}
 # Fine-tuning a pretrained GPT (--init-from): the book's chapter 6, one model, the best validation epoch.
-BOOK_RECIPE = {"epochs": 5, "batch_size": 8, "patience": 0, "lr": 5e-5, "lr_schedule": "constant",
-               "warmup_steps": 0, "ema_decay": 0.0, "average_from": 0, "ensemble": 1}
+BOOK_RECIPE = {
+    "epochs": 5,
+    "batch_size": 8,
+    "patience": 0,
+    "lr": 5e-5,
+    "lr_schedule": "constant",
+    "warmup_steps": 0,
+    "ema_decay": 0.0,
+    "average_from": 0,
+    "ensemble": 1,
+}
 
 
 @dataclasses.dataclass
@@ -99,14 +121,23 @@ def finetune_classifier(recipe: ClassifierRecipe, out, comm=None, log=log_stderr
 
 # ---- shared with the instruction and DPO commands ---------------------------------------------------------
 
+
 def load_start_model(args, context_length: int | None = None):
     """(model, tokenizer, description): from ``args.init_from``, or a fresh ``args.preset`` model (else
     ``args.default_preset``) for ``args.tokenizer``: an NgramGPTModel when ``args.ngram_sizes`` (the classifier's)."""
     from tinygrad_llm.model import GPTConfig, GPTModel, NgramGPTConfig, NgramGPTModel
     from tinygrad_llm.tokenizer import get_tokenizer
 
-    overrides = {k: v for k, v in (("emb_dim", args.emb_dim), ("n_layers", args.n_layers), ("n_heads", args.n_heads),
-                                   ("drop_rate", args.dropout)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("emb_dim", args.emb_dim),
+            ("n_layers", args.n_layers),
+            ("n_heads", args.n_heads),
+            ("drop_rate", args.dropout),
+        )
+        if v is not None
+    }
     if args.init_from is None:
         tokenizer = get_tokenizer(args.tokenizer)
         preset = args.preset or args.default_preset
@@ -114,8 +145,9 @@ def load_start_model(args, context_length: int | None = None):
         if context_length is not None:
             overrides["context_length"] = context_length
         if getattr(args, "ngram_sizes", None):  # finetune-classifier's hashed n-gram embeddings: their own GPT
-            config = NgramGPTConfig.preset(preset, **overrides, ngram_sizes=args.ngram_sizes,
-                                           ngram_buckets=args.ngram_buckets)
+            config = NgramGPTConfig.preset(
+                preset, **overrides, ngram_sizes=args.ngram_sizes, ngram_buckets=args.ngram_buckets
+            )
             ngrams = "/".join(map(str, config.ngram_sizes))
             return NgramGPTModel(config), tokenizer, f"a fresh {preset} model (from scratch, hashed {ngrams}-grams)"
         config = GPTConfig.preset(preset, **overrides)
@@ -172,24 +204,31 @@ def saved_if_interrupted(out: Path, snapshot, tokenizer, lora, write: bool = Tru
         if lora():
             merge_lora(model)
         save_finetuned(out, model, tokenizer, {**meta, "interrupted": True})
-        (log or log_stderr)(f"interrupted: saved the model as it was, part-way through training, to {out} "
-                            f"(finetune.json says \"interrupted\"); it is usable as it is, or run the command "
-                            "again with --overwrite to train fully")
+        (log or log_stderr)(
+            f"interrupted: saved the model as it was, part-way through training, to {out} "
+            f'(finetune.json says "interrupted"); it is usable as it is, or run the command '
+            "again with --overwrite to train fully"
+        )
         raise
 
 
 def parameter_counts(model) -> dict:
-    return {"trainable_parameters": model.num_parameters(trainable_only=True),
-            "total_parameters": model.num_parameters()}
+    return {
+        "trainable_parameters": model.num_parameters(trainable_only=True),
+        "total_parameters": model.num_parameters(),
+    }
 
 
 # ---- the classifier ---------------------------------------------------------------------------------------
 
+
 def resolve_classifier_defaults(args) -> None:
     """The book's settings with --init-from; the measured from-scratch recipe otherwise (SCRATCH_RECIPE)."""
     if (args.init_from is not None or args.arch == "bert") and (args.ngram_sizes or args.ngram_buckets):
-        raise ValueError("--ngram-embeddings and --ngram-buckets are for a GPT trained from scratch (without "
-                         "--init-from or --arch bert): they add tables a pretrained model or BERT does not have")
+        raise ValueError(
+            "--ngram-embeddings and --ngram-buckets are for a GPT trained from scratch (without "
+            "--init-from or --arch bert): they add tables a pretrained model or BERT does not have"
+        )
     if args.init_from is not None:
         defaults = BOOK_RECIPE
     else:
@@ -207,8 +246,14 @@ def run_classifier_recipe(args, out: Path) -> dict | None:
     """finetune_classifier on a namespace of the recipe's fields plus ``comm`` and ``log`` (the CLI's args)."""
     import tinygrad_llm as tl
     from tinygrad_llm.finetune import classifier as C
-    from tinygrad_llm.finetune.spam_data import (CLASS_NAMES, SpamDataset, create_balanced_dataset, find_spam_file,
-                                                 random_split, read_sms_spam)
+    from tinygrad_llm.finetune.spam_data import (
+        CLASS_NAMES,
+        SpamDataset,
+        create_balanced_dataset,
+        find_spam_file,
+        random_split,
+        read_sms_spam,
+    )
 
     args.default_preset = "tiny"
     resolve_classifier_defaults(args)
@@ -242,8 +287,17 @@ def run_classifier_recipe(args, out: Path) -> dict | None:
     def new_member():  # a further member of an --ensemble: the same start, its own draws
         return with_head(load_start_model(args, context_length=max_length if args.init_from is None else None)[0])
 
-    return _train_classifier(args, out, with_head(model), tokenizer, described, trainable,
-                             (train_set, val_set, test_set), max_length, new_member)
+    return _train_classifier(
+        args,
+        out,
+        with_head(model),
+        tokenizer,
+        described,
+        trainable,
+        (train_set, val_set, test_set),
+        max_length,
+        new_member,
+    )
 
 
 def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
@@ -259,8 +313,16 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
     if args.init_from is None:
         tokenizer = with_bert_tokens(get_tokenizer(args.tokenizer))
         max_length = BertSpamDataset(*splits["train"], tokenizer, max_length=args.max_length).max_length
-        overrides = {k: v for k, v in (("emb_dim", args.emb_dim), ("n_layers", args.n_layers),
-                                       ("n_heads", args.n_heads), ("drop_rate", args.dropout)) if v is not None}
+        overrides = {
+            k: v
+            for k, v in (
+                ("emb_dim", args.emb_dim),
+                ("n_layers", args.n_layers),
+                ("n_heads", args.n_heads),
+                ("drop_rate", args.dropout),
+            )
+            if v is not None
+        }
         preset = args.preset or args.default_preset
         shape = GPTConfig.preset(preset, vocab_size=tokenizer.n_vocab, context_length=max_length, **overrides)
         config = BertConfig.from_gpt_config(shape, pad_token_id=tokenizer.pad_id, num_labels=len(CLASS_NAMES))
@@ -271,9 +333,11 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
     else:
         source = Path(args.init_from)
         if not (source / "tokenizer.json").is_file():
-            raise ValueError(f"--init-from {source}: no tokenizer.json beside the weights (this library reads BERTs "
-                             "trained with 'tinygrad-llm train --arch bert'; BERT's WordPiece vocabulary is not "
-                             "supported)")
+            raise ValueError(
+                f"--init-from {source}: no tokenizer.json beside the weights (this library reads BERTs "
+                "trained with 'tinygrad-llm train --arch bert'; BERT's WordPiece vocabulary is not "
+                "supported)"
+            )
         tokenizer = with_bert_tokens(load_tokenizer(source))
         described = f"{source}"
 
@@ -293,13 +357,15 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
     if args.init_from is not None:
         longest = BertSpamDataset(*splits["train"], tokenizer, max_length=args.max_length).max_length
         max_length = min(longest, model.config.max_position_embeddings)  # never past the positions it has
-    datasets = tuple(BertSpamDataset(*splits[name], tokenizer, max_length=max_length)
-                     for name in ("train", "validation", "test"))
+    datasets = tuple(
+        BertSpamDataset(*splits[name], tokenizer, max_length=max_length) for name in ("train", "validation", "test")
+    )
     return _train_classifier(args, out, model, tokenizer, described, trainable, datasets, max_length, new_member)
 
 
-def _train_classifier(args, out: Path, model, tokenizer, described, trainable, datasets, max_length,
-                      new_member) -> dict | None:
+def _train_classifier(
+    args, out: Path, model, tokenizer, described, trainable, datasets, max_length, new_member
+) -> dict | None:
     """Train, evaluate and save a classifier of either half: the rest of finetune-classifier. ``model`` is the
     first member, ``new_member()`` builds each further one of an --ensemble (after its own seed is set)."""
     import tinygrad_llm as tl
@@ -316,15 +382,22 @@ def _train_classifier(args, out: Path, model, tokenizer, described, trainable, d
     if not args.ema_decay < 1:
         raise ValueError(f"--ema-decay must be below 1 (0 turns the average off), got {args.ema_decay}")
     if args.average_from and (args.average_from > args.epochs or args.patience or args.ema_decay):
-        raise ValueError(f"--average-from {args.average_from} must be an epoch of the {args.epochs} (--epochs) and "
-                         "does not combine with --patience or --ema-decay (it averages the last epochs instead of "
-                         "choosing one)")
+        raise ValueError(
+            f"--average-from {args.average_from} must be an epoch of the {args.epochs} (--epochs) and "
+            "does not combine with --patience or --ema-decay (it averages the last epochs instead of "
+            "choosing one)"
+        )
     batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
     val_loader = DataLoader(val_set, batch_size=batch, drop_last=False)
     test_loader = DataLoader(test_set, batch_size=batch, drop_last=False)
     size = args.ensemble
-    meta = {"task": "classification", "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
-            "max_length": max_length, "pad_token_id": train_set.pad_token_id}
+    meta = {
+        "task": "classification",
+        "num_classes": len(CLASS_NAMES),
+        "class_names": list(CLASS_NAMES),
+        "max_length": max_length,
+        "pad_token_id": train_set.pad_token_id,
+    }
     members, selections, lora, counts = [], [], None, {}
 
     def snapshot():  # what Ctrl-C saves: the members so far, the one in training last
@@ -342,12 +415,14 @@ def _train_classifier(args, out: Path, model, tokenizer, described, trainable, d
             lora = apply_lora(args, model)
             member_counts = parameter_counts(model)  # before any merge
             counts = {name: counts.get(name, 0) + n for name, n in member_counts.items()}
-            args.log(f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier"
-                     f"{f' (member {k + 1} of {size})' if size > 1 else ''} ({trainable}"
-                     f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {member_counts['trainable_parameters']:,} "
-                     f"of {member_counts['total_parameters']:,} parameters trainable; {len(train_set)} / "
-                     f"{len(val_set)} / {len(test_set)} messages of {max_length} tokens"
-                     f"{describe_processes(args.comm, args.batch_size)} -> {out}")
+            args.log(
+                f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier"
+                f"{f' (member {k + 1} of {size})' if size > 1 else ''} ({trainable}"
+                f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {member_counts['trainable_parameters']:,} "
+                f"of {member_counts['total_parameters']:,} parameters trainable; {len(train_set)} / "
+                f"{len(val_set)} / {len(test_set)} messages of {max_length} tokens"
+                f"{describe_processes(args.comm, args.batch_size)} -> {out}"
+            )
             selections.append(_train_member(args, model, train_set, val_loader, batch, seed))
             if lora:
                 merge_lora(model)  # a plain model: W + scale * (A B)^T
@@ -364,17 +439,38 @@ def _train_classifier(args, out: Path, model, tokenizer, described, trainable, d
     if size > 1:  # each member alone, beside the ensemble
         metrics["member_test_accuracy"] = [C.calc_accuracy_loader(test_loader, m, args.device) for m in members]
     first = selections[0]
-    metrics.update(counts, epochs=args.epochs, patience=args.patience, epochs_run=first["epochs_run"],
-                   best_epoch=first["best_epoch"], val_accuracy_per_epoch=first["val_accuracy"],
-                   average_from=args.average_from or None, ensemble_size=size,
-                   lr=args.lr, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, ema_decay=args.ema_decay,
-                   batch_size=args.batch_size, max_length=max_length,
-                   trainable=trainable, lora=lora, seed=args.seed, train_seconds=round(train_s, 1),
-                   init_from=args.init_from, config=model.config.to_dict())
+    metrics.update(
+        counts,
+        epochs=args.epochs,
+        patience=args.patience,
+        epochs_run=first["epochs_run"],
+        best_epoch=first["best_epoch"],
+        val_accuracy_per_epoch=first["val_accuracy"],
+        average_from=args.average_from or None,
+        ensemble_size=size,
+        lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
+        ema_decay=args.ema_decay,
+        batch_size=args.batch_size,
+        max_length=max_length,
+        trainable=trainable,
+        lora=lora,
+        seed=args.seed,
+        train_seconds=round(train_s, 1),
+        init_from=args.init_from,
+        config=model.config.to_dict(),
+    )
     if size > 1:
-        metrics["members"] = [{"seed": args.seed + 1000 * k, "epochs_run": sel["epochs_run"],
-                               "best_epoch": sel["best_epoch"], "val_accuracy_per_epoch": sel["val_accuracy"]}
-                              for k, sel in enumerate(selections)]
+        metrics["members"] = [
+            {
+                "seed": args.seed + 1000 * k,
+                "epochs_run": sel["epochs_run"],
+                "best_epoch": sel["best_epoch"],
+                "val_accuracy_per_epoch": sel["val_accuracy"],
+            }
+            for k, sel in enumerate(selections)
+        ]
     save_finetuned(out, model, tokenizer, meta)
     write_json(out / "metrics.json", metrics)
     return metrics
@@ -398,13 +494,27 @@ def _train_member(args, model, train_set, val_loader, batch: int, seed: int) -> 
         if args.warmup_steps >= total_steps:
             raise ValueError(f"--warmup-steps {args.warmup_steps} must be below the run's {total_steps} steps")
         scheduler = WarmupCosineLR(optimizer, warmup_steps=args.warmup_steps, total_steps=total_steps)
-    return C.train_classifier(model, train_loader, val_loader, optimizer, args.device, max_epochs=args.epochs,
-                              patience=args.patience or None, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
-                              log=args.log, parallel=parallel, precision=args.precision, scheduler=scheduler,
-                              ema_decay=args.ema_decay or None, average_from=args.average_from or None)
+    return C.train_classifier(
+        model,
+        train_loader,
+        val_loader,
+        optimizer,
+        args.device,
+        max_epochs=args.epochs,
+        patience=args.patience or None,
+        eval_freq=args.eval_freq,
+        eval_iter=args.eval_iter,
+        log=args.log,
+        parallel=parallel,
+        precision=args.precision,
+        scheduler=scheduler,
+        ema_decay=args.ema_decay or None,
+        average_from=args.average_from or None,
+    )
 
 
 # ---- instruction fine-tuning (chapter 7) --------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class InstructRecipe:
@@ -467,12 +577,14 @@ def run_instruct_recipe(args, out: Path) -> dict | None:
     args.tokenizer = args.tokenizer or "gpt2"
     data_path = args.data or find_data_file("instruction-data.json")
     if data_path is None:
-        raise ValueError("--data: give the instruction JSON file (or set TINYGRAD_LLM_DATA to a folder holding "
-                         "instruction-data.json)")
+        raise ValueError(
+            "--data: give the instruction JSON file (or set TINYGRAD_LLM_DATA to a folder holding "
+            "instruction-data.json)"
+        )
     data = I.load_instruction_data(data_path)
     train_data, test_data, val_data = I.split_instruction_data(data)
     if args.max_test is not None:
-        test_data = test_data[:args.max_test]
+        test_data = test_data[: args.max_test]
     judge = None
     if args.judge_url:
         judge = OllamaJudge(model=args.judge_model, url=args.judge_url, timeout=args.judge_timeout)
@@ -486,8 +598,10 @@ def run_instruct_recipe(args, out: Path) -> dict | None:
         model.to(args.device)
     context = model.config.context_length
     allowed = min(args.max_length or context, context)
-    datasets = [I.InstructionDataset(d, tokenizer, allowed_max_length=allowed, mask_inputs=args.mask_inputs)
-                for d in (train_data, val_data)]
+    datasets = [
+        I.InstructionDataset(d, tokenizer, allowed_max_length=allowed, mask_inputs=args.mask_inputs)
+        for d in (train_data, val_data)
+    ]
     batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
     train_loader = DataLoader(datasets[0], batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
     val_loader = DataLoader(datasets[1], batch_size=batch, drop_last=False)
@@ -497,35 +611,65 @@ def run_instruct_recipe(args, out: Path) -> dict | None:
     optimizer = AdamW(param_groups_for_weight_decay(model, args.weight_decay), lr=lr)
     parallel = DataParallel(args.comm, model, optimizer)
     counts = parameter_counts(model)
-    args.log(f"instruction fine-tuning {described}{' with LoRA rank %d' % lora['rank'] if lora else ''}: "
-             f"{counts['trainable_parameters']:,} of {counts['total_parameters']:,} parameters trainable; "
-         f"{len(train_data)} / {len(val_data)} / {len(test_data)} train/val/test records"
-         f"{describe_processes(args.comm, args.batch_size)} -> {out}")
+    args.log(
+        f"instruction fine-tuning {described}{' with LoRA rank %d' % lora['rank'] if lora else ''}: "
+        f"{counts['trainable_parameters']:,} of {counts['total_parameters']:,} parameters trainable; "
+        f"{len(train_data)} / {len(val_data)} / {len(test_data)} train/val/test records"
+        f"{describe_processes(args.comm, args.batch_size)} -> {out}"
+    )
 
     start = time.perf_counter()
-    with saved_if_interrupted(out, lambda: (model, {"task": "instruction", "prompt_format": "alpaca"}), tokenizer,
-                               lambda: lora, write=args.comm.is_root, log=args.log):
+    with saved_if_interrupted(
+        out,
+        lambda: (model, {"task": "instruction", "prompt_format": "alpaca"}),
+        tokenizer,
+        lambda: lora,
+        write=args.comm.is_root,
+        log=args.log,
+    ):
         train_losses, val_losses, _ = I.train_instruction_model(
-            model, train_loader, val_loader, optimizer, args.device, num_epochs=args.epochs, eval_freq=args.eval_freq,
-            eval_iter=args.eval_iter, start_context=I.format_input(val_data[0]), tokenizer=tokenizer,
-            parallel=parallel, precision=args.precision)
+            model,
+            train_loader,
+            val_loader,
+            optimizer,
+            args.device,
+            num_epochs=args.epochs,
+            eval_freq=args.eval_freq,
+            eval_iter=args.eval_iter,
+            start_context=I.format_input(val_data[0]),
+            tokenizer=tokenizer,
+            parallel=parallel,
+            precision=args.precision,
+        )
     train_s = time.perf_counter() - start
-    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, args.device, args.eval_iter,
-                                          parallel=parallel)
+    train_loss, val_loss = evaluate_model(
+        model, train_loader, val_loader, args.device, args.eval_iter, parallel=parallel
+    )
     if not args.comm.is_root:
         return None  # process 0 answers the test instructions and writes the model
     if lora:
         merge_lora(model)
     args.log(f"answering {len(test_data)} test instructions ...")
-    responses = I.generate_test_responses(model, tokenizer, test_data, args.max_new_tokens, args.device,
-                                          progress=sys.stderr.isatty())
+    responses = I.generate_test_responses(
+        model, tokenizer, test_data, args.max_new_tokens, args.device, progress=sys.stderr.isatty()
+    )
     metrics = {"train_loss": train_loss, "val_loss": val_loss, "offline_scores": score_responses(responses)}
     if judge is not None:
         metrics["judge"] = judge.score_entries(responses)
-    metrics.update(counts, epochs=args.epochs, lr=lr, batch_size=args.batch_size, allowed_max_length=allowed,
-                   mask_inputs=args.mask_inputs, lora=lora, seed=args.seed, train_seconds=round(train_s, 1),
-                   init_from=args.init_from, config=model.config.to_dict(),
-                   loss_history={"train": train_losses, "val": val_losses})
+    metrics.update(
+        counts,
+        epochs=args.epochs,
+        lr=lr,
+        batch_size=args.batch_size,
+        allowed_max_length=allowed,
+        mask_inputs=args.mask_inputs,
+        lora=lora,
+        seed=args.seed,
+        train_seconds=round(train_s, 1),
+        init_from=args.init_from,
+        config=model.config.to_dict(),
+        loss_history={"train": train_losses, "val": val_losses},
+    )
     save_finetuned(out, model, tokenizer, {"task": "instruction", "prompt_format": "alpaca"})
     I.save_responses(out / "instruction-data-with-response.json", responses)
     write_json(out / "metrics.json", metrics)

@@ -10,6 +10,7 @@
 The book does this with pandas DataFrames and CSV files; here they are lists, with the same steps (its
 seeds give different permutations here: numpy's generator, not pandas').
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,12 +65,16 @@ def download_and_unzip_spam_data(url: str = SPAM_URL, folder=None) -> Path:
         digest = sha256_of(archive)
         for path in (archive, archive.with_name(archive.name + ".sha256")):
             path.unlink(missing_ok=True)
-        raise ArchiveError(f"{exc} (sha256 {digest}); the archive was deleted: run again to download it afresh") from None
+        raise ArchiveError(
+            f"{exc} (sha256 {digest}); the archive was deleted: run again to download it afresh"
+        ) from None
     got = sha256_of(data_file)
     if got != SPAM_FILE_SHA256:
         data_file.unlink()
-        raise ValueError(f"{data_file}: sha256 {got} differs from the SMS Spam Collection's {SPAM_FILE_SHA256}; "
-                         "the extracted file was removed")
+        raise ValueError(
+            f"{data_file}: sha256 {got} differs from the SMS Spam Collection's {SPAM_FILE_SHA256}; "
+            "the extracted file was removed"
+        )
     return data_file
 
 
@@ -103,8 +108,10 @@ def create_balanced_dataset(texts, labels, seed: int = 123) -> tuple[list[str], 
     spam = np.flatnonzero(labels == 1)
     ham = np.flatnonzero(labels == 0)
     if len(spam) == 0 or len(ham) < len(spam):
-        raise ValueError(f"create_balanced_dataset: needs at least as many ham as spam messages and one spam, "
-                         f"got {len(ham)} ham and {len(spam)} spam")
+        raise ValueError(
+            f"create_balanced_dataset: needs at least as many ham as spam messages and one spam, "
+            f"got {len(ham)} ham and {len(spam)} spam"
+        )
     ham_subset = np.random.default_rng(seed).choice(ham, size=len(spam), replace=False)
     keep = np.concatenate([ham_subset, spam])
     return [texts[i] for i in keep], [int(labels[i]) for i in keep]
@@ -115,8 +122,10 @@ def random_split(texts, labels, train_frac: float = 0.7, validation_frac: float 
     validation and the rest for testing, as the book's ``random_split``. Returns
     ``{"train": (texts, labels), "validation": (...), "test": (...)}``."""
     if not (0 < train_frac < 1 and 0 < validation_frac < 1 and train_frac + validation_frac < 1):
-        raise ValueError(f"random_split: need 0 < train_frac, validation_frac and their sum < 1, got "
-                         f"{train_frac} and {validation_frac}")
+        raise ValueError(
+            f"random_split: need 0 < train_frac, validation_frac and their sum < 1, got "
+            f"{train_frac} and {validation_frac}"
+        )
     n = len(texts)
     if n != len(labels):
         raise ValueError(f"random_split: {n} texts but {len(labels)} labels")
@@ -151,8 +160,8 @@ class SpamDataset:
         self.pad_token_id = int(pad_token_id)
         ids = np.full((len(texts), self.max_length), self.pad_token_id, dtype=np.int64)
         for row, encoded in enumerate(self.encoded_texts):
-            encoded = encoded[:self.max_length]  # truncate, then pad the rest
-            ids[row, :len(encoded)] = encoded
+            encoded = encoded[: self.max_length]  # truncate, then pad the rest
+            ids[row, : len(encoded)] = encoded
         self.input_ids = ids  # (N, max_length)
 
     def __getitem__(self, index):

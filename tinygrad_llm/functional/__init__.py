@@ -19,29 +19,93 @@ the layer and the operation it records are never confused. The lowercase functio
 Importing this package also gives ``Tensor`` its operators and methods (the table at the bottom).
 Conventions are NumPy's: ``axis``, ``keepdims``, ``split`` as ``numpy.split``.
 """
+
 from tinygrad_llm.functional._common import sum_to
 from tinygrad_llm.functional.activation import (
-    causal_softmax, dropout, gelu, log_softmax, logsigmoid, masked_softmax, softmax,
+    causal_softmax,
+    dropout,
+    gelu,
+    log_softmax,
+    logsigmoid,
+    masked_softmax,
+    softmax,
+)
+from tinygrad_llm.functional.arithmetic import (
+    add,
+    cast,
+    div,
+    exp,
+    log,
+    matmul,
+    mul,
+    neg,
+    pow,
+    relu,
+    rpow,
+    sqrt,
+    sub,
+    tanh,
 )
 from tinygrad_llm.functional.attention import causal_attention
-from tinygrad_llm.functional.arithmetic import (
-    add, cast, div, exp, log, matmul, mul, neg, pow, relu, rpow, sqrt, sub, tanh,
-)
 from tinygrad_llm.functional.layers import embedding, layer_norm, linear
 from tinygrad_llm.functional.loss import cross_entropy
 from tinygrad_llm.functional.optim_update import adamw_update_
 from tinygrad_llm.functional.reduction import max, mean, sum
 from tinygrad_llm.functional.shape import (
-    concatenate, getitem, masked_fill, reshape, split, stack, swapaxes, to, transpose, where,
+    concatenate,
+    getitem,
+    masked_fill,
+    reshape,
+    split,
+    stack,
+    swapaxes,
+    to,
+    transpose,
+    where,
 )
 from tinygrad_llm.tensor import Tensor
 
 __all__ = [
-    "adamw_update_", "add", "cast", "causal_attention", "causal_softmax", "concatenate", "cross_entropy", "div",
-    "dropout", "embedding", "exp", "gelu", "getitem", "layer_norm", "linear", "log", "log_softmax", "logsigmoid",
-    "masked_fill", "masked_softmax", "matmul", "max", "mean", "mul", "neg", "pow", "relu", "reshape", "softmax",
-    "split", "sqrt", "stack", "sub", "sum", "sum_to",
-    "swapaxes", "tanh", "to", "transpose", "where",
+    "adamw_update_",
+    "add",
+    "cast",
+    "causal_attention",
+    "causal_softmax",
+    "concatenate",
+    "cross_entropy",
+    "div",
+    "dropout",
+    "embedding",
+    "exp",
+    "gelu",
+    "getitem",
+    "layer_norm",
+    "linear",
+    "log",
+    "log_softmax",
+    "logsigmoid",
+    "masked_fill",
+    "masked_softmax",
+    "matmul",
+    "max",
+    "mean",
+    "mul",
+    "neg",
+    "pow",
+    "relu",
+    "reshape",
+    "softmax",
+    "split",
+    "sqrt",
+    "stack",
+    "sub",
+    "sum",
+    "sum_to",
+    "swapaxes",
+    "tanh",
+    "to",
+    "transpose",
+    "where",
 ]
 
 
@@ -49,6 +113,7 @@ def _compare(op):
     def compare(self, other):
         other = other.data if isinstance(other, Tensor) else other
         return Tensor._from_op(op(self.data, other), None)  # comparisons are not differentiable
+
     return compare
 
 
@@ -57,22 +122,46 @@ def _install_tensor_methods() -> None:
     import operator
 
     methods = {
-        "__add__": add, "__radd__": lambda x, y: add(y, x),
-        "__sub__": sub, "__rsub__": lambda x, y: sub(y, x),
-        "__mul__": mul, "__rmul__": lambda x, y: mul(y, x),
-        "__truediv__": div, "__rtruediv__": lambda x, y: div(y, x),
-        "__matmul__": matmul, "__rmatmul__": lambda x, y: matmul(y, x),
-        "__pow__": pow, "__rpow__": rpow, "__neg__": neg,
+        "__add__": add,
+        "__radd__": lambda x, y: add(y, x),
+        "__sub__": sub,
+        "__rsub__": lambda x, y: sub(y, x),
+        "__mul__": mul,
+        "__rmul__": lambda x, y: mul(y, x),
+        "__truediv__": div,
+        "__rtruediv__": lambda x, y: div(y, x),
+        "__matmul__": matmul,
+        "__rmatmul__": lambda x, y: matmul(y, x),
+        "__pow__": pow,
+        "__rpow__": rpow,
+        "__neg__": neg,
         "__getitem__": getitem,
-        "exp": exp, "log": log, "sqrt": sqrt, "tanh": tanh, "relu": relu,
-        "sum": sum, "mean": mean, "max": max,
-        "reshape": reshape, "transpose": transpose, "swapaxes": swapaxes,
+        "exp": exp,
+        "log": log,
+        "sqrt": sqrt,
+        "tanh": tanh,
+        "relu": relu,
+        "sum": sum,
+        "mean": mean,
+        "max": max,
+        "reshape": reshape,
+        "transpose": transpose,
+        "swapaxes": swapaxes,
         "T": property(lambda x: transpose(x)),
-        "masked_fill": masked_fill, "to": to, "astype": cast,
-        "softmax": softmax, "log_softmax": log_softmax,
+        "masked_fill": masked_fill,
+        "to": to,
+        "astype": cast,
+        "softmax": softmax,
+        "log_softmax": log_softmax,
     }
-    for name, op in (("__lt__", operator.lt), ("__le__", operator.le), ("__gt__", operator.gt),
-                     ("__ge__", operator.ge), ("__eq__", operator.eq), ("__ne__", operator.ne)):
+    for name, op in (
+        ("__lt__", operator.lt),
+        ("__le__", operator.le),
+        ("__gt__", operator.gt),
+        ("__ge__", operator.ge),
+        ("__eq__", operator.eq),
+        ("__ne__", operator.ne),
+    ):
         methods[name] = _compare(op)
     for name, method in methods.items():
         setattr(Tensor, name, method)

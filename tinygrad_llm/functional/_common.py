@@ -1,4 +1,5 @@
 """What every operation shares: undoing broadcasting, and turning arguments into tensors."""
+
 from __future__ import annotations
 
 from tinygrad_llm import backend
@@ -14,9 +15,7 @@ def sum_to(x, shape: tuple):
     if x.shape == shape:
         return x
     lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1
-    )
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1)
     y = x.sum(axis=axes, keepdims=True)
     return y.reshape(shape)
 

@@ -4,6 +4,7 @@
 Softmax, CausalSoftmax and GELUFunction run a compiled kernel (``tinygrad_llm.kernels``) when one is available;
 the NumPy lines below them are the reference the kernels are tested against.
 """
+
 from __future__ import annotations
 
 import math
@@ -232,7 +233,7 @@ def normal_cdf(xp, x):
 def _gelu_gate(xp, x):
     """s = sigmoid(2u) = 0.5 (1 + tanh u); e^(-2u) overflows to inf for very negative x, where s is 0."""
     with np.errstate(over="ignore"):
-        return 1 / (1 + xp.exp(-2 * GELU_C * (x + 0.044715 * x ** 3)))
+        return 1 / (1 + xp.exp(-2 * GELU_C * (x + 0.044715 * x**3)))
 
 
 class DropoutFunction(Function):
@@ -262,10 +263,14 @@ def causal_softmax(scores: Tensor, scale: float = 1.0) -> Tensor:
     shape, 0 on the masked entries; the same as ``softmax(masked_fill(scores * scale, mask, -inf))``.
     """
     if scores.ndim < 2:
-        raise ValueError(f"causal_softmax: scores must have at least 2 dimensions (..., T, S), got shape {scores.shape}")
+        raise ValueError(
+            f"causal_softmax: scores must have at least 2 dimensions (..., T, S), got shape {scores.shape}"
+        )
     if scores.shape[-1] < scores.shape[-2]:
-        raise ValueError(f"causal_softmax: scores of shape {scores.shape} have fewer keys ({scores.shape[-1]}) "
-                         f"than queries ({scores.shape[-2]}): every query must see at least itself")
+        raise ValueError(
+            f"causal_softmax: scores of shape {scores.shape} have fewer keys ({scores.shape[-1]}) "
+            f"than queries ({scores.shape[-2]}): every query must see at least itself"
+        )
     scale = float(scale)
     if not scale > 0 or math.isinf(scale):
         raise ValueError(f"causal_softmax: scale must be a positive finite number, got {scale}")
@@ -295,8 +300,9 @@ def masked_softmax(scores: Tensor, mask, scale: float = 1.0, causal: bool = Fals
         try:
             np.broadcast_shapes(keep.shape, scores.shape)
         except ValueError:
-            raise ValueError(f"masked_softmax: mask of shape {keep.shape} does not broadcast to the scores' "
-                             f"{scores.shape}") from None
+            raise ValueError(
+                f"masked_softmax: mask of shape {keep.shape} does not broadcast to the scores' {scores.shape}"
+            ) from None
     if causal:
         if n_keys < n_queries:
             raise ValueError(f"masked_softmax: causal scores of shape {scores.shape} have fewer keys than queries")

@@ -2,6 +2,7 @@
 
 Binary operations broadcast as NumPy does; their backward undoes the broadcast with ``sum_to``.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,7 +80,7 @@ class Pow(Function):
 
     def forward(self, x):
         self.x = x
-        return x ** self.exponent
+        return x**self.exponent
 
     def backward(self, gy):
         c = self.exponent
@@ -190,6 +191,7 @@ class Cast(Function):
 
 # ---- user-facing functions -------------------------------------------------------------------------
 
+
 def _binary(op, a, b) -> Tensor:
     """Apply the two-input Function class ``op``; either operand may be a Python number or an array."""
     a = a if isinstance(a, Tensor) else as_tensor(a, b)
@@ -256,8 +258,10 @@ def matmul(a, b) -> Tensor:
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"MatMul: operands must have at least one dimension, got shapes {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-        raise ValueError(f"MatMul: shapes {a.shape} @ {b.shape}: inner dimensions "
-                         f"{a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]} differ")
+        raise ValueError(
+            f"MatMul: shapes {a.shape} @ {b.shape}: inner dimensions "
+            f"{a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]} differ"
+        )
     return MatMul()(a, b)
 
 

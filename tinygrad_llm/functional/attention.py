@@ -14,6 +14,7 @@ Recomputing the weights in backward instead (one more product and softmax) would
 The reference for its values and gradients is the five-step composition (tests/test_ops_attention.py holds
 it to that and to finite differences); its softmax runs the compiled kernel where there is one.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,15 @@ class CausalAttention(Function):
         return gq, gk, gv
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout: float = 0.0, training: bool = True,
-                     scale: float | None = None, generator=None) -> Tensor:
+def causal_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    dropout: float = 0.0,
+    training: bool = True,
+    scale: float | None = None,
+    generator=None,
+) -> Tensor:
     """Causal scaled dot-product attention, fused: ``dropout(causal_softmax(q @ k^T, scale)) @ v``.
 
     q: (..., T, hd) queries; k, v: (..., S, hd) keys and values with S >= T (the last T positions are the
@@ -72,11 +80,14 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout: float = 0.0, trai
     only when ``training``; ``generator`` defaults to the device's seeded one. Returns (..., T, hd).
     """
     if q.ndim < 2 or k.shape != v.shape or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"causal_attention: queries {q.shape}, keys {k.shape} and values {v.shape} must be "
-                         f"(..., T, hd), (..., S, hd), (..., S, hd) with the same leading axes and hd")
+        raise ValueError(
+            f"causal_attention: queries {q.shape}, keys {k.shape} and values {v.shape} must be "
+            f"(..., T, hd), (..., S, hd), (..., S, hd) with the same leading axes and hd"
+        )
     if k.shape[-2] < q.shape[-2]:
-        raise ValueError(f"causal_attention: {k.shape[-2]} keys for {q.shape[-2]} queries: every query must "
-                         f"see at least itself")
+        raise ValueError(
+            f"causal_attention: {k.shape[-2]} keys for {q.shape[-2]} queries: every query must see at least itself"
+        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"causal_attention: dropout must be in [0, 1), got {dropout}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)

@@ -3,6 +3,7 @@
 LayerNormFunction and EmbeddingFunction's backward run a compiled kernel (``tinygrad_llm.kernels``) when one is
 available; the NumPy lines below them are the reference the kernels are tested against.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,8 @@ import math
 import numpy as np
 
 from tinygrad_llm import backend, runtime
-from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.functional._common import first_out_of_range, raw
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.tensor import Function, Tensor
 
 
@@ -36,9 +37,14 @@ class LinearFunction(Function):
         gx = _float32(runtime.matmul(g, w), self.low) if self.needs_grad[0] else None  # dL/dx = gy W
         rows = math.prod(gy.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
         g2 = g.reshape(rows, gy.shape[-1])  # (N, out): fold the batch axes into rows
-        gw = (_float32(runtime.matmul(g2.T, x.reshape(rows, x.shape[-1])), self.low)  # dL/dW = gy^T x
-              if self.needs_grad[1] else None)
-        gb = gy.reshape(g2.shape).sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None  # dL/db = sum gy
+        gw = (
+            _float32(runtime.matmul(g2.T, x.reshape(rows, x.shape[-1])), self.low)  # dL/dW = gy^T x
+            if self.needs_grad[1]
+            else None
+        )
+        gb = (
+            gy.reshape(g2.shape).sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
+        )  # dL/db = sum gy
         return gx, gw, gb
 
 
@@ -100,16 +106,18 @@ class LayerNormFunction(Function):
     def backward(self, gy):
         k = dispatch.for_arrays(gy, self.x, self.weight, self.mean, self.rstd)
         rows = self.mean.size
-        out = (k.layer_norm_backward(gy, self.x, self.weight, self.mean.reshape(rows), self.rstd.reshape(rows))
-               if k else None)
+        out = (
+            k.layer_norm_backward(gy, self.x, self.weight, self.mean.reshape(rows), self.rstd.reshape(rows))
+            if k
+            else None
+        )
         if out is not None:
             gx, gw, gb = out
             return (gx,) + ((gw,) if self.has_weight else ()) + ((gb,) if self.has_bias else ())
         xhat, rstd = (self.x - self.mean) * self.rstd, self.rstd
         gxhat = gy * self.weight if self.has_weight else gy
         # xhat = (x - mean) rstd  =>  dx = rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat))
-        gx = rstd * (gxhat - gxhat.mean(axis=-1, keepdims=True)
-                     - xhat * (gxhat * xhat).mean(axis=-1, keepdims=True))
+        gx = rstd * (gxhat - gxhat.mean(axis=-1, keepdims=True) - xhat * (gxhat * xhat).mean(axis=-1, keepdims=True))
         grads = [gx]
         gy_rows = gy.reshape(-1, gy.shape[-1])
         if self.has_weight:
@@ -122,8 +130,9 @@ class LayerNormFunction(Function):
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ weight.T + bias; weight is (out_features, in_features)."""
     if weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} needs a weight of shape (out, {x.shape[-1]}), "
-                         f"got {weight.shape}")
+        raise ValueError(
+            f"linear: input of shape {x.shape} needs a weight of shape (out, {x.shape[-1]}), got {weight.shape}"
+        )
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias of shape {bias.shape}, expected ({weight.shape[0]},)")
     inputs = (x, weight) if bias is None else (x, weight, bias)

@@ -1,11 +1,12 @@
 """cross_entropy: the language-modelling loss, computed through a stable logsumexp."""
+
 from __future__ import annotations
 
 import numpy as np
 
 from tinygrad_llm import backend
-from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.functional._common import first_out_of_range, raw
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.tensor import Function, Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -73,8 +74,10 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
     if targets.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
     if targets.shape != logits.shape[:-1]:
-        raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
-                         f"{logits.shape[:-1]}, got {targets.shape}")
+        raise ValueError(
+            f"cross_entropy: logits of shape {logits.shape} need targets of shape "
+            f"{logits.shape[:-1]}, got {targets.shape}"
+        )
     n_classes = logits.shape[-1]
     flat = targets.reshape(-1)
     bad, count = first_out_of_range(flat, n_classes, ignore=ignore_index)  # one copy for GPU targets

@@ -1,4 +1,5 @@
 """Reductions over axes: sum, mean, max (axis None, an int or a tuple; keepdims as NumPy)."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Operations that move, select or join elements: reshape, transpose, indexing, concatenate, stack,
 split, where, masked_fill, and moving between devices."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -134,6 +135,7 @@ class ToDevice(Function):
 
 # ---- user-facing functions -------------------------------------------------------------------------
 
+
 def reshape(x: Tensor, *shape) -> Tensor:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
@@ -152,8 +154,11 @@ def transpose(x: Tensor, *axes) -> Tensor:
         axes = tuple(axes[0])
     if not axes:
         axes = tuple(reversed(range(x.ndim)))
-    if len(axes) != x.ndim or any(not -x.ndim <= a < x.ndim for a in axes) \
-            or sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
+    if (
+        len(axes) != x.ndim
+        or any(not -x.ndim <= a < x.ndim for a in axes)
+        or sorted(a % x.ndim for a in axes) != list(range(x.ndim))
+    ):
         raise ValueError(f"transpose: {axes} is not a permutation of the axes of a tensor of shape {x.shape}")
     return Transpose(tuple(a % x.ndim for a in axes))(x)
 
@@ -209,7 +214,9 @@ def split(x: Tensor, indices_or_sections, axis: int = 0) -> list:
     n = x.shape[axis]
     if isinstance(indices_or_sections, int):
         if indices_or_sections <= 0 or n % indices_or_sections:
-            raise ValueError(f"split: axis {axis} of length {n} does not divide into {indices_or_sections} equal sections")
+            raise ValueError(
+                f"split: axis {axis} of length {n} does not divide into {indices_or_sections} equal sections"
+            )
         step = n // indices_or_sections
         bounds = [i * step for i in range(indices_or_sections + 1)]
     else:
@@ -236,7 +243,9 @@ def masked_fill(x: Tensor, mask, value: float) -> Tensor:
     try:
         out_shape = np.broadcast_shapes(mask.shape, x.shape)
     except ValueError:
-        raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's shape {x.shape}") from None
+        raise ValueError(
+            f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's shape {x.shape}"
+        ) from None
     if out_shape != x.shape:
         raise ValueError(f"masked_fill: mask of shape {mask.shape} would grow the tensor's shape {x.shape}")
     return MaskedFill(mask, value)(x)

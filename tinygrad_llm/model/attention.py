@@ -5,6 +5,7 @@ a wrapper of single heads) is in examples/ch03_attention.py; this is the efficie
 with, one step further: the query, key and value projections are one (d_in -> 3 * d_out) Linear, so a
 single matrix product computes all three (as GPT-2's ``c_attn``).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,9 +29,11 @@ class LayerKVCache:
         """Append new keys/values (B, H, T_new, hd); return all of them so far, (B, H, length, hd) views."""
         batch, heads, t_new, head_dim = keys.shape
         if self.length + t_new > self.max_length:
-            raise RuntimeError(f"KV cache is full: it holds {self.length} positions and {t_new} more would pass "
-                               f"its capacity of {self.max_length} (the context length); call reset() and "
-                               f"feed the last {self.max_length} tokens again, as generate() does")
+            raise RuntimeError(
+                f"KV cache is full: it holds {self.length} positions and {t_new} more would pass "
+                f"its capacity of {self.max_length} (the context length); call reset() and "
+                f"feed the last {self.max_length} tokens again, as generate() does"
+            )
         if self.keys is None:
             xp = backend.get_array_module(keys)
             shape = (batch, heads, self.max_length, head_dim)
@@ -38,8 +41,8 @@ class LayerKVCache:
         elif self.keys.shape[0] != batch:
             raise ValueError(f"KV cache was filled with a batch of {self.keys.shape[0]} sequences, got {batch}")
         end = self.length + t_new
-        self.keys[:, :, self.length:end] = keys
-        self.values[:, :, self.length:end] = values
+        self.keys[:, :, self.length : end] = keys
+        self.values[:, :, self.length : end] = values
         self.length = end
         return self.keys[:, :, :end], self.values[:, :, :end]
 
@@ -79,8 +82,16 @@ class MultiHeadAttention(Module):
     keys; both halves take it, and it is the only thing besides ``causal`` that differs between them.
     """
 
-    def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
-                 qkv_bias: bool = False, causal: bool = True):
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        dropout: float,
+        num_heads: int,
+        qkv_bias: bool = False,
+        causal: bool = True,
+    ):
         super().__init__()
         if d_out % num_heads:
             raise ValueError(f"MultiHeadAttention: d_out {d_out} must be divisible by num_heads {num_heads}")
@@ -102,9 +113,7 @@ class MultiHeadAttention(Module):
         qkv = qkv.transpose(2, 0, 3, 1, 4)  # (B, T, 3, H, hd) -> (3, B, H, T, hd)
         queries, keys, values = qkv[0], qkv[1], qkv[2]  # each (B, H, T, hd)
 
-        start = 0  # position of the first new token
-        if cache is not None:
-            start = cache.length
+        if cache is not None:  # the new tokens' keys and values join the cached ones (start: cache.length)
             past_keys, past_values = cache.update(keys.data, values.data)  # (B, H, start + T, hd) each
             keys, values = Tensor._from_op(past_keys, None), Tensor._from_op(past_values, None)
 
@@ -123,25 +132,32 @@ class MultiHeadAttention(Module):
             key_mask = None
             if attention_mask is not None:
                 key_mask = _key_padding_mask(attention_mask, b, keys.shape[2], queries.data)
-            attn_weights = F.masked_softmax(attn_scores, key_mask, scale=1.0 / math.sqrt(hd),
-                                            causal=self.causal)  # (B, H, T, S), rows sum to 1
+            attn_weights = F.masked_softmax(
+                attn_scores, key_mask, scale=1.0 / math.sqrt(hd), causal=self.causal
+            )  # (B, H, T, S), rows sum to 1
             attn_weights = self.dropout(attn_weights)
 
             context = attn_weights @ values  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
         if self.keep_attention:  # tinygrad-llm attention: the weights again, before dropout, not recorded
             with no_grad():
-                key_mask = None if attention_mask is None else _key_padding_mask(attention_mask, b, keys.shape[2],
-                                                                                 queries.data)
+                key_mask = (
+                    None
+                    if attention_mask is None
+                    else _key_padding_mask(attention_mask, b, keys.shape[2], queries.data)
+                )
                 scores = queries @ keys.swapaxes(-1, -2)  # (B, H, T, S)
-                self.last_attention = F.masked_softmax(scores, key_mask, scale=1.0 / math.sqrt(hd),
-                                                       causal=self.causal).data
+                self.last_attention = F.masked_softmax(
+                    scores, key_mask, scale=1.0 / math.sqrt(hd), causal=self.causal
+                ).data
         context = context.transpose(0, 2, 1, 3)  # (B, H, T, hd) -> (B, T, H, hd)
         context = context.reshape(b, num_tokens, self.d_out)  # (B, T, H, hd) -> (B, T, d_out)
         return self.out_proj(context)  # (B, T, d_out) -> (B, T, d_out)
 
     def extra_repr(self) -> str:
-        return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, context_length={self.context_length}, "
-                f"causal={self.causal}")
+        return (
+            f"num_heads={self.num_heads}, head_dim={self.head_dim}, context_length={self.context_length}, "
+            f"causal={self.causal}"
+        )
 
 
 def _key_padding_mask(attention_mask, batch: int, n_keys: int, like):
@@ -150,6 +166,8 @@ def _key_padding_mask(attention_mask, batch: int, n_keys: int, like):
     mask = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
     mask = xp.asarray(backend.to_device(mask, backend.device_of(like)))
     if mask.shape != (batch, n_keys):
-        raise ValueError(f"attention_mask has shape {mask.shape}, expected (batch, keys) = ({batch}, {n_keys}) "
-                         f"(1 for tokens to attend to, 0 for padding; with a KV cache: every position so far)")
+        raise ValueError(
+            f"attention_mask has shape {mask.shape}, expected (batch, keys) = ({batch}, {n_keys}) "
+            f"(1 for tokens to attend to, 0 for padding; with a KV cache: every position so far)"
+        )
     return (mask != 0)[:, None, None, :]  # (B, S) -> (B, 1, 1, S)

@@ -27,6 +27,7 @@ A padding mask (``attention_mask``, 1 = token, 0 = padding) keeps every query of
 
 The configuration is in ``model/bert_config.py``, the loading and saving in ``model/bert_pretrained.py``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -116,11 +117,20 @@ class BertModel(_Pretrained, Module):
         self.embeddings = BertEmbeddings(cfg)
         block = cfg.block_config()
         approximate = ACTIVATIONS[cfg.hidden_act]
-        self.encoder = Sequential(*[
-            TransformerBlock(block, causal=False, norm_first=False, hidden_dim=cfg.intermediate_size,
-                             approximate=approximate, norm_eps=cfg.layer_norm_eps,
-                             attn_drop=cfg.attention_probs_dropout_prob)
-            for _ in range(cfg.num_hidden_layers)])
+        self.encoder = Sequential(
+            *[
+                TransformerBlock(
+                    block,
+                    causal=False,
+                    norm_first=False,
+                    hidden_dim=cfg.intermediate_size,
+                    approximate=approximate,
+                    norm_eps=cfg.layer_norm_eps,
+                    attn_drop=cfg.attention_probs_dropout_prob,
+                )
+                for _ in range(cfg.num_hidden_layers)
+            ]
+        )
         self.pooler = BertPooler(cfg) if add_pooling_layer else None
         _init_bert_weights(self, cfg.initializer_range)
         if cfg.pad_token_id < cfg.vocab_size:
@@ -135,8 +145,9 @@ class BertModel(_Pretrained, Module):
             token_type_ids = raw(token_type_ids, xp)
             if token_type_ids.shape != ids.shape:
                 raise ValueError(f"BertModel: token_type_ids has shape {token_type_ids.shape}, input_ids {ids.shape}")
-            if token_type_ids.size and (int(token_type_ids.min()) < 0
-                                        or int(token_type_ids.max()) >= self.config.type_vocab_size):
+            if token_type_ids.size and (
+                int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= self.config.type_vocab_size
+            ):
                 raise IndexError(f"BertModel: token_type_ids must lie in [0, {self.config.type_vocab_size})")
         if attention_mask is not None:
             attention_mask = raw(attention_mask, xp)
@@ -155,8 +166,10 @@ class BertModel(_Pretrained, Module):
         if ids.dtype.kind not in "iu":
             raise TypeError(f"BERT: input_ids must be integers, got dtype {ids.dtype}")
         if ids.shape[1] > cfg.max_position_embeddings:
-            raise ValueError(f"BERT: a sequence of {ids.shape[1]} tokens is longer than max_position_embeddings "
-                             f"{cfg.max_position_embeddings}: truncate it")
+            raise ValueError(
+                f"BERT: a sequence of {ids.shape[1]} tokens is longer than max_position_embeddings "
+                f"{cfg.max_position_embeddings}: truncate it"
+            )
         if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size):
             bad = int(ids.max()) if int(ids.max()) >= cfg.vocab_size else int(ids.min())
             raise IndexError(f"BERT: token id {bad} is outside the vocabulary [0, {cfg.vocab_size})")

@@ -3,6 +3,7 @@
 Its own module so that the model (``model/bert.py``) and its loader (``model/bert_pretrained.py``) both
 import it without importing each other: the model imports the loader, the loader only this.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,17 +38,28 @@ class BertConfig:
     num_labels: int = 2
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size", "num_labels"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "num_labels",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BertConfig: {name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                             f"{self.num_attention_heads}")
+            raise ValueError(
+                f"BertConfig: hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                f"{self.num_attention_heads}"
+            )
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"BertConfig: hidden_act {self.hidden_act!r} is not supported: expected one of "
-                             f"{sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"BertConfig: hidden_act {self.hidden_act!r} is not supported: expected one of {sorted(ACTIVATIONS)}"
+            )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"BertConfig: {name} must be in [0, 1), got {getattr(self, name)}")
@@ -63,17 +75,29 @@ class BertConfig:
     def from_gpt_config(cls, gpt: GPTConfig, **overrides) -> "BertConfig":
         """The BERT of a GPT's size (width, depth, heads, 4x feed-forward, context), to compare the two halves
         at one budget; dropout is the GPT's."""
-        fields = dict(vocab_size=gpt.vocab_size, hidden_size=gpt.emb_dim, num_hidden_layers=gpt.n_layers,
-                      num_attention_heads=gpt.n_heads, intermediate_size=4 * gpt.emb_dim,
-                      max_position_embeddings=gpt.context_length, hidden_dropout_prob=gpt.drop_rate,
-                      attention_probs_dropout_prob=gpt.drop_rate)
+        fields = dict(
+            vocab_size=gpt.vocab_size,
+            hidden_size=gpt.emb_dim,
+            num_hidden_layers=gpt.n_layers,
+            num_attention_heads=gpt.n_heads,
+            intermediate_size=4 * gpt.emb_dim,
+            max_position_embeddings=gpt.context_length,
+            hidden_dropout_prob=gpt.drop_rate,
+            attention_probs_dropout_prob=gpt.drop_rate,
+        )
         return cls(**{**fields, **overrides})
 
     def block_config(self) -> GPTConfig:
         """The GPTConfig whose TransformerBlock is one BERT layer (QKV with bias, as BERT's projections)."""
-        return GPTConfig(vocab_size=self.vocab_size, context_length=self.max_position_embeddings,
-                         emb_dim=self.hidden_size, n_heads=self.num_attention_heads, n_layers=self.num_hidden_layers,
-                         drop_rate=self.hidden_dropout_prob, qkv_bias=True)
+        return GPTConfig(
+            vocab_size=self.vocab_size,
+            context_length=self.max_position_embeddings,
+            emb_dim=self.hidden_size,
+            n_heads=self.num_attention_heads,
+            n_layers=self.num_hidden_layers,
+            drop_rate=self.hidden_dropout_prob,
+            qkv_bias=True,
+        )
 
     def to_dict(self) -> dict:
         """Hugging Face's config.json fields (model_type "bert"), readable by transformers.BertConfig."""

@@ -15,6 +15,7 @@ Real BERT weights are downloaded by name (``bert-base-uncased``, ...) like GPT-2
 no checksum of them could be verified from here, so they are checked by parsing only (see BERT_MODELS).
 BERT's WordPiece tokenizer is not part of this library: a downloaded BERT's ids need its vocab.txt.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,18 +28,29 @@ from tinygrad_llm import backend
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.model import pretrained
 from tinygrad_llm.model.bert_config import BertConfig
-from tinygrad_llm.model.pretrained import (CONFIG_FILE, WEIGHTS_FILE, PretrainedError, PretrainedSafetensors,
-                                           read_config, write_safetensors)
+from tinygrad_llm.model.pretrained import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    PretrainedError,
+    PretrainedSafetensors,
+    read_config,
+    write_safetensors,
+)
 
 # Names resolve on the hub's main branch. (size, sha256) None: not verified from any source we could reach
 # here, so these files are checked by what is known (nothing) and then parsed field by field, never guessed.
 BERT_MODELS = {
-    "bert-base-uncased": ("google-bert/bert-base-uncased", "main", {CONFIG_FILE: (None, None),
-                                                                    WEIGHTS_FILE: (None, None)}),
-    "bert-base-cased": ("google-bert/bert-base-cased", "main", {CONFIG_FILE: (None, None),
-                                                                WEIGHTS_FILE: (None, None)}),
-    "bert-large-uncased": ("google-bert/bert-large-uncased", "main", {CONFIG_FILE: (None, None),
-                                                                      WEIGHTS_FILE: (None, None)}),
+    "bert-base-uncased": (
+        "google-bert/bert-base-uncased",
+        "main",
+        {CONFIG_FILE: (None, None), WEIGHTS_FILE: (None, None)},
+    ),
+    "bert-base-cased": ("google-bert/bert-base-cased", "main", {CONFIG_FILE: (None, None), WEIGHTS_FILE: (None, None)}),
+    "bert-large-uncased": (
+        "google-bert/bert-large-uncased",
+        "main",
+        {CONFIG_FILE: (None, None), WEIGHTS_FILE: (None, None)},
+    ),
 }
 BERT_ALIASES = {repo: name for name, (repo, _, _) in BERT_MODELS.items()}  # "google-bert/bert-base-uncased"
 _SKIPPED = ("cls.predictions.decoder.", "cls.seq_relationship.", "embeddings.position_ids")
@@ -47,23 +59,30 @@ _QKV = ("query", "key", "value")
 
 def hf_names(our_name: str) -> list[str]:
     """The Hugging Face tensor name(s) of one of our parameters, without the ``bert.`` prefix; W_qkv has three."""
-    name = our_name[len("bert."):] if our_name.startswith("bert.") else our_name
+    name = our_name[len("bert.") :] if our_name.startswith("bert.") else our_name
     name = name.replace(".scale", ".weight").replace(".shift", ".bias")  # our LayerNorm's names
-    for ours, theirs in (("mlm_dense.", "cls.predictions.transform.dense."),
-                         ("mlm_norm.", "cls.predictions.transform.LayerNorm."), ("mlm_bias", "cls.predictions.bias")):
+    for ours, theirs in (
+        ("mlm_dense.", "cls.predictions.transform.dense."),
+        ("mlm_norm.", "cls.predictions.transform.LayerNorm."),
+        ("mlm_bias", "cls.predictions.bias"),
+    ):
         if name.startswith(ours):
-            return [theirs + name[len(ours):]]
+            return [theirs + name[len(ours) :]]
     if not name.startswith("encoder."):
         return [name]  # embeddings.*, pooler.*, classifier.*: the same names
     _, layer, rest = name.split(".", 2)
     prefix = f"encoder.layer.{layer}."
     if rest.startswith("att.W_qkv."):
         return [f"{prefix}attention.self.{part}.{rest.rsplit('.', 1)[1]}" for part in _QKV]
-    for ours, theirs in (("att.out_proj.", "attention.output.dense."), ("norm1.", "attention.output.LayerNorm."),
-                         ("ff.layers.0.", "intermediate.dense."), ("ff.layers.2.", "output.dense."),
-                         ("norm2.", "output.LayerNorm.")):
+    for ours, theirs in (
+        ("att.out_proj.", "attention.output.dense."),
+        ("norm1.", "attention.output.LayerNorm."),
+        ("ff.layers.0.", "intermediate.dense."),
+        ("ff.layers.2.", "output.dense."),
+        ("norm2.", "output.LayerNorm."),
+    ):
         if rest.startswith(ours):
-            return [prefix + theirs + rest[len(ours):]]
+            return [prefix + theirs + rest[len(ours) :]]
     raise KeyError(f"no Hugging Face name for {our_name!r}")
 
 
@@ -79,7 +98,7 @@ def _outside_encoder(hf_name: str) -> bool:
 
 def _sources(st: PretrainedSafetensors) -> dict:
     """{Hugging Face name without ``bert.``: a function giving its array} for a file in either layout."""
-    keys = {k[len("bert."):] if k.startswith("bert.") else k: k for k in st.entries}
+    keys = {k[len("bert.") :] if k.startswith("bert.") else k: k for k in st.entries}
     ours = any(k.endswith(("LayerNorm.scale", "W_qkv.weight")) for k in keys)
     sources = {}
     for name, key in keys.items():
@@ -87,8 +106,9 @@ def _sources(st: PretrainedSafetensors) -> dict:
             sources[name] = lambda key=key: st.array(key)
             continue
         names = hf_names(name)
+        n = len(names)
         for i, hf in enumerate(names):  # W_qkv's rows: queries, keys, values
-            sources[hf] = (lambda key=key, i=i, n=len(names): np.split(np.asarray(st.array(key)), n)[i])
+            sources[hf] = lambda key=key, i=i, n=n: np.split(np.asarray(st.array(key)), n)[i]
     return sources
 
 
@@ -100,8 +120,9 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
     try:
         config = BertConfig.from_dict(raw_config)
     except (TypeError, ValueError) as exc:
-        raise PretrainedError(f"{folder / CONFIG_FILE}: not a BERT configuration this library can build "
-                              f"({exc})") from None
+        raise PretrainedError(
+            f"{folder / CONFIG_FILE}: not a BERT configuration this library can build ({exc})"
+        ) from None
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise PretrainedError(f"{weights}: missing")
@@ -110,34 +131,41 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
     model = cls(config)  # initialised: heads missing from the file keep these values
     params = dict(model._all_named_parameters())
     plan, fresh = {}, []
-    for our_name, param in params.items():
+    for our_name in params:
         names = hf_names(our_name)
         missing = [n for n in names if n not in sources]
         if missing and all(_is_head(n) for n in names):
             fresh.append(our_name)
             continue
         if missing:
-            raise PretrainedError(f"{weights}: missing tensor(s) {', '.join(map(repr, missing))} that a BERT of "
-                                  f"this config.json has")
+            raise PretrainedError(
+                f"{weights}: missing tensor(s) {', '.join(map(repr, missing))} that a BERT of this config.json has"
+            )
         plan[our_name] = names
     used = {n for names in plan.values() for n in names}
     unexpected = sorted(n for n in sources if n not in used and not n.startswith(_SKIPPED) and not _is_head(n))
     if unexpected:
-        raise PretrainedError(f"{weights}: unexpected tensor(s) {', '.join(map(repr, unexpected[:5]))}: not part of "
-                              "a BERT of this config.json")
+        raise PretrainedError(
+            f"{weights}: unexpected tensor(s) {', '.join(map(repr, unexpected[:5]))}: not part of "
+            "a BERT of this config.json"
+        )
     arrays = {}
     for our_name, names in plan.items():  # every shape checked before any parameter changes
         array = np.concatenate([np.asarray(sources[n]()) for n in names]) if len(names) > 1 else sources[names[0]]()
         if tuple(array.shape) != params[our_name].shape:
-            raise PretrainedError(f"{weights}: tensor {names[0]!r} has shape {tuple(array.shape)}, expected "
-                                  f"{params[our_name].shape} for {our_name}")
+            raise PretrainedError(
+                f"{weights}: tensor {names[0]!r} has shape {tuple(array.shape)}, expected "
+                f"{params[our_name].shape} for {our_name}"
+            )
         arrays[our_name] = array
     for our_name, array in arrays.items():
         params[our_name].data = np.array(array, dtype=dtype)
     for our_name in fresh:
         params[our_name].data = params[our_name].data.astype(dtype)
     if fresh:
-        warnings.warn(f"{folder}: no weights for {', '.join(fresh)}: newly initialised (train them before use)")
+        warnings.warn(
+            f"{folder}: no weights for {', '.join(fresh)}: newly initialised (train them before use)", stacklevel=2
+        )
     if device:
         model.to(device)
     return model.eval()
@@ -159,4 +187,3 @@ def save_pretrained(model, directory) -> Path:
     with atomic_write(directory / CONFIG_FILE, "w") as f:
         f.write(json.dumps(config, indent=2) + "\n")
     return directory
-

@@ -14,6 +14,7 @@ re-joining cancel: ``W_qkv.weight = c_attn.w.T``. TensorFlow's weights are (in, 
 torch.nn.Linear: every w is transposed, as in the book. ``params_from_hf`` builds the same dict from a
 Hugging Face GPT-2 folder (whose Conv1D weights are also (in, out)), for those without TensorFlow.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,10 @@ def assign(param, right, name: str) -> None:
     ``assign``: a shape mismatch raises ValueError naming the tensor."""
     right = np.asarray(right)
     if tuple(param.shape) != right.shape:
-        raise ValueError(f"load_weights_into_gpt: shape mismatch for {name}: the model has {tuple(param.shape)}, "
-                         f"params give {right.shape}")
+        raise ValueError(
+            f"load_weights_into_gpt: shape mismatch for {name}: the model has {tuple(param.shape)}, "
+            f"params give {right.shape}"
+        )
     param.data = backend.to_device(np.ascontiguousarray(right, dtype=param.data.dtype), param.device)
 
 
@@ -45,8 +48,10 @@ def load_weights_into_gpt(gpt, params: dict):
         att = gpt.trf_blocks[b].att
         assign(att.W_qkv.weight, block["attn"]["c_attn"]["w"].T, f"{where}.attn.c_attn.w")  # (C, 3C) -> (3C, C)
         if att.W_qkv.bias is None:
-            raise ValueError("load_weights_into_gpt: the model has no QKV bias but GPT-2's weights have one: "
-                             "build it with qkv_bias=True, as the book does")
+            raise ValueError(
+                "load_weights_into_gpt: the model has no QKV bias but GPT-2's weights have one: "
+                "build it with qkv_bias=True, as the book does"
+            )
         assign(att.W_qkv.bias, block["attn"]["c_attn"]["b"], f"{where}.attn.c_attn.b")
         assign(att.out_proj.weight, block["attn"]["c_proj"]["w"].T, f"{where}.attn.c_proj.w")
         assign(att.out_proj.bias, block["attn"]["c_proj"]["b"], f"{where}.attn.c_proj.b")
@@ -67,8 +72,14 @@ def load_weights_into_gpt(gpt, params: dict):
 
 def params_from_hf(path_or_name) -> dict:
     """The book's ``params`` dict from a Hugging Face GPT-2 folder or name (model.safetensors + config.json)."""
-    from tinygrad_llm.model.pretrained import (WEIGHTS_FILE, PretrainedSafetensors, config_from_hf, normalise_hf_key,
-                                               read_config, resolve_folder)
+    from tinygrad_llm.model.pretrained import (
+        WEIGHTS_FILE,
+        PretrainedSafetensors,
+        config_from_hf,
+        normalise_hf_key,
+        read_config,
+        resolve_folder,
+    )
 
     folder = resolve_folder(path_or_name)
     config = config_from_hf(read_config(folder), folder / "config.json")
@@ -86,8 +97,19 @@ def params_from_hf(path_or_name) -> dict:
     def norm(prefix):
         return {"g": get(f"{prefix}.weight"), "b": get(f"{prefix}.bias")}
 
-    blocks = [{"attn": {"c_attn": pair(f"h.{i}.attn.c_attn"), "c_proj": pair(f"h.{i}.attn.c_proj")},
-               "mlp": {"c_fc": pair(f"h.{i}.mlp.c_fc"), "c_proj": pair(f"h.{i}.mlp.c_proj")},
-               "ln_1": norm(f"h.{i}.ln_1"), "ln_2": norm(f"h.{i}.ln_2")} for i in range(config.n_layers)]
-    return {"wte": get("wte.weight"), "wpe": get("wpe.weight"), "blocks": blocks, "g": get("ln_f.weight"),
-            "b": get("ln_f.bias")}
+    blocks = [
+        {
+            "attn": {"c_attn": pair(f"h.{i}.attn.c_attn"), "c_proj": pair(f"h.{i}.attn.c_proj")},
+            "mlp": {"c_fc": pair(f"h.{i}.mlp.c_fc"), "c_proj": pair(f"h.{i}.mlp.c_proj")},
+            "ln_1": norm(f"h.{i}.ln_1"),
+            "ln_2": norm(f"h.{i}.ln_2"),
+        }
+        for i in range(config.n_layers)
+    ]
+    return {
+        "wte": get("wte.weight"),
+        "wpe": get("wpe.weight"),
+        "blocks": blocks,
+        "g": get("ln_f.weight"),
+        "b": get("ln_f.bias"),
+    }

@@ -1,6 +1,7 @@
 """GPTConfig: the numbers that define a GPT, the presets (GPT-2's four sizes and small CPU ones),
 parameter counts from the formula, and a memory estimate for training.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -111,8 +112,13 @@ def count_parameters(config: GPTConfig, tied: bool = False) -> int:
     return v * c + t * c + config.n_layers * block + 2 * c + head
 
 
-def estimate_memory(config: GPTConfig, batch_size: int, context_length: int | None = None,
-                    bytes_per_value: int = 4, optimizer: str = "adamw") -> dict:
+def estimate_memory(
+    config: GPTConfig,
+    batch_size: int,
+    context_length: int | None = None,
+    bytes_per_value: int = 4,
+    optimizer: str = "adamw",
+) -> dict:
     """Bytes needed to train ``config`` on batches of (batch_size, context_length) in float32.
 
     parameters, gradients (one per parameter), optimizer state (AdamW: two moments per parameter; SGD

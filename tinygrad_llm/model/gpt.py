@@ -10,6 +10,7 @@ Parameter names are the book's (``tok_emb``, ``pos_emb``, ``trf_blocks.0.ff.laye
 ``load_weights_into_gpt(gpt, params)`` (model/book_weights.py) takes the book's chapter-5 ``params`` dict and
 does the c_attn split's equivalent; ``GPTModel.from_pretrained`` reads Hugging Face folders.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,13 +55,27 @@ class TransformerBlock(Module):
     weights (default cfg.drop_rate, as everywhere else).
     """
 
-    def __init__(self, cfg: GPTConfig, causal: bool = True, norm_first: bool = True, hidden_dim: int | None = None,
-                 approximate: str = "tanh", norm_eps: float = 1e-5, attn_drop: float | None = None):
+    def __init__(
+        self,
+        cfg: GPTConfig,
+        causal: bool = True,
+        norm_first: bool = True,
+        hidden_dim: int | None = None,
+        approximate: str = "tanh",
+        norm_eps: float = 1e-5,
+        attn_drop: float | None = None,
+    ):
         super().__init__()
         self.norm_first = norm_first
-        self.att = MultiHeadAttention(d_in=cfg.emb_dim, d_out=cfg.emb_dim, context_length=cfg.context_length,
-                                      dropout=cfg.drop_rate if attn_drop is None else attn_drop,
-                                      num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias, causal=causal)
+        self.att = MultiHeadAttention(
+            d_in=cfg.emb_dim,
+            d_out=cfg.emb_dim,
+            context_length=cfg.context_length,
+            dropout=cfg.drop_rate if attn_drop is None else attn_drop,
+            num_heads=cfg.n_heads,
+            qkv_bias=cfg.qkv_bias,
+            causal=causal,
+        )
         self.ff = FeedForward(cfg, hidden_dim, approximate)
         self.norm1 = LayerNorm(cfg.emb_dim, eps=norm_eps)
         self.norm2 = LayerNorm(cfg.emb_dim, eps=norm_eps)
@@ -97,8 +112,9 @@ class GPTModel(Module):
         super().__init__()
         cfg = self.config_class.from_dict(cfg) if isinstance(cfg, dict) else cfg
         if type(cfg) is not self.config_class:  # a variant's config builds the variant's model, not this one
-            raise TypeError(f"{type(self).__name__}: expected a {self.config_class.__name__} or a dict, "
-                            f"got {type(cfg).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: expected a {self.config_class.__name__} or a dict, got {type(cfg).__name__}"
+            )
         self.config = cfg
         self.tok_emb = Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = Embedding(cfg.context_length, cfg.emb_dim)
@@ -135,7 +151,7 @@ class GPTModel(Module):
         start = 0 if cache is None else cache.length
         tok_embeds = F.embedding(ids, self.tok_emb.weight, check=False)  # (B, T) -> (B, T, C); checked already
         if attention_mask is None:
-            pos_embeds = self.pos_emb.weight[start:start + ids.shape[1]]  # positions start..start+T-1: (T, C)
+            pos_embeds = self.pos_emb.weight[start : start + ids.shape[1]]  # positions start..start+T-1: (T, C)
         else:  # each row counts its own tokens: a pad takes position 0 (it is never attended to)
             positions = np.maximum(np.cumsum(host_mask(attention_mask) != 0, axis=1) - 1, 0)[:, start:]  # (B, T)
             pos_embeds = F.embedding(positions, self.pos_emb.weight)  # (B, T) -> (B, T, C)
@@ -155,25 +171,33 @@ class GPTModel(Module):
         # Checked once, where the ids are: on the host for NumPy ids (no GPU wait), before they move.
         bad, _ = first_out_of_range(ids, cfg.vocab_size)
         if bad is not None:
-            raise IndexError(f"GPTModel: token id {bad} is outside the vocabulary [0, {cfg.vocab_size}): was the "
-                             f"text encoded with the tokenizer this model was trained with?")
+            raise IndexError(
+                f"GPTModel: token id {bad} is outside the vocabulary [0, {cfg.vocab_size}): was the "
+                f"text encoded with the tokenizer this model was trained with?"
+            )
         start = 0
         if cache is not None:
             if is_grad_enabled():
-                raise RuntimeError("GPTModel: a KV cache is for inference: call the model under no_grad() "
-                                   "(gradients do not flow through cached keys and values)")
+                raise RuntimeError(
+                    "GPTModel: a KV cache is for inference: call the model under no_grad() "
+                    "(gradients do not flow through cached keys and values)"
+                )
             if len(cache.layers) != cfg.n_layers:
                 raise ValueError(f"GPTModel: KV cache has {len(cache.layers)} layers, the model {cfg.n_layers}")
             start = cache.length
         if start + num_tokens > cfg.context_length:
             where = f" after {start} cached positions" if start else ""
-            raise ValueError(f"GPTModel: a sequence of {num_tokens} tokens{where} is longer than the context "
-                             f"length {cfg.context_length}: crop it to the last {cfg.context_length - start} "
-                             f"tokens")
+            raise ValueError(
+                f"GPTModel: a sequence of {num_tokens} tokens{where} is longer than the context "
+                f"length {cfg.context_length}: crop it to the last {cfg.context_length - start} "
+                f"tokens"
+            )
         mask_shape = None if attention_mask is None else np.shape(attention_mask)  # no copy: its .shape
         if mask_shape is not None and mask_shape != (batch, start + num_tokens):
-            raise ValueError(f"GPTModel: attention_mask has shape {mask_shape}, expected "
-                             f"(batch, cached + new tokens) = ({batch}, {start + num_tokens})")
+            raise ValueError(
+                f"GPTModel: attention_mask has shape {mask_shape}, expected "
+                f"(batch, cached + new tokens) = ({batch}, {start + num_tokens})"
+            )
         return ids
 
     def new_cache(self, max_length: int | None = None) -> KVCache:
@@ -182,8 +206,9 @@ class GPTModel(Module):
         return KVCache(self.config.n_layers, length)
 
     @classmethod
-    def from_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float32,
-                        drop_rate: float | None = None) -> "GPTModel":
+    def from_pretrained(
+        cls, path_or_name, device: str | None = None, dtype=np.float32, drop_rate: float | None = None
+    ) -> "GPTModel":
         """A model with weights from a Hugging Face GPT-2 folder (config.json + model.safetensors), a name
         (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``: downloaded once, checked), or one of our
         run folders. In eval mode; see ``tinygrad_llm.model.pretrained``."""

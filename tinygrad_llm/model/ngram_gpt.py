@@ -15,6 +15,7 @@ Its parameters are the book's with ``ngram_emb.tables.N.weight`` added; a config
 ``ngram_buckets`` (as the recipe has always written) reads back into an ``NgramGPTConfig`` (``config_from_dict``).
 There is no Hugging Face GPT-2 equivalent: ``save_pretrained`` refuses.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from tinygrad_llm import backend
+from tinygrad_llm.model import pretrained
 from tinygrad_llm.model.attention import KVCache
 from tinygrad_llm.model.config import GPTConfig
 from tinygrad_llm.model.gpt import GPTModel, TransformerBlock, host_mask
-from tinygrad_llm.model import pretrained
 from tinygrad_llm.model.pretrained import PretrainedError
 from tinygrad_llm.nn import Dropout, Embedding, LayerNorm, Linear, Module, Sequential
 from tinygrad_llm.nn.ngram import BOUNDARY, HashedNGramEmbedding
@@ -44,10 +45,15 @@ class NgramGPTConfig(GPTConfig):
     def __post_init__(self):
         super().__post_init__()
         sizes = self.ngram_sizes
-        if not isinstance(sizes, (list, tuple)) or not sizes or any(
-                isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in sizes) or len(set(sizes)) != len(sizes):
-            raise ValueError(f"NgramGPTConfig: ngram_sizes must be distinct integers >= 2 (e.g. (2, 3, 4)), "
-                             f"got {sizes!r}")
+        if (
+            not isinstance(sizes, (list, tuple))
+            or not sizes
+            or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in sizes)
+            or len(set(sizes)) != len(sizes)
+        ):
+            raise ValueError(
+                f"NgramGPTConfig: ngram_sizes must be distinct integers >= 2 (e.g. (2, 3, 4)), got {sizes!r}"
+            )
         self.ngram_sizes = tuple(sizes)  # a JSON list reads back as the same tuple
         if isinstance(self.ngram_buckets, bool) or not isinstance(self.ngram_buckets, int) or self.ngram_buckets < 1:
             raise ValueError(f"NgramGPTConfig: ngram_buckets must be a positive integer, got {self.ngram_buckets!r}")
@@ -111,7 +117,7 @@ class NgramGPTModel(GPTModel):
         embeds = self.ngram_emb(ids, context=context)  # (B, T) -> (B, T, C)
         if cache is not None:  # the last max(n) - 1 ids, for the n-grams of the next call
             seen = ids if context is None else xp.concatenate([context, ids.astype(context.dtype)], axis=1)
-            cache.recent_ids = seen[:, -self.ngram_emb.context_size:]
+            cache.recent_ids = seen[:, -self.ngram_emb.context_size :]
         return embeds
 
     def new_cache(self, max_length: int | None = None) -> NgramKVCache:
@@ -120,8 +126,9 @@ class NgramGPTModel(GPTModel):
         return NgramKVCache(self.config.n_layers, length)
 
     @classmethod
-    def from_pretrained(cls, path, device: str | None = None, dtype=np.float32,
-                        drop_rate: float | None = None) -> "NgramGPTModel":
+    def from_pretrained(
+        cls, path, device: str | None = None, dtype=np.float32, drop_rate: float | None = None
+    ) -> "NgramGPTModel":
         """One of our run folders (config.json with n-gram fields + model.safetensors); the tables' sizes are
         checked against the file's header before anything is allocated."""
         folder = Path(path)
@@ -131,9 +138,11 @@ class NgramGPTModel(GPTModel):
         return pretrained.load_pretrained(cls, folder, device=device, dtype=dtype, drop_rate=drop_rate)
 
     def save_pretrained(self, directory):
-        raise PretrainedError(f"save_pretrained: a model with n-gram embeddings (ngram_sizes "
-                              f"{self.config.ngram_sizes}) has no Hugging Face GPT-2 equivalent; save it as a run "
-                              "folder instead (tinygrad_llm.checkpoint, or finetune.io.save_finetuned)")
+        raise PretrainedError(
+            f"save_pretrained: a model with n-gram embeddings (ngram_sizes "
+            f"{self.config.ngram_sizes}) has no Hugging Face GPT-2 equivalent; save it as a run "
+            "folder instead (tinygrad_llm.checkpoint, or finetune.io.save_finetuned)"
+        )
 
 
 def config_from_dict(d: dict) -> GPTConfig:
@@ -154,7 +163,9 @@ def check_tables_fit_header(config: GPTConfig, st, config_file, prefix: str = ""
     sizes = getattr(config, "ngram_sizes", ())
     buckets = getattr(config, "ngram_buckets", None)
     if len(tables) != len(sizes) or any(len(st.shape(key)) != 2 or st.shape(key)[0] != buckets for key in tables):
-        raise PretrainedError(f"{config_file}: ngram_sizes = {list(sizes)} and ngram_buckets = {buckets}, but "
-                              f"{st.path.name} holds {len(tables)} n-gram table(s) of "
-                              f"{sorted({st.shape(key)[0] for key in tables})} rows (config.json and the weights "
-                              "do not belong together)")
+        raise PretrainedError(
+            f"{config_file}: ngram_sizes = {list(sizes)} and ngram_buckets = {buckets}, but "
+            f"{st.path.name} holds {len(tables)} n-gram table(s) of "
+            f"{sorted({st.shape(key)[0] for key in tables})} rows (config.json and the weights "
+            "do not belong together)"
+        )

@@ -29,6 +29,7 @@ so an error never leaves a half-loaded model behind; then it copies one tensor a
 memory-mapped file into the parameters of a model built without random initialisation, so the largest
 GPT-2 (1.5B parameters, 6.4 GB) never needs two copies in memory.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,22 +57,38 @@ ENDPOINT_ENV = "HF_ENDPOINT"  # Hugging Face's own variable for a mirror of the 
 # config.json hashes come from published manifests of the same revisions. None = not found from a
 # source we could verify: that file is checked by what is known (size only, or nothing) -- never guessed.
 HF_MODELS = {
-    "gpt2": ("openai-community/gpt2", "607a30d783dfa663caf39e06633721c8d4cfcd7e", {
-        CONFIG_FILE: (665, "0daed7749b4f02b8f76240d5444551d7b08712dab4d0adb8239c56ba823bb7b4"),
-        WEIGHTS_FILE: (548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
-    }),
-    "gpt2-medium": ("openai-community/gpt2-medium", "6dcaa7a952f72f9298047fd5137cd6e4f05f41da", {
-        CONFIG_FILE: (718, "ef1a44d889ad1a0acc7731c78134f1b87d2d222f110e97dd10fd4117331caf22"),
-        WEIGHTS_FILE: (1519984962, "fc5a354a19255ad494f3d71549390baca1ccf61d1d822b9408971705c687c9cd"),
-    }),
-    "gpt2-large": ("openai-community/gpt2-large", "32b71b12589c2f8d625668d2335a01cac3249519", {
-        CONFIG_FILE: (None, None),  # no verified size or hash found: parsed and checked field by field only
-        WEIGHTS_FILE: (None, "5f47f3e12f91cd33b662ce7e433b6150ad5512b5884a2cee961b50e9c3bbebce"),  # ~3.25 GB
-    }),
-    "gpt2-xl": ("openai-community/gpt2-xl", "15ea56dee5df4983c59b2538573817e1667135e2", {
-        CONFIG_FILE: (None, "be48115d52314bc27327e160bf10197760db02ea689d10adb24db4102edf7a8a"),
-        WEIGHTS_FILE: (None, "0f8b28eb05a8075f48b61b6f35332978c74fc7763fa9fb4051a1c30511736a6a"),  # ~6.43 GB
-    }),
+    "gpt2": (
+        "openai-community/gpt2",
+        "607a30d783dfa663caf39e06633721c8d4cfcd7e",
+        {
+            CONFIG_FILE: (665, "0daed7749b4f02b8f76240d5444551d7b08712dab4d0adb8239c56ba823bb7b4"),
+            WEIGHTS_FILE: (548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
+        },
+    ),
+    "gpt2-medium": (
+        "openai-community/gpt2-medium",
+        "6dcaa7a952f72f9298047fd5137cd6e4f05f41da",
+        {
+            CONFIG_FILE: (718, "ef1a44d889ad1a0acc7731c78134f1b87d2d222f110e97dd10fd4117331caf22"),
+            WEIGHTS_FILE: (1519984962, "fc5a354a19255ad494f3d71549390baca1ccf61d1d822b9408971705c687c9cd"),
+        },
+    ),
+    "gpt2-large": (
+        "openai-community/gpt2-large",
+        "32b71b12589c2f8d625668d2335a01cac3249519",
+        {
+            CONFIG_FILE: (None, None),  # no verified size or hash found: parsed and checked field by field only
+            WEIGHTS_FILE: (None, "5f47f3e12f91cd33b662ce7e433b6150ad5512b5884a2cee961b50e9c3bbebce"),  # ~3.25 GB
+        },
+    ),
+    "gpt2-xl": (
+        "openai-community/gpt2-xl",
+        "15ea56dee5df4983c59b2538573817e1667135e2",
+        {
+            CONFIG_FILE: (None, "be48115d52314bc27327e160bf10197760db02ea689d10adb24db4102edf7a8a"),
+            WEIGHTS_FILE: (None, "0f8b28eb05a8075f48b61b6f35332978c74fc7763fa9fb4051a1c30511736a6a"),  # ~6.43 GB
+        },
+    ),
 }
 ALIASES = {"gpt2-small": "gpt2", **{repo: name for name, (repo, _, _) in HF_MODELS.items()}}
 
@@ -85,18 +102,25 @@ class PretrainedError(ValueError):
 
 # --- names ---------------------------------------------------------------------------------------------
 
+
 def hf_names(config: GPTConfig) -> dict[str, tuple[str, bool]]:
     """{our parameter name: (Hugging Face tensor name, transposed?)} for a model of ``config``."""
     names = {"tok_emb.weight": ("wte.weight", False), "pos_emb.weight": ("wpe.weight", False)}
     for i in range(config.n_layers):
         ours, hf = f"trf_blocks.{i}.", f"h.{i}."
         for our_name, hf_name, transposed in (
-            ("norm1.scale", "ln_1.weight", False), ("norm1.shift", "ln_1.bias", False),
-            ("att.W_qkv.weight", "attn.c_attn.weight", True), ("att.W_qkv.bias", "attn.c_attn.bias", False),
-            ("att.out_proj.weight", "attn.c_proj.weight", True), ("att.out_proj.bias", "attn.c_proj.bias", False),
-            ("norm2.scale", "ln_2.weight", False), ("norm2.shift", "ln_2.bias", False),
-            ("ff.layers.0.weight", "mlp.c_fc.weight", True), ("ff.layers.0.bias", "mlp.c_fc.bias", False),
-            ("ff.layers.2.weight", "mlp.c_proj.weight", True), ("ff.layers.2.bias", "mlp.c_proj.bias", False),
+            ("norm1.scale", "ln_1.weight", False),
+            ("norm1.shift", "ln_1.bias", False),
+            ("att.W_qkv.weight", "attn.c_attn.weight", True),
+            ("att.W_qkv.bias", "attn.c_attn.bias", False),
+            ("att.out_proj.weight", "attn.c_proj.weight", True),
+            ("att.out_proj.bias", "attn.c_proj.bias", False),
+            ("norm2.scale", "ln_2.weight", False),
+            ("norm2.shift", "ln_2.bias", False),
+            ("ff.layers.0.weight", "mlp.c_fc.weight", True),
+            ("ff.layers.0.bias", "mlp.c_fc.bias", False),
+            ("ff.layers.2.weight", "mlp.c_proj.weight", True),
+            ("ff.layers.2.bias", "mlp.c_proj.bias", False),
         ):
             if our_name == "att.W_qkv.bias" and not config.qkv_bias:
                 continue
@@ -109,10 +133,11 @@ def hf_names(config: GPTConfig) -> dict[str, tuple[str, bool]]:
 
 def normalise_hf_key(key: str) -> str:
     """A Hugging Face GPT-2 tensor name without the ``transformer.`` prefix that GPT2LMHeadModel writes."""
-    return key[len("transformer."):] if key.startswith("transformer.") else key
+    return key[len("transformer.") :] if key.startswith("transformer.") else key
 
 
 # --- config.json <-> GPTConfig -------------------------------------------------------------------------
+
 
 def is_hf_config(config: dict) -> bool:
     """Whether a parsed config.json is in Hugging Face's GPT-2 form (rather than GPTConfig.to_dict())."""
@@ -122,9 +147,11 @@ def is_hf_config(config: dict) -> bool:
 def config_from_hf(hf: dict, file="config.json") -> GPTConfig:
     """GPTConfig from a Hugging Face GPT-2 config.json; what this architecture cannot represent is an
     error naming the field and its value."""
+
     def bad(field, expected):
-        return PretrainedError(f"{file}: {field} = {hf.get(field)!r} cannot be represented by this GPT "
-                               f"(expected {expected})")
+        return PretrainedError(
+            f"{file}: {field} = {hf.get(field)!r} cannot be represented by this GPT (expected {expected})"
+        )
 
     if hf.get("model_type", "gpt2") != "gpt2":
         raise bad("model_type", "'gpt2'")
@@ -138,18 +165,31 @@ def config_from_hf(hf: dict, file="config.json") -> GPTConfig:
         raise bad("layer_norm_epsilon", "1e-05")
     if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
         raise bad("n_inner", f"null or 4 * n_embd = {4 * hf['n_embd']}")
-    for field, want in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
-                        ("add_cross_attention", False)):
+    for field, want in (
+        ("scale_attn_weights", True),
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("add_cross_attention", False),
+    ):
         if hf.get(field, want) != want:
             raise bad(field, json.dumps(want))
     rates = {hf.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
     if len(rates) > 1:
-        warnings.warn(f"{file}: dropout rates {sorted(rates)} differ; this GPT has one drop_rate: using "
-                      f"resid_pdrop = {hf.get('resid_pdrop', 0.1)}")
+        warnings.warn(
+            f"{file}: dropout rates {sorted(rates)} differ; this GPT has one drop_rate: using "
+            f"resid_pdrop = {hf.get('resid_pdrop', 0.1)}",
+            stacklevel=2,
+        )
     try:
-        return GPTConfig(vocab_size=hf["vocab_size"], context_length=hf["n_positions"], emb_dim=hf["n_embd"],
-                         n_heads=hf["n_head"], n_layers=hf["n_layer"], drop_rate=float(hf.get("resid_pdrop", 0.1)),
-                         qkv_bias=True, tie_weights=bool(hf.get("tie_word_embeddings", True)))
+        return GPTConfig(
+            vocab_size=hf["vocab_size"],
+            context_length=hf["n_positions"],
+            emb_dim=hf["n_embd"],
+            n_heads=hf["n_head"],
+            n_layers=hf["n_layer"],
+            drop_rate=float(hf.get("resid_pdrop", 0.1)),
+            qkv_bias=True,
+            tie_weights=bool(hf.get("tie_word_embeddings", True)),
+        )
     except (TypeError, ValueError) as exc:
         raise PretrainedError(f"{file}: not a configuration this GPT can build ({exc})") from None
 
@@ -158,19 +198,35 @@ def config_to_hf(config: GPTConfig) -> dict:
     """The Hugging Face GPT-2 config.json for ``config``, with our exact GPTConfig under "tinygrad_llm"."""
     eos = 50256 if config.vocab_size > 50256 else None  # GPT-2's <|endoftext|>, when the vocabulary has it
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-        "vocab_size": config.vocab_size, "n_positions": config.context_length, "n_ctx": config.context_length,
-        "n_embd": config.emb_dim, "n_head": config.n_heads, "n_layer": config.n_layers, "n_inner": None,
-        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        "resid_pdrop": config.drop_rate, "embd_pdrop": config.drop_rate, "attn_pdrop": config.drop_rate,
-        "initializer_range": 0.02, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False, "use_cache": True, "bos_token_id": eos, "eos_token_id": eos,
-        "tie_word_embeddings": config.tie_weights, "dtype": "float32",
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.context_length,
+        "n_ctx": config.context_length,
+        "n_embd": config.emb_dim,
+        "n_head": config.n_heads,
+        "n_layer": config.n_layers,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": config.drop_rate,
+        "embd_pdrop": config.drop_rate,
+        "attn_pdrop": config.drop_rate,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "use_cache": True,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "tie_word_embeddings": config.tie_weights,
+        "dtype": "float32",
         OURS_KEY: config.to_dict(),
     }
 
 
 # --- safetensors: read through the one strict reader (tinygrad_llm.safetensors_file) ----------------------
+
 
 class PretrainedSafetensors(SafetensorsFile):
     """The strict safetensors reader (``tinygrad_llm.safetensors_file``), raising PretrainedError: how the
@@ -180,8 +236,9 @@ class PretrainedSafetensors(SafetensorsFile):
         super().__init__(path, error=PretrainedError)
 
 
-def check_config_fits_header(config: GPTConfig, st: SafetensorsFile, config_file, hf_layout: bool,
-                             prefix: str = "") -> None:
+def check_config_fits_header(
+    config: GPTConfig, st: SafetensorsFile, config_file, hf_layout: bool, prefix: str = ""
+) -> None:
     """The config's sizes against the weights file's header, before anything is built or allocated: a
     config.json claiming 10^9 layers or positions is named here, not found out of memory later. ``prefix``:
     where the model's names start in our layout (``members.0.`` in a classifier ensemble's file)."""
@@ -195,14 +252,20 @@ def check_config_fits_header(config: GPTConfig, st: SafetensorsFile, config_file
     for name in (token, position):
         if name not in st.entries or len(st.shape(name)) != 2:
             raise PretrainedError(f"{st.path}: no 2-D tensor {name!r} (not the weights of a GPT of this layout)")
-    layers = {key[len(block):].split(".", 1)[0] for key in st.entries if key.startswith(block)}
-    found = {fields[0]: st.shape(token)[0], fields[1]: st.shape(position)[0], fields[2]: st.shape(token)[1],
-             fields[3]: len(layers)}
+    layers = {key[len(block) :].split(".", 1)[0] for key in st.entries if key.startswith(block)}
+    found = {
+        fields[0]: st.shape(token)[0],
+        fields[1]: st.shape(position)[0],
+        fields[2]: st.shape(token)[1],
+        fields[3]: len(layers),
+    }
     claimed = dict(zip(fields, (config.vocab_size, config.context_length, config.emb_dim, config.n_layers)))
     for field in fields:
         if claimed[field] != found[field]:
-            raise PretrainedError(f"{config_file}: {field} = {claimed[field]}, but {st.path.name} holds weights for "
-                                  f"{found[field]} (config.json and the weights do not belong together)")
+            raise PretrainedError(
+                f"{config_file}: {field} = {claimed[field]}, but {st.path.name} holds weights for "
+                f"{found[field]} (config.json and the weights do not belong together)"
+            )
 
 
 def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
@@ -214,8 +277,11 @@ def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
     header, offset = {"__metadata__": metadata}, 0
     for name, array in tensors.items():
         nbytes = array.size * array.dtype.itemsize
-        header[name] = {"dtype": _CODES[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + nbytes]}
+        header[name] = {
+            "dtype": _CODES[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
@@ -227,6 +293,7 @@ def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
 
 
 # --- finding the files ---------------------------------------------------------------------------------
+
 
 def resolve_folder(path_or_name, models: dict | None = None, aliases: dict | None = None) -> Path:
     """The local folder for ``path_or_name``: an existing folder, or a known model name (downloaded once).
@@ -240,8 +307,10 @@ def resolve_folder(path_or_name, models: dict | None = None, aliases: dict | Non
     name = aliases.get(str(path_or_name), str(path_or_name))
     if name in models:
         return download_model(name, models)
-    raise PretrainedError(f"{path_or_name!r} is neither a folder nor a known model name; known names: "
-                          f"{', '.join(models)} (or a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+    raise PretrainedError(
+        f"{path_or_name!r} is neither a folder nor a known model name; known names: "
+        f"{', '.join(models)} (or a folder with {CONFIG_FILE} and {WEIGHTS_FILE})"
+    )
 
 
 def download_model(name: str, models: dict | None = None) -> Path:
@@ -265,7 +334,8 @@ def download_model(name: str, models: dict | None = None) -> Path:
                 f"cannot download {name} ({reason}). Without network: download {CONFIG_FILE} and {WEIGHTS_FILE} "
                 f"from https://huggingface.co/{repo} on another machine and pass their folder, "
                 f"from_pretrained('path/to/folder'); or put them in {folder} (set {CACHE_ENV} to "
-                f"choose the cache folder)") from None
+                f"choose the cache folder)"
+            ) from None
     return folder
 
 
@@ -287,6 +357,7 @@ def read_config(folder: Path) -> dict:
 
 
 # --- loading ---------------------------------------------------------------------------------------------
+
 
 def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float32, drop_rate: float | None = None):
     """Build a ``cls`` (GPTModel) from a Hugging Face GPT-2 folder or name, or from our own run folder.
@@ -313,8 +384,9 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
         try:
             config = cls.config_class.from_dict(raw_config)
         except (TypeError, ValueError) as exc:
-            raise PretrainedError(f"{folder / CONFIG_FILE}: neither a Hugging Face GPT-2 config nor a "
-                                  f"{cls.config_class.__name__} ({exc})") from None
+            raise PretrainedError(
+                f"{folder / CONFIG_FILE}: neither a Hugging Face GPT-2 config nor a {cls.config_class.__name__} ({exc})"
+            ) from None
         check_config_fits_header(config, st, folder / CONFIG_FILE, hf_layout=False)
         plan = None  # our names: the model's own, below
     if drop_rate is not None:
@@ -332,11 +404,15 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
     for our_name, (key, transposed) in plan.items():  # names, shapes, dtypes: all checked before any copy
         want = params[our_name].shape[::-1] if transposed else params[our_name].shape
         if st.shape(key) != tuple(want):
-            raise PretrainedError(f"{weights}: tensor {key!r} has shape {st.shape(key)}, expected {tuple(want)} "
-                                  f"(for {our_name} of a model with {config})")
+            raise PretrainedError(
+                f"{weights}: tensor {key!r} has shape {st.shape(key)}, expected {tuple(want)} "
+                f"(for {our_name} of a model with {config})"
+            )
         if st.dtype_code(key) not in FLOAT_CODES:
-            raise PretrainedError(f"{weights}: tensor {key!r} has dtype {st.dtype_code(key)}; expected a "
-                                  f"floating-point one ({', '.join(FLOAT_CODES)})")
+            raise PretrainedError(
+                f"{weights}: tensor {key!r} has dtype {st.dtype_code(key)}; expected a "
+                f"floating-point one ({', '.join(FLOAT_CODES)})"
+            )
     for our_name, (key, transposed) in plan.items():  # one tensor in memory at a time
         param = params[our_name]
         source = st.array(key)
@@ -370,13 +446,14 @@ def _hf_plan(hf: dict, config_file: Path, st: PretrainedSafetensors):
             saved = GPTConfig.from_dict(ours)
         except (TypeError, ValueError):
             saved = None
-        same_shape = saved is not None and all(getattr(saved, f) == getattr(config, f) for f in (
-            "vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "tie_weights"))
+        same_shape = saved is not None and all(
+            getattr(saved, f) == getattr(config, f)
+            for f in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "tie_weights")
+        )
         if same_shape:
             biases = [present.get(f"h.{i}.attn.c_attn.bias") for i in range(config.n_layers)]
             zero = all(b is not None and st.dtype_code(b) in FLOAT_CODES and not np.any(st.array(b)) for b in biases)
-            config = dataclasses.replace(config, drop_rate=saved.drop_rate,
-                                         qkv_bias=saved.qkv_bias or not zero)
+            config = dataclasses.replace(config, drop_rate=saved.drop_rate, qkv_bias=saved.qkv_bias or not zero)
             if not config.qkv_bias:  # the zero biases written for a model without them
                 for b in biases:
                     present.pop(normalise_hf_key(b))
@@ -393,8 +470,10 @@ def _check_names(file: Path, plan: dict, present: set, wanted: list | None = Non
         raise PretrainedError(f"{file}: missing tensor(s) {_some(missing)} that a GPT-2 of this config.json has")
     unexpected = sorted(present - set(wanted))
     if unexpected:
-        raise PretrainedError(f"{file}: unexpected tensor(s) {_some(unexpected)}: not part of a GPT-2 of this "
-                              "config.json (another architecture, or a mismatched config.json?)")
+        raise PretrainedError(
+            f"{file}: unexpected tensor(s) {_some(unexpected)}: not part of a GPT-2 of this "
+            "config.json (another architecture, or a mismatched config.json?)"
+        )
 
 
 def _some(names: list) -> str:
@@ -403,6 +482,7 @@ def _some(names: list) -> str:
 
 
 # --- saving ----------------------------------------------------------------------------------------------
+
 
 def save_pretrained(model, directory) -> Path:
     """Write ``model`` as ``directory/model.safetensors`` + ``directory/config.json`` in the Hugging Face

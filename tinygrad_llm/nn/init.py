@@ -3,6 +3,7 @@
 They draw on the CPU from ``backend.get_generator("cpu")`` (so ``tinygrad_llm.manual_seed`` makes a model
 reproducible whatever the device) and copy the result to the parameter's device.
 """
+
 from __future__ import annotations
 
 import contextlib

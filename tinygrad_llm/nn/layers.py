@@ -4,6 +4,7 @@ Parameter names and shapes follow PyTorch (``Linear.weight`` is (out, in)) excep
 the book's names ``scale`` and ``shift`` (the book's chapter 4 LayerNorm, whose names its GPT-2 weight
 loader uses); ``weight``/``bias`` are read-only aliases for readers coming from torch.
 """
+
 from __future__ import annotations
 
 import numpy as np

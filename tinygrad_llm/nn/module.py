@@ -15,6 +15,7 @@ and ``to(device)`` reach everything without the model listing it (as ``torch.nn.
 
     TwoLayer().state_dict().keys()  # fc1.weight, fc1.bias, fc2.weight, fc2.bias
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -33,12 +34,13 @@ class Parameter(Tensor):
     def __init__(self, data, requires_grad: bool = True, dtype=None, device: str | None = None):
         super().__init__(data, dtype=dtype, device=device)
         if self.data.dtype.kind != "f":
-            raise TypeError(f"Parameter: expected floating-point data, got dtype {self.data.dtype} "
-                            f"for shape {self.data.shape}")
+            raise TypeError(
+                f"Parameter: expected floating-point data, got dtype {self.data.dtype} for shape {self.data.shape}"
+            )
         self.requires_grad_(requires_grad)
 
     def __repr__(self) -> str:
-        return "Parameter" + super().__repr__()[len("Tensor"):]
+        return "Parameter" + super().__repr__()[len("Tensor") :]
 
 
 class Module:
@@ -146,8 +148,11 @@ class Module:
         """
         all_names = dict(self._all_named_parameters())
         unexpected = [k for k in state_dict if k not in all_names]
-        missing = [name for name, p in self.named_parameters()
-                   if not any(alias in state_dict for alias, q in all_names.items() if q is p)]
+        missing = [
+            name
+            for name, p in self.named_parameters()
+            if not any(alias in state_dict for alias, q in all_names.items() if q is p)
+        ]
         if strict and (unexpected or missing):
             parts = []
             if missing:
@@ -162,8 +167,10 @@ class Module:
             value = value.data if isinstance(value, Tensor) else value
             shape = tuple(getattr(value, "shape", np.shape(value)))
             if shape != tuple(p.shape):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {key!r} has shape {shape} in the "
-                                 f"state dict but the model's parameter has shape {tuple(p.shape)}")
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: {key!r} has shape {shape} in the "
+                    f"state dict but the model's parameter has shape {tuple(p.shape)}"
+                )
         for key, value in state_dict.items():
             p = all_names.get(key)
             if p is None:

@@ -19,6 +19,7 @@ The n-gram at position i is made of the tokens i-n+1 .. i only, so the model sta
 carries the last ``max(sizes) - 1`` ids of the sequence to the next call (``context``), and positions
 before the start of the sequence (or padding) read as a boundary value of their own.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,10 +48,10 @@ def ngram_buckets(ids, n: int, buckets: int, context=None):
     before = xp.full((batch, n - 1), BOUNDARY, dtype=np.int64)  # positions before the known ones
     if context is not None:
         before = xp.concatenate([before, context.astype(np.int64)], axis=1)
-    window = xp.concatenate([before[:, before.shape[1] - (n - 1):], ids], axis=1)  # (B, n - 1 + T)
+    window = xp.concatenate([before[:, before.shape[1] - (n - 1) :], ids], axis=1)  # (B, n - 1 + T)
     h = xp.zeros((batch, length), dtype=np.uint64)
     for k in range(n):  # oldest token first: window[:, k + i] is token i - (n - 1) + k
-        h = h * _MULTIPLIER + (window[:, k:k + length] + 2).astype(np.uint64)  # +2: BOUNDARY -> 1, never 0
+        h = h * _MULTIPLIER + (window[:, k : k + length] + 2).astype(np.uint64)  # +2: BOUNDARY -> 1, never 0
     h ^= h >> np.uint64(33)
     h *= _MIX
     h ^= h >> np.uint64(33)

@@ -28,6 +28,7 @@ Modules:
     ema         ExponentialMovingAverage: an exponential moving average of a model's weights
     groups      param_groups_for_weight_decay: decay linear weight matrices only
 """
+
 from tinygrad_llm.optim.adamw import AdamW
 from tinygrad_llm.optim.clip import clip_grad_norm_, grad_norms_by_layer
 from tinygrad_llm.optim.ema import ExponentialMovingAverage
@@ -37,6 +38,14 @@ from tinygrad_llm.optim.schedules import LambdaLR, WarmupCosineLR, lr_at
 from tinygrad_llm.optim.sgd import SGD
 
 __all__ = [
-    "AdamW", "ExponentialMovingAverage", "LambdaLR", "Optimizer", "SGD", "WarmupCosineLR", "clip_grad_norm_", "grad_norms_by_layer", "lr_at",
+    "AdamW",
+    "ExponentialMovingAverage",
+    "LambdaLR",
+    "Optimizer",
+    "SGD",
+    "WarmupCosineLR",
+    "clip_grad_norm_",
+    "grad_norms_by_layer",
+    "lr_at",
     "param_groups_for_weight_decay",
 ]

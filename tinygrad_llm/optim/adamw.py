@@ -13,6 +13,7 @@ with ``torch.optim.AdamW`` to rounding. The arithmetic is ``F.adamw_update_`` (f
 the NumPy/CuPy reference and a compiled Numba kernel), in place on ``param.data`` (float32 stays float32);
 ``exp_avg`` (m), ``exp_avg_sq`` (v) and ``step`` (t) are the saved state of each parameter.
 """
+
 from __future__ import annotations
 
 from tinygrad_llm import backend
@@ -27,8 +28,9 @@ class AdamW(Optimizer):
     ``param_groups_for_weight_decay`` to decay only the weight matrices of linear layers, as GPT-2 did.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
+    def __init__(
+        self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01
+    ):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def _check_group(self, group: dict, index: int) -> None:
@@ -49,9 +51,21 @@ class AdamW(Optimizer):
                 state = self.state.get(p)
                 if state is None:
                     xp = backend.get_array_module(p.data)
-                    state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
-                                             "exp_avg_sq": xp.zeros_like(p.data)}
+                    state = self.state[p] = {
+                        "step": 0,
+                        "exp_avg": xp.zeros_like(p.data),
+                        "exp_avg_sq": xp.zeros_like(p.data),
+                    }
                 state["step"] += 1
-                adamw_update_(p.data, grad, state["exp_avg"], state["exp_avg_sq"], lr=lr, beta1=beta1,
-                              beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
-                              step=state["step"])
+                adamw_update_(
+                    p.data,
+                    grad,
+                    state["exp_avg"],
+                    state["exp_avg_sq"],
+                    lr=lr,
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    step=state["step"],
+                )

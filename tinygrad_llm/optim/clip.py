@@ -1,4 +1,5 @@
 """Gradient clipping by global L2 norm, as ``torch.nn.utils.clip_grad_norm_``."""
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,9 @@ def clip_grad_norm_(parameters, max_norm: float, error_if_nonfinite: bool = Fals
     total_norm = float(xp.sqrt(squares.sum()))  # the one sync
     if not math.isfinite(total_norm):
         if error_if_nonfinite:
-            raise RuntimeError(f"clip_grad_norm_: the total norm of the gradients is {total_norm}; "
-                               "some gradient has an inf or NaN")
+            raise RuntimeError(
+                f"clip_grad_norm_: the total norm of the gradients is {total_norm}; some gradient has an inf or NaN"
+            )
         return total_norm
     clip_coef = max_norm / (total_norm + 1e-6)
     if clip_coef < 1.0:

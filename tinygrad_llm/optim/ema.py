@@ -22,6 +22,7 @@ hundred steps scores steadier, and often better, than any single step's.
 The averages are copies in each parameter's dtype and on its device, one per parameter that learns (frozen
 ones never change, so they need none).
 """
+
 from __future__ import annotations
 
 import contextlib

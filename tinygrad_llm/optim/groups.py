@@ -20,6 +20,7 @@ LayerNorm parameters are 1-D, so the name rule excludes them by their shape. Fro
 (``requires_grad`` False) are left out of both groups. minGPT excludes embeddings the same way; nanoGPT
 instead decays every 2-D parameter, embeddings included.
 """
+
 from __future__ import annotations
 
 EMBEDDING_NAME_MARKERS = ("emb", "wte", "wpe")
@@ -57,8 +58,7 @@ def param_groups_for_weight_decay(named_parameters, weight_decay: float) -> list
         seen.add(id(p))
         decided = id(p) in decayed_ids if decayed_ids is not None else is_decayed_by_name(name, p)
         (decay if decided else no_decay).append((name, p))
-    groups = [{"params": decay, "weight_decay": float(weight_decay)},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": float(weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
     return [group for group in groups if group["params"]]
 
 

@@ -15,6 +15,7 @@ The constructor accepts, as ``torch.optim`` does:
 ``step()`` updates ``param.data`` in place and skips parameters whose ``.grad`` is None or whose
 ``requires_grad`` is False: such parameters get no state.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,10 @@ class Optimizer:
             names = list(group["param_names"])
         unknown = set(group) - set(self.defaults) - {"params", "param_names", "initial_lr"}
         if unknown:
-            raise ValueError(f"parameter group {len(self.param_groups)}: unknown options {sorted(unknown)}; "
-                             f"{type(self).__name__} takes {sorted(self.defaults)}")
+            raise ValueError(
+                f"parameter group {len(self.param_groups)}: unknown options {sorted(unknown)}; "
+                f"{type(self).__name__} takes {sorted(self.defaults)}"
+            )
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for i, p in enumerate(params):
             if id(p) in seen:
@@ -84,8 +87,10 @@ class Optimizer:
                 continue  # frozen, or not used by this loss: no update and no state
             grad = p.grad
             if grad.shape != p.data.shape:
-                raise ValueError(f"{type(self).__name__}: gradient of shape {tuple(grad.shape)} for parameter "
-                                 f"{_describe(p, names, i)} of shape {tuple(p.data.shape)}")
+                raise ValueError(
+                    f"{type(self).__name__}: gradient of shape {tuple(grad.shape)} for parameter "
+                    f"{_describe(p, names, i)} of shape {tuple(p.data.shape)}"
+                )
             if grad.dtype != p.data.dtype:
                 grad = grad.astype(p.data.dtype)
             yield i, p, grad
@@ -120,20 +125,27 @@ class Optimizer:
         """
         saved_groups = state_dict.get("param_groups")
         if not isinstance(saved_groups, list) or "state" not in state_dict:
-            raise ValueError("optimizer state: expected a dict with 'state' and 'param_groups' "
-                             "(what Optimizer.state_dict() returns)")
+            raise ValueError(
+                "optimizer state: expected a dict with 'state' and 'param_groups' (what Optimizer.state_dict() returns)"
+            )
         if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"optimizer state has {len(saved_groups)} parameter groups, "
-                             f"this {type(self).__name__} has {len(self.param_groups)}")
+            raise ValueError(
+                f"optimizer state has {len(saved_groups)} parameter groups, "
+                f"this {type(self).__name__} has {len(self.param_groups)}"
+            )
         for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"optimizer state: parameter group {gi} has {len(saved['params'])} parameters, "
-                                 f"this optimizer's has {len(group['params'])}")
+                raise ValueError(
+                    f"optimizer state: parameter group {gi} has {len(saved['params'])} parameters, "
+                    f"this optimizer's has {len(group['params'])}"
+                )
             saved_names, names = saved.get("param_names"), group.get("param_names")
             if saved_names is not None and names is not None and list(saved_names) != list(names):
                 diff = next(i for i, (a, b) in enumerate(zip(saved_names, names)) if a != b)
-                raise ValueError(f"optimizer state: parameter group {gi} entry {diff} is {saved_names[diff]!r} "
-                                 f"in the saved state but {names[diff]!r} here")
+                raise ValueError(
+                    f"optimizer state: parameter group {gi} entry {diff} is {saved_names[diff]!r} "
+                    f"in the saved state but {names[diff]!r} here"
+                )
         saved_state = {int(k): v for k, v in state_dict["state"].items()}  # JSON turns int keys into str
         new_state = {}
         for saved, group in zip(saved_groups, self.param_groups):
@@ -142,8 +154,9 @@ class Optimizer:
                 entry = saved_state.get(int(index))
                 if entry is None:
                     continue
-                new_state[p] = {key: self._restore_value(value, p, _describe(p, names, i), key)
-                                for key, value in entry.items()}
+                new_state[p] = {
+                    key: self._restore_value(value, p, _describe(p, names, i), key) for key, value in entry.items()
+                }
         for saved, group in zip(saved_groups, self.param_groups):
             for key, value in saved.items():
                 if key in ("params", "param_names"):
@@ -158,8 +171,10 @@ class Optimizer:
         if value.ndim == 0:
             return value.item()
         if tuple(value.shape) != tuple(p.data.shape):
-            raise ValueError(f"optimizer state {key!r} of parameter {name} has shape {tuple(value.shape)}, "
-                             f"the parameter has shape {tuple(p.data.shape)}")
+            raise ValueError(
+                f"optimizer state {key!r} of parameter {name} has shape {tuple(value.shape)}, "
+                f"the parameter has shape {tuple(p.data.shape)}"
+            )
         array = backend.to_device(value, backend.device_of(p.data))
         return array.copy() if array is value else array  # never alias the caller's arrays
 
@@ -195,11 +210,15 @@ def _is_parameter(x) -> bool:
 
 def _as_param_groups(params) -> list[dict]:
     if _is_parameter(params):  # a Tensor is iterable (over its rows): refuse it rather than slice it
-        raise TypeError("params must be an iterable of parameters, (name, parameter) pairs or parameter "
-                        "groups, got a single tensor: wrap it in a list")
+        raise TypeError(
+            "params must be an iterable of parameters, (name, parameter) pairs or parameter "
+            "groups, got a single tensor: wrap it in a list"
+        )
     if isinstance(params, dict):
-        raise TypeError("params must be an iterable of parameters or of parameter-group dicts, got a dict "
-                        "(for a state dict, pass model.named_parameters() instead)")
+        raise TypeError(
+            "params must be an iterable of parameters or of parameter-group dicts, got a dict "
+            "(for a state dict, pass model.named_parameters() instead)"
+        )
     items = list(params)
     if not items:
         raise ValueError("optimizer got an empty parameter list")
@@ -226,11 +245,15 @@ def _split_names(params, where: str):
         names, tensors = None, items
     for i, p in enumerate(tensors):
         if not _is_parameter(p):
-            raise TypeError(f"{where}: entry {i} is a {type(p).__name__}, expected a parameter "
-                            "(an object with .data, .grad and .requires_grad)")
+            raise TypeError(
+                f"{where}: entry {i} is a {type(p).__name__}, expected a parameter "
+                "(an object with .data, .grad and .requires_grad)"
+            )
         if p.data.dtype.kind != "f":
-            raise TypeError(f"{where}: parameter {_describe(p, names, i)} has dtype {p.data.dtype}; "
-                            "only floating-point parameters can be optimised")
+            raise TypeError(
+                f"{where}: parameter {_describe(p, names, i)} has dtype {p.data.dtype}; "
+                "only floating-point parameters can be optimised"
+            )
     return tensors, names
 
 

@@ -14,6 +14,7 @@ schedulers do (construct it after the optimiser, call ``scheduler.step()`` after
 and ``LambdaLR`` is PyTorch's: each group's lr = its initial lr × ``lr_lambda(step)``. Both have
 ``state_dict()``/``load_state_dict()`` for exact resume.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ import math
 from tinygrad_llm.optim.optimizer import check_lr
 
 
-def lr_at(step: int, *, max_lr: float, total_steps: int, warmup_steps: int = 0, min_lr: float = 0.0,
-          initial_lr: float = 0.0) -> float:
+def lr_at(
+    step: int, *, max_lr: float, total_steps: int, warmup_steps: int = 0, min_lr: float = 0.0, initial_lr: float = 0.0
+) -> float:
     """The learning rate of optimiser step ``step`` (0-based).
 
     - ``step < warmup_steps``: linear from ``initial_lr`` (at step 0) towards ``max_lr`` (reached at
@@ -34,8 +36,9 @@ def lr_at(step: int, *, max_lr: float, total_steps: int, warmup_steps: int = 0, 
     if step < 0:
         raise ValueError(f"lr_at: step must be >= 0, got {step}")
     if warmup_steps < 0 or total_steps < warmup_steps:
-        raise ValueError(f"lr_at: need 0 <= warmup_steps <= total_steps, got warmup_steps={warmup_steps}, "
-                         f"total_steps={total_steps}")
+        raise ValueError(
+            f"lr_at: need 0 <= warmup_steps <= total_steps, got warmup_steps={warmup_steps}, total_steps={total_steps}"
+        )
     if step < warmup_steps:
         return initial_lr + step * (max_lr - initial_lr) / warmup_steps
     if step >= total_steps:
@@ -76,13 +79,17 @@ class LambdaLR:
 
     def state_dict(self) -> dict:
         """JSON-able: the step count and the groups' initial learning rates."""
-        return {"last_step": self.last_step,
-                "initial_lrs": [group["initial_lr"] for group in self.optimizer.param_groups]}
+        return {
+            "last_step": self.last_step,
+            "initial_lrs": [group["initial_lr"] for group in self.optimizer.param_groups],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["initial_lrs"]) != len(self.optimizer.param_groups):
-            raise ValueError(f"scheduler state has {len(state['initial_lrs'])} parameter groups, "
-                             f"the optimizer has {len(self.optimizer.param_groups)}")
+            raise ValueError(
+                f"scheduler state has {len(state['initial_lrs'])} parameter groups, "
+                f"the optimizer has {len(self.optimizer.param_groups)}"
+            )
         for group, lr in zip(self.optimizer.param_groups, state["initial_lrs"]):
             group["initial_lr"] = lr
         self.last_step = int(state["last_step"])
@@ -95,8 +102,7 @@ class WarmupCosineLR(LambdaLR):
     ``min_lr`` and ``initial_lr`` are absolute learning rates, the same for every group.
     """
 
-    def __init__(self, optimizer, warmup_steps: int, total_steps: int, min_lr: float = 0.0,
-                 initial_lr: float = 0.0):
+    def __init__(self, optimizer, warmup_steps: int, total_steps: int, min_lr: float = 0.0, initial_lr: float = 0.0):
         self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
         self.min_lr = check_lr(min_lr, "min_lr")
         self.initial_lr = check_lr(initial_lr, "initial_lr")
@@ -104,6 +110,14 @@ class WarmupCosineLR(LambdaLR):
         super().__init__(optimizer, lr_lambda=None)
 
     def get_lr(self) -> list[float]:
-        return [lr_at(self.last_step, max_lr=group["initial_lr"], total_steps=self.total_steps,
-                      warmup_steps=self.warmup_steps, min_lr=self.min_lr, initial_lr=self.initial_lr)
-                for group in self.optimizer.param_groups]
+        return [
+            lr_at(
+                self.last_step,
+                max_lr=group["initial_lr"],
+                total_steps=self.total_steps,
+                warmup_steps=self.warmup_steps,
+                min_lr=self.min_lr,
+                initial_lr=self.initial_lr,
+            )
+            for group in self.optimizer.param_groups
+        ]

@@ -10,6 +10,7 @@ Per parameter θ with gradient g:
 
 With momentum 0 this is plain gradient descent and keeps no state.
 """
+
 from __future__ import annotations
 
 from tinygrad_llm.optim.optimizer import Optimizer, check_lr, check_nonnegative
@@ -18,10 +19,18 @@ from tinygrad_llm.optim.optimizer import Optimizer, check_lr, check_nonnegative
 class SGD(Optimizer):
     """SGD(params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False), as PyTorch."""
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+        )
 
     def _check_group(self, group: dict, index: int) -> None:
         super()._check_group(group, index)
@@ -37,15 +46,15 @@ class SGD(Optimizer):
             for _, p, grad in self._params_to_update(group):
                 d = grad
                 if weight_decay != 0:
-                    d = grad + weight_decay * p.data                      # d = g + λθ
+                    d = grad + weight_decay * p.data  # d = g + λθ
                 if momentum != 0:
                     state = self.state.get(p)
-                    if state is None:                                     # b = d on the first step
+                    if state is None:  # b = d on the first step
                         buf = d.copy()
                         self.state[p] = {"momentum_buffer": buf}
-                    else:                                                 # b = μb + (1 − τ)d
+                    else:  # b = μb + (1 − τ)d
                         buf = state["momentum_buffer"]
                         buf *= momentum
                         buf += (1.0 - group["dampening"]) * d
                     d = d + momentum * buf if group["nesterov"] else buf
-                p.data -= lr * d                                          # θ = θ − lr·d
+                p.data -= lr * d  # θ = θ − lr·d

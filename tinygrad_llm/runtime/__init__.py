@@ -23,6 +23,7 @@ importing ``tinygrad_llm`` neither tunes malloc nor sets a thread count or an en
 belongs to one thread (inside a task of ``run_parallel`` the thread count is 1) is a ``threading.local``, as the
 engine's grad mode is.
 """
+
 from __future__ import annotations
 
 from tinygrad_llm.runtime import host_memory, settings, threads

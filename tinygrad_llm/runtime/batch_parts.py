@@ -18,6 +18,7 @@ depends on the cores free now. So a run gives the same bits on an idle machine a
 resumed run equals a straight one. (It gives other bits than the whole batch at once, as ``--threads 1``
 computes it: sums in another order.)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,9 @@ def split_count(inputs, model) -> int:
     return threads.batch_parts(len(data), data.size * parameters, parameters)
 
 
-def backward_in_parts(loss_batch, inputs, targets, model, device, amp=None, parts: int | None = None,
-                      scale: float = 1.0):
+def backward_in_parts(
+    loss_batch, inputs, targets, model, device, amp=None, parts: int | None = None, scale: float = 1.0
+):
     """``loss_batch(inputs, targets, model, device) * scale`` differentiated with the batch cut into ``parts``
     row blocks (default: ``split_count``), computed on the threads free now; returns the batch's loss,
     unscaled, as a float64 0-d array where the model is (on a GPU: no wait for it). Gradients are added into

@@ -16,6 +16,7 @@ the peak stays the peak of what was alive at once (``benchmarks/memory.py`` meas
 
 ``TINYGRAD_LLM_MALLOC=default`` leaves malloc as it was. Other C libraries (macOS, musl) are left alone.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -48,9 +49,11 @@ def keep_freed_memory() -> str:
     if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
         _state = "malloc's defaults (glibc refused the thresholds)"
         return _state
-    _state = (f"freed blocks up to {MMAP_THRESHOLD >> 20} MiB kept for reuse (glibc mmap threshold "
-              f"{MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 30} GiB): no page faults from one "
-              f"step to the next; ${ENV}=default turns it off")
+    _state = (
+        f"freed blocks up to {MMAP_THRESHOLD >> 20} MiB kept for reuse (glibc mmap threshold "
+        f"{MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 30} GiB): no page faults from one "
+        f"step to the next; ${ENV}=default turns it off"
+    )
     return _state
 
 
@@ -60,8 +63,9 @@ def _glibc_mallopt():
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # glibc has it; musl does not
     except (OSError, AttributeError):
+        return None
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc has it; musl does not
         return None
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return mallopt

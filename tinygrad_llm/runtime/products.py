@@ -11,6 +11,7 @@ Two things make it faster than ``a @ b`` without changing what it computes:
   the threads the policy lends now (``runtime.threads``). The blocks depend on the shape only, so the bits
   never depend on the load.
 """
+
 from __future__ import annotations
 
 import functools

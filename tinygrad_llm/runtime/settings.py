@@ -5,6 +5,7 @@
 settings change only through ``runtime.configure(...)`` (for good) or ``runtime.overridden(...)`` (a ``with``
 block that puts the old values back). Tests start over with ``reset()``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,10 @@ def from_environment() -> Settings:
     value = os.environ.get(MALLOC_ENV, "").strip().lower()
     if value:
         if value not in MALLOC_CHOICES:  # a warning naming the variable, not a traceback (configure() warns)
-            settings.malloc_by = f"${MALLOC_ENV}={os.environ[MALLOC_ENV]!r} ignored: expected 'keep' (the " \
-                                 f"default) or 'default' (leave malloc as it is)"
+            settings.malloc_by = (
+                f"${MALLOC_ENV}={os.environ[MALLOC_ENV]!r} ignored: expected 'keep' (the "
+                f"default) or 'default' (leave malloc as it is)"
+            )
         else:
             settings.malloc, settings.malloc_by = value, f"${MALLOC_ENV}={value}"
     return settings

@@ -37,6 +37,7 @@ Override: ``set_threads(n)`` (the command line's ``--threads N``, ``runtime.conf
 when a product runs, not through environment variables at import. The blocked product itself is
 ``runtime.products.matmul``.
 """
+
 from __future__ import annotations
 
 import os
@@ -255,12 +256,16 @@ def describe() -> list[str]:
     fixed, fixed_by = settings.current().threads, settings.current().threads_by
     lines = [f"cores            {cores()} (this process's CPU affinity)", f"BLAS             {blas}"]
     parts = fixed or cores()
-    lines.append(f"batch parts      a training step's batch is cut into {parts} parts (one per "
-                 f"{'thread set' if fixed is not None else 'core'}; fewer where a part would have under "
-                 f"{PART_MIN_MACS:,} multiply-adds, none for models over {PART_MAX_PARAMETERS:,} parameters), "
-                 f"computed side by side on the threads lent: the same bits whichever ran them")
-    lines.append(f"products         one of at least {SPLIT_MIN_MNK:,} multiply-adds is cut by its shape into blocks "
-                 f"of single-threaded BLAS calls, run side by side on the threads lent (the same bits at any count)")
+    lines.append(
+        f"batch parts      a training step's batch is cut into {parts} parts (one per "
+        f"{'thread set' if fixed is not None else 'core'}; fewer where a part would have under "
+        f"{PART_MIN_MACS:,} multiply-adds, none for models over {PART_MAX_PARAMETERS:,} parameters), "
+        f"computed side by side on the threads lent: the same bits whichever ran them"
+    )
+    lines.append(
+        f"products         one of at least {SPLIT_MIN_MNK:,} multiply-adds is cut by its shape into blocks "
+        f"of single-threaded BLAS calls, run side by side on the threads lent (the same bits at any count)"
+    )
     if fixed is not None:
         lines.append(f"threads lent     {fixed}, fixed by {fixed_by}")
     else:
@@ -268,9 +273,13 @@ def describe() -> list[str]:
         time.sleep(SAMPLE_SECONDS)
         others = monitor.others_busy() or 0.0
         now = max(1, min(cores(), int(cores() - others + OTHERS_TOLERANCE)))
-        lines.append(f"threads lent     automatic: other processes use {others:.1f} of {cores()} cores now, so {now} "
-                     f"(re-checked every {SAMPLE_SECONDS} s while computing: a busy machine gets one thread)")
-    lines.append("kernels          1 thread per call, no pool of their own (it would spin against "
-                 "BLAS's); they release the GIL, so the batch parts' kernels overlap")
+        lines.append(
+            f"threads lent     automatic: other processes use {others:.1f} of {cores()} cores now, so {now} "
+            f"(re-checked every {SAMPLE_SECONDS} s while computing: a busy machine gets one thread)"
+        )
+    lines.append(
+        "kernels          1 thread per call, no pool of their own (it would spin against "
+        "BLAS's); they release the GIL, so the batch parts' kernels overlap"
+    )
     lines.append(f"override         --threads N or {ENV}=N")
     return lines

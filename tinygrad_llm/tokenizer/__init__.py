@@ -1,14 +1,15 @@
 """Tokenizers: text <-> token ids, all with one interface (see ``base.Tokenizer``).
 
-    get_tokenizer("gpt2")                      # GPT-2's BPE via tiktoken (local files or tiktoken's download)
-    get_tokenizer("char", text=text)           # one id per distinct character of text
-    get_tokenizer("byte")                      # UTF-8 bytes + <|endoftext|>
-    get_tokenizer("bpe", text=text, vocab_size=1000)   # train a byte-level BPE (or path= a saved one)
-    get_tokenizer("simple", text=text)         # chapter 2's SimpleTokenizerV2 (version=1 for V1)
-    BPETokenizerSimple().train(text, 1000)     # the chapter-2 bonus BPE, as the book writes it
+get_tokenizer("gpt2")                      # GPT-2's BPE via tiktoken (local files or tiktoken's download)
+get_tokenizer("char", text=text)           # one id per distinct character of text
+get_tokenizer("byte")                      # UTF-8 bytes + <|endoftext|>
+get_tokenizer("bpe", text=text, vocab_size=1000)   # train a byte-level BPE (or path= a saved one)
+get_tokenizer("simple", text=text)         # chapter 2's SimpleTokenizerV2 (version=1 for V1)
+BPETokenizerSimple().train(text, 1000)     # the chapter-2 bonus BPE, as the book writes it
 
-    tok.save(run_dir); load_tokenizer(run_dir) # tokenizer.json, restored to an equal tokenizer
+tok.save(run_dir); load_tokenizer(run_dir) # tokenizer.json, restored to an equal tokenizer
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,8 @@ from tinygrad_llm.tokenizer.bpe_simple import BPETokenizerSimple
 from tinygrad_llm.tokenizer.bpe_trainer import train_bpe
 from tinygrad_llm.tokenizer.char import ByteTokenizer, CharTokenizer
 from tinygrad_llm.tokenizer.gpt2 import GPT2FilesNotFound, GPT2Tokenizer, load_gpt2_encoding
-from tinygrad_llm.tokenizer.special import BERT_SPECIAL_TOKENS, WithSpecialTokens, with_bert_tokens
 from tinygrad_llm.tokenizer.simple import UNK, SimpleTokenizerV1, SimpleTokenizerV2, UnknownWordError, build_vocab
+from tinygrad_llm.tokenizer.special import BERT_SPECIAL_TOKENS, WithSpecialTokens, with_bert_tokens
 
 TOKENIZER_NAMES = ("gpt2", "char", "byte", "bpe", "simple")
 
@@ -30,6 +31,7 @@ def get_tokenizer(name: str = "gpt2", **kwargs) -> Tokenizer:
     """A tokenizer by name: "gpt2" (path=None), "char" (text=), "byte", "bpe" (text= and vocab_size=, or
     path= a saved tokenizer.json or its folder; special_tokens=, pattern=), "simple" (text= or vocab=,
     version=2)."""
+
     def need(*keys):
         missing = [k for k in keys if kwargs.get(k) is None]
         if missing:
@@ -85,8 +87,9 @@ def tokenizer_from_dict(config: dict, gpt2_path=None) -> Tokenizer:
     if kind == "special":  # a base tokenizer plus added special tokens ([CLS], [SEP], [MASK], [PAD] for BERT)
         return WithSpecialTokens(tokenizer_from_dict(config["base"], gpt2_path), config["tokens"])
     if kind == "bpe":
-        return BPETokenizer(config["merges"], config["special_tokens"], pattern=config["pattern"],
-                            name=config.get("name", "bpe"))
+        return BPETokenizer(
+            config["merges"], config["special_tokens"], pattern=config["pattern"], name=config.get("name", "bpe")
+        )
     if kind == "simple":
         cls = {1: SimpleTokenizerV1, 2: SimpleTokenizerV2}.get(config.get("version"))
         if cls is None:
@@ -109,8 +112,26 @@ def load_tokenizer(path, gpt2_path=None) -> Tokenizer:
 
 
 __all__ = [
-    "BERT_SPECIAL_TOKENS", "WithSpecialTokens", "with_bert_tokens", "BPETokenizer", "BPETokenizerSimple",
-    "ByteTokenizer", "CharTokenizer", "ENDOFTEXT", "GPT2FilesNotFound", "GPT2Tokenizer",
-    "SimpleTokenizerV1", "SimpleTokenizerV2", "TOKENIZER_NAMES", "Tokenizer", "UNK", "UnknownWordError",
-    "build_vocab", "get_tokenizer", "load_gpt2_encoding", "load_tokenizer", "tokenizer_from_dict", "train_bpe",
+    "BERT_SPECIAL_TOKENS",
+    "WithSpecialTokens",
+    "with_bert_tokens",
+    "BPETokenizer",
+    "BPETokenizerSimple",
+    "ByteTokenizer",
+    "CharTokenizer",
+    "ENDOFTEXT",
+    "GPT2FilesNotFound",
+    "GPT2Tokenizer",
+    "SimpleTokenizerV1",
+    "SimpleTokenizerV2",
+    "TOKENIZER_NAMES",
+    "Tokenizer",
+    "UNK",
+    "UnknownWordError",
+    "build_vocab",
+    "get_tokenizer",
+    "load_gpt2_encoding",
+    "load_tokenizer",
+    "tokenizer_from_dict",
+    "train_bpe",
 ]

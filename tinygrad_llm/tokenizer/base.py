@@ -10,6 +10,7 @@ as the book does); the text of any other special token raises ValueError, unless
 ``disallowed_special``, in which case it is encoded as ordinary text. So ``encode("a <|endoftext|>")`` raises,
 as ``tiktoken.get_encoding("gpt2").encode`` does.
 """
+
 from __future__ import annotations
 
 import json
@@ -149,7 +150,7 @@ def split_special(text: str, special_tokens: dict[str, int], allowed_special, di
     start = 0
     for match in pattern.finditer(text):
         if match.start() > start:
-            yield text[start:match.start()], None
+            yield text[start : match.start()], None
         yield match.group(), special_tokens[match.group()]
         start = match.end()
     if start < len(text):

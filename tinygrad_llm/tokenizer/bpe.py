@@ -13,6 +13,7 @@ differently and a merge learned across that boundary would apply in one and not 
 in every Unicode version, so ASCII text goes through tiktoken whole; other text is split here and only each
 piece's merges are done by tiktoken.
 """
+
 from __future__ import annotations
 
 from tinygrad_llm.tokenizer.base import DEFAULT_ALLOWED, ENDOFTEXT, check_text, split_special
@@ -61,8 +62,7 @@ class BPETokenizer(TiktokenTokenizer):
         expected = list(range(len(ranks), len(ranks) + len(special_tokens)))
         if sorted(special_tokens.values()) != expected:
             raise ValueError(f"BPETokenizer: special token ids must be {expected}, got {special_tokens}")
-        encoding = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks,
-                                     special_tokens=dict(special_tokens))
+        encoding = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=dict(special_tokens))
         super().__init__(encoding, name=name)
 
     def encode(self, text: str, *, allowed_special=DEFAULT_ALLOWED, disallowed_special="all") -> list[int]:
@@ -88,8 +88,13 @@ class BPETokenizer(TiktokenTokenizer):
         return ids
 
     def to_dict(self) -> dict:
-        return {"type": "bpe", "name": self.name, "pattern": self.pattern,
-                "merges": [list(pair) for pair in self.merges], "special_tokens": self.special_tokens}
+        return {
+            "type": "bpe",
+            "name": self.name,
+            "pattern": self.pattern,
+            "merges": [list(pair) for pair in self.merges],
+            "special_tokens": self.special_tokens,
+        }
 
     def encode_slow(self, text: str, *, allowed_special=DEFAULT_ALLOWED, disallowed_special="all") -> list[int]:
         """The same ids as ``encode``, computed merge by merge in Python (slow: for teaching and tests)."""

@@ -22,6 +22,7 @@ error), the text is first split with GPT-2's regex and merges never cross those 
 through tiktoken. This one is the book's teaching version, kept readable; the counting is vectorised with
 NumPy so training stays quick.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,10 @@ class BPETokenizerSimple:
                 self.vocab[len(self.vocab)] = token
                 self.inverse_vocab[token] = len(self.vocab) - 1
         if vocab_size < len(self.vocab):
-            raise ValueError(f"BPETokenizerSimple.train: vocab_size {vocab_size} is smaller than the "
-                             f"{len(self.vocab)} characters and special tokens it starts with")
+            raise ValueError(
+                f"BPETokenizerSimple.train: vocab_size {vocab_size} is smaller than the "
+                f"{len(self.vocab)} characters and special tokens it starts with"
+            )
         token_ids = np.array([self.inverse_vocab[char] for char in processed], dtype=np.int64)
         self.bpe_merges = {}
         for new_id in range(len(self.vocab), vocab_size):
@@ -135,7 +138,7 @@ class BPETokenizerSimple:
             pattern = "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True))
             start = 0
             for match in re.finditer(pattern, text):
-                ids.extend(self.encode(text[start:match.start()]))
+                ids.extend(self.encode(text[start : match.start()]))
                 ids.append(self.inverse_vocab[match.group()])
                 start = match.end()
             return ids + self.encode(text[start:])
@@ -180,8 +183,7 @@ class BPETokenizerSimple:
         with atomic_write(Path(vocab_path), "w") as f:
             json.dump({str(k): v for k, v in self.vocab.items()}, f, ensure_ascii=False, indent=2)
         with atomic_write(Path(bpe_merges_path), "w") as f:
-            json.dump([{"pair": list(pair), "new_id": new_id} for pair, new_id in self.bpe_merges.items()], f,
-                      indent=2)
+            json.dump([{"pair": list(pair), "new_id": new_id} for pair, new_id in self.bpe_merges.items()], f, indent=2)
 
     def load_vocab_and_merges(self, vocab_path, bpe_merges_path) -> None:
         """Read the files written by ``save_vocab_and_merges``."""
@@ -191,6 +193,7 @@ class BPETokenizerSimple:
             self.vocab = {int(k): v for k, v in vocab.items()}
             self.bpe_merges = {(int(m["pair"][0]), int(m["pair"][1])): int(m["new_id"]) for m in merges}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"BPETokenizerSimple: cannot read {vocab_path} / {bpe_merges_path} "
-                             f"({type(exc).__name__}: {exc})") from None
+            raise ValueError(
+                f"BPETokenizerSimple: cannot read {vocab_path} / {bpe_merges_path} ({type(exc).__name__}: {exc})"
+            ) from None
         self.inverse_vocab = {v: k for k, v in self.vocab.items()}

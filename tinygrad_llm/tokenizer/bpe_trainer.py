@@ -18,6 +18,7 @@ whole text, across word boundaries, instead of within GPT-2's regex pieces; and 
 through tiktoken. Both learn the most frequent pair first; ties go to the smallest pair here, to the pair
 seen first there.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -42,8 +43,14 @@ def count_pieces(text: str, pattern: str, special_tokens) -> Counter:
     return Counter({piece.encode("utf-8", errors="surrogatepass"): n for piece, n in counts.items()})
 
 
-def train_bpe(text: str, vocab_size: int, special_tokens=(ENDOFTEXT,), pattern: str = GPT2_PATTERN,
-              name: str = "bpe", verbose: bool = False) -> BPETokenizer:
+def train_bpe(
+    text: str,
+    vocab_size: int,
+    special_tokens=(ENDOFTEXT,),
+    pattern: str = GPT2_PATTERN,
+    name: str = "bpe",
+    verbose: bool = False,
+) -> BPETokenizer:
     """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``; returns a BPETokenizer.
 
     A text too small to offer that many merges (no adjacent pair left within any piece) stops early with a
@@ -52,17 +59,19 @@ def train_bpe(text: str, vocab_size: int, special_tokens=(ENDOFTEXT,), pattern: 
     check_text(text, "train_bpe")
     special_tokens = list(special_tokens)
     if not isinstance(vocab_size, int) or vocab_size < 256 + len(special_tokens):
-        raise ValueError(f"train_bpe: vocab_size must be an int >= 256 + {len(special_tokens)} special tokens "
-                         f"= {256 + len(special_tokens)}, got {vocab_size!r}")
+        raise ValueError(
+            f"train_bpe: vocab_size must be an int >= 256 + {len(special_tokens)} special tokens "
+            f"= {256 + len(special_tokens)}, got {vocab_size!r}"
+        )
     if not text:
         raise ValueError("train_bpe: text is empty")
     n_merges = vocab_size - 256 - len(special_tokens)
 
     piece_counts = count_pieces(text, pattern, special_tokens)
-    words = [list(piece) for piece in piece_counts]        # each distinct piece as a list of ids
-    freqs = list(piece_counts.values())                     # how often it occurs in the text
+    words = [list(piece) for piece in piece_counts]  # each distinct piece as a list of ids
+    freqs = list(piece_counts.values())  # how often it occurs in the text
     pair_counts: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set[int]] = defaultdict(set)   # pair -> indices of the words it occurs in
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of the words it occurs in
     for w, (word, freq) in enumerate(zip(words, freqs)):
         for pair in zip(word, word[1:]):
             pair_counts[pair] += freq
@@ -112,6 +121,9 @@ def train_bpe(text: str, vocab_size: int, special_tokens=(ENDOFTEXT,), pattern: 
         if verbose and len(merges) % 100 == 0:
             print(f"merge {len(merges)}/{n_merges}: {pair} -> {new_id} {new_bytes!r} ({-negative_count} occurrences)")
     if len(merges) < n_merges:
-        warnings.warn(f"train_bpe: the text allows only {len(merges)} merges, not {n_merges}: the vocabulary has "
-                      f"{256 + len(merges) + len(special_tokens)} tokens instead of {vocab_size}", stacklevel=2)
+        warnings.warn(
+            f"train_bpe: the text allows only {len(merges)} merges, not {n_merges}: the vocabulary has "
+            f"{256 + len(merges) + len(special_tokens)} tokens instead of {vocab_size}",
+            stacklevel=2,
+        )
     return BPETokenizer(merges, special_tokens, pattern=pattern, name=name)

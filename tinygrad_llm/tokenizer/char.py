@@ -4,6 +4,7 @@ CharTokenizer numbers the sorted distinct characters of a text (nanoGPT's shakes
 Tiny Shakespeare); it has no end-of-text token. ByteTokenizer needs no training: ids 0..255 are the UTF-8
 bytes, and 256 is ``<|endoftext|>``; any text round-trips.
 """
+
 from __future__ import annotations
 
 from tinygrad_llm.tokenizer.base import ENDOFTEXT, Tokenizer, as_id_list, check_text
@@ -40,8 +41,10 @@ class CharTokenizer(Tokenizer):
             return [stoi[c] for c in text]
         except KeyError:
             position = next(i for i, c in enumerate(text) if c not in stoi)
-            raise ValueError(f"CharTokenizer.encode: character {text[position]!r} at position {position} is not in "
-                             f"the vocabulary of {self.n_vocab} characters") from None
+            raise ValueError(
+                f"CharTokenizer.encode: character {text[position]!r} at position {position} is not in "
+                f"the vocabulary of {self.n_vocab} characters"
+            ) from None
 
     def decode(self, ids) -> str:
         chars = self.chars

@@ -12,6 +12,7 @@ order). The 256 single bytes take ranks 0..255 in that order (printable ones fir
 ``vocab.bpe`` (after its "#version" line) makes token 256 + k. ``encoder.json`` holds the same table as
 {string: id}; we check the two agree, as tiktoken does.
 """
+
 from __future__ import annotations
 
 import functools
@@ -78,6 +79,7 @@ def ranks_from_gpt2_files(vocab_bpe: bytes, encoder_json: bytes) -> dict[bytes, 
 def find_gpt2_folder(path=None) -> Path | None:
     """The folder holding vocab.bpe + encoder.json: ``path`` (the folder itself, or a data folder with gpt2/ in
     it), else $TINYGRAD_LLM_DATA/gpt2; None when not found (``path`` given but lacking the files raises)."""
+
     def has_files(folder: Path) -> bool:
         return (folder / VOCAB_BPE).is_file() and (folder / ENCODER_JSON).is_file()
 
@@ -86,8 +88,10 @@ def find_gpt2_folder(path=None) -> Path | None:
         for candidate in (folder, folder / "gpt2"):
             if has_files(candidate):
                 return candidate
-        raise GPT2FilesNotFound(f"GPT-2 tokenizer: {folder} holds neither {VOCAB_BPE} + {ENCODER_JSON} nor "
-                                f"gpt2/{VOCAB_BPE} + gpt2/{ENCODER_JSON}")
+        raise GPT2FilesNotFound(
+            f"GPT-2 tokenizer: {folder} holds neither {VOCAB_BPE} + {ENCODER_JSON} nor "
+            f"gpt2/{VOCAB_BPE} + gpt2/{ENCODER_JSON}"
+        )
     root = data_dir()
     if root is not None and has_files(root / "gpt2"):
         return root / "gpt2"
@@ -103,12 +107,19 @@ def _encoding_from_folder(folder: str):
         data = (Path(folder) / filename).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         if digest != SHA256[filename]:
-            raise ValueError(f"GPT-2 tokenizer: {Path(folder) / filename} has sha256 {digest}, expected "
-                             f"{SHA256[filename]} (OpenAI's file, as tiktoken checks it); replace the file")
+            raise ValueError(
+                f"GPT-2 tokenizer: {Path(folder) / filename} has sha256 {digest}, expected "
+                f"{SHA256[filename]} (OpenAI's file, as tiktoken checks it); replace the file"
+            )
         contents[filename] = data
     ranks = ranks_from_gpt2_files(contents[VOCAB_BPE], contents[ENCODER_JSON])
-    return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={ENDOFTEXT: GPT2_EOT}, explicit_n_vocab=GPT2_N_VOCAB)
+    return tiktoken.Encoding(
+        "gpt2",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: GPT2_EOT},
+        explicit_n_vocab=GPT2_N_VOCAB,
+    )
 
 
 def load_gpt2_encoding(path=None):

@@ -7,6 +7,7 @@
 V1 knows only the words of its vocabulary (an unknown word raises); V2 maps unknown words to ``<|unk|>`` and
 knows ``<|endoftext|>``, the separator the book puts between unrelated texts.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,7 +15,7 @@ import re
 from tinygrad_llm.tokenizer.base import ENDOFTEXT, Tokenizer, as_id_list, check_text
 
 UNK = "<|unk|>"
-SPLIT_PATTERN = r'([,.:;?_!"()\']|--|\s)'   # the book's: punctuation, double dashes and whitespace
+SPLIT_PATTERN = r'([,.:;?_!"()\']|--|\s)'  # the book's: punctuation, double dashes and whitespace
 
 
 def split_words(text: str) -> list[str]:
@@ -66,8 +67,10 @@ class SimpleTokenizerV1(Tokenizer):
         preprocessed = split_words(text)
         for word in preprocessed:
             if word not in self.str_to_int:
-                raise UnknownWordError(f"{type(self).__name__}: word {word!r} is not in the vocabulary "
-                                       f"({self.n_vocab} words); SimpleTokenizerV2 maps unknown words to {UNK}")
+                raise UnknownWordError(
+                    f"{type(self).__name__}: word {word!r} is not in the vocabulary "
+                    f"({self.n_vocab} words); SimpleTokenizerV2 maps unknown words to {UNK}"
+                )
         return [self.str_to_int[s] for s in preprocessed]
 
     def decode(self, ids) -> str:

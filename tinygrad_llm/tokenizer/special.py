@@ -7,6 +7,7 @@
 BERT's own WordPiece vocabulary is not needed to train an encoder: any of this library's tokenizers gives
 the ordinary ids, and the four special ones are appended (their text is only ever produced by these ids).
 """
+
 from __future__ import annotations
 
 from tinygrad_llm.tokenizer.base import Tokenizer, as_id_list, check_text, split_special

@@ -9,6 +9,7 @@
 The optimizer's learning rate is the peak: the loop overwrites every group's "lr" at each step. The
 configurable loop with the same schedule, checkpoints and resume is ``Trainer`` (trainer.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,22 @@ def find_highest_gradient(model) -> float | None:
     return max_grad
 
 
-def train_model(model, train_loader, val_loader, optimizer, device, n_epochs: int, eval_freq: int, eval_iter: int,
-                start_context: str | None, tokenizer, warmup_steps: int, initial_lr: float = 3e-05,
-                min_lr: float = 1e-6, log=print):
+def train_model(
+    model,
+    train_loader,
+    val_loader,
+    optimizer,
+    device,
+    n_epochs: int,
+    eval_freq: int,
+    eval_iter: int,
+    start_context: str | None,
+    tokenizer,
+    warmup_steps: int,
+    initial_lr: float = 3e-05,
+    min_lr: float = 1e-6,
+    log=print,
+):
     """The book's D.4 loop: ``warmup_steps`` of linear warmup from ``initial_lr`` to the optimizer's lr, then
     cosine decay to ``min_lr``; gradients clipped to norm 1.0 once warmup is over (the book's corrected
     version: from step ``warmup_steps`` on). A sample of ``start_context`` after each epoch when a tokenizer
@@ -73,8 +87,9 @@ def train_model(model, train_loader, val_loader, optimizer, device, n_epochs: in
                 val_losses.append(val_loss)
                 track_tokens_seen.append(tokens_seen)
                 if log:
-                    log(f"Ep {epoch + 1} (Iter {global_step:06d}): Train loss {train_loss:.3f}, "
-                        f"Val loss {val_loss:.3f}")
+                    log(
+                        f"Ep {epoch + 1} (Iter {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
+                    )
         if tokenizer is not None and start_context:
             generate_and_print_sample(model, tokenizer, device, start_context)
     return train_losses, val_losses, track_tokens_seen, track_lrs

@@ -3,6 +3,7 @@
 The built-in corpus is the English help text of the standard library's ``pydoc_data`` (the pages
 ``help("assert")`` prints: about 465,000 characters), so a first run needs no download.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,10 @@ def builtin_corpus() -> str:
     try:
         from pydoc_data.topics import topics
     except ImportError as exc:  # some distributions strip pydoc_data
-        raise CorpusError("the built-in corpus needs the standard library's pydoc_data, which this Python "
-                          "lacks: pass --data PATH to a text file") from exc
+        raise CorpusError(
+            "the built-in corpus needs the standard library's pydoc_data, which this Python "
+            "lacks: pass --data PATH to a text file"
+        ) from exc
     return "\n\n".join(topics[name] for name in sorted(topics))
 
 
@@ -39,8 +42,9 @@ def read_text_file(path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path}: not valid UTF-8 at byte offset {exc.start} "
-                          f"(byte 0x{raw[exc.start]:02x}); expected UTF-8 text") from None
+        raise CorpusError(
+            f"{path}: not valid UTF-8 at byte offset {exc.start} (byte 0x{raw[exc.start]:02x}); expected UTF-8 text"
+        ) from None
 
 
 def load_corpus(path=None) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 weights of one layer for a prompt (``tinygrad-llm attention``). matplotlib is optional, as for the loss
 plot: without it nothing is drawn and each function returns None.
 """
+
 from __future__ import annotations
 
 import math

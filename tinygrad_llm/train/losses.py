@@ -1,4 +1,5 @@
 """The book's loss helpers (chapter 5): the loss of one batch, the average over a loader, perplexity."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ def calc_loss_batch(input_batch, target_batch, model, device: str | None = None)
     return F.cross_entropy(logits, targets)  # (B, T, vocab) against (B, T) -> ()
 
 
-def calc_loss_loader(data_loader, model, device: str | None = None, num_batches: int | None = None,
-                     loss_batch=None) -> float:
+def calc_loss_loader(
+    data_loader, model, device: str | None = None, num_batches: int | None = None, loss_batch=None
+) -> float:
     """Average of ``calc_loss_batch`` over the first ``num_batches`` batches of ``data_loader`` (all when None).
 
     data_loader: any iterable of (inputs, targets) pairs; an empty one gives NaN, as the book. No gradients

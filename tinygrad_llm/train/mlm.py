@@ -9,6 +9,7 @@ swaps in for the GPT's; the loop, run folder, checkpoints, resume and plot are t
 The loss is the mean over the masked positions only (labels -100 elsewhere), so it is not comparable with
 a GPT's next-token loss on the same text: BERT sees both sides of every masked token.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,10 @@ def build_masked_lm(gpt_config, tokenizer, folder=None, device=None):
     if folder is not None:
         model = BertForMaskedLM.from_pretrained(folder, device=device).train()
         if model.config.vocab_size != tokenizer.n_vocab:
-            raise ValueError(f"{folder}: the BERT has {model.config.vocab_size} token ids, the {tokenizer.name} "
-                             f"tokenizer {tokenizer.n_vocab}: use the tokenizer it was trained with")
+            raise ValueError(
+                f"{folder}: the BERT has {model.config.vocab_size} token ids, the {tokenizer.name} "
+                f"tokenizer {tokenizer.n_vocab}: use the tokenizer it was trained with"
+            )
         return model
     model = BertForMaskedLM(BertConfig.from_gpt_config(gpt_config, pad_token_id=tokenizer.pad_id))
     if device:
@@ -45,13 +48,12 @@ def mlm_datasets(train_ids, val_ids, tokenizer, context_length: int, seed: int):
 
 def fill_mask_sample(model, tokenizer, text: str, context_length: int, seed: int = 0) -> str:
     """Mask a line of ``text`` by the BERT recipe's 15% (all as [MASK]) and show what the model fills in."""
-    ids = tokenizer.encode(text, allowed_special=set(), disallowed_special=())[:context_length - 2]
+    ids = tokenizer.encode(text, allowed_special=set(), disallowed_special=())[: context_length - 2]
     if not ids:
         return "(no text to mask)"
     window = np.asarray([[tokenizer.cls_id, *ids, tokenizer.sep_id]], dtype=np.int64)
     specials = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id]
-    _, labels = mask_tokens(window, np.random.default_rng(seed), tokenizer.mask_id,
-                            tokenizer.base.n_vocab, specials)
+    _, labels = mask_tokens(window, np.random.default_rng(seed), tokenizer.mask_id, tokenizer.base.n_vocab, specials)
     chosen = labels != -100
     masked = np.where(chosen, tokenizer.mask_id, window)
     was_training = model.training
@@ -62,5 +64,7 @@ def fill_mask_sample(model, tokenizer, text: str, context_length: int, seed: int
     filled = np.where(chosen, predicted, window)
     right = int((filled[chosen] == window[chosen]).sum())
     show = lambda row: tokenizer.decode(row[0, 1:-1].tolist())  # noqa: E731 (without [CLS] and [SEP])
-    return (f"original: {show(window)}\nmasked:   {show(masked)}\nfilled:   {show(filled)}\n"
-            f"{right} of {int(chosen.sum())} masked tokens right")
+    return (
+        f"original: {show(window)}\nmasked:   {show(masked)}\nfilled:   {show(filled)}\n"
+        f"{right} of {int(chosen.sum())} masked tokens right"
+    )

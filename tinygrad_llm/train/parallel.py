@@ -9,6 +9,7 @@ The fast step (train/step.py), which the ``Trainer`` and the command line's fine
 ``DataParallel`` and makes two calls per step: ``parallel.rows(batch)`` before the forward pass,
 ``parallel.average_gradients()`` before the update. The book's loops stay single-process, as the book's.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,7 @@ from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 def local_rows(array, comm):
     """Process ``comm.rank``'s rows of a batch: rows [r*n/N, (r+1)*n/N) of its n rows (b each when n = b*N)."""
     n, world = len(array), comm.world_size
-    return array[comm.rank * n // world:(comm.rank + 1) * n // world]
+    return array[comm.rank * n // world : (comm.rank + 1) * n // world]
 
 
 def calc_loss_loader_parallel(data_loader, model, device, num_batches, comm, loss_batch=None) -> float:

@@ -4,6 +4,7 @@ it is missing anyway (a trimmed install) the plot is skipped with one notice.
 
 The legend sits below the axes, where it cannot hide a curve, and the counts on the top axis read "500K",
 "1.5M" rather than a bare "1e6" offset."""
+
 from __future__ import annotations
 
 import sys
@@ -43,8 +44,9 @@ def plot_run(run_dir, path=None):
         records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
         columns = [[r[key] for r in records] for key in ("step", "tokens_seen", "train_loss", "val_loss")]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{log}: not a training log (one JSON record per line with step, tokens_seen, "
-                         f"train_loss, val_loss: {exc})") from None
+        raise ValueError(
+            f"{log}: not a training log (one JSON record per line with step, tokens_seen, train_loss, val_loss: {exc})"
+        ) from None
     if not records:
         raise ValueError(f"{log}: no evaluation yet, nothing to plot")
     path = Path(path) if path is not None else run_dir / "losses.png"
@@ -56,12 +58,28 @@ def plot_losses(steps_seen, tokens_seen, train_losses, val_losses, path=None, xl
 
     Writes a PNG to ``path`` atomically when given; returns the figure, or None without matplotlib.
     """
-    return plot_values(steps_seen, tokens_seen, train_losses, val_losses, label="loss", path=path, xlabel=xlabel,
-                       top_xlabel="Tokens seen")
+    return plot_values(
+        steps_seen,
+        tokens_seen,
+        train_losses,
+        val_losses,
+        label="loss",
+        path=path,
+        xlabel=xlabel,
+        top_xlabel="Tokens seen",
+    )
 
 
-def plot_values(epochs_seen, examples_seen, train_values, val_values, label: str = "loss", path=None,
-                xlabel: str = "Epochs", top_xlabel: str = "Examples seen"):
+def plot_values(
+    epochs_seen,
+    examples_seen,
+    train_values,
+    val_values,
+    label: str = "loss",
+    path=None,
+    xlabel: str = "Epochs",
+    top_xlabel: str = "Examples seen",
+):
     """The book's chapter-6 ``plot_values``: training and validation ``label`` (loss, accuracy, reward
     margin, ...) against ``epochs_seen``, with ``examples_seen`` on a second axis on top.
 
@@ -78,7 +96,6 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label: str
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import FuncFormatter
 
     fig, ax1 = plt.subplots(figsize=(6, 4), layout="constrained")

@@ -11,6 +11,7 @@ or the model are the run's own (saved with every checkpoint), those of the sched
 ``log`` (stderr by default); settings that cannot work raise ValueError before anything is written. The option
 names in messages are the command line's (``--max-steps`` for ``max_steps``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,20 +19,54 @@ import sys
 from pathlib import Path
 
 DEFAULTS = {  # the main job: a character-level GPT on pydoc_data, a few minutes on 2 CPU cores
-    "tokenizer": "char", "context_length": 64, "batch_size": 12, "max_steps": 2000, "lr": 2e-3,
-    "warmup_steps": 100, "eval_interval": 250, "eval_iters": 10, "dropout": 0.0,
+    "tokenizer": "char",
+    "context_length": 64,
+    "batch_size": 12,
+    "max_steps": 2000,
+    "lr": 2e-3,
+    "warmup_steps": 100,
+    "eval_interval": 250,
+    "eval_iters": 10,
+    "dropout": 0.0,
 }
 
 ALLOW_EOT = {"<|endoftext|>"}  # a corpus may separate its documents with end-of-text, as the book's
 
 # What a resumed run takes from the run itself (saved with every checkpoint) unless the caller gives it.
 # These shape the data or the model: the run cannot continue with other values.
-FIXED_ON_RESUME = ("arch", "data", "tokenizer", "vocab_size", "val_fraction", "preset", "init_from", "n_layers",
-                   "n_heads", "emb_dim", "context_length", "dropout", "batch_size", "grad_accum", "seed")
+FIXED_ON_RESUME = (
+    "arch",
+    "data",
+    "tokenizer",
+    "vocab_size",
+    "val_fraction",
+    "preset",
+    "init_from",
+    "n_layers",
+    "n_heads",
+    "emb_dim",
+    "context_length",
+    "dropout",
+    "batch_size",
+    "grad_accum",
+    "seed",
+)
 # These a resumed run may change: train longer, with another schedule, evaluate more often.
-OVERRIDABLE_ON_RESUME = ("max_steps", "epochs", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
-                         "eval_interval", "eval_iters", "keep_last", "sample_prompt", "sample_tokens",
-                         "precision")
+OVERRIDABLE_ON_RESUME = (
+    "max_steps",
+    "epochs",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+    "eval_interval",
+    "eval_iters",
+    "keep_last",
+    "sample_prompt",
+    "sample_tokens",
+    "precision",
+)
 
 
 @dataclasses.dataclass
@@ -145,9 +180,11 @@ def apply_saved_settings(settings: RunSettings, saved: dict, out: Path, given: s
         elif new is not None:
             overrides.append(f"{flag(name)} {old} -> {new}")
     if conflicts:
-        raise ValueError(f"--resume: {out} was trained with other data or model settings than "
-                         f"{', '.join(conflicts)}; drop those flags to continue it, or start a new run with another "
-                         f"--out")
+        raise ValueError(
+            f"--resume: {out} was trained with other data or model settings than "
+            f"{', '.join(conflicts)}; drop those flags to continue it, or start a new run with another "
+            f"--out"
+        )
     return overrides
 
 
@@ -160,8 +197,11 @@ def read_saved_settings(checkpoint: Path) -> dict:
     state = json.loads((checkpoint / TRAINER_JSON).read_text(encoding="utf-8"))
     if "settings" in state:
         return state["settings"]
-    saved = {name: value for name, value in state.get("train_config", {}).items() if name in OVERRIDABLE_ON_RESUME
-             or name in FIXED_ON_RESUME}  # older runs: at least their training settings
+    saved = {
+        name: value
+        for name, value in state.get("train_config", {}).items()
+        if name in OVERRIDABLE_ON_RESUME or name in FIXED_ON_RESUME
+    }  # older runs: at least their training settings
     if "grad_clip" in saved and saved["grad_clip"] is None:
         saved["grad_clip"] = 0.0
     return saved
@@ -217,8 +257,10 @@ def train_run(settings: RunSettings, comm=None, given: set | None = None, log=_s
         try:
             find_checkpoint(out)
         except NoCheckpointError:
-            raise NoCheckpointError(f"--resume: no checkpoint in {out} to resume from "
-                                    f"(train without --resume first, or pass the run's --out)") from None
+            raise NoCheckpointError(
+                f"--resume: no checkpoint in {out} to resume from "
+                f"(train without --resume first, or pass the run's --out)"
+            ) from None
     else:
         check_settings(settings)
     check_output_path(out)
@@ -253,10 +295,15 @@ def _tokenizer(settings: RunSettings, out: Path, text: str, log):
     name = s.tokenizer or ("gpt2" if s.init_from else DEFAULTS["tokenizer"])
     if s.init_from and not s.resume and s.arch == "gpt":
         if name != "gpt2":
-            raise ValueError(f"--init-from starts from GPT-2 weights, which read GPT-2's token ids: use --tokenizer "
-                             f"gpt2 (the default with --init-from), not {name}")
-        shaped = [flag for flag, value in (("--n-layers", s.n_layers), ("--n-heads", s.n_heads),
-                                           ("--emb-dim", s.emb_dim)) if value is not None]
+            raise ValueError(
+                f"--init-from starts from GPT-2 weights, which read GPT-2's token ids: use --tokenizer "
+                f"gpt2 (the default with --init-from), not {name}"
+            )
+        shaped = [
+            flag
+            for flag, value in (("--n-layers", s.n_layers), ("--n-heads", s.n_heads), ("--emb-dim", s.emb_dim))
+            if value is not None
+        ]
         if shaped:
             raise ValueError(f"--init-from takes the model's shape from {s.init_from}: drop {', '.join(shaped)}")
     tl.manual_seed(s.seed)
@@ -283,14 +330,17 @@ def prepare_data(settings: RunSettings, out: Path, log=_stderr):
     ctx = settings.context_length
     for name, ids in (("training", train_ids), ("validation", val_ids)):
         if len(ids) < ctx + 1:
-            raise ValueError(f"the {name} split of {described} has {len(ids)} tokens, fewer than one window of "
-                             f"--context-length {ctx} + 1: use a shorter context or more text")
+            raise ValueError(
+                f"the {name} split of {described} has {len(ids)} tokens, fewer than one window of "
+                f"--context-length {ctx} + 1: use a shorter context or more text"
+            )
     prompt = settings.sample_prompt if settings.sample_prompt is not None else first_line(text[split:], ctx // 2)
     try:  # checked now, not after the whole run
         prompt_ids = np.asarray([tokenizer.encode(prompt, allowed_special=ALLOW_EOT) or [0]], dtype=np.int64)
     except ValueError as exc:
-        raise ValueError(f"--sample-prompt {prompt!r}: the {tokenizer.name} tokenizer cannot encode it "
-                         f"({exc})") from None
+        raise ValueError(
+            f"--sample-prompt {prompt!r}: the {tokenizer.name} tokenizer cannot encode it ({exc})"
+        ) from None
     run = TrainRun(settings, out, text, described, split, tokenizer, prompt, prompt_ids)
     return run, train_ids, val_ids
 
@@ -315,9 +365,11 @@ def build_model(settings: RunSettings, tokenizer, checkpoint: Path | None):
         model = GPTModel.from_pretrained(s.init_from, device=s.device, drop_rate=s.dropout).train()
         config = model.config
         if ctx > config.context_length or tokenizer.n_vocab > config.vocab_size:
-            raise ValueError(f"--init-from {s.init_from}: the model takes {config.context_length} positions and "
-                             f"{config.vocab_size} token ids; --context-length {ctx} and the {tokenizer.name} "
-                             f"tokenizer's {tokenizer.n_vocab} ids must fit")
+            raise ValueError(
+                f"--init-from {s.init_from}: the model takes {config.context_length} positions and "
+                f"{config.vocab_size} token ids; --context-length {ctx} and the {tokenizer.name} "
+                f"tokenizer's {tokenizer.n_vocab} ids must fit"
+            )
     else:
         model = GPTModel(config)
     if s.device:
@@ -329,23 +381,42 @@ def build_trainer(settings: RunSettings, out: Path, run: TrainRun, train_ids, va
     """The Trainer of ``run.model`` on the windows of the two splits, saving the settings with each checkpoint."""
     from tinygrad_llm.data import GPTDataset
     from tinygrad_llm.train.mlm import mlm_datasets
-    from tinygrad_llm.train.trainer import Trainer, TrainConfig
+    from tinygrad_llm.train.trainer import TrainConfig, Trainer
 
     s, ctx = settings, settings.context_length
     train_config = TrainConfig(
-        max_steps=s.max_steps, epochs=s.epochs,
-        batch_size=s.batch_size, grad_accum=s.grad_accum, lr=s.lr, min_lr=s.min_lr,
-        warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, grad_clip=s.grad_clip or None,
-        eval_interval=s.eval_interval, eval_iters=s.eval_iters, seed=s.seed, keep_last=s.keep_last,
-        precision=s.precision)
+        max_steps=s.max_steps,
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        grad_accum=s.grad_accum,
+        lr=s.lr,
+        min_lr=s.min_lr,
+        warmup_steps=s.warmup_steps,
+        weight_decay=s.weight_decay,
+        grad_clip=s.grad_clip or None,
+        eval_interval=s.eval_interval,
+        eval_iters=s.eval_iters,
+        seed=s.seed,
+        keep_last=s.keep_last,
+        precision=s.precision,
+    )
     # stride 1 would give every offset; half a window keeps epochs short and windows varied
     if s.arch == "bert":  # [CLS] window [SEP], masked; labels only on the masked positions
         train_set, val_set = mlm_datasets(train_ids, val_ids, run.tokenizer, ctx, s.seed)
     else:
         train_set = GPTDataset(train_ids, ctx, stride=max(ctx // 2, 1))
         val_set = GPTDataset(val_ids, ctx, stride=ctx)
-    trainer = Trainer(run.model, train_set, val_set, train_config, out, tokenizer=run.tokenizer, device=s.device,
-                      comm=comm, zero=s.zero)
+    trainer = Trainer(
+        run.model,
+        train_set,
+        val_set,
+        train_config,
+        out,
+        tokenizer=run.tokenizer,
+        device=s.device,
+        comm=comm,
+        zero=s.zero,
+    )
     trainer.run_settings = s.saved()  # saved with each checkpoint: what --resume takes again
     trainer.resume_hint = f"continue with: tinygrad-llm train --out {out} --resume"
     return trainer
@@ -362,10 +433,14 @@ def _claimed_run(settings: RunSettings, out: Path, comm, given, log) -> TrainRun
         except ValueError as exc:
             if "num_windows" not in str(exc):
                 raise
-            raise ValueError(f"--resume: {out} was trained on other windows than these data, --context-length and "
-                             f"--val-fraction give now; pass the ones the run started with ({exc})") from None
-        log(f"resuming {out} at step {step} with the run's own settings"
-            + (f"; overriding {', '.join(changed)}" if changed else ""))
+            raise ValueError(
+                f"--resume: {out} was trained on other windows than these data, --context-length and "
+                f"--val-fraction give now; pass the ones the run started with ({exc})"
+            ) from None
+        log(
+            f"resuming {out} at step {step} with the run's own settings"
+            + (f"; overriding {', '.join(changed)}" if changed else "")
+        )
     _announce(run, config, train_ids, val_ids, comm, log)
     run.trainer.fit()
     if comm.is_root:
@@ -379,14 +454,18 @@ def _announce(run: TrainRun, config, train_ids, val_ids, comm, log) -> None:
 
     s, trainer = run.settings, run.trainer
     shape = f"from {s.init_from}" if s.init_from else s.preset
-    log(f"training {run.model.num_parameters():,} parameters ({shape}: {config.n_layers} layers, "
+    log(
+        f"training {run.model.num_parameters():,} parameters ({shape}: {config.n_layers} layers, "
         f"{config.n_heads} heads, {config.emb_dim} wide, context {s.context_length}, vocabulary {config.vocab_size}) "
         f"on {run.described}: {len(train_ids):,} training / {len(val_ids):,} validation tokens"
-        f"{describe_processes(comm, s.batch_size)}, {trainer.total_steps} steps -> {run.out}")
+        f"{describe_processes(comm, s.batch_size)}, {trainer.total_steps} steps -> {run.out}"
+    )
     if s.warmup_steps >= trainer.total_steps:
-        log(f"warning: --warmup-steps {s.warmup_steps} is not below the run's {trainer.total_steps} steps, so the "
+        log(
+            f"warning: --warmup-steps {s.warmup_steps} is not below the run's {trainer.total_steps} steps, so the "
             f"learning rate only warms up and never decays: use --warmup-steps {trainer.total_steps // 10} "
-            f"(about a tenth of the steps) or more --max-steps")
+            f"(about a tenth of the steps) or more --max-steps"
+        )
 
 
 def _finish(run: TrainRun, log) -> None:
@@ -396,12 +475,16 @@ def _finish(run: TrainRun, log) -> None:
     last = trainer.history[-1] if trainer.history else None
     if not last:
         return
-    log(f"done: step {last['step']}, train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
-        f"{last['elapsed_s']:.0f}s; saved to {out}")
+    log(
+        f"done: step {last['step']}, train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
+        f"{last['elapsed_s']:.0f}s; saved to {out}"
+    )
     best = trainer.best
     if best["step"] is not None and best["step"] != last["step"]:
         from tinygrad_llm.checkpoint import MODEL_FILE, read_safetensors
 
-        log(f"{out}/{MODEL_FILE} is the best model, from step {best['step']} (val loss {best['val_loss']:.4f}); "
-            f"the latest is in {out}/checkpoints, to resume from")
+        log(
+            f"{out}/{MODEL_FILE} is the best model, from step {best['step']} (val loss {best['val_loss']:.4f}); "
+            f"the latest is in {out}/checkpoints, to resume from"
+        )
         run.model.load_state_dict(read_safetensors(out / MODEL_FILE))

@@ -13,6 +13,7 @@ and exits. One guard, three ways to wait:
 - once interrupted, further signals (while the interrupt's own checkpoint is written) are ignored with a
   message.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,13 +35,14 @@ class SignalGuard:
     """What SIGINT and SIGTERM do inside ``catch_signals``. A guard that was never installed (outside the
     main thread, or outside ``catch_signals``) receives no signal: its blocks simply run."""
 
-    def __init__(self, log=print, stopping_message: str = "still writing the checkpoint, please wait (it will be "
-                                                          "complete)"):
+    def __init__(
+        self, log=print, stopping_message: str = "still writing the checkpoint, please wait (it will be complete)"
+    ):
         self.log, self.stopping_message = log, stopping_message
         self.interrupted = False  # Interrupted has been raised: the run is ending
-        self.pending = None       # a signal noted, raised at the end of deferred() or at check()
-        self.at_checks = False    # data parallel: signals wait for check(), where the processes agree
-        self._deferring = []      # what the open deferred() blocks are doing, for the message
+        self.pending = None  # a signal noted, raised at the end of deferred() or at check()
+        self.at_checks = False  # data parallel: signals wait for check(), where the processes agree
+        self._deferring = []  # what the open deferred() blocks are doing, for the message
 
     def handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name

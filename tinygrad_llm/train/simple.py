@@ -7,6 +7,7 @@
 The configurable loop with checkpoints, schedules and resume is ``Trainer`` (trainer.py); its fast step
 (batch parts on the cores, mixed precision, several processes) is train/step.py.
 """
+
 from __future__ import annotations
 
 from tinygrad_llm.generate import generate, text_to_token_ids, token_ids_to_text
@@ -14,8 +15,9 @@ from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 
 
-def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, loss_batch=None,
-                   parallel=None) -> tuple[float, float]:
+def evaluate_model(
+    model, train_loader, val_loader, device, eval_iter: int, loss_batch=None, parallel=None
+) -> tuple[float, float]:
     """Mean loss over the first ``eval_iter`` batches of each loader, in eval mode (dropout off);
     ``loss_batch`` as in ``calc_loss_loader``; with ``parallel`` (data-parallel) each process scores its rows."""
     was_training = model.training
@@ -38,8 +40,18 @@ def generate_and_print_sample(model, tokenizer, device, start_context: str, max_
     return text
 
 
-def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
-                       eval_iter: int, start_context: str, tokenizer):
+def train_model_simple(
+    model,
+    train_loader,
+    val_loader,
+    optimizer,
+    device,
+    num_epochs: int,
+    eval_freq: int,
+    eval_iter: int,
+    start_context: str,
+    tokenizer,
+):
     """Train for ``num_epochs``; every ``eval_freq`` steps log the train and validation loss; after every
     epoch print a sample of ``start_context``. Returns (train_losses, val_losses, track_tokens_seen), one
     entry per evaluation, as the book.

@@ -16,6 +16,7 @@ place of the book's four lines (``optimizer.zero_grad()``, ``loss = ...``, ``los
 Steps 1-3 are ``backward_step``, step 4 ``update_step``: the Trainer runs them apart, to rewind a step
 interrupted before its update and to hold signals during the update (train/signals.py).
 """
+
 from __future__ import annotations
 
 from tinygrad_llm.amp import MixedPrecision
@@ -49,8 +50,16 @@ def update_step(model, optimizer, amp=None, grad_clip: float | None = None) -> b
     return amp.step(optimizer, model.parameters(), grad_clip)
 
 
-def train_step(model, optimizer, batches, device=None, amp=None, parallel=None, loss_batch=calc_loss_batch,
-               grad_clip: float | None = None):
+def train_step(
+    model,
+    optimizer,
+    batches,
+    device=None,
+    amp=None,
+    parallel=None,
+    loss_batch=calc_loss_batch,
+    grad_clip: float | None = None,
+):
     """Steps 1-4: one optimizer step over ``batches`` (a list of (inputs, targets) micro-batches). Returns
     this process's mean loss (a float64 0-d array)."""
     loss = backward_step(model, optimizer, batches, device, amp, parallel, loss_batch)

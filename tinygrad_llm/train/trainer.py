@@ -22,6 +22,7 @@ process; each process takes its rows of the same global batch (train/parallel.py
 over the processes before clipping and the update (dist/reducer.py), evaluation is averaged over them, and
 process 0 alone prints and writes. ``zero=True`` shards AdamW's moments over the processes (dist/zero.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,8 @@ from tinygrad_llm.dist import SingleProcess, ZeroAdamW
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.optim import AdamW, grad_norms_by_layer, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
-from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 from tinygrad_llm.train.figures import plot_grad_norms, plot_lr_schedule
+from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 from tinygrad_llm.train.parallel import DataParallel, calc_loss_loader_parallel, stop_together
 from tinygrad_llm.train.plot import plot_losses
 from tinygrad_llm.train.signals import SignalGuard, catch_signals
@@ -104,8 +105,19 @@ class TrainConfig:
 class Trainer:
     """Trains ``model`` on windows of ``train_dataset`` (a GPTDataset), evaluating on ``val_dataset``."""
 
-    def __init__(self, model, train_dataset, val_dataset, config: TrainConfig, out_dir, tokenizer=None,
-                 device: str | None = None, log=None, comm=None, zero: bool = False):
+    def __init__(
+        self,
+        model,
+        train_dataset,
+        val_dataset,
+        config: TrainConfig,
+        out_dir,
+        tokenizer=None,
+        device: str | None = None,
+        log=None,
+        comm=None,
+        zero: bool = False,
+    ):
         runtime.configure()  # host memory kept for the next step; threads as set (--threads) or automatic
         self.model, self.config, self.tokenizer = model, config, tokenizer
         self.out_dir = Path(out_dir)
@@ -116,16 +128,19 @@ class Trainer:
             self.log = lambda message: None  # process 0 alone prints
         batch = config.batch_size * self.comm.world_size  # the global batch: every process takes its rows
         if len(train_dataset) < batch:
-            raise TrainingError(f"the training split has {len(train_dataset)} windows, fewer than one batch of "
-                                f"{batch}: use a smaller --batch-size or --context-length, or more text")
+            raise TrainingError(
+                f"the training split has {len(train_dataset)} windows, fewer than one batch of "
+                f"{batch}: use a smaller --batch-size or --context-length, or more text"
+            )
         if len(val_dataset) == 0:
             raise TrainingError("the validation split has no full window: use a smaller --context-length or more text")
         self.train_loader = DataLoader(train_dataset, batch, shuffle=True, drop_last=True, seed=config.seed)
         # evaluation always reads the same first batches, in order, and never moves the training position
         self.train_eval_loader = DataLoader(train_dataset, batch, shuffle=False, drop_last=False)
         self.val_eval_loader = DataLoader(val_dataset, batch, shuffle=False, drop_last=False)
-        self.optimizer = AdamW(param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr,
-                               betas=config.betas)
+        self.optimizer = AdamW(
+            param_groups_for_weight_decay(model, config.weight_decay), lr=config.lr, betas=config.betas
+        )
         # several processes: all start from process 0's parameters; gradients are averaged in every step
         self.parallel = DataParallel(self.comm, model, self.optimizer)
         if zero and self.parallel.reducer is not None:
@@ -161,7 +176,8 @@ class Trainer:
                 f"{ckpt.path} was trained on {saved_world} process(es) of batch {self.config.batch_size}; this "
                 f"run has {self.comm.world_size}. Each process's rows and the data order depend on the count, so "
                 f"resume it with {'mpiexec -n %d ' % saved_world if saved_world > 1 else 'one process (no mpiexec) '}"
-                f"to continue exactly")
+                f"to continue exactly"
+            )
         self.model.load_state_dict(ckpt.model_state)
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.train_loader.load_state_dict(state["data"])
@@ -176,12 +192,21 @@ class Trainer:
         return self.step
 
     def _trainer_state(self) -> dict:
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
-                "data": self.train_loader.state_dict(), "rng": backend.get_rng_state(),
-                "history": self.history, "grad_norm_history": self.grad_norm_history,
-                "grad_norms_pending": self._grad_norms, "train_config": dataclasses.asdict(self.config),
-                "settings": self.run_settings, "best": self.best, "world_size": self.comm.world_size,
-                "precision": self.precision.state_dict()}
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed_s": self.elapsed_s,
+            "data": self.train_loader.state_dict(),
+            "rng": backend.get_rng_state(),
+            "history": self.history,
+            "grad_norm_history": self.grad_norm_history,
+            "grad_norms_pending": self._grad_norms,
+            "train_config": dataclasses.asdict(self.config),
+            "settings": self.run_settings,
+            "best": self.best,
+            "world_size": self.comm.world_size,
+            "precision": self.precision.state_dict(),
+        }
 
     def save(self) -> Path:
         """Write a checkpoint of the current step, then the log and the plot. The model is published in
@@ -193,14 +218,22 @@ class Trainer:
                 self._saved_step = self.step
                 return self.out_dir / "checkpoints"
             try:
-                path = save_checkpoint(self.out_dir, self.model.state_dict(), self.model.config.to_dict(),
-                                       optimizer_state, self._trainer_state(),
-                                       keep_last=self.config.keep_last, publish=self.best["step"] in (None, self.step))
+                path = save_checkpoint(
+                    self.out_dir,
+                    self.model.state_dict(),
+                    self.model.config.to_dict(),
+                    optimizer_state,
+                    self._trainer_state(),
+                    keep_last=self.config.keep_last,
+                    publish=self.best["step"] in (None, self.step),
+                )
                 self._saved_step = self.step
                 self._write_log()
             except OSError as exc:  # disk full, a file size limit: the earlier checkpoints are untouched
-                raise TrainingError(f"saving step {self.step} failed: {exc}; {self.out_dir} keeps its last complete "
-                                    "checkpoint (free some space, then --resume)") from None
+                raise TrainingError(
+                    f"saving step {self.step} failed: {exc}; {self.out_dir} keeps its last complete "
+                    "checkpoint (free some space, then --resume)"
+                ) from None
         return path
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -235,22 +268,26 @@ class Trainer:
                 group["lr"] = lr
             batches = [self._next_batch() for _ in range(c.grad_accum)]
             tokens = sum(inputs.size for inputs, _ in batches)  # the global batches: every process's rows
-            loss = backward_step(model, self.optimizer, batches, self.device, self.precision, self.parallel,
-                                 calc_loss_batch)  # (calc_loss_batch: looked up here, where tests patch it)
+            loss = backward_step(
+                model, self.optimizer, batches, self.device, self.precision, self.parallel, calc_loss_batch
+            )  # (calc_loss_batch: looked up here, where tests patch it)
             # one device-to-host copy per step; the mean over processes, so that all stop together
             loss = self.comm.mean(float(loss))
             if not math.isfinite(loss):
-                raise TrainingError(f"the training loss became {loss} at step {self.step + 1}; stopped without "
-                                    f"updating. The last good checkpoint is in {self.out_dir} (lower --lr, or set "
-                                    f"--grad-clip)")
+                raise TrainingError(
+                    f"the training loss became {loss} at step {self.step + 1}; stopped without "
+                    f"updating. The last good checkpoint is in {self.out_dir} (lower --lr, or set "
+                    f"--grad-clip)"
+                )
         except BaseException:
             self._rewind(start)
             raise
         with self._signals.deferred():  # every parameter moves, or none
             if self._eval_due(self.step + 1):  # grad_norms.jsonl records this step's, before clipping
                 unscale = 1.0 / self.precision.scaler.get_scale()  # fp16's loss scale taken out (1 otherwise)
-                self._grad_norms = {layer: norm * unscale
-                                    for layer, norm in grad_norms_by_layer(model.named_parameters()).items()}
+                self._grad_norms = {
+                    layer: norm * unscale for layer, norm in grad_norms_by_layer(model.named_parameters()).items()
+                }
             # (fp16: gradients unscaled first; a step with an inf/NaN gradient is skipped and the scale lowered)
             update_step(model, self.optimizer, self.precision, c.grad_clip)
             self.optimizer.zero_grad()
@@ -305,8 +342,12 @@ class Trainer:
             self.tokenizer.save(self.out_dir)  # tokenizer.json beside config.json
         if self.comm.is_root:
             try:
-                plot_lr_schedule(self.lr_at, self.total_steps, self.out_dir / LR_PLOT_FILE,
-                                 warmup_steps=min(self.config.warmup_steps, self.total_steps))
+                plot_lr_schedule(
+                    self.lr_at,
+                    self.total_steps,
+                    self.out_dir / LR_PLOT_FILE,
+                    warmup_steps=min(self.config.warmup_steps, self.total_steps),
+                )
             except OSError as exc:  # a picture is not worth stopping for; a full disk stops the first save
                 self.log(f"note: {LR_PLOT_FILE} not drawn: {exc}")
         end = self.total_steps if stop_after is None else min(stop_after, self.total_steps)
@@ -327,8 +368,10 @@ class Trainer:
                         bar.set_postfix(loss=f"{loss:.3f}", tok_s=rate)
                     elif not shown or time.perf_counter() - shown[-1] >= self.progress_interval_s:
                         shown.append(time.perf_counter())  # the first step, then every progress_interval_s
-                        self.log(f"step {self.step:>6}/{self.total_steps}  loss {loss:.4f}  {rate} tok/s  "
-                                 f"{self.elapsed_s:.1f}s")
+                        self.log(
+                            f"step {self.step:>6}/{self.total_steps}  loss {loss:.4f}  {rate} tok/s  "
+                            f"{self.elapsed_s:.1f}s"
+                        )
                     if self._eval_due():
                         self._evaluate_and_save(bar)
                     stop_if_signalled()
@@ -337,8 +380,10 @@ class Trainer:
                 bar.close()
             if self.step and self._saved_step != self.step:
                 self.save()  # (a second Ctrl-C / SIGTERM is ignored while it writes)
-            self.log(f"interrupted: saved step {self.step} to {self.out_dir}"
-                     + (f"; {self.resume_hint}" if self.resume_hint else ""))
+            self.log(
+                f"interrupted: saved step {self.step} to {self.out_dir}"
+                + (f"; {self.resume_hint}" if self.resume_hint else "")
+            )
             raise
         if bar is not None:
             bar.close()
@@ -353,8 +398,14 @@ class Trainer:
 
     def _evaluate_and_save(self, bar) -> None:
         train_loss, val_loss = self.evaluate()
-        record = {"step": self.step, "tokens_seen": self.tokens_seen, "train_loss": train_loss,
-                  "val_loss": val_loss, "lr": self.lr_at(self.step - 1), "elapsed_s": round(self.elapsed_s, 3)}
+        record = {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "lr": self.lr_at(self.step - 1),
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
         if self._grad_norms:
             self.grad_norm_history.append({"step": self.step, "grad_norms": self._grad_norms})
             self._grad_norms = None
@@ -363,8 +414,10 @@ class Trainer:
             self.best = {"step": self.step, "val_loss": val_loss}
         self.save()
         rate = self.tokens_seen / max(self.elapsed_s, 1e-9)
-        line = (f"step {self.step:>6}/{self.total_steps}  train {train_loss:.4f}  val {val_loss:.4f}  "
-                f"lr {record['lr']:.2e}  {rate:,.0f} tok/s  {self.elapsed_s:.1f}s")
+        line = (
+            f"step {self.step:>6}/{self.total_steps}  train {train_loss:.4f}  val {val_loss:.4f}  "
+            f"lr {record['lr']:.2e}  {rate:,.0f} tok/s  {self.elapsed_s:.1f}s"
+        )
         for message in (line, self._overfitting_note()):
             if message and bar is not None:
                 bar.write(message)
@@ -380,11 +433,13 @@ class Trainer:
         if last["val_loss"] < self.best["val_loss"] * 1.01 or last["train_loss"] >= first["train_loss"]:
             return None  # a plateau, or training itself going wrong: not overfitting
         self._warned_overfitting = True
-        return (f"note: validation loss has risen for {len(since_best)} evaluations (best {self.best['val_loss']:.4f} "
-                f"at step {self.best['step']}, now {last['val_loss']:.4f}) while training loss fell to "
-                f"{last['train_loss']:.4f}: the model is memorising its training text. {self.out_dir} keeps the "
-                f"best model. Next time: more text, a smaller model (--preset tiny), more --dropout (0.1-0.2), "
-                f"fewer --max-steps, or a lower --lr")
+        return (
+            f"note: validation loss has risen for {len(since_best)} evaluations (best {self.best['val_loss']:.4f} "
+            f"at step {self.best['step']}, now {last['val_loss']:.4f}) while training loss fell to "
+            f"{last['train_loss']:.4f}: the model is memorising its training text. {self.out_dir} keeps the "
+            f"best model. Next time: more text, a smaller model (--preset tiny), more --dropout (0.1-0.2), "
+            f"fewer --max-steps, or a lower --lr"
+        )
 
     def _write_log(self) -> None:
         with atomic_write(self.out_dir / LOG_FILE, "w") as f:
@@ -396,9 +451,13 @@ class Trainer:
                     f.write(json.dumps(record) + "\n")
             plot_grad_norms(self.grad_norm_history, self.out_dir / GRAD_PLOT_FILE)
         if self.history:
-            plot_losses([r["step"] for r in self.history], [r["tokens_seen"] for r in self.history],
-                        [r["train_loss"] for r in self.history], [r["val_loss"] for r in self.history],
-                        self.out_dir / PLOT_FILE)
+            plot_losses(
+                [r["step"] for r in self.history],
+                [r["tokens_seen"] for r in self.history],
+                [r["train_loss"] for r in self.history],
+                [r["val_loss"] for r in self.history],
+                self.out_dir / PLOT_FILE,
+            )
 
 
 def check_trainer_state(checkpoint) -> None:
@@ -415,11 +474,13 @@ def check_trainer_state(checkpoint) -> None:
         if field not in state:
             raise CheckpointError(f"{file}: missing field {field!r} (damaged, or not written by this trainer)")
         if not isinstance(state[field], kind) or isinstance(state[field], bool):
-            raise CheckpointError(f"{file}: field {field!r} is {state[field]!r:.60}, expected "
-                                  f"{getattr(kind, '__name__', 'a number')}")
+            raise CheckpointError(
+                f"{file}: field {field!r} is {state[field]!r:.60}, expected {getattr(kind, '__name__', 'a number')}"
+            )
     if state["step"] != checkpoint.step or state["step"] < 0:
-        raise CheckpointError(f"{file}: field 'step' is {state['step']}, the checkpoint's manifest says "
-                              f"{checkpoint.step}")
+        raise CheckpointError(
+            f"{file}: field 'step' is {state['step']}, the checkpoint's manifest says {checkpoint.step}"
+        )
     if not all(isinstance(r, dict) and "step" in r for r in state["history"]):
         raise CheckpointError(f"{file}: field 'history' should hold one object per evaluation")
 
