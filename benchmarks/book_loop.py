@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_machine, time_interleaved
 
 import tinygrad_llm as tl
-from tinygrad_llm import threads
+from tinygrad_llm import runtime
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
 from tinygrad_llm.runtime import split_count
@@ -77,8 +77,9 @@ def main(argv=None) -> int:
         repeats=args.repeats,
     )
     number = 1 if args.quick else None
+    runtime.configure()  # host memory tuned, as the command line and the Trainer do
     for n in (None, 1):  # the default thread policy, then one thread
-        threads.set_threads(n)  # None: the automatic choice
+        runtime.set_threads(n)  # None: the automatic choice
         medians = time_interleaved(
             {"book": lambda: book_step(*book, x, y), "fast": lambda: train_step(*fast, [(x, y)], "cpu")},
             repeats=args.repeats,

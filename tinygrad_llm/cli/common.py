@@ -35,9 +35,13 @@ def example_parser(doc: str) -> argparse.ArgumentParser:
 
 
 def run_example(main) -> None:
-    """``sys.exit(main())`` for an example script, with Ctrl-C ending in one line instead of a traceback."""
+    """``sys.exit(main())`` for an example script, with Ctrl-C ending in one line instead of a traceback, and the
+    runtime's settings applied first, as every command of the command line does (host memory kept for reuse)."""
     import sys
 
+    from tinygrad_llm import runtime
+
+    runtime.configure()
     try:
         code = main()
     except KeyboardInterrupt:
