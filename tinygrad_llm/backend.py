@@ -14,8 +14,13 @@ import contextlib
 import os
 import sys
 import threading
+from typing import TypeAlias
 
 import numpy as np
+
+# What Function.forward/backward, the kernels and the runtime's products take and return: a numpy.ndarray, or a
+# cupy.ndarray on a GPU (the same interface; CuPy is imported only when used, so the hints name NumPy's).
+Array: TypeAlias = np.ndarray
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_FLOAT = np.float32
