@@ -22,12 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm.optim import clip_grad_norm_
 from tinygrad_llm.tensor import grad
+
+if TYPE_CHECKING:
+    from tinygrad_llm.optim import Optimizer
+    from tinygrad_llm.tensor import Tensor
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -66,11 +72,11 @@ class GradScaler:
     def get_scale(self) -> float:
         return self._scale if self.enabled else 1.0
 
-    def scale(self, loss):
+    def scale(self, loss: Tensor) -> Tensor:
         """``loss * scale``: its gradients come out scaled, out of float16's underflow range."""
         return loss * self._scale if self.enabled else loss
 
-    def unscale_(self, optimizer) -> None:
+    def unscale_(self, optimizer: Optimizer) -> None:
         """Divide every gradient by the scale, in place, and note whether any is inf or NaN (one host copy)."""
         if not self.enabled or self._found_inf is not None:
             return  # once per step, as torch (a second call would divide twice)
@@ -86,7 +92,7 @@ class GradScaler:
             finite.append(xp.isfinite(g).all())
         self._found_inf = not bool(xp.stack(finite).all())  # the one device-to-host copy
 
-    def step(self, optimizer) -> bool:
+    def step(self, optimizer: Optimizer) -> bool:
         """``optimizer.step()`` unless a gradient is inf or NaN; True when it stepped."""
         if not self.enabled:
             optimizer.step()
@@ -156,20 +162,22 @@ class MixedPrecision:
             backend.set_float32_matmul_precision("high")
         self.scaler = GradScaler(enabled=precision == "fp16")
 
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         """A context in which the forward pass runs at this precision (a no-op for fp32/tf32)."""
         return backend.autocast(self.compute_dtype) if self.compute_dtype is not None else contextlib.nullcontext()
 
-    def backward(self, loss) -> None:
+    def backward(self, loss: Tensor) -> None:
         with np.errstate(over="ignore", invalid="ignore"):  # an fp16 overflow is expected now and then: the
             self.scaler.scale(loss).backward()  # scaler skips that step (NumPy would also warn)
 
-    def grad(self, loss, inputs) -> tuple:
+    def grad(self, loss: Tensor, inputs: Tensor | Sequence[Tensor]) -> tuple[Tensor | None, ...]:
         """``tinygrad_llm.grad`` of the loss as ``backward`` scales it: the inputs' gradients, .grad untouched."""
         with np.errstate(over="ignore", invalid="ignore"):
             return grad(self.scaler.scale(loss), inputs)
 
-    def step(self, optimizer, parameters=None, grad_clip: float | None = None) -> bool:
+    def step(
+        self, optimizer: Optimizer, parameters: Iterable[Tensor] | None = None, grad_clip: float | None = None
+    ) -> bool:
         """Unscale (fp16), skip the update if a gradient is inf or NaN (fp16), clip ``parameters`` (default: the
         optimizer's) to ``grad_clip``, step, adapt the scale. Returns True when the parameters moved."""
         self.scaler.unscale_(optimizer)

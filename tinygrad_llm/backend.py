@@ -14,7 +14,9 @@ import contextlib
 import os
 import sys
 import threading
-from typing import TypeAlias
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -106,12 +108,12 @@ def default_device() -> str:
     return device
 
 
-def xp_for(device: str):
+def xp_for(device: str) -> ModuleType:
     """The array module of a device: numpy for 'cpu', cupy for 'cuda'."""
     return np if device == "cpu" else _import_cupy()
 
 
-def get_array_module(array):
+def get_array_module(array: Any) -> ModuleType:
     """numpy or cupy, whichever owns ``array`` (numpy for scalars and lists)."""
     if _cupy is not None and isinstance(array, _cupy.ndarray):
         return _cupy
@@ -120,11 +122,11 @@ def get_array_module(array):
     return np
 
 
-def device_of(array) -> str:
+def device_of(array: Any) -> str:
     return "cpu" if get_array_module(array) is np else "cuda"
 
 
-def to_device(array, device: str):
+def to_device(array: Array, device: str) -> Array:
     """Copy an array to a device (no copy when it is already there)."""
     xp = get_array_module(array)
     if device == "cpu":
@@ -133,11 +135,11 @@ def to_device(array, device: str):
     return array if xp is cupy else cupy.asarray(array)
 
 
-def to_numpy(array) -> np.ndarray:
+def to_numpy(array: Array) -> np.ndarray:
     return to_device(array, "cpu")
 
 
-def scatter_add(target, index, values) -> None:
+def scatter_add(target: Array, index: Any, values: Array | float) -> None:
     """``target[index] += values`` where repeated indices accumulate (numpy.add.at on either backend)."""
     get_array_module(target).add.at(target, index, values)  # cupy.add.at: an atomic-add kernel on the GPU
 
@@ -158,7 +160,7 @@ def manual_seed(seed: int) -> None:
     _generators.clear()
 
 
-def get_generator(device: str = "cpu"):
+def get_generator(device: str = "cpu") -> Any:
     """The device's generator: numpy.random.Generator on the CPU, cupy.random.Generator on CUDA."""
     if device == "cpu":
         own = getattr(_thread_generator, "cpu", None)
@@ -176,7 +178,7 @@ def get_generator(device: str = "cpu"):
 
 
 @contextlib.contextmanager
-def use_generator(generator):
+def use_generator(generator: np.random.Generator) -> Iterator[np.random.Generator]:
     """Within the block, this thread's CPU draws (dropout, ...) come from ``generator``: the parts of a batch
     that threads compute at once each draw from their own, so the draws do not depend on which thread ran first."""
     previous, _thread_generator.cpu = getattr(_thread_generator, "cpu", None), generator
@@ -226,7 +228,7 @@ _autocast_dtype: np.dtype | None = None
 
 
 @contextlib.contextmanager
-def autocast(dtype):
+def autocast(dtype: Any) -> Iterator[None]:
     """Inside the block, float32 matrix products compute in ``dtype`` (float16 or ml_dtypes.bfloat16);
     None switches it off. Other operations, and float64 (gradient checks), are unaffected."""
     global _autocast_dtype
@@ -237,7 +239,7 @@ def autocast(dtype):
         _autocast_dtype = previous
 
 
-def autocast_dtype(array_dtype) -> np.dtype | None:
+def autocast_dtype(array_dtype: Any) -> np.dtype | None:
     """The dtype a matrix product of ``array_dtype`` operands computes in now: None for "as they are"."""
     return _autocast_dtype if _autocast_dtype is not None and array_dtype == np.float32 else None
 
@@ -274,7 +276,7 @@ def set_float32_matmul_precision(precision: str) -> None:
     )
 
 
-def result_dtype(data) -> np.dtype:
+def result_dtype(data: Any) -> np.dtype:
     """The dtype a new tensor gets: floats become float32 unless already float64 or float16 arrays."""
     dtype = getattr(data, "dtype", None)
     if dtype is None:

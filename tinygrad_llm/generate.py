@@ -20,11 +20,16 @@ the chosen ids come back (a few bytes per step, not the whole row of logits).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm.tensor import Tensor, no_grad
+
+if TYPE_CHECKING:
+    from tinygrad_llm.nn.module import Module
 
 # ---- checks ------------------------------------------------------------------------------------------
 
@@ -106,7 +111,7 @@ def _inference(model):
 
 
 def sample_next_token(
-    logits,
+    logits: backend.Array,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -220,7 +225,7 @@ def _prepare(model, idx, max_new_tokens, context_size, temperature, top_k, top_p
 # ---- the public functions ----------------------------------------------------------------------------
 
 
-def pad_prompts(prompts, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def pad_prompts(prompts: Iterable[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Prompts of different lengths (lists of ids) as one left-padded batch: (ids (B, T), attention_mask
     (B, T)), the mask 0 on the padding. ``generate(model, ids, n, attention_mask=mask)`` then gives each
     row the tokens it would get alone (greedy decoding)."""
@@ -255,8 +260,8 @@ def _check_attention_mask(attention_mask, ids: np.ndarray):
 
 
 def generate(
-    model,
-    idx,
+    model: Module,
+    idx: Tensor | backend.Array | list,
     max_new_tokens: int,
     context_size: int | None = None,
     temperature: float = 0.0,
@@ -265,9 +270,9 @@ def generate(
     eos_id: int | None = None,
     use_cache: bool = True,
     seed: int | None = None,
-    attention_mask=None,
+    attention_mask: Tensor | backend.Array | list | None = None,
     keep_eos: bool = False,
-):
+) -> Tensor | backend.Array | list:
     """Continue token ids ``idx`` (B, T) by up to ``max_new_tokens`` tokens: (B, T + new).
 
     idx: a NumPy/CuPy integer array, a Tensor or a list, (B, T) or (T,); the result has the same form.
@@ -297,7 +302,9 @@ def generate(
     return restore(ids)
 
 
-def generate_text_simple(model, idx, max_new_tokens: int, context_size: int):
+def generate_text_simple(
+    model: Module, idx: Tensor | backend.Array | list, max_new_tokens: int, context_size: int
+) -> Tensor | backend.Array | list:
     """Chapter 4's greedy loop: append the most likely next token ``max_new_tokens`` times, the model seeing
     the last ``context_size`` tokens; (B, T) -> (B, T + max_new_tokens). The same tokens as the book's
     (``generate`` with temperature 0, without the KV cache, as the book recomputes every step)."""
@@ -305,8 +312,8 @@ def generate_text_simple(model, idx, max_new_tokens: int, context_size: int):
 
 
 def generate_stream(
-    model,
-    idx,
+    model: Module,
+    idx: Tensor | backend.Array | list,
     max_new_tokens: int,
     context_size: int | None = None,
     temperature: float = 0.0,
@@ -315,7 +322,7 @@ def generate_stream(
     eos_id: int | None = None,
     use_cache: bool = True,
     seed: int | None = None,
-):
+) -> Iterator[int]:
     """Yield the new token ids one at a time (ints) for one prompt (T,) or (1, T), to print text as it comes.
 
     Same arguments and the same tokens as ``generate``; it stops at ``eos_id`` without yielding it.
@@ -330,7 +337,7 @@ def generate_stream(
         yield token
 
 
-def text_to_token_ids(text: str, tokenizer) -> np.ndarray:
+def text_to_token_ids(text: str, tokenizer: Any) -> np.ndarray:
     """Encode ``text`` into a (1, T) int64 array (a batch of one), as the book; <|endoftext|> is allowed."""
     try:
         encoded = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
@@ -342,7 +349,7 @@ def text_to_token_ids(text: str, tokenizer) -> np.ndarray:
     return ids[None, :]  # (T,) -> (1, T): add the batch dimension
 
 
-def token_ids_to_text(token_ids, tokenizer) -> str:
+def token_ids_to_text(token_ids: Tensor | backend.Array | Sequence[int], tokenizer: Any) -> str:
     """Decode ids (T,) or (1, T) (array, Tensor or list) back into text, as the book."""
     if isinstance(token_ids, Tensor):
         token_ids = token_ids.numpy()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 from tinygrad_llm import backend
@@ -11,7 +14,14 @@ ELEMENTWISE_LIMIT = 512  # inputs up to this size are checked element by element
 N_DIRECTIONS = 8
 
 
-def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-4, seed: int = 0) -> bool:
+def gradcheck(
+    fn: Callable[..., Tensor],
+    inputs: Sequence[Tensor | Any],
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> bool:
     """Check ``fn(*inputs)``'s backward against central differences, in float64.
 
     The output (any shape) is reduced with a fixed random cotangent ``r`` to ``L = sum(fn(*inputs) * r)``,

@@ -12,7 +12,9 @@ llm.c's test prints one tensor per line), and the property check of one operatio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +37,8 @@ class ParameterCheck:
 
 
 def check_model_gradients(
-    loss_fn,
-    named_parameters,
+    loss_fn: Callable[[], Tensor],
+    named_parameters: Iterable[tuple[str, Tensor]],
     n_directions: int = 3,
     eps: float = 1e-6,
     atol: float = 1e-8,
@@ -148,7 +150,7 @@ def _distinct(rng, shape):
 
 
 def _case_binary(op, b_values=_uniform):
-    def case(rng):
+    def case(rng: np.random.Generator) -> tuple[Callable[..., Tensor], list[Any]]:
         sa, sb = _broadcast_pair(rng)
         return op, [_uniform(rng, sa), b_values(rng, sb)]
 
@@ -160,7 +162,7 @@ def _case_unary(op, values=_uniform):
 
 
 def _case_axis(op, values=_uniform):
-    def case(rng):
+    def case(rng: np.random.Generator) -> tuple[Callable[..., Tensor], list[Any]]:
         shape = _shape(rng)
         axis = int(rng.integers(-len(shape), len(shape)))
         return (lambda x: op(x, axis=axis)), [values(rng, shape)]

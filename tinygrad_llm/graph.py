@@ -22,10 +22,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tinygrad_llm import backend
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.tensor import Tensor
+
+if TYPE_CHECKING:
+    from tinygrad_llm.nn.module import Module
 
 INSTALL_GRAPHVIZ = (
     "install Graphviz: 'sudo apt install graphviz' (Debian/Ubuntu), 'brew install graphviz' "
@@ -100,7 +104,7 @@ def graph(tensor: Tensor, grads: bool = True, depth: int | None = None) -> str:
     return dot.text(names)
 
 
-def plot_graph(tensor: Tensor, path, grads: bool = True, depth: int | None = None) -> Path | None:
+def plot_graph(tensor: Tensor, path: str | Path, grads: bool = True, depth: int | None = None) -> Path | None:
     """Write the graph of ``tensor`` to ``path``: ``.dot`` as DOT text, ``.svg``/``.png``/``.pdf`` rendered by
     Graphviz's ``dot``. Without ``dot`` it prints how to install Graphviz, writes the DOT text beside
     ``path`` (same name, ``.dot``; an existing file is left alone) and returns that path, or None."""
@@ -213,7 +217,7 @@ class _ModuleNames:
         self._cache = {}
         self._parameters = {}  # id(root module) -> {id(parameter): (module path, dotted name)}
 
-    def parameter(self, root, t: Tensor):
+    def parameter(self, root: Module, t: Tensor) -> tuple[tuple, str] | None:
         """(module path, dotted name) of parameter t anywhere inside root, or None."""
         if id(root) not in self._parameters:
             found, stack = {}, [((root,), "")]
@@ -249,7 +253,7 @@ class _Dot:
         self._count += 1
         return f"{kind}{self._count}"
 
-    def node(self, node_id: str, label: str, path: tuple, **attrs) -> None:
+    def node(self, node_id: str, label: str, path: tuple, **attrs: Any) -> None:
         attrs = "".join(f", {k}={v}" for k, v in attrs.items())
         self._nodes.setdefault(tuple(path), []).append(f'{node_id} [label="{_escape(label)}"{attrs}];')
 
@@ -263,7 +267,7 @@ class _Dot:
             for n in range(len(path), 0, -1):
                 children.setdefault(path[: n - 1], set()).add(path[:n])
 
-        def emit(path, indent):
+        def emit(path: tuple, indent: int) -> None:
             for statement in self._nodes.get(path, ()):
                 lines.append(" " * indent + statement)
             for child in sorted(children.get(path, ()), key=lambda p: names.dotted(p)):

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +50,7 @@ _state = _ThreadState()
 
 
 @contextlib.contextmanager
-def no_grad():
+def no_grad() -> Iterator[None]:
     """Within this block no operation is recorded (on this thread): outputs never require a gradient."""
     previous, _state.grad_enabled = _state.grad_enabled, False
     try:
@@ -58,7 +60,7 @@ def no_grad():
 
 
 @contextlib.contextmanager
-def enable_grad():
+def enable_grad() -> Iterator[None]:
     """Re-enable recording inside a ``no_grad`` block."""
     previous, _state.grad_enabled = _state.grad_enabled, True
     try:
@@ -108,10 +110,10 @@ class Function:
                 return Tensor._from_op(y, self)
         return Tensor._from_op(y, None)
 
-    def forward(self, *xs):
+    def forward(self, *xs: Any) -> backend.Array:
         raise NotImplementedError
 
-    def backward(self, gy):
+    def backward(self, gy: backend.Array) -> backend.Array | None | tuple[backend.Array | None, ...]:
         raise NotImplementedError
 
     @property
@@ -139,7 +141,7 @@ def _numeric_array(data) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def module_scope(module):
+def module_scope(module: Any) -> Iterator[None]:
     """Within this block the operations recorded on this thread remember ``module``, inside the modules already
     running (``Function.module_path``): ``Module.__call__`` runs ``forward`` in one, so that
     ``tinygrad_llm.graph`` can group the operations by module."""
@@ -223,7 +225,7 @@ class Tensor:
         return self.data.ndim
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self.data.dtype
 
     @property
@@ -276,12 +278,12 @@ class Tensor:
         """The data as a numpy array (a copy from the GPU; the array itself on the CPU)."""
         return backend.to_numpy(self.data)
 
-    def item(self):
+    def item(self) -> Any:
         if self.data.size != 1:
             raise ValueError(f"item(): tensor of shape {self.shape} has {self.data.size} elements, expected 1")
         return self.data.item()
 
-    def tolist(self):
+    def tolist(self) -> Any:
         return self.numpy().tolist()
 
     def detach(self) -> "Tensor":
@@ -305,7 +307,7 @@ class Tensor:
             raise RuntimeError("retain_grad() on a tensor that does not require a gradient")
         self._retains_grad = True
 
-    def register_hook(self, fn) -> None:
+    def register_hook(self, fn: Callable[[backend.Array], Any]) -> None:
         """Call ``fn(grad)`` when this tensor's gradient is complete; a non-None return replaces it."""
         if not self.requires_grad:
             raise RuntimeError("register_hook() on a tensor that does not require a gradient")
@@ -317,7 +319,7 @@ class Tensor:
         self.grad = None
 
     # --- differentiation ------------------------------------------------------------------------
-    def backward(self, grad=None, retain_graph: bool = False) -> None:
+    def backward(self, grad: Tensor | backend.Array | float | None = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``.grad`` of every leaf that requires a gradient.
 
         ``grad`` seeds the traversal (ones for a one-element tensor). The graph is released afterwards
@@ -326,7 +328,12 @@ class Tensor:
         _run_backward([self], [_seed(self, grad, "backward()")], retain_graph)
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph: bool = False) -> tuple:
+def grad(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    retain_graph: bool = False,
+) -> tuple[Tensor | None, ...]:
     """The gradients of ``outputs`` with respect to ``inputs``, returned; no ``.grad`` changes (as
     ``torch.autograd.grad``). The same walk as ``backward()``, hooks included.
 
@@ -442,11 +449,11 @@ class _Gradients:
         for root, seed in zip(roots, seeds):
             self.add(root, seed)
 
-    def pop(self, tensor):
+    def pop(self, tensor: Tensor) -> backend.Array | None:
         """The tensor's gradient, complete now that every use of it has been walked (None: it has none)."""
         return self.pending.pop(id(tensor), None)
 
-    def add(self, x, gx) -> None:
+    def add(self, x: Tensor, gx: backend.Array) -> None:
         key = id(x)
         previous = self.pending.get(key)
         if previous is None:
@@ -458,13 +465,13 @@ class _Gradients:
             self.pending[key] = previous + gx
             self.owned.add(key)
 
-    def store(self, tensor, g) -> None:
+    def store(self, tensor: Tensor, g: backend.Array) -> None:
         if tensor.grad is not None:
             tensor.grad += g  # accumulate across backward calls (gradient accumulation)
         else:
             tensor.grad = self.kept(g)
 
-    def kept(self, g):
+    def kept(self, g: backend.Array) -> backend.Array:
         """``g`` as an array the caller may keep: never memory shared with another kept gradient, the seed or
         an array a Function keeps."""
         if id(g) in self.stored or getattr(g, "base", None) is not None:

@@ -20,6 +20,8 @@ Importing this package also gives ``Tensor`` its operators and methods (the tabl
 Conventions are NumPy's: ``axis``, ``keepdims``, ``split`` as ``numpy.split``.
 """
 
+from typing import Any
+
 from tinygrad_llm.functional._common import sum_to
 from tinygrad_llm.functional.activation import (
     causal_softmax,
@@ -110,7 +112,7 @@ __all__ = [
 
 
 def _compare(op):
-    def compare(self, other):
+    def compare(self, other: Any) -> Tensor:
         other = other.data if isinstance(other, Tensor) else other
         return Tensor._from_op(op(self.data, other), None)  # comparisons are not differentiable
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Any
+
 from tinygrad_llm import backend
+from tinygrad_llm.backend import Array
 from tinygrad_llm.tensor import Tensor
 
 
-def sum_to(x, shape: tuple):
+def sum_to(x: Array, shape: tuple) -> Array:
     """Sum ``x`` down to ``shape``: the gradient of broadcasting an array of ``shape`` up to ``x.shape``.
 
     Leading axes that broadcasting added are summed away; axes of length 1 in ``shape`` are summed with
@@ -20,7 +24,7 @@ def sum_to(x, shape: tuple):
     return y.reshape(shape)
 
 
-def as_tensor(value, like: Tensor) -> Tensor:
+def as_tensor(value: Any, like: Tensor) -> Tensor:
     """A Tensor for an operand: Tensors pass through, Python numbers take ``like``'s float dtype."""
     if isinstance(value, Tensor):
         return value
@@ -32,7 +36,7 @@ def as_tensor(value, like: Tensor) -> Tensor:
     return Tensor._from_op(xp.asarray(value), None)
 
 
-def raw(value, xp):
+def raw(value: Any, xp: ModuleType) -> Array:
     """The raw array of a Tensor or array-like (for integer and boolean arguments: ids, masks)."""
     if isinstance(value, Tensor):
         value = value.data
@@ -41,7 +45,7 @@ def raw(value, xp):
     return xp.asarray(value)
 
 
-def first_out_of_range(ids, upper: int, ignore=None) -> tuple:
+def first_out_of_range(ids: Array, upper: int, ignore: int | None = None) -> tuple[int | None, int]:
     """(bad, count): an id of ``ids`` outside [0, upper) (the largest if any is too large, else the
     smallest) or None, and how many ids are not ``ignore``. Ids equal to ``ignore`` are left out.
 
@@ -61,7 +65,7 @@ def first_out_of_range(ids, upper: int, ignore=None) -> tuple:
     return bad, int(count)
 
 
-def normalize_axes(axis, ndim: int, op: str = "reduction") -> tuple:
+def normalize_axes(axis: int | tuple[int, ...] | list[int] | None, ndim: int, op: str = "reduction") -> tuple[int, ...]:
     """axis (None, int or tuple, negatives allowed) as a sorted tuple of non-negative ints."""
     if axis is None:
         return tuple(range(ndim))
@@ -76,5 +80,5 @@ def normalize_axes(axis, ndim: int, op: str = "reduction") -> tuple:
     return tuple(sorted(out))
 
 
-def shapes(*tensors) -> str:
+def shapes(*tensors: Tensor) -> str:
     return " and ".join(str(tuple(t.shape)) for t in tensors)

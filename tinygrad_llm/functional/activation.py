@@ -8,10 +8,13 @@ the NumPy lines below them are the reference the kernels are tested against.
 from __future__ import annotations
 
 import math
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from tinygrad_llm import backend
+from tinygrad_llm.backend import Array
 from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -22,7 +25,7 @@ class Softmax(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         xp = self.xp
         self.last_axis = x.ndim > 0 and self.axis in (-1, x.ndim - 1)  # the kernels work on the last axis
         k = dispatch.for_arrays(x) if self.last_axis else None
@@ -32,7 +35,7 @@ class Softmax(Function):
             self.y = e / e.sum(axis=self.axis, keepdims=True)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         k = dispatch.for_arrays(self.y, gy) if self.last_axis else None
         gx = k.softmax_backward(self.y, gy) if k else None
         if gx is None:
@@ -53,15 +56,15 @@ class CausalSoftmax(Function):
     def __init__(self, scale: float):
         self.scale = scale
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.y = causal_softmax_forward(self.xp, x, self.scale)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return causal_softmax_backward(self.xp, self.y, gy, self.scale)
 
 
-def causal_softmax_forward(xp, x, scale: float):
+def causal_softmax_forward(xp: ModuleType, x: Array, scale: float) -> Array:
     """softmax(scale * x) over the last axis, causally masked, on raw arrays (CausalSoftmax and the fused
     attention share it)."""
     k = dispatch.for_arrays(x)
@@ -75,7 +78,7 @@ def causal_softmax_forward(xp, x, scale: float):
     return y
 
 
-def causal_softmax_backward(xp, y, gy, scale: float):
+def causal_softmax_backward(xp: ModuleType, y: Array, gy: Array, scale: float) -> Array:
     """The gradient of causal_softmax_forward from its output y and the output gradient gy."""
     k = dispatch.for_arrays(y, gy)
     gx = k.softmax_backward(y, gy, scale=scale, causal=True) if k else None
@@ -97,7 +100,7 @@ class MaskedSoftmax(Function):
     def __init__(self, keep, scale: float):
         self.keep, self.scale = keep, scale
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         xp = self.xp
         z = xp.where(self.keep, x * self.scale, -xp.inf)  # (..., T, S)
         row_max = z.max(axis=-1, keepdims=True)
@@ -107,7 +110,7 @@ class MaskedSoftmax(Function):
         self.y = e / xp.where(total > 0, total, 1)  # fully masked row: 0 / 1 = 0
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         # softmax's backward times d(scale x)/dx = scale; masked entries have y = 0 and get 0
         y = self.y
         return self.scale * y * (gy - (gy * y).sum(axis=-1, keepdims=True))
@@ -117,13 +120,13 @@ class LogSoftmax(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         xp = self.xp
         shifted = x - x.max(axis=self.axis, keepdims=True)
         self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))  # x - logsumexp(x)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         # y = x - logsumexp(x)  =>  dx = gy - softmax(x) * sum(gy)
         return gy - self.xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
 
@@ -135,11 +138,11 @@ class LogSigmoid(Function):
     (where the naive log(sigmoid(x)) would give -inf instead of x).
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x
         return -self.xp.logaddexp(0, -x)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         # d/dx [-log(1 + e^(-x))] = e^(-x) / (1 + e^(-x)) = sigmoid(-x) = exp(-logaddexp(0, x)), which never
         # computes 1 - sigmoid(x) (all cancellation when x is large)
         return gy * self.xp.exp(-self.xp.logaddexp(0, self.x))
@@ -153,7 +156,7 @@ class GELUFunction(Function):
     would keep only a few digits of gelu(-4).
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x  # all that backward needs, whichever implementation runs: it recomputes s from x
         k = dispatch.for_arrays(x)
         y = k.gelu_forward(x) if k else None  # kernels/numba_layers.py (cuda.py for CuPy arrays)
@@ -161,7 +164,7 @@ class GELUFunction(Function):
             y = x * _gelu_gate(self.xp, x)
         return y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         k = dispatch.for_arrays(self.x, gy)
         gx = k.gelu_backward(self.x, gy) if k else None
         if gx is None:
@@ -178,7 +181,7 @@ class GELUErf(Function):
     normal's distribution function, Phi(x) = 0.5 (1 + erf(x / sqrt 2)). NumPy has no erf: ``normal_cdf``
     below computes it to float64 precision."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x  # all that backward needs, whichever implementation runs: it recomputes Phi from x
         kernel = getattr(dispatch.for_arrays(x), "gelu_erf_forward", None)  # kernels/numba_layers.py (CPU only)
         y = kernel(x) if kernel else None
@@ -186,7 +189,7 @@ class GELUErf(Function):
             y = x * normal_cdf(self.xp, x)
         return y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         kernel = getattr(dispatch.for_arrays(self.x, gy), "gelu_erf_backward", None)
         gx = kernel(self.x, gy) if kernel else None
         if gx is not None:
@@ -200,7 +203,7 @@ class GELUErf(Function):
 _ERF_SERIES_TERMS, _ERFC_FRACTION_DEPTH = 32, 50  # float64 error below 3e-15 everywhere (tests/test_bert.py)
 
 
-def normal_cdf(xp, x):
+def normal_cdf(xp: ModuleType, x: Array) -> Array:
     """Phi(x) = 0.5 erfc(-x / sqrt 2), elementwise, returned in x's dtype, accurate to a few float64 ulps.
 
     With z = |x| / sqrt 2:
@@ -242,12 +245,12 @@ class DropoutFunction(Function):
     def __init__(self, p: float, generator):
         self.p, self.generator = p, generator
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         keep = self.generator.random(x.shape, dtype=x.dtype) >= self.p
         self.scaled_mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
         return x * self.scaled_mask
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy * self.scaled_mask  # the same mask and scale as forward
 
 
@@ -277,7 +280,7 @@ def causal_softmax(scores: Tensor, scale: float = 1.0) -> Tensor:
     return CausalSoftmax(scale)(scores)
 
 
-def masked_softmax(scores: Tensor, mask, scale: float = 1.0, causal: bool = False) -> Tensor:
+def masked_softmax(scores: Tensor, mask: Tensor | Array | None, scale: float = 1.0, causal: bool = False) -> Tensor:
     """softmax(scale * scores) over the last axis, attending only where ``mask`` is True (and, with
     ``causal``, to keys j <= i + (S - T) as causal_softmax). For attention with padding.
 
@@ -333,7 +336,7 @@ def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
     raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
 
 
-def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = None) -> Tensor:
     """Inverted dropout; the identity when not training or p == 0. ``generator`` defaults to the
     device's seeded generator (``tinygrad_llm.manual_seed``)."""
     if not 0.0 <= p <= 1.0:

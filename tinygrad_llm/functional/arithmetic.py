@@ -6,20 +6,22 @@ Binary operations broadcast as NumPy does; their backward undoes the broadcast w
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from tinygrad_llm import backend, runtime
+from tinygrad_llm.backend import Array
 from tinygrad_llm.functional._common import as_tensor, sum_to
 from tinygrad_llm.tensor import Function, Tensor
 
 
 class Add(Function):
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a_shape, self.b_shape = a.shape, b.shape
         return a + b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         # d(a+b)/da = d(a+b)/db = 1  (no reduction for an input that needs no gradient, e.g. x + 1.0)
         ga = sum_to(gy, self.a_shape) if self.needs_grad[0] else None
         gb = sum_to(gy, self.b_shape) if self.needs_grad[1] else None
@@ -27,11 +29,11 @@ class Add(Function):
 
 
 class Sub(Function):
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a_shape, self.b_shape = a.shape, b.shape
         return a - b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         # d(a-b)/da = 1, d(a-b)/db = -1
         ga = sum_to(gy, self.a_shape) if self.needs_grad[0] else None
         gb = sum_to(-gy, self.b_shape) if self.needs_grad[1] else None
@@ -39,11 +41,11 @@ class Sub(Function):
 
 
 class Mul(Function):
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a, self.b = a, b
         return a * b
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         # d(ab)/da = b, d(ab)/db = a
         ga = sum_to(gy * self.b, self.a.shape) if self.needs_grad[0] else None
         gb = sum_to(gy * self.a, self.b.shape) if self.needs_grad[1] else None
@@ -51,12 +53,12 @@ class Mul(Function):
 
 
 class Div(Function):
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a_shape, self.b = a.shape, b
         self.y = a / b
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -(1/b) y
         ga_full = gy / self.b
         ga = sum_to(ga_full, self.a_shape) if self.needs_grad[0] else None
@@ -65,10 +67,10 @@ class Div(Function):
 
 
 class Neg(Function):
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         return -x
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return -gy
 
 
@@ -78,11 +80,11 @@ class Pow(Function):
     def __init__(self, exponent: float):
         self.exponent = exponent
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x
         return x**self.exponent
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         c = self.exponent
         if c == 0:
             return self.xp.zeros_like(gy)  # x^0 = 1 everywhere; c x^(c-1) would be 0 * inf = nan at x = 0
@@ -90,54 +92,54 @@ class Pow(Function):
 
 
 class Exp(Function):
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.y = self.xp.exp(x)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy * self.y  # d(e^x)/dx = e^x
 
 
 class Log(Function):
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x
         return self.xp.log(x)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy / self.x  # d(ln x)/dx = 1/x
 
 
 class Sqrt(Function):
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.y = self.xp.sqrt(x)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy / (2 * self.y)  # d(sqrt x)/dx = 1/(2 sqrt x)
 
 
 class Tanh(Function):
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.y = self.xp.tanh(x)
         return self.y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy * (1 - self.y * self.y)  # d(tanh x)/dx = 1 - tanh^2 x
 
 
 class ReLU(Function):
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.positive = x > 0
         return x * self.positive
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy * self.positive  # 1 where x > 0, else 0
 
 
 class MatMul(Function):
     """a @ b with NumPy's rules: batched, broadcasting batch axes, 1-D operands promoted and dropped."""
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.low = backend.autocast_dtype(np.result_type(a.dtype, b.dtype))  # mixed precision (backend.autocast)
         if self.low is not None:
             a, b = a.astype(self.low), b.astype(self.low)
@@ -145,7 +147,7 @@ class MatMul(Function):
         y = runtime.matmul(a, b)  # a @ b, on as many threads as a product of this size should get
         return y if self.low is None else y.astype(np.float32)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         ga, gb = self._backward(gy if self.low is None else gy.astype(self.low))
         if self.low is not None:  # gradients in float32, as the operands were
             ga, gb = (None if g is None else g.astype(np.float32) for g in (ga, gb))
@@ -181,11 +183,11 @@ class Cast(Function):
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x_dtype = x.dtype
         return x.astype(self.dtype)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy.astype(self.x_dtype)
 
 
@@ -198,19 +200,19 @@ def _binary(op, a, b) -> Tensor:
     return op()(a, as_tensor(b, a))
 
 
-def add(a, b) -> Tensor:
+def add(a: Tensor | Array | float, b: Tensor | Array | float) -> Tensor:
     return _binary(Add, a, b)
 
 
-def sub(a, b) -> Tensor:
+def sub(a: Tensor | Array | float, b: Tensor | Array | float) -> Tensor:
     return _binary(Sub, a, b)
 
 
-def mul(a, b) -> Tensor:
+def mul(a: Tensor | Array | float, b: Tensor | Array | float) -> Tensor:
     return _binary(Mul, a, b)
 
 
-def div(a, b) -> Tensor:
+def div(a: Tensor | Array | float, b: Tensor | Array | float) -> Tensor:
     return _binary(Div, a, b)
 
 
@@ -218,14 +220,14 @@ def neg(x: Tensor) -> Tensor:
     return Neg()(x)
 
 
-def pow(x: Tensor, exponent) -> Tensor:
+def pow(x: Tensor, exponent: float) -> Tensor:
     """x ** exponent; the exponent is a Python number (a tensor exponent goes through exp and log)."""
     if isinstance(exponent, Tensor):
         raise TypeError("pow: the exponent must be a Python number; for a tensor exponent use exp(b * log(x))")
     return Pow(exponent)(x)
 
 
-def rpow(x: Tensor, base) -> Tensor:
+def rpow(x: Tensor, base: float) -> Tensor:
     """base ** x for a Python number base > 0, as exp(x ln base)."""
     if base <= 0:
         raise ValueError(f"pow: a number base must be positive to raise it to a tensor, got {base}")
@@ -252,7 +254,7 @@ def relu(x: Tensor) -> Tensor:
     return ReLU()(x)
 
 
-def matmul(a, b) -> Tensor:
+def matmul(a: Tensor | Array, b: Tensor | Array) -> Tensor:
     a = a if isinstance(a, Tensor) else as_tensor(a, b)
     b = as_tensor(b, a)
     if a.ndim == 0 or b.ndim == 0:
@@ -265,7 +267,7 @@ def matmul(a, b) -> Tensor:
     return MatMul()(a, b)
 
 
-def cast(x: Tensor, dtype) -> Tensor:
+def cast(x: Tensor, dtype: Any) -> Tensor:
     """x as ``dtype`` (``x.astype(dtype)``); to an integer or boolean dtype the result has no gradient."""
     dtype = np.dtype(dtype)
     if dtype == x.dtype:

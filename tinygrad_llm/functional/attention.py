@@ -18,8 +18,10 @@ it to that and to finite differences); its softmax runs the compiled kernel wher
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from tinygrad_llm import backend, runtime
+from tinygrad_llm.backend import Array
 from tinygrad_llm.functional.activation import causal_softmax_backward, causal_softmax_forward
 from tinygrad_llm.tensor import Function, Tensor
 
@@ -31,18 +33,18 @@ class CausalAttention(Function):
     def __init__(self, scale: float, p: float, generator):
         self.scale, self.p, self.generator = scale, p, generator
 
-    def weights(self, q, k):
+    def weights(self, q: Array, k: Array) -> Array:
         """softmax(mask(q k^T * scale)): (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S)."""
         return causal_softmax_forward(self.xp, runtime.matmul(q, self.xp.swapaxes(k, -1, -2)), self.scale)
 
-    def dropped(self, w):
+    def dropped(self, w: Array) -> Array:
         """Inverted dropout of the weights with the saved mask, in place: w * keep / (1 - p)."""
         if self.keep is not None:
             w *= self.keep
             w *= w.dtype.type(1.0 / (1.0 - self.p))
         return w
 
-    def forward(self, q, k, v):
+    def forward(self, q: Array, k: Array, v: Array) -> Array:
         self.q, self.k, self.v = q, k, v
         self.w = w = self.weights(q, k)  # (B, H, T, S), kept for backward
         # the same draw as F.dropout on w: the same mask for the same generator state
@@ -50,7 +52,7 @@ class CausalAttention(Function):
         wd = self.dropped(w.copy()) if self.keep is not None else w
         return runtime.matmul(wd, v)  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
 
-    def backward(self, gout):
+    def backward(self, gout: Array) -> tuple[Array | None, ...]:
         xp, q, k, v, w = self.xp, self.q, self.k, self.v, self.w
         wd = self.dropped(w.copy()) if self.keep is not None else w  # the weights the product used
         # out = wd v  =>  dL/dv = wd^T gout,  dL/dwd = gout v^T
@@ -71,7 +73,7 @@ def causal_attention(
     dropout: float = 0.0,
     training: bool = True,
     scale: float | None = None,
-    generator=None,
+    generator: Any = None,
 ) -> Tensor:
     """Causal scaled dot-product attention, fused: ``dropout(causal_softmax(q @ k^T, scale)) @ v``.
 

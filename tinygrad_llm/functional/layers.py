@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from tinygrad_llm import backend, runtime
+from tinygrad_llm.backend import Array
 from tinygrad_llm.functional._common import first_out_of_range, raw
 from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.tensor import Function, Tensor
@@ -19,7 +20,7 @@ from tinygrad_llm.tensor import Function, Tensor
 class LinearFunction(Function):
     """y = x W^T + b with W of shape (out, in), as torch.nn.Linear; x is (..., in)."""
 
-    def forward(self, x, weight, bias=None):
+    def forward(self, x: Array, weight: Array, bias: Array | None = None) -> Array:
         self.low = backend.autocast_dtype(x.dtype)  # mixed precision: the product in float16/bfloat16
         if self.low is not None:
             x, weight = x.astype(self.low), weight.astype(self.low)
@@ -31,7 +32,7 @@ class LinearFunction(Function):
             y += bias
         return y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         x, w = self.x, self.weight
         g = gy if self.low is None else gy.astype(self.low)  # the products in the forward's precision
         gx = _float32(runtime.matmul(g, w), self.low) if self.needs_grad[0] else None  # dL/dx = gy W
@@ -59,11 +60,11 @@ class EmbeddingFunction(Function):
     def __init__(self, ids):
         self.ids = ids
 
-    def forward(self, weight):
+    def forward(self, weight: Array) -> Array:
         self.weight_shape, self.weight_dtype = weight.shape, weight.dtype
         return weight[self.ids]  # (..., ) ids -> (..., dim)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         k = dispatch.for_arrays(gy)
         gw = k.embedding_backward(self.ids, gy, self.weight_shape[0]) if k else None  # kernels/numba_layers.py
         if gw is None:
@@ -81,7 +82,7 @@ class LayerNormFunction(Function):
     def __init__(self, eps: float, has_weight: bool, has_bias: bool):
         self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
 
-    def forward(self, x, *affine):
+    def forward(self, x: Array, *affine: Array) -> Array:
         xp = self.xp
         self.x = x
         self.weight = affine[0] if self.has_weight else None
@@ -103,7 +104,7 @@ class LayerNormFunction(Function):
             y += bias
         return y
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         k = dispatch.for_arrays(gy, self.x, self.weight, self.mean, self.rstd)
         rows = self.mean.size
         out = (
@@ -139,7 +140,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return LinearFunction()(*inputs)
 
 
-def embedding(ids, weight: Tensor, check: bool = True) -> Tensor:
+def embedding(ids: Tensor | Array | list, weight: Tensor, check: bool = True) -> Tensor:
     """Rows of ``weight`` (num_embeddings, dim) selected by integer ``ids`` of any shape.
 
     NumPy ids are checked on the host, then moved to the weight's device; GPU ids are checked with one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_llm import backend
+from tinygrad_llm.backend import Array
 from tinygrad_llm.functional._common import first_out_of_range, raw
 from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.tensor import Function, Tensor
@@ -19,7 +20,7 @@ class CrossEntropy(Function):
         self.targets, self.ignore_index, self.reduction = targets, ignore_index, reduction
         self.count = count  # targets that are not ignore_index, counted where they were checked
 
-    def forward(self, logits):
+    def forward(self, logits: Array) -> Array:
         xp = self.xp
         self.valid = self.targets != self.ignore_index
         self.safe_targets = xp.where(self.valid, self.targets, 0)
@@ -42,7 +43,7 @@ class CrossEntropy(Function):
             return total
         return total / self.count if self.count else xp.asarray(xp.nan, dtype=logits.dtype)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         xp = self.xp
         if self.reduction == "none":
             scale = gy * self.valid
@@ -60,7 +61,9 @@ class CrossEntropy(Function):
         return g
 
 
-def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+def cross_entropy(
+    logits: Tensor, targets: Tensor | Array | list, ignore_index: int = -100, reduction: str = "mean"
+) -> Tensor:
     """Cross-entropy of (..., C) logits against integer targets of shape (...).
 
     Classes are on the last axis (as GPT logits (B, T, vocab)); ``reduction='mean'`` averages over the

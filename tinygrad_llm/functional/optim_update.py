@@ -9,14 +9,15 @@ from __future__ import annotations
 import math
 
 from tinygrad_llm import backend
+from tinygrad_llm.backend import Array
 from tinygrad_llm.kernels import dispatch
 
 
 def adamw_update_(
-    param,
-    grad,
-    exp_avg,
-    exp_avg_sq,
+    param: Array,
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
     *,
     lr: float,
     beta1: float,

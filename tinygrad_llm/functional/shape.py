@@ -3,9 +3,13 @@ split, where, masked_fill, and moving between devices."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import numpy as np
 
 from tinygrad_llm import backend
+from tinygrad_llm.backend import Array
 from tinygrad_llm.functional._common import as_tensor, raw, sum_to
 from tinygrad_llm.tensor import Function, Tensor, is_grad_enabled
 
@@ -14,11 +18,11 @@ class Reshape(Function):
     def __init__(self, shape: tuple):
         self.shape = shape
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x_shape = x.shape
         return x.reshape(self.shape)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy.reshape(self.x_shape)
 
 
@@ -26,10 +30,10 @@ class Transpose(Function):
     def __init__(self, axes: tuple):
         self.axes = axes
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         return x.transpose(self.axes)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return gy.transpose(np.argsort(self.axes))  # the inverse permutation
 
 
@@ -39,11 +43,11 @@ class GetItem(Function):
     def __init__(self, key):
         self.key = key
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x_shape, self.x_dtype = x.shape, x.dtype
         return x[self.key]
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         gx = self.xp.zeros(self.x_shape, dtype=self.x_dtype)
         if _is_basic(self.key):
             gx[self.key] = gy  # basic indexing selects each element at most once
@@ -61,11 +65,11 @@ class Concatenate(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
-    def forward(self, *xs):
+    def forward(self, *xs: Array) -> Array:
         self.sizes = [x.shape[self.axis] for x in xs]
         return self.xp.concatenate(xs, axis=self.axis)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         bounds = np.cumsum(self.sizes)[:-1].tolist()
         return tuple(self.xp.split(gy, bounds, axis=self.axis))
 
@@ -74,10 +78,10 @@ class Stack(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
-    def forward(self, *xs):
+    def forward(self, *xs: Array) -> Array:
         return self.xp.stack(xs, axis=self.axis)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         moved = self.xp.moveaxis(gy, self.axis, 0)
         return tuple(moved[i] for i in range(moved.shape[0]))
 
@@ -88,11 +92,11 @@ class Where(Function):
     def __init__(self, condition):
         self.condition = condition
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a_shape, self.b_shape = a.shape, b.shape
         return self.xp.where(self.condition, a, b)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> tuple[Array | None, ...]:
         c = self.condition
         ga = sum_to(self.xp.where(c, gy, 0), self.a_shape) if self.needs_grad[0] else None
         gb = sum_to(self.xp.where(c, 0, gy), self.b_shape) if self.needs_grad[1] else None
@@ -105,11 +109,11 @@ class MaskedFill(Function):
     def __init__(self, mask, value: float):
         self.mask, self.value = mask, value
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x_shape = x.shape
         return self.xp.where(self.mask, self.xp.asarray(self.value, dtype=x.dtype), x)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return sum_to(self.xp.where(self.mask, 0, gy), self.x_shape)  # filled places do not depend on x
 
 
@@ -117,11 +121,11 @@ class ToDevice(Function):
     def __init__(self, device: str):
         self.device = device
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.source = backend.device_of(x)
         return backend.to_device(x, self.device)
 
-    def backward(self, gy):
+    def backward(self, gy: Array) -> Array:
         return backend.to_device(gy, self.source)
 
     def __call__(self, x):
@@ -172,7 +176,7 @@ def swapaxes(x: Tensor, axis1: int, axis2: int) -> Tensor:
     return Transpose(tuple(axes))(x)
 
 
-def getitem(x: Tensor, key) -> Tensor:
+def getitem(x: Tensor, key: Any) -> Tensor:
     return GetItem(_raw_key(key, x.data))(x)
 
 
@@ -180,7 +184,7 @@ def _raw_key(key, data):
     """Index arrays (Tensors, lists, numpy arrays) as arrays of the data's backend."""
     xp = backend.get_array_module(data)
 
-    def convert(k):
+    def convert(k: Any) -> Any:
         if k is None or k is Ellipsis or isinstance(k, (int, slice, np.integer)):
             return k
         k = raw(k, xp)
@@ -191,14 +195,14 @@ def _raw_key(key, data):
     return tuple(convert(k) for k in key) if isinstance(key, tuple) else convert(key)
 
 
-def concatenate(tensors, axis: int = 0) -> Tensor:
+def concatenate(tensors: Iterable[Tensor | Array], axis: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ValueError("concatenate: needs at least one tensor")
     return Concatenate(axis)(*[as_tensor(t, tensors[0]) for t in tensors])
 
 
-def stack(tensors, axis: int = 0) -> Tensor:
+def stack(tensors: Iterable[Tensor | Array], axis: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack: needs at least one tensor")
@@ -207,7 +211,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
     return Stack(axis)(*[as_tensor(t, tensors[0]) for t in tensors])
 
 
-def split(x: Tensor, indices_or_sections, axis: int = 0) -> list:
+def split(x: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     """Split along ``axis`` as numpy.split: a number of equal sections, or the indices to cut at."""
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"split: axis {axis} is out of range for a tensor of shape {x.shape}")
@@ -225,7 +229,7 @@ def split(x: Tensor, indices_or_sections, axis: int = 0) -> list:
     return [getitem(x, lead + (slice(start, stop),)) for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
-def where(condition, a, b) -> Tensor:
+def where(condition: Tensor | Array | list, a: Tensor | Array | float, b: Tensor | Array | float) -> Tensor:
     """Elements of a where condition is True, else of b (a and b broadcast; both differentiable)."""
     like = a if isinstance(a, Tensor) else b
     a, b = as_tensor(a, like), as_tensor(b, like)
@@ -235,7 +239,7 @@ def where(condition, a, b) -> Tensor:
     return Where(condition)(a, b)
 
 
-def masked_fill(x: Tensor, mask, value: float) -> Tensor:
+def masked_fill(x: Tensor, mask: Tensor | Array | list, value: float) -> Tensor:
     """x with ``value`` where ``mask`` is True; mask broadcasts against x (e.g. a causal (T, T) mask)."""
     mask = raw(mask, backend.get_array_module(x.data))
     if mask.dtype != bool:

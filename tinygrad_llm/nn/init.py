@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from tinygrad_llm import backend
+
+if TYPE_CHECKING:
+    from tinygrad_llm.tensor import Tensor
 
 _skip = False  # inside skip_init(): uniform_/normal_ leave parameters as allocated
 
 
 @contextlib.contextmanager
-def skip_init():
+def skip_init() -> Iterator[None]:
     """Modules built inside keep their freshly allocated (np.empty: arbitrary) values instead of random
     draws: for a model whose every parameter is about to be overwritten by loaded weights
     (``GPTModel.from_pretrained``), where drawing 1.5B random numbers would be wasted time and memory."""
@@ -31,7 +36,7 @@ def _fill(param, values) -> None:
     param.data[...] = backend.to_device(values.astype(param.dtype, copy=False), param.device)
 
 
-def uniform_(param, low: float, high: float):
+def uniform_(param: Tensor, low: float, high: float) -> Tensor:
     """Fill with U(low, high)."""
     if _skip:
         return param
@@ -40,7 +45,7 @@ def uniform_(param, low: float, high: float):
     return param
 
 
-def normal_(param, mean: float = 0.0, std: float = 1.0):
+def normal_(param: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
     """Fill with N(mean, std^2)."""
     if _skip:
         return param
@@ -49,12 +54,12 @@ def normal_(param, mean: float = 0.0, std: float = 1.0):
     return param
 
 
-def zeros_(param):
+def zeros_(param: Tensor) -> Tensor:
     param.data[...] = 0
     return param
 
 
-def ones_(param):
+def ones_(param: Tensor) -> Tensor:
     param.data[...] = 1
     return param
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_llm import functional as F
+from tinygrad_llm.backend import Array
 from tinygrad_llm.nn import init
 from tinygrad_llm.nn.module import Module, Parameter
 from tinygrad_llm.tensor import Tensor
@@ -43,7 +44,7 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = init.normal_(Parameter(np.empty((num_embeddings, embedding_dim), dtype=dtype)))
 
-    def forward(self, ids) -> Tensor:
+    def forward(self, ids: Tensor | Array | list) -> Tensor:
         return F.embedding(ids, self.weight)  # (...) -> (..., embedding_dim)
 
     def extra_repr(self) -> str:

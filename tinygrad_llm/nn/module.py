@@ -19,10 +19,13 @@ and ``to(device)`` reach everything without the model listing it (as ``torch.nn.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from tinygrad_llm import backend
+from tinygrad_llm.backend import Array
 from tinygrad_llm.tensor import Tensor, module_scope
 
 
@@ -77,7 +80,7 @@ class Module:
             registry.pop(name, None)
         object.__delattr__(self, name)
 
-    def register_buffer(self, name: str, array) -> None:
+    def register_buffer(self, name: str, array: Array) -> None:
         """A raw array the module needs but does not learn (a causal mask): moved by ``to``, not saved."""
         setattr(self, name, array)
         self._buffers[name] = True
@@ -86,11 +89,11 @@ class Module:
         with module_scope(self):  # operations recorded inside forward remember this module (tinygrad_llm.graph)
             return self.forward(*args, **kwargs)
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     # --- traversal ------------------------------------------------------------------------------
-    def named_modules(self, prefix: str = ""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """(dotted name, module) for this module and every submodule, each module once."""
         seen = set()
         stack = [(prefix, self)]
@@ -103,10 +106,10 @@ class Module:
             for child_name, child in module._modules.items():
                 stack.append((f"{name}.{child_name}" if name else child_name, child))
 
-    def modules(self):
+    def modules(self) -> list[Module]:
         return [m for _, m in self.named_modules()]
 
-    def children(self):
+    def children(self) -> list[Module]:
         return list(self._modules.values())
 
     def _all_named_parameters(self, prefix: str = ""):
@@ -116,7 +119,7 @@ class Module:
         for name, child in self._modules.items():
             yield from child._all_named_parameters(f"{prefix}{name}.")
 
-    def named_parameters(self):
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """(dotted name, Parameter) pairs; a parameter shared by two modules (tied weights) comes once,
         under the first name it is reached by."""
         seen = set()
@@ -195,7 +198,7 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def to(self, device: str | None = None, dtype=None) -> "Module":
+    def to(self, device: str | None = None, dtype: Any = None) -> "Module":
         """Move (``device``) and/or cast (``dtype``) every parameter and buffer in place. Parameters keep
         their identity, so tied weights stay tied and optimizers holding them stay valid."""
         if device is not None:
@@ -274,7 +277,7 @@ class Sequential(ModuleList):
     def __init__(self, *modules):
         super().__init__(modules)
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         for module in self:
             x = module(x)
         return x

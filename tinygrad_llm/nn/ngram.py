@@ -26,6 +26,7 @@ import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
+from tinygrad_llm.backend import Array
 from tinygrad_llm.nn.layers import Embedding
 from tinygrad_llm.nn.module import Module, ModuleList
 from tinygrad_llm.tensor import Tensor
@@ -35,7 +36,7 @@ _MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: each token shif
 _MIX = np.uint64(0xFF51AFD7ED558CCD)  # MurmurHash3's 64-bit finaliser constant: spreads the bits
 
 
-def ngram_buckets(ids, n: int, buckets: int, context=None):
+def ngram_buckets(ids: Array, n: int, buckets: int, context: Array | None = None) -> Array:
     """Row of each position's n-gram, ids (B, T) -> (B, T) in [0, buckets).
 
     The n-gram at position i is ids[i-n+1 .. i]; ``context`` (B, k) are the ids just before ``ids`` (a KV
@@ -74,7 +75,7 @@ class HashedNGramEmbedding(Module):
         """How many ids before the current ones an n-gram can reach back to: max(sizes) - 1."""
         return max(self.sizes) - 1
 
-    def forward(self, ids, context=None) -> Tensor:
+    def forward(self, ids: Tensor | Array, context: Array | None = None) -> Tensor:
         ids = ids.data if isinstance(ids, Tensor) else ids
         out = None
         for n, table in zip(self.sizes, self.tables):
