@@ -51,7 +51,7 @@ from tinygrad_llm.safetensors_file import FLOAT_CODES, SafetensorsFile
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from tinygrad_llm.model.gpt import GPTModel
+    from tinygrad_llm.nn import Module
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -366,12 +366,12 @@ def read_config(folder: Path) -> dict:
 
 
 def load_pretrained(
-    cls: type[GPTModel],
+    cls: type[Module],
     path_or_name: str | Path,
     device: str | None = None,
     dtype: npt.DTypeLike = np.float32,
     drop_rate: float | None = None,
-) -> GPTModel:
+) -> Module:
     """Build a ``cls`` (GPTModel) from a Hugging Face GPT-2 folder or name, or from our own run folder.
 
     ``dtype``: the parameters' dtype (float16/bfloat16 files are widened to float32 by default);
@@ -496,7 +496,7 @@ def _some(names: list) -> str:
 # --- saving ----------------------------------------------------------------------------------------------
 
 
-def save_pretrained(model: GPTModel, directory: str | Path) -> Path:
+def save_pretrained(model: Module, directory: str | Path) -> Path:
     """Write ``model`` as ``directory/model.safetensors`` + ``directory/config.json`` in the Hugging Face
     GPT-2 layout (each file atomically). A model without QKV bias is written with zero biases (the same
     function); our exact GPTConfig rides along in config.json, so loading it back gives the same model."""

@@ -10,7 +10,7 @@ from tinygrad_llm import backend, runtime
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from tinygrad_llm.nn import Parameter
+    from tinygrad_llm.nn.module import Parameter
 
 
 def clip_grad_norm_(parameters: Iterable[Parameter], max_norm: float, error_if_nonfinite: bool = False) -> float:

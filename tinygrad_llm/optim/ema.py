@@ -33,7 +33,7 @@ from tinygrad_llm import backend
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tinygrad_llm.nn import Module
+    from tinygrad_llm.nn.module import Module
 
 
 class ExponentialMovingAverage:

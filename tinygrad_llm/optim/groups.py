@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from tinygrad_llm.nn import Parameter
+    from tinygrad_llm.nn.module import Parameter
 
 EMBEDDING_NAME_MARKERS = ("emb", "wte", "wpe")
 

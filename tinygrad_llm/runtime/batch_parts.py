@@ -31,10 +31,16 @@ from tinygrad_llm.tensor import Tensor, grad
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Protocol
 
-    from tinygrad_llm.amp import MixedPrecision
     from tinygrad_llm.backend import Array
-    from tinygrad_llm.nn import Module
+    from tinygrad_llm.nn.module import Module
+
+    class _LossScaler(Protocol):  # amp.MixedPrecision, which this layer must not import (amp imports optim)
+        def backward(self, loss: Tensor) -> None: ...
+
+        def grad(self, loss: Tensor, inputs: list) -> tuple: ...
+
 
 IGNORE_INDEX = -100  # cross_entropy's default: targets that count for nothing
 
@@ -54,7 +60,7 @@ def backward_in_parts(
     targets: Tensor | Array,
     model: Module,
     device: str,
-    amp: MixedPrecision | None = None,
+    amp: _LossScaler | None = None,
     parts: int | None = None,
     scale: float = 1.0,
 ) -> Array:
