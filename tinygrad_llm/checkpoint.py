@@ -33,12 +33,16 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm.files import atomic_write, fsync_dir
 from tinygrad_llm.safetensors_file import SafetensorsFile
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 FORMAT = "tinygrad_llm.checkpoint"
 VERSION = 1
@@ -77,7 +81,7 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    out_dir,
+    out_dir: str | Path,
     model_state: dict,
     config: dict,
     optimizer_state: dict | None = None,
@@ -159,7 +163,7 @@ def save_checkpoint(
     return final
 
 
-def publish_model(out_dir, model_bytes: bytes, config_text: str) -> None:
+def publish_model(out_dir: str | Path, model_bytes: bytes, config_text: str) -> None:
     """Replace ``out_dir/model.safetensors`` and ``config.json``: what ``generate --checkpoint out_dir`` reads."""
     with atomic_write(Path(out_dir) / CONFIG_FILE) as f:
         f.write(config_text.encode())
@@ -203,7 +207,7 @@ def _complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
 # --- loading -----------------------------------------------------------------------------------------
 
 
-def find_checkpoint(path) -> Path:
+def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder to load from ``path``: a run folder, its ``checkpoints/``, or a ``ckpt-N``.
 
     In a run folder the checkpoint named by ``checkpoints/latest`` is taken; if that file is missing or
@@ -232,7 +236,7 @@ def find_checkpoint(path) -> Path:
     return max(found, key=lambda item: (item[0], not item[1].name.endswith(".old")))[1]
 
 
-def load_checkpoint(path, *, expected_state: dict | None = None) -> Checkpoint:
+def load_checkpoint(path: str | Path, *, expected_state: dict | None = None) -> Checkpoint:
     """Read the checkpoint ``find_checkpoint(path)`` picks, checking every file.
 
     ``expected_state``: the model's ``state_dict()`` (or name -> shape): every tensor must be there with
@@ -280,7 +284,12 @@ def load_checkpoint(path, *, expected_state: dict | None = None) -> Checkpoint:
     )
 
 
-def find_intact_checkpoint(path, *, log=None, validate=None) -> Path:
+def find_intact_checkpoint(
+    path: str | Path,
+    *,
+    log: Callable[[str], object] | None = None,
+    validate: Callable[[Checkpoint], object] | None = None,
+) -> Path:
     """The newest checkpoint of ``path`` that loads completely (``validate(checkpoint)`` may check more and
     raise CheckpointError). When the newest is damaged and an older one is intact, ``log`` says which one is
     bad and the older one is returned; when none is intact, the newest one's error is raised, naming it."""
@@ -307,7 +316,7 @@ def find_intact_checkpoint(path, *, log=None, validate=None) -> Path:
     raise first_error
 
 
-def load_model_files(path, *, expected_state: dict | None = None) -> tuple[dict, dict]:
+def load_model_files(path: str | Path, *, expected_state: dict | None = None) -> tuple[dict, dict]:
     """(model_state, config) from ``path/model.safetensors`` and ``path/config.json``.
 
     ``path`` is a run folder or a checkpoint folder; shapes are checked as in ``load_checkpoint``.
@@ -322,14 +331,14 @@ def load_model_files(path, *, expected_state: dict | None = None) -> tuple[dict,
     return model_state, _read_json(path / CONFIG_FILE)
 
 
-def read_safetensors(file) -> dict:
+def read_safetensors(file: str | Path) -> dict:
     """name -> numpy array, through the one strict reader (``safetensors_file``): a missing, truncated or
     corrupt file, a header that lies about its data, a name given twice or a NaN/infinite value raises
     CheckpointError naming the file (and the tensor)."""
     return SafetensorsFile(file, error=CheckpointError).read(finite=True)
 
 
-def check_state_matches(loaded: dict, expected: dict, file) -> None:
+def check_state_matches(loaded: dict, expected: dict, file: str | Path) -> None:
     """Same tensor names and shapes in ``loaded`` as in ``expected`` (arrays, tensors, or shapes)."""
     missing = [name for name in expected if name not in loaded]
     if missing:

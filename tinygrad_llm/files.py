@@ -17,6 +17,10 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DATA_ENV = "TINYGRAD_LLM_DATA"
 CACHE_ENV = "TINYGRAD_LLM_CACHE"
@@ -54,7 +58,7 @@ def find_data_file(relative: str) -> Path | None:
     return None
 
 
-def require_data_file(relative: str, given=None) -> Path:
+def require_data_file(relative: str, given: str | Path | None = None) -> Path:
     """A data file: ``given`` (the file itself, or a folder holding ``relative``), else
     ``$TINYGRAD_LLM_DATA/relative``; a FileNotFoundError saying where it looked and what to do otherwise."""
     if given:
@@ -83,7 +87,7 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "wb"):
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
     A process killed at any moment leaves either the old file or the new one, never half of one.
@@ -113,7 +117,7 @@ def _umask() -> int:
     return current
 
 
-def fsync_dir(path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -123,7 +127,7 @@ def fsync_dir(path) -> None:
             os.close(fd)
 
 
-def sha256_of(path, chunk: int = 1 << 20) -> str:
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -136,7 +140,12 @@ class DownloadError(RuntimeError):
 
 
 def download(
-    url: str, dest, sha256: str | None = None, size: int | None = None, desc: str | None = None, timeout: float = 30.0
+    url: str,
+    dest: str | Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    desc: str | None = None,
+    timeout: float = 30.0,
 ) -> Path:
     """Download ``url`` to ``dest`` once, resumably, with a progress bar, checked against sha256/size.
 
@@ -247,7 +256,7 @@ def _open_zip(archive):
         raise ArchiveError(f"{archive}: not a valid zip archive ({exc})") from None
 
 
-def safe_extract_zip(archive, target) -> list[Path]:
+def safe_extract_zip(archive: str | Path, target: str | Path) -> list[Path]:
     """Extract a zip into ``target``, refusing any member that would land outside it or is a symbolic link."""
     target = Path(target).resolve()
     target.mkdir(parents=True, exist_ok=True)
@@ -266,7 +275,7 @@ def safe_extract_zip(archive, target) -> list[Path]:
     return extracted
 
 
-def extract_member(archive, name: str, dest, max_bytes: int) -> Path:
+def extract_member(archive: str | Path, name: str, dest: str | Path, max_bytes: int) -> Path:
     """Extract the one member of ``archive`` whose file name is ``name`` (in any folder) to ``dest``,
     atomically, and nothing else; more than ``max_bytes`` (counted while copying, not taken from the
     header), a link or a missing member raise ArchiveError naming the archive."""
@@ -296,6 +305,6 @@ def extract_member(archive, name: str, dest, max_bytes: int) -> Path:
     return dest
 
 
-def copy_atomic(src, dest) -> None:
+def copy_atomic(src: str | Path, dest: str | Path) -> None:
     with open(src, "rb") as fin, atomic_write(dest) as fout:
         shutil.copyfileobj(fin, fout)

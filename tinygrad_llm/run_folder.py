@@ -24,8 +24,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinygrad_llm.files import atomic_write
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 MARKER = ".tinygrad-llm-run"
 LOCK = ".tinygrad-llm.lock"
@@ -41,7 +45,7 @@ class RunFolderError(ValueError):
     says which and what to do."""
 
 
-def is_run_folder(folder) -> bool:
+def is_run_folder(folder: str | Path) -> bool:
     """Whether ``folder`` is a tinygrad-llm run: it has the marker (or, from before markers existed, a
     ``checkpoints/latest`` pointer or a ``finetune.json``)."""
     folder = Path(folder)
@@ -52,7 +56,7 @@ def is_run_folder(folder) -> bool:
     )
 
 
-def check_output_path(out, flag: str = "--out") -> Path:
+def check_output_path(out: str | Path, flag: str = "--out") -> Path:
     """``out`` is a folder, or can be created as one: refused up front (naming ``flag``) otherwise."""
     out = Path(out)
     if out.exists() or out.is_symlink():
@@ -76,7 +80,15 @@ def _foreign_entries(folder: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def claim(out, command: str, *, resume: bool = False, overwrite: bool = False, flag: str = "--out", log=None):
+def claim(
+    out: str | Path,
+    command: str,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    flag: str = "--out",
+    log: Callable[[str], object] | None = None,
+) -> Iterator[Path]:
     """Check ``out``, create it, lock it and mark it as a run of ``command``; release the lock on exit.
 
     ``resume``: the folder must already be a run. ``overwrite``: a non-empty folder that is not a run is
@@ -134,7 +146,7 @@ def _check_contents(out: Path, command: str, *, resume: bool, overwrite: bool, f
     )
 
 
-def adopt(out, command: str, flag: str = "--out") -> None:
+def adopt(out: str | Path, command: str, flag: str = "--out") -> None:
     """For a writer already holding the lock (``Trainer.fit``): ``out`` must be empty or a run; mark it."""
     out = Path(out)
     if not is_run_folder(out):
@@ -142,7 +154,7 @@ def adopt(out, command: str, flag: str = "--out") -> None:
     mark(out, command)
 
 
-def mark(out, command: str) -> None:
+def mark(out: str | Path, command: str) -> None:
     """Write the marker that says ``out`` is a tinygrad-llm run (kept as it is when already there)."""
     marker = Path(out) / MARKER
     if not marker.is_file():
@@ -151,7 +163,7 @@ def mark(out, command: str) -> None:
 
 
 @contextlib.contextmanager
-def lock(folder, log=None):
+def lock(folder: str | Path, log: Callable[[str], object] | None = None) -> Iterator[None]:
     """Hold ``folder``'s lock file (re-entrant within one process); RunFolderError when another live
     process holds it."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))

@@ -7,6 +7,8 @@ write_tokens("train.bin", ids, vocab_size=50257); tokens = load_tokens("train.bi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tinygrad_llm.data.dataset import GPTDataset, GPTDatasetV1
 from tinygrad_llm.data.loader import DataLoader
 from tinygrad_llm.data.tokens_file import (
@@ -19,16 +21,22 @@ from tinygrad_llm.data.tokens_file import (
     write_tokens,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tokenizer.base import Tokenizer
+
 
 def create_dataloader(
-    text,
+    text: str | Sequence[int] | Array,
     batch_size: int = 4,
     max_length: int = 256,
     stride: int = 128,
     shuffle: bool = True,
     drop_last: bool = True,
     num_workers: int = 0,
-    tokenizer=None,
+    tokenizer: Tokenizer | None = None,
     seed: int | None = None,
 ) -> DataLoader:
     """The book's ``create_dataloader_v1``: tokenize ``text`` (GPT-2's BPE unless ``tokenizer`` is given; token ids
@@ -43,7 +51,9 @@ def create_dataloader(
 create_dataloader_v1 = create_dataloader
 
 
-def train_val_split(data, train_ratio: float = 0.9):
+def train_val_split(
+    data: str | Sequence[int] | Array, train_ratio: float = 0.9
+) -> tuple[str | Sequence[int] | Array, str | Sequence[int] | Array]:
     """The first ``train_ratio`` of ``data`` (text, a list or an array of ids) and the rest, as the book:
     ``split_idx = int(train_ratio * len(data))``."""
     if isinstance(train_ratio, bool) or not isinstance(train_ratio, (int, float)) or not 0 < train_ratio < 1:

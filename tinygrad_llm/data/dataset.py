@@ -12,10 +12,18 @@ a read-only memmap of a token file) and windows are sliced on demand, so overlap
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
-def check_positive_int(value, name: str, who: str) -> int:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tokenizer.base import Tokenizer
+
+
+def check_positive_int(value: int, name: str, who: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{who}: {name} must be a positive int, got {value!r}")
     if value <= 0:
@@ -23,7 +31,9 @@ def check_positive_int(value, name: str, who: str) -> int:
     return int(value)
 
 
-def as_token_array(data, tokenizer=None, who: str = "GPTDataset") -> np.ndarray:
+def as_token_array(
+    data: str | Sequence[int] | Array, tokenizer: Tokenizer | None = None, who: str = "GPTDataset"
+) -> np.ndarray:
     """A 1-D integer array of token ids from text (encoded with ``tokenizer``, GPT-2's by default) or ids."""
     if isinstance(data, str):
         if not data:
@@ -82,7 +92,7 @@ class GPTDataset:
         chunk = np.asarray(self.token_ids[start : start + self.max_length + 1], dtype=np.int64)
         return chunk[:-1], chunk[1:]  # input, and the same window shifted one token to the right
 
-    def get_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+    def get_batch(self, indices: Iterable[int] | Array) -> tuple[np.ndarray, np.ndarray]:
         """Windows ``indices`` stacked: (inputs, targets), each (len(indices), max_length) int64."""
         rows = self.starts[np.asarray(indices, dtype=np.int64)][:, None] + self._offsets  # (B, T)
         inputs = np.asarray(self.token_ids[rows], dtype=np.int64)

@@ -14,21 +14,28 @@ chosen positions. With ``labels`` so written, the GPT's training loop trains BER
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm.data.dataset import as_token_array, check_positive_int
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tinygrad_llm.backend import Array
 
 IGNORE_INDEX = -100
 MLM_PROBABILITY = 0.15
 
 
 def mask_tokens(
-    ids,
+    ids: Array,
     rng: np.random.Generator,
     mask_id: int,
     n_ordinary: int,
-    special_ids=(),
+    special_ids: Iterable[int] = (),
     mlm_probability: float = MLM_PROBABILITY,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels) for token ids (any shape) by the recipe above; ``n_ordinary``: random replacements
@@ -122,7 +129,7 @@ class MLMDataset:
         rng = np.random.default_rng([self.seed, index]) if self.fixed else backend.get_generator("cpu")
         return self._mask(self.window(index), rng)
 
-    def get_batch(self, indices):
+    def get_batch(self, indices: Iterable[int] | Array) -> tuple[np.ndarray, np.ndarray]:
         """(inputs (B, T), labels (B, T)) for the DataLoader."""
         indices = [int(i) for i in indices]
         if self.fixed:

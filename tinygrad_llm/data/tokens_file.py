@@ -16,11 +16,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinygrad_llm.data.dataset import check_positive_int
 from tinygrad_llm.files import atomic_write
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tinygrad_llm.backend import Array
 
 FORMAT = "tinygrad_llm.tokens/1"
 
@@ -30,7 +36,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
 
-def header_path(path) -> Path:
+def header_path(path: str | Path) -> Path:
     return Path(str(path) + ".json")
 
 
@@ -57,7 +63,7 @@ class TokenFileWriter:
         self._context = atomic_write(self.path, "wb")
         self._file = self._context.__enter__()
 
-    def write(self, ids) -> None:
+    def write(self, ids: Iterable[int] | Array) -> None:
         ids = np.asarray(ids)
         if ids.size == 0:
             return
@@ -111,14 +117,14 @@ class TokenFileWriter:
         return False
 
 
-def write_tokens(path, ids, vocab_size: int, overwrite: bool = False) -> Path:
+def write_tokens(path: str | Path, ids: Iterable[int] | Array, vocab_size: int, overwrite: bool = False) -> Path:
     """Write ``ids`` to ``path`` (+ ``path.json`` header) in one go; returns ``path``."""
     with TokenFileWriter(path, vocab_size, overwrite=overwrite) as writer:
         writer.write(ids)
     return Path(path)
 
 
-def read_header(path) -> dict:
+def read_header(path: str | Path) -> dict:
     hpath = header_path(path)
     if not hpath.is_file():
         raise FileNotFoundError(
@@ -130,7 +136,7 @@ def read_header(path) -> dict:
     return header
 
 
-def load_tokens(path) -> np.ndarray:
+def load_tokens(path: str | Path) -> np.ndarray:
     """The ids of a token file as a read-only ``np.memmap`` (an empty array for an empty file)."""
     path = Path(path)
     header = read_header(path)
@@ -148,11 +154,13 @@ def load_tokens(path) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", shape=(header["count"],))
 
 
-def token_file_vocab_size(path) -> int:
+def token_file_vocab_size(path: str | Path) -> int:
     return int(read_header(path)["vocab_size"])
 
 
-def get_batch(tokens, batch_size: int, block_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def get_batch(
+    tokens: Array, batch_size: int, block_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """nanoGPT's ``get_batch``: ``batch_size`` windows of ``block_size`` ids at offsets drawn from ``rng``, and the
     same windows shifted by one as targets; (inputs, targets), each (batch_size, block_size) int64."""
     batch_size = check_positive_int(batch_size, "batch_size", "get_batch")

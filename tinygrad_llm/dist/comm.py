@@ -13,6 +13,8 @@ import sys
 import numpy as np
 
 from tinygrad_llm import backend
+from tinygrad_llm.backend import Array
+
 
 class DistError(RuntimeError):
     """Data-parallel training cannot go on as asked (another process count, a missing library)."""
@@ -29,15 +31,15 @@ class Communicator:
     def is_root(self) -> bool:
         return self.rank == 0
 
-    def allreduce_(self, array):
+    def allreduce_(self, array: Array) -> Array:
         """Sum ``array`` (a contiguous 1-D NumPy or CuPy array) over the processes, in place."""
         return array
 
-    def broadcast_(self, array, root: int = 0):
+    def broadcast_(self, array: Array, root: int = 0) -> Array:
         """Overwrite ``array`` with process ``root``'s values, in place."""
         return array
 
-    def allgather_(self, array):
+    def allgather_(self, array: Array) -> Array:
         """``array`` holds ``world_size`` equal slices; fill every slice with its owner's (slice r from rank r)."""
         return array
 
@@ -81,7 +83,7 @@ class MPICommunicator(Communicator):
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
 
-    def allreduce_(self, array):
+    def allreduce_(self, array: Array) -> Array:
         if backend.device_of(array) != "cpu":  # no CUDA-aware MPI assumed: stage through the host
             host = backend.to_numpy(array)
             self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
@@ -90,7 +92,7 @@ class MPICommunicator(Communicator):
         self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
         return array
 
-    def broadcast_(self, array, root: int = 0):
+    def broadcast_(self, array: Array, root: int = 0) -> Array:
         if backend.device_of(array) != "cpu":
             host = np.ascontiguousarray(backend.to_numpy(array))
             self.comm.Bcast(host, root=root)
@@ -99,7 +101,7 @@ class MPICommunicator(Communicator):
         self.comm.Bcast(array, root=root)
         return array
 
-    def allgather_(self, array):
+    def allgather_(self, array: Array) -> Array:
         if backend.device_of(array) != "cpu":
             host = np.ascontiguousarray(backend.to_numpy(array))
             self.comm.Allgather(self.MPI.IN_PLACE, host)

@@ -75,7 +75,7 @@ def init(device: str | None = None) -> Communicator:
     return _current
 
 
-def describe_processes(comm, batch_size: int) -> str:
+def describe_processes(comm: Communicator, batch_size: int) -> str:
     """", batch 8" or ", 2 processes (MPI, pids ...) x batch 4": for the line a command prints when training
     starts (with the note of a run that is one process although MPI is around)."""
     if comm.world_size == 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_llm import backend
+from tinygrad_llm.backend import Array
 from tinygrad_llm.dist.comm import MPICommunicator
 
 UNIQUE_ID_BYTES = 128  # ncclUniqueId: nccl.get_unique_id() returns these as a tuple of small ints
@@ -42,20 +43,20 @@ class NcclCommunicator(MPICommunicator):
     def _stream(self) -> int:
         return self.cupy.cuda.get_current_stream().ptr
 
-    def allreduce_(self, array):
+    def allreduce_(self, array: Array) -> Array:
         if backend.device_of(array) == "cpu":
             return super().allreduce_(array)
         ptr = array.data.ptr  # in place: NCCL allows the send and receive buffers to be the same
         self.nccl_comm.allReduce(ptr, ptr, array.size, self._nccl_type(array), self.nccl.NCCL_SUM, self._stream())
         return array
 
-    def broadcast_(self, array, root: int = 0):
+    def broadcast_(self, array: Array, root: int = 0) -> Array:
         if backend.device_of(array) == "cpu":
             return super().broadcast_(array, root)
         self.nccl_comm.bcast(array.data.ptr, array.size, self._nccl_type(array), root, self._stream())
         return array
 
-    def allgather_(self, array):
+    def allgather_(self, array: Array) -> Array:
         if backend.device_of(array) == "cpu":
             return super().allgather_(array)
         count = array.size // self.world_size

@@ -12,7 +12,15 @@ Bucket size trades the number of calls (latency each) against how long one call 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tinygrad_llm import backend
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tinygrad_llm.dist.comm import Communicator
+    from tinygrad_llm.nn import Parameter
 
 DEFAULT_BUCKET_MB = 25.0  # torch DDP's default; benchmarks/dist.py measures the choice on this engine
 
@@ -60,7 +68,7 @@ class GradientReducer:
             p.grad = flat[offset:offset + p.data.size].reshape(p.data.shape)
 
 
-def broadcast_parameters(parameters, comm, root: int = 0) -> None:
+def broadcast_parameters(parameters: Iterable[Parameter], comm: Communicator, root: int = 0) -> None:
     """Give every process ``root``'s parameter values (in place), so that they start identical."""
     for p in parameters:
         comm.broadcast_(p.data, root)

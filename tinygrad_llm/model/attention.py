@@ -12,6 +12,7 @@ import math
 
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
+from tinygrad_llm.backend import Array
 from tinygrad_llm.nn import Dropout, Linear, Module
 from tinygrad_llm.tensor import Tensor, no_grad
 
@@ -25,7 +26,7 @@ class LayerKVCache:
         self.keys = self.values = None
         self.length = 0
 
-    def update(self, keys, values):
+    def update(self, keys: Array, values: Array) -> tuple[Array, Array]:
         """Append new keys/values (B, H, T_new, hd); return all of them so far, (B, H, length, hd) views."""
         batch, heads, t_new, head_dim = keys.shape
         if self.length + t_new > self.max_length:
@@ -103,7 +104,7 @@ class MultiHeadAttention(Module):
         self.keep_attention = False  # True: forward keeps its weights in .last_attention (tinygrad-llm attention)
         # No stored (context, context) mask: F.causal_softmax masks while it normalises (see forward).
 
-    def forward(self, x: Tensor, cache: LayerKVCache | None = None, attention_mask=None) -> Tensor:
+    def forward(self, x: Tensor, cache: LayerKVCache | None = None, attention_mask: Array | None = None) -> Tensor:
         """x (B, T, d_in); ``attention_mask`` (B, S): 1/True for keys to attend to, 0/False for padding,
         S = the cached positions + T; None attends to every key (causally, for a causal layer)."""
         b, num_tokens, _ = x.shape

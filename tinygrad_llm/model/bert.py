@@ -30,6 +30,8 @@ The configuration is in ``model/bert_config.py``, the loading and saving in ``mo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinygrad_llm import backend
@@ -40,6 +42,13 @@ from tinygrad_llm.model.bert_config import ACTIVATIONS, BertConfig
 from tinygrad_llm.model.gpt import TransformerBlock
 from tinygrad_llm.nn import Dropout, Embedding, LayerNorm, Linear, Module, Parameter, Sequential, init
 from tinygrad_llm.tensor import Tensor
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy.typing as npt
+
+    from tinygrad_llm.backend import Array
 
 
 def _as_config(cfg) -> BertConfig:
@@ -68,7 +77,7 @@ class BertEmbeddings(Module):
         self.dropout = Dropout(cfg.hidden_dropout_prob)
         self.pad_token_id = cfg.pad_token_id
 
-    def forward(self, ids, token_type_ids) -> Tensor:
+    def forward(self, ids: Array, token_type_ids: Array) -> Tensor:
         xp = backend.get_array_module(self.word_embeddings.weight.data)
         x = self.word_embeddings(ids)  # (B, T) -> (B, T, H)
         is_pad = ids == self.pad_token_id
@@ -94,13 +103,15 @@ class _Pretrained:
     """from_pretrained / save_pretrained in the Hugging Face BERT layout, for every BERT class."""
 
     @classmethod
-    def from_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float32):
+    def from_pretrained(
+        cls, path_or_name: str | Path, device: str | None = None, dtype: npt.DTypeLike = np.float32
+    ) -> Module:
         """From a Hugging Face BERT folder (config.json + model.safetensors), a run folder of ours, or a name
         (``bert-base-uncased``...: downloaded once and checked). In eval mode. Heads the folder lacks (the
         classifier of a pretrained BERT) keep their fresh initialisation, with a warning."""
         return bert_pretrained.load_pretrained(cls, path_or_name, device=device, dtype=dtype)
 
-    def save_pretrained(self, directory):
+    def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json + model.safetensors with transformers' names (its BERT classes load them)."""
         return bert_pretrained.save_pretrained(self, directory)
 
@@ -136,7 +147,12 @@ class BertModel(_Pretrained, Module):
         if cfg.pad_token_id < cfg.vocab_size:
             self.embeddings.word_embeddings.weight.data[cfg.pad_token_id] = 0  # [PAD]'s vector starts at 0
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(
+        self,
+        input_ids: Tensor | Array,
+        attention_mask: Tensor | Array | None = None,
+        token_type_ids: Tensor | Array | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
         xp = backend.get_array_module(self.embeddings.word_embeddings.weight.data)
         ids = self._check_ids(raw(input_ids, xp))
         if token_type_ids is None:
@@ -192,7 +208,12 @@ class BertForMaskedLM(_Pretrained, Module):
         self.mlm_bias = Parameter(np.zeros(cfg.vocab_size, dtype=np.float32))
         _init_bert_weights(self.mlm_dense, cfg.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor | Array,
+        attention_mask: Tensor | Array | None = None,
+        token_type_ids: Tensor | Array | None = None,
+    ) -> Tensor:
         hidden, _ = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         h = F.gelu(self.mlm_dense(hidden), approximate=ACTIVATIONS[self.config.hidden_act])
         h = self.mlm_norm(h)
@@ -211,7 +232,12 @@ class BertForSequenceClassification(_Pretrained, Module):
         self.classifier = Linear(cfg.hidden_size, cfg.num_labels)
         _init_bert_weights(self.classifier, cfg.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor | Array,
+        attention_mask: Tensor | Array | None = None,
+        token_type_ids: Tensor | Array | None = None,
+    ) -> Tensor:
         if attention_mask is None:  # padded batches (the classifier's usual input): the [PAD] ids say where
             xp = backend.get_array_module(self.classifier.weight.data)
             attention_mask = raw(input_ids, xp) != self.config.pad_token_id

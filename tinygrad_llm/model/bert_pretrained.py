@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,11 @@ from tinygrad_llm.model.pretrained import (
     read_config,
     write_safetensors,
 )
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from tinygrad_llm.nn import Module
 
 # Names resolve on the hub's main branch. (size, sha256) None: not verified from any source we could reach
 # here, so these files are checked by what is known (nothing) and then parsed field by field, never guessed.
@@ -112,7 +118,9 @@ def _sources(st: PretrainedSafetensors) -> dict:
     return sources
 
 
-def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float32):
+def load_pretrained(
+    cls: type[Module], path_or_name: str | Path, device: str | None = None, dtype: npt.DTypeLike = np.float32
+) -> Module:
     """A ``cls`` (BertModel, BertForMaskedLM, BertForSequenceClassification) with the folder's weights."""
     dtype = np.dtype(dtype)
     folder = pretrained.resolve_folder(path_or_name, BERT_MODELS, BERT_ALIASES)  # GPT-2's downloader and checks
@@ -171,7 +179,7 @@ def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float
     return model.eval()
 
 
-def save_pretrained(model, directory) -> Path:
+def save_pretrained(model: Module, directory: str | Path) -> Path:
     """``directory/model.safetensors`` + ``config.json`` as transformers writes them for this class."""
     task_model = hasattr(model, "bert")
     tensors = {}

@@ -17,12 +17,20 @@ Hugging Face GPT-2 folder (whose Conv1D weights are also (in, out)), for those w
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinygrad_llm import backend
 
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.model.gpt import GPTModel
+    from tinygrad_llm.nn import Parameter
 
-def assign(param, right, name: str) -> None:
+
+def assign(param: Parameter, right: Array, name: str) -> None:
     """Copy ``right`` into the Parameter ``param`` in place (its dtype and device kept), as the book's
     ``assign``: a shape mismatch raises ValueError naming the tensor."""
     right = np.asarray(right)
@@ -34,7 +42,7 @@ def assign(param, right, name: str) -> None:
     param.data = backend.to_device(np.ascontiguousarray(right, dtype=param.data.dtype), param.device)
 
 
-def load_weights_into_gpt(gpt, params: dict):
+def load_weights_into_gpt(gpt: GPTModel, params: dict) -> GPTModel:
     """Load the book's chapter-5 ``params`` (OpenAI's GPT-2 weights as nested NumPy arrays) into ``gpt``,
     a GPTModel with the matching configuration (``qkv_bias=True``, as the book sets for these weights).
     Returns ``gpt``."""
@@ -70,7 +78,7 @@ def load_weights_into_gpt(gpt, params: dict):
     return gpt
 
 
-def params_from_hf(path_or_name) -> dict:
+def params_from_hf(path_or_name: str | Path) -> dict:
     """The book's ``params`` dict from a Hugging Face GPT-2 folder or name (model.safetensors + config.json)."""
     from tinygrad_llm.model.pretrained import (
         WEIGHTS_FILE,
@@ -86,15 +94,15 @@ def params_from_hf(path_or_name) -> dict:
     st = PretrainedSafetensors(folder / WEIGHTS_FILE)
     tensors = {normalise_hf_key(key): key for key in st.entries}
 
-    def get(name):
+    def get(name: str) -> np.ndarray:
         if name not in tensors:
             raise ValueError(f"{folder / WEIGHTS_FILE}: no tensor {name!r}")
         return np.array(st.array(tensors[name]), dtype=np.float32)
 
-    def pair(prefix):
+    def pair(prefix: str) -> dict[str, np.ndarray]:
         return {"w": get(f"{prefix}.weight"), "b": get(f"{prefix}.bias")}
 
-    def norm(prefix):
+    def norm(prefix: str) -> dict[str, np.ndarray]:
         return {"g": get(f"{prefix}.weight"), "b": get(f"{prefix}.bias")}
 
     blocks = [

@@ -13,6 +13,8 @@ does the c_attn split's equivalent; ``GPTModel.from_pretrained`` reads Hugging F
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinygrad_llm import backend
@@ -23,6 +25,13 @@ from tinygrad_llm.model.attention import KVCache, LayerKVCache, MultiHeadAttenti
 from tinygrad_llm.model.config import GPTConfig
 from tinygrad_llm.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, Sequential
 from tinygrad_llm.tensor import Tensor, is_grad_enabled
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy.typing as npt
+
+    from tinygrad_llm.backend import Array
 
 
 class FeedForward(Module):
@@ -81,7 +90,7 @@ class TransformerBlock(Module):
         self.norm2 = LayerNorm(cfg.emb_dim, eps=norm_eps)
         self.drop_shortcut = Dropout(cfg.drop_rate)
 
-    def forward(self, x: Tensor, cache: LayerKVCache | None = None, attention_mask=None) -> Tensor:
+    def forward(self, x: Tensor, cache: LayerKVCache | None = None, attention_mask: Array | None = None) -> Tensor:
         if not self.norm_first:  # post-norm (BERT, "Attention Is All You Need")
             x = self.norm1(x + self.drop_shortcut(self.att(x, cache=cache, attention_mask=attention_mask)))
             return self.norm2(x + self.drop_shortcut(self.ff(x)))
@@ -125,7 +134,9 @@ class GPTModel(Module):
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight  # (vocab, C) both: one Parameter, two uses
 
-    def forward(self, in_idx, cache: KVCache | None = None, attention_mask=None) -> Tensor:
+    def forward(
+        self, in_idx: Tensor | Array, cache: KVCache | None = None, attention_mask: Tensor | Array | None = None
+    ) -> Tensor:
         """Logits (B, T, vocab) for token ids ``in_idx`` (B, T): a NumPy/CuPy integer array or a Tensor.
 
         With a ``cache`` (a KVCache, under ``no_grad``), the ids continue the sequence the cache has seen:
@@ -146,7 +157,7 @@ class GPTModel(Module):
         x = self.final_norm(x)
         return self.out_head(x)  # (B, T, C) -> (B, T, vocab)
 
-    def embed(self, ids, cache: KVCache | None = None, attention_mask=None) -> Tensor:
+    def embed(self, ids: Array, cache: KVCache | None = None, attention_mask: Tensor | Array | None = None) -> Tensor:
         """Token plus position embeddings of the checked ids (B, T) -> (B, T, C): the first block's input."""
         start = 0 if cache is None else cache.length
         tok_embeds = F.embedding(ids, self.tok_emb.weight, check=False)  # (B, T) -> (B, T, C); checked already
@@ -157,7 +168,9 @@ class GPTModel(Module):
             pos_embeds = F.embedding(positions, self.pos_emb.weight)  # (B, T) -> (B, T, C)
         return tok_embeds + pos_embeds  # (B, T, C) + (T, C) -> (B, T, C)
 
-    def check_inputs(self, in_idx, cache: KVCache | None = None, attention_mask=None):
+    def check_inputs(
+        self, in_idx: Tensor | Array, cache: KVCache | None = None, attention_mask: Tensor | Array | None = None
+    ) -> Array:
         """The token ids as an integer array (B, T), checked against the vocabulary, the cache and the context
         length (with the mask's shape); an error names what does not fit."""
         ids = in_idx.data if isinstance(in_idx, Tensor) else in_idx
@@ -207,14 +220,18 @@ class GPTModel(Module):
 
     @classmethod
     def from_pretrained(
-        cls, path_or_name, device: str | None = None, dtype=np.float32, drop_rate: float | None = None
+        cls,
+        path_or_name: str | Path,
+        device: str | None = None,
+        dtype: npt.DTypeLike = np.float32,
+        drop_rate: float | None = None,
     ) -> "GPTModel":
         """A model with weights from a Hugging Face GPT-2 folder (config.json + model.safetensors), a name
         (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``: downloaded once, checked), or one of our
         run folders. In eval mode; see ``tinygrad_llm.model.pretrained``."""
         return pretrained.load_pretrained(cls, path_or_name, device=device, dtype=dtype, drop_rate=drop_rate)
 
-    def save_pretrained(self, directory):
+    def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json + model.safetensors in the Hugging Face GPT-2 layout (transformers loads it)."""
         return pretrained.save_pretrained(self, directory)
 
@@ -222,6 +239,6 @@ class GPTModel(Module):
         return f"{self.num_parameters():,} parameters"
 
 
-def host_mask(attention_mask):
+def host_mask(attention_mask: Tensor | Array) -> np.ndarray:
     """A padding mask (B, S) as a host NumPy array: the positions are counted on the host."""
     return backend.to_numpy(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)

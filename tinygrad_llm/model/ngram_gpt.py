@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -33,6 +34,11 @@ from tinygrad_llm.nn import Dropout, Embedding, LayerNorm, Linear, Module, Seque
 from tinygrad_llm.nn.ngram import BOUNDARY, HashedNGramEmbedding
 from tinygrad_llm.safetensors_file import SafetensorsFile
 from tinygrad_llm.tensor import Tensor
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from tinygrad_llm.backend import Array
 
 
 @dataclasses.dataclass
@@ -100,11 +106,15 @@ class NgramGPTModel(GPTModel):
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight  # (vocab, C) both: one Parameter, two uses
 
-    def embed(self, ids, cache: NgramKVCache | None = None, attention_mask=None) -> Tensor:
+    def embed(
+        self, ids: Array, cache: NgramKVCache | None = None, attention_mask: Tensor | Array | None = None
+    ) -> Tensor:
         x = super().embed(ids, cache, attention_mask)  # token + position: (B, T) -> (B, T, C)
         return x + self.ngram_embeds(ids, cache, attention_mask)  # (B, T, C) + (B, T, C)
 
-    def ngram_embeds(self, ids, cache: NgramKVCache | None = None, attention_mask=None) -> Tensor:
+    def ngram_embeds(
+        self, ids: Array, cache: NgramKVCache | None = None, attention_mask: Tensor | Array | None = None
+    ) -> Tensor:
         """The n-gram vectors of ``ids`` (B, T) -> (B, T, C): padding (0 in ``attention_mask``) reads as the
         boundary, so each row is as it would be alone; with a cache the n-grams reach back into the ids it has
         seen (``cache.recent_ids``), so a cached step gives what the whole sequence gives."""
@@ -127,7 +137,11 @@ class NgramGPTModel(GPTModel):
 
     @classmethod
     def from_pretrained(
-        cls, path, device: str | None = None, dtype=np.float32, drop_rate: float | None = None
+        cls,
+        path: str | Path,
+        device: str | None = None,
+        dtype: npt.DTypeLike = np.float32,
+        drop_rate: float | None = None,
     ) -> "NgramGPTModel":
         """One of our run folders (config.json with n-gram fields + model.safetensors); the tables' sizes are
         checked against the file's header before anything is allocated."""
@@ -137,7 +151,7 @@ class NgramGPTModel(GPTModel):
         check_tables_fit_header(config, weights, folder / pretrained.CONFIG_FILE)
         return pretrained.load_pretrained(cls, folder, device=device, dtype=dtype, drop_rate=drop_rate)
 
-    def save_pretrained(self, directory):
+    def save_pretrained(self, directory: str | Path) -> NoReturn:
         raise PretrainedError(
             f"save_pretrained: a model with n-gram embeddings (ngram_sizes "
             f"{self.config.ngram_sizes}) has no Hugging Face GPT-2 equivalent; save it as a run "
@@ -155,7 +169,7 @@ def model_class(config: GPTConfig) -> type:
     return NgramGPTModel if isinstance(config, NgramGPTConfig) else GPTModel
 
 
-def check_tables_fit_header(config: GPTConfig, st, config_file, prefix: str = "") -> None:
+def check_tables_fit_header(config: GPTConfig, st: SafetensorsFile, config_file: str | Path, prefix: str = "") -> None:
     """The n-gram tables config.json claims against the weights file's header, before anything is allocated
     (as pretrained.check_config_fits_header does for the rest): a file without tables for an NgramGPTConfig,
     or with tables for a GPTConfig, is named here."""

@@ -38,6 +38,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,6 +47,11 @@ from tinygrad_llm.files import CACHE_ENV, DownloadError, atomic_write, cache_dir
 from tinygrad_llm.model.config import GPTConfig
 from tinygrad_llm.nn import init
 from tinygrad_llm.safetensors_file import FLOAT_CODES, SafetensorsFile
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from tinygrad_llm.nn import Module
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -144,11 +150,11 @@ def is_hf_config(config: dict) -> bool:
     return isinstance(config, dict) and ("n_embd" in config or config.get("model_type") == "gpt2")
 
 
-def config_from_hf(hf: dict, file="config.json") -> GPTConfig:
+def config_from_hf(hf: dict, file: str | Path = "config.json") -> GPTConfig:
     """GPTConfig from a Hugging Face GPT-2 config.json; what this architecture cannot represent is an
     error naming the field and its value."""
 
-    def bad(field, expected):
+    def bad(field: str, expected: str) -> PretrainedError:
         return PretrainedError(
             f"{file}: {field} = {hf.get(field)!r} cannot be represented by this GPT (expected {expected})"
         )
@@ -237,7 +243,7 @@ class PretrainedSafetensors(SafetensorsFile):
 
 
 def check_config_fits_header(
-    config: GPTConfig, st: SafetensorsFile, config_file, hf_layout: bool, prefix: str = ""
+    config: GPTConfig, st: SafetensorsFile, config_file: str | Path, hf_layout: bool, prefix: str = ""
 ) -> None:
     """The config's sizes against the weights file's header, before anything is built or allocated: a
     config.json claiming 10^9 layers or positions is named here, not found out of memory later. ``prefix``:
@@ -295,7 +301,7 @@ def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
 # --- finding the files ---------------------------------------------------------------------------------
 
 
-def resolve_folder(path_or_name, models: dict | None = None, aliases: dict | None = None) -> Path:
+def resolve_folder(path_or_name: str | Path, models: dict | None = None, aliases: dict | None = None) -> Path:
     """The local folder for ``path_or_name``: an existing folder, or a known model name (downloaded once).
     ``models`` / ``aliases``: the names known (default GPT-2's, HF_MODELS and ALIASES; BERT passes its own)."""
     models, aliases = (HF_MODELS, ALIASES) if models is None else (models, aliases or {})
@@ -359,7 +365,13 @@ def read_config(folder: Path) -> dict:
 # --- loading ---------------------------------------------------------------------------------------------
 
 
-def load_pretrained(cls, path_or_name, device: str | None = None, dtype=np.float32, drop_rate: float | None = None):
+def load_pretrained(
+    cls: type[Module],
+    path_or_name: str | Path,
+    device: str | None = None,
+    dtype: npt.DTypeLike = np.float32,
+    drop_rate: float | None = None,
+) -> Module:
     """Build a ``cls`` (GPTModel) from a Hugging Face GPT-2 folder or name, or from our own run folder.
 
     ``dtype``: the parameters' dtype (float16/bfloat16 files are widened to float32 by default);
@@ -484,7 +496,7 @@ def _some(names: list) -> str:
 # --- saving ----------------------------------------------------------------------------------------------
 
 
-def save_pretrained(model, directory) -> Path:
+def save_pretrained(model: Module, directory: str | Path) -> Path:
     """Write ``model`` as ``directory/model.safetensors`` + ``directory/config.json`` in the Hugging Face
     GPT-2 layout (each file atomically). A model without QKV bias is written with zero biases (the same
     function); our exact GPTConfig rides along in config.json, so loading it back gives the same model."""

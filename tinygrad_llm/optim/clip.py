@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from tinygrad_llm import backend, runtime
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
-def clip_grad_norm_(parameters, max_norm: float, error_if_nonfinite: bool = False) -> float:
+    from tinygrad_llm.nn.module import Parameter
+
+
+def clip_grad_norm_(parameters: Iterable[Parameter], max_norm: float, error_if_nonfinite: bool = False) -> float:
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``; return the norm.
 
     total_norm = √(Σ_p ‖g_p‖²) over every parameter with a gradient (None gradients are skipped).
@@ -55,7 +61,7 @@ def layer_of(name: str) -> str:
     return parts[0] if len(parts) > 1 else name
 
 
-def grad_norms_by_layer(named_parameters) -> dict:
+def grad_norms_by_layer(named_parameters: Iterable[tuple[str, Parameter]]) -> dict:
     """{layer: L2 norm of the gradients of its parameters} in model order, parameters without a gradient
     left out (appendix D's ``find_highest_gradient``, per layer): the picture of where gradients grow or
     vanish through the depth of a network."""

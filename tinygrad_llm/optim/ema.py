@@ -26,8 +26,14 @@ ones never change, so they need none).
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 from tinygrad_llm import backend
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tinygrad_llm.nn.module import Module
 
 
 class ExponentialMovingAverage:
@@ -47,7 +53,7 @@ class ExponentialMovingAverage:
         n = self.num_updates + 1
         return min(self.decay, (n - 1) / n)
 
-    def update(self, model) -> None:
+    def update(self, model: Module) -> None:
         """Fold the model's current weights into the average (call after every optimizer step)."""
         decay = self.current_decay()
         params = dict(model.named_parameters())
@@ -61,12 +67,12 @@ class ExponentialMovingAverage:
         """{name: copy of the averaged weights}, on the host: for ``model.load_state_dict(..., strict=False)``."""
         return {name: backend.to_numpy(average).copy() for name, average in self.shadow.items()}
 
-    def copy_to(self, model) -> None:
+    def copy_to(self, model: Module) -> None:
         """Put the averaged weights into ``model`` (its own weights are overwritten)."""
         model.load_state_dict(self.shadow, strict=False)
 
     @contextlib.contextmanager
-    def average_parameters(self, model):
+    def average_parameters(self, model: Module) -> Iterator[Module]:
         """Inside the ``with``, the model holds the averaged weights; its own come back afterwards."""
         own = {name: p.data.copy() for name, p in model.named_parameters() if name in self.shadow}
         self.copy_to(model)

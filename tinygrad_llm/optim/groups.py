@@ -23,10 +23,17 @@ instead decays every 2-D parameter, embeddings included.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tinygrad_llm.nn.module import Parameter
+
 EMBEDDING_NAME_MARKERS = ("emb", "wte", "wpe")
 
 
-def is_decayed_by_name(name: str, param) -> bool:
+def is_decayed_by_name(name: str, param: Parameter) -> bool:
     """The name rule: an n-D (n >= 2) parameter whose owning module's name does not mark an embedding."""
     if param.data.ndim < 2:
         return False  # biases, LayerNorm scale and shift
@@ -35,7 +42,7 @@ def is_decayed_by_name(name: str, param) -> bool:
     return not any(marker in last_module for marker in EMBEDDING_NAME_MARKERS)
 
 
-def param_groups_for_weight_decay(named_parameters, weight_decay: float) -> list[dict]:
+def param_groups_for_weight_decay(named_parameters: Iterable[tuple[str, Parameter]], weight_decay: float) -> list[dict]:
     """Two parameter groups for an optimiser: ``[{decayed, weight_decay}, {the rest, 0.0}]``.
 
     ``named_parameters``: a model (a Module: its ``named_modules()`` decide by type when it has them,

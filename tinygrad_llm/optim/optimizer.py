@@ -186,7 +186,7 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-def check_lr(lr, what: str = "lr") -> float:
+def check_lr(lr: float, what: str = "lr") -> float:
     """A learning rate must be a finite number >= 0."""
     try:
         value = float(lr)
@@ -197,7 +197,7 @@ def check_lr(lr, what: str = "lr") -> float:
     return value
 
 
-def check_nonnegative(value, what: str) -> float:
+def check_nonnegative(value: float, what: str) -> float:
     value = float(value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")

@@ -21,16 +21,31 @@ computes it: sums in another order.)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm.runtime import threads
 from tinygrad_llm.tensor import Tensor, grad
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.nn.module import Module
+
+    class _LossScaler(Protocol):  # amp.MixedPrecision, which this layer must not import (amp imports optim)
+        def backward(self, loss: Tensor) -> None: ...
+
+        def grad(self, loss: Tensor, inputs: list) -> tuple: ...
+
+
 IGNORE_INDEX = -100  # cross_entropy's default: targets that count for nothing
 
 
-def split_count(inputs, model) -> int:
+def split_count(inputs: Tensor | Array, model: Module) -> int:
     """How many parts ``backward_in_parts`` cuts this batch into for this model (1: no cut)."""
     data = inputs.data if isinstance(inputs, Tensor) else inputs
     if not isinstance(data, np.ndarray) or data.ndim == 0 or getattr(model, "device", "cpu") != "cpu":
@@ -40,8 +55,15 @@ def split_count(inputs, model) -> int:
 
 
 def backward_in_parts(
-    loss_batch, inputs, targets, model, device, amp=None, parts: int | None = None, scale: float = 1.0
-):
+    loss_batch: Callable[..., Tensor],
+    inputs: Tensor | Array,
+    targets: Tensor | Array,
+    model: Module,
+    device: str,
+    amp: _LossScaler | None = None,
+    parts: int | None = None,
+    scale: float = 1.0,
+) -> Array:
     """``loss_batch(inputs, targets, model, device) * scale`` differentiated with the batch cut into ``parts``
     row blocks (default: ``split_count``), computed on the threads free now; returns the batch's loss,
     unscaled, as a float64 0-d array where the model is (on a GPU: no wait for it). Gradients are added into
@@ -68,7 +90,7 @@ def backward_in_parts(
     kept = [i for i in range(len(rows)) if counted[i]]
     parameters = [p for p in model.parameters() if p.requires_grad]
 
-    def part(i: int):
+    def part(i: int) -> tuple[float, tuple]:
         lo, hi = rows[i]
         with backend.use_generator(np.random.default_rng(int(seeds[i]))):
             loss = loss_batch(x[lo:hi], y[lo:hi], model, device)

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinygrad_llm.runtime import threads
 
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
 
-def matmul(a, b):
+
+def matmul(a: Array, b: Array) -> Array:
     """``a @ b`` for NumPy and CuPy arrays: leading axes folded into one 2-D product, blocks on the CPU's threads."""
     if a.ndim > 2 and b.ndim == 2:  # (B, T, k) @ (k, n) -> (B*T, k) @ (k, n): one GEMM (a copy if not a view)
         rows = math.prod(a.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays

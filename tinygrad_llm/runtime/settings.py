@@ -11,6 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 THREADS_ENV = "TINYGRAD_LLM_THREADS"
 MALLOC_ENV = "TINYGRAD_LLM_MALLOC"
@@ -61,13 +65,13 @@ def from_environment() -> Settings:
     return settings
 
 
-def check_threads(n) -> None:
+def check_threads(n: int | None) -> None:
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"threads: expected a positive integer, got {n!r}")
 
 
 @contextlib.contextmanager
-def overridden(**changes):
+def overridden(**changes: object) -> Iterator[Settings]:
     """``with overridden(threads=1):`` these settings inside the block, the previous ones after it."""
     if "threads" in changes:
         check_threads(changes["threads"])

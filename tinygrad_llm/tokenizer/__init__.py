@@ -32,12 +32,12 @@ def get_tokenizer(name: str = "gpt2", **kwargs) -> Tokenizer:
     path= a saved tokenizer.json or its folder; special_tokens=, pattern=), "simple" (text= or vocab=,
     version=2)."""
 
-    def need(*keys):
+    def need(*keys: str) -> None:
         missing = [k for k in keys if kwargs.get(k) is None]
         if missing:
             raise ValueError(f"get_tokenizer({name!r}) needs {' and '.join(k + '=' for k in missing)}")
 
-    def check_extra(*allowed):
+    def check_extra(*allowed: str) -> None:
         extra = set(kwargs) - set(allowed)
         if extra:
             raise TypeError(f"get_tokenizer({name!r}): unexpected argument(s) {sorted(extra)}; accepts {list(allowed)}")
@@ -75,7 +75,7 @@ def get_tokenizer(name: str = "gpt2", **kwargs) -> Tokenizer:
     raise ValueError(f"unknown tokenizer {name!r}: expected one of {TOKENIZER_NAMES}")
 
 
-def tokenizer_from_dict(config: dict, gpt2_path=None) -> Tokenizer:
+def tokenizer_from_dict(config: dict, gpt2_path: str | Path | None = None) -> Tokenizer:
     """Rebuild a tokenizer from ``Tokenizer.to_dict()`` data."""
     kind = config.get("type") if isinstance(config, dict) else None
     if kind == "gpt2":
@@ -98,7 +98,7 @@ def tokenizer_from_dict(config: dict, gpt2_path=None) -> Tokenizer:
     raise ValueError(f"unknown tokenizer type {kind!r}: expected one of {TOKENIZER_NAMES}")
 
 
-def load_tokenizer(path, gpt2_path=None) -> Tokenizer:
+def load_tokenizer(path: str | Path, gpt2_path: str | Path | None = None) -> Tokenizer:
     """Restore a tokenizer saved with ``tok.save(folder)``: ``path`` is the folder or its tokenizer.json."""
     path = Path(path)
     file = path / TOKENIZER_FILE if path.is_dir() else path

@@ -16,10 +16,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinygrad_llm.files import atomic_write
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tensor import Tensor
 
 ENDOFTEXT = "<|endoftext|>"
 TOKENIZER_FILE = "tokenizer.json"
@@ -41,7 +48,13 @@ class Tokenizer:
         return self.special_tokens.get(ENDOFTEXT)
 
     # -- encoding -------------------------------------------------------------------------------------------
-    def encode(self, text: str, *, allowed_special=DEFAULT_ALLOWED, disallowed_special="all") -> list[int]:
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: str | Iterable[str] = DEFAULT_ALLOWED,
+        disallowed_special: str | Iterable[str] = "all",
+    ) -> list[int]:
         """Token ids of ``text``; see the module docstring for the special-token rules."""
         check_text(text, type(self).__name__)
         ids: list[int] = []
@@ -56,7 +69,7 @@ class Tokenizer:
         raise NotImplementedError
 
     # -- decoding -------------------------------------------------------------------------------------------
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int] | Array | Tensor) -> str:
         """Text of ``ids`` (a list, a 1-D array or Tensor). Invalid UTF-8 (a byte sequence cut mid-character,
         possible for byte-level tokenizers mid-generation) decodes to U+FFFD instead of raising."""
         ids = as_id_list(ids, self.n_vocab, type(self).__name__)
@@ -70,7 +83,7 @@ class Tokenizer:
         """Everything needed to rebuild this tokenizer, as JSON-able data with a "type" field."""
         raise NotImplementedError
 
-    def save(self, directory) -> Path:
+    def save(self, directory: str | Path) -> Path:
         """Write ``directory/tokenizer.json`` atomically; ``load_tokenizer(directory)`` restores it."""
         path = Path(directory) / TOKENIZER_FILE
         with atomic_write(path, "w") as f:
@@ -82,12 +95,12 @@ class Tokenizer:
         return f"{type(self).__name__}(name={self.name!r}, n_vocab={self.n_vocab}, eot_id={self.eot_id})"
 
 
-def check_text(text, who: str) -> None:
+def check_text(text: object, who: str) -> None:
     if not isinstance(text, str):
         raise TypeError(f"{who}.encode: text must be a str, got {type(text).__name__}")
 
 
-def as_id_list(ids, n_vocab: int, who: str) -> list[int]:
+def as_id_list(ids: Iterable[int] | Array | Tensor, n_vocab: int, who: str) -> list[int]:
     """``ids`` as a list of Python ints, each checked to lie in [0, n_vocab)."""
     if hasattr(ids, "data") and hasattr(ids, "backward"):  # a tinygrad_llm Tensor
         ids = ids.data
@@ -125,7 +138,9 @@ def disallowed_special_error(token: str) -> ValueError:
     )
 
 
-def resolve_special(special_tokens, allowed_special, disallowed_special) -> tuple[set[str], set[str]]:
+def resolve_special(
+    special_tokens: Iterable[str], allowed_special: str | Iterable[str], disallowed_special: str | Iterable[str]
+) -> tuple[set[str], set[str]]:
     """tiktoken's defaults: "all" allowed means every special token; "all" disallowed means every one not allowed.
 
     Only special tokens this tokenizer has count: allowing ``<|endoftext|>`` on a tokenizer without it is a no-op.
@@ -136,7 +151,12 @@ def resolve_special(special_tokens, allowed_special, disallowed_special) -> tupl
     return allowed, disallowed
 
 
-def split_special(text: str, special_tokens: dict[str, int], allowed_special, disallowed_special):
+def split_special(
+    text: str,
+    special_tokens: dict[str, int],
+    allowed_special: str | Iterable[str],
+    disallowed_special: str | Iterable[str],
+) -> Iterator[tuple[str, int | None]]:
     """Yield (piece, None) for ordinary text and (token, id) for each allowed special token, in order."""
     allowed, disallowed = resolve_special(special_tokens, allowed_special, disallowed_special)
     if disallowed:

@@ -16,8 +16,13 @@ piece's merges are done by tiktoken.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tinygrad_llm.tokenizer.base import DEFAULT_ALLOWED, ENDOFTEXT, check_text, split_special
 from tinygrad_llm.tokenizer.gpt2 import GPT2_PATTERN, TiktokenTokenizer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -34,7 +39,7 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 
-def token_bytes_from_merges(merges) -> list[bytes]:
+def token_bytes_from_merges(merges: Iterable[tuple[int, int]]) -> list[bytes]:
     """The bytes of every non-special id: 256 single bytes, then one token per merge."""
     vocab = [bytes([b]) for b in range(256)]
     for k, (first, second) in enumerate(merges):
@@ -65,7 +70,13 @@ class BPETokenizer(TiktokenTokenizer):
         encoding = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=dict(special_tokens))
         super().__init__(encoding, name=name)
 
-    def encode(self, text: str, *, allowed_special=DEFAULT_ALLOWED, disallowed_special="all") -> list[int]:
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: str | Iterable[str] = DEFAULT_ALLOWED,
+        disallowed_special: str | Iterable[str] = "all",
+    ) -> list[int]:
         check_text(text, type(self).__name__)
         if text.isascii():  # every Unicode version classifies ASCII alike: tiktoken's split is the trainer's
             return super().encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
@@ -96,7 +107,13 @@ class BPETokenizer(TiktokenTokenizer):
             "special_tokens": self.special_tokens,
         }
 
-    def encode_slow(self, text: str, *, allowed_special=DEFAULT_ALLOWED, disallowed_special="all") -> list[int]:
+    def encode_slow(
+        self,
+        text: str,
+        *,
+        allowed_special: str | Iterable[str] = DEFAULT_ALLOWED,
+        disallowed_special: str | Iterable[str] = "all",
+    ) -> list[int]:
         """The same ids as ``encode``, computed merge by merge in Python (slow: for teaching and tests)."""
         import regex
 

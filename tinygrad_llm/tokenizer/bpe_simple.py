@@ -28,10 +28,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinygrad_llm.files import atomic_write
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tensor import Tensor
 
 SPACE = "Ġ"  # GPT-2's printable stand-in for a space byte (chr(288))
 
@@ -53,7 +60,7 @@ class BPETokenizerSimple:
         return self.inverse_vocab.get("<|endoftext|>")
 
     # -- training -------------------------------------------------------------------------------------------
-    def train(self, text: str, vocab_size: int, allowed_special=frozenset({"<|endoftext|>"})) -> None:
+    def train(self, text: str, vocab_size: int, allowed_special: Iterable[str] = frozenset({"<|endoftext|>"})) -> None:
         """Learn merges from ``text`` until the vocabulary has ``vocab_size`` entries (or no pair is left)."""
         if not isinstance(text, str) or not text:
             raise ValueError("BPETokenizerSimple.train: text must be a non-empty str")
@@ -87,7 +94,7 @@ class BPETokenizerSimple:
             self.inverse_vocab[merged] = new_id
 
     @staticmethod
-    def find_freq_pair(token_ids, mode: str = "most") -> tuple[int, int] | None:
+    def find_freq_pair(token_ids: Iterable[int] | Array, mode: str = "most") -> tuple[int, int] | None:
         """The most (or least) frequent adjacent pair; ties go to the pair that occurs first, as the book's
         ``max`` over a Counter (which keeps first-seen order). None when fewer than two ids are left."""
         ids = np.asarray(token_ids, dtype=np.int64)
@@ -106,7 +113,7 @@ class BPETokenizerSimple:
         return int(code // base), int(code % base)
 
     @staticmethod
-    def replace_pair(token_ids, pair_id: tuple[int, int], new_id: int) -> np.ndarray:
+    def replace_pair(token_ids: Iterable[int] | Array, pair_id: tuple[int, int], new_id: int) -> np.ndarray:
         """Replace every occurrence of ``pair_id``, left to right and not overlapping, by ``new_id``."""
         ids = np.asarray(token_ids, dtype=np.int64)
         starts = np.flatnonzero((ids[:-1] == pair_id[0]) & (ids[1:] == pair_id[1]))
@@ -124,7 +131,7 @@ class BPETokenizerSimple:
         return out[keep]
 
     # -- encoding and decoding ------------------------------------------------------------------------------
-    def encode(self, text: str, allowed_special=None) -> list[int]:
+    def encode(self, text: str, allowed_special: Iterable[str] | None = None) -> list[int]:
         """Token ids of ``text``: words split at whitespace, merges applied in the order learned.
 
         Special tokens in ``allowed_special`` become their ids; other text is encoded character by
@@ -167,7 +174,7 @@ class BPETokenizerSimple:
             ids = self.replace_pair(ids, pair, self.bpe_merges[pair]).tolist()
         return ids
 
-    def decode(self, token_ids) -> str:
+    def decode(self, token_ids: Iterable[int] | Array | Tensor) -> str:
         """The text of ``token_ids`` ("Ġ" back to spaces); an unknown id raises ValueError."""
         pieces = []
         for token_id in token_ids:
@@ -178,14 +185,14 @@ class BPETokenizerSimple:
         return "".join(pieces).replace(SPACE, " ")
 
     # -- files ----------------------------------------------------------------------------------------------
-    def save_vocab_and_merges(self, vocab_path, bpe_merges_path) -> None:
+    def save_vocab_and_merges(self, vocab_path: str | Path, bpe_merges_path: str | Path) -> None:
         """Write the vocabulary ({id: string}) and the merges ([{"pair": [a, b], "new_id": c}]) as JSON."""
         with atomic_write(Path(vocab_path), "w") as f:
             json.dump({str(k): v for k, v in self.vocab.items()}, f, ensure_ascii=False, indent=2)
         with atomic_write(Path(bpe_merges_path), "w") as f:
             json.dump([{"pair": list(pair), "new_id": new_id} for pair, new_id in self.bpe_merges.items()], f, indent=2)
 
-    def load_vocab_and_merges(self, vocab_path, bpe_merges_path) -> None:
+    def load_vocab_and_merges(self, vocab_path: str | Path, bpe_merges_path: str | Path) -> None:
         """Read the files written by ``save_vocab_and_merges``."""
         try:
             vocab = json.loads(Path(vocab_path).read_text(encoding="utf-8"))

@@ -24,13 +24,14 @@ from __future__ import annotations
 import heapq
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from tinygrad_llm.tokenizer.base import ENDOFTEXT, check_text
 from tinygrad_llm.tokenizer.bpe import BPETokenizer, merge_pair
 from tinygrad_llm.tokenizer.gpt2 import GPT2_PATTERN
 
 
-def count_pieces(text: str, pattern: str, special_tokens) -> Counter:
+def count_pieces(text: str, pattern: str, special_tokens: Iterable[str]) -> Counter:
     """{piece bytes: count} of the pre-tokenised text; special tokens are cut out (never merged into words)."""
     import regex
 
@@ -46,7 +47,7 @@ def count_pieces(text: str, pattern: str, special_tokens) -> Counter:
 def train_bpe(
     text: str,
     vocab_size: int,
-    special_tokens=(ENDOFTEXT,),
+    special_tokens: Iterable[str] = (ENDOFTEXT,),
     pattern: str = GPT2_PATTERN,
     name: str = "bpe",
     verbose: bool = False,

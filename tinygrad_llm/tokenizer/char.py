@@ -7,7 +7,15 @@ bytes, and 256 is ``<|endoftext|>``; any text round-trips.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tinygrad_llm.tokenizer.base import ENDOFTEXT, Tokenizer, as_id_list, check_text
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tensor import Tensor
 
 
 class CharTokenizer(Tokenizer):
@@ -46,7 +54,7 @@ class CharTokenizer(Tokenizer):
                 f"the vocabulary of {self.n_vocab} characters"
             ) from None
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int] | Array | Tensor) -> str:
         chars = self.chars
         return "".join(chars[i] for i in as_id_list(ids, self.n_vocab, "CharTokenizer"))
 

@@ -19,9 +19,18 @@ import functools
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinygrad_llm.files import DATA_ENV, data_dir
 from tinygrad_llm.tokenizer.base import DEFAULT_ALLOWED, ENDOFTEXT, Tokenizer, as_id_list, check_text
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import tiktoken
+
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tensor import Tensor
 
 VOCAB_BPE = "vocab.bpe"
 ENCODER_JSON = "encoder.json"
@@ -76,7 +85,7 @@ def ranks_from_gpt2_files(vocab_bpe: bytes, encoder_json: bytes) -> dict[bytes, 
     return ranks
 
 
-def find_gpt2_folder(path=None) -> Path | None:
+def find_gpt2_folder(path: str | Path | None = None) -> Path | None:
     """The folder holding vocab.bpe + encoder.json: ``path`` (the folder itself, or a data folder with gpt2/ in
     it), else $TINYGRAD_LLM_DATA/gpt2; None when not found (``path`` given but lacking the files raises)."""
 
@@ -122,7 +131,7 @@ def _encoding_from_folder(folder: str):
     )
 
 
-def load_gpt2_encoding(path=None):
+def load_gpt2_encoding(path: str | Path | None = None) -> tiktoken.Encoding:
     """The ``tiktoken.Encoding`` of GPT-2: from local files if found (see ``find_gpt2_folder``), else tiktoken's."""
     folder = find_gpt2_folder(path)
     if folder is not None:
@@ -152,13 +161,19 @@ class TiktokenTokenizer(Tokenizer):
     def n_vocab(self) -> int:
         return self.encoding.n_vocab
 
-    def encode(self, text: str, *, allowed_special=DEFAULT_ALLOWED, disallowed_special="all") -> list[int]:
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: str | Iterable[str] = DEFAULT_ALLOWED,
+        disallowed_special: str | Iterable[str] = "all",
+    ) -> list[int]:
         check_text(text, type(self).__name__)
         if allowed_special != "all":
             allowed_special = set(allowed_special) & set(self.special_tokens)
         return self.encoding.encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int] | Array | Tensor) -> str:
         ids = as_id_list(ids, self.n_vocab, type(self).__name__)
         return self.encoding.decode(ids, errors="replace")
 

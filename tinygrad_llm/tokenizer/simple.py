@@ -11,8 +11,14 @@ knows ``<|endoftext|>``, the separator the book puts between unrelated texts.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from tinygrad_llm.tokenizer.base import ENDOFTEXT, Tokenizer, as_id_list, check_text
+
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tensor import Tensor
 
 UNK = "<|unk|>"
 SPLIT_PATTERN = r'([,.:;?_!"()\']|--|\s)'  # the book's: punctuation, double dashes and whitespace
@@ -24,7 +30,7 @@ def split_words(text: str) -> list[str]:
     return [item.strip() for item in preprocessed if item.strip()]
 
 
-def build_vocab(text: str, special_tokens=(ENDOFTEXT, UNK)) -> dict[str, int]:
+def build_vocab(text: str, special_tokens: Iterable[str] = (ENDOFTEXT, UNK)) -> dict[str, int]:
     """Sorted distinct words of ``text`` then ``special_tokens``, numbered from 0 (the book's vocabulary)."""
     check_text(text, "build_vocab")
     words = split_words(text)
@@ -73,7 +79,7 @@ class SimpleTokenizerV1(Tokenizer):
                 )
         return [self.str_to_int[s] for s in preprocessed]
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int] | Array | Tensor) -> str:
         ids = as_id_list(ids, self.n_vocab, type(self).__name__)
         text = " ".join(self.int_to_str[i] for i in ids)
         # remove the spaces before the specified punctuation
@@ -99,7 +105,7 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
         preprocessed = [item if item in self.str_to_int else UNK for item in preprocessed]
         return [self.str_to_int[s] for s in preprocessed]
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int] | Array | Tensor) -> str:
         ids = as_id_list(ids, self.n_vocab, type(self).__name__)
         text = " ".join(self.int_to_str[i] for i in ids)
         # replace spaces before the specified punctuations

@@ -10,7 +10,15 @@ the ordinary ids, and the four special ones are appended (their text is only eve
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tinygrad_llm.tokenizer.base import Tokenizer, as_id_list, check_text, split_special
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tensor import Tensor
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -49,7 +57,13 @@ class WithSpecialTokens(Tokenizer):
     sep_id = property(lambda self: self._id("[SEP]"))
     mask_id = property(lambda self: self._id("[MASK]"))
 
-    def encode(self, text: str, *, allowed_special="default", disallowed_special="all") -> list[int]:
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: str | Iterable[str] = "default",
+        disallowed_special: str | Iterable[str] = "all",
+    ) -> list[int]:
         """Ids of ``text``: the added tokens' text becomes their ids (``allowed_special`` "default": they and
         the base's <|endoftext|>); everything else is the base tokenizer's."""
         check_text(text, "WithSpecialTokens")
@@ -63,7 +77,7 @@ class WithSpecialTokens(Tokenizer):
                 ids.extend(self.base.encode(piece, allowed_special=set(), disallowed_special=()))
         return ids
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[int] | Array | Tensor) -> str:
         ids = as_id_list(ids, self.n_vocab, "WithSpecialTokens")
         names = {i: token for token, i in self.added.items()}
         out, run = [], []
