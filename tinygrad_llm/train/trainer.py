@@ -29,9 +29,11 @@ import dataclasses
 import json
 import math
 import sys
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinygrad_llm import backend, run_folder, runtime
 from tinygrad_llm.amp import PRECISIONS, MixedPrecision
@@ -47,6 +49,9 @@ from tinygrad_llm.train.parallel import DataParallel, calc_loss_loader_parallel,
 from tinygrad_llm.train.plot import plot_losses
 from tinygrad_llm.train.signals import SignalGuard, catch_signals
 from tinygrad_llm.train.step import backward_step, update_step
+
+if TYPE_CHECKING:
+    from tinygrad_llm.checkpoint import Checkpoint
 
 LOG_FILE, PLOT_FILE = "log.jsonl", "losses.png"
 GRAD_LOG_FILE, GRAD_PLOT_FILE, LR_PLOT_FILE = "grad_norms.jsonl", "grad_norms.png", "lr_schedule.png"
@@ -164,7 +169,7 @@ class Trainer:
         self._grad_norms = None  # per-layer gradient norms of the last step, kept for the next evaluation
 
     # --- resume -----------------------------------------------------------------------------------
-    def load_state(self, checkpoint_dir=None) -> int:
+    def load_state(self, checkpoint_dir: str | os.PathLike | None = None) -> int:
         """Restore weights, optimizer, data position, generators and history from the latest checkpoint
         of ``checkpoint_dir`` (default: this run's folder). Returns the step it resumes from."""
         ckpt = load_checkpoint(checkpoint_dir or self.out_dir, expected_state=self.model.state_dict())
@@ -460,7 +465,7 @@ class Trainer:
             )
 
 
-def check_trainer_state(checkpoint) -> None:
+def check_trainer_state(checkpoint: Checkpoint) -> None:
     """The trainer's part of a checkpoint has every field ``load_state`` reads, of the right kind; a
     CheckpointError names trainer_state.json and the field otherwise."""
     from tinygrad_llm.checkpoint import TRAINER_JSON, CheckpointError
@@ -494,7 +499,7 @@ def _progress_bar(start: int, total: int):
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
 
-def read_log(out_dir) -> list[dict]:
+def read_log(out_dir: str | os.PathLike) -> list[dict]:
     """The records of a run's log.jsonl."""
     path = Path(out_dir) / LOG_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
