@@ -15,13 +15,14 @@ names in messages are the command line's (``--max-steps`` for ``max_steps``).
 from __future__ import annotations
 
 import dataclasses
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import argparse
+
     from tinygrad_llm.backend import Array
     from tinygrad_llm.dist.comm import Communicator
     from tinygrad_llm.model.config import GPTConfig

@@ -28,8 +28,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
