@@ -14,9 +14,14 @@ of attention ([PAD] ids, see BertForSequenceClassification), so a short message 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinygrad_llm.finetune.spam_data import SpamDataset
+
+if TYPE_CHECKING:
+    from tinygrad_llm.model.bert import BertForSequenceClassification
 
 
 class BertSpamDataset(SpamDataset):
@@ -45,7 +50,7 @@ class BertSpamDataset(SpamDataset):
         self.input_ids = ids  # (N, max_length)
 
 
-def set_trainable_bert(model, trainable: str = "all"):
+def set_trainable_bert(model: BertForSequenceClassification, trainable: str = "all") -> BertForSequenceClassification:
     """Which parameters of a BertForSequenceClassification learn: "all"; "head" (pooler and classifier);
     "last-N" / "last-block" (the last N encoder layers, the pooler and the classifier)."""
     layers = model.bert.encoder

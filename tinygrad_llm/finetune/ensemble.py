@@ -20,12 +20,16 @@ config.json, with ``"ensemble_size"`` in finetune.json (finetune.io).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.finetune.classifier import last_token_logits
 from tinygrad_llm.nn import Module, ModuleList
 from tinygrad_llm.tensor import Tensor
+
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
 
 
 class ClassifierEnsemble(Module):
@@ -40,7 +44,7 @@ class ClassifierEnsemble(Module):
         self.members = ModuleList(members)
         self.config = members[0].config
 
-    def forward(self, ids) -> Tensor:
+    def forward(self, ids: Array) -> Tensor:
         log_probs = F.stack([F.log_softmax(last_token_logits(member, ids), axis=-1) for member in self.members])
         # log mean_k p_k = logsumexp_k(log p_k) - log K, the largest term subtracted first: exp never overflows
         largest = Tensor(backend.get_array_module(log_probs.data).max(log_probs.data, axis=0))  # (B, classes)
