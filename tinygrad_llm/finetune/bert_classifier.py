@@ -21,7 +21,10 @@ import numpy as np
 from tinygrad_llm.finetune.spam_data import SpamDataset
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tinygrad_llm.model.bert import BertForSequenceClassification
+    from tinygrad_llm.tokenizer.base import Tokenizer
 
 
 class BertSpamDataset(SpamDataset):
@@ -31,7 +34,9 @@ class BertSpamDataset(SpamDataset):
     still ends it. Item i is ``(ids (max_length,), label)``.
     """
 
-    def __init__(self, texts, labels, tokenizer, max_length: int | None = None):
+    def __init__(
+        self, texts: Sequence[str], labels: Sequence[int], tokenizer: Tokenizer, max_length: int | None = None
+    ):
         if len(texts) != len(labels):
             raise ValueError(f"BertSpamDataset: {len(texts)} texts but {len(labels)} labels")
         if getattr(tokenizer, "cls_id", None) is None:

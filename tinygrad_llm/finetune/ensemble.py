@@ -29,6 +29,8 @@ from tinygrad_llm.nn import Module, ModuleList
 from tinygrad_llm.tensor import Tensor
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from tinygrad_llm.backend import Array
 
 
@@ -36,7 +38,7 @@ class ClassifierEnsemble(Module):
     """Members with one configuration and one set of classes: ids (B, T) -> (B, classes), log of the members'
     mean class probability at the position each member reads (the last token; [CLS] for BERT)."""
 
-    def __init__(self, members):
+    def __init__(self, members: Iterable[Module]):
         super().__init__()
         members = list(members)
         if len(members) < 2:

@@ -149,8 +149,8 @@ class InstructionDataset:
 
     def __init__(
         self,
-        data,
-        tokenizer,
+        data: Sequence[dict],
+        tokenizer: Tokenizer,
         pad_token_id: int | None = None,
         allowed_max_length: int | None = None,
         mask_inputs: bool = False,

@@ -47,7 +47,7 @@ class LoRALayer(Module):
     B: zeros. scale = alpha / rank.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float, dtype=np.float32):
+    def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float, dtype: np.dtype | type = np.float32):
         super().__init__()
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
             raise ValueError(f"LoRALayer: rank must be a positive integer, got {rank!r}")

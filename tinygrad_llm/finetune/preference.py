@@ -27,6 +27,7 @@ from tinygrad_llm.finetune.instruction import format_input, load_instruction_dat
 
 if TYPE_CHECKING:
     from tinygrad_llm.backend import Array
+    from tinygrad_llm.tokenizer.base import Tokenizer
 
 PREFERENCE_KEYS = ("chosen", "rejected")
 
@@ -88,8 +89,8 @@ class PreferenceDataset:
 
     def __init__(
         self,
-        data,
-        tokenizer,
+        data: Sequence[dict],
+        tokenizer: Tokenizer,
         pad_token_id: int | None = None,
         allowed_max_length: int | None = None,
         mask_prompt_tokens: bool = True,

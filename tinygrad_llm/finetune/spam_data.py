@@ -24,6 +24,7 @@ from tinygrad_llm.files import ArchiveError, cache_dir, download, extract_member
 
 if TYPE_CHECKING:
     from tinygrad_llm.backend import Array
+    from tinygrad_llm.tokenizer.base import Tokenizer
 
 SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SPAM_FILE = "SMSSpamCollection"
@@ -154,7 +155,14 @@ class SpamDataset:
     ``DataLoader`` batches it into ``(B, max_length)`` inputs and ``(B,)`` labels.
     """
 
-    def __init__(self, texts, labels, tokenizer, max_length: int | None = None, pad_token_id: int | None = None):
+    def __init__(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[int],
+        tokenizer: Tokenizer,
+        max_length: int | None = None,
+        pad_token_id: int | None = None,
+    ):
         if len(texts) != len(labels):
             raise ValueError(f"SpamDataset: {len(texts)} texts but {len(labels)} labels")
         if pad_token_id is None:

@@ -23,7 +23,9 @@ from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 if TYPE_CHECKING:
     from tinygrad_llm.backend import Array
     from tinygrad_llm.dist.comm import Communicator
+    from tinygrad_llm.dist.zero import ZeroAdamW
     from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.optim import Optimizer
     from tinygrad_llm.tensor import Tensor
     from tinygrad_llm.train.signals import SignalGuard
 
@@ -65,7 +67,7 @@ class DataParallel:
     """The calls a training loop makes to train data-parallel over ``comm``'s processes (with one process,
     each is a no-op). Construction makes every process start from process 0's parameters."""
 
-    def __init__(self, comm, model, optimizer):
+    def __init__(self, comm: Communicator | None, model: Module, optimizer: Optimizer | ZeroAdamW):
         self.comm = comm or SingleProcess()
         self.reducer = None
         if self.comm.world_size > 1:

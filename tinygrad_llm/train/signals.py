@@ -42,7 +42,9 @@ class SignalGuard:
     main thread, or outside ``catch_signals``) receives no signal: its blocks simply run."""
 
     def __init__(
-        self, log=print, stopping_message: str = "still writing the checkpoint, please wait (it will be complete)"
+        self,
+        log: Callable[[str], object] = print,
+        stopping_message: str = "still writing the checkpoint, please wait (it will be complete)",
     ):
         self.log, self.stopping_message = log, stopping_message
         self.interrupted = False  # Interrupted has been raised: the run is ending

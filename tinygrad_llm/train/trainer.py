@@ -51,7 +51,14 @@ from tinygrad_llm.train.signals import SignalGuard, catch_signals
 from tinygrad_llm.train.step import backward_step, update_step
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tinygrad_llm.checkpoint import Checkpoint
+    from tinygrad_llm.data.dataset import GPTDataset
+    from tinygrad_llm.data.mlm import MLMDataset
+    from tinygrad_llm.dist.comm import Communicator
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.tokenizer.base import Tokenizer
 
 LOG_FILE, PLOT_FILE = "log.jsonl", "losses.png"
 GRAD_LOG_FILE, GRAD_PLOT_FILE, LR_PLOT_FILE = "grad_norms.jsonl", "grad_norms.png", "lr_schedule.png"
@@ -112,15 +119,15 @@ class Trainer:
 
     def __init__(
         self,
-        model,
-        train_dataset,
-        val_dataset,
+        model: Module,
+        train_dataset: GPTDataset | MLMDataset,
+        val_dataset: GPTDataset | MLMDataset,
         config: TrainConfig,
-        out_dir,
-        tokenizer=None,
+        out_dir: str | os.PathLike,
+        tokenizer: Tokenizer | None = None,
         device: str | None = None,
-        log=None,
-        comm=None,
+        log: Callable[[str], object] | None = None,
+        comm: Communicator | None = None,
         zero: bool = False,
     ):
         runtime.configure()  # host memory kept for the next step; threads as set (--threads) or automatic
