@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 from tinygrad_llm import __version__
 
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # which options were given, not defaulted
@@ -114,6 +116,6 @@ def _stop_the_job(command: str, message: str) -> None:
     comm.abort(1)
 
 
-def fail(message: str):
+def fail(message: str) -> NoReturn:
     """Stop the command with a one-line error (raised as ValueError, printed by ``main``)."""
     raise ValueError(message)

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from tinygrad_llm.cli.common import add_device_argument
 
+if TYPE_CHECKING:
+    import argparse
 
-def add_parser(sub) -> None:
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "classify",
         help="label texts with a fine-tuned classifier (e.g. spam or not)",
@@ -27,7 +31,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run_classify)
 
 
-def run_classify(args) -> int:
+def run_classify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tinygrad_llm.finetune.classifier import classify_text

@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import os
+
+    from tinygrad_llm.dist.comm import Communicator
+    from tinygrad_llm.model.gpt import GPTModel
+    from tinygrad_llm.tokenizer.base import Tokenizer
+
+    ArgumentTarget = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -34,7 +45,7 @@ def example_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_example(main) -> None:
+def run_example(main: Callable[[], int | None]) -> None:
     """``sys.exit(main())`` for an example script, with Ctrl-C ending in one line instead of a traceback, and the
     runtime's settings applied first, as every command of the command line does (host memory kept for reuse)."""
     import sys
@@ -50,7 +61,7 @@ def run_example(main) -> None:
     sys.exit(code)
 
 
-def int_at_least(minimum: int):
+def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= minimum, or a message saying what was expected."""
     expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
 
@@ -87,7 +98,7 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
-def add_device_argument(parser) -> None:
+def add_device_argument(parser: ArgumentTarget) -> None:
     """--device, and --threads beside it: every command that computes takes both."""
     parser.add_argument(
         "--device",
@@ -104,7 +115,7 @@ def add_device_argument(parser) -> None:
     )
 
 
-def start_data_parallel(device: str | None, threads_given: int | None = None):
+def start_data_parallel(device: str | None, threads_given: int | None = None) -> Communicator | None:
     """The communicator for a training command (``mpiexec -n N``: N processes, else one), with every process
     but 0 silenced: process 0 alone prints (errors still reach the terminal, see ``cli.main``). The processes
     of one machine share its cores: each takes cores / processes threads unless --threads or
@@ -129,14 +140,14 @@ def start_data_parallel(device: str | None, threads_given: int | None = None):
     return comm
 
 
-def describe_processes(comm, batch_size: int) -> str:
+def describe_processes(comm: Communicator, batch_size: int) -> str:
     """``tinygrad_llm.dist.launch.describe_processes``: the processes and batch, for a command's first line."""
     from tinygrad_llm.dist.launch import describe_processes as describe
 
     return describe(comm, batch_size)
 
 
-def add_precision_argument(parser) -> None:
+def add_precision_argument(parser: ArgumentTarget) -> None:
     parser.add_argument(
         "--precision",
         choices=("fp32", "tf32", "fp16", "bf16"),
@@ -147,7 +158,7 @@ def add_precision_argument(parser) -> None:
     )
 
 
-def add_sampling_arguments(parser) -> None:
+def add_sampling_arguments(parser: ArgumentTarget) -> None:
     parser.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate (default 200)")
     parser.add_argument(
         "--temperature", type=nonnegative_float, default=0.8, help="0 is greedy; higher is more random (default 0.8)"
@@ -163,7 +174,7 @@ def add_sampling_arguments(parser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole context each step (no KV cache)")
 
 
-def load_model_and_tokenizer(checkpoint, device: str | None):
+def load_model_and_tokenizer(checkpoint: str | os.PathLike, device: str | None) -> tuple[GPTModel, Tokenizer]:
     """The model and its tokenizer, from a run folder (config.json + model.safetensors + tokenizer.json), one
     of its checkpoints (``run/checkpoints/ckpt-N``: the run's tokenizer), a Hugging Face GPT-2 folder or a
     GPT-2 model name (gpt2, gpt2-medium, ...: GPT-2's tokenizer).
@@ -200,7 +211,7 @@ def load_model_and_tokenizer(checkpoint, device: str | None):
 GPT2_VOCAB = 50257
 
 
-def tokenizer_for(folder: Path, vocab_size: int):
+def tokenizer_for(folder: Path, vocab_size: int) -> Tokenizer:
     """The tokenizer that belongs with the model in ``folder``: its tokenizer.json (a checkpoint folder's is
     the run's, two levels up), else GPT-2's for a model with GPT-2's vocabulary; checked against
     ``vocab_size``. Anything else is an error naming tokenizer.json and what was expected."""

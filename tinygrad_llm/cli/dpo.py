@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinygrad_llm.cli.common import add_device_argument, finite_float, nonnegative_float, nonnegative_int, positive_int
 from tinygrad_llm.cli.finetune import add_out_arguments, claimed, log
 
+if TYPE_CHECKING:
+    import argparse
+
 DATA_FILE = "instruction-data-with-preference.json"
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune-dpo",
         help="preference-tune a GPT with DPO (chapter 7, bonus)",
@@ -73,7 +77,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=claimed(run_finetune_dpo))
 
 
-def run_finetune_dpo(args, out: Path) -> int:
+def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
     import tinygrad_llm as tl
     from tinygrad_llm.cli.common import describe_processes
     from tinygrad_llm.data import DataLoader

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tinygrad_llm.cli.common import (
@@ -98,7 +99,7 @@ def _add_run_arguments(p) -> None:
     add_out_arguments(run)
 
 
-def add_out_arguments(group) -> None:
+def add_out_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--out and --overwrite of the fine-tuning commands (checked and claimed by ``claimed``)."""
     group.add_argument(
         "--out",
@@ -113,7 +114,7 @@ def add_out_arguments(group) -> None:
     )
 
 
-def add_parsers(sub) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune-classifier",
         help="fine-tune a GPT into a spam classifier (chapter 6)",
@@ -298,11 +299,11 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def claimed(run):
+def claimed(run: Callable[[argparse.Namespace, Path], int]) -> Callable[[argparse.Namespace], int]:
     """``run(args, out)`` with --out checked, locked and marked first (before any data or model is read).
     Under ``mpiexec -n N`` (data-parallel) process 0 alone claims the folder, prints and writes."""
 
-    def command(args) -> int:
+    def command(args: argparse.Namespace) -> int:
         from tinygrad_llm.cli.common import start_data_parallel
         from tinygrad_llm.run_folder import check_output_path, claim
 
@@ -320,7 +321,7 @@ def claimed(run):
 # ---- finetune-classifier --------------------------------------------------------------------------------
 
 
-def run_finetune_classifier(args, out: Path) -> int:
+def run_finetune_classifier(args: argparse.Namespace, out: Path) -> int:
     """The flags as a ClassifierRecipe, trained by the library (finetune.recipe); the summary line printed."""
     import dataclasses
 
@@ -348,7 +349,7 @@ def run_finetune_classifier(args, out: Path) -> int:
 # ---- finetune-instruct ----------------------------------------------------------------------------------
 
 
-def run_finetune_instruct(args, out: Path) -> int:
+def run_finetune_instruct(args: argparse.Namespace, out: Path) -> int:
     """The flags as an InstructRecipe, trained and scored by the library (finetune.recipe); the summary printed."""
     import dataclasses
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TextIO
 
 from tinygrad_llm.cli.common import add_device_argument, add_sampling_arguments, load_model_and_tokenizer
 
+if TYPE_CHECKING:
+    import argparse
+    import os
 
-def add_generate_parser(sub) -> None:
+    from tinygrad_llm.tokenizer.base import Tokenizer
+
+
+def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="continue a prompt with a trained model",
@@ -26,7 +34,7 @@ def add_generate_parser(sub) -> None:
     p.set_defaults(run=run_generate)
 
 
-def add_chat_parser(sub) -> None:
+def add_chat_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "chat",
         help="type prompts, read continuations (an interactive loop)",
@@ -43,7 +51,7 @@ def add_chat_parser(sub) -> None:
     p.set_defaults(run=run_chat)
 
 
-def stream_text(token_stream, tokenizer, out=None) -> str:
+def stream_text(token_stream: Iterable[int], tokenizer: Tokenizer, out: TextIO | None = None) -> str:
     """Print the text of each new token as it arrives; return the whole generated text.
 
     The text is decoded from all ids so far, so a character split over several byte tokens appears whole
@@ -65,7 +73,7 @@ def stream_text(token_stream, tokenizer, out=None) -> str:
     return text
 
 
-def unknown_characters(tokenizer, text: str) -> list[str]:
+def unknown_characters(tokenizer: Tokenizer, text: str) -> list[str]:
     """The distinct characters of ``text`` the tokenizer cannot encode (a char vocabulary lacks them)."""
     unknown = []
     for ch in dict.fromkeys(text):
@@ -76,7 +84,7 @@ def unknown_characters(tokenizer, text: str) -> list[str]:
     return unknown
 
 
-def encode_prompt(tokenizer, prompt: str, what: str = "--prompt") -> list[int]:
+def encode_prompt(tokenizer: Tokenizer, prompt: str, what: str = "--prompt") -> list[int]:
     """The prompt's ids, or a ValueError naming every character the vocabulary lacks."""
     try:
         ids = tokenizer.encode(prompt, allowed_special={"<|endoftext|>"})  # as the book's text_to_token_ids
@@ -98,7 +106,7 @@ def _quoted(chars: list[str]) -> str:
     return ", ".join(repr(c) for c in chars) + (" is" if len(chars) == 1 else " are")
 
 
-def check_generator(checkpoint) -> None:
+def check_generator(checkpoint: str | os.PathLike) -> None:
     """A classifier's folder cannot continue text: say what it is and what to use instead."""
     import json
     from pathlib import Path
@@ -140,7 +148,7 @@ def _continue(model, tokenizer, ids: list[int], args) -> str:
     )
 
 
-def run_generate(args) -> int:
+def run_generate(args: argparse.Namespace) -> int:
     check_generator(args.checkpoint)
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device)
     ids = encode_prompt(tokenizer, args.prompt)  # before anything is printed
@@ -150,7 +158,7 @@ def run_generate(args) -> int:
     return 0
 
 
-def run_chat(args) -> int:
+def run_chat(args: argparse.Namespace) -> int:
     check_generator(args.checkpoint)
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device)
     interactive = sys.stdin.isatty()

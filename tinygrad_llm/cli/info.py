@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from tinygrad_llm.cli.common import positive_int
 
+if TYPE_CHECKING:
+    import argparse
+    import os
 
-def add_parser(sub) -> None:
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info",
         help="parameters and memory of a preset or a saved model",
@@ -43,7 +50,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run_info)
 
 
-def run_info(args) -> int:
+def run_info(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
@@ -102,7 +109,9 @@ def run_info(args) -> int:
     return 0
 
 
-def print_data_parallel_memory(memory: dict, processes: int, batch_size: int, format_bytes) -> None:
+def print_data_parallel_memory(
+    memory: dict, processes: int, batch_size: int, format_bytes: Callable[[float], str]
+) -> None:
     """Per process of ``mpiexec -n processes`` (batch_size each): the flat gradient buffer the Allreduce adds,
     and what ZeRO-1 saves by keeping 1/processes of AdamW's moments (tinygrad_llm/dist)."""
     moments = memory["optimizer"]
@@ -127,7 +136,7 @@ def print_threads() -> None:
         print(f"  {line}")
 
 
-def run_summary(folder) -> list[str]:
+def run_summary(folder: str | os.PathLike) -> list[str]:
     """How far a run folder's training went: its step, tokens seen, last and best losses (nothing for a
     folder that is only a model)."""
     import json

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plot",
         help="draw a run's loss curves again (losses.png)",
@@ -22,7 +26,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run_plot)
 
 
-def run_plot(args) -> int:
+def run_plot(args: argparse.Namespace) -> int:
     from tinygrad_llm.train.plot import matplotlib_available, plot_run
 
     if not matplotlib_available():

@@ -9,11 +9,17 @@ layer for a prompt, one panel per head.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from tinygrad_llm.cli.common import add_device_argument, finite_float, nonnegative_int, positive_int
 
+if TYPE_CHECKING:
+    import argparse
 
-def add_parsers(sub) -> None:
+    from tinygrad_llm.tensor import Tensor
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gradcheck",
         help="check a model's gradients (or one operation's) against finite differences",
@@ -90,7 +96,7 @@ def add_parsers(sub) -> None:
     a.set_defaults(run=run_attention)
 
 
-def run_gradcheck(args) -> int:
+def run_gradcheck(args: argparse.Namespace) -> int:
     import numpy as np
 
     import tinygrad_llm as tl
@@ -145,7 +151,7 @@ def run_gradcheck(args) -> int:
     ids = rng.integers(0, cfg.vocab_size, (args.batch_size, t + 1))
     inputs, targets = ids[:, :-1], ids[:, 1:]  # next-token prediction, as in training
 
-    def loss_fn():
+    def loss_fn() -> Tensor:
         return F.cross_entropy(model(inputs), targets)
 
     print(
@@ -165,7 +171,7 @@ def run_gradcheck(args) -> int:
     return 0 if ok else 1
 
 
-def run_attention(args) -> int:
+def run_attention(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tinygrad_llm.cli.common import load_model_and_tokenizer

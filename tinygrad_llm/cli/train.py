@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tinygrad_llm.cli.common import (
     HelpFormatter,
@@ -18,10 +20,13 @@ from tinygrad_llm.cli.common import (
 )
 from tinygrad_llm.train.run import DEFAULTS
 
+if TYPE_CHECKING:
+    from tinygrad_llm.train.run import TrainRun
+
 DEFAULT_PRESET = "mini"
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a GPT from scratch, then print a sample",
@@ -148,7 +153,7 @@ def _add_run_arguments(p) -> None:
     run.add_argument("--sample-tokens", type=positive_int, default=200, help="tokens in the final sample")
 
 
-def given_options(argv) -> set[str]:
+def given_options(argv: Sequence[str]) -> set[str]:
     """The destinations of the options ``argv`` (``train ...``) gives explicitly: parsed again by this command's
     parser alone, with every default suppressed."""
     parser = argparse.ArgumentParser(prog="tinygrad-llm")
@@ -159,7 +164,7 @@ def given_options(argv) -> set[str]:
     return set(vars(parser.parse_args(argv))) - {"command", "run"}
 
 
-def run_train(args) -> int:
+def run_train(args: argparse.Namespace) -> int:
     """Train (``tinygrad_llm.train.run.train_run``), then print a sample of the model from process 0."""
     from tinygrad_llm.train.run import RunSettings, train_run
 
@@ -173,7 +178,7 @@ def run_train(args) -> int:
     return 0
 
 
-def print_sample(run) -> None:
+def print_sample(run: TrainRun) -> None:
     """A BERT fills in masked tokens of a validation line; a GPT continues the sample prompt."""
     from tinygrad_llm.generate import generate_stream
     from tinygrad_llm.train.mlm import fill_mask_sample

@@ -14,9 +14,17 @@ of attention ([PAD] ids, see BertForSequenceClassification), so a short message 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinygrad_llm.finetune.spam_data import SpamDataset
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tinygrad_llm.model.bert import BertForSequenceClassification
+    from tinygrad_llm.tokenizer.base import Tokenizer
 
 
 class BertSpamDataset(SpamDataset):
@@ -26,7 +34,9 @@ class BertSpamDataset(SpamDataset):
     still ends it. Item i is ``(ids (max_length,), label)``.
     """
 
-    def __init__(self, texts, labels, tokenizer, max_length: int | None = None):
+    def __init__(
+        self, texts: Sequence[str], labels: Sequence[int], tokenizer: Tokenizer, max_length: int | None = None
+    ):
         if len(texts) != len(labels):
             raise ValueError(f"BertSpamDataset: {len(texts)} texts but {len(labels)} labels")
         if getattr(tokenizer, "cls_id", None) is None:
@@ -45,7 +55,7 @@ class BertSpamDataset(SpamDataset):
         self.input_ids = ids  # (N, max_length)
 
 
-def set_trainable_bert(model, trainable: str = "all"):
+def set_trainable_bert(model: BertForSequenceClassification, trainable: str = "all") -> BertForSequenceClassification:
     """Which parameters of a BertForSequenceClassification learn: "all"; "head" (pooler and classifier);
     "last-N" / "last-block" (the last N encoder layers, the pooler and the classifier)."""
     layers = model.bert.encoder

@@ -17,6 +17,8 @@ has it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,10 +32,18 @@ from tinygrad_llm.train import losses as lm_losses
 from tinygrad_llm.train import simple
 from tinygrad_llm.train.step import train_step
 
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.nn.module import Module, Parameter
+    from tinygrad_llm.optim import Optimizer
+    from tinygrad_llm.optim.schedules import LambdaLR
+    from tinygrad_llm.tokenizer.base import Tokenizer
+    from tinygrad_llm.train.parallel import DataParallel
+
 TRAINABLE_CHOICES = ("last-block", "all", "head")
 
 
-def add_classification_head(model, num_classes: int = 2):
+def add_classification_head(model: Module, num_classes: int = 2) -> Module:
     """Replace ``model.out_head`` by a new ``Linear(emb_dim, num_classes)`` (bias included, as the book's
     ``torch.nn.Linear(in_features=768, out_features=2)``), on the model's device. Returns the model."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
@@ -45,7 +55,7 @@ def add_classification_head(model, num_classes: int = 2):
     return model
 
 
-def set_trainable(model, trainable: str = "last-block"):
+def set_trainable(model: Module, trainable: str = "last-block") -> Module:
     """Choose which parameters learn (the others get requires_grad False: no gradient, no optimizer state).
 
     "last-block": the book's recipe: the last transformer block, the final LayerNorm and the head;
@@ -75,7 +85,7 @@ def set_trainable(model, trainable: str = "last-block"):
     return model
 
 
-def trainable_parameters(model) -> list:
+def trainable_parameters(model: Module) -> list[tuple[str, Parameter]]:
     """(name, parameter) pairs of the parameters that learn, for an optimizer."""
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
@@ -87,26 +97,32 @@ def _to(array, device):
     return backend.to_device(array.data if isinstance(array, Tensor) else array, device)
 
 
-def last_token_logits(model, input_batch) -> Tensor:
+def last_token_logits(model: Module, input_batch: Array | Tensor) -> Tensor:
     """(B, T) ids -> (B, num_classes): the model's output at the last position. A model that already gives
     one row per sequence (BertForSequenceClassification, pooling [CLS]) is read as it is."""
     logits = model(input_batch)
     return logits if logits.ndim == 2 else logits[:, -1, :]  # (B, T, classes) -> (B, classes)
 
 
-def calc_loss_batch(input_batch, target_batch, model, device: str | None = None) -> Tensor:
+def calc_loss_batch(
+    input_batch: Array | Tensor, target_batch: Array | Tensor, model: Module, device: str | None = None
+) -> Tensor:
     """Cross-entropy of the last token's logits (B, classes) against the labels (B,)."""
     device = device or model.device
     logits = last_token_logits(model, _to(input_batch, device))
     return F.cross_entropy(logits, _to(target_batch, device))
 
 
-def calc_loss_loader(data_loader, model, device: str | None = None, num_batches: int | None = None) -> float:
+def calc_loss_loader(
+    data_loader: Iterable, model: Module, device: str | None = None, num_batches: int | None = None
+) -> float:
     """Average classification loss over the first ``num_batches`` batches (all when None); NaN when empty."""
     return lm_losses.calc_loss_loader(data_loader, model, device, num_batches, loss_batch=calc_loss_batch)
 
 
-def calc_accuracy_loader(data_loader, model, device: str | None = None, num_batches: int | None = None) -> float:
+def calc_accuracy_loader(
+    data_loader: Iterable, model: Module, device: str | None = None, num_batches: int | None = None
+) -> float:
     """Share of correctly classified examples in the first ``num_batches`` batches (all when None).
 
     The model's mode is left as it is: call ``model.eval()`` first, as the book does, to turn dropout off."""
@@ -127,7 +143,14 @@ def calc_accuracy_loader(data_loader, model, device: str | None = None, num_batc
     return correct / seen
 
 
-def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, parallel=None) -> tuple[float, float]:
+def evaluate_model(
+    model: Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    device: str | None,
+    eval_iter: int,
+    parallel: DataParallel | None = None,
+) -> tuple[float, float]:
     """Mean classification loss over ``eval_iter`` batches of each loader, in eval mode."""
     return simple.evaluate_model(
         model, train_loader, val_loader, device, eval_iter, loss_batch=calc_loss_batch, parallel=parallel
@@ -178,8 +201,16 @@ def _new_progress() -> dict:
 
 
 def train_classifier_simple(
-    model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int, eval_iter: int, log=print
-):
+    model: Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    optimizer: Optimizer,
+    device: str | None,
+    num_epochs: int,
+    eval_freq: int,
+    eval_iter: int,
+    log: Callable[[str], object] | None = print,
+) -> tuple[list[float], list[float], list[float], list[float], int]:
     """The book's loop: every ``eval_freq`` steps the train/val loss, after every epoch the train/val accuracy
     over ``eval_iter`` batches. Returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
 
@@ -219,19 +250,19 @@ def train_classifier_simple(
 
 
 def train_classifier(
-    model,
-    train_loader,
-    val_loader,
-    optimizer,
-    device,
+    model: Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    optimizer: Optimizer,
+    device: str | None,
     max_epochs: int,
     patience: int | None = None,
     eval_freq: int = 50,
     eval_iter: int = 5,
-    log=print,
-    parallel=None,
+    log: Callable[[str], object] | None = print,
+    parallel: DataParallel | None = None,
     precision: str = "fp32",
-    scheduler=None,
+    scheduler: LambdaLR | None = None,
     ema_decay: float | None = None,
     average_from: int | None = None,
 ) -> dict:
@@ -340,12 +371,12 @@ def train_classifier(
 
 def classify_text(
     text: str,
-    model,
-    tokenizer,
+    model: Module,
+    tokenizer: Tokenizer,
     device: str | None = None,
     max_length: int | None = None,
     pad_token_id: int | None = None,
-    class_names=("not spam", "spam"),
+    class_names: Sequence[str] | None = ("not spam", "spam"),
 ) -> str:
     """The predicted class name of one text (the book's ``classify_review``): encode, truncate to
     ``max_length`` (and the context), pad with end-of-text to ``max_length``, read the last token's logits."""
@@ -372,8 +403,8 @@ def classify_text(
 
 def classify_review(
     text: str,
-    model,
-    tokenizer,
+    model: Module,
+    tokenizer: Tokenizer,
     device: str | None = None,
     max_length: int | None = None,
     pad_token_id: int | None = None,

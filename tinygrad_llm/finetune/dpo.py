@@ -21,6 +21,8 @@ reference did.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,10 +32,22 @@ from tinygrad_llm.tensor import Tensor, no_grad
 from tinygrad_llm.train.simple import generate_and_print_sample
 from tinygrad_llm.train.step import train_step
 
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.finetune.preference import PreferenceDataset
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.optim import Optimizer
+    from tinygrad_llm.tokenizer.base import Tokenizer
+    from tinygrad_llm.train.parallel import DataParallel
+
+    Log = Callable[[str], object]
+
 IGNORE_INDEX = -100
 
 
-def compute_logprobs(logits: Tensor, labels, selection_mask=None, average: bool = True) -> Tensor:
+def compute_logprobs(
+    logits: Tensor, labels: Array, selection_mask: Array | None = None, average: bool = True
+) -> Tensor:
     """Per-sequence log-probability of ``labels`` under ``logits``: (B, L, V) and (B, L) -> (B,).
 
     Position t's logits predict token t + 1 (the book drops the last logit and the first label). With a
@@ -63,10 +77,10 @@ def compute_logprobs(logits: Tensor, labels, selection_mask=None, average: bool 
 def compute_dpo_loss(
     model_chosen_logprobs: Tensor,
     model_rejected_logprobs: Tensor,
-    reference_chosen_logprobs,
-    reference_rejected_logprobs,
+    reference_chosen_logprobs: Tensor | Array | list[float],
+    reference_rejected_logprobs: Tensor | Array | list[float],
     beta: float = 0.1,
-):
+) -> tuple[Tensor, float, float]:
     """(loss, chosen_rewards, rejected_rewards): the batch-mean DPO loss (a Tensor) and the mean rewards
     (floats, not differentiated), from per-sequence log-probabilities (B,) of the policy and the reference."""
     reference_chosen = _values(reference_chosen_logprobs)
@@ -90,7 +104,7 @@ def _values(x) -> np.ndarray:
     return np.asarray(backend.to_numpy(x) if hasattr(x, "dtype") else x, dtype=np.float64)
 
 
-def sequence_logprobs(model, batch: dict, key: str, average: bool = True, device: str | None = None) -> Tensor:
+def sequence_logprobs(model: Module, batch: dict, key: str, average: bool = True, device: str | None = None) -> Tensor:
     """Log-probabilities (B,) of the ``key`` ("chosen"/"rejected") sequences of a batch under ``model``."""
     device = device or model.device
     ids = backend.to_device(batch[key], device)
@@ -98,8 +112,13 @@ def sequence_logprobs(model, batch: dict, key: str, average: bool = True, device
 
 
 def compute_dpo_loss_batch(
-    batch: dict, policy_model, reference_model, beta: float = 0.1, average: bool = True, device: str | None = None
-):
+    batch: dict,
+    policy_model: Module,
+    reference_model: Module,
+    beta: float = 0.1,
+    average: bool = True,
+    device: str | None = None,
+) -> tuple[Tensor, float, float]:
     """The DPO loss of one batch dict (see ``PreferenceDataset``): the policy runs with gradients; the
     reference's log-probabilities come from the batch when precomputed, else from ``reference_model``
     without gradients. Returns (loss Tensor, chosen_rewards, rejected_rewards)."""
@@ -119,14 +138,14 @@ def compute_dpo_loss_batch(
 
 
 def compute_dpo_loss_loader(
-    data_loader,
-    policy_model,
-    reference_model,
+    data_loader: Iterable,
+    policy_model: Module,
+    reference_model: Module,
     beta: float = 0.1,
     num_batches: int | None = None,
     average: bool = True,
     device: str | None = None,
-):
+) -> tuple[float, float, float]:
     """(loss, chosen_rewards, rejected_rewards) averaged over the first ``num_batches`` batches (all when None),
     without gradients; NaNs for an empty loader, as the book."""
     n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
@@ -145,10 +164,10 @@ def compute_dpo_loss_loader(
 
 
 def evaluate_dpo_loss_loader(
-    policy_model,
-    reference_model,
-    train_loader,
-    val_loader,
+    policy_model: Module,
+    reference_model: Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
     beta: float = 0.1,
     eval_iter: int | None = 5,
     average: bool = True,
@@ -176,8 +195,12 @@ def evaluate_dpo_loss_loader(
 
 
 def precompute_reference_logprobs(
-    reference_model, dataset, batch_size: int = 8, average: bool = True, device: str | None = None
-):
+    reference_model: Module,
+    dataset: PreferenceDataset,
+    batch_size: int = 8,
+    average: bool = True,
+    device: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the frozen reference model once over ``dataset`` (a PreferenceDataset) in eval mode and attach its
     per-record log-probabilities to it (``dataset.set_reference_logprobs``): later batches carry them, and
     training needs no reference forward pass. Returns (chosen (N,), rejected (N,)).
@@ -200,20 +223,20 @@ def precompute_reference_logprobs(
 
 
 def train_model_dpo_simple(
-    policy_model,
-    reference_model,
-    train_loader,
-    val_loader,
-    optimizer,
+    policy_model: Module,
+    reference_model: Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    optimizer: Optimizer,
     num_epochs: int,
     beta: float,
     eval_freq: int,
     eval_iter: int,
     start_context: str | None = None,
-    tokenizer=None,
+    tokenizer: Tokenizer | None = None,
     average: bool = True,
     device: str | None = None,
-    log=print,
+    log: Log | None = print,
 ) -> dict:
     """The book's DPO loop: a step per batch; every ``eval_freq`` steps the train/val loss and rewards over
     ``eval_iter`` batches; after each epoch a sample for ``start_context`` when a tokenizer is given.
@@ -258,26 +281,26 @@ def train_model_dpo_simple(
 
 
 def train_model_dpo(
-    policy_model,
-    reference_model,
-    train_loader,
-    val_loader,
-    optimizer,
+    policy_model: Module,
+    reference_model: Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    optimizer: Optimizer,
     num_epochs: int,
     beta: float,
     eval_freq: int,
     eval_iter: int,
     average: bool = True,
     device: str | None = None,
-    log=print,
-    parallel=None,
+    log: Log | None = print,
+    parallel: DataParallel | None = None,
 ) -> dict:
     """The loop of ``tinygrad-llm finetune-dpo``: ``train_model_dpo_simple`` (same evaluations and tracking
     dict) on the fast step of train/step.py, data-parallel with ``parallel`` (a
     ``train.parallel.DataParallel``: each process trains on its rows of the loaders' batches and evaluates on
     the whole batches, so every process logs the same numbers)."""
 
-    def loss_batch(batch, _targets, model, device):
+    def loss_batch(batch: dict, _targets: None, model: Module, device: str | None) -> Tensor:
         return compute_dpo_loss_batch(batch, model, reference_model, beta, average, device)[0]
 
     tracking = _new_tracking()

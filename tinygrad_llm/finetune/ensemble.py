@@ -20,6 +20,7 @@ config.json, with ``"ensemble_size"`` in finetune.json (finetune.io).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
@@ -27,12 +28,17 @@ from tinygrad_llm.finetune.classifier import last_token_logits
 from tinygrad_llm.nn import Module, ModuleList
 from tinygrad_llm.tensor import Tensor
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tinygrad_llm.backend import Array
+
 
 class ClassifierEnsemble(Module):
     """Members with one configuration and one set of classes: ids (B, T) -> (B, classes), log of the members'
     mean class probability at the position each member reads (the last token; [CLS] for BERT)."""
 
-    def __init__(self, members):
+    def __init__(self, members: Iterable[Module]):
         super().__init__()
         members = list(members)
         if len(members) < 2:
@@ -40,7 +46,7 @@ class ClassifierEnsemble(Module):
         self.members = ModuleList(members)
         self.config = members[0].config
 
-    def forward(self, ids) -> Tensor:
+    def forward(self, ids: Array) -> Tensor:
         log_probs = F.stack([F.log_softmax(last_token_logits(member, ids), axis=-1) for member in self.members])
         # log mean_k p_k = logsumexp_k(log p_k) - log K, the largest term subtracted first: exp never overflows
         largest = Tensor(backend.get_array_module(log_probs.data).max(log_probs.data, axis=0))  # (B, classes)

@@ -20,7 +20,10 @@ contains end-of-text, whose genuine occurrence the book would then mask by mista
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +31,13 @@ from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.train.simple import evaluate_model, generate_and_print_sample
 from tinygrad_llm.train.step import train_step
+
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.model.gpt import GPTModel
+    from tinygrad_llm.optim import Optimizer
+    from tinygrad_llm.tokenizer.base import Tokenizer
+    from tinygrad_llm.train.parallel import DataParallel
 
 IGNORE_INDEX = -100
 RESPONSE_KEY = "model_response"
@@ -49,7 +59,7 @@ def format_response(entry: dict) -> str:
     return f"\n\n### Response:\n{entry['output']}"
 
 
-def load_instruction_data(path, required=("instruction", "output")) -> list[dict]:
+def load_instruction_data(path: str | os.PathLike, required: Sequence[str] = ("instruction", "output")) -> list[dict]:
     """A JSON list of objects with string ``instruction`` and ``output`` (``input`` optional, default "").
 
     ``required``: the string fields every record must have (the preference data needs "chosen" and
@@ -84,7 +94,7 @@ def load_instruction_data(path, required=("instruction", "output")) -> list[dict
     return [{**entry, "input": entry.get("input", "")} for entry in data]
 
 
-def split_instruction_data(data: list, train_frac: float = 0.85, test_frac: float = 0.10):
+def split_instruction_data(data: list, train_frac: float = 0.85, test_frac: float = 0.10) -> tuple[list, list, list]:
     """(train, test, validation): the first 85%, the next 10%, the rest (5%), in order, as the book."""
     train_portion = int(len(data) * train_frac)
     test_portion = int(len(data) * test_frac)
@@ -100,12 +110,12 @@ def split_instruction_data(data: list, train_frac: float = 0.85, test_frac: floa
 
 
 def custom_collate_fn(
-    batch,
+    batch: Sequence[Sequence[int]],
     pad_token_id: int = 50256,
     ignore_index: int = IGNORE_INDEX,
     allowed_max_length: int | None = None,
-    prompt_lengths=None,
-):
+    prompt_lengths: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, targets), both (B, L) int64, from token-id lists.
 
     L = longest sequence + 1 (its appended end-of-text), cut to ``allowed_max_length``. For a sequence of n
@@ -139,8 +149,8 @@ class InstructionDataset:
 
     def __init__(
         self,
-        data,
-        tokenizer,
+        data: Sequence[dict],
+        tokenizer: Tokenizer,
         pad_token_id: int | None = None,
         allowed_max_length: int | None = None,
         mask_inputs: bool = False,
@@ -167,7 +177,7 @@ class InstructionDataset:
     def __len__(self) -> int:
         return len(self.data)
 
-    def get_batch(self, indices):
+    def get_batch(self, indices: Sequence[int] | Array) -> tuple[np.ndarray, np.ndarray]:
         indices = [int(i) for i in indices]
         return custom_collate_fn(
             [self.encoded_texts[i] for i in indices],
@@ -178,7 +188,9 @@ class InstructionDataset:
         )
 
 
-def generate_response(model, tokenizer, entry: dict, max_new_tokens: int = 256, device: str | None = None) -> str:
+def generate_response(
+    model: GPTModel, tokenizer: Tokenizer, entry: dict, max_new_tokens: int = 256, device: str | None = None
+) -> str:
     """The model's greedy answer to ``entry``'s prompt, stopping at end-of-text, header stripped (the book)."""
     from tinygrad_llm import backend
     from tinygrad_llm.generate import generate, text_to_token_ids
@@ -201,7 +213,12 @@ def generate_response(model, tokenizer, entry: dict, max_new_tokens: int = 256, 
 
 
 def generate_test_responses(
-    model, tokenizer, test_data, max_new_tokens: int = 256, device: str | None = None, progress: bool = False
+    model: GPTModel,
+    tokenizer: Tokenizer,
+    test_data: Iterable[dict],
+    max_new_tokens: int = 256,
+    device: str | None = None,
+    progress: bool = False,
 ) -> list[dict]:
     """Copies of the records with ``"model_response"`` added (the book's instruction-data-with-response)."""
     items = list(test_data)
@@ -214,7 +231,7 @@ def generate_test_responses(
     ]
 
 
-def save_responses(path, entries) -> Path:
+def save_responses(path: str | os.PathLike, entries: list[dict]) -> Path:
     """Write the records (with their responses) as indented JSON, atomically."""
     path = Path(path)
     with atomic_write(path, "w") as f:
@@ -224,19 +241,19 @@ def save_responses(path, entries) -> Path:
 
 
 def train_instruction_model(
-    model,
-    train_loader,
-    val_loader,
-    optimizer,
-    device,
+    model: GPTModel,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    optimizer: Optimizer,
+    device: str | None,
     num_epochs: int,
     eval_freq: int,
     eval_iter: int,
     start_context: str,
-    tokenizer,
-    parallel=None,
+    tokenizer: Tokenizer,
+    parallel: DataParallel | None = None,
     precision: str = "fp32",
-):
+) -> tuple[list[float], list[float], list[int]]:
     """The loop of ``tinygrad-llm finetune-instruct``: chapter 5's ``train_model_simple`` (same arguments, same
     evaluations, prints and return value) with the fast step of train/step.py in place of the book's four
     lines: the batch cut into parts on the CPU's cores, ``precision`` tf32/fp16/bf16 on a GPU (see

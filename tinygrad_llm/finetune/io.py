@@ -16,17 +16,23 @@ Every file is written atomically; nothing is read with pickle.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinygrad_llm import backend
 from tinygrad_llm.files import atomic_write
 
+if TYPE_CHECKING:
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.tokenizer.base import Tokenizer
+
 FINETUNE_FILE = "finetune.json"
 
 
-def write_json(path, obj) -> Path:
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
     path = Path(path)
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2, allow_nan=True)
@@ -34,7 +40,7 @@ def write_json(path, obj) -> Path:
     return path
 
 
-def save_finetuned(out, model, tokenizer, meta: dict) -> Path:
+def save_finetuned(out: str | os.PathLike, model: Module, tokenizer: Tokenizer, meta: dict) -> Path:
     """Write model.safetensors, config.json, tokenizer.json and finetune.json into ``out`` (each atomically)."""
     from safetensors.numpy import save
 
@@ -50,7 +56,7 @@ def save_finetuned(out, model, tokenizer, meta: dict) -> Path:
     return out
 
 
-def load_classifier(path, device: str | None = None):
+def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple[Module, Tokenizer, dict]:
     """(model, tokenizer, meta) of a classifier saved by ``finetune-classifier`` (or ``save_finetuned``): a
     GPTModel or BERT with its class head, or a ``ClassifierEnsemble`` of them when finetune.json says
     ``ensemble_size``."""

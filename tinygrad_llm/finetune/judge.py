@@ -17,6 +17,7 @@ import re
 import string
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 
 from tinygrad_llm.finetune.instruction import RESPONSE_KEY, format_input
 
@@ -85,7 +86,7 @@ def rouge_l(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def score_responses(entries, response_key: str = RESPONSE_KEY) -> dict:
+def score_responses(entries: Sequence[dict], response_key: str = RESPONSE_KEY) -> dict:
     """Mean exact match, token F1 and ROUGE-L of ``entry[response_key]`` against ``entry["output"]``."""
     entries = list(entries)
     if not entries:
@@ -179,7 +180,7 @@ class OllamaJudge:
         match = re.fullmatch(r"\s*(\d{1,3})\s*\.?\s*", answer)
         return int(match.group(1)) if match else None
 
-    def score_entries(self, entries, response_key: str = RESPONSE_KEY) -> dict:
+    def score_entries(self, entries: Sequence[dict], response_key: str = RESPONSE_KEY) -> dict:
         """{"scores": [int | None per entry], "average": mean of the integers, "n_scored": how many}."""
         scores = [self.score(entry, response_key) for entry in entries]
         valid = [s for s in scores if s is not None]

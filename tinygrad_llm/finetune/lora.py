@@ -24,6 +24,7 @@ parameters and the same function as the book's three adapted Linears (``split_qk
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,10 @@ from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.nn import Embedding, Linear, Module, ModuleList, Parameter, init
 from tinygrad_llm.tensor import Tensor
+
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.model.config import GPTConfig
 
 
 class LoRALayer(Module):
@@ -42,7 +47,7 @@ class LoRALayer(Module):
     B: zeros. scale = alpha / rank.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float, dtype=np.float32):
+    def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float, dtype: np.dtype | type = np.float32):
         super().__init__()
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
             raise ValueError(f"LoRALayer: rank must be a positive integer, got {rank!r}")
@@ -59,7 +64,7 @@ class LoRALayer(Module):
         # (..., in) @ (in, r) -> (..., r) @ (r, out) -> (..., out); the rank-r bottleneck keeps it cheap
         return (x @ self.A @ self.B) * self.scale
 
-    def delta_weight(self):
+    def delta_weight(self) -> Array:
         """The update this adapter adds to W^T, as a raw array (in_dim, out_dim): scale * A @ B."""
         return (self.A.data @ self.B.data) * self.scale
 
@@ -111,7 +116,7 @@ class LinearWithLoRA(Module):
             update = F.concatenate([lora(x) for lora in self.lora], axis=-1)
         return self.linear(x) + update
 
-    def delta_weight(self):
+    def delta_weight(self) -> Array:
         """What the adapters add to ``linear.weight`` (out, in), as a raw array."""
         if self.n_splits == 1:
             return self.lora.delta_weight().T  # (in, out) -> (out, in)
@@ -192,7 +197,7 @@ def count_trainable_parameters(model: Module) -> int:
     return model.num_parameters(trainable_only=True)
 
 
-def lora_parameter_count(config, rank: int, num_classes: int | None = 2, split_qkv: bool = True) -> int:
+def lora_parameter_count(config: GPTConfig, rank: int, num_classes: int | None = 2, split_qkv: bool = True) -> int:
     """Trainable parameters after ``replace_linear_with_lora`` on a frozen GPTModel, from its config alone.
 
     Every Linear (in -> out) gets rank * (in + out). Per block: the attention projection (three

@@ -17,14 +17,22 @@ DPO compares (``finetune.dpo.compute_logprobs``).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinygrad_llm.finetune.instruction import format_input, load_instruction_data
 
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tokenizer.base import Tokenizer
+
 PREFERENCE_KEYS = ("chosen", "rejected")
 
 
-def load_preference_data(path) -> list[dict]:
+def load_preference_data(path: str | os.PathLike) -> list[dict]:
     """A JSON list of {instruction, input, output?, chosen, rejected}; anything else raises ValueError naming
     the file and the first bad record."""
     data = load_instruction_data(path, required=("instruction", "chosen", "rejected"))
@@ -38,7 +46,10 @@ def format_preference_pair(entry: dict) -> tuple[str, str, str]:
 
 
 def preference_collate_fn(
-    batch, pad_token_id: int = 50256, allowed_max_length: int | None = None, mask_prompt_tokens: bool = True
+    batch: Sequence[dict],
+    pad_token_id: int = 50256,
+    allowed_max_length: int | None = None,
+    mask_prompt_tokens: bool = True,
 ) -> dict:
     """A batch dict from items {"prompt", "chosen", "rejected"} (token-id lists), as the book's DPO collate.
 
@@ -78,8 +89,8 @@ class PreferenceDataset:
 
     def __init__(
         self,
-        data,
-        tokenizer,
+        data: Sequence[dict],
+        tokenizer: Tokenizer,
         pad_token_id: int | None = None,
         allowed_max_length: int | None = None,
         mask_prompt_tokens: bool = True,
@@ -111,7 +122,7 @@ class PreferenceDataset:
     def __len__(self) -> int:
         return len(self.data)
 
-    def set_reference_logprobs(self, chosen, rejected) -> None:
+    def set_reference_logprobs(self, chosen: Array, rejected: Array) -> None:
         """Attach the reference model's per-record log-probabilities, (N,) each, to every later batch."""
         chosen, rejected = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
         if chosen.shape != (len(self),) or rejected.shape != (len(self),):
@@ -121,7 +132,7 @@ class PreferenceDataset:
             )
         self.reference_logprobs = (chosen, rejected)
 
-    def get_batch(self, indices) -> dict:
+    def get_batch(self, indices: Sequence[int] | Array) -> dict:
         indices = np.asarray([int(i) for i in indices], dtype=np.int64)
         batch = preference_collate_fn(
             [self.encoded_texts[i] for i in indices],

@@ -19,9 +19,22 @@ import dataclasses
 import sys
 import time
 import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinygrad_llm.dist.launch import describe_processes
+
+if TYPE_CHECKING:
+    import argparse
+    import os
+
+    from tinygrad_llm.dist.comm import Communicator
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.tokenizer.base import Tokenizer
+
+    Args = argparse.Namespace | types.SimpleNamespace
+    Log = Callable[[str], object]
 
 # The classifier trained from scratch (no pretrained weights): bytes generalise better than GPT-2's 50,257
 # ids on 1,045 messages; hashed 2-, 3- and 4-gram embeddings (nn/ngram.py) hand the model the byte n-grams
@@ -104,7 +117,9 @@ def log_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def finetune_classifier(recipe: ClassifierRecipe, out, comm=None, log=log_stderr) -> dict | None:
+def finetune_classifier(
+    recipe: ClassifierRecipe, out: str | os.PathLike, comm: Communicator | None = None, log: Log = log_stderr
+) -> dict | None:
     """Train the spam classifier ``recipe`` describes (one model, or ``recipe.ensemble`` of them from the seeds
     seed, seed + 1000, ...), score it on the train/validation/test splits and save it into the folder ``out``
     (model, tokenizer.json, finetune.json, metrics.json; finetune.io.load_classifier reads it back).
@@ -122,7 +137,7 @@ def finetune_classifier(recipe: ClassifierRecipe, out, comm=None, log=log_stderr
 # ---- shared with the instruction and DPO commands ---------------------------------------------------------
 
 
-def load_start_model(args, context_length: int | None = None):
+def load_start_model(args: Args, context_length: int | None = None) -> tuple[Module, Tokenizer, str]:
     """(model, tokenizer, description): from ``args.init_from``, or a fresh ``args.preset`` model (else
     ``args.default_preset``) for ``args.tokenizer``: an NgramGPTModel when ``args.ngram_sizes`` (the classifier's)."""
     from tinygrad_llm.model import GPTConfig, GPTModel, NgramGPTConfig, NgramGPTModel
@@ -162,7 +177,7 @@ def load_start_model(args, context_length: int | None = None):
     return model, get_tokenizer("gpt2"), f"{args.init_from}"
 
 
-def apply_dropout(model, rate) -> None:
+def apply_dropout(model: Module, rate: float | None) -> None:
     if rate is None:
         return
     from tinygrad_llm.nn import Dropout
@@ -173,7 +188,7 @@ def apply_dropout(model, rate) -> None:
             module.p = rate
 
 
-def apply_lora(args, model) -> dict | None:
+def apply_lora(args: Args, model: Module) -> dict | None:
     if args.lora_alpha is not None and args.lora_rank is None:
         raise ValueError("--lora-alpha needs --lora-rank")
     if args.lora_rank is None:
@@ -187,7 +202,14 @@ def apply_lora(args, model) -> dict | None:
 
 
 @contextlib.contextmanager
-def saved_if_interrupted(out: Path, snapshot, tokenizer, lora, write: bool = True, log=None):
+def saved_if_interrupted(
+    out: Path,
+    snapshot: Callable[[], tuple[Module, dict]],
+    tokenizer: Tokenizer,
+    lora: dict | None,
+    write: bool = True,
+    log: Log | None = None,
+) -> Iterator[None]:
     """Ctrl-C (or SIGTERM) during training saves the model as it is, usable, before the command ends.
     ``snapshot()`` gives (model, finetune.json's metadata) at that moment, ``lora()`` whether its LoRA
     adapters are still to merge (``write``: this process writes; with several, process 0 alone)."""
@@ -212,7 +234,7 @@ def saved_if_interrupted(out: Path, snapshot, tokenizer, lora, write: bool = Tru
         raise
 
 
-def parameter_counts(model) -> dict:
+def parameter_counts(model: Module) -> dict:
     return {
         "trainable_parameters": model.num_parameters(trainable_only=True),
         "total_parameters": model.num_parameters(),
@@ -222,7 +244,7 @@ def parameter_counts(model) -> dict:
 # ---- the classifier ---------------------------------------------------------------------------------------
 
 
-def resolve_classifier_defaults(args) -> None:
+def resolve_classifier_defaults(args: Args) -> None:
     """The book's settings with --init-from; the measured from-scratch recipe otherwise (SCRATCH_RECIPE)."""
     if (args.init_from is not None or args.arch == "bert") and (args.ngram_sizes or args.ngram_buckets):
         raise ValueError(
@@ -242,7 +264,7 @@ def resolve_classifier_defaults(args) -> None:
         args.average_from = max(1, args.epochs // 2)
 
 
-def run_classifier_recipe(args, out: Path) -> dict | None:
+def run_classifier_recipe(args: Args, out: Path) -> dict | None:
     """finetune_classifier on a namespace of the recipe's fields plus ``comm`` and ``log`` (the CLI's args)."""
     import tinygrad_llm as tl
     from tinygrad_llm.finetune import classifier as C
@@ -280,11 +302,11 @@ def run_classifier_recipe(args, out: Path) -> dict | None:
 
     trainable = args.trainable or ("last-block" if args.init_from else "all")
 
-    def with_head(model):
+    def with_head(model: Module) -> Module:
         C.add_classification_head(model, num_classes=len(CLASS_NAMES))
         return C.set_trainable(model, trainable)
 
-    def new_member():  # a further member of an --ensemble: the same start, its own draws
+    def new_member() -> Module:  # a further member of an --ensemble: the same start, its own draws
         return with_head(load_start_model(args, context_length=max_length if args.init_from is None else None)[0])
 
     return _train_classifier(
@@ -328,7 +350,7 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
         config = BertConfig.from_gpt_config(shape, pad_token_id=tokenizer.pad_id, num_labels=len(CLASS_NAMES))
         described = f"a fresh BERT of the {preset} size (from scratch)"
 
-        def start_model():
+        def start_model() -> BertForSequenceClassification:
             return BertForSequenceClassification(config)
     else:
         source = Path(args.init_from)
@@ -341,14 +363,14 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
         tokenizer = with_bert_tokens(load_tokenizer(source))
         described = f"{source}"
 
-        def start_model():
+        def start_model() -> BertForSequenceClassification:
             with warnings.catch_warnings():  # the fresh pooler/classifier is expected here
                 warnings.simplefilter("ignore")
                 model = BertForSequenceClassification.from_pretrained(source).train()
             apply_dropout(model, args.dropout)
             return model
 
-    def new_member():
+    def new_member() -> Module:
         model = start_model()
         set_trainable_bert(model, trainable)
         return model
@@ -400,7 +422,7 @@ def _train_classifier(
     }
     members, selections, lora, counts = [], [], None, {}
 
-    def snapshot():  # what Ctrl-C saves: the members so far, the one in training last
+    def snapshot() -> tuple[Module, dict]:  # what Ctrl-C saves: the members so far, the one in training last
         saved = members[0] if len(members) == 1 else ClassifierEnsemble(members)
         return saved, {**meta, **({"ensemble_size": len(members)} if len(members) > 1 else {})}
 
@@ -549,7 +571,9 @@ class InstructRecipe:
     precision: str = "fp32"
 
 
-def finetune_instruct(recipe: InstructRecipe, out, comm=None, log=log_stderr) -> dict | None:
+def finetune_instruct(
+    recipe: InstructRecipe, out: str | os.PathLike, comm: Communicator | None = None, log: Log = log_stderr
+) -> dict | None:
     """Fine-tune a GPT on Alpaca-style records (split 85/5/10 in file order), answer the test instructions and
     score them (offline metrics; an Ollama-compatible judge with ``judge_url``), and save the model, its tokenizer,
     the responses and metrics.json into the folder ``out``. Returns the metrics (None on a process other than 0).
@@ -560,7 +584,7 @@ def finetune_instruct(recipe: InstructRecipe, out, comm=None, log=log_stderr) ->
     return run_instruct_recipe(args, Path(out))
 
 
-def run_instruct_recipe(args, out: Path) -> dict | None:
+def run_instruct_recipe(args: Args, out: Path) -> dict | None:
     """finetune_instruct on a namespace of the recipe's fields plus ``comm`` and ``log`` (the CLI's args)."""
     import tinygrad_llm as tl
     from tinygrad_llm.data import DataLoader

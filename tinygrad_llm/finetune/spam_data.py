@@ -13,11 +13,18 @@ seeds give different permutations here: numpy's generator, not pandas').
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinygrad_llm.files import ArchiveError, cache_dir, download, extract_member, find_data_file, sha256_of
+
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.tokenizer.base import Tokenizer
 
 SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SPAM_FILE = "SMSSpamCollection"
@@ -32,7 +39,7 @@ LABELS = {"ham": 0, "spam": 1}
 CLASS_NAMES = ("ham", "spam")
 
 
-def find_spam_file(path=None) -> Path:
+def find_spam_file(path: str | os.PathLike | None = None) -> Path:
     """The SMSSpamCollection file: ``path`` (the file or a folder holding it), else
     ``$TINYGRAD_LLM_DATA/sms_spam_collection/SMSSpamCollection``, else the download cache, else a download."""
     if path is not None:
@@ -46,7 +53,7 @@ def find_spam_file(path=None) -> Path:
     return local if local is not None else download_and_unzip_spam_data()
 
 
-def download_and_unzip_spam_data(url: str = SPAM_URL, folder=None) -> Path:
+def download_and_unzip_spam_data(url: str = SPAM_URL, folder: str | os.PathLike | None = None) -> Path:
     """Download the UCI zip (once), extract SMSSpamCollection alone from it (size-capped, no links) and
     check it. Returns the path of SMSSpamCollection.
 
@@ -78,7 +85,7 @@ def download_and_unzip_spam_data(url: str = SPAM_URL, folder=None) -> Path:
     return data_file
 
 
-def read_sms_spam(path) -> tuple[list[str], list[int]]:
+def read_sms_spam(path: str | os.PathLike) -> tuple[list[str], list[int]]:
     """(texts, labels) from a ``label<TAB>text`` file; labels are 0 (ham) and 1 (spam).
 
     A line without a tab, or with a label other than ham/spam, raises ValueError naming the file and line.
@@ -102,7 +109,9 @@ def read_sms_spam(path) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-def create_balanced_dataset(texts, labels, seed: int = 123) -> tuple[list[str], list[int]]:
+def create_balanced_dataset(
+    texts: Sequence[str], labels: Sequence[int], seed: int = 123
+) -> tuple[list[str], list[int]]:
     """As many ham messages as there are spam ones (a seeded random choice), hams first, as the book."""
     labels = np.asarray(labels)
     spam = np.flatnonzero(labels == 1)
@@ -117,7 +126,9 @@ def create_balanced_dataset(texts, labels, seed: int = 123) -> tuple[list[str], 
     return [texts[i] for i in keep], [int(labels[i]) for i in keep]
 
 
-def random_split(texts, labels, train_frac: float = 0.7, validation_frac: float = 0.1, seed: int = 123) -> dict:
+def random_split(
+    texts: Sequence[str], labels: Sequence[int], train_frac: float = 0.7, validation_frac: float = 0.1, seed: int = 123
+) -> dict:
     """Shuffle (seeded), then the first ``train_frac`` for training, the next ``validation_frac`` for
     validation and the rest for testing, as the book's ``random_split``. Returns
     ``{"train": (texts, labels), "validation": (...), "test": (...)}``."""
@@ -144,7 +155,14 @@ class SpamDataset:
     ``DataLoader`` batches it into ``(B, max_length)`` inputs and ``(B,)`` labels.
     """
 
-    def __init__(self, texts, labels, tokenizer, max_length: int | None = None, pad_token_id: int | None = None):
+    def __init__(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[int],
+        tokenizer: Tokenizer,
+        max_length: int | None = None,
+        pad_token_id: int | None = None,
+    ):
         if len(texts) != len(labels):
             raise ValueError(f"SpamDataset: {len(texts)} texts but {len(labels)} labels")
         if pad_token_id is None:
@@ -170,7 +188,7 @@ class SpamDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def get_batch(self, indices):
+    def get_batch(self, indices: Sequence[int] | Array) -> tuple[Array, Array]:
         """(inputs (B, max_length), labels (B,)) for the DataLoader, in one indexing."""
         indices = np.asarray(indices, dtype=np.int64)
         return self.input_ids[indices], self.labels[indices]

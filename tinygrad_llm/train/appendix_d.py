@@ -13,14 +13,21 @@ configurable loop with the same schedule, checkpoints and resume is ``Trainer`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from tinygrad_llm import backend
 from tinygrad_llm.optim import clip_grad_norm_
 from tinygrad_llm.train.losses import calc_loss_batch
 from tinygrad_llm.train.simple import evaluate_model, generate_and_print_sample
 
+if TYPE_CHECKING:
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.optim import Optimizer
+    from tinygrad_llm.tokenizer.base import Tokenizer
 
-def find_highest_gradient(model) -> float | None:
+
+def find_highest_gradient(model: Module) -> float | None:
     """The largest gradient element over all parameters (None when no parameter has a gradient), as the
     book's D.3: compare it before and after ``clip_grad_norm_``."""
     max_grad = None
@@ -33,21 +40,21 @@ def find_highest_gradient(model) -> float | None:
 
 
 def train_model(
-    model,
-    train_loader,
-    val_loader,
-    optimizer,
-    device,
+    model: Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    optimizer: Optimizer,
+    device: str | None,
     n_epochs: int,
     eval_freq: int,
     eval_iter: int,
     start_context: str | None,
-    tokenizer,
+    tokenizer: Tokenizer | None,
     warmup_steps: int,
     initial_lr: float = 3e-05,
     min_lr: float = 1e-6,
-    log=print,
-):
+    log: Callable[[str], object] | None = print,
+) -> tuple[list[float], list[float], list[int], list[float]]:
     """The book's D.4 loop: ``warmup_steps`` of linear warmup from ``initial_lr`` to the optimizer's lr, then
     cosine decay to ``min_lr``; gradients clipped to norm 1.0 once warmup is over (the book's corrected
     version: from step ``warmup_steps`` on). A sample of ``start_context`` after each epoch when a tokenizer

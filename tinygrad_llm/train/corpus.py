@@ -6,6 +6,7 @@ The built-in corpus is the English help text of the standard library's ``pydoc_d
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
@@ -28,7 +29,7 @@ def builtin_corpus() -> str:
     return "\n\n".join(topics[name] for name in sorted(topics))
 
 
-def read_text_file(path) -> str:
+def read_text_file(path: str | os.PathLike) -> str:
     """A UTF-8 text file's content, or a CorpusError naming the file (missing, empty, binary, not UTF-8)."""
     path = Path(path)
     if not path.exists():
@@ -47,7 +48,7 @@ def read_text_file(path) -> str:
         ) from None
 
 
-def load_corpus(path=None) -> tuple[str, str]:
+def load_corpus(path: str | os.PathLike | None = None) -> tuple[str, str]:
     """(text, description) for ``path``: None or "pydoc" for the built-in corpus, a file, or a folder
     whose text files (.txt .md .rst, recursively, in sorted order) are joined."""
     if path is None or str(path) == BUILTIN:

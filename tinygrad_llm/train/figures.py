@@ -7,8 +7,11 @@ plot: without it nothing is drawn and each function returns None.
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +19,11 @@ from tinygrad_llm import backend
 from tinygrad_llm.files import atomic_write
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.plot import matplotlib_available
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from tinygrad_llm.model.gpt import GPTModel
 
 
 def _pyplot():
@@ -38,7 +46,7 @@ def _save(fig, path, plt) -> None:
     plt.close(fig)
 
 
-def plot_grad_norms(history: list[dict], path=None):
+def plot_grad_norms(history: list[dict], path: str | os.PathLike | None = None) -> Figure | None:
     """One line per layer: the L2 norm of its gradients (before clipping) at each evaluation, on a log
     scale, transformer blocks shaded from light (first) to dark (last). ``history`` holds log.jsonl's
     records; those without ``grad_norms`` are skipped. Returns the figure, or None (no matplotlib, no data)."""
@@ -67,7 +75,9 @@ def plot_grad_norms(history: list[dict], path=None):
     return fig
 
 
-def plot_lr_schedule(lr_at, total_steps: int, path=None, warmup_steps: int = 0):
+def plot_lr_schedule(
+    lr_at: Callable[[int], float], total_steps: int, path: str | os.PathLike | None = None, warmup_steps: int = 0
+) -> Figure | None:
     """The learning rate of every step, 0 .. total_steps - 1, with the end of the warmup marked."""
     plt = _pyplot()
     if plt is None:
@@ -86,7 +96,7 @@ def plot_lr_schedule(lr_at, total_steps: int, path=None, warmup_steps: int = 0):
     return fig
 
 
-def attention_weights(model, ids, layer: int) -> np.ndarray:
+def attention_weights(model: GPTModel, ids: Sequence[int], layer: int) -> np.ndarray:
     """The attention weights of block ``layer`` for one sequence of token ids: (n_heads, T, T), row i the
     weights query i gives keys 0..i (before dropout)."""
     att = model.trf_blocks[layer].att
@@ -106,7 +116,9 @@ def _readable(token: str) -> str:
     return token.replace(" ", "\u2423").replace("\n", "\u23ce").replace("\t", "\u21e5") or "\u2205"
 
 
-def plot_attention(weights, tokens: list[str], path=None, title: str | None = None):
+def plot_attention(
+    weights: np.ndarray, tokens: list[str], path: str | os.PathLike | None = None, title: str | None = None
+) -> Figure | None:
     """One heat map per head (``weights`` (H, T, T)), keys on the x axis, queries on the y axis, both
     labelled with the tokens."""
     plt = _pyplot()

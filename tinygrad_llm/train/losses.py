@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from tinygrad_llm import functional as F
 from tinygrad_llm.tensor import Tensor, no_grad
 
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.nn.module import Module
 
-def calc_loss_batch(input_batch, target_batch, model, device: str | None = None) -> Tensor:
+
+def calc_loss_batch(
+    input_batch: Array | Tensor, target_batch: Array | Tensor, model: Module, device: str | None = None
+) -> Tensor:
     """Mean cross-entropy of the model's next-token logits against the targets.
 
     input_batch, target_batch: integer arrays or Tensors (B, T), the targets being the inputs shifted by
@@ -25,7 +33,11 @@ def calc_loss_batch(input_batch, target_batch, model, device: str | None = None)
 
 
 def calc_loss_loader(
-    data_loader, model, device: str | None = None, num_batches: int | None = None, loss_batch=None
+    data_loader: Iterable,
+    model: Module,
+    device: str | None = None,
+    num_batches: int | None = None,
+    loss_batch: Callable[..., Tensor] | None = None,
 ) -> float:
     """Average of ``calc_loss_batch`` over the first ``num_batches`` batches of ``data_loader`` (all when None).
 
@@ -54,7 +66,7 @@ def calc_loss_loader(
     return total / count if count else float("nan")
 
 
-def perplexity(loss: float) -> float:
+def perplexity(loss: float | Tensor) -> float:
     """exp(loss): the number of tokens the model is, on average, as unsure between as a uniform choice."""
     loss = float(loss.item() if isinstance(loss, Tensor) else loss)
     return math.exp(loss) if loss < 709 else float("inf")  # exp overflows a float beyond ~709

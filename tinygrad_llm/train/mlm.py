@@ -12,14 +12,24 @@ a GPT's next-token loss on the same text: BERT sees both sides of every masked t
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tinygrad_llm.data.mlm import MLMDataset, mask_tokens
 from tinygrad_llm.model.bert import BertConfig, BertForMaskedLM
 from tinygrad_llm.tensor import no_grad
 
+if TYPE_CHECKING:
+    from tinygrad_llm.model.config import GPTConfig
+    from tinygrad_llm.tokenizer.base import Tokenizer
 
-def build_masked_lm(gpt_config, tokenizer, folder=None, device=None):
+
+def build_masked_lm(
+    gpt_config: GPTConfig, tokenizer: Tokenizer, folder: str | os.PathLike | None = None, device: str | None = None
+) -> BertForMaskedLM:
     """A BertForMaskedLM of ``gpt_config``'s size (width, depth, heads, context, dropout) for ``tokenizer``'s
     vocabulary; or, from ``folder`` (a checkpoint to resume, a run or Hugging Face BERT folder to start
     from), that model, whose vocabulary must be the tokenizer's."""
@@ -37,7 +47,9 @@ def build_masked_lm(gpt_config, tokenizer, folder=None, device=None):
     return model
 
 
-def mlm_datasets(train_ids, val_ids, tokenizer, context_length: int, seed: int):
+def mlm_datasets(
+    train_ids: Sequence[int], val_ids: Sequence[int], tokenizer: Tokenizer, context_length: int, seed: int
+) -> tuple[MLMDataset, MLMDataset]:
     """(training windows, masked afresh at every batch; validation windows, masked the same at every
     evaluation). Training windows overlap by half, as the GPT's."""
     span = context_length - 2
@@ -46,7 +58,9 @@ def mlm_datasets(train_ids, val_ids, tokenizer, context_length: int, seed: int):
     return train_set, val_set
 
 
-def fill_mask_sample(model, tokenizer, text: str, context_length: int, seed: int = 0) -> str:
+def fill_mask_sample(
+    model: BertForMaskedLM, tokenizer: Tokenizer, text: str, context_length: int, seed: int = 0
+) -> str:
     """Mask a line of ``text`` by the BERT recipe's 15% (all as [MASK]) and show what the model fills in."""
     ids = tokenizer.encode(text, allowed_special=set(), disallowed_special=())[: context_length - 2]
     if not ids:

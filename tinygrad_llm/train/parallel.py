@@ -13,19 +13,39 @@ The fast step (train/step.py), which the ``Trainer`` and the command line's fine
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 from tinygrad_llm.dist import GradientReducer, SingleProcess, broadcast_parameters
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.dist.comm import Communicator
+    from tinygrad_llm.dist.zero import ZeroAdamW
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.optim import Optimizer
+    from tinygrad_llm.tensor import Tensor
+    from tinygrad_llm.train.signals import SignalGuard
 
-def local_rows(array, comm):
+Rows = TypeVar("Rows")
+
+
+def local_rows(array: Rows, comm: Communicator) -> Rows:
     """Process ``comm.rank``'s rows of a batch: rows [r*n/N, (r+1)*n/N) of its n rows (b each when n = b*N)."""
     n, world = len(array), comm.world_size
     return array[comm.rank * n // world : (comm.rank + 1) * n // world]
 
 
-def calc_loss_loader_parallel(data_loader, model, device, num_batches, comm, loss_batch=None) -> float:
+def calc_loss_loader_parallel(
+    data_loader: Iterable,
+    model: Module,
+    device: str | None,
+    num_batches: int | None,
+    comm: Communicator,
+    loss_batch: Callable[..., Tensor] | None = None,
+) -> float:
     """``calc_loss_loader`` over global batches, each process scoring its rows; the same number on every
     process (the mean over batches of each whole batch's loss, as one process would compute it)."""
     if comm.world_size == 1:
@@ -47,14 +67,14 @@ class DataParallel:
     """The calls a training loop makes to train data-parallel over ``comm``'s processes (with one process,
     each is a no-op). Construction makes every process start from process 0's parameters."""
 
-    def __init__(self, comm, model, optimizer):
+    def __init__(self, comm: Communicator | None, model: Module, optimizer: Optimizer | ZeroAdamW):
         self.comm = comm or SingleProcess()
         self.reducer = None
         if self.comm.world_size > 1:
             broadcast_parameters(model.parameters(), self.comm)
             self.reducer = GradientReducer([p for g in optimizer.param_groups for p in g["params"]], self.comm)
 
-    def rows(self, batch):
+    def rows(self, batch: Array | dict[str, Array] | None) -> Array | dict[str, Array] | None:
         """This process's rows of a global batch (an array, or a dict of arrays such as DPO's; None stays None)."""
         if batch is None:
             return None
@@ -66,12 +86,19 @@ class DataParallel:
         if self.reducer is not None:
             self.reducer.reduce()
 
-    def loss_loader(self, data_loader, model, device, num_batches, loss_batch=None) -> float:
+    def loss_loader(
+        self,
+        data_loader: Iterable,
+        model: Module,
+        device: str | None,
+        num_batches: int | None,
+        loss_batch: Callable[..., Tensor] | None = None,
+    ) -> float:
         return calc_loss_loader_parallel(data_loader, model, device, num_batches, self.comm, loss_batch)
 
 
 @contextlib.contextmanager
-def stop_together(comm, guard):
+def stop_together(comm: Communicator, guard: SignalGuard) -> Iterator[Callable[[], None]]:
     """Ctrl-C and SIGTERM in a data-parallel run: inside the block ``guard`` (a ``train.signals.SignalGuard``)
     only notes a signal; the loop calls the yielded ``check()`` after each step, where the processes agree
     (one scalar Allreduce) and all raise ``Interrupted`` at the same step. A process that stopped on its own

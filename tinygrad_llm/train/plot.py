@@ -7,11 +7,17 @@ The legend sits below the axes, where it cannot hide a curve, and the counts on 
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinygrad_llm.files import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _warned = False
 
@@ -32,7 +38,7 @@ def short_count(x: float) -> str:
     return f"{x:.3g}"
 
 
-def plot_run(run_dir, path=None):
+def plot_run(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> tuple[Figure | None, Path]:
     """Draw a training run's curves again from its ``log.jsonl``, to ``path`` (default ``run_dir/losses.png``)."""
     import json
 
@@ -53,7 +59,14 @@ def plot_run(run_dir, path=None):
     return plot_losses(*columns, path=path), path
 
 
-def plot_losses(steps_seen, tokens_seen, train_losses, val_losses, path=None, xlabel: str = "Steps"):
+def plot_losses(
+    steps_seen: Sequence[float],
+    tokens_seen: Sequence[float],
+    train_losses: Sequence[float],
+    val_losses: Sequence[float],
+    path: str | os.PathLike | None = None,
+    xlabel: str = "Steps",
+) -> Figure | None:
     """Plot train and validation losses against ``steps_seen`` (epochs in the book), tokens seen on top.
 
     Writes a PNG to ``path`` atomically when given; returns the figure, or None without matplotlib.
@@ -71,15 +84,15 @@ def plot_losses(steps_seen, tokens_seen, train_losses, val_losses, path=None, xl
 
 
 def plot_values(
-    epochs_seen,
-    examples_seen,
-    train_values,
-    val_values,
+    epochs_seen: Sequence[float],
+    examples_seen: Sequence[float],
+    train_values: Sequence[float],
+    val_values: Sequence[float],
     label: str = "loss",
-    path=None,
+    path: str | os.PathLike | None = None,
     xlabel: str = "Epochs",
     top_xlabel: str = "Examples seen",
-):
+) -> Figure | None:
     """The book's chapter-6 ``plot_values``: training and validation ``label`` (loss, accuracy, reward
     margin, ...) against ``epochs_seen``, with ``examples_seen`` on a second axis on top.
 

@@ -16,7 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.dist.comm import Communicator
+    from tinygrad_llm.model.config import GPTConfig
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.tokenizer.base import Tokenizer
+    from tinygrad_llm.train.trainer import Trainer
+
+    Log = Callable[[str], object]
 
 DEFAULTS = {  # the main job: a character-level GPT on pydoc_data, a few minutes on 2 CPU cores
     "tokenizer": "char",
@@ -111,7 +125,7 @@ class RunSettings:
     sample_tokens: int = 200
 
     @classmethod
-    def from_namespace(cls, args) -> RunSettings:
+    def from_namespace(cls, args: argparse.Namespace) -> RunSettings:
         """From an object with these attributes (the command line's parsed arguments)."""
         return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
 
@@ -207,7 +221,7 @@ def read_saved_settings(checkpoint: Path) -> dict:
     return saved
 
 
-def build_tokenizer(name: str, text: str, vocab_size: int, log=_stderr):
+def build_tokenizer(name: str, text: str, vocab_size: int, log: Log = _stderr) -> Tokenizer:
     from tinygrad_llm.tokenizer import get_tokenizer
 
     if name == "char":
@@ -238,7 +252,9 @@ def check_settings(settings: RunSettings) -> None:
             raise ValueError(f"--device {settings.device}: {reason}") from None
 
 
-def train_run(settings: RunSettings, comm=None, given: set | None = None, log=_stderr) -> TrainRun:
+def train_run(
+    settings: RunSettings, comm: Communicator | None = None, given: set | None = None, log: Log = _stderr
+) -> TrainRun:
     """Train as ``settings`` say, in ``settings.run_folder()``, and return the run (see the module docstring).
 
     ``comm``: the data-parallel communicator (``tinygrad_llm.dist.init()``; default one process): process 0
@@ -270,7 +286,9 @@ def train_run(settings: RunSettings, comm=None, given: set | None = None, log=_s
         return _claimed_run(settings, out, comm, given, log)  # (read under the lock: no run writes it)
 
 
-def resume_settings(settings: RunSettings, out: Path, given: set | None = None, log=_stderr):
+def resume_settings(
+    settings: RunSettings, out: Path, given: set | None = None, log: Log = _stderr
+) -> tuple[list[str], Path | None]:
     """For ``resume``: (the overrides given, the checkpoint to continue: the newest intact one, every file
     checked; a damaged newest one is named). Fills in the run's own settings and checks them."""
     from tinygrad_llm.checkpoint import find_intact_checkpoint
@@ -316,7 +334,7 @@ def _tokenizer(settings: RunSettings, out: Path, text: str, log):
     return tokenizer
 
 
-def prepare_data(settings: RunSettings, out: Path, log=_stderr):
+def prepare_data(settings: RunSettings, out: Path, log: Log = _stderr) -> tuple[TrainRun, Array, Array]:
     """(the run so far: text, tokenizer, checked sample prompt; training ids; validation ids)."""
     import numpy as np
 
@@ -345,7 +363,7 @@ def prepare_data(settings: RunSettings, out: Path, log=_stderr):
     return run, train_ids, val_ids
 
 
-def build_model(settings: RunSettings, tokenizer, checkpoint: Path | None):
+def build_model(settings: RunSettings, tokenizer: Tokenizer, checkpoint: Path | None) -> tuple[Module, GPTConfig]:
     """(model, its GPTConfig): the preset's shape, the run's own (resume) or --init-from's weights."""
     from tinygrad_llm.model import GPTConfig, GPTModel
     from tinygrad_llm.train.mlm import build_masked_lm
@@ -377,7 +395,9 @@ def build_model(settings: RunSettings, tokenizer, checkpoint: Path | None):
     return model, config
 
 
-def build_trainer(settings: RunSettings, out: Path, run: TrainRun, train_ids, val_ids, comm):
+def build_trainer(
+    settings: RunSettings, out: Path, run: TrainRun, train_ids: Array, val_ids: Array, comm: Communicator | None
+) -> Trainer:
     """The Trainer of ``run.model`` on the windows of the two splits, saving the settings with each checkpoint."""
     from tinygrad_llm.data import GPTDataset
     from tinygrad_llm.train.mlm import mlm_datasets

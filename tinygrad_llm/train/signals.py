@@ -19,6 +19,12 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tinygrad_llm.dist.comm import Communicator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -36,7 +42,9 @@ class SignalGuard:
     main thread, or outside ``catch_signals``) receives no signal: its blocks simply run."""
 
     def __init__(
-        self, log=print, stopping_message: str = "still writing the checkpoint, please wait (it will be complete)"
+        self,
+        log: Callable[[str], object] = print,
+        stopping_message: str = "still writing the checkpoint, please wait (it will be complete)",
     ):
         self.log, self.stopping_message = log, stopping_message
         self.interrupted = False  # Interrupted has been raised: the run is ending
@@ -44,7 +52,7 @@ class SignalGuard:
         self.at_checks = False  # data parallel: signals wait for check(), where the processes agree
         self._deferring = []  # what the open deferred() blocks are doing, for the message
 
-    def handle(self, signum, frame) -> None:
+    def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.interrupted:
             self.log(f"{name}: {self.stopping_message}")
@@ -60,7 +68,7 @@ class SignalGuard:
         raise Interrupted(signum)
 
     @contextlib.contextmanager
-    def deferred(self, doing: str | None = None):
+    def deferred(self, doing: str | None = None) -> Iterator[None]:
         """Signals wait until the block ends (a save or an update is never cut short); then the first one is
         raised. ``doing`` ("the checkpoint being written") is said when a signal arrives meanwhile."""
         self._deferring.append(doing)
@@ -71,7 +79,7 @@ class SignalGuard:
         if not self._deferring and not self.at_checks and self.pending is not None and not self.interrupted:
             self._stop(self.pending)
 
-    def check(self, comm) -> None:
+    def check(self, comm: Communicator) -> None:
         """With ``at_checks``: whether some process was signalled (one scalar Allreduce, on every process at
         the same step); if so every process raises Interrupted here."""
         if comm.sum(float(self.pending is not None)) > 0:
@@ -79,7 +87,7 @@ class SignalGuard:
 
 
 @contextlib.contextmanager
-def catch_signals(log, **options):
+def catch_signals(log: Callable[[str], object], **options: Any) -> Iterator[SignalGuard]:
     """Install a ``SignalGuard``'s handlers for SIGINT and SIGTERM for the block (main thread only; elsewhere
     the guard is yielded uninstalled); restore the previous ones after.
 
@@ -102,7 +110,7 @@ def catch_signals(log, **options):
                 outer.interrupted = True
 
 
-def terminate_as_interrupt(log):
+def terminate_as_interrupt(log: Callable[[str], object]) -> contextlib.AbstractContextManager[SignalGuard]:
     """For a whole command: SIGTERM raises Interrupted as Ctrl-C does, so ``finally`` blocks run (locks are
     released, temporaries removed) instead of the process vanishing; repeats while it stops are ignored."""
     return catch_signals(log, stopping_message="already stopping, please wait")

@@ -10,13 +10,30 @@ The configurable loop with checkpoints, schedules and resume is ``Trainer`` (tra
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
 from tinygrad_llm.generate import generate, text_to_token_ids, token_ids_to_text
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 
+if TYPE_CHECKING:
+    from tinygrad_llm.model.gpt import GPTModel
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.optim import Optimizer
+    from tinygrad_llm.tensor import Tensor
+    from tinygrad_llm.tokenizer.base import Tokenizer
+    from tinygrad_llm.train.parallel import DataParallel
+
 
 def evaluate_model(
-    model, train_loader, val_loader, device, eval_iter: int, loss_batch=None, parallel=None
+    model: Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    device: str | None,
+    eval_iter: int,
+    loss_batch: Callable[..., Tensor] | None = None,
+    parallel: DataParallel | None = None,
 ) -> tuple[float, float]:
     """Mean loss over the first ``eval_iter`` batches of each loader, in eval mode (dropout off);
     ``loss_batch`` as in ``calc_loss_loader``; with ``parallel`` (data-parallel) each process scores its rows."""
@@ -30,7 +47,9 @@ def evaluate_model(
     return train_loss, val_loss
 
 
-def generate_and_print_sample(model, tokenizer, device, start_context: str, max_new_tokens: int = 50) -> str:
+def generate_and_print_sample(
+    model: GPTModel, tokenizer: Tokenizer, device: str | None, start_context: str, max_new_tokens: int = 50
+) -> str:
     """Greedy continuation of ``start_context``, printed on one line (as the book) and returned."""
     context_size = model.config.context_length
     encoded = text_to_token_ids(start_context, tokenizer)
@@ -41,17 +60,17 @@ def generate_and_print_sample(model, tokenizer, device, start_context: str, max_
 
 
 def train_model_simple(
-    model,
-    train_loader,
-    val_loader,
-    optimizer,
-    device,
+    model: GPTModel,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    optimizer: Optimizer,
+    device: str | None,
     num_epochs: int,
     eval_freq: int,
     eval_iter: int,
     start_context: str,
-    tokenizer,
-):
+    tokenizer: Tokenizer,
+) -> tuple[list[float], list[float], list[int]]:
     """Train for ``num_epochs``; every ``eval_freq`` steps log the train and validation loss; after every
     epoch print a sample of ``start_context``. Returns (train_losses, val_losses, track_tokens_seen), one
     entry per evaluation, as the book.

@@ -19,12 +19,32 @@ interrupted before its update and to hold signals during the update (train/signa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.runtime import backward_in_parts
 from tinygrad_llm.train.losses import calc_loss_batch
 
+if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.optim import Optimizer
+    from tinygrad_llm.tensor import Tensor
+    from tinygrad_llm.train.parallel import DataParallel
 
-def backward_step(model, optimizer, batches, device=None, amp=None, parallel=None, loss_batch=calc_loss_batch):
+    Batches = Sequence[tuple[Array, Array]]
+
+
+def backward_step(
+    model: Module,
+    optimizer: Optimizer,
+    batches: Batches,
+    device: str | None = None,
+    amp: MixedPrecision | None = None,
+    parallel: DataParallel | None = None,
+    loss_batch: Callable[..., Tensor] = calc_loss_batch,
+) -> Array:
     """Steps 1-3: zero the gradients, then the loss and backward of every (inputs, targets) micro-batch of
     ``batches``, gradients averaged over ``parallel``'s processes (a ``train.parallel.DataParallel``; None:
     one process). ``amp``: a ``MixedPrecision`` (None: fp32, whose backward is ``loss.backward()``).
@@ -43,7 +63,9 @@ def backward_step(model, optimizer, batches, device=None, amp=None, parallel=Non
     return total / len(batches)
 
 
-def update_step(model, optimizer, amp=None, grad_clip: float | None = None) -> bool:
+def update_step(
+    model: Module, optimizer: Optimizer, amp: MixedPrecision | None = None, grad_clip: float | None = None
+) -> bool:
     """Step 4: clip to ``grad_clip`` (None or 0: no clipping) and update, through ``amp``'s loss scaler.
     Returns True when the parameters moved (fp16 skips a step with an inf/NaN gradient)."""
     amp = amp or MixedPrecision("fp32", model.device)
@@ -51,15 +73,15 @@ def update_step(model, optimizer, amp=None, grad_clip: float | None = None) -> b
 
 
 def train_step(
-    model,
-    optimizer,
-    batches,
-    device=None,
-    amp=None,
-    parallel=None,
-    loss_batch=calc_loss_batch,
+    model: Module,
+    optimizer: Optimizer,
+    batches: Batches,
+    device: str | None = None,
+    amp: MixedPrecision | None = None,
+    parallel: DataParallel | None = None,
+    loss_batch: Callable[..., Tensor] = calc_loss_batch,
     grad_clip: float | None = None,
-):
+) -> Array:
     """Steps 1-4: one optimizer step over ``batches`` (a list of (inputs, targets) micro-batches). Returns
     this process's mean loss (a float64 0-d array)."""
     loss = backward_step(model, optimizer, batches, device, amp, parallel, loss_batch)

@@ -28,10 +28,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinygrad_llm import backend, run_folder, runtime
 from tinygrad_llm.amp import PRECISIONS, MixedPrecision
@@ -47,6 +49,16 @@ from tinygrad_llm.train.parallel import DataParallel, calc_loss_loader_parallel,
 from tinygrad_llm.train.plot import plot_losses
 from tinygrad_llm.train.signals import SignalGuard, catch_signals
 from tinygrad_llm.train.step import backward_step, update_step
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tinygrad_llm.checkpoint import Checkpoint
+    from tinygrad_llm.data.dataset import GPTDataset
+    from tinygrad_llm.data.mlm import MLMDataset
+    from tinygrad_llm.dist.comm import Communicator
+    from tinygrad_llm.nn.module import Module
+    from tinygrad_llm.tokenizer.base import Tokenizer
 
 LOG_FILE, PLOT_FILE = "log.jsonl", "losses.png"
 GRAD_LOG_FILE, GRAD_PLOT_FILE, LR_PLOT_FILE = "grad_norms.jsonl", "grad_norms.png", "lr_schedule.png"
@@ -107,15 +119,15 @@ class Trainer:
 
     def __init__(
         self,
-        model,
-        train_dataset,
-        val_dataset,
+        model: Module,
+        train_dataset: GPTDataset | MLMDataset,
+        val_dataset: GPTDataset | MLMDataset,
         config: TrainConfig,
-        out_dir,
-        tokenizer=None,
+        out_dir: str | os.PathLike,
+        tokenizer: Tokenizer | None = None,
         device: str | None = None,
-        log=None,
-        comm=None,
+        log: Callable[[str], object] | None = None,
+        comm: Communicator | None = None,
         zero: bool = False,
     ):
         runtime.configure()  # host memory kept for the next step; threads as set (--threads) or automatic
@@ -164,7 +176,7 @@ class Trainer:
         self._grad_norms = None  # per-layer gradient norms of the last step, kept for the next evaluation
 
     # --- resume -----------------------------------------------------------------------------------
-    def load_state(self, checkpoint_dir=None) -> int:
+    def load_state(self, checkpoint_dir: str | os.PathLike | None = None) -> int:
         """Restore weights, optimizer, data position, generators and history from the latest checkpoint
         of ``checkpoint_dir`` (default: this run's folder). Returns the step it resumes from."""
         ckpt = load_checkpoint(checkpoint_dir or self.out_dir, expected_state=self.model.state_dict())
@@ -460,7 +472,7 @@ class Trainer:
             )
 
 
-def check_trainer_state(checkpoint) -> None:
+def check_trainer_state(checkpoint: Checkpoint) -> None:
     """The trainer's part of a checkpoint has every field ``load_state`` reads, of the right kind; a
     CheckpointError names trainer_state.json and the field otherwise."""
     from tinygrad_llm.checkpoint import TRAINER_JSON, CheckpointError
@@ -494,7 +506,7 @@ def _progress_bar(start: int, total: int):
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
 
-def read_log(out_dir) -> list[dict]:
+def read_log(out_dir: str | os.PathLike) -> list[dict]:
     """The records of a run's log.jsonl."""
     path = Path(out_dir) / LOG_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
