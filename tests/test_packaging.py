@@ -181,3 +181,22 @@ def test_no_module_uses_a_private_name_of_another():
     }
     unexpected = sorted(crossing - PENDING_PRIVATE)
     assert not unexpected, f"private names used from another module (user, owner, name): {unexpected}"
+
+
+def test_every_public_function_has_type_hints():
+    """Each public function and method of the package (a name without a leading underscore) annotates every
+    parameter but self/cls, and its return unless it is __init__."""
+    import ast
+
+    unannotated = []
+    for path in sorted((ROOT / "tinygrad_llm").rglob("*.py")):
+        if "kernels" in path.relative_to(ROOT).parts:
+            continue  # the compiled kernels, typed by Numba at their first call
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef) or node.name.startswith("_"):
+                continue
+            params = [a for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+            params = [a for a in params if a.arg not in ("self", "cls")]
+            if node.returns is None or any(a.annotation is None for a in params):
+                unannotated.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not unannotated, f"{len(unannotated)} public functions without full type hints: {unannotated[:20]}"
