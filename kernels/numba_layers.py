@@ -12,6 +12,9 @@ import numpy as np
 
 from tinygrad_llm.kernels.numba_math import FAST, exp_row, kernel, n_blocks
 
+# exp_row is inlined into _gelu (numba_math.HELPER), never called: see numba_softmax. (Numba's cache keys on
+# this file only: an edit here is also what makes an existing cache of these kernels rebuild.)
+
 # ---- layer norm --------------------------------------------------------------------------------------
 
 

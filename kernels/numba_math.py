@@ -41,6 +41,15 @@ P0, P1, P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float3
 P3, P4, P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
 ZERO, ONE, HALF, TWO = np.float32(0.0), np.float32(1.0), np.float32(0.5), np.float32(2.0)
 
+# The helpers below are inlined into every kernel that calls them (forceinline: LLVM's alwaysinline), never
+# called. A called helper is a weak (linkonce_odr) symbol, and Numba's JIT binds a weak symbol to the first
+# copy loaded into the process: the helper's own library when this process compiled it, else the copy inside
+# whichever cached kernel loaded first. The copies are the same IR optimised in different modules, and under
+# 'reassoc' they may sum in different orders: exp_row's total combined its four vector accumulators as
+# ((a0 + a1) + a2) + a3 in one copy and (a0 + a1) + (a2 + a3) in the other, so softmax's last bit depended
+# on the process history (compiled vs loaded from the cache). Inlined, a kernel's object code is all it runs.
+HELPER = {"fastmath": FAST, "forceinline": True}
+
 
 def exp_row(x, shift, scale, out, bits):
     """out[j] = exp((x[j] - shift) * scale) for 1-D arrays x and out of one length; returns sum(out).
@@ -55,7 +64,7 @@ def tanh_row(u, out, bits):
     raise NotImplementedError("tanh_row is a Numba helper")
 
 
-@overload(exp_row, jit_options={"fastmath": FAST})
+@overload(exp_row, jit_options=HELPER)
 def _exp_row_overload(x, shift, scale, out, bits):
     if x.dtype == types.float32:
 
@@ -91,7 +100,7 @@ def _exp_row_overload(x, shift, scale, out, bits):
     return exp_row_f64
 
 
-@overload(tanh_row, jit_options={"fastmath": FAST})
+@overload(tanh_row, jit_options=HELPER)
 def _tanh_row_overload(u, out, bits):
     if u.dtype == types.float32:
 
@@ -111,7 +120,7 @@ def _tanh_row_overload(u, out, bits):
     return tanh_row_f64
 
 
-@njit(fastmath={"nnan", "nsz", "reassoc"}, cache=True)
+@njit(fastmath={"nnan", "nsz", "reassoc"}, forceinline=True, cache=True)
 def row_max(xr, n):
     """max(xr[:n]) for n >= 1 (NaN inputs give NaN outputs downstream anyway; -inf is kept).
 

@@ -17,6 +17,10 @@ import numpy as np
 
 from tinygrad_llm.kernels.numba_math import FAST, ONE, ZERO, exp_row, kernel, row_max
 
+# row_max and exp_row are inlined into these kernels (numba_math.HELPER), never called: a called helper's bits
+# depended on whether this process compiled the kernel or loaded it from Numba's cache. (Numba's cache keys on
+# this file only: an edit here is also what makes an existing cache of these kernels rebuild.)
+
 
 @kernel(fastmath=FAST, cache=True)
 def _softmax_rows(x, y, scale, n_queries, causal):

@@ -590,3 +590,68 @@ def test_an_operation_saves_the_same_state_whichever_implementation_ran(op):
         t2 = tl.Tensor(x, requires_grad=True)
         (F.layer_norm(t2) if op == "layer_norm" else F.gelu(t2)).backward(gy)
     assert_close(t.grad, t2.grad, np.float32, op, at_least=10.0 * float(np.abs(gy).max()))
+
+
+# ---- the same bits whether a kernel was compiled in this process or loaded from Numba's cache ---------------
+
+_CACHE_PROBE = r"""
+import hashlib, json, sys
+import numpy as np
+from numba.core.registry import CPUDispatcher
+from tinygrad_llm.kernels import numba_layers as L, numba_softmax as S
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 97)).astype(np.float32)  # 97: the vector loops' main part, tail and remainder
+gy = rng.standard_normal((64, 97)).astype(np.float32)
+scores = rng.standard_normal((4, 9, 13)).astype(np.float32)
+t = rng.integers(0, 97, 64)
+w, b = rng.standard_normal(97).astype(np.float32), rng.standard_normal(97).astype(np.float32)
+out = {"sm": S.softmax_forward(x, 0.7), "smb": S.softmax_backward(S.softmax_forward(x), gy, 0.7),
+       "causal": S.softmax_forward(scores, 0.5, causal=True), "gelu": L.gelu_forward(x),
+       "gelub": L.gelu_backward(x, gy), "emb": L.embedding_backward(t, gy, 97)}
+out["ce"], out["lse"] = S.cross_entropy_forward(x, t, -100)
+out["ceb"] = S.cross_entropy_backward(x, out["lse"], t, np.full(64, 1 / 64, np.float32))
+y, mean, rstd = L.layer_norm_forward(x, w, b, 1e-5)
+out["ln"] = y
+out["lnb"] = np.concatenate([np.ravel(a) for a in L.layer_norm_backward(gy, x, w, mean, rstd)])
+report = {"bits": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in out.items()},
+          "calls": {}, "loaded": []}
+for module in (L, S):
+    for f in vars(module).values():
+        if isinstance(f, CPUDispatcher) and f.__module__ == module.__name__ and f.signatures:
+            if f.stats.cache_hits:
+                report["loaded"].append(f.__name__)
+                continue
+            for sig in f.signatures:  # compiled here: the helpers it calls instead of inlining, if any
+                asm = f.inspect_asm(sig)
+                report["calls"][f.__name__] = sorted(set(
+                    line.split("$")[1].split(",")[0] for line in asm.splitlines()
+                    if "movabsq" in line and "numba_math" in line))
+print(json.dumps(report))
+"""
+
+
+def test_kernels_give_the_same_bits_compiled_or_loaded_from_the_cache(tmp_path):
+    """Two fresh interpreters share an empty NUMBA_CACHE_DIR: the first compiles every kernel (and writes the
+    cache), the second loads them. Their outputs must agree bit for bit, or a resumed run (cache) would not
+    equal a straight one (a fresh clone compiles). No kernel may call a numba_math helper (it must inline it):
+    a called helper binds to whichever copy of it the process loaded first, and the copies sum in different
+    orders under fastmath (softmax's last bit differed)."""
+    import json
+    import os
+    import subprocess
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    env.pop("NUMBA_DISABLE_JIT", None)
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    compiled, loaded = runs
+    assert compiled["calls"] and not compiled["loaded"], compiled  # the first compiled every kernel
+    assert loaded["loaded"] and not loaded["calls"], loaded  # the second loaded them
+    differ = sorted(k for k in compiled["bits"] if compiled["bits"][k] != loaded["bits"][k])
+    assert not differ, f"compiled and cached kernels give different bits for {differ}"
+    assert compiled["calls"] == {name: [] for name in compiled["calls"]}, compiled["calls"]
