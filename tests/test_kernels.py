@@ -645,8 +645,9 @@ def test_kernels_give_the_same_bits_compiled_or_loaded_from_the_cache(tmp_path):
     env.pop("NUMBA_DISABLE_JIT", None)
     runs = []
     for _ in range(2):
-        done = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     compiled, loaded = runs
