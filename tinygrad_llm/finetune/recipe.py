@@ -137,22 +137,24 @@ def finetune_classifier(
 # ---- shared with the instruction and DPO commands ---------------------------------------------------------
 
 
+def size_overrides(args: Args) -> dict:
+    """The model-size flags given (--emb-dim, --n-layers, --n-heads, --dropout) as GPTConfig/BertConfig fields."""
+    given = (
+        ("emb_dim", args.emb_dim),
+        ("n_layers", args.n_layers),
+        ("n_heads", args.n_heads),
+        ("drop_rate", args.dropout),
+    )
+    return {field: value for field, value in given if value is not None}
+
+
 def load_start_model(args: Args, context_length: int | None = None) -> tuple[Module, Tokenizer, str]:
     """(model, tokenizer, description): from ``args.init_from``, or a fresh ``args.preset`` model (else
     ``args.default_preset``) for ``args.tokenizer``: an NgramGPTModel when ``args.ngram_sizes`` (the classifier's)."""
     from tinygrad_llm.model import GPTConfig, GPTModel, NgramGPTConfig, NgramGPTModel
     from tinygrad_llm.tokenizer import get_tokenizer
 
-    overrides = {
-        k: v
-        for k, v in (
-            ("emb_dim", args.emb_dim),
-            ("n_layers", args.n_layers),
-            ("n_heads", args.n_heads),
-            ("drop_rate", args.dropout),
-        )
-        if v is not None
-    }
+    overrides = size_overrides(args)
     if args.init_from is None:
         tokenizer = get_tokenizer(args.tokenizer)
         preset = args.preset or args.default_preset
@@ -335,16 +337,7 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
     if args.init_from is None:
         tokenizer = with_bert_tokens(get_tokenizer(args.tokenizer))
         max_length = BertSpamDataset(*splits["train"], tokenizer, max_length=args.max_length).max_length
-        overrides = {
-            k: v
-            for k, v in (
-                ("emb_dim", args.emb_dim),
-                ("n_layers", args.n_layers),
-                ("n_heads", args.n_heads),
-                ("drop_rate", args.dropout),
-            )
-            if v is not None
-        }
+        overrides = size_overrides(args)
         preset = args.preset or args.default_preset
         shape = GPTConfig.preset(preset, vocab_size=tokenizer.n_vocab, context_length=max_length, **overrides)
         config = BertConfig.from_gpt_config(shape, pad_token_id=tokenizer.pad_id, num_labels=len(CLASS_NAMES))

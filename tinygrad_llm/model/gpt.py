@@ -116,6 +116,7 @@ class GPTModel(Module):
     """
 
     config_class = GPTConfig  # what a config.json of this model reads into
+    cache_class = KVCache  # what new_cache() makes
 
     def __init__(self, cfg: GPTConfig | dict):
         super().__init__()
@@ -216,7 +217,7 @@ class GPTModel(Module):
     def new_cache(self, max_length: int | None = None) -> KVCache:
         """An empty KV cache for this model (capacity: the context length unless given smaller)."""
         length = self.config.context_length if max_length is None else min(max_length, self.config.context_length)
-        return KVCache(self.config.n_layers, length)
+        return self.cache_class(self.config.n_layers, length)
 
     @classmethod
     def from_pretrained(

@@ -6,7 +6,7 @@
 Not GPT-2 and not the book: an experiment (nn/ngram.py says why a byte-level classifier trained on a thousand
 messages wants it), so it lives beside the book's ``GPTModel``, in its own class, and ``GPTModel`` stays the
 book's. It is a subclass, not a hook inside GPTModel, because everything but the first block's input is the
-book's: it changes ``embed`` (token + position, plus the n-grams) and ``new_cache`` (a cache that also keeps
+book's: it changes ``embed`` (token + position, plus the n-grams) and ``cache_class`` (a cache that also keeps
 the last ids, which the next call's n-grams reach back to), nothing else. It sits in model/ rather than
 finetune/ because it is a whole language model (it generates, with a KV cache and padded prompts, as the
 book's does) and the loaders of run folders (finetune.io, ``from_pretrained`` of our layout) must build it.
@@ -89,6 +89,7 @@ class NgramGPTModel(GPTModel):
     n-gram tables, blocks, head), so a seed gives the model it always gave, bit for bit."""
 
     config_class = NgramGPTConfig
+    cache_class = NgramKVCache  # it also keeps the last ids, for the n-grams of the next call
 
     def __init__(self, cfg: NgramGPTConfig | dict):
         Module.__init__(self)
@@ -129,11 +130,6 @@ class NgramGPTModel(GPTModel):
             seen = ids if context is None else xp.concatenate([context, ids.astype(context.dtype)], axis=1)
             cache.recent_ids = seen[:, -self.ngram_emb.context_size :]
         return embeds
-
-    def new_cache(self, max_length: int | None = None) -> NgramKVCache:
-        """An empty cache that also keeps the last ids (capacity: the context length unless given smaller)."""
-        length = self.config.context_length if max_length is None else min(max_length, self.config.context_length)
-        return NgramKVCache(self.config.n_layers, length)
 
     @classmethod
     def from_pretrained(
