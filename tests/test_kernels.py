@@ -631,6 +631,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.slow  # two fresh interpreters compile and load every kernel
 def test_kernels_give_the_same_bits_compiled_or_loaded_from_the_cache(tmp_path):
     """Two fresh interpreters share an empty NUMBA_CACHE_DIR: the first compiles every kernel (and writes the
     cache), the second loads them. Their outputs must agree bit for bit, or a resumed run (cache) would not

@@ -32,6 +32,7 @@ def run_in_root(code: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # a fresh interpreter imports transformers and torch
 def test_transformers_and_tinygrad_llm_import_together_from_the_repository_root():
     pytest.importorskip("transformers", reason="transformers is not installed")
     out = run_in_root(
