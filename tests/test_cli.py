@@ -130,36 +130,6 @@ def test_generate_streams_a_continuation(trained, capsys):
     assert capsys.readouterr().out == first  # the KV cache changes nothing but speed
 
 
-def test_chat_answers_each_line(trained):
-    result = run_cli(
-        "chat",
-        "--checkpoint",
-        trained / "run",
-        "--max-new-tokens",
-        "5",
-        "--temperature",
-        "0",
-        stdin="the cat\nthe dog\n",
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert len(lines) == 2 and len(lines[0]) == 5 and len(lines[1]) == 5
-
-
-def test_unknown_characters_chat_carries_on_generate_prints_nothing(trained, capsys, monkeypatch):
-    import io
-
-    monkeypatch.setattr("sys.stdin", io.StringIO("the é cat\nthe dog\néé\n"))
-    assert main(["chat", "--checkpoint", str(trained / "run"), "--max-new-tokens", "5", "--temperature", "0"]) == 0
-    captured = capsys.readouterr()
-    assert len(captured.out.splitlines()) == 2  # the first line without its é, the second; the third is all é
-    assert captured.err.count("'é' is not in the model's vocabulary: left out") == 2
-    assert main(["generate", "--checkpoint", str(trained / "run"), "--prompt", "thé cät"]) == 1
-    captured = capsys.readouterr()
-    assert captured.out == ""  # not even the prompt
-    assert "--prompt: 'é', 'ä' are not in the vocabulary of this model's char tokenizer" in captured.err
-
-
 def test_broken_pipe_exits_quietly(trained):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reader = subprocess.Popen(
