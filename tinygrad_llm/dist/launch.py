@@ -2,6 +2,7 @@
 
 Apart from the communicators themselves (``comm.py``, ``nccl.py``), which it chooses between.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,9 @@ def init(device: str | None = None) -> Communicator:
     """The communicator for this process (created once, then returned again).
 
     Started by ``mpiexec -n N`` with mpi4py installed: an ``MPICommunicator`` (an ``NcclCommunicator`` when
-    ``device`` is "cuda" and N > 1). Started without ``mpiexec``, or without mpi4py: ``SingleProcess`` with
-    a ``note`` saying so. ``TINYGRAD_LLM_DIST=single`` forces one process.
+    ``device`` is "cuda" and N > 1). Started without ``mpiexec``: ``SingleProcess``. Started by ``mpiexec``
+    without mpi4py: ``SingleProcess`` with a ``note`` saying so (the run is one process, not N).
+    ``TINYGRAD_LLM_DIST=single`` forces one process.
     """
     global _current
     if _current is not None:
@@ -54,18 +56,14 @@ def init(device: str | None = None) -> Communicator:
     if os.environ.get("TINYGRAD_LLM_DIST") == "single":
         _current = SingleProcess()
     elif size == 1:
-        try:
-            import mpi4py  # noqa: F401  (only to say whether a data-parallel run is possible)
-            note = "one process: started without mpiexec, which trains on N"
-        except ImportError:
-            note = None  # nothing MPI-related installed or asked for: nothing to say
-        _current = SingleProcess(note)
+        _current = SingleProcess()  # the usual run: nothing asked for several processes, nothing to say
     else:
         try:
             import mpi4py  # noqa: F401
         except ImportError:
-            _current = SingleProcess(f"one process: mpiexec started {size} but mpi4py is not installed, "
-                                     "pip install -e \".[mpi]\"")
+            _current = SingleProcess(
+                f'one process: mpiexec started {size} but mpi4py is not installed, pip install -e ".[mpi]"'
+            )
             _current.launcher_rank = launcher_rank()
             return _current
         comm = MPICommunicator()
@@ -76,7 +74,7 @@ def init(device: str | None = None) -> Communicator:
 
 
 def describe_processes(comm: Communicator, batch_size: int) -> str:
-    """", batch 8" or ", 2 processes (MPI, pids ...) x batch 4": for the line a command prints when training
+    """The text ", batch 8" or ", 2 processes (MPI, pids ...) x batch 4": for the line a command prints when training
     starts (with the note of a run that is one process although MPI is around)."""
     if comm.world_size == 1:
         return f", batch {batch_size}" + (f" ({comm.note})" if comm.note else "")
@@ -84,5 +82,7 @@ def describe_processes(comm: Communicator, batch_size: int) -> str:
     pids = np.zeros(comm.world_size, dtype=np.int64)
     pids[comm.rank] = os.getpid()
     comm.allgather_(pids)
-    return (f", {comm.world_size} processes ({comm.name}, pids {' '.join(map(str, pids))} for ranks 0..) "
-            f"x batch {batch_size}")
+    return (
+        f", {comm.world_size} processes ({comm.name}, pids {' '.join(map(str, pids))} for ranks 0..) "
+        f"x batch {batch_size}"
+    )
