@@ -197,6 +197,22 @@ def test_ctrl_c_stops_every_process_at_one_step_and_saves_it(mpiexec, tmp_path):
     assert len(said) == 2, out_text + err  # process 0 alone says it
     saved = int(said[1].split()[0])
     assert (out / "checkpoints" / f"ckpt-{saved:06d}").is_dir()
+    # the hint names the launcher, since the run resumes only with the same number of processes
+    assert f"continue with: mpiexec -n 2 tinygrad-llm train --out {out} --resume" in out_text + err
+
+
+@pytest.mark.slow
+def test_bad_input_under_mpiexec_is_said_once(mpiexec, tmp_path):
+    """Every process meets the same refusal (a run already in --out): one line, not MPICH's Abort as well."""
+    from tinygrad_llm.cli import main
+
+    tiny = ["--preset", "tiny", "--max-steps", "1", "--context-length", "16", "--eval-iters", "1"]
+    assert main(["train", *tiny, "--out", str(tmp_path / "run")]) == 0
+    command = [mpiexec, "-n", "2", sys.executable, str(WORKER), "cli", "train", *tiny, "--out", str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode != 0
+    said = (result.stdout + result.stderr).strip().splitlines()
+    assert len(said) == 1 and "already holds a run" in said[0], said
 
 
 @pytest.mark.slow

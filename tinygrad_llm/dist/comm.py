@@ -5,6 +5,7 @@ no pickled Python objects cross between processes. A process that fails calls ``
 ``mpiexec`` end every process of the job (MPI_Abort), so no rank waits forever in a collective whose
 partner is gone; ``mpiexec`` itself ends the job when a rank dies (killed, or exit with a non-zero status).
 """
+
 from __future__ import annotations
 
 import os
@@ -121,4 +122,7 @@ class MPICommunicator(Communicator):
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
-        self.comm.Abort(code)
+        # The caller has said why; MPICH's own "Abort(1) on node 0 ... MPI_Abort" line would only repeat it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stderr__.fileno())
+        self.comm.Abort(code)  # tells mpiexec to end every process of the job
+        os._exit(code)  # MPICH's MPI_Abort can return to its caller, which would then print its error again
