@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import zipfile
 
 import pytest
 
+from tinygrad_llm import files
 from tinygrad_llm.files import atomic_write, require_data_file, safe_extract_zip, sha256_of
 
 
@@ -58,8 +60,31 @@ def test_require_data_file(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="the-verdict.txt not found.*TINYGRAD_LLM_DATA"):
         require_data_file("the-verdict.txt")
     monkeypatch.delenv("TINYGRAD_LLM_DATA")
-    with pytest.raises(FileNotFoundError, match=r"\(unset\)"):
+    monkeypatch.setattr(files, "CHECKOUT_DATA", tmp_path / "no-shared-data")
+    with pytest.raises(FileNotFoundError, match=r"TINYGRAD_LLM_DATA unset and no .*no-shared-data\): pass --data"):
         require_data_file("the-verdict.txt")
+
+
+def test_the_data_beside_the_checkout_is_found_without_setup(shared_data, monkeypatch):
+    """../shared/data beside the clone (where the tests and CI keep it) needs no TINYGRAD_LLM_DATA."""
+    monkeypatch.delenv("TINYGRAD_LLM_DATA", raising=False)
+    assert files.CHECKOUT_DATA.resolve() == shared_data.resolve()
+    assert files.data_dir() == files.CHECKOUT_DATA
+    assert require_data_file("the-verdict.txt") == files.CHECKOUT_DATA / "the-verdict.txt"
+    monkeypatch.setenv("TINYGRAD_LLM_DATA", str(shared_data / "gpt2"))  # the variable still comes first
+    assert files.data_dir() == shared_data / "gpt2"
+
+
+def test_a_download_without_network_names_the_path_and_the_flag(tmp_path):
+    from tinygrad_llm.files import DownloadError, download
+
+    with socket.socket() as s:  # a port nothing listens on: the connection is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dest = tmp_path / "cache" / "data.zip"
+    with pytest.raises(DownloadError) as info:
+        download(f"http://127.0.0.1:{port}/data.zip", dest, offline="pass --data FILE")
+    assert f"without network, pass --data FILE, or place the file at {dest}" in str(info.value)
 
 
 def test_shared_data_matches_its_published_checksum(shared_data):

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tinygrad_llm import files
 from tinygrad_llm.tokenizer import (
     BPETokenizer,
     ByteTokenizer,
@@ -105,11 +106,12 @@ def test_gpt2_found_through_environment(shared_data, monkeypatch):
     assert GPT2Tokenizer(shared_data).n_vocab == 50257  # a data folder holding gpt2/ works too
 
 
-def test_gpt2_falls_back_to_tiktoken(tiktoken_gpt2, monkeypatch):
+def test_gpt2_falls_back_to_tiktoken(tiktoken_gpt2, monkeypatch, tmp_path):
     import tiktoken
 
     calls = []
     monkeypatch.delenv("TINYGRAD_LLM_DATA", raising=False)
+    monkeypatch.setattr(files, "CHECKOUT_DATA", tmp_path / "no-shared-data")
     monkeypatch.setattr(tiktoken, "get_encoding", lambda name: calls.append(name) or tiktoken_gpt2)
     tok = get_tokenizer("gpt2")
     assert calls == ["gpt2"]
@@ -130,9 +132,39 @@ def test_gpt2_offline_without_files_says_what_to_do(tmp_path, monkeypatch):
         get_tokenizer("gpt2")
     message = str(info.value)
     assert "TINYGRAD_LLM_DATA" in message and "gpt2/vocab.bpe" in message and "gpt2/encoder.json" in message
-    assert "path=" in message and "online" in message
+    assert "beside the folder's tokenizer.json" in message and "online" in message
     with pytest.raises(GPT2FilesNotFound, match="holds neither"):
         GPT2Tokenizer(tmp_path)
+
+
+def test_a_saved_gpt2_tokenizer_loads_offline_from_its_folder(shared_data, tmp_path, monkeypatch):
+    """A run folder carries GPT-2's vocab.bpe + encoder.json beside its tokenizer.json: it loads with no data
+    folder and no network (tiktoken refusing), and a damaged copy is refused by its sha256."""
+    import tiktoken
+    import tiktoken.load
+
+    from tinygrad_llm.tokenizer import load_tokenizer, with_bert_tokens
+
+    tok = GPT2Tokenizer(shared_data / "gpt2")
+    tok.save(tmp_path / "run")
+    with_bert_tokens(tok).save(tmp_path / "bert-run")
+    for folder in ("run", "bert-run"):
+        assert (tmp_path / folder / "vocab.bpe").read_bytes() == (shared_data / "gpt2" / "vocab.bpe").read_bytes()
+        assert (tmp_path / folder / "encoder.json").is_file()
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setenv("TINYGRAD_LLM_DATA", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    monkeypatch.setattr(tiktoken.load, "read_file_cached", offline)
+    loaded = load_tokenizer(tmp_path / "run")
+    assert loaded.encode("Hello world", allowed_special="all") == tok.encode("Hello world", allowed_special="all")
+    assert load_tokenizer(tmp_path / "bert-run").n_vocab == tok.n_vocab + 4
+    (tmp_path / "run" / "vocab.bpe").write_bytes(b"#version: 0.2\n")
+    with pytest.raises(ValueError, match="vocab.bpe has sha256"):
+        load_tokenizer(tmp_path / "run")
 
 
 def test_gpt2_rejects_files_with_wrong_hash(shared_data, tmp_path):

@@ -45,13 +45,27 @@ def _env_folder(name: str, create: bool = False) -> Path | None:
     return path
 
 
+# the data folder beside a checkout (``../shared/data``, where the tests and CI find it), found without setup
+CHECKOUT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
 def data_dir() -> Path | None:
-    """The folder named by TINYGRAD_LLM_DATA (laid out like ../shared/data), or None when unset."""
-    return _env_folder(DATA_ENV)
+    """The local data folder (laid out like ../shared/data): TINYGRAD_LLM_DATA's, else ../shared/data beside
+    this checkout when there is one, else None."""
+    named = _env_folder(DATA_ENV)
+    if named is not None:
+        return named
+    return CHECKOUT_DATA if CHECKOUT_DATA.is_dir() else None
+
+
+def describe_data_dir() -> str:
+    """Where ``data_dir`` looked, for a message: the folder, or why there is none."""
+    root = data_dir()
+    return str(root) if root is not None else f"${DATA_ENV} unset and no {CHECKOUT_DATA}"
 
 
 def find_data_file(relative: str) -> Path | None:
-    """``relative`` inside TINYGRAD_LLM_DATA if it exists there, else None."""
+    """``relative`` inside the local data folder (``data_dir``) if it exists there, else None."""
     root = data_dir()
     if root is not None and (root / relative).exists():
         return root / relative
@@ -59,8 +73,8 @@ def find_data_file(relative: str) -> Path | None:
 
 
 def require_data_file(relative: str, given: str | Path | None = None) -> Path:
-    """A data file: ``given`` (the file itself, or a folder holding ``relative``), else
-    ``$TINYGRAD_LLM_DATA/relative``; a FileNotFoundError saying where it looked and what to do otherwise."""
+    """A data file: ``given`` (the file itself, or a folder holding ``relative``), else ``relative`` in the
+    local data folder; a FileNotFoundError saying where it looked and what to do otherwise."""
     if given:
         path = Path(given).expanduser()
         candidate = path if path.is_file() else path / relative
@@ -68,11 +82,11 @@ def require_data_file(relative: str, given: str | Path | None = None) -> Path:
     else:
         root = data_dir()
         candidate = root / relative if root is not None else None
-        looked = str(candidate) if candidate is not None else f"${DATA_ENV} (unset)"
+        looked = str(candidate) if candidate is not None else describe_data_dir()
     if candidate is not None and candidate.is_file():
         return candidate
     raise FileNotFoundError(
-        f"{relative} not found (looked at {looked}): pass the file or its folder, or set "
+        f"{relative} not found (looked at {looked}): pass --data with the file or its folder, or set "
         f"{DATA_ENV} to a folder laid out like ../shared/data"
     )
 
@@ -146,8 +160,11 @@ def download(
     size: int | None = None,
     desc: str | None = None,
     timeout: float = 30.0,
+    offline: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` once, resumably, with a progress bar, checked against sha256/size.
+
+    ``offline``: what to do instead without network (a flag to pass), said when the download cannot start.
 
     An existing ``dest`` that matches is reused without touching the network; without a known sha256 the
     one recorded at download time (``dest.sha256``) is checked instead, and a file that no longer matches
@@ -166,7 +183,7 @@ def download(
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.exists() else 0
     try:
-        response = _open(url, start, timeout)
+        response = _open(url, start, timeout, dest, offline)
     except urllib.error.HTTPError as exc:
         if exc.code != 416 or not start:
             raise DownloadError(f"cannot download {url} (HTTP {exc.code} {exc.reason})") from exc
@@ -177,7 +194,7 @@ def download(
         )
         part.unlink()
         start = 0
-        response = _open(url, 0, timeout)
+        response = _open(url, 0, timeout, dest, offline)
     with response:
         if start and response.status != 206:  # the server ignored the range: start over
             start = 0
@@ -211,16 +228,16 @@ def download(
     return dest
 
 
-def _open(url: str, start: int, timeout: float):
+def _open(url: str, start: int, timeout: float, dest: Path, offline: str | None):
     request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
     try:
         return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError:
         raise
     except OSError as exc:
+        instead = f"{offline}, or place" if offline else "place"
         raise DownloadError(
-            f"cannot download {url} ({exc}); without network, place the file at the path "
-            f"named or point {DATA_ENV} at a folder that has it"
+            f"cannot download {url} ({exc}); without network, {instead} the file at {dest} (from another machine)"
         ) from exc
 
 

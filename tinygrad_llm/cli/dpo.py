@@ -81,7 +81,7 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
     import tinygrad_llm as tl
     from tinygrad_llm.cli.common import describe_processes
     from tinygrad_llm.data import DataLoader
-    from tinygrad_llm.files import find_data_file
+    from tinygrad_llm.files import require_data_file
     from tinygrad_llm.finetune import dpo
     from tinygrad_llm.finetune.instruction import split_instruction_data
     from tinygrad_llm.finetune.io import save_finetuned, write_json
@@ -96,11 +96,7 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     if args.beta <= 0:
         raise ValueError(f"--beta must be positive, got {args.beta}")
-    data_path = args.data or find_data_file(DATA_FILE)
-    if data_path is None:
-        raise ValueError(
-            f"--data: give the preference JSON file (or set TINYGRAD_LLM_DATA to a folder holding {DATA_FILE})"
-        )
+    data_path = args.data or require_data_file(DATA_FILE)
     train_data, test_data, val_data = split_instruction_data(load_preference_data(data_path))
     if args.max_train is not None:
         train_data = train_data[: args.max_train]

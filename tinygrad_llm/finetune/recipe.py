@@ -581,7 +581,7 @@ def run_instruct_recipe(args: Args, out: Path) -> dict | None:
     """finetune_instruct on a namespace of the recipe's fields plus ``comm`` and ``log`` (the CLI's args)."""
     import tinygrad_llm as tl
     from tinygrad_llm.data import DataLoader
-    from tinygrad_llm.files import find_data_file
+    from tinygrad_llm.files import require_data_file
     from tinygrad_llm.finetune import instruction as I
     from tinygrad_llm.finetune.io import save_finetuned, write_json
     from tinygrad_llm.finetune.judge import OllamaJudge, score_responses
@@ -592,12 +592,7 @@ def run_instruct_recipe(args: Args, out: Path) -> dict | None:
 
     args.default_preset = "small-cpu"
     args.tokenizer = args.tokenizer or "gpt2"
-    data_path = args.data or find_data_file("instruction-data.json")
-    if data_path is None:
-        raise ValueError(
-            "--data: give the instruction JSON file (or set TINYGRAD_LLM_DATA to a folder holding "
-            "instruction-data.json)"
-        )
+    data_path = args.data or require_data_file("instruction-data.json")
     data = I.load_instruction_data(data_path)
     train_data, test_data, val_data = I.split_instruction_data(data)
     if args.max_test is not None:

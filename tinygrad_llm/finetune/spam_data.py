@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinygrad_llm.files import ArchiveError, cache_dir, download, extract_member, find_data_file, sha256_of
+from tinygrad_llm.files import (
+    DATA_ENV,
+    ArchiveError,
+    cache_dir,
+    download,
+    extract_member,
+    find_data_file,
+    sha256_of,
+)
 
 if TYPE_CHECKING:
     from tinygrad_llm.backend import Array
@@ -65,7 +73,13 @@ def download_and_unzip_spam_data(url: str = SPAM_URL, folder: str | os.PathLike 
     data_file = folder / SPAM_FILE
     if data_file.is_file() and sha256_of(data_file) == SPAM_FILE_SHA256:
         return data_file
-    archive = download(url, folder / "sms_spam_collection.zip", desc="SMS Spam Collection")
+    archive = download(
+        url,
+        folder / "sms_spam_collection.zip",
+        desc="SMS Spam Collection",
+        offline=f"pass --data with the SMSSpamCollection file (or its folder), set {DATA_ENV} to a folder holding "
+        f"{SPAM_DATA_SUBDIR}/{SPAM_FILE}",
+    )
     try:
         extract_member(archive, SPAM_FILE, data_file, max_bytes=SPAM_MAX_BYTES)
     except ArchiveError as exc:

@@ -20,7 +20,7 @@ from tinygrad_llm.tokenizer.bpe import BPETokenizer
 from tinygrad_llm.tokenizer.bpe_simple import BPETokenizerSimple
 from tinygrad_llm.tokenizer.bpe_trainer import train_bpe
 from tinygrad_llm.tokenizer.char import ByteTokenizer, CharTokenizer
-from tinygrad_llm.tokenizer.gpt2 import GPT2FilesNotFound, GPT2Tokenizer, load_gpt2_encoding
+from tinygrad_llm.tokenizer.gpt2 import VOCAB_BPE, GPT2FilesNotFound, GPT2Tokenizer, load_gpt2_encoding
 from tinygrad_llm.tokenizer.simple import UNK, SimpleTokenizerV1, SimpleTokenizerV2, UnknownWordError, build_vocab
 from tinygrad_llm.tokenizer.special import BERT_SPECIAL_TOKENS, WithSpecialTokens, with_bert_tokens
 
@@ -104,6 +104,8 @@ def load_tokenizer(path: str | Path, gpt2_path: str | Path | None = None) -> Tok
     file = path / TOKENIZER_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"load_tokenizer: {file} does not exist (save one with tokenizer.save(folder))")
+    if gpt2_path is None and (file.parent / VOCAB_BPE).is_file():  # a saved folder carries GPT-2's files
+        gpt2_path = file.parent
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
         return tokenizer_from_dict(config, gpt2_path)

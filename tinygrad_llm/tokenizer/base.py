@@ -83,9 +83,17 @@ class Tokenizer:
         """Everything needed to rebuild this tokenizer, as JSON-able data with a "type" field."""
         raise NotImplementedError
 
+    def files(self) -> dict[str, bytes]:
+        """Files beside tokenizer.json that rebuilding this tokenizer needs (GPT-2's vocabulary): none here."""
+        return {}
+
     def save(self, directory: str | Path) -> Path:
-        """Write ``directory/tokenizer.json`` atomically; ``load_tokenizer(directory)`` restores it."""
+        """Write ``directory/tokenizer.json`` (and the files it needs) atomically; ``load_tokenizer(directory)``
+        restores it, offline."""
         path = Path(directory) / TOKENIZER_FILE
+        for name, data in self.files().items():
+            with atomic_write(Path(directory) / name) as f:
+                f.write(data)
         with atomic_write(path, "w") as f:
             json.dump(self.to_dict(), f, ensure_ascii=True, indent=1)
             f.write("\n")

@@ -107,25 +107,45 @@ def find_gpt2_folder(path: str | Path | None = None) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=4)
-def _encoding_from_folder(folder: str):
-    import tiktoken
+# where tiktoken downloads GPT-2's files from (tiktoken_ext.openai_public), and keeps them in its cache
+GPT2_URLS = {
+    VOCAB_BPE: "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+    ENCODER_JSON: "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+}
 
+
+def gpt2_files(path: str | Path | None = None) -> dict[str, bytes]:
+    """The contents of vocab.bpe and encoder.json: from the local copy (see ``find_gpt2_folder``), else from
+    tiktoken's cache (downloaded by tiktoken when not there yet); each checked against its sha256."""
+    folder = find_gpt2_folder(path)
     contents = {}
     for filename in (VOCAB_BPE, ENCODER_JSON):
-        data = (Path(folder) / filename).read_bytes()
+        if folder is not None:
+            data = (folder / filename).read_bytes()
+        else:
+            import tiktoken.load
+
+            data = tiktoken.load.read_file_cached(GPT2_URLS[filename], SHA256[filename])
         digest = hashlib.sha256(data).hexdigest()
         if digest != SHA256[filename]:
+            where = folder / filename if folder is not None else GPT2_URLS[filename]
             raise ValueError(
-                f"GPT-2 tokenizer: {Path(folder) / filename} has sha256 {digest}, expected "
-                f"{SHA256[filename]} (OpenAI's file, as tiktoken checks it); replace the file"
+                f"GPT-2 tokenizer: {where} has sha256 {digest}, expected {SHA256[filename]} (OpenAI's file, as "
+                "tiktoken checks it); replace the file"
             )
         contents[filename] = data
-    ranks = ranks_from_gpt2_files(contents[VOCAB_BPE], contents[ENCODER_JSON])
+    return contents
+
+
+@functools.lru_cache(maxsize=1)
+def _encoding_from_files(vocab_bpe: bytes, encoder_json: bytes):
+    """Built once: every accepted copy of the two files is OpenAI's, byte for byte (their sha256 was checked)."""
+    import tiktoken
+
     return tiktoken.Encoding(
         "gpt2",
         pat_str=GPT2_PATTERN,
-        mergeable_ranks=ranks,
+        mergeable_ranks=ranks_from_gpt2_files(vocab_bpe, encoder_json),
         special_tokens={ENDOFTEXT: GPT2_EOT},
         explicit_n_vocab=GPT2_N_VOCAB,
     )
@@ -135,7 +155,8 @@ def load_gpt2_encoding(path: str | Path | None = None) -> tiktoken.Encoding:
     """The ``tiktoken.Encoding`` of GPT-2: from local files if found (see ``find_gpt2_folder``), else tiktoken's."""
     folder = find_gpt2_folder(path)
     if folder is not None:
-        return _encoding_from_folder(str(folder.resolve()))
+        contents = gpt2_files(folder)  # read and checked on every load: a damaged copy is never used
+        return _encoding_from_files(contents[VOCAB_BPE], contents[ENCODER_JSON])
     import tiktoken
 
     try:
@@ -143,9 +164,9 @@ def load_gpt2_encoding(path: str | Path | None = None) -> tiktoken.Encoding:
     except Exception as exc:  # requests' ConnectionError, a hash mismatch, a read-only cache, ...
         raise GPT2FilesNotFound(
             f"GPT-2 tokenizer: no local copy of {VOCAB_BPE} + {ENCODER_JSON} and tiktoken could not download them "
-            f"({type(exc).__name__}: {str(exc)[:200]}). Either set {DATA_ENV} to a folder holding gpt2/{VOCAB_BPE} "
-            f"and gpt2/{ENCODER_JSON} (like ../shared/data), or pass that folder as path=..., or go online once so "
-            "tiktoken can download and cache them."
+            f"({type(exc).__name__}: {str(exc)[:200]}). Offline: put {VOCAB_BPE} and {ENCODER_JSON} beside the "
+            f"folder's tokenizer.json, or set {DATA_ENV} to a folder holding gpt2/{VOCAB_BPE} and "
+            f"gpt2/{ENCODER_JSON} (like ../shared/data); or go online once so that tiktoken downloads and caches them"
         ) from exc
 
 
@@ -183,6 +204,11 @@ class GPT2Tokenizer(TiktokenTokenizer):
 
     def __init__(self, path=None):
         super().__init__(load_gpt2_encoding(path), name="gpt2")
+        self.path = path
 
     def to_dict(self) -> dict:
-        return {"type": "gpt2"}  # the vocabulary is OpenAI's, found again on load; never copied
+        return {"type": "gpt2"}  # OpenAI's vocabulary: its two files are saved beside, checked by sha256 on load
+
+    def files(self) -> dict[str, bytes]:
+        """vocab.bpe and encoder.json, so that a saved folder loads offline."""
+        return gpt2_files(self.path)

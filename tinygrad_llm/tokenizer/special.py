@@ -92,6 +92,9 @@ class WithSpecialTokens(Tokenizer):
                 run.append(i)
         return "".join(out)
 
+    def files(self) -> dict[str, bytes]:
+        return self.base.files()
+
     def to_dict(self) -> dict:
         return {"type": "special", "base": self.base.to_dict(), "tokens": list(self.added)}
 
