@@ -33,6 +33,20 @@ if "TINYGRAD_LLM_DATA" not in os.environ and SHARED_DATA.is_dir():
 os.environ.pop("TINYGRAD_LLM_DEVICE", None)
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line for everything skipped, grouped by reason (pytest's -ra would print a line per test)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    grouped = "; ".join(f"{n} x {reason}" for reason, n in sorted(reasons.items(), key=lambda item: -item[1]))
+    terminalreporter.write_line(f"skipped {len(skipped)}: {grouped}")
+
+
 @pytest.fixture
 def fresh_thread_policy(monkeypatch):
     """The automatic thread policy with nothing read yet (no --threads, no $TINYGRAD_LLM_THREADS, no monitor),
