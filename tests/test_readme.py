@@ -26,11 +26,20 @@ README = ROOT / "README.md"
 TRAIN_STEPS = {"--max-steps": "4", "--eval-interval": "2", "--eval-iters": "2"}
 SHORTER = {
     "train": TRAIN_STEPS,
-    "finetune-classifier": {"--epochs": "1", "--max-steps": "3"},
-    "finetune-instruct": {"--epochs": "1", "--max-steps": "3", "--max-test": "2"},
-    "finetune-dpo": {"--epochs": "1", "--max-steps": "3"},
+    "finetune-classifier": {"--epochs": "1"},
+    "finetune-instruct": {"--epochs": "1"},
+    "finetune-dpo": {"--epochs": "1", "--max-train": "16"},  # 16 records: two steps of the epoch
 }
 EXCLUSIVE = {"--max-steps": "--epochs"}  # train takes one of the two: the shortened run keeps --max-steps
+# the examples that train, by the flags that bound their length (the others run in seconds as they are)
+EXAMPLE_SHORTER = {
+    "ch05_pretrain_the_verdict.py": {"--epochs": "1"},
+    "appendix_d_training_loop.py": {"--epochs": "1"},
+    "ch06_spam_classifier.py": {"--epochs": "1"},
+    "ch07_instruction_finetune.py": {"--epochs": "1"},
+    "freecodecamp_shakespeare.py": {"--bigram-steps": "20"},
+    "transformer_copy_task.py": {"--max-steps": "20"},
+}
 
 
 def command_blocks(text: str) -> list[list[str]]:
@@ -77,17 +86,19 @@ def strip_comment(line: str) -> str:
 def shortened(line: str) -> str:
     """A tinygrad-llm command with its steps and epochs shortened (see SHORTER); other lines as written."""
     words = shlex.split(line)
-    try:
+    if "tinygrad-llm" in words:
         at = words.index("tinygrad-llm")
-    except ValueError:
+        limits = SHORTER.get(words[at + 1] if at + 1 < len(words) else "")
+    elif len(words) >= 2 and words[0] == "python" and words[1].startswith("examples/"):
+        at = 0
+        limits = EXAMPLE_SHORTER.get(words[1].removeprefix("examples/"))
+    else:
         return line
-    command = words[at + 1] if at + 1 < len(words) else ""
-    limits = SHORTER.get(command)
     if limits is None:
         return line
     args = words[at + 2 :]
     for flag, value in limits.items():
-        if EXCLUSIVE.get(flag) in args:
+        if limits is TRAIN_STEPS and EXCLUSIVE.get(flag) in args:
             i = args.index(EXCLUSIVE[flag])
             del args[i : i + 2]
         if flag in args:
@@ -122,9 +133,14 @@ def test_the_blocks_are_found_and_shortened():
         "tinygrad-llm train --out runs/x --max-steps 4 --eval-interval 2 --eval-iters 2"
     )
     assert shortened("mpiexec -n 2 tinygrad-llm finetune-dpo --init-from runs/i --epochs 2").endswith(
-        "--init-from runs/i --epochs 1 --max-steps 3"
+        "--init-from runs/i --epochs 1 --max-train 16"
     )
-    assert strip_comment('tinygrad-llm generate --prompt "a # b"   # comment') == 'tinygrad-llm generate --prompt "a # b"'
+    assert shortened("python examples/ch06_spam_classifier.py --epochs 8") == (
+        "python examples/ch06_spam_classifier.py --epochs 1"
+    )
+    assert (
+        strip_comment('tinygrad-llm generate --prompt "a # b"   # comment') == 'tinygrad-llm generate --prompt "a # b"'
+    )
 
 
 @pytest.mark.slow
@@ -145,8 +161,8 @@ def test_every_readme_command_block_runs_offline_as_written(tmp_path, shared_dat
         env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     ran = []
     for block in command_blocks(README.read_text(encoding="utf-8")):
-        if any("--device cuda" in line for line in block) and not has_cuda():
-            continue  # the GPU block: run by benchmarks/gpu_check.py where a GPU is lent
+        if any("cuda" in line for line in block) and not has_cuda():
+            continue  # the GPU block: it needs a CUDA GPU (benchmarks/gpu_check.py runs it where one is lent)
         for line in block:
             if needs_skipping(line):
                 line = line.split("&&", 1)[1].strip() if "&&" in line else ""
