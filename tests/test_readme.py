@@ -77,7 +77,7 @@ def strip_comment(line: str) -> str:
         head = line[:at]
         try:
             if shlex.split(head) == kept:
-                return head
+                return head.rstrip()
         except ValueError:
             continue
     return line
