@@ -32,12 +32,15 @@ SHORTER = {
 }
 EXCLUSIVE = {"--max-steps": "--epochs"}  # train takes one of the two: the shortened run keeps --max-steps
 # the examples that train, by the flags that bound their length (the others run in seconds as they are)
+# (--records: the examples of chapter 7 train on the first N records, fewer steps of the same epoch)
 EXAMPLE_SHORTER = {
     "ch05_pretrain_the_verdict.py": {"--epochs": "1"},
     "appendix_d_training_loop.py": {"--epochs": "1"},
+    "appendix_e_lora.py": {"--epochs": "1"},
     "ch06_spam_classifier.py": {"--epochs": "1"},
-    "ch07_instruction_finetune.py": {"--epochs": "1"},
-    "freecodecamp_shakespeare.py": {"--bigram-steps": "20"},
+    "ch07_instruction_finetune.py": {"--epochs": "1", "--records": "60"},
+    "ch07_dpo.py": {"--records": "60"},
+    "freecodecamp_shakespeare.py": {"--bigram-steps": "20", "--gpt-steps": "20"},
     "transformer_copy_task.py": {"--max-steps": "20"},
 }
 
