@@ -264,6 +264,10 @@ def resolve_classifier_defaults(args: Args) -> None:
             setattr(args, name, value)
     if args.average_from is None:  # the second half of the epochs: 10-20 of 20
         args.average_from = max(1, args.epochs // 2)
+    from tinygrad_llm.finetune.io import ENSEMBLE_SIZES
+
+    if args.ensemble not in ENSEMBLE_SIZES:  # what load_classifier reads back
+        raise ValueError(f"--ensemble must be {ENSEMBLE_SIZES[0]} to {ENSEMBLE_SIZES[-1]}, got {args.ensemble}")
 
 
 def run_classifier_recipe(args: Args, out: Path) -> dict | None:
