@@ -260,6 +260,52 @@ def test_cli_finetune_dpo_end_to_end(tmp_path, tiny_byte_model):
     assert reloaded["tuning"] == "dpo"
 
 
+@pytest.mark.slow
+def test_sigterm_during_dpo_saves_the_model_marked_interrupted(tmp_path, tiny_byte_model):
+    """A real SIGTERM while finetune-dpo trains: exit 143, the model saved as it was (finetune.json says
+    "interrupted"), the folder kept and loadable, as finetune-classifier and finetune-instruct do."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tinygrad_llm.cli.common import load_model_and_tokenizer
+    from tinygrad_llm.finetune.io import save_finetuned
+
+    model, tokenizer = tiny_byte_model
+    save_finetuned(tmp_path / "start", model, tokenizer, {"task": "instruction"})
+    data = tmp_path / "prefs.json"
+    data.write_text(json.dumps(_byte_preferences(40)))
+    out = tmp_path / "dpo"
+    root = str(Path(tl.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": root}
+    env.pop("TINYGRAD_LLM_DEBUG", None)
+    command = [sys.executable, "-m", "tinygrad_llm", "finetune-dpo", "--init-from", str(tmp_path / "start")]
+    command += ["--data", str(data), "--out", str(out), "--epochs", "100000", "--eval-freq", "1", "--eval-iter", "1"]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        seen = []
+        for line in child.stderr:  # wait until it is training: the first evaluation is printed
+            seen.append(line)
+            if line.startswith("Ep "):
+                break
+        assert child.poll() is None, "".join(seen)
+        child.send_signal(signal.SIGTERM)
+        stderr = "".join(seen) + child.stderr.read()
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "interrupted: saved the model as it was" in stderr, stderr
+    meta = json.loads((out / "finetune.json").read_text())
+    assert meta["interrupted"] is True and meta["tuning"] == "dpo"
+    saved, _ = load_model_and_tokenizer(out, None)
+    assert saved.config.vocab_size == tokenizer.n_vocab
+
+
 def test_cli_finetune_dpo_bad_input(tmp_path, capsys):
     from tinygrad_llm.cli import main
 

@@ -86,7 +86,7 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
     from tinygrad_llm.finetune.instruction import split_instruction_data
     from tinygrad_llm.finetune.io import save_finetuned, write_json
     from tinygrad_llm.finetune.preference import PreferenceDataset, load_preference_data
-    from tinygrad_llm.finetune.recipe import load_start_model, parameter_counts
+    from tinygrad_llm.finetune.recipe import load_start_model, parameter_counts, saved_if_interrupted
     from tinygrad_llm.optim import AdamW
     from tinygrad_llm.train.parallel import DataParallel
     from tinygrad_llm.train.plot import plot_values
@@ -145,21 +145,24 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
         weight_decay=args.weight_decay,
     )
     start = time.perf_counter()
-    tracking = dpo.train_model_dpo(
-        model,
-        None,
-        train_loader,
-        val_loader,
-        optimizer,
-        args.epochs,
-        args.beta,
-        args.eval_freq,
-        args.eval_iter,
-        average=average,
-        device=args.device,
-        log=log,
-        parallel=DataParallel(comm, model, optimizer),
-    )
+    meta = {"task": "instruction", "prompt_format": "alpaca", "tuning": "dpo"}
+    # Ctrl-C or SIGTERM while training saves the model as it is, as the other fine-tunings do
+    with saved_if_interrupted(out, lambda: (model, meta), tokenizer, lambda: None, write=comm.is_root, log=log):
+        tracking = dpo.train_model_dpo(
+            model,
+            None,
+            train_loader,
+            val_loader,
+            optimizer,
+            args.epochs,
+            args.beta,
+            args.eval_freq,
+            args.eval_iter,
+            average=average,
+            device=args.device,
+            log=log,
+            parallel=DataParallel(comm, model, optimizer),
+        )
     train_s = time.perf_counter() - start
     if not comm.is_root:
         return 0  # process 0 evaluates and writes
@@ -203,7 +206,7 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
         "init_from": args.init_from,
         "config": model.config.to_dict(),
     }
-    save_finetuned(out, model, tokenizer, {"task": "instruction", "prompt_format": "alpaca", "tuning": "dpo"})
+    save_finetuned(out, model, tokenizer, meta)
     write_json(out / "metrics.json", metrics)
     history = metrics["history"]
     if history["step"]:
