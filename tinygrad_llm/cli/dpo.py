@@ -60,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-length",
         type=positive_int,
         default=None,
-        help="allowed_max_length: tokens per sequence (default: the context length)",
+        help="allowed_max_length: tokens per sequence, at most the context length (the default)",
     )
     train.add_argument("--dropout", type=nonnegative_float, default=None, help="dropout rate (default: the model's)")
     train.add_argument(

@@ -280,7 +280,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--max-length",
         type=positive_int,
         default=None,
-        help="allowed_max_length: tokens per training sequence (default: the context length)",
+        help="allowed_max_length: tokens per training sequence, at most the context length (the default)",
     )
     train.add_argument("--mask-inputs", action="store_true", help="no loss on the instruction and input tokens")
     train.add_argument("--eval-freq", type=positive_int, default=5, help="steps between loss evaluations (default 5)")
