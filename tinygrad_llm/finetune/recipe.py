@@ -268,6 +268,8 @@ def parameter_counts(model: Module) -> dict:
 
 def resolve_classifier_defaults(args: Args) -> None:
     """The book's settings with --init-from; the measured from-scratch recipe otherwise (SCRATCH_RECIPE)."""
+    from tinygrad_llm.finetune.io import ENSEMBLE_SIZES
+
     if (args.init_from is not None or args.arch == "bert") and (args.ngram_sizes or args.ngram_buckets):
         raise ValueError(
             "--ngram-embeddings and --ngram-buckets are for a GPT trained from scratch (without "
@@ -284,8 +286,6 @@ def resolve_classifier_defaults(args: Args) -> None:
             setattr(args, name, value)
     if args.average_from is None:  # the second half of the epochs: 10-20 of 20
         args.average_from = max(1, args.epochs // 2)
-    from tinygrad_llm.finetune.io import ENSEMBLE_SIZES
-
     if args.ensemble not in ENSEMBLE_SIZES:  # what load_classifier reads back
         raise ValueError(f"--ensemble must be {ENSEMBLE_SIZES[0]} to {ENSEMBLE_SIZES[-1]}, got {args.ensemble}")
 
