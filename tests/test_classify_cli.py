@@ -90,3 +90,29 @@ def test_classify_refuses_an_empty_text(classifiers, capsys):
         assert main(["classify", "--checkpoint", str(classifiers["gpt"]), "--text", "ok", "--text", text]) == 1
         captured = capsys.readouterr()
         assert "--text is empty" in captured.err and captured.out == ""
+
+
+def test_a_max_length_past_a_berts_positions_is_refused(tmp_path, capsys):
+    """finetune-classifier --arch bert --init-from a BERT of 32 positions: --max-length 33 is refused before
+    training, not cut to 32 in silence."""
+    from tinygrad_llm.model import BertConfig, BertForMaskedLM
+    from tinygrad_llm.tokenizer import with_bert_tokens
+
+    tokenizer = with_bert_tokens(tl.get_tokenizer("byte"))
+    config = BertConfig(
+        vocab_size=tokenizer.n_vocab,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        pad_token_id=tokenizer.pad_id,
+    )
+    BertForMaskedLM(config).save_pretrained(tmp_path / "bert")
+    tokenizer.save(tmp_path / "bert")
+    data = tmp_path / "SMSSpamCollection"
+    data.write_text("".join(f"ham\tsee you at {i}\nspam\tWIN {i} cash\n" for i in range(20)))
+    args = ["finetune-classifier", "--arch", "bert", "--init-from", str(tmp_path / "bert"), "--data", str(data)]
+    assert main([*args, "--max-length", "33", "--out", str(tmp_path / "clf")]) == 1
+    assert "--max-length 33 is longer than the BERT's positions of 32 tokens" in capsys.readouterr().err
+    assert not (tmp_path / "clf").exists()
