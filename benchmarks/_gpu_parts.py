@@ -274,9 +274,9 @@ def nccl() -> dict:
         with tempfile.TemporaryDirectory() as out:
             command = [mpiexec, "-n", str(n), sys.executable, "-m", "tinygrad_llm", "train", "--device", "cuda"]
             command += ["--preset", "tiny", "--context-length", "16", "--batch-size", "4", "--eval-iters", "2"]
-            command += ["--sample-tokens", "8", "--warmup-steps", "0", "--max-steps", "2", "--out", out]
+            command += ["--sample-tokens", "8", "--warmup-steps", "0", "--max-steps", "2", "--out", f"{out}/run"]
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-            trained = done.returncode == 0 and (Path(out) / "checkpoints" / "latest").exists()
+            trained = done.returncode == 0 and (Path(out) / "run" / "checkpoints" / "ckpt-000002").exists()
         if not trained:
             print(done.stdout[-2000:], done.stderr[-2000:], sep="\n")
             last = [line for line in done.stderr.splitlines() if line.strip()]
