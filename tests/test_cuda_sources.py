@@ -69,11 +69,26 @@ def test_every_cuda_kernel_compiles_with_nvrtc(arch):
 
     names = launched_kernels()
     assert len(names) >= 12, names  # softmax, layer norm, cross-entropy (each both ways), embedding, GELU, AdamW
-    assert set(cuda_source.C_TYPES.values()) == {"float", "double"}
+    from tinygrad_llm.kernels import dispatch
+
+    assert set(cuda_source.C_TYPES) == set(dispatch.FLOAT_DTYPES)  # every dtype dispatch sends the kernels
     for dtype in cuda_source.C_TYPES:
         cubin = compile_for(nvrtc, cuda_source.source(dtype), arch)
         missing = sorted(name for name in names if name.encode() + b"\0" not in cubin)
         assert not missing, f"{dtype}: launched but not compiled: {missing}"
+
+
+def test_every_cuda_source_is_the_one_compiled_here():
+    """No CUDA C anywhere else: the package's only CuPy compilation is cuda.py's RawModule of source(dtype), so
+    the test above compiles every kernel there is (a RawKernel or ElementwiseKernel elsewhere would not be)."""
+    root = CUDA_PY.parent.parent
+    package = [p for p in root.joinpath("tinygrad_llm").rglob("*.py") if "kernels" not in p.parts]  # (a link)
+    found = []
+    for path in sorted([*package, *root.joinpath("kernels").glob("*.py")]):
+        for text in path.read_text(encoding="utf-8").splitlines():
+            if re.search(r"\b(RawKernel|RawModule|ElementwiseKernel|ReductionKernel|fuse)\(", text):
+                found.append(f"{path.relative_to(root)}: {text.strip()}")
+    assert found == ["kernels/cuda.py: module = _modules[dtype] = cupy.RawModule(code=source(dtype), options=OPTIONS)"]
 
 
 def test_a_compile_error_fails_the_test():
