@@ -131,3 +131,16 @@ def test_the_section_names_date_and_device(gpu_check):
     text = gpu_check.section({"d": {"ok": True, "summary": "same tokens", "seconds": 3.0}}, "H100", "v", 60.0, when)
     assert text.startswith("## GPU check, 2026-12-07 18:30 UTC, H100\n")
     assert "| d | KV-cache generation, GPU tokens = CPU tokens | PASS | 3 s | same tokens |" in text
+
+
+def test_the_cuda_tests_pass_only_if_none_skipped_for_want_of_a_gpu():
+    sys.path.insert(0, str(PATH.parent))
+    from _gpu_parts import tests_passed
+
+    summary = "40 passed, 1 skipped in 61.2s"
+    assert tests_passed(0, ["....", "SKIPPED [1] tests/test_pretrained.py:50: transformers is not installed", summary])
+    assert not tests_passed(0, ["SKIPPED [3] tests/test_cuda.py:116: needs CuPy and a CUDA GPU", summary])
+    assert not tests_passed(0, ["SKIPPED [1] tests/test_kernels.py:9: no GPU seen", summary])
+    assert not tests_passed(1, ["FAILED tests/test_cuda.py::test_gradcheck_on_cuda - AssertionError", "1 failed"])
+    assert not tests_passed(5, ["no tests ran in 0.1s"])
+    assert not tests_passed(0, ["41 deselected in 0.2s"])
