@@ -333,9 +333,11 @@ HYPER = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
 
 def _adamw_run(mode, param, grads, dtype):
     state = [param.astype(dtype), np.zeros_like(param, dtype), np.zeros_like(param, dtype)]
+    before = dispatch.calls["numba", "adamw_update_"]
     with dispatch.use(mode):
         for step, g in enumerate(grads, start=1):
             F.adamw_update_(state[0], g.astype(dtype), state[1], state[2], step=step, **HYPER)
+    assert dispatch.calls["numba", "adamw_update_"] - before == (len(grads) if mode == "auto" else 0)
     return state
 
 
@@ -452,9 +454,11 @@ def test_cuda_kernels_at_gpt_shapes(dtype):
     results = {}
     for mode in ("auto", "numpy"):
         state = on("cuda", param.astype(dtype), np.zeros_like(param, dtype), np.zeros_like(param, dtype))
+        before = dispatch.calls["cuda", "adamw_update_"]
         with dispatch.use(mode):
             for step, g in enumerate(grads, start=1):
                 F.adamw_update_(state[0], cupy.asarray(g.astype(dtype)), state[1], state[2], step=step, **HYPER)
+        assert dispatch.calls["cuda", "adamw_update_"] - before == (len(grads) if mode == "auto" else 0)
         results[mode] = state
     for got, want, name in zip(results["auto"], results["numpy"], ("param", "exp_avg", "exp_avg_sq")):
         # same operations in the same order: equal up to one rounding per step, as the Numba kernel
