@@ -153,26 +153,20 @@ def check_train(args: argparse.Namespace, comm: Communicator) -> None:
         except (OSError, ValueError):
             return  # no checkpoint, or a damaged one: resuming names it
         batch_size, context = saved.get("batch_size", batch_size), saved.get("context_length", context)
-        model_flag = "model (a resumed run keeps its own)"
+        fixed = "run: a resumed run keeps its own --batch-size, --context-length and model, so start a new one"
+        flags = dict.fromkeys(("activations", "model", "lora"), fixed)
     elif args.init_from:
         config = start_config(args.init_from)
-        model_flag = "model (--init-from)"
+        flags = {"activations": "--batch-size or --context-length", "model": "model (--init-from)"}
     else:
         tokenizer = args.tokenizer or "char"
         vocab = args.vocab_size if tokenizer == "bpe" else VOCABULARY[tokenizer]
         vocab += BERT_TOKENS if args.arch == "bert" else 0  # the encoder's shape is the GPT's, near enough
         config = preset_config(args.preset, vocab, context, args)
-        model_flag = "--preset (or --n-layers, --emb-dim)"
+        flags = {"activations": "--batch-size or --context-length", "model": "--preset (or --n-layers, --emb-dim)"}
     if config is None or context > config.context_length:
         return  # the library names a context the model does not have
-    check_memory(
-        config,
-        batch_size,
-        context,
-        comm,
-        {"activations": "--batch-size or --context-length", "model": model_flag, "lora": "--lora-rank"},
-        zero=args.zero,
-    )
+    check_memory(config, batch_size, context, comm, flags, zero=args.zero)
 
 
 def check_finetune(args: argparse.Namespace, comm: Communicator) -> None:
