@@ -177,3 +177,17 @@ def test_max_length_beyond_the_models_context_is_refused(tmp_path, available, ca
     argv = ["finetune-instruct", "--max-length", "1000", "--data", str(tmp_path / "no.json")]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 1
     assert "--max-length 1000: the model takes at most 256 tokens" in capsys.readouterr().err  # small-cpu's context
+
+
+def test_dpo_counts_two_sequences_per_record_and_a_gpu_its_own_memory(available, monkeypatch):
+    from tinygrad_llm import memory
+
+    cfg = GPTConfig.preset("tiny")
+    pairs = training_memory(cfg, 4, 32, sequences=2)  # a chosen and a rejected response per record
+    assert pairs["activations"] == estimate_memory(cfg, 8, 32)["activations"]
+    flags = {"activations": "--batch-size", "model": "--preset", "lora": "--lora-rank"}
+    available(64 * GIB)
+    monkeypatch.setattr(memory, "gpu_memory", lambda: (1 << 20, "the GPU's free memory"))
+    check_training_memory(cfg, 4, 32, flags=flags, device="cpu")  # the host has room
+    with pytest.raises(NotEnoughMemory, match=r"batches of 4 x 2 x 32 tokens.*the GPU's free memory"):
+        check_training_memory(cfg, 4, 32, flags=flags, device="cuda", sequences=2)

@@ -206,3 +206,17 @@ def test_train_zero_in_one_process_says_it_does_nothing(tmp_path, capsys):
     assert "note: --zero has no effect in one process" in err and "mpiexec -n N" in err
     assert main(["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "run")]) == 1
     assert "--zero" not in capsys.readouterr().err
+
+
+def test_an_example_script_checks_the_environment_too():
+    env = {**os.environ, "TINYGRAD_LLM_DEVICE": "gpu"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "ch04_gpt_model.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: TINYGRAD_LLM_DEVICE='gpu': expected 'cpu' or 'cuda' (or unset)" in result.stderr

@@ -38,6 +38,7 @@ def training_memory(
     members: int = 1,
     processes: int = 1,
     zero: bool = False,
+    sequences: int = 1,
 ) -> dict[str, int]:
     """Bytes one process needs to train ``config`` on batches of (batch_size, context_length), float32:
     parameters, gradients, optimizer (AdamW's two moments), activations, ``allreduce`` (the flat gradient
@@ -48,10 +49,12 @@ def training_memory(
     of this rank on every Linear trained (finetune.lora): their parameters, gradients and moments, and per
     token and adapter the rank-r bottleneck and the update kept for the backward pass. ``members``: an
     ensemble's models, kept side by side (trained one after another). ``zero``: ZeRO-1 keeps 1/processes of
-    the moments (tinygrad_llm.dist).
+    the moments (tinygrad_llm.dist). ``sequences``: sequences per record of the batch (DPO's policy reads a
+    chosen and a rejected response: 2).
     """
     from tinygrad_llm.finetune.lora import lora_parameter_count
 
+    batch_size *= sequences
     memory = estimate_memory(config, batch_size, context_length, num_classes=num_classes)
     memory.pop("total")
     value = 4  # float32
@@ -86,15 +89,17 @@ def check_training_memory(
     *,
     flags: dict[str, str],
     processes_here: int = 1,
+    device: str | None = None,
     **job: object,
 ) -> dict[str, int]:
     """``training_memory(config, batch_size, context_length, **job)`` when the ``processes_here`` processes of
     this machine fit in the memory left; else NotEnoughMemory with the estimate, the memory available and the
     flag that shrinks the largest part: ``flags["activations"]`` (batch, context), ``flags["model"]`` (the
-    model's size), ``flags["lora"]`` (the adapters' rank). Nothing is checked where the system does not say
-    what is available, or with TINYGRAD_LLM_MEMORY_CHECK=off."""
+    model's size), ``flags["lora"]`` (the adapters' rank). ``device`` "cuda": the GPU's free memory, where the
+    model and the batch live, instead of the host's. Nothing is checked where the system does not say what is
+    available, or with TINYGRAD_LLM_MEMORY_CHECK=off."""
     memory = training_memory(config, batch_size, context_length, **job)
-    found = host_memory.available_memory()
+    found = gpu_memory() if device == "cuda" else host_memory.available_memory()
     if found is None or not settings.current().memory_check:
         return memory
     available, source = found
@@ -108,7 +113,8 @@ def check_training_memory(
     }
     largest = max(parts, key=parts.get)
     t = config.context_length if context_length is None else context_length
-    described = [f"activations {format_bytes(memory['activations'])} for batches of {batch_size} x {t} tokens"]
+    records = f"{batch_size} x {job['sequences']}" if job.get("sequences", 1) > 1 else f"{batch_size}"
+    described = [f"activations {format_bytes(memory['activations'])} for batches of {records} x {t} tokens"]
     described.append(f"parameters, gradients and AdamW moments {format_bytes(memory['total'] - memory['activations'])}")
     if memory["lora"]:
         described[-1] += f", of which the LoRA adapters of rank {job['lora_rank']} take {format_bytes(memory['lora'])}"
@@ -119,3 +125,14 @@ def check_training_memory(
         f"available ({source}): use a smaller {flags[largest]} (an estimate, within tens of percent; "
         f"{settings.MEMORY_CHECK_ENV}=off skips this check)"
     )
+
+
+def gpu_memory() -> tuple[int, str] | None:
+    """(free bytes of the current GPU, where the figure comes from), or None without CuPy or a GPU."""
+    try:
+        import cupy
+
+        free, _ = cupy.cuda.runtime.memGetInfo()
+    except Exception:  # no CuPy, no driver, no device: nothing to say (the device check names it)
+        return None
+    return int(free), "the GPU's free memory (cudaMemGetInfo)"

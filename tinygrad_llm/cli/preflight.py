@@ -166,7 +166,7 @@ def check_train(args: argparse.Namespace, comm: Communicator) -> None:
         flags = {"activations": "--batch-size or --context-length", "model": "--preset (or --n-layers, --emb-dim)"}
     if config is None or context > config.context_length:
         return  # the library names a context the model does not have
-    check_memory(config, batch_size, context, comm, flags, zero=args.zero)
+    check_memory(args, config, batch_size, context, comm, flags, zero=args.zero)
 
 
 def check_finetune(args: argparse.Namespace, comm: Communicator) -> None:
@@ -203,9 +203,9 @@ def check_finetune(args: argparse.Namespace, comm: Communicator) -> None:
     check_lora_rank(config, lora_rank)
     members = getattr(job, "ensemble", 1) or 1
     check_memory(
+        args,
         config,
-        # DPO's policy reads the chosen and the rejected response of every record: two sequences each
-        job.batch_size * (2 if args.command == "finetune-dpo" else 1),
+        job.batch_size,
         context,
         comm,
         {
@@ -216,21 +216,33 @@ def check_finetune(args: argparse.Namespace, comm: Communicator) -> None:
         num_classes=2 if classifier else None,
         lora_rank=lora_rank,
         members=members,
+        sequences=2 if args.command == "finetune-dpo" else 1,
     )
 
 
 def check_memory(
-    config: GPTConfig, batch_size: int, context: int, comm: Communicator, flags: dict, **job: object
+    args: argparse.Namespace,
+    config: GPTConfig,
+    batch_size: int,
+    context: int,
+    comm: Communicator,
+    flags: dict,
+    **job: object,
 ) -> None:
-    """``memory.check_training_memory`` for this process and the others of its machine (mpiexec)."""
+    """``memory.check_training_memory`` for this process and the others of its machine (mpiexec), on the
+    device the command computes on (--device, else $TINYGRAD_LLM_DEVICE)."""
+    import os
+
     from tinygrad_llm.memory import check_training_memory
 
+    device = getattr(args, "device", None) or os.environ.get("TINYGRAD_LLM_DEVICE", "").strip() or "cpu"
     check_training_memory(
         config,
         batch_size,
         context,
         flags=flags,
         processes=comm.world_size,
-        processes_here=comm.local_size,
+        processes_here=1 if device == "cuda" else comm.local_size,  # one GPU per process of a machine
+        device=device,
         **job,
     )
