@@ -321,7 +321,7 @@ def test_bad_arguments(tmp_path, trained):
             "--out",
             tmp_path / "b",
             "--batch-size",
-            "2000",  # more windows than the text has, fewer than would run out of memory (test_startup.py)
+            "2000",  # more windows than the text has, fewer than would run out of memory (test_memory.py)
             "--max-steps",
             "1",
             "--preset",

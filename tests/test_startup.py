@@ -61,6 +61,8 @@ def test_every_variable_the_project_reads_is_known_with_the_readers_values():
         ("TINYGRAD_LLM_MALLOC", "fast", "'keep' or 'default'"),
         ("TINYGRAD_LLM_MEMORY_CHECK", "no", "'on' or 'off'"),
         ("TINYGRAD_LLM_DIST", "mpi", "'single'"),
+        ("TINYGRAD_LLM_DIST", "SINGLE", "'single'"),  # its reader takes it as written: that would be ignored
+        ("TINYGRAD_LLM_DEVICE", " cuda", "'cpu' or 'cuda'"),
         ("TINYGRAD_LLM_DEBUG", "yes", "'1' or '0'"),
         ("TINYGRAD_LLM_DATA", "/no/such/folder", "no such folder"),
     ],

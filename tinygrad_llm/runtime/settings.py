@@ -28,9 +28,9 @@ MEMORY_CHECK_ENV = "TINYGRAD_LLM_MEMORY_CHECK"
 MEMORY_CHECK_CHOICES = ("on", "off")
 PREFIX = "TINYGRAD_LLM_"
 
-# Every variable the project reads, and what it accepts: a tuple of values (compared ignoring case and
-# surrounding spaces; empty is always the default), or a description checked by ENVIRONMENT_CHECKS. The values
-# are the readers' own (backend.DEVICES, kernels/dispatch.MODES: tests/test_startup.py holds them equal).
+# Every variable the project reads, and what it accepts: a tuple of values, or a description (a number, a
+# folder) that check_environment checks. The values are the readers' own (backend.DEVICES, kernels/dispatch.MODES:
+# tests/test_startup.py holds them equal); empty is the default, as unset.
 ENVIRONMENT = {
     THREADS_ENV: "a positive integer (CPU threads for the matrix products)",
     MALLOC_ENV: MALLOC_CHOICES,
@@ -43,6 +43,8 @@ ENVIRONMENT = {
     "TINYGRAD_LLM_DATA": "a folder laid out like ../shared/data",
     "TINYGRAD_LLM_CACHE": "a folder for downloads (made when missing)",
 }
+# Read with surrounding spaces dropped and case ignored, as their readers do; the others are taken as written.
+LOOSE = {THREADS_ENV, MALLOC_ENV, MEMORY_CHECK_ENV, "TINYGRAD_LLM_KERNELS", "TINYGRAD_LLM_DEBUG"}
 
 
 @dataclasses.dataclass
@@ -101,7 +103,7 @@ def check_environment(environ: Mapping[str, str] | None = None) -> tuple[list[st
     errors, warnings = [], []
     for name in sorted(key for key in environ if key.startswith(PREFIX)):
         raw = environ[name]
-        value = raw.strip()
+        value = raw.strip().lower() if name in LOOSE else raw
         if name not in ENVIRONMENT:
             known = [known.removeprefix(PREFIX) for known in ENVIRONMENT]  # compared without the shared prefix
             close = difflib.get_close_matches(name.removeprefix(PREFIX), known, n=1, cutoff=0.6)
@@ -114,13 +116,13 @@ def check_environment(environ: Mapping[str, str] | None = None) -> tuple[list[st
         if not value:
             continue  # empty: the default, as unset
         if isinstance(accepted, tuple):
-            if value.lower() not in accepted:
+            if value not in accepted:
                 errors.append(f"{name}={raw!r}: expected {' or '.join(repr(a) for a in accepted)} (or unset)")
         elif name == THREADS_ENV:
             if not value.isdigit() or int(value) < 1:
                 errors.append(f"{name}={raw!r}: expected {accepted}")
         else:  # a folder: the data folder must exist; the cache folder is made when first needed
-            path = os.path.expanduser(value)
+            path = os.path.expanduser(raw)
             if os.path.exists(path) and not os.path.isdir(path):
                 errors.append(f"{name}={raw!r}: is a file, expected {accepted}")
             elif name == "TINYGRAD_LLM_DATA" and not os.path.exists(path):
