@@ -316,11 +316,13 @@ def claimed(run: Callable[[argparse.Namespace, Path], int]) -> Callable[[argpars
 
     def command(args: argparse.Namespace) -> int:
         from tinygrad_llm.cli.common import start_data_parallel
+        from tinygrad_llm.cli.preflight import check_finetune
         from tinygrad_llm.run_folder import check_output_path, claim
 
         args.comm = start_data_parallel(args.device, args.threads)
         if args.comm is None:
             return 0
+        check_finetune(args, args.comm)  # sizes and memory against the starting model, before anything is read
         if not args.comm.is_root:
             return run(args, check_output_path(args.out))
         with claim(args.out, args.command, overwrite=args.overwrite) as out:

@@ -166,11 +166,13 @@ def given_options(argv: Sequence[str]) -> set[str]:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train (``tinygrad_llm.train.run.train_run``), then print a sample of the model from process 0."""
+    from tinygrad_llm.cli.preflight import check_train
     from tinygrad_llm.train.run import RunSettings, train_run
 
     comm = start_data_parallel(args.device, args.threads)  # under mpiexec: this process's place among the N
     if comm is None:
         return 0
+    check_train(args, comm)  # the memory the run needs, before the text is read or a model allocated
     argv = getattr(args, "argv", None)
     run = train_run(RunSettings.from_namespace(args), comm, given=given_options(argv) if argv is not None else None)
     if comm.is_root:  # process 0 prints the sample
