@@ -302,3 +302,33 @@ def test_concurrent_trainers_on_one_folder_in_python(tmp_path):
         holder.kill()
         holder.wait()
     assert np.isfinite(make_trainer(empty, max_steps=2, eval_interval=2).fit()[-1]["val_loss"])  # its lock was stale
+
+
+def test_the_lock_never_writes_through_a_link_or_into_a_file_not_ours(tmp_path, story, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(story), "--max-steps", "1", "--eval-interval", "1", "--out", str(run), *TINY]
+    assert main(args) == 0
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my notes\n")
+    (run / run_folder.LOCK).symlink_to(mine)
+    assert main(["train", "--resume", "--out", str(run), "--max-steps", "2"]) == 1
+    one_line_error(capsys.readouterr().err, str(run / run_folder.LOCK), "symbolic link")
+    assert mine.read_text() == "my notes\n" and (run / run_folder.LOCK).is_symlink()
+
+    (run / run_folder.LOCK).unlink()
+    os.link(mine, run / run_folder.LOCK)  # a hard link: writing the pid would change the user's file too
+    with pytest.raises(ValueError, match="hard link"):
+        with run_folder.lock(run):
+            pass
+    (run / run_folder.LOCK).unlink()
+    (run / run_folder.LOCK).write_text("not a pid, someone's text\n")
+    with pytest.raises(run_folder.RunFolderError, match="not a lock file"):
+        with run_folder.lock(run):
+            pass
+    assert (run / run_folder.LOCK).read_text() == "not a pid, someone's text\n"
+    (run / run_folder.LOCK).unlink()
+    os.mkfifo(run / run_folder.LOCK)
+    with pytest.raises(ValueError, match="not a regular file"):
+        with run_folder.lock(run):
+            pass
+    assert mine.read_text() == "my notes\n"

@@ -10,7 +10,9 @@ rules hold everywhere:
   ``overwrite=True`` (``--overwrite``), which replaces only the files we write.
 - The lock file ``.tinygrad-llm.lock`` holds the owner's pid under an exclusive ``flock``: a second run on
   the same folder stops with "DIR is in use by process N". The kernel drops a flock when its process dies,
-  so the lock of a killed run is stale by construction; the next run takes it over and says so.
+  so the lock of a killed run is stale by construction; the next run takes it over and says so. The lock
+  file is opened without following a link; one that is a link, not a regular file, or holds anything but
+  a pid is refused, never written.
 
 Process 0 alone should claim a folder when several processes train one model (data parallel).
 """
@@ -26,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tinygrad_llm.files import atomic_write
+from tinygrad_llm.files import atomic_write, open_regular
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -194,7 +196,13 @@ def _acquire(folder: Path, log) -> int:
         fcntl = None
     path = folder / LOCK
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT)  # never through a link: we write our pid into it
+        if not _holds_a_pid(fd):  # a file of that name we did not write: not ours to truncate
+            os.close(fd)
+            raise RunFolderError(
+                f"{path}: is not a lock file of tinygrad-llm (it holds something other than a process id); "
+                "move it away and run again"
+            )
         try:
             if fcntl is None:
                 raise OSError(errno.ENOSYS, "no flock on this system")
@@ -224,6 +232,11 @@ def _acquire(folder: Path, log) -> int:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
+
+
+def _holds_a_pid(fd: int) -> bool:
+    """Whether the open lock file is empty or holds one process id, as ours do."""
+    return os.fstat(fd).st_size <= 32 and (not os.pread(fd, 33, 0).strip() or _read_pid(fd) is not None)
 
 
 def _read_pid(fd: int) -> int | None:
