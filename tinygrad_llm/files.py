@@ -140,10 +140,12 @@ def check_output_file(
     overwrite: bool = False,
     owned: Callable[[Path], bool] | None = None,
     suffixes: tuple[str, ...] | None = None,
+    overwrite_flag: str | None = "--overwrite",
 ) -> Path:
     """``path`` may be written by a command: it ends in one of ``suffixes`` (any when None), is not a symbolic
     link, a folder or a device, and is new, or ``owned(path)`` says it is a file of ours (a figure we drew),
-    or ``overwrite`` was asked for. UnsafeFileError naming ``flag`` and ``path`` otherwise."""
+    or ``overwrite`` was asked for (``overwrite_flag``: the command's option for it, named in the message;
+    None where it has none). UnsafeFileError naming ``flag`` and ``path`` otherwise."""
     path = Path(path)
     name = _named(path, flag)
     if suffixes is not None and path.suffix.lower() not in suffixes:
@@ -157,9 +159,9 @@ def check_output_file(
     if not path.is_file():
         raise UnsafeFileError(f"{name}: exists and is not a regular file (a folder or a device); choose a file name")
     if not overwrite and not (owned is not None and owned(path)):
-        hint = " (pass --overwrite to replace it)" if flag else ""
+        to_do = f"pass {overwrite_flag} to replace it" if overwrite_flag else "remove it"
         raise UnsafeFileError(
-            f"{name}: already exists and was not written by this command{hint}; or choose another name"
+            f"{name}: already exists and is not a file this command wrote: {to_do}, or choose another name"
         )
     return path
 
