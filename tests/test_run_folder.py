@@ -332,3 +332,38 @@ def test_the_lock_never_writes_through_a_link_or_into_a_file_not_ours(tmp_path, 
         with run_folder.lock(run):
             pass
     assert mine.read_text() == "my notes\n"
+
+
+def test_a_run_that_failed_before_saving_is_used_again_and_hints_quote_paths(tmp_path, story, monkeypatch, capsys):
+    import shlex
+
+    from tinygrad_llm.train import trainer
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    run = tmp_path / "my runs" / "first try"  # a space: the hints must quote it
+    args = ["train", "--data", str(story), "--max-steps", "1", "--eval-interval", "1", "--out", str(run), *TINY]
+    monkeypatch.setattr(trainer, "calc_loss_batch", out_of_memory)  # fails at step 1, as a too-big batch does
+    assert main(args) == 1
+    one_line_error(capsys.readouterr().err, "out of memory")
+    assert run_folder.is_run_folder(run) and not run_folder.holds_results(run)  # half made: marked, nothing saved
+    monkeypatch.undo()
+    assert main(args) == 0  # the corrected rerun needs no --overwrite
+    err = capsys.readouterr().err
+    hint = next(line for line in err.splitlines() if line.startswith("next: "))
+    assert shlex.split(hint.removeprefix("next: "))[:4] == ["tinygrad-llm", "generate", "--checkpoint", str(run)]
+    assert run_folder.holds_results(run) and find_checkpoint(run).name == "ckpt-000001"
+    assert main(args) == 1  # now it holds a run: refused as before
+    one_line_error(capsys.readouterr().err, "already holds a run", "--resume", "--overwrite")
+    # the fine-tuning commands share the rule (run_folder.claim): a folder with only the marker is reused
+    empty = tmp_path / "finetuned"
+    empty.mkdir()
+    run_folder.mark(empty, "finetune-classifier")
+    (empty / "tokenizer.json").write_text("{}")
+    with run_folder.claim(empty, "finetune-instruct"):
+        pass
+    (empty / "finetune.json").write_text("{}")
+    with pytest.raises(run_folder.RunFolderError, match="already holds a run"):
+        with run_folder.claim(empty, "finetune-instruct"):
+            pass

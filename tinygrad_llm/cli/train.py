@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -201,4 +202,5 @@ def print_sample(run: TrainRun) -> None:
         run.tokenizer,
     )
     print()
-    print(f'\nnext: tinygrad-llm generate --checkpoint {run.out} --prompt "..."', file=sys.stderr)
+    # quoted as a shell needs it (a folder with a space), so that the line can be copied as it is
+    print(f'\nnext: tinygrad-llm generate --checkpoint {shlex.quote(str(run.out))} --prompt "..."', file=sys.stderr)

@@ -15,6 +15,7 @@ names in messages are the command line's (``--max-steps`` for ``max_steps``).
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -438,7 +439,7 @@ def build_trainer(
         zero=s.zero,
     )
     trainer.run_settings = s.saved()  # saved with each checkpoint: what --resume takes again
-    trainer.resume_hint = f"continue with: tinygrad-llm train --out {out} --resume"
+    trainer.resume_hint = f"continue with: tinygrad-llm train --out {shlex.quote(str(out))} --resume"
     return trainer
 
 
