@@ -121,3 +121,16 @@ def test_a_nan_evaluation_gives_valid_json_in_the_log_and_the_checkpoint(tmp_pat
     assert records[0]["train_loss"] is None and records[0]["val_loss"] is None
     state = strict_loads((find_checkpoint(tmp_path / "run") / TRAINER_JSON).read_text())
     assert state["history"][0]["val_loss"] is None
+
+
+def test_a_bpe_vocabulary_a_small_text_cannot_fill_is_a_one_line_note():
+    import warnings
+
+    from tinygrad_llm.train.run import build_tokenizer
+
+    notes = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a raw Python warning (with its source line) would fail here
+        tokenizer = build_tokenizer("bpe", "the cat sat on the mat. " * 4, 1024, log=notes.append)
+    assert tokenizer.n_vocab < 1024
+    assert notes[-1].startswith("note: ") and f"{tokenizer.n_vocab}" in notes[-1] and "--vocab-size 1024" in notes[-1]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -229,7 +230,15 @@ def build_tokenizer(name: str, text: str, vocab_size: int, log: Log = _stderr) -
         return get_tokenizer("char", text=text)
     if name == "bpe":
         log(f"training a byte-level BPE of {vocab_size} tokens on the data ...")
-        return get_tokenizer("bpe", text=text, vocab_size=vocab_size)
+        with warnings.catch_warnings():  # a small text's shortfall is said below, in the run's own words
+            warnings.filterwarnings("ignore", message="train_bpe: the text allows only", category=UserWarning)
+            tokenizer = get_tokenizer("bpe", text=text, vocab_size=vocab_size)
+        if tokenizer.n_vocab < vocab_size:
+            log(
+                f"note: the text offers only {tokenizer.n_vocab} BPE tokens, so the vocabulary has "
+                f"{tokenizer.n_vocab} rather than --vocab-size {vocab_size} (more text gives more)"
+            )
+        return tokenizer
     return get_tokenizer(name)
 
 
