@@ -189,7 +189,7 @@ def print_sample(run: TrainRun) -> None:
     if s.arch == "bert":  # an encoder does not continue text: it fills in masked tokens
         print(
             f"\n--- sample (filling in masked tokens) ---\n"
-            f"{fill_mask_sample(run.model, run.tokenizer, first_line(run.text[run.split :], 4 * ctx), ctx, s.seed)}"
+            f"{fill_mask_sample(run.model, run.tokenizer, first_line(run.val_head, 4 * ctx), ctx, s.seed)}"
         )
         return
     print(f"\n--- sample (continuing {run.prompt!r}) ---\n{run.prompt}", end="", flush=True)

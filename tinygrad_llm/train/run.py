@@ -15,12 +15,16 @@ names in messages are the command line's (``--max-steps`` for ``max_steps``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shlex
+import shutil
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tinygrad_llm.data.tokens_file import header_path, load_tokens, read_header, tokenize_to_file
 
 if TYPE_CHECKING:
     import argparse
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     from tinygrad_llm.model.config import GPTConfig
     from tinygrad_llm.nn.module import Module
     from tinygrad_llm.tokenizer.base import Tokenizer
+    from tinygrad_llm.train.corpus import Corpus
     from tinygrad_llm.train.trainer import Trainer
 
     Log = Callable[[str], object]
@@ -145,14 +150,13 @@ class RunSettings:
 
 @dataclasses.dataclass
 class TrainRun:
-    """A run once trained: its settings (a resumed run's own filled in), folder, text, tokenizer, model and
-    trainer, and the sample prompt (checked to encode before training)."""
+    """A run once trained: its settings (a resumed run's own filled in), folder, the start of its validation
+    text, tokenizer, model and trainer, and the sample prompt (checked to encode before training)."""
 
     settings: RunSettings
     out: Path
-    text: str
+    val_head: str  # the first characters of the validation text (where sample prompts come from)
     described: str
-    split: int  # text[split:] is the validation text
     tokenizer: object
     prompt: str
     prompt_ids: object  # (1, T) int64
@@ -314,13 +318,18 @@ def resume_settings(
     return changed, checkpoint
 
 
+def tokenizer_name(settings: RunSettings) -> str:
+    """The tokenizer's name: --tokenizer, else gpt2 with --init-from, else the default (char)."""
+    return settings.tokenizer or ("gpt2" if settings.init_from else DEFAULTS["tokenizer"])
+
+
 def _tokenizer(settings: RunSettings, out: Path, text: str, log):
-    """The run's tokenizer: its own when resumed, else built on the text (BERT's four tokens added)."""
+    """The run's tokenizer: its own when resumed, else built on ``text`` (BERT's four tokens added)."""
     import tinygrad_llm as tl
     from tinygrad_llm.tokenizer import load_tokenizer, with_bert_tokens
 
     s = settings
-    name = s.tokenizer or ("gpt2" if s.init_from else DEFAULTS["tokenizer"])
+    name = tokenizer_name(s)
     if s.init_from and not s.resume and s.arch == "gpt":
         if name != "gpt2":
             raise ValueError(
@@ -335,7 +344,7 @@ def _tokenizer(settings: RunSettings, out: Path, text: str, log):
         if shaped:
             raise ValueError(f"--init-from takes the model's shape from {s.init_from}: drop {', '.join(shaped)}")
     tl.manual_seed(s.seed)
-    if s.resume and (out / "tokenizer.json").exists():
+    if _has_own_tokenizer(s, out):
         tokenizer = load_tokenizer(out)
     else:
         tokenizer = build_tokenizer(name, text, s.vocab_size, log)
@@ -344,17 +353,160 @@ def _tokenizer(settings: RunSettings, out: Path, text: str, log):
     return tokenizer
 
 
-def prepare_data(settings: RunSettings, out: Path, log: Log = _stderr) -> tuple[TrainRun, Array, Array]:
-    """(the run so far: text, tokenizer, checked sample prompt; training ids; validation ids)."""
+def _has_own_tokenizer(settings: RunSettings, out: Path) -> bool:
+    from tinygrad_llm.tokenizer import TOKENIZER_FILE
+
+    return settings.resume and (out / TOKENIZER_FILE).exists()
+
+
+def scan_corpus(corpus: Corpus, alphabet: bool = False, keep_text: bool = False) -> tuple[int, str]:
+    """One pass over the corpus, checking it all: (its length in characters, its sorted distinct characters
+    when ``alphabet`` (a char tokenizer's vocabulary), or the whole text when ``keep_text`` (a BPE trains on
+    it), else "")."""
+    n_chars, chars, parts = 0, set(), []
+    for piece in corpus.pieces():
+        n_chars += len(piece)
+        if alphabet:
+            chars.update(piece)
+        if keep_text:
+            parts.append(piece)
+    return n_chars, "".join(parts) if keep_text else "".join(sorted(chars))
+
+
+def split_pieces(pieces: Iterator[str], split: int) -> tuple[Iterator[str], Iterator[str]]:
+    """The text of ``pieces`` as two streams: its first ``split`` characters, then the rest (read the first
+    to its end before the second)."""
+    rest: list[str] = []
+
+    def first() -> Iterator[str]:
+        seen = 0
+        for piece in pieces:
+            if seen + len(piece) >= split:
+                head, tail = piece[: split - seen], piece[split - seen :]
+                if head:
+                    yield head
+                rest.append(tail)
+                return
+            seen += len(piece)
+            yield piece
+
+    def second() -> Iterator[str]:
+        yield from (piece for piece in rest if piece)
+        yield from pieces
+
+    return first(), second()
+
+
+def prepare_data(
+    settings: RunSettings, out: Path, log: Log = _stderr, keep_token_files: bool = True
+) -> tuple[TrainRun, Array, Array]:
+    """(the run so far: described corpus, tokenizer, checked sample prompt; training ids; validation ids).
+
+    The text is streamed, never held whole (but for a BPE to train on it): read once to check it, count its
+    characters (the split is the book's, ``int(len(text) * (1 - val_fraction))`` characters for training)
+    and collect a char tokenizer's alphabet; read again to encode each side in chunks into ``out/train.bin``
+    and ``out/val.bin`` (nanoGPT's token files: uint16 ids, or uint32 for a larger vocabulary), read back
+    as memmaps. Each file's header records the text and tokenizer it was made from, and a rerun or
+    ``--resume`` with the same ones uses it again. ``keep_token_files=False`` (the other processes of a
+    data-parallel run): the files are written to a temporary folder, removed once mapped."""
+    import tempfile
+
+    from tinygrad_llm.train.corpus import open_corpus
+
+    corpus = open_corpus(settings.data)
+    name = tokenizer_name(settings)
+    builds = not _has_own_tokenizer(settings, out)
+    n_chars, text = scan_corpus(corpus, alphabet=builds and name == "char", keep_text=builds and name == "bpe")
+    tokenizer = _tokenizer(settings, out, text, log)
+    del text
+    split = int(n_chars * (1 - settings.val_fraction))
+    source = {
+        "corpus": corpus.fingerprint(),
+        "tokenizer": _tokenizer_digest(tokenizer),
+        "allowed_special": sorted(ALLOW_EOT),
+        "chars": [0, split],
+    }
+    encode = functools.partial(tokenizer.encode, allowed_special=ALLOW_EOT)
+    folder = out if keep_token_files else Path(tempfile.mkdtemp(prefix="tinygrad-llm-tokens-"))
+    paths = [folder / name for name in TOKEN_FILES]
+    sources = [source, {**source, "chars": [split, n_chars]}]
+    reuse = all(_token_file_source(path) == want for path, want in zip(paths, sources))
+    written = []
+    try:
+        if reuse:
+            log(f"using the token files {paths[0]} and {paths[1].name}, made from this text and tokenizer")
+            val_head = _head(corpus.pieces(), split)
+        else:
+            train_side, val_side = split_pieces(corpus.pieces(), split)
+            heads: list[str] = []
+            for path, side, want, chars in zip(
+                paths, (train_side, _keep_head(val_side, heads)), sources, (split, n_chars - split)
+            ):
+                written.append(path)
+                tokenize_to_file(side, encode, path, tokenizer.n_vocab, want, total_chars=chars)
+            val_head = "".join(heads)
+        train_ids, val_ids = (load_tokens(path) for path in paths)
+        run = _checked_run(settings, out, val_head, corpus.described, tokenizer, train_ids, val_ids)
+    except BaseException:
+        for path in written:  # a run that stops here leaves no token file (nor, then, its new folder)
+            for file in (path, header_path(path)):
+                file.unlink(missing_ok=True)
+        raise
+    finally:
+        if not keep_token_files:
+            shutil.rmtree(folder, ignore_errors=True)  # the maps keep the data for as long as they live
+    return run, train_ids, val_ids
+
+
+TOKEN_FILES = ("train.bin", "val.bin")  # nanoGPT's names; each has its .json header beside it
+HEAD_CHARS = 1 << 16  # how much of the validation text is kept for sample prompts
+
+
+def _token_file_source(path: Path) -> dict | None:
+    """The source recorded in a token file's header, None where there is no intact file."""
+    try:
+        header = read_header(path)
+        load_tokens(path)  # its size agrees with its header
+    except (OSError, ValueError):
+        return None
+    return header.get("source")
+
+
+def _tokenizer_digest(tokenizer: Tokenizer) -> str:
+    import hashlib
+
+    from tinygrad_llm.files import json_text
+
+    described = tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else {"name": tokenizer.name}
+    return hashlib.sha256(json_text([described, tokenizer.n_vocab], sort_keys=True).encode()).hexdigest()
+
+
+def _keep_head(pieces: Iterator[str], heads: list[str]) -> Iterator[str]:
+    """``pieces`` unchanged, their first ``HEAD_CHARS`` characters (or more) appended to ``heads`` on the way."""
+    kept = 0
+    for piece in pieces:
+        if kept < HEAD_CHARS:
+            heads.append(piece[: HEAD_CHARS - kept])
+            kept += len(heads[-1])
+        yield piece
+
+
+def _head(pieces: Iterator[str], split: int) -> str:
+    """The first ``HEAD_CHARS`` characters after the first ``split`` of ``pieces``."""
+    first, rest = split_pieces(pieces, split)
+    for _ in first:  # (read to its end before the rest)
+        pass
+    heads: list[str] = []
+    for _ in _keep_head(rest, heads):
+        if sum(map(len, heads)) >= HEAD_CHARS:
+            break
+    return "".join(heads)
+
+
+def _checked_run(settings, out, val_head, described, tokenizer, train_ids, val_ids) -> TrainRun:
+    """The run so far, once both splits hold a window and the sample prompt encodes."""
     import numpy as np
 
-    from tinygrad_llm.train.corpus import load_corpus
-
-    text, described = load_corpus(settings.data)
-    tokenizer = _tokenizer(settings, out, text, log)
-    split = int(len(text) * (1 - settings.val_fraction))
-    train_ids = np.asarray(tokenizer.encode(text[:split], allowed_special=ALLOW_EOT), dtype=np.int64)
-    val_ids = np.asarray(tokenizer.encode(text[split:], allowed_special=ALLOW_EOT), dtype=np.int64)
     ctx = settings.context_length
     for name, ids in (("training", train_ids), ("validation", val_ids)):
         if len(ids) < ctx + 1:
@@ -362,15 +514,14 @@ def prepare_data(settings: RunSettings, out: Path, log: Log = _stderr) -> tuple[
                 f"the {name} split of {described} has {len(ids)} tokens, fewer than one window of "
                 f"--context-length {ctx} + 1: use a shorter context or more text"
             )
-    prompt = settings.sample_prompt if settings.sample_prompt is not None else first_line(text[split:], ctx // 2)
+    prompt = settings.sample_prompt if settings.sample_prompt is not None else first_line(val_head, ctx // 2)
     try:  # checked now, not after the whole run
         prompt_ids = np.asarray([tokenizer.encode(prompt, allowed_special=ALLOW_EOT) or [0]], dtype=np.int64)
     except ValueError as exc:
         raise ValueError(
             f"--sample-prompt {prompt!r}: the {tokenizer.name} tokenizer cannot encode it ({exc})"
         ) from None
-    run = TrainRun(settings, out, text, described, split, tokenizer, prompt, prompt_ids)
-    return run, train_ids, val_ids
+    return TrainRun(settings, out, val_head, described, tokenizer, prompt, prompt_ids)
 
 
 def build_model(settings: RunSettings, tokenizer: Tokenizer, checkpoint: Path | None) -> tuple[Module, GPTConfig]:
@@ -454,7 +605,7 @@ def build_trainer(
 
 def _claimed_run(settings: RunSettings, out: Path, comm, given, log) -> TrainRun:
     changed, checkpoint = resume_settings(settings, out, given, log)
-    run, train_ids, val_ids = prepare_data(settings, out, log)
+    run, train_ids, val_ids = prepare_data(settings, out, log, keep_token_files=comm.is_root)
     run.model, config = build_model(settings, run.tokenizer, checkpoint)
     run.trainer = build_trainer(settings, out, run, train_ids, val_ids, comm)
     if settings.resume:
