@@ -67,6 +67,8 @@ def test_a_text_without_a_safe_cut_is_one_chunk():
     assert list(chunks_at_safe_cuts(["ab", "cd", "ef"], chunk_chars=2)) == ["abcdef"]
     assert list(chunks_at_safe_cuts(["ab", " cd", " e"], chunk_chars=2)) == ["ab", " cd", " e"]
     assert list(chunks_at_safe_cuts(["a\n\n", "\nb c"], chunk_chars=1)) == ["a", "\n\n\nb", " c"]
+    long_word = "c" * 70_000  # the last cut lies far before the end of what is held
+    assert list(chunks_at_safe_cuts(["a b" + long_word, " d"], chunk_chars=1)) == ["a", " b" + long_word, " d"]
 
 
 @pytest.mark.parametrize("tokenizer", ["char", "gpt2"])

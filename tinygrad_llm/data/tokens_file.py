@@ -237,17 +237,30 @@ def chunks_at_safe_cuts(pieces: Iterable[str], chunk_chars: int = CHUNK_CHARS) -
         if held_chars < chunk_chars:
             continue
         before = held[searched - 1][-1:] if searched else ""  # a cut may fall between old and new text
-        last = collections.deque(_SAFE_CUT.finditer(before + "".join(held[searched:])), maxlen=1)  # the last cut
-        if not last:  # no cut yet: read on, and never search these pieces again
+        end = _last_cut(before + "".join(held[searched:]))
+        if end is None:  # no cut yet: read on, and never search these pieces again
             searched = len(held)
             continue
-        cut = sum(len(p) for p in held[:searched]) - len(before) + last[0].end()
+        cut = sum(len(p) for p in held[:searched]) - len(before) + end
         text = "".join(held)
         yield text[:cut]
         rest = text[cut:]  # after the last cut: holds none
         held, held_chars, searched = ([rest], len(rest), 1) if rest else ([], 0, 0)
     if held_chars:
         yield "".join(held)
+
+
+def _last_cut(text: str) -> int | None:
+    """The position of the last safe cut in ``text`` (None if it has none), searched from the end."""
+    size = 4096
+    while True:
+        start = max(len(text) - size, 0)
+        last = collections.deque(_SAFE_CUT.finditer(text, start), maxlen=1)  # (every match is one character)
+        if last:
+            return last[0].end()
+        if start == 0:
+            return None
+        size *= 16
 
 
 def tokenize_to_file(
