@@ -121,6 +121,11 @@ def test_a_nan_evaluation_gives_valid_json_in_the_log_and_the_checkpoint(tmp_pat
     assert records[0]["train_loss"] is None and records[0]["val_loss"] is None
     state = strict_loads((find_checkpoint(tmp_path / "run") / TRAINER_JSON).read_text())
     assert state["history"][0]["val_loss"] is None
+    # a resumed run reads the nulls back and carries on
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(tmp_path / "run"), "--max-steps", "2", "--sample-tokens", "2"]) == 0
+    assert "done: step 2, train loss nan, val loss inf" in capsys.readouterr().err
+    assert [strict_loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_a_bpe_vocabulary_a_small_text_cannot_fill_is_a_one_line_note():

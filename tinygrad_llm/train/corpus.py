@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -113,9 +114,10 @@ class Corpus:
             yield from file_pieces(path, block_bytes)
 
     def fingerprint(self) -> dict:
-        """What identifies this text without reading it: each file's path, size and modification time."""
-        if self.text is not None:
-            return {"text": self.described, "chars": len(self.text)}
+        """What identifies this text: each file's path, size and modification time (not read), or the hash of
+        the text in memory."""
+        if self.text is not None:  # (the built-in corpus changes with Python's version)
+            return {"text": self.described, "sha256": hashlib.sha256(self.text.encode("utf-8")).hexdigest()}
         return {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files]}
 
 

@@ -649,6 +649,11 @@ def _announce(run: TrainRun, config, train_ids, val_ids, comm, log) -> None:
         )
 
 
+def _loss(value: float | None) -> str:
+    """A loss for a message; None (a NaN, as JSON keeps it) as nan."""
+    return "nan" if value is None else f"{value:.4f}"
+
+
 def _finish(run: TrainRun, log) -> None:
     """Say how the run ended; where the best evaluation was not the last, load the best model (the one saved
     as the run's model.safetensors) so that the sample shows what generate will."""
@@ -657,7 +662,7 @@ def _finish(run: TrainRun, log) -> None:
     if not last:
         return
     log(
-        f"done: step {last['step']}, train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
+        f"done: step {last['step']}, train loss {_loss(last['train_loss'])}, val loss {_loss(last['val_loss'])}, "
         f"{last['elapsed_s']:.0f}s; saved to {out}"
     )
     best = trainer.best
@@ -665,7 +670,7 @@ def _finish(run: TrainRun, log) -> None:
         from tinygrad_llm.checkpoint import MODEL_FILE, read_safetensors
 
         log(
-            f"{out}/{MODEL_FILE} is the best model, from step {best['step']} (val loss {best['val_loss']:.4f}); "
+            f"{out}/{MODEL_FILE} is the best model, from step {best['step']} (val loss {_loss(best['val_loss'])}); "
             f"the latest is in {out}/checkpoints, to resume from"
         )
         run.model.load_state_dict(read_safetensors(out / MODEL_FILE))

@@ -442,6 +442,9 @@ class Trainer:
         if self._warned_overfitting or self.best["step"] is None or len(since_best) < self.patience:
             return None
         first, last = self.history[0], self.history[-1]
+        losses = (last["val_loss"], self.best["val_loss"], last["train_loss"], first["train_loss"])
+        if any(loss is None for loss in losses):  # a NaN of an earlier evaluation, read back from JSON as null
+            return None
         if last["val_loss"] < self.best["val_loss"] * 1.01 or last["train_loss"] >= first["train_loss"]:
             return None  # a plateau, or training itself going wrong: not overfitting
         self._warned_overfitting = True
