@@ -15,16 +15,15 @@ names in messages are the command line's (``--max-steps`` for ``max_steps``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shlex
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tinygrad_llm.data.tokens_file import header_path, load_tokens, read_header, tokenize_to_file
+from tinygrad_llm.data.tokens_file import header_path
 
 if TYPE_CHECKING:
     import argparse
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from tinygrad_llm.model.config import GPTConfig
     from tinygrad_llm.nn.module import Module
     from tinygrad_llm.tokenizer.base import Tokenizer
-    from tinygrad_llm.train.corpus import Corpus
     from tinygrad_llm.train.trainer import Trainer
 
     Log = Callable[[str], object]
@@ -359,59 +357,20 @@ def _has_own_tokenizer(settings: RunSettings, out: Path) -> bool:
     return settings.resume and (out / TOKENIZER_FILE).exists()
 
 
-def scan_corpus(corpus: Corpus, alphabet: bool = False, keep_text: bool = False) -> tuple[int, str]:
-    """One pass over the corpus, checking it all: (its length in characters, its sorted distinct characters
-    when ``alphabet`` (a char tokenizer's vocabulary), or the whole text when ``keep_text`` (a BPE trains on
-    it), else "")."""
-    n_chars, chars, parts = 0, set(), []
-    for piece in corpus.pieces():
-        n_chars += len(piece)
-        if alphabet:
-            chars.update(piece)
-        if keep_text:
-            parts.append(piece)
-    return n_chars, "".join(parts) if keep_text else "".join(sorted(chars))
-
-
-def split_pieces(pieces: Iterator[str], split: int) -> tuple[Iterator[str], Iterator[str]]:
-    """The text of ``pieces`` as two streams: its first ``split`` characters, then the rest (read the first
-    to its end before the second)."""
-    rest: list[str] = []
-
-    def first() -> Iterator[str]:
-        seen = 0
-        for piece in pieces:
-            if seen + len(piece) >= split:
-                head, tail = piece[: split - seen], piece[split - seen :]
-                if head:
-                    yield head
-                rest.append(tail)
-                return
-            seen += len(piece)
-            yield piece
-
-    def second() -> Iterator[str]:
-        yield from (piece for piece in rest if piece)
-        yield from pieces
-
-    return first(), second()
-
-
 def prepare_data(
     settings: RunSettings, out: Path, log: Log = _stderr, keep_token_files: bool = True
 ) -> tuple[TrainRun, Array, Array]:
     """(the run so far: described corpus, tokenizer, checked sample prompt; training ids; validation ids).
 
-    The text is streamed, never held whole (but for a BPE to train on it): read once to check it, count its
-    characters (the split is the book's, ``int(len(text) * (1 - val_fraction))`` characters for training)
-    and collect a char tokenizer's alphabet; read again to encode each side in chunks into ``out/train.bin``
-    and ``out/val.bin`` (nanoGPT's token files: uint16 ids, or uint32 for a larger vocabulary), read back
-    as memmaps. Each file's header records the text and tokenizer it was made from, and a rerun or
-    ``--resume`` with the same ones uses it again. ``keep_token_files=False`` (the other processes of a
-    data-parallel run): the files are written to a temporary folder, removed once mapped."""
+    The text is streamed (``corpus.encode_corpus``), never held whole but for a BPE to train on: read once
+    to check it, count its characters (the split is the book's, ``int(len(text) * (1 - val_fraction))``
+    characters for training) and collect a char tokenizer's alphabet; read again to encode each side in
+    chunks into ``out/train.bin`` and ``out/val.bin``, read back as memmaps. ``keep_token_files=False`` (the
+    other processes of a data-parallel run): the files are written to a temporary folder, removed once
+    mapped."""
     import tempfile
 
-    from tinygrad_llm.train.corpus import open_corpus
+    from tinygrad_llm.train.corpus import encode_corpus, open_corpus, scan_corpus
 
     corpus = open_corpus(settings.data)
     name = tokenizer_name(settings)
@@ -420,87 +379,20 @@ def prepare_data(
     tokenizer = _tokenizer(settings, out, text, log)
     del text
     split = int(n_chars * (1 - settings.val_fraction))
-    source = {
-        "corpus": corpus.fingerprint(),
-        "tokenizer": _tokenizer_digest(tokenizer),
-        "allowed_special": sorted(ALLOW_EOT),
-        "chars": [0, split],
-    }
-    encode = functools.partial(tokenizer.encode, allowed_special=ALLOW_EOT)
     folder = out if keep_token_files else Path(tempfile.mkdtemp(prefix="tinygrad-llm-tokens-"))
-    paths = [folder / name for name in TOKEN_FILES]
-    sources = [source, {**source, "chars": [split, n_chars]}]
-    reuse = all(_token_file_source(path) == want for path, want in zip(paths, sources))
-    written = []
     try:
-        if reuse:
-            log(f"using the token files {paths[0]} and {paths[1].name}, made from this text and tokenizer")
-            val_head = _head(corpus.pieces(), split)
-        else:
-            train_side, val_side = split_pieces(corpus.pieces(), split)
-            heads: list[str] = []
-            for path, side, want, chars in zip(
-                paths, (train_side, _keep_head(val_side, heads)), sources, (split, n_chars - split)
-            ):
-                written.append(path)
-                tokenize_to_file(side, encode, path, tokenizer.n_vocab, want, total_chars=chars)
-            val_head = "".join(heads)
-        train_ids, val_ids = (load_tokens(path) for path in paths)
-        run = _checked_run(settings, out, val_head, corpus.described, tokenizer, train_ids, val_ids)
-    except BaseException:
-        for path in written:  # a run that stops here leaves no token file (nor, then, its new folder)
-            for file in (path, header_path(path)):
-                file.unlink(missing_ok=True)
-        raise
+        train_ids, val_ids, val_head, written = encode_corpus(corpus, tokenizer, split, n_chars, folder, ALLOW_EOT, log)
+        try:
+            run = _checked_run(settings, out, val_head, corpus.described, tokenizer, train_ids, val_ids)
+        except BaseException:
+            for path in written:  # a run that stops here leaves no token file (nor, then, a new folder)
+                for file in (path, header_path(path)):
+                    file.unlink(missing_ok=True)
+            raise
     finally:
         if not keep_token_files:
             shutil.rmtree(folder, ignore_errors=True)  # the maps keep the data for as long as they live
     return run, train_ids, val_ids
-
-
-TOKEN_FILES = ("train.bin", "val.bin")  # nanoGPT's names; each has its .json header beside it
-HEAD_CHARS = 1 << 16  # how much of the validation text is kept for sample prompts
-
-
-def _token_file_source(path: Path) -> dict | None:
-    """The source recorded in a token file's header, None where there is no intact file."""
-    try:
-        header = read_header(path)
-        load_tokens(path)  # its size agrees with its header
-    except (OSError, ValueError):
-        return None
-    return header.get("source")
-
-
-def _tokenizer_digest(tokenizer: Tokenizer) -> str:
-    import hashlib
-
-    from tinygrad_llm.files import json_text
-
-    described = tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else {"name": tokenizer.name}
-    return hashlib.sha256(json_text([described, tokenizer.n_vocab], sort_keys=True).encode()).hexdigest()
-
-
-def _keep_head(pieces: Iterator[str], heads: list[str]) -> Iterator[str]:
-    """``pieces`` unchanged, their first ``HEAD_CHARS`` characters (or more) appended to ``heads`` on the way."""
-    kept = 0
-    for piece in pieces:
-        if kept < HEAD_CHARS:
-            heads.append(piece[: HEAD_CHARS - kept])
-            kept += len(heads[-1])
-        yield piece
-
-
-def _head(pieces: Iterator[str], split: int) -> str:
-    """The first ``HEAD_CHARS`` characters after the first ``split`` of ``pieces``."""
-    first, rest = split_pieces(pieces, split)
-    for _ in first:  # (read to its end before the rest)
-        pass
-    heads: list[str] = []
-    for _ in _keep_head(rest, heads):
-        if sum(map(len, heads)) >= HEAD_CHARS:
-            break
-    return "".join(heads)
 
 
 def _checked_run(settings, out, val_head, described, tokenizer, train_ids, val_ids) -> TrainRun:
