@@ -15,9 +15,9 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
-from tinygrad_llm.files import atomic_write, check_output_file
+from tinygrad_llm.files import atomic_write, check_output_file, write_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -81,13 +81,13 @@ def plot_run(
     default = run_dir / "losses.png"
     given = path is not None
     path = Path(path) if given else default
-    check_output_file(
-        path,
-        flag="--out" if given else None,
-        overwrite=overwrite or path == default,  # redrawing the run's own figure is what plot is for
-        owned=is_own_figure,
-        suffixes=FIGURE_SUFFIXES,
-    )
+    rules = {  # files.write_file's: checked before any work, and again as the figure is written
+        "flag": "--out" if given else None,
+        "overwrite": overwrite or path == default,  # redrawing the run's own figure is what plot is for
+        "owned": is_own_figure,
+        "suffixes": FIGURE_SUFFIXES,
+    }
+    check_output_file(path, **rules)
     log = run_dir / "log.jsonl"
     if not log.is_file():
         raise FileNotFoundError(f"{log}: missing (expected a run folder written by 'tinygrad-llm train')")
@@ -100,7 +100,14 @@ def plot_run(
         ) from None
     if not records:
         raise ValueError(f"{log}: no evaluation yet, nothing to plot")
-    return plot_losses(*columns, path=path), path
+    fig = plot_losses(*columns)
+    if fig is not None:
+        with write_file(path, **rules) as f:
+            save_figure(fig, f, figure_format(path))
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return fig, path
 
 
 def plot_losses(
@@ -168,8 +175,14 @@ def plot_values(
         ax2.set_xlabel(top_xlabel)
         ax2.xaxis.set_major_formatter(FuncFormatter(lambda x, _: short_count(x)))
     if path is not None:
-        with warnings.catch_warnings(), atomic_write(path) as f:
-            warnings.simplefilter("ignore")
-            fig.savefig(f, format=fmt, dpi=100, metadata={"Creator": CREATOR})
+        with atomic_write(path) as f:
+            save_figure(fig, f, fmt)
         plt.close(fig)
     return fig
+
+
+def save_figure(fig: Figure, file: IO[bytes], fmt: str) -> None:
+    """Write ``fig`` to the open ``file`` as ``fmt`` (png, pdf, svg), marked as ours (``CREATOR``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig.savefig(file, format=fmt, dpi=100, metadata={"Creator": CREATOR})
