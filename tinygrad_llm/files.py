@@ -175,9 +175,12 @@ def write_file(
     overwrite: bool = False,
     owned: Callable[[Path], bool] | None = None,
     suffixes: tuple[str, ...] | None = None,
+    overwrite_flag: str | None = "--overwrite",
 ) -> Iterator[IO]:
-    """The one writer of a file a user names: ``check_output_file``, then ``atomic_write``."""
-    path = check_output_file(path, flag=flag, overwrite=overwrite, owned=owned, suffixes=suffixes)
+    """The one writer of a file a user names: ``check_output_file`` (its arguments), then ``atomic_write``."""
+    path = check_output_file(
+        path, flag=flag, overwrite=overwrite, owned=owned, suffixes=suffixes, overwrite_flag=overwrite_flag
+    )
     with atomic_write(path, mode) as f:
         yield f
 
