@@ -177,17 +177,12 @@ def run_gradcheck(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tinygrad_llm.cli.common import load_model_and_tokenizer
+    from tinygrad_llm.files import check_output_file
     from tinygrad_llm.train.figures import attention_weights, plot_attention
     from tinygrad_llm.train.plot import matplotlib_available
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out {out}: expected a file name ending in .png")
-    if out.exists():
-        raise FileExistsError(f"--out {out} already exists: remove it or choose another name")
+    out = check_output_file(args.out, suffixes=(".png",), overwrite_flag=None)  # never replaces a file
     if not matplotlib_available():
         raise RuntimeError("drawing needs matplotlib: pip install 'tinygrad-llm[plot]'")
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -190,7 +191,7 @@ def print_sample(run: TrainRun) -> None:
     if s.arch == "bert":  # an encoder does not continue text: it fills in masked tokens
         print(
             f"\n--- sample (filling in masked tokens) ---\n"
-            f"{fill_mask_sample(run.model, run.tokenizer, first_line(run.text[run.split :], 4 * ctx), ctx, s.seed)}"
+            f"{fill_mask_sample(run.model, run.tokenizer, first_line(run.val_head, 4 * ctx), ctx, s.seed)}"
         )
         return
     print(f"\n--- sample (continuing {run.prompt!r}) ---\n{run.prompt}", end="", flush=True)
@@ -203,4 +204,5 @@ def print_sample(run: TrainRun) -> None:
         run.tokenizer,
     )
     print()
-    print(f'\nnext: tinygrad-llm generate --checkpoint {run.out} --prompt "..."', file=sys.stderr)
+    # quoted as a shell needs it (a folder with a space), so that the line can be copied as it is
+    print(f'\nnext: tinygrad-llm generate --checkpoint {shlex.quote(str(run.out))} --prompt "..."', file=sys.stderr)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinygrad_llm import backend
+from tinygrad_llm import backend, files
 from tinygrad_llm.files import atomic_write
 
 if TYPE_CHECKING:
@@ -36,11 +36,8 @@ ENSEMBLE_SIZES = range(1, 65)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    path = Path(path)
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, allow_nan=True)
-        f.write("\n")
-    return path
+    """``files.write_json``: atomically, strict JSON (a NaN or infinite metric is written as null)."""
+    return files.write_json(path, obj, indent=2)
 
 
 def save_finetuned(out: str | os.PathLike, model: Module, tokenizer: Tokenizer, meta: dict) -> Path:
