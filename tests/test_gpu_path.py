@@ -10,7 +10,6 @@ would make on a GPU.
 from __future__ import annotations
 
 import types
-import warnings
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.functional import _common
-from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import clip_grad_norm_
 
@@ -228,43 +226,6 @@ def test_a_saved_cuda_state_is_ignored_where_there_is_no_gpu(monkeypatch):
     state = {"cpu": backend.get_generator("cpu").bit_generator.state, "cuda": np.zeros(64, np.uint8)}
     backend.set_rng_state(state)  # a GPU run resumed on the CPU: its dropout never used the GPU's generator
     assert "cuda" not in backend._generators and set(backend.get_rng_state()) == {"cpu"}
-
-
-# ---- the kernels' fallback on a failed CUDA launch ---------------------------------------------------
-
-
-def _launch_errors():
-    pytest.importorskip("cupy_backends", reason="needs CuPy (its CUDA error classes)")
-    from cupy_backends.cuda.api.driver import CUDADriverError
-    from cupy_backends.cuda.api.runtime import CUDARuntimeError
-
-    driver_error = CUDADriverError.__new__(CUDADriverError)  # its __init__ asks libcuda for the error's name
-    driver_error.args = ("CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: too many resources requested for launch",)
-    return {"driver": driver_error, "runtime": CUDARuntimeError(719)}  # 719: unspecified launch failure
-
-
-@pytest.mark.parametrize("kind", ["driver", "runtime"])
-def test_a_cuda_launch_error_falls_back_with_one_warning(monkeypatch, kind):
-    error = _launch_errors()[kind]
-
-    def launch_fails(*args, **kwargs):
-        raise error
-
-    fake_cuda_kernels = types.SimpleNamespace(softmax_forward=launch_fails, gelu_forward=launch_fails)
-    monkeypatch.setattr(dispatch, "backend_for", lambda array: "cuda")  # NumPy arrays play the GPU's
-    monkeypatch.setitem(dispatch._modules, "cuda", [fake_cuda_kernels])
-    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
-    with dispatch.use("numpy"):
-        want = F.softmax(tl.Tensor(x)).data
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        got = F.softmax(tl.Tensor(x)).data  # the launch fails: warn, switch CUDA kernels off, run the reference
-        F.gelu(tl.Tensor(x))  # no second warning
-    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(messages) == 1 and "failed to compile or launch" in messages[0] and type(error).__name__ in messages[0]
-    np.testing.assert_array_equal(got, want)
-    assert not dispatch.available("cuda")
-    dispatch._reset()
 
 
 # ---- the examples: every one takes --device, as the README says ---------------------------------------

@@ -40,7 +40,7 @@ from tinygrad_llm.amp import PRECISIONS, MixedPrecision
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.dist import SingleProcess, ZeroAdamW
-from tinygrad_llm.files import atomic_write
+from tinygrad_llm.files import atomic_write, json_text
 from tinygrad_llm.optim import AdamW, grad_norms_by_layer, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.figures import plot_grad_norms, plot_lr_schedule
@@ -442,6 +442,9 @@ class Trainer:
         if self._warned_overfitting or self.best["step"] is None or len(since_best) < self.patience:
             return None
         first, last = self.history[0], self.history[-1]
+        losses = (last["val_loss"], self.best["val_loss"], last["train_loss"], first["train_loss"])
+        if any(loss is None for loss in losses):  # a NaN of an earlier evaluation, read back from JSON as null
+            return None
         if last["val_loss"] < self.best["val_loss"] * 1.01 or last["train_loss"] >= first["train_loss"]:
             return None  # a plateau, or training itself going wrong: not overfitting
         self._warned_overfitting = True
@@ -456,11 +459,11 @@ class Trainer:
     def _write_log(self) -> None:
         with atomic_write(self.out_dir / LOG_FILE, "w") as f:
             for record in self.history:
-                f.write(json.dumps(record) + "\n")
+                f.write(json_text(record) + "\n")  # strict JSON: NaN as null
         if self.grad_norm_history:
             with atomic_write(self.out_dir / GRAD_LOG_FILE, "w") as f:
                 for record in self.grad_norm_history:
-                    f.write(json.dumps(record) + "\n")
+                    f.write(json_text(record) + "\n")  # strict JSON: NaN as null
             plot_grad_norms(self.grad_norm_history, self.out_dir / GRAD_PLOT_FILE)
         if self.history:
             plot_losses(
