@@ -173,8 +173,12 @@ def test_info_reports_parameters_and_memory(capsys):
     assert main(["info", "--preset", "gpt2-small"]) == 0
     out = capsys.readouterr().out
     assert "163,009,536" in out and "124,412,160" in out and "training memory" in out
+    assert "threads (CPU)" not in out and "info --threads" in out  # the thread policy on its own flag
     assert main(["info", "--list"]) == 0
-    assert "gpt2-xl" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "gpt2-xl" in listed and "--context-length" in listed  # mini's context 128 is not train's 64
+    assert main(["info", "--threads"]) == 0
+    assert "threads (CPU)" in capsys.readouterr().out
 
 
 def test_info_reads_a_run_folder_and_a_hugging_face_folder(trained, tmp_path, capsys):

@@ -177,3 +177,19 @@ def test_attention_command_writes_one_png_and_never_overwrites(run_folder):
         run_folder / "other.png",
     )
     assert bad.returncode == 1 and "--layer 5: the model has 2 layers" in bad.stderr
+
+
+@needs_matplotlib
+def test_plot_values_puts_each_point_at_its_step_and_its_tokens(tmp_path):
+    """Two DPO evaluations (steps 1 and 2): whole-number ticks only, and the top axis (tokens seen) a rescaled
+    bottom axis, so that a point's step and its token count line up (the book's hidden second curve did not)."""
+    from tinygrad_llm.train.plot import plot_values
+
+    steps, tokens = [1, 2], [2_000, 4_000]
+    fig = plot_values(steps, tokens, [0.69, 0.68], [0.69, 0.685], path=tmp_path / "dpo.png", xlabel="Steps")
+    ax1, ax2 = fig.axes
+    assert all(float(t).is_integer() for t in ax1.get_xticks())
+    (lo, hi), (top_lo, top_hi) = ax1.get_xlim(), ax2.get_xlim()
+    for step, seen in zip(steps, tokens):
+        assert (step - lo) / (hi - lo) == pytest.approx((seen - top_lo) / (top_hi - top_lo))
+    assert png_size(tmp_path / "dpo.png")[0] > 0

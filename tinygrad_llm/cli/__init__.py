@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.run(args) or 0
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, Interrupted) else 2
-            print(f"\ninterrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'})", file=sys.stderr)
+            if not getattr(exc, "reported", False):  # a run that saved has said so, in one line
+                print(f"\ninterrupted ({'SIGTERM' if signum == 15 else 'Ctrl-C'})", file=sys.stderr)
             return 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
         except BrokenPipeError:  # the reader left (| head): stop quietly, as cat and grep do
             devnull = os.open(os.devnull, os.O_WRONLY)

@@ -69,8 +69,9 @@ def run_info(args: argparse.Namespace) -> int:
                 f"vocabulary {cfg.vocab_size:,}"
             )
         print(
-            "(counted at each preset's own vocabulary and context: the embedding and head grow with the "
-            "tokenizer's vocabulary, so a run's count, which train prints, differs)"
+            "(counted at each preset's own vocabulary and context; a run's count, which train prints, differs: the "
+            "embedding and head follow the tokenizer's vocabulary, and train's windows are --context-length "
+            "tokens, 64 unless given, up to the preset's context)"
         )
         return 0
     if args.checkpoint:  # checked against its weights' header, as generate checks it
@@ -106,7 +107,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"    {'available':14s} {format_bytes(available[0])} ({available[1]})")
     if args.processes > 1:
         print_data_parallel_memory(config, args.batch_size, ctx, args.processes)
-    print_threads()
+    print("(how many CPU threads the math would use, and why: tinygrad-llm info --threads)")
     return 0
 
 

@@ -48,7 +48,7 @@ def _add_data_and_model_arguments(p) -> None:
         "--data",
         default=None,
         metavar="PATH",
-        help="a UTF-8 text file, or a folder of .txt/.md/.rst files (default: Python's help texts)",
+        help="a UTF-8 text file, or a folder of .txt/.md/.rst/.text/.py files (default: Python's help texts)",
     )
     data.add_argument(
         "--tokenizer",

@@ -343,7 +343,8 @@ def train_classifier(
             average.update(model)
         if log:
             if average_from is not None:
-                note = f" (in the average, {average.num_updates} epochs)" if average is not None else ""
+                epochs = average.num_updates if average is not None else 0
+                note = f" (in the average: {epochs} epoch{'s' if epochs != 1 else ''})" if epochs else ""
             else:
                 note = " (best so far)" if improved else f" (best: epoch {best_epoch})"
             log(f"Epoch {epoch + 1}: validation accuracy {val_accuracy * 100:.2f}%, loss {val_loss:.3f}{note}")

@@ -217,7 +217,7 @@ def saved_if_interrupted(
     adapters are still to merge (``write``: this process writes; with several, process 0 alone)."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if not write:
             raise
         from tinygrad_llm.finetune.io import save_finetuned
@@ -233,6 +233,7 @@ def saved_if_interrupted(
             f'(finetune.json says "interrupted"); it is usable as it is, or run the command '
             "again with --overwrite to train fully"
         )
+        interrupt.reported = True  # the one line a user sees: the command line adds none
         raise
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from tinygrad_llm.tokenizer.base import Tokenizer
 
-TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text", ".py")  # .py: source code is text to learn from too
 BUILTIN = "pydoc"
 BLOCK_BYTES = 1 << 18  # read and decoded at a time
 FILE_SEPARATOR = "\n\n"  # between the files of a folder
@@ -136,7 +136,7 @@ class Corpus:
 
 def open_corpus(path: str | os.PathLike | None = None) -> Corpus:
     """The corpus at ``path``: None or "pydoc" for the built-in corpus, a file, or a folder whose text files
-    (.txt .md .rst, recursively, in sorted order) are joined. Checked that it can be read, not read yet."""
+    (.txt .md .rst .text .py, recursively, in sorted order) are joined. Checked that it can be read, not read yet."""
     if path is None or str(path) == BUILTIN:
         return Corpus("Python's built-in help texts (pydoc_data)", text=builtin_corpus())
     path = Path(path)
@@ -144,7 +144,7 @@ def open_corpus(path: str | os.PathLike | None = None) -> Corpus:
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
         if not files:
             raise CorpusError(f"{path}: a directory with no text files ({', '.join(TEXT_SUFFIXES)})")
-        return Corpus(f"{len(files)} files under {path}", files=files)
+        return Corpus(f"{len(files)} file{'s' if len(files) != 1 else ''} under {path}", files=files)
     check_regular_file(path)
     return Corpus(str(path), files=[path])
 

@@ -161,7 +161,7 @@ def plot_values(
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     fig, ax1 = plt.subplots(figsize=(6, 4), layout="constrained")
     ax1.plot(epochs_seen, train_values, label=f"Training {label}")
@@ -169,9 +169,14 @@ def plot_values(
     ax1.set_xlabel(xlabel)
     ax1.set_ylabel(label[:1].upper() + label[1:])
     fig.legend(loc="outside lower center", ncols=2, frameon=False)  # below the axes: never over a curve
-    if len(examples_seen) > 1:
-        ax2 = ax1.twiny()  # the same curves against examples (or tokens) seen, on the top axis
-        ax2.plot(examples_seen, train_values, alpha=0)
+    if all(float(x).is_integer() for x in epochs_seen):
+        ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps or whole epochs: no tick at 0.5
+    first, last = epochs_seen[0], epochs_seen[-1]
+    if len(examples_seen) > 1 and last != first:
+        ax2 = ax1.twiny()  # the same points against examples (or tokens) seen, on the top axis
+        per_unit = (examples_seen[-1] - examples_seen[0]) / (last - first)
+        lo, hi = ax1.get_xlim()  # the top axis is the bottom one rescaled, so that a point sits at both values
+        ax2.set_xlim(examples_seen[0] + (lo - first) * per_unit, examples_seen[0] + (hi - first) * per_unit)
         ax2.set_xlabel(top_xlabel)
         ax2.xaxis.set_major_formatter(FuncFormatter(lambda x, _: short_count(x)))
     if path is not None:

@@ -387,7 +387,7 @@ class Trainer:
                     if self._eval_due():
                         self._evaluate_and_save(bar)
                     stop_if_signalled()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if bar is not None:
                 bar.close()
             if self.step and self._saved_step != self.step:
@@ -396,6 +396,7 @@ class Trainer:
                 f"interrupted: saved step {self.step} to {self.out_dir}"
                 + (f"; {self.resume_hint}" if self.resume_hint else "")
             )
+            interrupt.reported = True  # the one line a user sees: the command line adds none
             raise
         if bar is not None:
             bar.close()
