@@ -8,6 +8,7 @@ lr 5e-6, weight decay 0.01, batch 8, beta 0.1, one epoch, log-probabilities aver
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,6 +97,7 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
     from tinygrad_llm.optim import AdamW
     from tinygrad_llm.train.parallel import DataParallel
     from tinygrad_llm.train.plot import plot_values
+    from tinygrad_llm.train.progress import Progress
 
     comm = args.comm  # set by claimed: under mpiexec, data-parallel; process 0 alone writes
     if args.lr <= 0:
@@ -156,7 +158,11 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
     start = time.perf_counter()
     meta = {"task": "instruction", "prompt_format": "alpaca", "tuning": "dpo"}
     # Ctrl-C or SIGTERM while training saves the model as it is, as the other fine-tunings do
-    with saved_if_interrupted(out, lambda: (model, meta), tokenizer, lambda: None, write=comm.is_root, log=log):
+    bar = Progress(args.epochs * len(train_loader), log, enabled=comm.is_root)  # one bar, the job's ETA
+    with (
+        contextlib.closing(bar),
+        saved_if_interrupted(out, lambda: (model, meta), tokenizer, lambda: None, write=comm.is_root, log=log),
+    ):
         tracking = dpo.train_model_dpo(
             model,
             None,
@@ -171,6 +177,7 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
             device=args.device,
             log=log,
             parallel=DataParallel(comm, model, optimizer),
+            bar=bar,
         )
     train_s = time.perf_counter() - start
     if not comm.is_root:

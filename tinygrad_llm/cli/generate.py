@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, TextIO
 
 from tinygrad_llm.cli.common import (
@@ -179,7 +179,7 @@ def _continue(model, tokenizer, ids: list[int], args, seed: int | None) -> list[
 
     new_ids: list[int] = []
 
-    def kept(stream):
+    def kept(stream: Iterable[int]) -> Iterator[int]:
         for token in stream:
             new_ids.append(token)
             yield token

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tinygrad_llm.finetune.recipe import check_max_length
+
 if TYPE_CHECKING:
     import argparse
 
@@ -107,15 +109,6 @@ def preset_config(preset: str, vocab_size: int, context_length: int, args: argpa
         return None
 
 
-def check_max_length(config: GPTConfig, max_length: int | None) -> None:
-    """--max-length beyond the model's context would be cut to it without a word: refused instead."""
-    if max_length is not None and max_length > config.context_length:
-        raise ValueError(
-            f"--max-length {max_length}: the model takes at most {config.context_length} tokens (its "
-            f"context_length); use --max-length {config.context_length} or less"
-        )
-
-
 def check_lora_rank(config: GPTConfig, rank: int | None) -> None:
     """A rank above every adapted layer's own: each Linear of the GPT has emb_dim inputs or outputs, so an
     update A @ B of it has rank at most emb_dim, and a larger rank adds parameters and nothing else.
@@ -197,7 +190,7 @@ def check_finetune(args: argparse.Namespace, comm: Communicator) -> None:
         model_flag = "--preset (or --n-layers, --emb-dim)"
     if config is None:
         return
-    check_max_length(config, job.max_length)
+    check_max_length(job.max_length, config.context_length)  # the recipes' own check, before the data are read
     context = job.max_length or min(config.context_length, SHORT_RECORDS)
     lora_rank = getattr(job, "lora_rank", None)
     check_lora_rank(config, lora_rank)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from tinygrad_llm.optim.schedules import LambdaLR
     from tinygrad_llm.tokenizer.base import Tokenizer
     from tinygrad_llm.train.parallel import DataParallel
+    from tinygrad_llm.train.progress import Progress
 
 TRAINABLE_CHOICES = ("last-block", "all", "head")
 
@@ -172,14 +173,17 @@ def _train_epoch(
     amp=None,
     scheduler=None,
     ema=None,
+    bar: Progress | None = None,
 ) -> None:
     """One pass over ``train_loader`` with the fast step (train/step.py); every ``eval_freq`` steps the train/val
     loss into ``progress``. ``amp``: a ``MixedPrecision``; after each step ``scheduler.step()`` and
-    ``ema.update(model)`` when given."""
+    ``ema.update(model)`` when given, and ``bar.step``."""
     model.train()
     for input_batch, target_batch in train_loader:
         progress["examples_seen"] += input_batch.shape[0]
-        train_step(model, optimizer, [(input_batch, target_batch)], device, amp, parallel, calc_loss_batch)
+        loss = train_step(model, optimizer, [(input_batch, target_batch)], device, amp, parallel, calc_loss_batch)
+        if bar is not None:
+            bar.step(loss)
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
@@ -267,6 +271,7 @@ def train_classifier(
     scheduler: LambdaLR | None = None,
     ema_decay: float | None = None,
     average_from: int | None = None,
+    bar: Progress | None = None,
 ) -> dict:
     """The command line's loop (``tinygrad-llm finetune-classifier``): the book's ``train_classifier_simple`` on
     the fast step of train/step.py (batch parts on the cores; ``precision`` tf32/fp16/bf16 on a GPU, see
@@ -289,7 +294,8 @@ def train_classifier(
 
     Returns {"epochs_run", "best_epoch" (None when averaging), "val_accuracy" (per epoch), "val_loss" (per
     epoch), "train_losses", "val_losses" (every eval_freq steps), "examples_seen"}. With ``parallel`` every
-    process scores the whole validation set, so all choose the same epoch.
+    process scores the whole validation set, so all choose the same epoch. ``bar``: the job's progress
+    (``train.progress.Progress``, shared by an ensemble's members), stepped after every optimizer step.
     """
     if average_from is not None:
         if not 1 <= average_from <= max_epochs:
@@ -323,6 +329,7 @@ def train_classifier(
             amp,
             scheduler,
             ema,
+            bar,
         )
         model.eval()
         with ema.average_parameters(model) if ema is not None else contextlib.nullcontext():

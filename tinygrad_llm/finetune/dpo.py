@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from tinygrad_llm.optim import Optimizer
     from tinygrad_llm.tokenizer.base import Tokenizer
     from tinygrad_llm.train.parallel import DataParallel
+    from tinygrad_llm.train.progress import Progress
 
     Log = Callable[[str], object]
 
@@ -294,11 +295,15 @@ def train_model_dpo(
     device: str | None = None,
     log: Log | None = print,
     parallel: DataParallel | None = None,
+    bar: Progress | None = None,
 ) -> dict:
     """The loop of ``tinygrad-llm finetune-dpo``: ``train_model_dpo_simple`` (same evaluations and tracking
     dict) on the fast step of train/step.py, data-parallel with ``parallel`` (a
     ``train.parallel.DataParallel``: each process trains on its rows of the loaders' batches and evaluates on
-    the whole batches, so every process logs the same numbers)."""
+    the whole batches, so every process logs the same numbers). ``bar``: the job's progress
+    (``train.progress.Progress``), stepped after every step; the evaluations' lines then go above it."""
+    if bar is not None and bar.enabled:
+        log = bar.write
 
     def loss_batch(batch: dict, _targets: None, model: Module, device: str | None) -> Tensor:
         return compute_dpo_loss_batch(batch, model, reference_model, beta, average, device)[0]
@@ -313,6 +318,8 @@ def train_model_dpo(
                 policy_model, optimizer, [(batch, None)], device, parallel=parallel, loss_batch=loss_batch
             )
             _check_finite(float(loss), global_step + 1)
+            if bar is not None:
+                bar.step(float(loss))
             global_step += 1
             if global_step % eval_freq == 0:
                 _evaluate(

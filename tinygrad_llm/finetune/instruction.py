@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from tinygrad_llm.optim import Optimizer
     from tinygrad_llm.tokenizer.base import Tokenizer
     from tinygrad_llm.train.parallel import DataParallel
+    from tinygrad_llm.train.progress import Progress
 
 IGNORE_INDEX = -100
 RESPONSE_KEY = "model_response"
@@ -264,12 +265,15 @@ def train_instruction_model(
     tokenizer: Tokenizer,
     parallel: DataParallel | None = None,
     precision: str = "fp32",
+    bar: Progress | None = None,
 ) -> tuple[list[float], list[float], list[int]]:
     """The loop of ``tinygrad-llm finetune-instruct``: chapter 5's ``train_model_simple`` (same arguments, same
     evaluations, prints and return value) with the fast step of train/step.py in place of the book's four
     lines: the batch cut into parts on the CPU's cores, ``precision`` tf32/fp16/bf16 on a GPU (see
     tinygrad_llm.amp), and ``parallel`` a ``train.parallel.DataParallel`` (the loaders then yield every
-    process's rows; each process trains on its own)."""
+    process's rows; each process trains on its own). ``bar``: the job's progress, stepped after every step
+    (``train.progress.Progress``: a bar with its ETA, or a line every 15 s)."""
+    say = bar.write if bar is not None and bar.enabled else print
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
     amp = MixedPrecision(precision, model.device)
@@ -277,7 +281,9 @@ def train_instruction_model(
         model.train()
         for input_batch, target_batch in train_loader:
             tokens_seen += input_batch.size
-            train_step(model, optimizer, [(input_batch, target_batch)], device, amp, parallel)
+            loss = train_step(model, optimizer, [(input_batch, target_batch)], device, amp, parallel)
+            if bar is not None:
+                bar.step(loss)
             global_step += 1
             if global_step % eval_freq == 0:
                 train_loss, val_loss = evaluate_model(
@@ -286,6 +292,6 @@ def train_instruction_model(
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 track_tokens_seen.append(tokens_seen)
-                print(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                say(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
         generate_and_print_sample(model, tokenizer, device, start_context)
     return train_losses, val_losses, track_tokens_seen

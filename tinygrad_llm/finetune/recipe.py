@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tinygrad_llm.dist.launch import describe_processes
+from tinygrad_llm.train.progress import Progress
 
 if TYPE_CHECKING:
     import argparse
@@ -447,7 +448,13 @@ def _train_classifier(
         return saved, {**meta, **({"ensemble_size": len(members)} if len(members) > 1 else {})}
 
     start = time.perf_counter()
-    with saved_if_interrupted(out, snapshot, tokenizer, lambda: lora, write=args.comm.is_root, log=args.log):
+    # one bar for the whole job (every member's every epoch), its ETA the job's; its lines go above the bar
+    bar = Progress(size * args.epochs * (len(train_set) // batch), args.log, enabled=args.comm.is_root)
+    log = bar.write if args.comm.is_root else args.log
+    with (
+        contextlib.closing(bar),
+        saved_if_interrupted(out, snapshot, tokenizer, lambda: lora, write=args.comm.is_root, log=args.log),
+    ):
         for k in range(size):
             seed = args.seed + 1000 * k  # member 0 is the single model of --seed, bit for bit
             if k:
@@ -457,7 +464,7 @@ def _train_classifier(
             lora = apply_lora(args, model)
             member_counts = parameter_counts(model)  # before any merge
             counts = {name: counts.get(name, 0) + n for name, n in member_counts.items()}
-            args.log(
+            log(
                 f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier"
                 f"{f' (member {k + 1} of {size})' if size > 1 else ''} ({trainable}"
                 f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {member_counts['trainable_parameters']:,} "
@@ -465,7 +472,7 @@ def _train_classifier(
                 f"{len(val_set)} / {len(test_set)} messages of {max_length} tokens"
                 f"{describe_processes(args.comm, args.batch_size)} -> {out}"
             )
-            selections.append(_train_member(args, model, train_set, val_loader, batch, seed))
+            selections.append(_train_member(args, model, train_set, val_loader, batch, seed, bar, log))
             if lora:
                 merge_lora(model)  # a plain model: W + scale * (A B)^T
     train_s = time.perf_counter() - start
@@ -518,7 +525,7 @@ def _train_classifier(
     return metrics
 
 
-def _train_member(args, model, train_set, val_loader, batch: int, seed: int) -> dict:
+def _train_member(args, model, train_set, val_loader, batch: int, seed: int, bar: Progress, log) -> dict:
     """Train one classifier (one member of an ensemble) with its own shuffling seed; returns its selection."""
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.finetune import classifier as C
@@ -546,12 +553,13 @@ def _train_member(args, model, train_set, val_loader, batch: int, seed: int) -> 
         patience=args.patience or None,
         eval_freq=args.eval_freq,
         eval_iter=args.eval_iter,
-        log=args.log,
+        log=log,
         parallel=parallel,
         precision=args.precision,
         scheduler=scheduler,
         ema_decay=args.ema_decay or None,
         average_from=args.average_from or None,
+        bar=bar,
     )
 
 
@@ -665,13 +673,17 @@ def run_instruct_recipe(args: Args, out: Path) -> dict | None:
     )
 
     start = time.perf_counter()
-    with saved_if_interrupted(
-        out,
-        lambda: (model, {"task": "instruction", "prompt_format": "alpaca"}),
-        tokenizer,
-        lambda: lora,
-        write=args.comm.is_root,
-        log=args.log,
+    bar = Progress(args.epochs * len(train_loader), args.log, enabled=args.comm.is_root)
+    with (
+        contextlib.closing(bar),
+        saved_if_interrupted(
+            out,
+            lambda: (model, {"task": "instruction", "prompt_format": "alpaca"}),
+            tokenizer,
+            lambda: lora,
+            write=args.comm.is_root,
+            log=args.log,
+        ),
     ):
         train_losses, val_losses, _ = I.train_instruction_model(
             model,
@@ -686,6 +698,7 @@ def run_instruct_recipe(args: Args, out: Path) -> dict | None:
             tokenizer=tokenizer,
             parallel=parallel,
             precision=args.precision,
+            bar=bar,
         )
     train_s = time.perf_counter() - start
     train_loss, val_loss = evaluate_model(

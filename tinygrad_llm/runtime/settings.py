@@ -40,6 +40,7 @@ ENVIRONMENT = {
     "TINYGRAD_LLM_DIST": ("single",),
     "TINYGRAD_LLM_DEBUG": ("1", "0"),
     "TINYGRAD_LLM_REQUIRE_MPI": ("1", "0"),
+    "TINYGRAD_LLM_REQUIRE_NVRTC": ("1", "0"),
     "TINYGRAD_LLM_DATA": "a folder laid out like ../shared/data",
     "TINYGRAD_LLM_CACHE": "a folder for downloads (made when missing)",
 }

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from tinygrad_llm.train.figures import plot_grad_norms, plot_lr_schedule
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 from tinygrad_llm.train.parallel import DataParallel, calc_loss_loader_parallel, stop_together
 from tinygrad_llm.train.plot import plot_losses
+from tinygrad_llm.train.progress import Progress
 from tinygrad_llm.train.signals import SignalGuard, catch_signals
 from tinygrad_llm.train.step import backward_step, update_step
 
@@ -364,32 +364,23 @@ class Trainer:
                 self.log(f"note: {LR_PLOT_FILE} not drawn: {exc}")
         end = self.total_steps if stop_after is None else min(stop_after, self.total_steps)
         self.model.train()
-        bar = _progress_bar(self.step, self.total_steps) if self.comm.is_root else None
+        progress = Progress(
+            self.total_steps, self.log, self.progress_interval_s, done=self.step, enabled=self.comm.is_root
+        )
         started = time.perf_counter() - self.elapsed_s
-        shown = []  # when progress lines were printed (no terminal)
         try:
             if self.step and self._eval_due() and (not self.history or self.history[-1]["step"] != self.step):
-                self._evaluate_and_save(bar)  # an interrupt cut this step's evaluation short: do it now
+                self._evaluate_and_save(progress)  # an interrupt cut this step's evaluation short: do it now
             with stop_together(self.comm, self._signals) as stop_if_signalled:  # data-parallel: all stop at one step
                 while self.step < end:
                     loss = self.train_step()
                     self.elapsed_s = time.perf_counter() - started
-                    rate = f"{self.tokens_seen / max(self.elapsed_s, 1e-9):,.0f}"
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=rate)
-                    elif not shown or time.perf_counter() - shown[-1] >= self.progress_interval_s:
-                        shown.append(time.perf_counter())  # the first step, then every progress_interval_s
-                        self.log(
-                            f"step {self.step:>6}/{self.total_steps}  loss {loss:.4f}  {rate} tok/s  "
-                            f"{self.elapsed_s:.1f}s"
-                        )
+                    progress.step(loss, tok_s=f"{self.tokens_seen / max(self.elapsed_s, 1e-9):,.0f}")
                     if self._eval_due():
-                        self._evaluate_and_save(bar)
+                        self._evaluate_and_save(progress)
                     stop_if_signalled()
         except KeyboardInterrupt as interrupt:
-            if bar is not None:
-                bar.close()
+            progress.close()
             if self.step and self._saved_step != self.step:
                 self.save()  # (a second Ctrl-C / SIGTERM is ignored while it writes)
             self.log(
@@ -398,8 +389,7 @@ class Trainer:
             )
             interrupt.reported = True  # the one line a user sees: the command line adds none
             raise
-        if bar is not None:
-            bar.close()
+        progress.close()
         if self._saved_step != self.step:
             self.save()  # stopped between evaluations: a checkpoint exactly here, no extra log record
         return self.history
@@ -409,7 +399,7 @@ class Trainer:
         step = self.step if step is None else step
         return step % self.config.eval_interval == 0 or step == self.total_steps
 
-    def _evaluate_and_save(self, bar) -> None:
+    def _evaluate_and_save(self, progress: Progress) -> None:
         train_loss, val_loss = self.evaluate()
         record = {
             "step": self.step,
@@ -432,10 +422,8 @@ class Trainer:
             f"lr {record['lr']:.2e}  {rate:,.0f} tok/s  {self.elapsed_s:.1f}s"
         )
         for message in (line, self._overfitting_note()):
-            if message and bar is not None:
-                bar.write(message)
-            elif message:
-                self.log(message)
+            if message and progress.enabled:
+                progress.write(message)
 
     def _overfitting_note(self) -> str | None:
         """A note, once, when validation loss has stayed above its best for ``patience`` evaluations."""
@@ -499,15 +487,6 @@ def check_trainer_state(checkpoint: Checkpoint) -> None:
         )
     if not all(isinstance(r, dict) and "step" in r for r in state["history"]):
         raise CheckpointError(f"{file}: field 'history' should hold one object per evaluation")
-
-
-def _progress_bar(start: int, total: int):
-    """A tqdm bar on a terminal; None when output is redirected (plain log lines instead)."""
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
 
 def read_log(out_dir: str | os.PathLike) -> list[dict]:
