@@ -355,3 +355,21 @@ def test_cli_refuses_pairs_that_teach_nothing_and_warns_on_some(tmp_path, tiny_b
     err = capsys.readouterr().err
     assert "warning: 5 of 34 training records have the same chosen and rejected tokens" in err
     assert (out / "model.safetensors").is_file()
+
+
+def test_a_start_without_end_of_text_says_which_model_to_start_from(tmp_path, shared_data, capsys):
+    """The README's offline route: DPO from a char-level run is refused with the way round (an
+    instruction-tuned model of GPT-2's tokenizer), not only the missing token."""
+    from tinygrad_llm.cli import main
+
+    tokenizer = tl.get_tokenizer("char", text="abc def")
+    tl.GPTModel(tl.GPTConfig.preset("tiny", vocab_size=tokenizer.n_vocab, context_length=32)).save_pretrained(
+        tmp_path / "run"
+    )
+    tokenizer.save(tmp_path / "run")
+    data = shared_data / "instruction-data-with-preference.json"
+    argv = ["finetune-dpo", "--init-from", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "o")]
+    assert main(argv) == 1
+    said = capsys.readouterr().err
+    assert "char tokenizer has no <|endoftext|>" in said and "tinygrad-llm finetune-instruct --out" in said
+    assert not (tmp_path / "o").exists()

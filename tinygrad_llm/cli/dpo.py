@@ -92,6 +92,7 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
         check_usable_records,
         load_start_model,
         parameter_counts,
+        require_end_of_text,
         saved_if_interrupted,
     )
     from tinygrad_llm.optim import AdamW
@@ -111,8 +112,7 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
     tl.manual_seed(args.seed)
     args.emb_dim = args.n_layers = args.n_heads = None  # the starting model's shape is kept
     model, tokenizer, described = load_start_model(args)  # applies --dropout
-    if tokenizer.eot_id is None:
-        raise ValueError(f"the tokenizer {tokenizer.name!r} has no <|endoftext|> to pad with")
+    require_end_of_text(tokenizer, args.init_from, "finetune-dpo")
     if args.device:
         model.to(args.device)
     allowed = check_max_length(args.max_length, model.config.context_length)

@@ -249,6 +249,17 @@ def check_max_length(max_length: int | None, context: int, model: str = "the mod
     return context if max_length is None else max_length
 
 
+def require_end_of_text(tokenizer: Tokenizer, init_from: str | None, command: str) -> None:
+    """Instructions and preferences are padded with, and end at, <|endoftext|>: a tokenizer without it (a
+    run's char or byte tokenizer) cannot be used; say which starting model has one."""
+    if tokenizer.eot_id is None:
+        raise ValueError(
+            f"--init-from {init_from}: its {tokenizer.name} tokenizer has no <|endoftext|>, which {command} pads "
+            "with and stops at; start from a model with GPT-2's tokenizer: one of finetune-instruct "
+            "(tinygrad-llm finetune-instruct --out runs/instruct), of train --tokenizer gpt2, or gpt2 by name"
+        )
+
+
 def check_usable_records(unusable: int, total: int, why: str, fix: str, log: Log) -> None:
     """Before training: refuse when none of the ``total`` training records can teach anything (``why``:
     what is wrong with them), warn with the count when ``unusable`` of them cannot."""
@@ -638,8 +649,7 @@ def run_instruct_recipe(args: Args, out: Path) -> dict | None:
         judge.check()  # fail now, not after training
     tl.manual_seed(args.seed)
     model, tokenizer, described = load_start_model(args)
-    if tokenizer.eot_id is None:
-        raise ValueError(f"the tokenizer {tokenizer.name!r} has no <|endoftext|> to pad and stop with")
+    require_end_of_text(tokenizer, args.init_from, "finetune-instruct")
     lora = apply_lora(args, model)
     if args.device:
         model.to(args.device)
