@@ -41,7 +41,6 @@ EXAMPLE_SHORTER = {
     "ch07_instruction_finetune.py": {"--epochs": "1", "--records": "60"},
     "ch07_dpo.py": {"--records": "60"},
     "freecodecamp_shakespeare.py": {"--bigram-steps": "20", "--gpt-steps": "20"},
-    "transformer_copy_task.py": {"--max-steps": "20"},
 }
 
 
