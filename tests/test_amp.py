@@ -198,6 +198,29 @@ def test_attention_in_fp32_is_the_float32_products_and_softmax_bit_for_bit(dropo
     np.testing.assert_array_equal(out, runtime.matmul(w, v))
 
 
+def test_the_scalers_verdict_stays_on_the_device_until_read():
+    p = tl.Tensor(np.ones(3, np.float32), requires_grad=True)
+    opt = SGD([p], lr=0.1)
+    scaler = GradScaler(init_scale=4.0)
+    p.grad = np.array([4.0, np.inf, 8.0], np.float32)
+    scaler.unscale_(opt)
+    flag = scaler.unread_found_inf()
+    assert not isinstance(flag, bool) and flag.shape == () and bool(flag)  # a 0-d array (NumPy: np.bool_)
+    scaler.read_found_inf(bool(flag))  # as a loop copies it with its loss
+    assert scaler.unread_found_inf() is None and scaler.found_inf is True
+    assert not scaler.step(opt) and np.array_equal(p.data, np.ones(3, np.float32))
+    scaler.update()
+    assert scaler.get_scale() == 2.0
+    # a step abandoned after its unscale_ (the trainer rewinds it): the next unscale_ divides again
+    p.grad = np.array([2.0, 4.0, 6.0], np.float32)
+    scaler.unscale_(opt)
+    scaler.discard_step()
+    p.grad = np.array([2.0, 4.0, 6.0], np.float32)
+    scaler.unscale_(opt)
+    np.testing.assert_array_equal(p.grad, [1.0, 2.0, 3.0])
+    assert scaler.found_inf is False and scaler.unread_found_inf() is None
+
+
 def test_autocast_leaves_float64_alone():
     x = tl.Tensor(np.random.default_rng(1).standard_normal((3, 4)), requires_grad=True)
     w = tl.Tensor(np.random.default_rng(2).standard_normal((5, 4)), requires_grad=True)

@@ -66,6 +66,12 @@ class HostCopies(np.ndarray):
     def tolist(self):
         return self._copy().tolist()
 
+    def get(self):  # cupy.ndarray.get(): the array on the host
+        return self._copy()
+
+    def __array__(self, dtype=None, copy=None):  # (NumPy itself views an ndarray subclass without calling it)
+        return self._copy() if dtype is None else self._copy().astype(dtype)
+
 
 def _plain(x):
     return x.view(np.ndarray) if isinstance(x, HostCopies) else x
@@ -88,6 +94,8 @@ class DeviceNamespace:
         attr = getattr(self._module, name)
         if isinstance(attr, types.ModuleType):
             return DeviceNamespace(attr)
+        if isinstance(attr, np.ufunc):  # (its methods, such as add.at, kept): HostCopies.__array_ufunc__ runs it
+            return attr
         if callable(attr) and not isinstance(attr, type):
             return lambda *args, **kwargs: _device(attr(*[_plain(a) for a in args], **kwargs))
         return attr
@@ -196,29 +204,87 @@ def test_sampling_on_the_model_device_matches_the_host_reference():
         assert type(got) is np.ndarray and got.dtype == np.int64
 
 
-def test_a_training_step_waits_once_for_its_loss_not_per_micro_batch(monkeypatch, tmp_path):
+def test_the_stand_in_counts_every_way_to_the_host(host_copies):
+    x = np.arange(3.0).view(HostCopies)
+    one = x[1, ...]  # a 0-d array (x[1] would be a NumPy scalar)
+    ways = [
+        lambda: float(one),
+        lambda: int(one),
+        lambda: bool(one),
+        lambda: one.item(),
+        lambda: x.tolist(),
+        lambda: x.get(),
+        lambda: DeviceNamespace().asnumpy(x),
+        lambda: x.__array__(),
+        lambda: backend.to_numpy(x),
+    ]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
+        for i, way in enumerate(ways, 1):
+            way()
+            assert host_copies.count == i
+
+
+def _device_trainer(tmp_path, precision, grad_clip, eval_interval=10):
+    """A Trainer whose parameters (and so activations, gradients, optimizer moments) are stand-in GPU arrays."""
     from tinygrad_llm.data import GPTDataset
-    from tinygrad_llm.tensor import Tensor
     from tinygrad_llm.train.trainer import TrainConfig, Trainer
 
     tl.manual_seed(0)
     ids = np.arange(400) % 13
-    model = GPTModel(GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
-    trainer = Trainer(
-        model,
-        GPTDataset(ids[:300], 8, stride=4),
-        GPTDataset(ids[300:], 8),
-        TrainConfig(max_steps=2, batch_size=2, grad_accum=4, eval_interval=10),
-        tmp_path,
-        log=lambda message: None,
+    model = GPTModel(GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=2))
+    for p in model.parameters():
+        p.data = p.data.view(HostCopies)
+    config = TrainConfig(
+        max_steps=4, batch_size=2, grad_accum=3, eval_interval=eval_interval, grad_clip=grad_clip, precision=precision
     )
+    return Trainer(model, GPTDataset(ids[:300], 8, stride=4), GPTDataset(ids[300:], 8), config, tmp_path, log=print)
 
-    def no_item(self):
-        raise AssertionError("loss.item() inside the micro-batch loop")
 
-    monkeypatch.setattr(Tensor, "item", no_item)
-    loss = trainer.train_step()
-    assert isinstance(loss, float) and 1.0 < loss < 4.0
+@pytest.mark.parametrize("precision, grad_clip", [("fp32", 1.0), ("fp32", 1e-3), ("fp16", 1e-3), ("bf16", None)])
+def test_a_training_step_copies_to_the_host_once(monkeypatch, tmp_path, precision, grad_clip):
+    """The loss, fp16's inf/NaN verdict and the clip's norm stay on the GPU; one copy brings what the host needs,
+    whatever the number of micro-batches (not a loss.item() each)."""
+    if precision == "bf16":
+        backend.low_precision_dtype("bf16")  # ml_dtypes (the bf16 extra)
+    monkeypatch.setattr(backend, "get_array_module", lambda a: DeviceNamespace() if isinstance(a, HostCopies) else np)
+    monkeypatch.setattr(backend, "device_of", lambda array: "cpu")  # as the stand-in's data lives
+    monkeypatch.setattr(backend, "cupy_loaded", lambda: True)  # operations take their array module from inputs
+    with dispatch.use("numpy"):
+        trainer = _device_trainer(tmp_path, precision, grad_clip)
+        before = [p.data.copy() for p in trainer.model.parameters()]
+        for step in range(1, 4):
+            HostCopies.count = 0
+            loss = trainer.train_step()
+            assert HostCopies.count == 1, (step, HostCopies.count)
+            assert isinstance(loss, float) and 1.0 < loss < 4.0
+    for p in trainer.model.parameters():  # it did run on the stand-in, gradients and moments too
+        assert isinstance(p.data, HostCopies) and isinstance(trainer.optimizer.state[p]["exp_avg"], HostCopies)
+    assert not any(np.array_equal(b, p.data) for b, p in zip(before, trainer.model.parameters()))  # and stepped
+
+
+def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch, host_copies):
+    from tinygrad_llm.optim import grad_norms_by_layer
+
+    model = GPTModel(GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=3))
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        p.grad = rng.standard_normal(p.data.shape).astype(np.float32)
+    want = grad_norms_by_layer(model.named_parameters())  # on NumPy arrays
+    for p in model.parameters():
+        p.grad = p.grad.view(HostCopies)
+    monkeypatch.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
+    got = grad_norms_by_layer(model.named_parameters())
+    assert host_copies.count == 1 and len(model.parameters()) > 30
+    assert (
+        list(got)
+        == list(want)
+        == ["tok_emb", "pos_emb", "trf_blocks.0", "trf_blocks.1", "trf_blocks.2", "final_norm", "out_head"]
+    )
+    for layer, norm in want.items():
+        params = [p.grad for name, p in model.named_parameters() if name.startswith(layer + ".")]
+        exact = np.sqrt(sum(np.sum(g.view(np.ndarray).astype(np.float64) ** 2) for g in params))
+        assert got[layer] == pytest.approx(exact, rel=1e-6) and norm == pytest.approx(exact, rel=1e-6)
 
 
 # ---- matrix products as CuPy makes them: 2-D GEMMs in every dtype ---------------------------------------
