@@ -66,11 +66,25 @@ class HostCopies(np.ndarray):
     def tolist(self):
         return self._copy().tolist()
 
+    def __getitem__(self, key):  # x[mask]: CuPy copies the mask's count to the host to size the result
+        if _has_boolean_mask(key):
+            HostCopies.count += 1
+        return super().__getitem__(key)
+
+    def __setitem__(self, key, value):
+        if _has_boolean_mask(key):
+            HostCopies.count += 1
+        super().__setitem__(key, value)
+
     def get(self):  # cupy.ndarray.get(): the array on the host
         return self._copy()
 
     def __array__(self, dtype=None, copy=None):  # (NumPy itself views an ndarray subclass without calling it)
         return self._copy() if dtype is None else self._copy().astype(dtype)
+
+
+def _has_boolean_mask(key) -> bool:
+    return any(isinstance(k, np.ndarray) and k.dtype == bool for k in (key if isinstance(key, tuple) else (key,)))
 
 
 def _plain(x):
@@ -217,6 +231,8 @@ def test_the_stand_in_counts_every_way_to_the_host(host_copies):
         lambda: DeviceNamespace().asnumpy(x),
         lambda: x.__array__(),
         lambda: backend.to_numpy(x),
+        lambda: x[x > 0],  # boolean-mask indexing, read
+        lambda: x.__setitem__(x > 5, 0.0),  # and written
     ]
     with pytest.MonkeyPatch.context() as m:
         m.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
@@ -261,6 +277,23 @@ def test_a_training_step_copies_to_the_host_once(monkeypatch, tmp_path, precisio
     for p in trainer.model.parameters():  # it did run on the stand-in, gradients and moments too
         assert isinstance(p.data, HostCopies) and isinstance(trainer.optimizer.state[p]["exp_avg"], HostCopies)
     assert not any(np.array_equal(b, p.data) for b, p in zip(before, trainer.model.parameters()))  # and stepped
+
+
+def test_exact_gelu_never_copies_to_the_host(stand_in_gpu):
+    """BERT's GELU (erf) picked the series or the continued fraction per element with boolean masks: a host
+    copy per call on a GPU. Now both run and xp.where picks, with the same values as the CPU's."""
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.normal(0, 3, 200), [-40.0, -9.0, -2.83, 2.83, 0.0, 12.0]]).astype(np.float32)
+    gy = rng.normal(size=x.shape).astype(np.float32)
+    t = on_device(x)
+    y = F.gelu(t, approximate="none")
+    (y * tl.Tensor(gy)).sum().backward()
+    assert stand_in_gpu.count == 0 and isinstance(y.data, HostCopies) and isinstance(t.grad, HostCopies)
+    plain = tl.Tensor(x, requires_grad=True)  # the same on NumPy arrays
+    want = F.gelu(plain, approximate="none")
+    (want * tl.Tensor(gy)).sum().backward()
+    np.testing.assert_array_equal(y.data.view(np.ndarray), want.data)
+    np.testing.assert_array_equal(t.grad.view(np.ndarray), plain.grad)
 
 
 def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch, host_copies):
