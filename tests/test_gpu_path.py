@@ -359,6 +359,19 @@ def test_products_of_more_than_2_dimensions_are_2d_gemms_on_the_gpu(stand_in_gpu
     assert 0 not in a_shape or not stand_in_gpu.products
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_the_precision_check_at_start_multiplies_as_the_models_do(stand_in_gpu, monkeypatch, precision):
+    """--precision bf16 --device cuda checks at start that CuPy can multiply in bfloat16: through runtime.matmul,
+    with > 2-D operands, where a 2x2 @ 2x2 probe passed and the first linear layer failed."""
+    from tinygrad_llm.amp import MixedPrecision
+
+    low = backend.low_precision_dtype(precision)
+    monkeypatch.setattr(backend, "xp_for", lambda device: DeviceNamespace())
+    assert MixedPrecision(precision, "cuda").compute_dtype == low
+    assert len(stand_in_gpu.products) >= 3 and all(ndim <= 2 for ndim, _ in stand_in_gpu.products)
+    assert {dtype for _, dtype in stand_in_gpu.products} == {low}
+
+
 def _model_products(dtype, device):
     """The products the models make, forward and backward, under autocast(dtype): their outputs and gradients."""
     from tinygrad_llm.model.attention import MultiHeadAttention

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinygrad_llm import backend
+from tinygrad_llm import backend, runtime
 from tinygrad_llm.optim import clip_grad_norm_on_device_
 from tinygrad_llm.tensor import grad
 
@@ -232,9 +232,10 @@ class MixedPrecision:
 def _check_cupy_supports(dtype) -> None:
     """A clear error where this CuPy cannot multiply matrices of ``dtype`` (bfloat16 needs CuPy 14)."""
     cupy = backend.xp_for("cuda")
-    try:
-        a = cupy.ones((2, 2), dtype=dtype)
-        (a @ a).astype(cupy.float32)
+    try:  # the models' products, through the function they call: batched as attention's, folded as a linear's
+        a = cupy.ones((2, 2, 2), dtype=dtype)
+        runtime.matmul(a, a).astype(cupy.float32)
+        runtime.matmul(a, a[0]).astype(cupy.float32)
     except (TypeError, ValueError, NotImplementedError) as exc:
         raise RuntimeError(
             f"precision {dtype.name}: CuPy {cupy.__version__} cannot compute matrix products in "
