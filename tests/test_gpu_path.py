@@ -1,10 +1,6 @@
-"""What the GPU path needs that can be checked on a CPU: how often it waits for the GPU, the CUDA random
-state in checkpoints, and the kernels' fallback when a CUDA launch fails.
-
-On a GPU every value copied back to the host (``float(x)``, ``int(x)``, ``.item()``, ``.tolist()``, ``if x``)
-waits for all the work queued before it. ``HostCopies`` is a NumPy array that counts those conversions, and
-``DeviceNamespace`` is NumPy returning such arrays: handed to code in place of CuPy, they count the copies it
-would make on a GPU.
+"""What the GPU path needs that can be checked on a CPU: how often it waits for the GPU (on the stand-in GPU
+arrays of tests/gpu_stand_in.py, which count every copy to the host), the CUDA random state in checkpoints,
+and the kernels' fallback when a CUDA launch fails. Its matrix products: tests/test_gpu_products.py.
 """
 
 from __future__ import annotations
@@ -14,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from gpu_stand_in import DeviceNamespace, HostCopies, on_device, use_stand_in
 
 import tinygrad_llm as tl
 from tinygrad_llm import backend
@@ -25,96 +22,6 @@ from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import clip_grad_norm_
 
 
-class HostCopies(np.ndarray):
-    """A NumPy array standing in for a GPU array: ``HostCopies.count`` counts conversions to Python values.
-
-    Its matrix products follow CuPy 14's ``matmul``: one of more than 2 dimensions in a dtype whose char is not
-    in 'efdFD' (bfloat16 is 'E') raises as CuPy's integer path does; the others are listed in
-    ``HostCopies.products`` by their operands' dimensions and dtype."""
-
-    count = 0
-    products: list = []
-
-    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
-        if ufunc is np.matmul:
-            ndim, dtype = max(np.ndim(x) for x in inputs), np.result_type(*inputs)
-            if ndim > 2 and dtype.char not in "efdFD":
-                raise TypeError(f"data type '{dtype.char}' not understood")  # numpy.dtype('E'), in CuPy
-            HostCopies.products.append((ndim, dtype))
-        inputs = [_plain(x) for x in inputs]
-        if out is not None:
-            kwargs["out"] = tuple(_plain(o) for o in out)
-        result = getattr(ufunc, method)(*inputs, **kwargs)
-        return out[0] if out is not None and len(out) == 1 else _device(result)
-
-    def _copy(self):
-        HostCopies.count += 1
-        return self.view(np.ndarray)
-
-    def __float__(self):
-        return float(self._copy())
-
-    def __int__(self):
-        return int(self._copy())
-
-    def __bool__(self):
-        return bool(self._copy())
-
-    def item(self, *args):
-        return self._copy().item(*args)
-
-    def tolist(self):
-        return self._copy().tolist()
-
-    def __getitem__(self, key):  # x[mask]: CuPy copies the mask's count to the host to size the result
-        if _has_boolean_mask(key):
-            HostCopies.count += 1
-        return super().__getitem__(key)
-
-    def __setitem__(self, key, value):
-        if _has_boolean_mask(key):
-            HostCopies.count += 1
-        super().__setitem__(key, value)
-
-    def get(self):  # cupy.ndarray.get(): the array on the host
-        return self._copy()
-
-    def __array__(self, dtype=None, copy=None):  # (NumPy itself views an ndarray subclass without calling it)
-        return self._copy() if dtype is None else self._copy().astype(dtype)
-
-
-def _has_boolean_mask(key) -> bool:
-    return any(isinstance(k, np.ndarray) and k.dtype == bool for k in (key if isinstance(key, tuple) else (key,)))
-
-
-def _plain(x):
-    return x.view(np.ndarray) if isinstance(x, HostCopies) else x
-
-
-def _device(x):
-    return np.asarray(x).view(HostCopies) if isinstance(x, (np.ndarray, np.generic)) else x
-
-
-class DeviceNamespace:
-    """numpy (or one of its submodules), with every function returning HostCopies arrays."""
-
-    def __init__(self, module=np):
-        self._module = module
-
-    def asnumpy(self, array):  # CuPy's copy to the host
-        return array._copy() if isinstance(array, HostCopies) else np.asarray(array)
-
-    def __getattr__(self, name):
-        attr = getattr(self._module, name)
-        if isinstance(attr, types.ModuleType):
-            return DeviceNamespace(attr)
-        if isinstance(attr, np.ufunc):  # (its methods, such as add.at, kept): HostCopies.__array_ufunc__ runs it
-            return attr
-        if callable(attr) and not isinstance(attr, type):
-            return lambda *args, **kwargs: _device(attr(*[_plain(a) for a in args], **kwargs))
-        return attr
-
-
 @pytest.fixture
 def host_copies():
     HostCopies.count = 0
@@ -122,20 +29,12 @@ def host_copies():
     return HostCopies
 
 
-def on_device(array):
-    """A Tensor whose array is the stand-in for a GPU array (Tensor() itself would make a NumPy array)."""
-    t = tl.Tensor._from_op(np.asarray(array, np.float32).view(HostCopies), None)
-    t.requires_grad = True
-    return t
-
-
 @pytest.fixture
-def stand_in_gpu(monkeypatch, host_copies):
-    """Array functions return stand-in arrays; the NumPy reference of every kernel runs (no Numba on them)."""
-    monkeypatch.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
-    monkeypatch.setattr(backend, "device_of", lambda array: "cpu")  # as the stand-in's data lives
+def stand_in_gpu(monkeypatch):
+    """The stand-in GPU (tests/gpu_stand_in.py); the NumPy reference of every kernel runs (no Numba on it)."""
+    use_stand_in(monkeypatch)
     with dispatch.use("numpy"):
-        yield host_copies
+        yield HostCopies
 
 
 # ---- waits for the GPU ---------------------------------------------------------------------------------
@@ -263,8 +162,7 @@ def test_a_training_step_copies_to_the_host_once(monkeypatch, tmp_path, precisio
     whatever the number of micro-batches (not a loss.item() each)."""
     if precision == "bf16":
         backend.low_precision_dtype("bf16")  # ml_dtypes (the bf16 extra)
-    monkeypatch.setattr(backend, "get_array_module", lambda a: DeviceNamespace() if isinstance(a, HostCopies) else np)
-    monkeypatch.setattr(backend, "device_of", lambda array: "cpu")  # as the stand-in's data lives
+    use_stand_in(monkeypatch)
     monkeypatch.setattr(backend, "cupy_loaded", lambda: True)  # operations take their array module from inputs
     with dispatch.use("numpy"):
         trainer = _device_trainer(tmp_path, precision, grad_clip)
@@ -318,102 +216,6 @@ def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch, host_copies)
         params = [p.grad for name, p in model.named_parameters() if name.startswith(layer + ".")]
         exact = np.sqrt(sum(np.sum(g.view(np.ndarray).astype(np.float64) ** 2) for g in params))
         assert got[layer] == pytest.approx(exact, rel=1e-6) and norm == pytest.approx(exact, rel=1e-6)
-
-
-# ---- matrix products as CuPy makes them: 2-D GEMMs in every dtype ---------------------------------------
-
-LOW = {"float32": None, "float16": np.dtype(np.float16), "bfloat16": "bfloat16"}
-RTOL = {"float32": 1e-6, "float16": 2e-3, "bfloat16": 2e-2}  # against NumPy's own products in that dtype
-
-
-def _low(name):
-    if LOW[name] == "bfloat16":
-        return backend.low_precision_dtype("bf16")  # ml_dtypes, installed with the bf16 extra
-    return LOW[name]
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize(
-    "a_shape, b_shape",
-    [
-        ((2, 3, 4), (4, 5)),
-        ((2, 3, 4, 5), (2, 3, 5, 6)),
-        ((3, 4), (2, 4, 5)),
-        ((2, 1, 4, 5), (3, 5, 2)),
-        ((4,), (2, 4, 5)),
-        ((2, 3, 4), (4,)),
-        ((0, 3, 4), (0, 4, 2)),
-    ],
-)
-def test_products_of_more_than_2_dimensions_are_2d_gemms_on_the_gpu(stand_in_gpu, dtype, a_shape, b_shape):
-    from tinygrad_llm import runtime
-
-    rng = np.random.default_rng(0)
-    low = _low(dtype) or np.dtype(np.float32)
-    a, b = (rng.standard_normal(shape).astype(np.float32).astype(low) for shape in (a_shape, b_shape))
-    got = runtime.matmul(a.view(HostCopies), b.view(HostCopies))
-    want = a @ b  # NumPy's, in the same dtype
-    assert isinstance(got, HostCopies) and got.shape == want.shape
-    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=RTOL[dtype], atol=RTOL[dtype])
-    assert all(ndim <= 2 for ndim, _ in stand_in_gpu.products), stand_in_gpu.products
-    assert 0 not in a_shape or not stand_in_gpu.products
-
-
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_the_precision_check_at_start_multiplies_as_the_models_do(stand_in_gpu, monkeypatch, precision):
-    """--precision bf16 --device cuda checks at start that CuPy can multiply in bfloat16: through runtime.matmul,
-    with > 2-D operands, where a 2x2 @ 2x2 probe passed and the first linear layer failed."""
-    from tinygrad_llm.amp import MixedPrecision
-
-    low = backend.low_precision_dtype(precision)
-    monkeypatch.setattr(backend, "xp_for", lambda device: DeviceNamespace())
-    assert MixedPrecision(precision, "cuda").compute_dtype == low
-    assert len(stand_in_gpu.products) >= 3 and all(ndim <= 2 for ndim, _ in stand_in_gpu.products)
-    assert {dtype for _, dtype in stand_in_gpu.products} == {low}
-
-
-def _model_products(dtype, device):
-    """The products the models make, forward and backward, under autocast(dtype): their outputs and gradients."""
-    from tinygrad_llm.model.attention import MultiHeadAttention
-
-    rng = np.random.default_rng(1)
-    make = on_device if device else (lambda x: tl.Tensor(x, requires_grad=True))
-    x = make(rng.standard_normal((2, 5, 8)).astype(np.float32))
-    w, bias = (make(rng.standard_normal(shape).astype(np.float32) * 0.3) for shape in ((8, 8), (8,)))
-    q, k, v = (make(rng.standard_normal((2, 2, 5, 4)).astype(np.float32)) for _ in range(3))
-    tl.manual_seed(0)
-    bert = MultiHeadAttention(8, 8, context_length=5, dropout=0.0, num_heads=2, causal=False)
-    padded = MultiHeadAttention(8, 8, context_length=5, dropout=0.0, num_heads=2)
-    padded.load_state_dict(bert.state_dict())
-    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    with backend.autocast(_low(dtype)):
-        outputs = [
-            F.linear(x, w, bias),  # (B, T, in) @ W^T
-            F.causal_attention(q, k, v),  # (B, H, T, hd) @ (B, H, hd, S), (B, H, T, S) @ (B, H, S, hd)
-            q @ k.swapaxes(-1, -2),  # 4-D by 4-D
-            bert(x),  # BERT's attention: products written out
-            padded(x, attention_mask=mask),  # padded causal attention
-        ]
-        loss = sum((out * out).sum() for out in outputs)
-    loss.backward()
-    tensors = [x, w, bias, q, k, v] + [p for m in (bert, padded) for p in m.parameters()]
-    return [np.asarray(out.data.view(np.ndarray)) for out in outputs] + [
-        np.asarray(t.grad.view(np.ndarray)) for t in tensors
-    ]
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-def test_the_models_products_run_as_2d_gemms_forward_and_backward(stand_in_gpu, dtype):
-    got = _model_products(dtype, device=True)
-    products = stand_in_gpu.products
-    assert len(products) > 30 and all(ndim <= 2 for ndim, _ in products), products
-    if dtype != "float32":  # the products themselves in the autocast dtype
-        assert {d for _, d in products} >= {_low(dtype)}
-    with backend.autocast(None):
-        want = _model_products(dtype, device=False)  # NumPy's products (batched), the same dtype
-    for g, w in zip(got, want):
-        assert g.dtype == np.float32
-        np.testing.assert_allclose(g, w, rtol=RTOL[dtype], atol=RTOL[dtype] * np.abs(w).max())
 
 
 # ---- the CUDA generator's state in checkpoints --------------------------------------------------------

@@ -6,11 +6,9 @@ Two things make it faster than ``a @ b`` without changing what it computes:
   make B GEMMs of T rows; one GEMM of B*T rows runs 1.2-1.7x faster (measured on baby's and gpt2-small's
   linear layers). CuPy needs it more: its > 2-D matmul sends float16 and bfloat16 to slow or failing paths,
   so on the GPU too a linear layer is one 2-D GEMM.
-- On the GPU, a batched product (attention's (B, H, T, hd) @ (B, H, hd, S)) is one 2-D product per matrix of
-  the batch. CuPy 14's > 2-D matmul sends every dtype whose char is not in 'efdFD' to its integer path, where
-  bfloat16 ('E') raises; it turns float16 operands into float32 for its batched GEMM (no tensor cores); and
-  that batched GEMM ignores the compute type TF32 sets. Its 2-D product is one cuBLAS GEMM in the operands'
-  dtype with the compute type set (B*H launches instead of one: microseconds each, against a wrong result).
+- On the GPU, a batched product (attention's (B, H, T, hd) @ (B, H, hd, S)) is one cuBLAS strided-batched
+  GEMM in its operands' dtype (``runtime.batched_gemm``): CuPy's own > 2-D matmul raises on bfloat16, runs
+  float16 in float32, and ignores TF32.
 - On the CPU, a product of ``threads.blocks_for`` > 1 blocks is cut along its longer side, rows of ``a`` or
   columns of ``b``; each block is one single-threaded BLAS call writing into its slice of the result, run on
   the threads the policy lends now (``runtime.threads``). The blocks depend on the shape only, so the bits
@@ -25,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinygrad_llm import backend
 from tinygrad_llm.runtime import threads
+from tinygrad_llm.runtime.batched_gemm import batched_gemm, cuda_data_type
 
 if TYPE_CHECKING:
     from tinygrad_llm.backend import Array
@@ -38,7 +36,9 @@ def matmul(a: Array, b: Array) -> Array:
         rows = math.prod(a.shape[:-1])  # not -1: reshape(-1, 0) is ambiguous for empty arrays
         return matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
     if type(a) is not np.ndarray or type(b) is not np.ndarray:  # CuPy: cuBLAS calls, on its own streams
-        return a @ b if a.ndim <= 2 and b.ndim <= 2 else _batched_2d_products(a, b)
+        if (a.ndim > 2 or b.ndim > 2) and a.dtype == b.dtype and cuda_data_type(a.dtype) is not None:
+            return batched_gemm(a, b)
+        return a @ b
     threads.set_blas_threads(1)  # OpenBLAS's own threads would change the sums' order with their number
     if a.ndim < 2 or b.ndim < 2:  # dot products and matrix-vector products: one call
         return a @ b
@@ -53,28 +53,4 @@ def matmul(a: Array, b: Array) -> Array:
     else:  # (m, k) @ (k, columns) -> the same columns of out
         jobs = [(a, b[..., lo:hi], out[..., lo:hi]) for lo, hi in zip(cuts, cuts[1:])]
     threads.run_parallel([functools.partial(np.matmul, a, b, out=out) for a, b, out in jobs])
-    return out
-
-
-def _batched_2d_products(a: Array, b: Array) -> Array:
-    """``a @ b`` with a batch axis on either operand (NumPy's rules: batch axes broadcast, a 1-D operand is a
-    row or a column dropped from the result) as one 2-D product per matrix of the batch (see the top)."""
-    xp = backend.get_array_module(a)
-    a2 = a[None, :] if a.ndim == 1 else a  # (k,) -> (1, k)
-    b2 = b[:, None] if b.ndim == 1 else b  # (k,) -> (k, 1)
-    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-    a2 = xp.broadcast_to(a2, batch + a2.shape[-2:])  # views: nothing is copied
-    b2 = xp.broadcast_to(b2, batch + b2.shape[-2:])
-    out = None
-    for index in np.ndindex(*batch):
-        product = a2[index] @ b2[index]  # (m, k) @ (k, n): one GEMM
-        if out is None:  # the dtype CuPy's 2-D product gives
-            out = xp.empty(batch + product.shape, dtype=product.dtype)
-        out[index] = product
-    if out is None:  # an empty batch
-        out = xp.empty(batch + (a2.shape[-2], b2.shape[-1]), dtype=np.result_type(a.dtype, b.dtype))
-    if b.ndim == 1:
-        out = out[..., 0]  # (..., m, 1) -> (..., m)
-    if a.ndim == 1:
-        out = out[..., 0, :]  # (..., 1, n) -> (..., n)
     return out
