@@ -114,6 +114,18 @@ def test_the_precision_check_at_start_multiplies_as_the_models_do(stand_in_gpu, 
     assert len(stand_in_gpu.calls) == 1 and stand_in_gpu.calls[0]["types"][0] == (2 if precision == "fp16" else 14)
 
 
+def test_a_gpu_whose_cublas_refuses_bf16_is_a_clear_error_at_start(stand_in_gpu, monkeypatch):
+    from tinygrad_llm.amp import MixedPrecision
+
+    def not_supported(*args):
+        raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED")  # cupy_backends' CUBLASError is a RuntimeError
+
+    monkeypatch.setattr(backend, "xp_for", lambda device: DeviceNamespace())
+    monkeypatch.setattr(stand_in_gpu, "gemmStridedBatchedEx", not_supported)
+    with pytest.raises(RuntimeError, match=r"precision bfloat16: .* in bfloat16 \(CUBLAS_STATUS_NOT_SUPPORTED\)"):
+        MixedPrecision("bf16", "cuda")
+
+
 def _model_products(dtype, device):
     """The products the models make, forward and backward, under autocast(dtype): their outputs and gradients."""
     from tinygrad_llm.model.attention import MultiHeadAttention

@@ -236,7 +236,7 @@ def _check_cupy_supports(dtype) -> None:
         a = cupy.ones((2, 2, 2), dtype=dtype)
         runtime.matmul(a, a).astype(cupy.float32)
         runtime.matmul(a, a[0]).astype(cupy.float32)
-    except (TypeError, ValueError, NotImplementedError) as exc:
+    except (TypeError, ValueError, NotImplementedError, RuntimeError) as exc:  # RuntimeError: cuBLAS's errors
         raise RuntimeError(
             f"precision {dtype.name}: CuPy {cupy.__version__} cannot compute matrix products in "
             f"{dtype.name} ({exc}); use fp16, or CuPy 14 or newer for bf16"
