@@ -1,6 +1,6 @@
 """The matrix product every operation calls: ``matmul(a, b)``, the same bits at any thread count.
 
-Two things make it faster than ``a @ b`` without changing what it computes:
+Three things make it faster than ``a @ b`` (or make it run at all) without changing what it computes:
 
 - A (B, T, k) @ (k, n) product (every linear layer) is folded into one (B*T, k) @ (k, n) product. NumPy would
   make B GEMMs of T rows; one GEMM of B*T rows runs 1.2-1.7x faster (measured on baby's and gpt2-small's
