@@ -16,6 +16,7 @@ from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.functional import _common
+from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import clip_grad_norm_
 

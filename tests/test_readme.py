@@ -184,3 +184,13 @@ def test_every_readme_command_block_runs_offline_as_written(tmp_path, shared_dat
             assert "Traceback" not in result.stderr, f"README: {line}\n{result.stderr[-3000:]}"
             ran.append(line)
     assert len(ran) >= 20, ran  # the blocks were found and run, not skipped
+
+
+def test_the_python_examples_run(capsys):
+    """The README's Python blocks that are whole programs (they start with their imports) run as written; the
+    others are excerpts of the library's source, shown to be read."""
+    programs = [b for b in re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | re.M)]
+    programs = [b for b in programs if b.startswith("import")]
+    assert programs
+    for program in programs:
+        exec(compile(program, str(README), "exec"), {"__name__": "__readme__"})
