@@ -1,0 +1,71 @@
+"""Every example as a notebook: converted by jupytext from its percent-format source (``# %%`` cells), executed
+top to bottom by nbclient on the CPU at the small settings of tests/test_examples.py (passed as the flags the
+command line would take, through $TINYGRAD_LLM_EXAMPLE_ARGS), failing on any cell's error; the pictures come
+out inline. Needs the notebooks extra (pip install -e ".[notebooks]"); CI installs it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import pytest
+from test_examples import SCRIPTS, SMALL_SETTINGS
+
+from tinygrad_llm.cli.example import NOTEBOOK_ARGS
+
+jupytext = pytest.importorskip("jupytext", reason="jupytext is not installed (pip install -e '.[notebooks]')")
+nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e '.[notebooks]')")
+pytest.importorskip("ipykernel", reason="ipykernel is not installed (pip install -e '.[notebooks]')")
+
+KERNEL = "tinygrad-llm-examples"
+# inline pictures each notebook shows at least (matplotlib figures, and graphs where Graphviz is installed)
+PICTURES = {
+    "ch03_attention": 2,
+    "ch05_pretrain_the_verdict": 1,
+    "appendix_d_training_loop": 2,
+    "ch07_dpo": 1,
+    "freecodecamp_shakespeare": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def kernel_path(tmp_path_factory):
+    """A kernel spec that runs this very interpreter, found first through $JUPYTER_PATH: the test never depends
+    on which "python3" kernel a machine has registered, and registers nothing itself."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
+    return root
+
+
+def execute(script, tmp_path, monkeypatch, kernel_path):
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+    monkeypatch.setenv(NOTEBOOK_ARGS, shlex.join(["--device", "cpu", *SMALL_SETTINGS.get(script.stem, [])]))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    notebook = jupytext.read(script)
+    notebook.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL, "language": "python"}
+    client = nbclient.NotebookClient(
+        notebook, kernel_name=KERNEL, timeout=600, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    return notebook
+
+
+def outputs(notebook, kind: str) -> list:
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if kind in o.get("data", {})]
+
+
+def text_of(notebook) -> str:
+    return "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_every_example_runs_as_a_notebook_with_its_pictures_inline(script, tmp_path, monkeypatch, kernel_path):
+    notebook = execute(script, tmp_path, monkeypatch, kernel_path)
+    markdown = [cell for cell in notebook.cells if cell.cell_type == "markdown"]
+    assert len(markdown) >= 3, f"{script.name}: the story needs its text cells"
+    assert len(outputs(notebook, "image/png")) >= PICTURES.get(script.stem, 0), script.name
+    assert not list(tmp_path.rglob("*.png")), "in a notebook the pictures are shown, not written"
