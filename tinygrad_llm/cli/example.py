@@ -38,7 +38,7 @@ def example_args(parser: argparse.ArgumentParser, argv: list[str] | None = None)
     ``$TINYGRAD_LLM_EXAMPLE_ARGS`` (``"--epochs 1 --preset tiny"``), else the defaults.
 
     Applies the runtime's settings, as every command of the command line does, and on the command line makes
-    Ctrl-C end the script with one line ("interrupted") instead of a traceback (exit status 130)."""
+    Ctrl-C end the script with one line ("interrupted") instead of a traceback."""
     from tinygrad_llm import runtime
 
     if argv is None and in_notebook():
@@ -52,14 +52,15 @@ def example_args(parser: argparse.ArgumentParser, argv: list[str] | None = None)
 
 def _interrupted_in_one_line(kind, value, traceback) -> None:
     if issubclass(kind, KeyboardInterrupt):
-        print("\ninterrupted", file=sys.stderr)  # Python then exits with status 130, as killed by Ctrl-C
+        print("\ninterrupted", file=sys.stderr)  # Python then ends by SIGINT itself: status 130 in a shell
     else:
         sys.__excepthook__(kind, value, traceback)
 
 
-def show_or_save(fig: Figure | None, path: str | os.PathLike) -> None:
+def show_or_save(fig: Figure | None, path: str | os.PathLike | None) -> None:
     """A matplotlib figure inline in a notebook; on the command line written to ``path`` (PNG, to a temporary
-    name and renamed) with a line saying where. None (matplotlib is not installed) does nothing."""
+    name and renamed) with a line saying where, or not at all where ``path`` is None. A figure of None
+    (matplotlib is not installed) does nothing."""
     if fig is None:
         return
     import matplotlib.pyplot as plt
@@ -68,7 +69,7 @@ def show_or_save(fig: Figure | None, path: str | os.PathLike) -> None:
         buffer = io.BytesIO()  # drawn here: the plotting helpers select a files-only backend
         fig.savefig(buffer, format="png", dpi=100)
         _display_png(buffer.getvalue())
-    else:
+    elif path is not None:
         from tinygrad_llm.files import atomic_write
 
         path = Path(path)
