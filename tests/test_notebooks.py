@@ -41,9 +41,22 @@ def kernel_path(tmp_path_factory):
     return root
 
 
-def execute(script, tmp_path, monkeypatch, kernel_path):
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    """A GPT-2-shaped folder (config.json + model.safetensors, GPT-2's vocabulary, 2 narrow layers, random
+    weights) for the chapter-5 loading example, where the real weights cannot be downloaded."""
+    import tinygrad_llm as tl
+
+    folder = tmp_path_factory.mktemp("gpt2")
+    tl.manual_seed(0)
+    tl.GPTModel(tl.GPTConfig.preset("tiny", vocab_size=50257, context_length=64, qkv_bias=True)).save_pretrained(folder)
+    return folder
+
+
+def execute(script, tmp_path, monkeypatch, kernel_path, flags=()):
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
-    monkeypatch.setenv(NOTEBOOK_ARGS, shlex.join(["--device", "cpu", *SMALL_SETTINGS.get(script.stem, [])]))
+    flags = ["--device", "cpu", *SMALL_SETTINGS.get(script.stem, []), *flags]
+    monkeypatch.setenv(NOTEBOOK_ARGS, shlex.join(map(str, flags)))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebook = jupytext.read(script)
     notebook.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL, "language": "python"}
@@ -63,8 +76,11 @@ def text_of(notebook) -> str:
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
-def test_every_example_runs_as_a_notebook_with_its_pictures_inline(script, tmp_path, monkeypatch, kernel_path):
-    notebook = execute(script, tmp_path, monkeypatch, kernel_path)
+def test_every_example_runs_as_a_notebook_with_its_pictures_inline(
+    script, tmp_path, monkeypatch, kernel_path, tiny_gpt2
+):
+    flags = ["--path", tiny_gpt2] if script.stem == "ch05_load_gpt2" else []
+    notebook = execute(script, tmp_path, monkeypatch, kernel_path, flags)
     markdown = [cell for cell in notebook.cells if cell.cell_type == "markdown"]
     assert len(markdown) >= 3, f"{script.name}: the story needs its text cells"
     assert len(outputs(notebook, "image/png")) >= PICTURES.get(script.stem, 0), script.name
