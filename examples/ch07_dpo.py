@@ -67,6 +67,12 @@ parser.add_argument(
     metavar="DIR",
     help="save the instruction-tuned model here (then: tinygrad-llm finetune-dpo --init-from DIR)",
 )
+parser.add_argument(
+    "--records",
+    type=positive_int,
+    default=None,
+    help="use only the first N of the 1,100 records, for a quick look (default: all)",
+)
 args = example_args(parser)
 tl.manual_seed(123)
 
@@ -80,7 +86,7 @@ tl.manual_seed(123)
 data = load_preference_data(
     find_data_file("instruction-data-with-preference.json") or "instruction-data-with-preference.json"
 )
-train_data, test_data, val_data = split_instruction_data(data)
+train_data, test_data, val_data = split_instruction_data(data[: args.records])
 print(f"{len(train_data)} train / {len(test_data)} test / {len(val_data)} validation records")
 entry = data[50]
 print(

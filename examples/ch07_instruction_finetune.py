@@ -57,6 +57,12 @@ parser.add_argument(
     default=None,
     help="an Ollama-compatible /api/chat URL to score the answers 0-100, as the book (default: offline scores only)",
 )
+parser.add_argument(
+    "--records",
+    type=positive_int,
+    default=None,
+    help="use only the first N of the 1,100 records, for a quick look (default: all)",
+)
 args = example_args(parser)
 tl.manual_seed(123)
 
@@ -68,7 +74,7 @@ tl.manual_seed(123)
 
 # %%
 data = load_instruction_data(find_data_file("instruction-data.json") or "instruction-data.json")
-train_data, test_data, val_data = split_instruction_data(data)
+train_data, test_data, val_data = split_instruction_data(data[: args.records])
 print(f"{len(train_data)} train / {len(test_data)} test / {len(val_data)} validation records")
 print("=== a prompt ===\n" + format_input(data[50]) + f"\n\n### Response:\n{data[50]['output']}")
 print("=== the collate function on the book's example ===")

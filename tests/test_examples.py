@@ -22,8 +22,8 @@ SMALL_SETTINGS = {
     "ch04_gpt_model": ["--preset", "tiny"],
     "ch05_pretrain_the_verdict": ["--preset", "tiny", "--epochs", "1"],
     "ch06_spam_classifier": ["--epochs", "1"],
-    "ch07_dpo": ["--sft-epochs", "1"],
-    "ch07_instruction_finetune": ["--epochs", "1"],
+    "ch07_dpo": ["--records", "60", "--max-length", "64"],
+    "ch07_instruction_finetune": ["--records", "60", "--epochs", "1", "--max-test", "2"],
     "freecodecamp_shakespeare": ["--bigram-steps", "20", "--gpt-steps", "20"],
     "transformer_copy_task": ["--max-steps", "2", "--eval-every", "1"],
 }
