@@ -29,8 +29,11 @@ NOTEBOOK_ARGS = "TINYGRAD_LLM_EXAMPLE_ARGS"
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (Jupyter, VS Code's and PyCharm's notebooks and interactive windows)."""
-    return "ipykernel" in sys.modules
+    """True inside a Jupyter kernel (Jupyter, VS Code's and PyCharm's notebooks and interactive windows): a
+    running IPython shell with a kernel, not merely ipykernel imported."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def example_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
