@@ -104,3 +104,11 @@ def test_every_example_runs_as_a_notebook_with_its_pictures_inline(
         assert text_of(notebook).count("digraph") == 3  # the graphs as DOT text: y's, the head's, the GPT's
     if script.stem not in TRAINER_RUNS:
         assert not list(tmp_path.rglob("*.png")), "in a notebook the pictures are shown, not written"
+
+
+def test_a_process_that_imports_ipykernel_is_no_notebook():
+    import ipykernel  # noqa: F401  (as this test process does through nbclient)
+
+    from tinygrad_llm.cli.example import in_notebook
+
+    assert not in_notebook()  # the command line's flags still count; in a kernel the notebooks above show it
