@@ -1,334 +1,218 @@
-"""One command for a machine with a GPU: every CUDA test, a training step and a generation run beside PyTorch,
-fp16/bf16 training against fp32, and the results as a dated section of benchmarks/RESULTS.md.
+"""Whether the GPU path is right: one command, one line per check, exit status non-zero on any failure.
 
-    python benchmarks/gpu_check.py                  # sized for under 8 minutes on an H200 (untimed); installs nothing
-    python benchmarks/gpu_check.py --no-write       # print only
+    python benchmarks/gpu_check.py               # every part, within 8 minutes on one H100; installs nothing
+    python benchmarks/gpu_check.py --parts a,d   # some parts only
+    python benchmarks/gpu_check.py --no-write    # print only; benchmarks/RESULTS.md is left alone
 
-1. ``pytest -m cuda`` (every test that needs a GPU: CuPy kernels against the reference with the Numba tests'
-   shapes and extreme values, the engine on device="cuda", exact resume, determinism).
-2. A gpt2-small training step (batch 8 x 1024 tokens: forward, backward, clip, AdamW), ours and PyTorch eager
-   on the same GPU, in fp32 (TF32 off), tf32, fp16 and bf16: tokens/s, the ratio (target: ours >= 0.8x
-   torch's throughput), achieved TFLOP/s and MFU against the GPU's dense peak.
-3. Greedy generation with the KV cache, gpt2-small, 100 new tokens, ours and torch: tokens/s and whether
-   the tokens agree.
-4. A character-level GPT (6 layers, 384 wide, context 256, batch 32) trained 200 steps from the same start in
-   fp32, fp16 and bf16: each low-precision run's validation loss must be within 1% of fp32's.
+a. the CUDA tests (``pytest -m cuda``), which assert that the CUDA kernels ran (no fallback to the reference);
+   on a GPU none may skip
+b. a gpt2-small training step in fp32 (TF32 off) beside PyTorch on the same weights and batch: the loss and
+   every parameter's gradient within float32 tolerance
+c. fp16 and bf16: a small GPT trained 200 steps in each, validation loss within 1% of fp32's; a forced
+   overflow step under fp16 skipped and the loss scale halved (the scale printed); fp16 matrix products
+   faster than fp32 on the same shapes (tensor cores ran)
+d. greedy generation with the KV cache on the GPU: the same tokens as on the CPU
+e. NCCL: ``mpiexec -n 1 tinygrad-llm train --device cuda`` trains two steps; ``-n 2`` where two GPUs are seen
+f. speed against PyTorch (printed and recorded; not part of the exit status)
 
-Exits 0 when the tests pass and fp16/bf16 track fp32; 1 otherwise, or when no GPU is usable (said in one line).
+Each part runs in a child process under its own timeout (killed with everything it started when the time
+is up); the timeouts add up to the whole run's budget (--budget, 470 s). The results are appended to
+benchmarks/RESULTS.md as a dated section (a temporary file, then a rename). Exit status: 0 when a-e pass,
+1 when one fails, 2 when there is no CUDA GPU (nothing checked).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
-import statistics
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-TRACK_TOLERANCE = 0.01  # fp16/bf16 validation loss within 1% of fp32's after the same steps
-SPEED_TARGET = 0.8  # ours / torch throughput, same GPU and precision
+# part -> (what it checks, its timeout in seconds, whether it counts for the exit status)
+PARTS = {
+    "a": ("CUDA tests, CUDA kernels asserted active", 150, True),
+    "b": ("gpt2-small fp32 step against PyTorch", 60, True),
+    "c": ("fp16/bf16 against fp32, loss scaling, tensor cores", 140, True),
+    "d": ("KV-cache generation, GPU tokens = CPU tokens", 40, True),
+    "e": ("NCCL under mpiexec", 50, True),
+    "f": ("speed against PyTorch (not in the exit status)", 30, False),
+}
+BUDGET_S = 470  # under 8 minutes, with room to start and to write the results
 
 
-def run_cuda_tests(timeout: int) -> tuple[bool, str]:
-    """``pytest -m cuda`` in a child process; (passed, its summary line)."""
-    env = {**os.environ, "HYPOTHESIS_PROFILE": "ci"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-rfEs", "tests"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return False, f"pytest -m cuda did not finish within {timeout} s"
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
-    summary = lines[-1].strip("= ") if lines else done.stderr.strip()[-300:]
-    for line in failures:
-        print("   ", line)
-    skips = [line for line in lines if line.startswith("SKIPPED")]
-    for line in skips:  # on a GPU a cuda test should not skip: say why each did
-        print("   ", line)
-    return done.returncode == 0 and " passed" in summary and not failures, summary
-
-
-def training_steps(torch, repeats: int) -> list[dict]:
-    from _common import mfu_line, set_tf32, synced, time_interleaved
-    from _steps import build_steps, shape_config
-
-    from tinygrad_llm.model import GPTModel
-
-    config, batch = shape_config("gpt2-small", batch=8, context=1024)
-    n_params = GPTModel(config).num_parameters()
-    rows = []
-    for precision in ("fp32", "tf32", "fp16", "bf16"):
-        set_tf32(precision == "tf32", torch)
-        sides = ("tinygrad_llm", "torch eager") if torch is not None else ("tinygrad_llm",)
-        try:
-            steps = build_steps(
-                "gpt2-small", sides=sides, torch=torch, batch=batch, context=1024, device="cuda", precision=precision
-            )
-            medians = time_interleaved(synced(steps, "cuda", torch), repeats=repeats, number=1, warmup=2)
-        except Exception as exc:  # e.g. bf16 on a CuPy without bfloat16 matrix products: say so, go on
-            print(f"   {precision}: not measured ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
-            rows.append({"precision": precision, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"})
-            continue
-        tokens = batch * config.context_length
-        row = {
-            "precision": precision,
-            "ours_ms": 1000 * medians["tinygrad_llm"],
-            "ours_tok_s": tokens / medians["tinygrad_llm"],
-            "ours_mfu": mfu_line(tokens / medians["tinygrad_llm"], config, n_params, precision),
-        }
-        if "torch eager" in medians:
-            row.update(
-                torch_ms=1000 * medians["torch eager"],
-                torch_tok_s=tokens / medians["torch eager"],
-                torch_mfu=mfu_line(tokens / medians["torch eager"], config, n_params, precision),
-                ratio=medians["torch eager"] / medians["tinygrad_llm"],
-            )
-        rows.append(row)
-        print(
-            f"   {precision}: ours {row['ours_ms']:.1f} ms/step ({row['ours_mfu']})"
-            + (
-                f", torch {row['torch_ms']:.1f} ms ({row['torch_mfu']}), ours/torch throughput {row['ratio']:.2f}x"
-                if "ratio" in row
-                else ""
-            ),
-            flush=True,
-        )
-        del steps
-    set_tf32(False, torch)
-    return rows
-
-
-def generation(torch, tokens: int = 100) -> dict:
-    import numpy as np
-    from _common import synced
-    from torch_gpt import build_torch_gpt, torch_generate
-
-    import tinygrad_llm as tl
-    from tinygrad_llm.model import GPTConfig, GPTModel
-
-    config = GPTConfig.preset("gpt2-small", drop_rate=0.0, tie_weights=True)
-    tl.manual_seed(0)
-    model = GPTModel(config).eval()
-    prompt = np.array([[15496, 11, 314, 716]], dtype=np.int64)
-    runs = {}
-    if torch is not None:
-        tg = build_torch_gpt(torch, model).to("cuda")
-        runs["torch"] = lambda: torch_generate(torch, tg, prompt, tokens, config.context_length, True)
-    model.to("cuda")
-    runs = synced({"ours": lambda: tl.generate(model, prompt, tokens), **runs}, "cuda", torch)
-    outputs = {name: fn() for name, fn in runs.items()}  # warm-up, and the tokens to compare
-    times = {name: [] for name in runs}
-    for _ in range(3):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    result = {f"{name}_tok_s": tokens / statistics.median(t) for name, t in times.items()}
-    if "torch" in outputs:
-        result["same_tokens"] = bool(np.array_equal(outputs["ours"], outputs["torch"]))
-    return result
-
-
-def precision_runs(steps: int) -> dict:
-    """Validation loss after ``steps`` steps in each precision, same data, same start."""
-    import tempfile
-
-    import numpy as np
-
-    import tinygrad_llm as tl
-    from tinygrad_llm.data import GPTDataset
-    from tinygrad_llm.model import GPTConfig, GPTModel
-    from tinygrad_llm.tokenizer import get_tokenizer
-    from tinygrad_llm.train.corpus import builtin_corpus
-    from tinygrad_llm.train.trainer import TrainConfig, Trainer
-
-    text = builtin_corpus()
-    tokenizer = get_tokenizer("char", text=text)
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
-    split = int(0.9 * len(ids))
-    results = {}
-    for precision in ("fp32", "fp16", "bf16"):
-        tl.manual_seed(1337)
-        model = GPTModel(
-            GPTConfig(
-                vocab_size=tokenizer.n_vocab, context_length=256, emb_dim=384, n_heads=6, n_layers=6, drop_rate=0.0
-            )
-        ).to("cuda")
-        config = TrainConfig(
-            max_steps=steps,
-            batch_size=32,
-            lr=1e-3,
-            warmup_steps=20,
-            eval_interval=steps,
-            eval_iters=20,
-            seed=1337,
-            precision=precision,
-        )
-        with tempfile.TemporaryDirectory() as out:
-            try:
-                trainer = Trainer(
-                    model,
-                    GPTDataset(ids[:split], 256, stride=128),
-                    GPTDataset(ids[split:], 256),
-                    config,
-                    Path(out) / "run",
-                    device="cuda",
-                    log=lambda message: None,
-                )
-                start = time.perf_counter()
-                trainer.fit()
-            except Exception as exc:
-                results[precision] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
-                print(f"   {precision}: failed: {results[precision]['error']}")
-                continue
-        last = trainer.history[-1]
-        results[precision] = {
-            "val_loss": last["val_loss"],
-            "train_loss": last["train_loss"],
-            "seconds": time.perf_counter() - start,
-            "scale": trainer.precision.scaler.get_scale(),
-        }
-        print(
-            f"   {precision}: val loss {last['val_loss']:.4f} after {steps} steps "
-            f"({results[precision]['seconds']:.0f} s)",
-            flush=True,
-        )
-    return results
-
-
-def write_section(path: Path, text: str) -> None:
-    """Append ``text`` to ``path`` through a temporary file and a rename (never a half-written file)."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(old.rstrip("\n") + "\n\n" + text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--parts", default="".join(PARTS), type=_parts, help="which parts, e.g. a,c (default: all)")
+    parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for the whole run (default 470)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="file to append to")
-    parser.add_argument("--no-write", action="store_true", help="print only; RESULTS.md is left alone")
-    parser.add_argument("--steps", type=int, default=200, help="training steps per precision in part 4")
-    parser.add_argument("--repeats", type=int, default=7, help="timed training steps per side in part 2")
-    parser.add_argument("--test-timeout", type=int, default=300, help="seconds allowed for pytest -m cuda")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-write", action="store_true", help="print only; the results file is left alone")
+    parser.add_argument("--run-part", choices=sorted(PARTS), help=argparse.SUPPRESS)  # a child: run one part
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)  # where the child writes its JSON result
+    return parser.parse_args(argv)
 
-    import tinygrad_llm as tl
 
-    if not tl.cuda_available():
-        print(
-            "gpu_check: no CUDA GPU usable by CuPy on this machine (CuPy missing, no driver, or no device): "
-            "nothing was checked",
-            file=sys.stderr,
-        )
-        return 1
-    from _common import gpu_name, machine_info
+def _parts(text: str) -> list[str]:
+    parts = [p for p in text.replace(",", "") if not p.isspace()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"expected letters among {','.join(PARTS)}, got {text!r}")
+    return [p for p in PARTS if p in parts]  # in order, once each
 
+
+def timeouts(parts: list[str], budget: float) -> dict[str, float]:
+    """Each part's timeout: its own, scaled down where the parts' sum exceeds the budget."""
+    total = sum(PARTS[p][1] for p in parts)
+    factor = min(1.0, budget / total) if total else 1.0
+    return {p: PARTS[p][1] * factor for p in parts}
+
+
+def run_part(name: str, command: list[str], timeout: float) -> dict:
+    """``command`` (a child that writes its JSON result to the file named by its last argument) under
+    ``timeout`` seconds: {ok, summary, seconds, output}. A child that times out is killed with every process it
+    started (its own session); one that exits without a result is a failure with its last output line."""
+    fd, result_file = tempfile.mkstemp(prefix=f"gpu_check_{name}_", suffix=".json")
+    os.close(fd)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [*command, result_file],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        import torch
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # mpiexec, pytest and their children: the whole session
+            output, _ = proc.communicate()
+            summary = f"timed out after {timeout:.0f} s (killed)"
+            return {"ok": False, "summary": summary, "seconds": timeout, "output": output or ""}
+        seconds = time.perf_counter() - start
+        text = Path(result_file).read_text(encoding="utf-8")
+    finally:
+        os.unlink(result_file)
+    result = json.loads(text) if text.strip() else None
+    if proc.returncode != 0 or not isinstance(result, dict):
+        last = [line for line in (output or "").splitlines() if line.strip()]
+        why = last[-1][:200] if last else "no output"
+        summary = f"crashed (exit status {proc.returncode}): {why}"
+        return {"ok": False, "summary": summary, "seconds": seconds, "output": output or ""}
+    return {
+        "ok": bool(result.get("ok")),
+        "summary": str(result.get("summary", "")),
+        "seconds": seconds,
+        "output": output,
+    }
 
-        if not torch.cuda.is_available():
-            print("torch sees no GPU: the PyTorch columns are left out")
-            torch = None
-    except ImportError:
-        torch = None
-        print("torch is not installed: the PyTorch columns are left out")
-    started = time.perf_counter()
-    device = gpu_name()
-    info = machine_info()
-    print(f"gpu_check on {device}: cupy {info['cupy']}, torch {info['torch']}, numpy {info['numpy']}")
 
-    print("1. pytest -m cuda", flush=True)
-    tests_ok, tests_summary = run_cuda_tests(args.test_timeout)
-    print(f"   {tests_summary}", flush=True)
-    print("2. training step, gpt2-small, batch 8 x 1024", flush=True)
-    steps = training_steps(torch, args.repeats)
-    print("3. generation, gpt2-small, 100 new tokens, greedy, KV cache", flush=True)
-    gen = generation(torch)
-    print("   " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in gen.items()))
-    print(f"4. fp16 / bf16 against fp32: {args.steps} steps, 6 layers x 384, context 256, batch 32", flush=True)
-    tracks = precision_runs(args.steps)
-    ref = tracks.get("fp32", {}).get("val_loss")
-    track_ok = ref is not None
-    track_lines = []
-    for precision in ("fp16", "bf16"):
-        run = tracks.get(precision, {})
-        if ref is None or "val_loss" not in run:
-            track_ok = False
-            track_lines.append(f"| {precision} | {run.get('error', 'not run')} | | |")
-            continue
-        gap = abs(run["val_loss"] - ref) / ref
-        track_ok &= gap <= TRACK_TOLERANCE
-        track_lines.append(
-            f"| {precision} | {run['val_loss']:.4f} | {100 * gap:.2f}% | "
-            f"{'PASS' if gap <= TRACK_TOLERANCE else 'FAIL'} (<= 1%) |"
-        )
-    elapsed = time.perf_counter() - started
+def exit_status(results: dict[str, dict]) -> int:
+    """1 when a part that counts (a-e) failed, else 0."""
+    return 1 if any(PARTS[p][2] and not r["ok"] for p, r in results.items()) else 0
 
-    step_lines = []
-    for row in steps:
-        if "error" in row:
-            step_lines.append(f"| {row['precision']} | {row['error']} | | | |")
-            continue
-        ratio = row.get("ratio")
-        verdict = "" if ratio is None else (" PASS" if ratio >= SPEED_TARGET else " MISS")
-        step_lines.append(
-            f"| {row['precision']} | {row['ours_ms']:.1f} ({row['ours_mfu']}) | "
-            f"{row.get('torch_ms', float('nan')):.1f} ({row.get('torch_mfu', '-')}) | "
-            f"{'-' if ratio is None else f'{ratio:.2f}x'}{verdict} |"
-        )
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join(
+
+def line(part: str, result: dict) -> str:
+    verdict = ("PASS" if result["ok"] else "FAIL") if PARTS[part][2] else "INFO"
+    return f"{part}. {verdict} {result['seconds']:5.0f} s  {PARTS[part][0]}: {result['summary']}"
+
+
+def section(results: dict[str, dict], device: str, versions: str, elapsed: float, when: datetime.datetime) -> str:
+    """The RESULTS.md section of one run: date, device, versions, one table row per part."""
+    rows = [
+        f"| {p} | {PARTS[p][0]} | {('PASS' if r['ok'] else 'FAIL') if PARTS[p][2] else 'info'} | "
+        f"{r['seconds']:.0f} s | {r['summary'].replace('|', '/')} |"
+        for p, r in results.items()
+    ]
+    status = exit_status(results)
+    return "\n".join(
         [
-            f"## GPU check, {date}, {device}",
+            f"## GPU check, {when.strftime('%Y-%m-%d %H:%M UTC')}, {device}",
             "",
-            f"`python benchmarks/gpu_check.py` ({elapsed / 60:.1f} min; cupy {info['cupy']}, torch {info['torch']}, "
-            f"numpy {info['numpy']}).",
+            f"`python benchmarks/gpu_check.py`: {elapsed / 60:.1f} min, exit status {status} ({versions}).",
             "",
-            f"- `pytest -m cuda`: {tests_summary} -> {'PASS' if tests_ok else 'FAIL'}",
-            f"- generation (gpt2-small, 100 tokens, greedy, cached): ours {gen.get('ours_tok_s', 0):.1f} tokens/s"
-            + (
-                f", torch eager {gen['torch_tok_s']:.1f} tokens/s, same tokens: {gen['same_tokens']}"
-                if "torch_tok_s" in gen
-                else ""
-            ),
-            "",
-            "Training step, gpt2-small untied, batch 8 x 1024 tokens (forward, backward, clip, AdamW), median of "
-            f"{args.repeats} interleaved steps; target ours >= {SPEED_TARGET}x torch's throughput:",
-            "",
-            "| precision | ours ms/step | torch eager ms/step | ours / torch throughput |",
-            "| --- | --- | --- | ---: |",
-            *step_lines,
-            "",
-            f"Mixed precision against fp32 ({args.steps} steps, char-level GPT 6 x 384 on pydoc_data; fp32 val loss "
-            f"{'-' if ref is None else f'{ref:.4f}'}):",
-            "",
-            "| precision | val loss | gap to fp32 | target |",
-            "| --- | ---: | ---: | --- |",
-            *track_lines,
+            "| part | check | result | time | details |",
+            "| --- | --- | --- | ---: | --- |",
+            *rows,
             "",
         ]
     )
-    print()
-    print(section)
+
+
+def append_section(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` through a temporary file and a rename (never a half-written file)."""
+    from tinygrad_llm.files import atomic_write
+
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    with atomic_write(path, "w") as f:
+        f.write(old.rstrip("\n") + "\n\n" + text)
+
+
+def no_gpu_reason() -> str | None:
+    """Why there is no GPU to check (None when CuPy sees one)."""
+    from tinygrad_llm import backend
+
+    try:
+        backend.check_device("cuda")
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+def describe_machine() -> tuple[str, str]:
+    """(the GPU's name, the library versions)."""
+    from _common import gpu_name, machine_info
+
+    info = machine_info()
+    return gpu_name(), f"cupy {info['cupy']}, torch {info['torch']}, numpy {info['numpy']}"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.run_part:  # a child: one part, its result as JSON to the file named last
+        from _gpu_parts import run
+
+        result = run(args.run_part)
+        Path(args.result_file).write_text(json.dumps(result), encoding="utf-8")
+        return 0
+    reason = no_gpu_reason()
+    if reason is not None:
+        print(f"gpu_check: no CUDA GPU: nothing was checked ({reason})", file=sys.stderr)
+        return 2
+    device, versions = describe_machine()
+    print(f"gpu_check on {device}: {versions}", flush=True)
+    started, results = time.perf_counter(), {}
+    planned = timeouts(args.parts, args.budget)
+    for part in args.parts:
+        left = args.budget - (time.perf_counter() - started)
+        limit = planned[part] if PARTS[part][2] else left  # f (speed only) takes whatever time is left
+        if limit < 5:
+            results[part] = {"ok": False, "summary": "not run: no time left in the budget", "seconds": 0.0}
+        else:
+            command = [sys.executable, str(Path(__file__).resolve()), "--run-part", part, "--result-file"]
+            results[part] = run_part(part, command, limit)
+        print(line(part, results[part]), flush=True)
+        if not results[part]["ok"] and results[part].get("output"):  # what the child said last, to debug
+            print("\n".join("    " + text for text in results[part]["output"].splitlines()[-15:]), flush=True)
+    status = exit_status(results)
+    elapsed = time.perf_counter() - started
+    print(f"gpu_check: {'all checks passed' if status == 0 else 'FAILED'} in {elapsed / 60:.1f} min")
     if not args.no_write:
-        write_section(Path(args.results), section)
+        when = datetime.datetime.now(datetime.timezone.utc)
+        append_section(Path(args.results), section(results, device, versions, elapsed, when))
         print(f"written to {args.results}")
-    return 0 if tests_ok and track_ok else 1
+    return status
 
 
 if __name__ == "__main__":

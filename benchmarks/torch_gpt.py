@@ -38,7 +38,7 @@ def build_torch_gpt(torch, model: GPTModel):
                 cache[0], cache[1] = k, v
             scores = (q / hd**0.5) @ k.transpose(-1, -2)  # (B, H, T, S)
             s = k.shape[2]
-            mask = torch.ones(t, s, dtype=torch.bool).triu(diagonal=start + 1)
+            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).triu(diagonal=start + 1)
             weights = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
             return self.out_proj((weights @ v).transpose(1, 2).reshape(b, t, c))
 
@@ -57,7 +57,7 @@ def build_torch_gpt(torch, model: GPTModel):
 
         def forward(self, idx, caches=None, start=0):
             t = idx.shape[1]
-            x = self.tok_emb(idx) + self.pos_emb(torch.arange(start, start + t))
+            x = self.tok_emb(idx) + self.pos_emb(torch.arange(start, start + t, device=idx.device))
             for i, block in enumerate(self.blocks):
                 x = block(x, None if caches is None else caches[i], start)
             return self.out_head(self.final_norm(x))
@@ -65,24 +65,30 @@ def build_torch_gpt(torch, model: GPTModel):
     tg = TorchGPT().eval()
     if cfg.tie_weights:
         tg.out_head.weight = tg.tok_emb.weight
-    sd = model.state_dict()
-    names = {
-        "W_qkv": "qkv",
-        "ff.layers.0": "fc1",
-        "ff.layers.2": "fc2",
-        "trf_blocks": "blocks",
-        ".att.": ".",
-        ".scale": ".weight",
-        ".shift": ".bias",
-    }
     target = dict(tg.named_parameters())
     with torch.no_grad():
-        for name, value in sd.items():
-            mapped = name
-            for old, new in names.items():
-                mapped = mapped.replace(old, new)
-            target[mapped].copy_(torch.from_numpy(np.ascontiguousarray(tl.backend.to_numpy(value))))
+        for name, value in model.state_dict().items():
+            target[torch_name(name)].copy_(torch.from_numpy(np.ascontiguousarray(tl.backend.to_numpy(value))))
     return tg
+
+
+# our parameter names -> the PyTorch model's (substring replacements, in order)
+TORCH_NAMES = {
+    "W_qkv": "qkv",
+    "ff.layers.0": "fc1",
+    "ff.layers.2": "fc2",
+    "trf_blocks": "blocks",
+    ".att.": ".",
+    ".scale": ".weight",
+    ".shift": ".bias",
+}
+
+
+def torch_name(name: str) -> str:
+    """The name in build_torch_gpt's model of our parameter ``name`` (e.g. trf_blocks.0.att.W_qkv.weight)."""
+    for old, new in TORCH_NAMES.items():
+        name = name.replace(old, new)
+    return name
 
 
 def torch_generate(torch, tg, ids: np.ndarray, max_new_tokens: int, context: int, use_cache: bool) -> np.ndarray:

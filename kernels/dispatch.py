@@ -20,9 +20,13 @@ Which implementation runs:
   ``dispatch.use("numpy")`` does the same inside a ``with`` block, ``dispatch.set_mode(...)`` for good.
 - otherwise NumPy arrays go to the Numba kernels and CuPy arrays to the CuPy kernels, for float32 and
   float64 arrays (all of one dtype); anything else takes the reference.
-- if Numba is missing or a kernel fails to compile (or, on a GPU, to launch), one ``RuntimeWarning`` says
-  so and that backend's kernels are switched off for the rest of the process: the call returns None and the
-  reference keeps running, nothing crashes.
+- if Numba is missing or a kernel fails to compile, one ``RuntimeWarning`` says so and that backend's
+  kernels are switched off for the rest of the process: the call returns None and the reference keeps
+  running. On a GPU the same holds for the errors that leave the GPU usable and mean "this kernel cannot run
+  here" (``CUDA_FALLBACK_ERRORS``: it does not compile or load, or its launch asks for more resources than
+  the GPU has); every other CUDA error (an illegal address, a failed launch: the context is lost) is raised.
+- ``calls`` counts the kernel calls that ran (by backend and name): tests assert that a kernel, not the
+  reference, produced what they checked.
 
 Kernels (each a plain function on raw arrays): softmax_forward, softmax_backward (plain and causal, with a
 scale), layer_norm_forward/backward, gelu_forward/backward, cross_entropy_forward/backward,
@@ -31,6 +35,7 @@ embedding_backward, adamw_update_.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import os
@@ -46,6 +51,19 @@ _mode_override: str | None = None  # set by set_mode()/use(); wins over the envi
 _modules: dict[str, list | None] = {}  # backend ("numba"/"cuda") -> loaded kernel modules, None when off
 _NUMBA_MODULES = ("tinygrad_llm.kernels.numba_softmax", "tinygrad_llm.kernels.numba_layers")
 _CUDA_MODULES = ("tinygrad_llm.kernels.cuda",)
+
+# The CUDA errors after which a kernel is given up and the reference runs: the kernel cannot be built for or
+# launched on this GPU, and the context is still good. Each code is the driver API's (CUresult) and the
+# runtime API's (cudaError_t) alike; CuPy raises CUDADriverError or CUDARuntimeError with it as ``status``.
+CUDA_FALLBACK_ERRORS = {
+    200: "CUDA_ERROR_INVALID_IMAGE / cudaErrorInvalidKernelImage",  # the compiled module cannot be loaded
+    209: "CUDA_ERROR_NO_BINARY_FOR_GPU / cudaErrorNoKernelImageForDevice",  # no code for this architecture
+    218: "CUDA_ERROR_INVALID_PTX / cudaErrorInvalidPtx",  # the driver's JIT rejects the PTX
+    222: "CUDA_ERROR_UNSUPPORTED_PTX_VERSION / cudaErrorUnsupportedPtxVersion",  # PTX newer than the driver
+    701: "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES / cudaErrorLaunchOutOfResources",  # too many registers per block
+}
+
+calls: collections.Counter = collections.Counter()  # (backend, kernel name) -> calls that ran the kernel
 
 
 def mode() -> str:
@@ -100,8 +118,9 @@ def active(array) -> str:
 class Kernels:
     """One backend's kernels, by name: ``k.softmax_forward(x)`` calls that function of the backend's modules.
 
-    A call that fails to compile or launch switches the backend off (one warning) and returns None, so the
-    caller runs its reference instead."""
+    A call that fails to compile (or, on a GPU, fails with one of ``CUDA_FALLBACK_ERRORS``) switches the
+    backend off (one warning) and returns None, so the caller runs its reference instead; any other error
+    propagates."""
 
     def __init__(self, backend: str, modules: list):
         self.backend, self.modules = backend, modules
@@ -114,12 +133,15 @@ class Kernels:
 
         def guarded(*args, **kwargs):
             try:
-                return fn(*args, **kwargs)
-            except _kernel_errors(backend) as exc:
-                _disable(
-                    backend, f"kernel {name!r} failed to compile or launch ({type(exc).__name__}: {_first_line(exc)})"
-                )
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                if not falls_back(backend, exc):
+                    raise
+                _disable(backend, f"kernel {name!r} failed to compile or launch ({_describe(exc)})")
                 return None
+            if result is not None:
+                calls[backend, name] += 1
+            return result
 
         return guarded
 
@@ -144,29 +166,47 @@ def _load(backend: str):
             _modules[backend] = [importlib.import_module(n) for n in names]
         except Exception as exc:  # ImportError (numba/cupy missing), or a compile error at import
             _modules[backend] = None
-            _warn(backend, f"cannot be loaded ({type(exc).__name__}: {_first_line(exc)})")
+            _warn(backend, f"cannot be loaded ({_describe(exc)})")
     return _modules[backend]
 
 
-def _kernel_errors(backend: str) -> tuple:
-    """The exception types that mean 'this kernel could not be built or started', per backend."""
-    errors: list = []
+def falls_back(backend: str, exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a ``backend`` kernel, means "this kernel cannot run here" (switch the kernels
+    off, run the reference) rather than a failure to report: a compile error, or on CUDA one of
+    ``CUDA_FALLBACK_ERRORS``."""
+    compile_errors, cuda_api_errors = _error_classes(backend)
+    if isinstance(exc, compile_errors):
+        return True
+    return isinstance(exc, cuda_api_errors) and getattr(exc, "status", None) in CUDA_FALLBACK_ERRORS
+
+
+def _error_classes(backend: str) -> tuple[tuple, tuple]:
+    """(compile error classes, CUDA API error classes carrying a ``status`` code) for a backend."""
+    compile_errors: list = []
+    api_errors: list = []
     if backend == "numba":
         with contextlib.suppress(ImportError):
             from numba.core.errors import NumbaError
 
-            errors.append(NumbaError)
+            compile_errors.append(NumbaError)
     else:
         with contextlib.suppress(ImportError):
             from cupy.cuda.compiler import CompileException
+            from cupy_backends.cuda.libs.nvrtc import NVRTCError  # NVRTC itself failed (its library, its options)
 
-            errors.append(CompileException)
-        with contextlib.suppress(ImportError):  # a launch refused (too many resources, no kernel image, ...)
+            compile_errors += [CompileException, NVRTCError]
+        with contextlib.suppress(ImportError):
             from cupy_backends.cuda.api.driver import CUDADriverError
             from cupy_backends.cuda.api.runtime import CUDARuntimeError
 
-            errors += [CUDADriverError, CUDARuntimeError]
-    return tuple(errors) or (ImportError,)
+            api_errors += [CUDADriverError, CUDARuntimeError]
+    return tuple(compile_errors), tuple(api_errors)
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    name = f" {CUDA_FALLBACK_ERRORS[status]}" if status in CUDA_FALLBACK_ERRORS else ""
+    return f"{type(exc).__name__}{name}: {_first_line(exc)}"
 
 
 def _disable(backend: str, why: str) -> None:

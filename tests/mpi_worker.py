@@ -5,6 +5,9 @@ mpiexec -n 2 python tests/mpi_worker.py raise OUT    # the CLI with rank 1 raisi
 mpiexec -n 2 python tests/mpi_worker.py die OUT      # rank 1 killed at step 3
 mpiexec -n 2 python tests/mpi_worker.py cli ARGS...  # tinygrad-llm ARGS...
 mpiexec -n 2 python tests/mpi_worker.py nccl OUT     # NCCL collectives on 2 GPUs, then 5 steps on CUDA
+mpiexec -n 2 python tests/mpi_worker.py nccl-id OUT FORM  # NCCL's unique id from rank 0 to rank 1, no GPU:
+                                                     # stand-ins for CuPy whose get_unique_id returns FORM
+                                                     # (bytes: CuPy 14; tuple: CuPy 13) -> OUT/id-rankR.json
 """
 
 from __future__ import annotations
@@ -124,6 +127,64 @@ def nccl(out: Path) -> None:
         (out / "nccl.ok").write_text("ok")
 
 
+class FakeNccl:
+    """What NcclCommunicator uses of ``cupy.cuda.nccl`` to start, checking its arguments as CuPy's Cython does:
+    14 takes ``NcclCommunicator(int ndev, bytes commId, int rank)``, 13 ``tuple commId`` of 128 C chars."""
+
+    NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64 = 6, 7, 8  # ncclDataType_t
+
+    def __init__(self, form: str):
+        self.form = form
+        uid = bytes(range(200, 256)) + bytes(range(72))  # 128 bytes, half of them > 127 (negative as C chars)
+        self.unique_id = uid if form == "bytes" else tuple(np.frombuffer(uid, np.int8).tolist())
+        self.calls = 0
+        fake = self
+
+        class NcclCommunicator:
+            def __init__(self, ndev, comm_id, rank):
+                if fake.form == "bytes" and not isinstance(comm_id, bytes):
+                    raise TypeError(f"Argument 'commId' has incorrect type (expected bytes, got {type(comm_id)})")
+                if fake.form == "tuple" and not (
+                    isinstance(comm_id, tuple) and all(isinstance(c, int) and -128 <= c < 128 for c in comm_id)
+                ):
+                    raise TypeError(f"commId must be a tuple of 128 signed chars, got {comm_id!r}")
+                self.args = (ndev, comm_id, rank)
+
+        self.NcclCommunicator = NcclCommunicator
+
+    def get_unique_id(self):
+        self.calls += 1
+        return self.unique_id
+
+
+def nccl_id(out: Path, form: str) -> None:
+    """NcclCommunicator started with stand-ins for cupy and cupy.cuda.nccl: the id each rank got."""
+    import types
+
+    fake_nccl = FakeNccl(form)
+    cuda = types.SimpleNamespace(
+        nccl=fake_nccl,
+        Device=lambda index: types.SimpleNamespace(use=lambda: None),
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+    )
+    sys.modules["cupy"] = types.SimpleNamespace(cuda=cuda)
+    sys.modules["cupy.cuda"] = cuda
+    sys.modules["cupy.cuda.nccl"] = fake_nccl
+    from tinygrad_llm.dist.nccl import NcclCommunicator
+
+    comm = NcclCommunicator(dist.init())
+    ndev, comm_id, rank = comm.nccl_comm.args
+    result = {
+        "ndev": ndev,
+        "rank": rank,
+        "type": type(comm_id).__name__,
+        "id": list(comm_id),
+        "generated": list(fake_nccl.unique_id),
+        "get_unique_id_calls": fake_nccl.calls,
+    }
+    (out / f"id-rank{comm.rank}.json").write_text(json.dumps(result))
+
+
 def fail_at_step_3(how: str) -> None:
     """The CLI's training with rank 1 failing at step 3 (raising, or killed)."""
     original = Trainer.train_step
@@ -148,6 +209,8 @@ if __name__ == "__main__":
         train(out, dist.init())
     elif what == "nccl":
         nccl(out)
+    elif what == "nccl-id":
+        nccl_id(out, sys.argv[3])
     else:
         from tinygrad_llm.cli import main
 

@@ -129,6 +129,98 @@ def test_autocast_products_stay_float32_outside_and_close_to_float32(precision):
             assert not np.array_equal(got, want)  # it really computed in low precision
 
 
+def _attention_run(dtype, seen, dropout=0.0):
+    """Fused causal attention's output and q, k, v gradients under autocast(dtype); ``seen`` collects the dtypes
+    of the softmax's input and gradient and of the products' operands."""
+    from tinygrad_llm import runtime
+    from tinygrad_llm.functional import attention
+
+    rng = np.random.default_rng(4)
+    qkv = [tl.Tensor(rng.standard_normal((2, 3, 6, 8)), requires_grad=True, dtype=np.float32) for _ in range(3)]
+    gy = tl.Tensor(rng.standard_normal((2, 3, 6, 8)), dtype=np.float32)
+    real = attention.causal_softmax_forward, attention.causal_softmax_backward, runtime.matmul
+
+    def forward(xp, scores, scale):
+        seen.append(("softmax", scores.dtype))
+        return real[0](xp, scores, scale)
+
+    def backward(xp, w, gw, scale):
+        seen.append(("softmax backward", w.dtype, gw.dtype))
+        return real[1](xp, w, gw, scale)
+
+    def matmul(a, b):
+        seen.append(("product", a.dtype, b.dtype))
+        return real[2](a, b)
+
+    mp = pytest.MonkeyPatch()
+    with mp.context() as m:
+        m.setattr(attention, "causal_softmax_forward", forward)
+        m.setattr(attention, "causal_softmax_backward", backward)
+        m.setattr(runtime, "matmul", matmul)
+        tl.manual_seed(3)
+        with backend.autocast(dtype):
+            out = F.causal_attention(*qkv, dropout=dropout, training=dropout > 0)
+        (out * gy).sum().backward()
+    return [out.data] + [t.grad for t in qkv]
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_attention_products_run_in_the_autocast_dtype_and_its_softmax_in_float32(precision):
+    low = _low_or_skip(precision)
+    seen, seen32 = [], []
+    got, want = _attention_run(low, seen), _attention_run(None, seen32)
+    products = [s for s in seen if s[0] == "product"]
+    assert len(products) == 6 and all(s[1:] == (low, low) for s in products), seen  # 2 forward, 4 backward
+    assert ("softmax", np.float32) in seen and ("softmax backward", np.float32, np.float32) in seen, seen
+    eps = float(np.finfo(low).eps) if low == np.float16 else 2.0**-8
+    for g, w in zip(got, want):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, w, rtol=0, atol=8 * eps * np.abs(w).max())
+        assert not np.array_equal(g, w)  # it really computed in low precision
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_attention_in_fp32_is_the_float32_products_and_softmax_bit_for_bit(dropout):
+    """fp32 (no autocast) attention: every product and the softmax in float32, the same bits as composing them."""
+    from tinygrad_llm import runtime
+    from tinygrad_llm.functional.activation import causal_softmax_forward
+
+    seen = []
+    out, gq, gk, gv = _attention_run(None, seen, dropout)
+    assert all(s[1:] == (np.float32,) * (len(s) - 1) for s in seen), seen
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.standard_normal((2, 3, 6, 8)).astype(np.float32) for _ in range(3))
+    w = causal_softmax_forward(np, runtime.matmul(q, k.swapaxes(-1, -2)), 1.0 / np.sqrt(8))
+    if dropout:
+        tl.manual_seed(3)
+        w = w * (backend.get_generator("cpu").random(w.shape, dtype=w.dtype) >= dropout)
+        w *= np.float32(1.0 / (1.0 - dropout))  # inverted dropout, as F.dropout scales
+    np.testing.assert_array_equal(out, runtime.matmul(w, v))
+
+
+def test_the_scalers_verdict_stays_on_the_device_until_read():
+    p = tl.Tensor(np.ones(3, np.float32), requires_grad=True)
+    opt = SGD([p], lr=0.1)
+    scaler = GradScaler(init_scale=4.0)
+    p.grad = np.array([4.0, np.inf, 8.0], np.float32)
+    scaler.unscale_(opt)
+    flag = scaler.unread_found_inf()
+    assert not isinstance(flag, bool) and flag.shape == () and bool(flag)  # a 0-d array (NumPy: np.bool_)
+    scaler.read_found_inf(bool(flag))  # as a loop copies it with its loss
+    assert scaler.unread_found_inf() is None and scaler.found_inf is True
+    assert not scaler.step(opt) and np.array_equal(p.data, np.ones(3, np.float32))
+    scaler.update()
+    assert scaler.get_scale() == 2.0
+    # a step abandoned after its unscale_ (the trainer rewinds it): the next unscale_ divides again
+    p.grad = np.array([2.0, 4.0, 6.0], np.float32)
+    scaler.unscale_(opt)
+    scaler.discard_step()
+    p.grad = np.array([2.0, 4.0, 6.0], np.float32)
+    scaler.unscale_(opt)
+    np.testing.assert_array_equal(p.grad, [1.0, 2.0, 3.0])
+    assert scaler.found_inf is False and scaler.unread_found_inf() is None
+
+
 def test_autocast_leaves_float64_alone():
     x = tl.Tensor(np.random.default_rng(1).standard_normal((3, 4)), requires_grad=True)
     w = tl.Tensor(np.random.default_rng(2).standard_normal((5, 4)), requires_grad=True)

@@ -249,3 +249,30 @@ def test_cli_bad_recipe_flags_are_named(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err
     assert code != 0 and message in err and "Traceback" not in err, err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_ensemble_sizes_are_one_range_for_the_writer_and_the_reader(tmp_path, capsys):
+    """--ensemble is refused at parsing, before training, past what load_classifier (classify) reads back; the
+    library recipe refuses it before reading the data; the reader names the same range."""
+    from tinygrad_llm.finetune.io import ENSEMBLE_SIZES
+    from tinygrad_llm.finetune.recipe import ClassifierRecipe, finetune_classifier
+
+    out = tmp_path / "run"
+    for size in (ENSEMBLE_SIZES[-1] + 1, 0):
+        with pytest.raises(SystemExit) as stopped:
+            main(["finetune-classifier", *TINY_RUN, "--ensemble", str(size), "--out", str(out)])
+        assert stopped.value.code == 2 and "--ensemble" in capsys.readouterr().err
+        assert not out.exists()
+    parser = tl.cli.build_parser()
+    largest = parser.parse_args(["finetune-classifier", "--ensemble", str(ENSEMBLE_SIZES[-1]), "--out", str(out)])
+    assert largest.ensemble == ENSEMBLE_SIZES[-1]
+    with pytest.raises(ValueError, match=f"--ensemble must be 1 to {ENSEMBLE_SIZES[-1]}"):
+        finetune_classifier(ClassifierRecipe(data=str(tmp_path / "missing"), ensemble=ENSEMBLE_SIZES[-1] + 1), out)
+    save_finetuned(
+        tmp_path / "e",
+        _tiny_classifier(4),
+        tl.get_tokenizer("byte"),
+        {"task": "classification", "num_classes": 2, "ensemble_size": ENSEMBLE_SIZES[-1] + 1},
+    )
+    with pytest.raises(ValueError, match=f"from 1 to {ENSEMBLE_SIZES[-1]}"):
+        load_classifier(tmp_path / "e")

@@ -185,6 +185,20 @@ def test_broken_pipe_exits_quietly(trained):
     assert reader.wait(timeout=120) == 141 and err == ""
 
 
+def test_resume_checks_the_memory_of_the_runs_own_settings(trained, monkeypatch, capsys):
+    from tinygrad_llm.runtime import host_memory, settings
+
+    monkeypatch.setattr(settings, "_current", None)
+    monkeypatch.delenv(settings.MEMORY_CHECK_ENV, raising=False)
+    monkeypatch.setattr(host_memory, "available_memory", lambda: (1 << 20, "a test's figure"))
+    log = (trained / "run" / "log.jsonl").read_text()
+    assert main(["train", "--out", str(trained / "run"), "--resume", "--max-steps", "8"]) == 1
+    err = capsys.readouterr().err
+    assert "for batches of 4 x 16 tokens" in err  # the run's own, not train's defaults (12 x 64)
+    assert "a resumed run keeps its own --batch-size, --context-length and model" in err
+    assert (trained / "run" / "log.jsonl").read_text() == log  # refused before it resumed
+
+
 def test_info_reports_parameters_and_memory(capsys):
     assert main(["info", "--preset", "gpt2-small"]) == 0
     out = capsys.readouterr().out
@@ -307,7 +321,7 @@ def test_bad_arguments(tmp_path, trained):
             "--out",
             tmp_path / "b",
             "--batch-size",
-            "100000",
+            "2000",  # more windows than the text has, fewer than would run out of memory (test_memory.py)
             "--max-steps",
             "1",
             "--preset",

@@ -1,7 +1,10 @@
 """The same operations on device='cuda' (CuPy) agree with the CPU (NumPy): forward values and gradients.
 
-Skipped with a reason when CuPy or a CUDA GPU is missing. On a GPU machine: ``pytest tests/test_cuda.py``,
-then record the outcome (date, device) in benchmarks/RESULTS.md.
+Skipped with a reason when CuPy or a CUDA GPU is missing. On a GPU machine: ``pytest tests/test_cuda.py``
+(or ``python benchmarks/gpu_check.py``, which runs it), then record the outcome (date, device) in
+benchmarks/RESULTS.md. The CUDA kernels must be the ones that ran: a fallback to the reference (its warning)
+fails a test, each test ends with the CUDA kernels still on, and the cases that reach a kernel call as many
+CUDA kernels as the CPU run calls Numba ones.
 """
 
 from __future__ import annotations
@@ -14,13 +17,25 @@ import pytest
 import tinygrad_llm as tl
 from tinygrad_llm import Tensor
 from tinygrad_llm import functional as F
+from tinygrad_llm.kernels import dispatch
 
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(
         not tl.cuda_available(), reason="needs CuPy and a CUDA GPU (pip install 'tinygrad-llm[cuda12]')"
     ),
+    pytest.mark.filterwarnings("error:tinygrad_llm.kernels:RuntimeWarning"),  # a kernel fell back: fail
 ]
+
+
+@pytest.fixture(autouse=True)
+def cuda_kernels_stay_on():
+    """Every test here starts with the kernels loaded and ends with the CUDA kernels still on."""
+    dispatch._reset()
+    dispatch.set_mode(None)
+    yield
+    assert dispatch.mode() == "auto" and dispatch.available("cuda"), "the CUDA kernels were switched off"
+
 
 FLOAT64 = dict(rtol=1e-10, atol=1e-10)  # different kernels, same precision: rounding and summation order only
 FLOAT32 = dict(rtol=1e-4, atol=1e-5)
@@ -81,6 +96,11 @@ CASES = {
     ),
     "cross_entropy_none": (lambda z: F.cross_entropy(z * 1e4, TARGETS, reduction="none"), [normal(2, 3, 5)]),
 }
+KERNEL_CASES = {"causal_softmax", "cross_entropy", "cross_entropy_none", "embedding", "gelu", "layer_norm"}
+
+
+def _kernel_calls(backend):
+    return sum(n for (b, _name), n in dispatch.calls.items() if b == backend)
 
 
 def _run(fn, arrays, device, cotangent):
@@ -102,8 +122,11 @@ def test_cuda_matches_cpu(name, dtype):
     with tl.no_grad():
         shape = fn(*[Tensor(a) for a in arrays]).shape
     cotangent = rng.standard_normal(shape).astype(dtype)
+    numba_before, cuda_before = _kernel_calls("numba"), _kernel_calls("cuda")
     cpu_out, cpu_grads = _run(fn, arrays, "cpu", cotangent)
     gpu_out, gpu_grads = _run(fn, arrays, "cuda", cotangent)
+    numba_ran, cuda_ran = _kernel_calls("numba") - numba_before, _kernel_calls("cuda") - cuda_before
+    assert cuda_ran == numba_ran and (cuda_ran > 0) == (name in KERNEL_CASES), (numba_ran, cuda_ran)
     tol = FLOAT64 if dtype == "float64" else FLOAT32
     np.testing.assert_allclose(gpu_out, cpu_out, **tol, err_msg=f"{name} forward")
     for i, (g, c) in enumerate(zip(gpu_grads, cpu_grads)):
@@ -208,13 +231,19 @@ def test_training_on_cuda_resumes_bit_for_bit(tmp_path):
 def test_embedding_gradient_on_cuda_is_deterministic():
     ids = np.random.default_rng(0).integers(0, 5, (8, 64))  # few ids, many repeats: atomics would race
     gy = np.random.default_rng(1).standard_normal((8, 64, 48)).astype(np.float32)
+    ids[:, 20:] = 0  # a padding id's long run: spread over several chunks of the kernel's first pass
     grads = []
+    before = dispatch.calls["cuda", "embedding_backward"]
     for _ in range(3):
         w = Tensor(np.zeros((5, 48), np.float32), requires_grad=True, device="cuda")
         F.embedding(ids, w).backward(Tensor(gy, device="cuda").data)
         grads.append(tl.backend.to_numpy(w.grad))
+    assert dispatch.calls["cuda", "embedding_backward"] == before + 3  # the kernel ran, not cupy.add.at
     np.testing.assert_array_equal(grads[0], grads[1])
     np.testing.assert_array_equal(grads[0], grads[2])
+    want = np.zeros((5, 48))
+    np.add.at(want, ids.reshape(-1), gy.reshape(-1, 48).astype(np.float64))
+    np.testing.assert_allclose(grads[0], want, rtol=1e-6, atol=1e-6)  # summed in double, rounded once
 
 
 def test_clip_and_generate_on_cuda_match_the_cpu():

@@ -297,3 +297,18 @@ def test_nccl_under_mpiexec_on_two_gpus(mpiexec, tmp_path):
     result, _ = run_mpiexec(mpiexec, "nccl", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "nccl.ok").is_file()
+
+
+@pytest.mark.parametrize("form", ["bytes", "tuple"])
+def test_nccl_unique_id_reaches_every_process_in_cupys_form(mpiexec, tmp_path, form):
+    """CuPy 14's get_unique_id returns bytes, 13's a tuple of C chars (negative above 127): either way rank 1
+    gets rank 0's id, in the form its NcclCommunicator takes (stand-ins for CuPy, tests/mpi_worker.py)."""
+    result, _ = run_mpiexec(mpiexec, "nccl-id", tmp_path, form)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"id-rank{r}.json").read_text()) for r in (0, 1)]
+    generated = ranks[0]["generated"]
+    assert len(generated) == 128 and any(b > 127 or b < 0 for b in generated)
+    for rank, got in enumerate(ranks):
+        assert got["type"] == form and got["id"] == generated, (rank, got)
+        assert (got["ndev"], got["rank"]) == (2, rank)
+    assert [got["get_unique_id_calls"] for got in ranks] == [1, 0]  # rank 0 alone asks NCCL for an id

@@ -442,3 +442,50 @@ def test_other_bad_arguments_are_named():
         F.dropout(x, 1.5)
     with pytest.raises(ValueError, match=r"item\(\).*\(2, 3\)"):
         x.item()
+
+
+# ---- in-place changes after recording (PyTorch's version counter) -------------------------------------------
+
+
+def test_an_input_changed_in_place_after_recording_makes_backward_refuse():
+    """y = x * w records w; changing w in place through the tensor before backward would give x the gradient
+    of the new w: backward raises PyTorch's error, naming the shape and the operation."""
+    x, w = leaf(np.ones(3)), leaf(np.full(3, 2.0))
+    y = (x * w).sum()
+    w.data -= 1.0  # in place: the same array, changed (SGD's update)
+    with pytest.raises(
+        RuntimeError,
+        match=r"modified by an inplace operation: \[float64 tensor of shape \(3,\)\], an input of Mul, "
+        r"is at version 1; expected version 0",
+    ):
+        y.backward()
+    # the same through tl.grad, and through t[...] = v inside no_grad (PyTorch's way to set weights)
+    y = (x * w).sum()
+    with tl.no_grad():
+        w[...] = 5.0
+    assert np.all(w.data == 5.0)
+    with pytest.raises(RuntimeError, match="is at version 2; expected version 1"):
+        tl.grad(y, [x])
+    # a tensor that records refuses the write itself, as PyTorch's leaves do
+    with pytest.raises(RuntimeError, match=r"shape \(3,\) that requires grad is being used in an in-place"):
+        w[0] = 1.0
+
+
+def test_updates_after_backward_and_new_arrays_are_not_refused():
+    """Optimizers change parameters after backward (the graph is gone): nothing to refuse. A new array
+    (t.data = other) leaves the recorded one as it was, so the gradient is the recorded computation's."""
+    x, w = leaf(np.ones(3)), leaf(np.full(3, 2.0))
+    for _ in range(3):  # forward, backward, update in place, again
+        (x * w).sum().backward()
+        w.data -= 0.1 * w.grad
+        x.zero_grad(), w.zero_grad()
+    np.testing.assert_allclose(w.data, 2.0 - 0.3)
+    y = (x * w).sum()
+    recorded = w.data.copy()
+    w.data = np.zeros(3)  # rebinding: the Mul kept the array it saw
+    y.backward()
+    np.testing.assert_allclose(x.grad, recorded)
+    plain = Tensor(np.zeros(2))  # no gradient: t[...] = v is plain NumPy assignment
+    plain[1] = Tensor(3.0)
+    plain[np.array([0])] = 1.0
+    np.testing.assert_array_equal(plain.data, [1.0, 3.0])

@@ -298,7 +298,7 @@ def test_download_checks_the_extracted_file(tmp_path, shared_data):
     assert not (tmp_path / "bad" / "SMSSpamCollection").exists()
 
 
-def test_cli_init_from_a_run_folder_uses_the_books_recipe(tmp_path, shared_data):
+def test_cli_init_from_a_run_folder_uses_the_books_recipe(tmp_path, shared_data, capsys):
     """--init-from a folder in the run layout (config.json + model.safetensors + tokenizer.json): the model's
     own tokenizer, the last-block recipe by default, and a classifier that loads back."""
     from tinygrad_llm.cli import main
@@ -333,6 +333,11 @@ def test_cli_init_from_a_run_folder_uses_the_books_recipe(tmp_path, shared_data)
     assert metrics["trainable_parameters"] == block + 2 * 64 + (64 * 2 + 2)  # last block, final norm, head
     model, tokenizer, _ = load_classifier(out)
     assert tokenizer.name == "byte" and model.config.context_length == 24
+    # a --max-length past the starting model's context is refused before training, not cut in silence
+    args = ["finetune-classifier", "--data", str(subset), "--init-from", str(tmp_path / "base")]
+    assert main([*args, "--max-length", "25", "--out", str(tmp_path / "long")]) == 1
+    assert "--max-length 25 is longer than the model's context of 24 tokens" in capsys.readouterr().err
+    assert not (tmp_path / "long").exists()
 
 
 def test_train_classifier_keeps_the_best_epoch_and_stops_early(shared_data):

@@ -260,6 +260,52 @@ def test_cli_finetune_dpo_end_to_end(tmp_path, tiny_byte_model):
     assert reloaded["tuning"] == "dpo"
 
 
+@pytest.mark.slow
+def test_sigterm_during_dpo_saves_the_model_marked_interrupted(tmp_path, tiny_byte_model):
+    """A real SIGTERM while finetune-dpo trains: exit 143, the model saved as it was (finetune.json says
+    "interrupted"), the folder kept and loadable, as finetune-classifier and finetune-instruct do."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tinygrad_llm.cli.common import load_model_and_tokenizer
+    from tinygrad_llm.finetune.io import save_finetuned
+
+    model, tokenizer = tiny_byte_model
+    save_finetuned(tmp_path / "start", model, tokenizer, {"task": "instruction"})
+    data = tmp_path / "prefs.json"
+    data.write_text(json.dumps(_byte_preferences(40)))
+    out = tmp_path / "dpo"
+    root = str(Path(tl.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": root}
+    env.pop("TINYGRAD_LLM_DEBUG", None)
+    command = [sys.executable, "-m", "tinygrad_llm", "finetune-dpo", "--init-from", str(tmp_path / "start")]
+    command += ["--data", str(data), "--out", str(out), "--epochs", "100000", "--eval-freq", "1", "--eval-iter", "1"]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        seen = []
+        for line in child.stderr:  # wait until it is training: the first evaluation is printed
+            seen.append(line)
+            if line.startswith("Ep "):
+                break
+        assert child.poll() is None, "".join(seen)
+        child.send_signal(signal.SIGTERM)
+        stderr = "".join(seen) + child.stderr.read()
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "interrupted: saved the model as it was" in stderr, stderr
+    meta = json.loads((out / "finetune.json").read_text())
+    assert meta["interrupted"] is True and meta["tuning"] == "dpo"
+    saved, _ = load_model_and_tokenizer(out, None)
+    assert saved.config.vocab_size == tokenizer.n_vocab
+
+
 def test_cli_finetune_dpo_bad_input(tmp_path, capsys):
     from tinygrad_llm.cli import main
 
@@ -268,3 +314,44 @@ def test_cli_finetune_dpo_bad_input(tmp_path, capsys):
     assert main(["finetune-dpo", "--init-from", str(tmp_path), "--data", str(bad), "--out", str(tmp_path / "o")]) == 1
     assert "record 0: 'chosen' is a int, not a string" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_records_without_preference_are_counted():
+    tokenizer = tl.get_tokenizer("byte")
+    records = _byte_preferences(4)
+    records[1] = {**records[1], "rejected": records[1]["chosen"]}  # the same answer twice
+    records[2] = {**records[2], "rejected": records[2]["chosen"] + " Extra words."}  # differs past the chosen
+    chosen_length = len(PreferenceDataset(records, tokenizer)[2]["chosen"])
+    assert PreferenceDataset(records, tokenizer).records_without_preference() == [1]
+    for limit, expected in ((chosen_length, [1, 2]), (chosen_length + 1, [1])):
+        assert PreferenceDataset(records, tokenizer, allowed_max_length=limit).records_without_preference() == expected
+    # cut before the responses: every pair is its prompt and header twice
+    prompt = len(PreferenceDataset(records, tokenizer)[0]["prompt"])
+    assert PreferenceDataset(records, tokenizer, allowed_max_length=prompt).records_without_preference() == [0, 1, 2, 3]
+
+
+def test_cli_refuses_pairs_that_teach_nothing_and_warns_on_some(tmp_path, tiny_byte_model, capsys):
+    from tinygrad_llm.cli import main
+    from tinygrad_llm.finetune.io import save_finetuned
+
+    model, tokenizer = tiny_byte_model
+    save_finetuned(tmp_path / "start", model, tokenizer, {"task": "instruction"})
+    same = [{**r, "rejected": r["chosen"]} for r in _byte_preferences(40)]  # train / test / val: 34 / 4 / 2
+    data = tmp_path / "prefs.json"
+    out = tmp_path / "dpo"
+    base = ["finetune-dpo", "--init-from", str(tmp_path / "start"), "--data", str(data), "--out", str(out)]
+    data.write_text(json.dumps(same))
+    assert main(base) == 1
+    err = capsys.readouterr().err
+    assert "nothing to train on: all 34 training records have the same chosen and rejected tokens" in err
+    assert "Traceback" not in err and not out.exists()
+    data.write_text(json.dumps(_byte_preferences(40)))
+    assert main([*base, "--max-length", "8"]) == 1  # inside the prompt: chosen and rejected are cut the same
+    assert "nothing to train on: all 34 training records" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--max-length", "193"]) == 1  # the model's context is 192
+    assert "--max-length 193 is longer than the model's context of 192" in capsys.readouterr().err
+    data.write_text(json.dumps(same[:5] + _byte_preferences(40)[5:]))
+    assert main([*base, "--epochs", "1", "--eval-freq", "10", "--eval-iter", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 5 of 34 training records have the same chosen and rejected tokens" in err
+    assert (out / "model.safetensors").is_file()

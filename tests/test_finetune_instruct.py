@@ -169,7 +169,9 @@ def test_cli_finetune_instruct_end_to_end(tmp_path, shared_data):
             "--data",
             str(path),
             "--preset",
-            "tiny",
+            "small-cpu",  # a context of 256: the Alpaca prompt alone is over 100 bytes
+            "--emb-dim",
+            "32",
             "--tokenizer",
             "byte",
             "--n-layers",
@@ -179,7 +181,7 @@ def test_cli_finetune_instruct_end_to_end(tmp_path, shared_data):
             "--batch-size",
             "8",
             "--max-length",
-            "64",
+            "256",
             "--max-new-tokens",
             "5",
             "--max-test",
@@ -237,3 +239,64 @@ def test_judge_reads_an_ollama_stream_from_a_local_server():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _records(n=40):
+    """Short records, every fourth with an input so long that its prompt fills 200 bytes."""
+    return [
+        {"instruction": f"Repeat the number {i}.", "input": "x" * 300 if i % 4 == 0 else "", "output": f"{i}"}
+        for i in range(n)
+    ]
+
+
+def test_records_without_response_are_counted():
+    import tinygrad_llm as tl
+    from tinygrad_llm.finetune.instruction import format_response
+
+    tokenizer = tl.get_tokenizer("byte")
+    records = _records(8)
+    assert all(len(format_input(r)) > 300 for r in records[::4])
+    assert all(len(format_input(r) + format_response(r)) < 199 for i, r in enumerate(records) if i % 4)
+    for mask in (False, True):
+        dataset = InstructionDataset(records, tokenizer, allowed_max_length=200, mask_inputs=mask)
+        assert dataset.records_without_response() == [0, 4]
+        assert InstructionDataset(records, tokenizer, mask_inputs=mask).records_without_response() == []
+        # a limit that ends right after the prompt keeps no response token; one more token keeps one
+        prompt_length = dataset.prompt_lengths[1]
+        assert (
+            1 in InstructionDataset(records, tokenizer, allowed_max_length=prompt_length - 1).records_without_response()
+        )
+        assert (
+            1 not in InstructionDataset(records, tokenizer, allowed_max_length=prompt_length).records_without_response()
+        )
+
+
+def test_cli_refuses_training_on_nothing_and_a_max_length_past_the_context(tmp_path, capsys):
+    from tinygrad_llm.cli import main
+
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(_records()))  # 34 / 4 / 2
+    out = tmp_path / "run"
+    base = ["finetune-instruct", "--data", str(path), "--preset", "tiny", "--tokenizer", "byte", "--out", str(out)]
+    assert main([*base, "--mask-inputs", "--max-length", "8"]) == 1
+    err = capsys.readouterr().err
+    assert "nothing to train on: all 34 training records keep no response token within the 8 tokens" in err
+    assert "Traceback" not in err and not out.exists()
+    assert main([*base, "--max-length", "65"]) == 1  # tiny's context is 64
+    err = capsys.readouterr().err
+    assert "--max-length 65 is longer than the model's context of 64 tokens" in err and not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_warns_with_the_count_of_records_that_teach_nothing(tmp_path, capsys):
+    from tinygrad_llm.cli import main
+
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(_records()))  # 34 / 4 / 2: 9 training records with a 300-byte input
+    out = tmp_path / "run"
+    flags = ["--preset", "small-cpu", "--emb-dim", "32", "--n-layers", "1", "--tokenizer", "byte", "--epochs", "1"]
+    flags += ["--max-length", "200", "--max-test", "1", "--max-new-tokens", "1", "--eval-iter", "1"]
+    assert main(["finetune-instruct", "--data", str(path), *flags, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 9 of 34 training records keep no response token within the 200 tokens" in err
+    assert (out / "model.safetensors").is_file()

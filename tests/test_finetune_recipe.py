@@ -107,11 +107,12 @@ def test_instruction_finetuning_runs_from_python(tmp_path):
     path.write_text(json.dumps(records))
     recipe = InstructRecipe(
         data=str(path),
-        preset="tiny",
+        preset="small-cpu",  # a context of 256: the Alpaca prompt alone is over 100 bytes
+        emb_dim=32,
         tokenizer="byte",
         n_layers=1,
         epochs=1,
-        max_length=64,
+        max_length=160,
         max_new_tokens=3,
         max_test=2,
         eval_freq=50,

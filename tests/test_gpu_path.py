@@ -1,89 +1,38 @@
-"""What the GPU path needs that can be checked on a CPU: how often it waits for the GPU, the CUDA random
-state in checkpoints, and the kernels' fallback when a CUDA launch fails.
-
-On a GPU every value copied back to the host (``float(x)``, ``int(x)``, ``.item()``, ``.tolist()``, ``if x``)
-waits for all the work queued before it. ``HostCopies`` is a NumPy array that counts those conversions, and
-``DeviceNamespace`` is NumPy returning such arrays: handed to code in place of CuPy, they count the copies it
-would make on a GPU.
+"""What the GPU path needs that can be checked on a CPU: how often it waits for the GPU (on the stand-in GPU
+arrays of tests/gpu_stand_in.py, which count every copy to the host), the CUDA random state in checkpoints,
+and the kernels' fallback when a CUDA launch fails. Its matrix products: tests/test_gpu_products.py.
 """
 
 from __future__ import annotations
 
 import types
-import warnings
 
 import numpy as np
 import pytest
+from gpu_stand_in import DeviceNamespace, HostCopies, on_device, use_stand_in
 
 import tinygrad_llm as tl
 from tinygrad_llm import backend
 from tinygrad_llm import functional as F
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.functional import _common
-from tinygrad_llm.kernels import dispatch
 from tinygrad_llm.model import GPTConfig, GPTModel
 from tinygrad_llm.optim import clip_grad_norm_
-
-
-class HostCopies(np.ndarray):
-    """A NumPy array standing in for a GPU array: ``HostCopies.count`` counts conversions to Python values."""
-
-    count = 0
-
-    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
-        inputs = [_plain(x) for x in inputs]
-        if out is not None:
-            kwargs["out"] = tuple(_plain(o) for o in out)
-        result = getattr(ufunc, method)(*inputs, **kwargs)
-        return out[0] if out is not None and len(out) == 1 else _device(result)
-
-    def _copy(self):
-        HostCopies.count += 1
-        return self.view(np.ndarray)
-
-    def __float__(self):
-        return float(self._copy())
-
-    def __int__(self):
-        return int(self._copy())
-
-    def __bool__(self):
-        return bool(self._copy())
-
-    def item(self, *args):
-        return self._copy().item(*args)
-
-    def tolist(self):
-        return self._copy().tolist()
-
-
-def _plain(x):
-    return x.view(np.ndarray) if isinstance(x, HostCopies) else x
-
-
-def _device(x):
-    return np.asarray(x).view(HostCopies) if isinstance(x, (np.ndarray, np.generic)) else x
-
-
-class DeviceNamespace:
-    """numpy (or one of its submodules), with every function returning HostCopies arrays."""
-
-    def __init__(self, module=np):
-        self._module = module
-
-    def __getattr__(self, name):
-        attr = getattr(self._module, name)
-        if isinstance(attr, types.ModuleType):
-            return DeviceNamespace(attr)
-        if callable(attr) and not isinstance(attr, type):
-            return lambda *args, **kwargs: _device(attr(*[_plain(a) for a in args], **kwargs))
-        return attr
 
 
 @pytest.fixture
 def host_copies():
     HostCopies.count = 0
+    HostCopies.products = []
     return HostCopies
+
+
+@pytest.fixture
+def stand_in_gpu(monkeypatch):
+    """The stand-in GPU (tests/gpu_stand_in.py); the NumPy reference of every kernel runs (no Numba on it)."""
+    use_stand_in(monkeypatch)
+    with dispatch.use("numpy"):
+        yield HostCopies
 
 
 # ---- waits for the GPU ---------------------------------------------------------------------------------
@@ -166,29 +115,105 @@ def test_sampling_on_the_model_device_matches_the_host_reference():
         assert type(got) is np.ndarray and got.dtype == np.int64
 
 
-def test_a_training_step_waits_once_for_its_loss_not_per_micro_batch(monkeypatch, tmp_path):
+def test_the_stand_in_counts_every_way_to_the_host(host_copies):
+    x = np.arange(3.0).view(HostCopies)
+    one = x[1, ...]  # a 0-d array (x[1] would be a NumPy scalar)
+    ways = [
+        lambda: float(one),
+        lambda: int(one),
+        lambda: bool(one),
+        lambda: one.item(),
+        lambda: x.tolist(),
+        lambda: x.get(),
+        lambda: DeviceNamespace().asnumpy(x),
+        lambda: x.__array__(),
+        lambda: backend.to_numpy(x),
+        lambda: x[x > 0],  # boolean-mask indexing, read
+        lambda: x.__setitem__(x > 5, 0.0),  # and written
+    ]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
+        for i, way in enumerate(ways, 1):
+            way()
+            assert host_copies.count == i
+
+
+def _device_trainer(tmp_path, precision, grad_clip, eval_interval=10):
+    """A Trainer whose parameters (and so activations, gradients, optimizer moments) are stand-in GPU arrays."""
     from tinygrad_llm.data import GPTDataset
-    from tinygrad_llm.tensor import Tensor
     from tinygrad_llm.train.trainer import TrainConfig, Trainer
 
     tl.manual_seed(0)
     ids = np.arange(400) % 13
-    model = GPTModel(GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
-    trainer = Trainer(
-        model,
-        GPTDataset(ids[:300], 8, stride=4),
-        GPTDataset(ids[300:], 8),
-        TrainConfig(max_steps=2, batch_size=2, grad_accum=4, eval_interval=10),
-        tmp_path,
-        log=lambda message: None,
+    model = GPTModel(GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=2))
+    for p in model.parameters():
+        p.data = p.data.view(HostCopies)
+    config = TrainConfig(
+        max_steps=4, batch_size=2, grad_accum=3, eval_interval=eval_interval, grad_clip=grad_clip, precision=precision
     )
+    return Trainer(model, GPTDataset(ids[:300], 8, stride=4), GPTDataset(ids[300:], 8), config, tmp_path, log=print)
 
-    def no_item(self):
-        raise AssertionError("loss.item() inside the micro-batch loop")
 
-    monkeypatch.setattr(Tensor, "item", no_item)
-    loss = trainer.train_step()
-    assert isinstance(loss, float) and 1.0 < loss < 4.0
+@pytest.mark.parametrize("precision, grad_clip", [("fp32", 1.0), ("fp32", 1e-3), ("fp16", 1e-3), ("bf16", None)])
+def test_a_training_step_copies_to_the_host_once(monkeypatch, tmp_path, precision, grad_clip):
+    """The loss, fp16's inf/NaN verdict and the clip's norm stay on the GPU; one copy brings what the host needs,
+    whatever the number of micro-batches (not a loss.item() each)."""
+    if precision == "bf16":
+        backend.low_precision_dtype("bf16")  # ml_dtypes (the bf16 extra)
+    use_stand_in(monkeypatch)
+    monkeypatch.setattr(backend, "cupy_loaded", lambda: True)  # operations take their array module from inputs
+    with dispatch.use("numpy"):
+        trainer = _device_trainer(tmp_path, precision, grad_clip)
+        before = [p.data.copy() for p in trainer.model.parameters()]
+        for step in range(1, 4):
+            HostCopies.count = 0
+            loss = trainer.train_step()
+            assert HostCopies.count == 1, (step, HostCopies.count)
+            assert isinstance(loss, float) and 1.0 < loss < 4.0
+    for p in trainer.model.parameters():  # it did run on the stand-in, gradients and moments too
+        assert isinstance(p.data, HostCopies) and isinstance(trainer.optimizer.state[p]["exp_avg"], HostCopies)
+    assert not any(np.array_equal(b, p.data) for b, p in zip(before, trainer.model.parameters()))  # and stepped
+
+
+def test_exact_gelu_never_copies_to_the_host(stand_in_gpu):
+    """BERT's GELU (erf) picked the series or the continued fraction per element with boolean masks: a host
+    copy per call on a GPU. Now both run and xp.where picks, with the same values as the CPU's."""
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.normal(0, 3, 200), [-40.0, -9.0, -2.83, 2.83, 0.0, 12.0]]).astype(np.float32)
+    gy = rng.normal(size=x.shape).astype(np.float32)
+    t = on_device(x)
+    y = F.gelu(t, approximate="none")
+    (y * tl.Tensor(gy)).sum().backward()
+    assert stand_in_gpu.count == 0 and isinstance(y.data, HostCopies) and isinstance(t.grad, HostCopies)
+    plain = tl.Tensor(x, requires_grad=True)  # the same on NumPy arrays
+    want = F.gelu(plain, approximate="none")
+    (want * tl.Tensor(gy)).sum().backward()
+    np.testing.assert_array_equal(y.data.view(np.ndarray), want.data)
+    np.testing.assert_array_equal(t.grad.view(np.ndarray), plain.grad)
+
+
+def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch, host_copies):
+    from tinygrad_llm.optim import grad_norms_by_layer
+
+    model = GPTModel(GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=3))
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        p.grad = rng.standard_normal(p.data.shape).astype(np.float32)
+    want = grad_norms_by_layer(model.named_parameters())  # on NumPy arrays
+    for p in model.parameters():
+        p.grad = p.grad.view(HostCopies)
+    monkeypatch.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
+    got = grad_norms_by_layer(model.named_parameters())
+    assert host_copies.count == 1 and len(model.parameters()) > 30
+    assert (
+        list(got)
+        == list(want)
+        == ["tok_emb", "pos_emb", "trf_blocks.0", "trf_blocks.1", "trf_blocks.2", "final_norm", "out_head"]
+    )
+    for layer, norm in want.items():
+        params = [p.grad for name, p in model.named_parameters() if name.startswith(layer + ".")]
+        exact = np.sqrt(sum(np.sum(g.view(np.ndarray).astype(np.float64) ** 2) for g in params))
+        assert got[layer] == pytest.approx(exact, rel=1e-6) and norm == pytest.approx(exact, rel=1e-6)
 
 
 # ---- the CUDA generator's state in checkpoints --------------------------------------------------------
@@ -228,43 +253,6 @@ def test_a_saved_cuda_state_is_ignored_where_there_is_no_gpu(monkeypatch):
     state = {"cpu": backend.get_generator("cpu").bit_generator.state, "cuda": np.zeros(64, np.uint8)}
     backend.set_rng_state(state)  # a GPU run resumed on the CPU: its dropout never used the GPU's generator
     assert "cuda" not in backend._generators and set(backend.get_rng_state()) == {"cpu"}
-
-
-# ---- the kernels' fallback on a failed CUDA launch ---------------------------------------------------
-
-
-def _launch_errors():
-    pytest.importorskip("cupy_backends", reason="needs CuPy (its CUDA error classes)")
-    from cupy_backends.cuda.api.driver import CUDADriverError
-    from cupy_backends.cuda.api.runtime import CUDARuntimeError
-
-    driver_error = CUDADriverError.__new__(CUDADriverError)  # its __init__ asks libcuda for the error's name
-    driver_error.args = ("CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: too many resources requested for launch",)
-    return {"driver": driver_error, "runtime": CUDARuntimeError(719)}  # 719: unspecified launch failure
-
-
-@pytest.mark.parametrize("kind", ["driver", "runtime"])
-def test_a_cuda_launch_error_falls_back_with_one_warning(monkeypatch, kind):
-    error = _launch_errors()[kind]
-
-    def launch_fails(*args, **kwargs):
-        raise error
-
-    fake_cuda_kernels = types.SimpleNamespace(softmax_forward=launch_fails, gelu_forward=launch_fails)
-    monkeypatch.setattr(dispatch, "backend_for", lambda array: "cuda")  # NumPy arrays play the GPU's
-    monkeypatch.setitem(dispatch._modules, "cuda", [fake_cuda_kernels])
-    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
-    with dispatch.use("numpy"):
-        want = F.softmax(tl.Tensor(x)).data
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        got = F.softmax(tl.Tensor(x)).data  # the launch fails: warn, switch CUDA kernels off, run the reference
-        F.gelu(tl.Tensor(x))  # no second warning
-    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(messages) == 1 and "failed to compile or launch" in messages[0] and type(error).__name__ in messages[0]
-    np.testing.assert_array_equal(got, want)
-    assert not dispatch.available("cuda")
-    dispatch._reset()
 
 
 # ---- the examples: every one takes --device, as the README says ---------------------------------------

@@ -302,3 +302,68 @@ def test_concurrent_trainers_on_one_folder_in_python(tmp_path):
         holder.kill()
         holder.wait()
     assert np.isfinite(make_trainer(empty, max_steps=2, eval_interval=2).fit()[-1]["val_loss"])  # its lock was stale
+
+
+def test_the_lock_never_writes_through_a_link_or_into_a_file_not_ours(tmp_path, story, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(story), "--max-steps", "1", "--eval-interval", "1", "--out", str(run), *TINY]
+    assert main(args) == 0
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my notes\n")
+    (run / run_folder.LOCK).symlink_to(mine)
+    assert main(["train", "--resume", "--out", str(run), "--max-steps", "2"]) == 1
+    one_line_error(capsys.readouterr().err, str(run / run_folder.LOCK), "symbolic link")
+    assert mine.read_text() == "my notes\n" and (run / run_folder.LOCK).is_symlink()
+
+    (run / run_folder.LOCK).unlink()
+    os.link(mine, run / run_folder.LOCK)  # a hard link: writing the pid would change the user's file too
+    with pytest.raises(ValueError, match="hard link"):
+        with run_folder.lock(run):
+            pass
+    (run / run_folder.LOCK).unlink()
+    (run / run_folder.LOCK).write_text("not a pid, someone's text\n")
+    with pytest.raises(run_folder.RunFolderError, match="not a lock file"):
+        with run_folder.lock(run):
+            pass
+    assert (run / run_folder.LOCK).read_text() == "not a pid, someone's text\n"
+    (run / run_folder.LOCK).unlink()
+    os.mkfifo(run / run_folder.LOCK)
+    with pytest.raises(ValueError, match="not a regular file"):
+        with run_folder.lock(run):
+            pass
+    assert mine.read_text() == "my notes\n"
+
+
+def test_a_run_that_failed_before_saving_is_used_again_and_hints_quote_paths(tmp_path, story, monkeypatch, capsys):
+    import shlex
+
+    from tinygrad_llm.train import trainer
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    run = tmp_path / "my runs" / "first try"  # a space: the hints must quote it
+    args = ["train", "--data", str(story), "--max-steps", "1", "--eval-interval", "1", "--out", str(run), *TINY]
+    monkeypatch.setattr(trainer, "calc_loss_batch", out_of_memory)  # fails at step 1, as a too-big batch does
+    assert main(args) == 1
+    one_line_error(capsys.readouterr().err, "out of memory")
+    assert run_folder.is_run_folder(run) and not run_folder.holds_results(run)  # half made: marked, nothing saved
+    monkeypatch.undo()
+    assert main(args) == 0  # the corrected rerun needs no --overwrite
+    err = capsys.readouterr().err
+    hint = next(line for line in err.splitlines() if line.startswith("next: "))
+    assert shlex.split(hint.removeprefix("next: "))[:4] == ["tinygrad-llm", "generate", "--checkpoint", str(run)]
+    assert run_folder.holds_results(run) and find_checkpoint(run).name == "ckpt-000001"
+    assert main(args) == 1  # now it holds a run: refused as before
+    one_line_error(capsys.readouterr().err, "already holds a run", "--resume", "--overwrite")
+    # the fine-tuning commands share the rule (run_folder.claim): a folder with only the marker is reused
+    empty = tmp_path / "finetuned"
+    empty.mkdir()
+    run_folder.mark(empty, "finetune-classifier")
+    (empty / "tokenizer.json").write_text("{}")
+    with run_folder.claim(empty, "finetune-instruct"):
+        pass
+    (empty / "finetune.json").write_text("{}")
+    with pytest.raises(run_folder.RunFolderError, match="already holds a run"):
+        with run_folder.claim(empty, "finetune-instruct"):
+            pass

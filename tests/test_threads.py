@@ -143,9 +143,14 @@ class OtherArray(np.ndarray):
         return np.matmul(np.asarray(self), np.asarray(other)).view(OtherArray)
 
 
-def test_a_batched_linear_layer_is_one_2d_product_on_every_array_library():
+def test_a_batched_linear_layer_is_one_2d_product_on_every_array_library(monkeypatch):
     """(B, T, k) @ (k, n) folds into one (B*T, k) @ (k, n) product for CuPy too (its > 2-D matmul sends float16
-    and bfloat16 to slow or failing paths), with the result NumPy gives."""
+    and bfloat16 to slow or failing paths), with the result NumPy gives; a batched product is one cuBLAS
+    strided-batched GEMM (runtime.batched_gemm, tests/test_gpu_products.py)."""
+    from tinygrad_llm.runtime import products
+
+    batched = []
+    monkeypatch.setattr(products, "batched_gemm", lambda a, b: batched.append((a.shape, b.shape)))
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((3, 5, 4)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32)
     OtherArray.products.clear()
@@ -154,7 +159,7 @@ def test_a_batched_linear_layer_is_one_2d_product_on_every_array_library():
     np.testing.assert_array_equal(np.asarray(out), matmul(a, b))
     OtherArray.products.clear()
     matmul(a.view(OtherArray), rng.standard_normal((3, 4, 6)).astype(np.float32).view(OtherArray))
-    assert OtherArray.products == [((3, 5, 4), (3, 4, 6))]  # a batched product stays batched
+    assert OtherArray.products == [] and batched == [((3, 5, 4), (3, 4, 6))]  # a batched product: one GEMM
 
 
 def test_overridden_changes_a_setting_for_a_block_only():

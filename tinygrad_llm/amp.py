@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinygrad_llm import backend
-from tinygrad_llm.optim import clip_grad_norm_
+from tinygrad_llm import backend, runtime
+from tinygrad_llm.optim import clip_grad_norm_on_device_
 from tinygrad_llm.tensor import grad
 
 if TYPE_CHECKING:
+    from tinygrad_llm.backend import Array
     from tinygrad_llm.optim import Optimizer
     from tinygrad_llm.tensor import Tensor
 
@@ -67,7 +68,9 @@ class GradScaler:
         self._scale = float(init_scale)
         self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
         self._growth_tracker = 0  # clean steps in a row since the scale last changed
-        self._found_inf: bool | None = None  # this step's verdict, once unscale_ has looked (None: not yet)
+        # this step's verdict once unscale_ has looked (None: not yet): a 0-d array on the gradients' device
+        # until someone reads it (found_inf, or read_found_inf with the loss), then a bool
+        self._found_inf: bool | Array | None = None
 
     def get_scale(self) -> float:
         return self._scale if self.enabled else 1.0
@@ -77,7 +80,8 @@ class GradScaler:
         return loss * self._scale if self.enabled else loss
 
     def unscale_(self, optimizer: Optimizer) -> None:
-        """Divide every gradient by the scale, in place, and note whether any is inf or NaN (one host copy)."""
+        """Divide every gradient by the scale, in place, and note on the gradients' device whether any is inf
+        or NaN (no wait for a GPU: the verdict is copied to the host when ``found_inf`` is first read)."""
         if not self.enabled or self._found_inf is not None:
             return  # once per step, as torch (a second call would divide twice)
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -90,7 +94,7 @@ class GradScaler:
         for g in grads:
             g *= g.dtype.type(inv_scale)
             finite.append(xp.isfinite(g).all())
-        self._found_inf = not bool(xp.stack(finite).all())  # the one device-to-host copy
+        self._found_inf = xp.logical_not(xp.stack(finite).all())  # 0-d, on the device
 
     def step(self, optimizer: Optimizer) -> bool:
         """``optimizer.step()`` unless a gradient is inf or NaN; True when it stepped."""
@@ -98,7 +102,7 @@ class GradScaler:
             optimizer.step()
             return True
         self.unscale_(optimizer)
-        if self._found_inf:
+        if self.found_inf:
             return False
         optimizer.step()
         return True
@@ -109,7 +113,7 @@ class GradScaler:
             return
         if self._found_inf is None:
             raise RuntimeError("GradScaler.update: call step() (or unscale_()) first, once per optimizer step")
-        if self._found_inf:
+        if self.found_inf:
             self._scale *= self.backoff_factor
             self._growth_tracker = 0
         else:
@@ -123,8 +127,24 @@ class GradScaler:
 
     @property
     def found_inf(self) -> bool | None:
-        """Whether this step's gradients held an inf or NaN (None before unscale_/step)."""
+        """Whether this step's gradients held an inf or NaN (None before unscale_/step); the first read copies
+        the verdict from the device (one copy per step)."""
+        if self._found_inf is not None and not isinstance(self._found_inf, bool):
+            self._found_inf = bool(self._found_inf)  # the one device-to-host copy
         return self._found_inf
+
+    def unread_found_inf(self) -> Array | None:
+        """This step's verdict while it is still on the device (a 0-d bool array), else None: a loop that
+        copies it to the host with other values at once hands it back with ``read_found_inf``."""
+        return None if self._found_inf is None or isinstance(self._found_inf, bool) else self._found_inf
+
+    def read_found_inf(self, found_inf: bool) -> None:
+        """The value of ``unread_found_inf()``, as the caller copied it to the host."""
+        self._found_inf = bool(found_inf)
+
+    def discard_step(self) -> None:
+        """Forget this step's unscale_ (a step abandoned before its update: its gradients are zeroed)."""
+        self._found_inf = None
 
     def state_dict(self) -> dict:
         """``{"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}``, as torch."""
@@ -178,13 +198,26 @@ class MixedPrecision:
     def step(
         self, optimizer: Optimizer, parameters: Iterable[Tensor] | None = None, grad_clip: float | None = None
     ) -> bool:
-        """Unscale (fp16), skip the update if a gradient is inf or NaN (fp16), clip ``parameters`` (default: the
-        optimizer's) to ``grad_clip``, step, adapt the scale. Returns True when the parameters moved."""
+        """Unscale (fp16), clip ``parameters`` (default: the optimizer's) to ``grad_clip``, step unless a
+        gradient is inf or NaN (fp16), adapt the scale. Returns True when the parameters moved.
+        A GPU is waited for once at most (fp16's verdict); ``unscale_and_clip`` + ``finish_step`` are the same
+        in two halves, for a loop that reads the verdict together with its loss."""
+        self.unscale_and_clip(optimizer, parameters, grad_clip)
+        return self.finish_step(optimizer)
+
+    def unscale_and_clip(
+        self, optimizer: Optimizer, parameters: Iterable[Tensor] | None = None, grad_clip: float | None = None
+    ) -> None:
+        """The first half of ``step``, with no wait for a GPU: unscale (fp16), then clip to ``grad_clip`` on the
+        gradients' device (after an inf/NaN gradient the clip leaves them as they are, and the step is skipped)."""
         self.scaler.unscale_(optimizer)
-        if grad_clip and not self.scaler.found_inf:
+        if grad_clip:
             if parameters is None:
                 parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            clip_grad_norm_(parameters, grad_clip)
+            clip_grad_norm_on_device_(parameters, grad_clip)
+
+    def finish_step(self, optimizer: Optimizer) -> bool:
+        """The second half of ``step``: ``optimizer.step()`` unless a gradient was inf or NaN, adapt the scale."""
         stepped = self.scaler.step(optimizer)
         self.scaler.update()
         return stepped
@@ -199,10 +232,11 @@ class MixedPrecision:
 def _check_cupy_supports(dtype) -> None:
     """A clear error where this CuPy cannot multiply matrices of ``dtype`` (bfloat16 needs CuPy 14)."""
     cupy = backend.xp_for("cuda")
-    try:
-        a = cupy.ones((2, 2), dtype=dtype)
-        (a @ a).astype(cupy.float32)
-    except (TypeError, ValueError, NotImplementedError) as exc:
+    try:  # the models' products, through the function they call: batched as attention's, folded as a linear's
+        a = cupy.ones((2, 2, 2), dtype=dtype)
+        runtime.matmul(a, a).astype(cupy.float32)
+        runtime.matmul(a, a[0]).astype(cupy.float32)
+    except (TypeError, ValueError, NotImplementedError, RuntimeError) as exc:  # RuntimeError: cuBLAS's errors
         raise RuntimeError(
             f"precision {dtype.name}: CuPy {cupy.__version__} cannot compute matrix products in "
             f"{dtype.name} ({exc}); use fp16, or CuPy 14 or newer for bf16"

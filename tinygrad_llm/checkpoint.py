@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tinygrad_llm import backend
-from tinygrad_llm.files import atomic_write, fsync_dir
+from tinygrad_llm.files import atomic_write, fsync_dir, json_text
 from tinygrad_llm.safetensors_file import SafetensorsFile
 
 if TYPE_CHECKING:
@@ -95,7 +95,8 @@ def save_checkpoint(
 
     ``model_state``: name -> array (numpy, cupy, or anything with ``.data``), e.g. ``model.state_dict()``.
     ``config``: JSON-able model config. ``optimizer_state``: ``optimizer.state_dict()`` (arrays go to
-    safetensors). ``trainer_state``: JSON-able dict (numpy scalars and arrays allowed), e.g.
+    safetensors). ``trainer_state``: JSON-able dict (numpy scalars and arrays allowed; written as strict
+    JSON, so a NaN or infinite number reads back as None), e.g.
     ``{"step", "tokens_seen", "data": loader.state_dict(), "rng": backend.get_rng_state()}``.
     ``step`` defaults to ``trainer_state["step"]``. Also replaces ``out_dir/model.safetensors`` and
     ``out_dir/config.json`` (unless ``publish=False``: the trainer publishes only its best model there),
@@ -439,7 +440,7 @@ def _safetensors_bytes(arrays: dict) -> bytes:
 
 def _json_text(obj, what: str) -> str:
     try:
-        return json.dumps(obj, indent=1) + "\n"
+        return json_text(obj, indent=1) + "\n"  # strict JSON: a NaN loss in the history as null
     except TypeError as exc:
         raise TypeError(f"{what} is not JSON-able: {exc}") from None
 

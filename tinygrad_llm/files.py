@@ -1,12 +1,25 @@
 """Files: where local data lives, atomic writes, checksummed downloads, safe archive extraction.
 
-Used by every layer that touches the disk; it imports nothing else of the package.
+Used by every layer that touches the disk; it imports nothing else of the package. The rules every write
+follows:
+
+- A file is written to a temporary name beside it and renamed over it (``atomic_write``), so a killed
+  process leaves the old file or the new one; a rename replaces a symbolic link, never what it points to.
+- A file a user names (``plot --out``) goes through ``write_file``: a link, a folder or a device there is
+  refused, and so is an existing file that is not one of ours, unless the user asked to overwrite it.
+- A file written in place (the run's lock) is opened by ``open_regular``: never through a link, regular
+  files only.
+- JSON is written by ``json_text``/``write_json``: strict JSON, a non-finite number (NaN, infinity) is
+  written as ``null``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import json
+import math
 import os
 import shutil
 import stat
@@ -17,10 +30,10 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 DATA_ENV = "TINYGRAD_LLM_DATA"
 CACHE_ENV = "TINYGRAD_LLM_CACHE"
@@ -109,6 +122,121 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None  # (same OSError subclass)
         raise
     fsync_dir(path.parent)
+
+
+class UnsafeFileError(ValueError):
+    """A file we were asked to write is a link, not a regular file, or someone else's file; the message names
+    the path (and the flag that gave it) and what to do."""
+
+
+def _named(path: Path, flag: str | None) -> str:
+    return f"{flag} {path}" if flag else str(path)
+
+
+def check_output_file(
+    path: str | Path,
+    *,
+    flag: str | None = "--out",
+    overwrite: bool = False,
+    owned: Callable[[Path], bool] | None = None,
+    suffixes: tuple[str, ...] | None = None,
+    overwrite_flag: str | None = "--overwrite",
+) -> Path:
+    """``path`` may be written by a command: it ends in one of ``suffixes`` (any when None), is not a symbolic
+    link, a folder or a device, and is new, or ``owned(path)`` says it is a file of ours (a figure we drew),
+    or ``overwrite`` was asked for (``overwrite_flag``: the command's option for it, named in the message;
+    None where it has none). UnsafeFileError naming ``flag`` and ``path`` otherwise."""
+    path = Path(path)
+    name = _named(path, flag)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise UnsafeFileError(f"{name}: expected a file name ending in {', '.join(suffixes)}")
+    if path.is_symlink():
+        raise UnsafeFileError(
+            f"{name}: is a symbolic link; refusing to write through it (name the file it points to, or remove the link)"
+        )
+    if not path.exists():
+        return path
+    if not path.is_file():
+        raise UnsafeFileError(f"{name}: exists and is not a regular file (a folder or a device); choose a file name")
+    if not overwrite and not (owned is not None and owned(path)):
+        to_do = f"pass {overwrite_flag} to replace it" if overwrite_flag else "remove it"
+        raise UnsafeFileError(
+            f"{name}: already exists and is not a file this command wrote: {to_do}, or choose another name"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def write_file(
+    path: str | Path,
+    mode: str = "wb",
+    *,
+    flag: str | None = "--out",
+    overwrite: bool = False,
+    owned: Callable[[Path], bool] | None = None,
+    suffixes: tuple[str, ...] | None = None,
+    overwrite_flag: str | None = "--overwrite",
+) -> Iterator[IO]:
+    """The one writer of a file a user names: ``check_output_file`` (its arguments), then ``atomic_write``."""
+    path = check_output_file(
+        path, flag=flag, overwrite=overwrite, owned=owned, suffixes=suffixes, overwrite_flag=overwrite_flag
+    )
+    with atomic_write(path, mode) as f:
+        yield f
+
+
+def open_regular(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` for a file written in place (a lock file): a symbolic link is never followed, and anything
+    but a regular file with a single name (a FIFO, a device, a hard link to another file) is refused with an
+    UnsafeFileError naming ``path``; the descriptor otherwise."""
+    path = Path(path)
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (no effect on a regular file)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # what O_NOFOLLOW gives for a link
+            raise UnsafeFileError(
+                f"{path}: is a symbolic link; refusing to write through it (remove the link)"
+            ) from None
+        raise UnsafeFileError(f"{path}: cannot be opened ({exc.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # (0: its owner just removed it)
+        os.close(fd)
+        what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else "has other names (a hard link)"
+        raise UnsafeFileError(f"{path}: {what}; refusing to write into it (remove it)")
+    return fd
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every float that is NaN or infinite replaced by None (in dicts, lists and tuples)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(value) for value in obj]
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = None, **options: Any) -> str:
+    """``obj`` as strict JSON (no NaN or Infinity, which JSON has not): a non-finite number becomes null, so
+    that every reader, not only Python's, can parse what we write. Numbers of NumPy are written as numbers."""
+    return json.dumps(finite_or_none(obj), indent=indent, allow_nan=False, default=_plain_number, **options)
+
+
+def _plain_number(value: Any) -> Any:
+    """A NumPy scalar (float32 loss, int64 count) as the Python number json writes; TypeError otherwise."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return finite_or_none(value.item())
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    """Write ``obj`` to ``path`` atomically as strict JSON (``json_text``: non-finite numbers as null)."""
+    path = Path(path)
+    text = json_text(obj, indent=indent)  # before opening: a value that is not JSON leaves no file
+    with atomic_write(path, "w") as f:
+        f.write(text + "\n")
+    return path
 
 
 def _umask() -> int:

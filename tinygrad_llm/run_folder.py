@@ -7,10 +7,14 @@ rules hold everywhere:
   writable, is refused before any work, naming ``--out``.
 - A non-empty folder is written into only if it carries the marker ``.tinygrad-llm-run`` (a tinygrad-llm
   run: "this folder is ours") -- any other folder (a Hugging Face model, your documents) is refused unless
-  ``overwrite=True`` (``--overwrite``), which replaces only the files we write.
+  ``overwrite=True`` (``--overwrite``), which replaces only the files we write. A run that holds results (a
+  checkpoint, a model, a log) is continued with ``--resume`` or replaced with ``--overwrite``; one that
+  failed before saving anything is simply used again by the next run.
 - The lock file ``.tinygrad-llm.lock`` holds the owner's pid under an exclusive ``flock``: a second run on
   the same folder stops with "DIR is in use by process N". The kernel drops a flock when its process dies,
-  so the lock of a killed run is stale by construction; the next run takes it over and says so.
+  so the lock of a killed run is stale by construction; the next run takes it over and says so. The lock
+  file is opened without following a link; one that is a link, not a regular file, or holds anything but
+  a pid is refused, never written.
 
 Process 0 alone should claim a folder when several processes train one model (data parallel).
 """
@@ -26,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tinygrad_llm.files import atomic_write
+from tinygrad_llm.files import atomic_write, open_regular
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -54,6 +58,19 @@ def is_run_folder(folder: str | Path) -> bool:
         or (folder / "checkpoints" / "latest").is_file()
         or (folder / "finetune.json").is_file()
     )
+
+
+def holds_results(folder: str | Path) -> bool:
+    """Whether a run folder holds anything a run saved: a checkpoint, a model, a fine-tuning's results or a
+    log. A run that failed before its first save (out of memory at step 1, a bad setting) holds none: its
+    folder may be used by a fresh run without ``--overwrite``."""
+    folder = Path(folder)
+    checkpoints = folder / "checkpoints"
+    saved = checkpoints.is_dir() and any(
+        path.name == "latest" or (path.name.startswith("ckpt-") and "." not in path.name)  # not a .tmp of a save
+        for path in checkpoints.iterdir()
+    )
+    return saved or any((folder / name).exists() for name in ("model.safetensors", "finetune.json", "log.jsonl"))
 
 
 def check_output_path(out: str | Path, flag: str = "--out") -> Path:
@@ -107,7 +124,8 @@ def claim(
     try:
         with lock(out, log=log):
             _check_contents(out, command, resume=resume, overwrite=overwrite, flag=flag)
-            if overwrite and not resume and is_run_folder(out):
+            fresh_start = overwrite or not holds_results(out)  # (a run that saved nothing has nothing to lose)
+            if fresh_start and not resume and is_run_folder(out):
                 for name in RUN_OUTPUTS:  # our own files only: a fresh run must not mix with the old one's
                     path = out / name
                     if path.is_dir() and not path.is_symlink():
@@ -135,6 +153,8 @@ def _check_contents(out: Path, command: str, *, resume: bool, overwrite: bool, f
     if not entries or overwrite:
         return
     if is_run_folder(out):
+        if not holds_results(out):  # it failed before saving anything: a fresh run may start there
+            return
         resume_hint = "--resume to continue it, " if command == "train" else ""
         raise RunFolderError(
             f"{flag} {out} already holds a run: pass {resume_hint}--overwrite to replace it, or another {flag}"
@@ -194,7 +214,13 @@ def _acquire(folder: Path, log) -> int:
         fcntl = None
     path = folder / LOCK
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT)  # never through a link: we write our pid into it
+        if not _holds_a_pid(fd):  # a file of that name we did not write: not ours to truncate
+            os.close(fd)
+            raise RunFolderError(
+                f"{path}: is not a lock file of tinygrad-llm (it holds something other than a process id); "
+                "move it away and run again"
+            )
         try:
             if fcntl is None:
                 raise OSError(errno.ENOSYS, "no flock on this system")
@@ -224,6 +250,11 @@ def _acquire(folder: Path, log) -> int:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
+
+
+def _holds_a_pid(fd: int) -> bool:
+    """Whether the open lock file is empty or holds one process id, as ours do."""
+    return os.fstat(fd).st_size <= 32 and (not os.pread(fd, 33, 0).strip() or _read_pid(fd) is not None)
 
 
 def _read_pid(fd: int) -> int | None:

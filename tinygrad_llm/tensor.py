@@ -86,6 +86,7 @@ class Function:
     xp = np
     inputs: tuple = ()
     needs_grad: tuple = ()
+    versions: tuple = ()  # each input's _version when recorded
     module_path: tuple = ()  # the modules running when it was recorded (outermost first)
 
     def __call__(self, *inputs: "Tensor") -> "Tensor":
@@ -106,6 +107,7 @@ class Function:
             if True in needs_grad:  # record the graph only when some input wants a gradient
                 self.inputs = inputs
                 self.needs_grad = needs_grad
+                self.versions = tuple([x._version for x in inputs])  # backward checks none changed since
                 self.module_path = _state.module_path
                 return Tensor._from_op(y, self)
         return Tensor._from_op(y, None)
@@ -172,7 +174,7 @@ class Tensor:
         device: "cpu" or "cuda"; default from ``TINYGRAD_LLM_DEVICE``, or the device of an array given.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_creator", "_retains_grad", "_hooks", "__weakref__")
+    __slots__ = ("_data", "_version", "grad", "requires_grad", "_creator", "_retains_grad", "_hooks", "__weakref__")
     __array_priority__ = 100  # numpy_array + tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
@@ -194,7 +196,8 @@ class Tensor:
         else:
             dtype = backend.result_dtype(data)
         data = backend.to_device(data, device) if hasattr(data, "dtype") else data
-        self.data = xp.asarray(data, dtype=dtype)
+        self._data = xp.asarray(data, dtype=dtype)
+        self._version = 0
         self.grad = None
         self._creator = None
         self._retains_grad = False
@@ -207,7 +210,8 @@ class Tensor:
     def _from_op(cls, data, creator: Function | None) -> "Tensor":
         """The fast constructor used by Functions: no conversion, no checks."""
         t = object.__new__(cls)
-        t.data = data
+        t._data = data
+        t._version = 0
         t.grad = None
         t._creator = creator
         t.requires_grad = creator is not None
@@ -216,6 +220,20 @@ class Tensor:
         return t
 
     # --- attributes -----------------------------------------------------------------------------
+    @property
+    def data(self) -> backend.Array:
+        """The raw array (numpy or cupy)."""
+        return self._data
+
+    @data.setter
+    def data(self, array: backend.Array) -> None:
+        # The version counter of PyTorch's saved tensors: ``t.data -= x`` changes the array in place (and hands
+        # the same array back), so the operations that recorded t hold a changed array: backward refuses them.
+        # A new array (``t.data = other``) leaves the recorded one as it was; ``t.data[...] = v`` is not seen.
+        if array is self._data:
+            self._version += 1
+        self._data = array
+
     @property
     def shape(self) -> tuple:
         return self.data.shape
@@ -314,6 +332,20 @@ class Tensor:
         if self._hooks is None:
             self._hooks = []
         self._hooks.append(fn)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        """``t[index] = value`` in place, as PyTorch users write it inside ``no_grad()`` (to set weights, say).
+        Not differentiable: a tensor that would record it (requires_grad, outside no_grad) refuses, as
+        PyTorch's leaves do. The write counts as a change: backward through an operation that used ``t``
+        before it refuses, instead of a gradient computed from the new values."""
+        if self.requires_grad and _state.grad_enabled:
+            raise RuntimeError(
+                f"a tensor of shape {tuple(self.shape)} that requires grad is being used in an in-place "
+                "operation (t[...] = v): write inside tinygrad_llm.no_grad(), or build a new tensor"
+            )
+        index = tuple(_raw(i) for i in index) if isinstance(index, tuple) else _raw(index)
+        self._data[index] = _raw(value)
+        self._version += 1
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -428,6 +460,7 @@ def _run_backward(roots: list, seeds: list, retain_graph: bool, found: dict | No
         creator = tensor._creator
         if creator is None:
             continue
+        _check_versions(creator)
         input_grads = creator.backward(g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
@@ -494,6 +527,24 @@ def _run_hooks(tensor: Tensor, g):
                     f"for a tensor of shape {tensor.shape}"
                 )
     return g
+
+
+def _raw(value: Any) -> Any:
+    """A Tensor's array; anything else as it is (an index, a number)."""
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _check_versions(creator: Function) -> None:
+    """PyTorch's check, in its words: an input changed in place after the operation recorded it would get
+    a gradient computed from the changed values, silently wrong."""
+    for x, version in zip(creator.inputs, creator.versions):
+        if x._version != version:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: [{x.dtype} tensor of shape {tuple(x.shape)}], an input of {creator.name}, is at "
+                f"version {x._version}; expected version {version} instead. Hint: change it after backward "
+                "(as optimizers do), or compute the forward again after the change"
+            )
 
 
 def _checked(creator: Function, x: Tensor, gx):

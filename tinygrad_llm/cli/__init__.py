@@ -3,7 +3,8 @@ plot, gradcheck, attention.
 
 Errors in what the user gave (a missing file, a bad number, a checkpoint that does not fit) end the
 command with one line on stderr and exit status 1 (2 for a usage error), never a traceback;
-TINYGRAD_LLM_DEBUG=1 shows the traceback for bug reports.
+TINYGRAD_LLM_DEBUG=1 shows the traceback for bug reports. Every TINYGRAD_LLM_* variable is checked at
+start-up (runtime.settings.check_environment): a bad value is a usage error, an unknown name a warning.
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # which options were given, not defaulted
     from tinygrad_llm import runtime
+    from tinygrad_llm.runtime.settings import check_environment
+
+    errors, warnings = check_environment()  # every TINYGRAD_LLM_* variable, before any work, in every command
+    for warning in warnings:
+        print(f"tinygrad-llm {args.command}: warning: {warning}", file=sys.stderr)
+    if errors:
+        for error in errors:
+            print(f"tinygrad-llm {args.command}: error: {error}", file=sys.stderr)
+        return 2  # a usage error, as argparse's
     from tinygrad_llm.train.signals import Interrupted, terminate_as_interrupt
 
     runtime.configure(threads=getattr(args, "threads", None))  # host memory and --threads, before any work
@@ -76,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit cannot fail again
             return 141  # 128 + SIGPIPE, the status of a program the pipe ended
         except Exception as exc:  # bad input: one line, no traceback
-            if os.environ.get("TINYGRAD_LLM_DEBUG") and not _data_parallel():
+            if debugging() and not _data_parallel():
                 raise
             message = str(exc) or type(exc).__name__
             if isinstance(exc, MemoryError):
@@ -105,7 +115,7 @@ def _stop_the_job(command: str, message: str) -> None:
     comm = _data_parallel()
     if comm.rank:
         time.sleep(1.0)
-    if os.environ.get("TINYGRAD_LLM_DEBUG"):
+    if debugging():
         traceback.print_exc(file=sys.__stderr__)
     print(
         f"tinygrad-llm {command}: error on process {comm.rank} of {comm.world_size}: {message}; stopping all "
@@ -114,6 +124,11 @@ def _stop_the_job(command: str, message: str) -> None:
         flush=True,
     )
     comm.abort(1)
+
+
+def debugging() -> bool:
+    """TINYGRAD_LLM_DEBUG=1: errors show their traceback (for bug reports); 0 or unset: one line."""
+    return os.environ.get("TINYGRAD_LLM_DEBUG", "").strip() == "1"
 
 
 def fail(message: str) -> NoReturn:

@@ -51,7 +51,13 @@ def run_example(main: Callable[[], int | None]) -> None:
     import sys
 
     from tinygrad_llm import runtime
+    from tinygrad_llm.runtime.settings import check_environment
 
+    errors, warnings = check_environment()  # as every command checks its environment at start-up
+    for line in [f"warning: {w}" for w in warnings] + [f"error: {e}" for e in errors]:
+        print(line, file=sys.stderr)
+    if errors:
+        sys.exit(2)
     runtime.configure()
     try:
         code = main()

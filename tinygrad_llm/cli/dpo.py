@@ -60,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-length",
         type=positive_int,
         default=None,
-        help="allowed_max_length: tokens per sequence (default: the context length)",
+        help="allowed_max_length: tokens per sequence, at most the context length (the default)",
     )
     train.add_argument("--dropout", type=nonnegative_float, default=None, help="dropout rate (default: the model's)")
     train.add_argument(
@@ -86,7 +86,13 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
     from tinygrad_llm.finetune.instruction import split_instruction_data
     from tinygrad_llm.finetune.io import save_finetuned, write_json
     from tinygrad_llm.finetune.preference import PreferenceDataset, load_preference_data
-    from tinygrad_llm.finetune.recipe import load_start_model, parameter_counts
+    from tinygrad_llm.finetune.recipe import (
+        check_max_length,
+        check_usable_records,
+        load_start_model,
+        parameter_counts,
+        saved_if_interrupted,
+    )
     from tinygrad_llm.optim import AdamW
     from tinygrad_llm.train.parallel import DataParallel
     from tinygrad_llm.train.plot import plot_values
@@ -111,10 +117,17 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
         raise ValueError(f"the tokenizer {tokenizer.name!r} has no <|endoftext|> to pad with")
     if args.device:
         model.to(args.device)
-    context = model.config.context_length
-    allowed = min(args.max_length or context, context)
+    allowed = check_max_length(args.max_length, model.config.context_length)
     average = not args.sum_logprobs
     train_set, val_set = (PreferenceDataset(d, tokenizer, allowed_max_length=allowed) for d in (train_data, val_data))
+    check_usable_records(  # pairs whose DPO gradient is zero
+        len(train_set.records_without_preference()),
+        len(train_set),
+        f"have the same chosen and rejected tokens within the {allowed} tokens of --max-length (the same "
+        "answer twice, or both cut off before they differ): DPO has nothing to prefer",
+        "give records whose chosen and rejected responses differ, and a --max-length that reaches the difference",
+        log,
+    )
     if len(train_set) < args.batch_size * comm.world_size:
         raise ValueError(
             f"--batch-size {args.batch_size} x {comm.world_size} process(es) is larger than the "
@@ -145,21 +158,24 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
         weight_decay=args.weight_decay,
     )
     start = time.perf_counter()
-    tracking = dpo.train_model_dpo(
-        model,
-        None,
-        train_loader,
-        val_loader,
-        optimizer,
-        args.epochs,
-        args.beta,
-        args.eval_freq,
-        args.eval_iter,
-        average=average,
-        device=args.device,
-        log=log,
-        parallel=DataParallel(comm, model, optimizer),
-    )
+    meta = {"task": "instruction", "prompt_format": "alpaca", "tuning": "dpo"}
+    # Ctrl-C or SIGTERM while training saves the model as it is, as the other fine-tunings do
+    with saved_if_interrupted(out, lambda: (model, meta), tokenizer, lambda: None, write=comm.is_root, log=log):
+        tracking = dpo.train_model_dpo(
+            model,
+            None,
+            train_loader,
+            val_loader,
+            optimizer,
+            args.epochs,
+            args.beta,
+            args.eval_freq,
+            args.eval_iter,
+            average=average,
+            device=args.device,
+            log=log,
+            parallel=DataParallel(comm, model, optimizer),
+        )
     train_s = time.perf_counter() - start
     if not comm.is_root:
         return 0  # process 0 evaluates and writes
@@ -203,7 +219,7 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
         "init_from": args.init_from,
         "config": model.config.to_dict(),
     }
-    save_finetuned(out, model, tokenizer, {"task": "instruction", "prompt_format": "alpaca", "tuning": "dpo"})
+    save_finetuned(out, model, tokenizer, meta)
     write_json(out / "metrics.json", metrics)
     history = metrics["history"]
     if history["step"]:

@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 
     from tinygrad_llm.tensor import Tensor
 
-# the flags of an example run as a notebook, as they would be typed after the script's name
-NOTEBOOK_ARGS = "TINYGRAD_LLM_EXAMPLE_ARGS"
+from tinygrad_llm.runtime.settings import EXAMPLE_ARGS_ENV as NOTEBOOK_ARGS  # flags as typed after the name
 
 
 def in_notebook() -> bool:
@@ -40,10 +39,17 @@ def example_args(parser: argparse.ArgumentParser, argv: list[str] | None = None)
     """Parse an example's flags where it runs: ``argv``, else the command line; in a notebook the flags in
     ``$TINYGRAD_LLM_EXAMPLE_ARGS`` (``"--epochs 1 --preset tiny"``), else the defaults.
 
-    Applies the runtime's settings, as every command of the command line does, and on the command line makes
-    Ctrl-C end the script with one line ("interrupted") instead of a traceback."""
+    Checks the TINYGRAD_LLM_* variables and applies the runtime's settings, as every command of the command line
+    does at start-up, and on the command line makes Ctrl-C end the script with one line ("interrupted") instead
+    of a traceback."""
     from tinygrad_llm import runtime
+    from tinygrad_llm.runtime.settings import check_environment
 
+    errors, warnings = check_environment()
+    for line in [f"warning: {w}" for w in warnings] + [f"error: {e}" for e in errors]:
+        print(line, file=sys.stderr)
+    if errors:
+        sys.exit(2)
     if argv is None and in_notebook():
         argv = shlex.split(os.environ.get(NOTEBOOK_ARGS, ""))
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from tinygrad_llm.cli.common import (
 
 # The recipes, and the steps the instruction and DPO commands share, are library code (finetune/recipe.py);
 # the --help texts name their defaults, and finetune-dpo imports the last two from here.
+from tinygrad_llm.finetune.io import ENSEMBLE_SIZES
 from tinygrad_llm.finetune.recipe import BERT_SCRATCH, SCRATCH_RECIPE
 
 TOKENIZERS = ("gpt2", "byte")
@@ -43,6 +44,16 @@ def ngram_sizes(text: str) -> tuple:
             f"expected distinct n-gram sizes >= 2 separated by commas (e.g. 2,3,4) or 'none', got {text!r}"
         )
     return sizes
+
+
+def ensemble_size(text: str) -> int:
+    """--ensemble: an integer in ENSEMBLE_SIZES, the range load_classifier (and so classify) reads back."""
+    value = positive_int(text)
+    if value not in ENSEMBLE_SIZES:
+        raise argparse.ArgumentTypeError(
+            f"expected {ENSEMBLE_SIZES[0]} to {ENSEMBLE_SIZES[-1]} members (what classify can load), got {value}"
+        )
+    return value
 
 
 def _add_model_arguments(p, default_preset: str) -> None:
@@ -213,7 +224,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--ensemble",
-        type=positive_int,
+        type=ensemble_size,
         default=None,
         metavar="K",
         help="train K classifiers with the seeds --seed, --seed + 1000, ... and save them together; "
@@ -269,7 +280,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--max-length",
         type=positive_int,
         default=None,
-        help="allowed_max_length: tokens per training sequence (default: the context length)",
+        help="allowed_max_length: tokens per training sequence, at most the context length (the default)",
     )
     train.add_argument("--mask-inputs", action="store_true", help="no loss on the instruction and input tokens")
     train.add_argument("--eval-freq", type=positive_int, default=5, help="steps between loss evaluations (default 5)")
@@ -305,11 +316,13 @@ def claimed(run: Callable[[argparse.Namespace, Path], int]) -> Callable[[argpars
 
     def command(args: argparse.Namespace) -> int:
         from tinygrad_llm.cli.common import start_data_parallel
+        from tinygrad_llm.cli.preflight import check_finetune
         from tinygrad_llm.run_folder import check_output_path, claim
 
         args.comm = start_data_parallel(args.device, args.threads)
         if args.comm is None:
             return 0
+        check_finetune(args, args.comm)  # sizes and memory against the starting model, before anything is read
         if not args.comm.is_root:
             return run(args, check_output_path(args.out))
         with claim(args.out, args.command, overwrite=args.overwrite) as out:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tinygrad_llm.cli.common import positive_int
+from tinygrad_llm.cli.preflight import checked_config
 
 if TYPE_CHECKING:
     import argparse
     import os
+
+    from tinygrad_llm.model.config import GPTConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,12 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from tinygrad_llm.model import PRESETS, GPTConfig, count_parameters, estimate_memory, format_bytes
-    from tinygrad_llm.model.ngram_gpt import config_from_dict
-    from tinygrad_llm.model.pretrained import config_from_hf, is_hf_config
+    from tinygrad_llm.memory import training_memory
+    from tinygrad_llm.model import PRESETS, GPTConfig, count_parameters, format_bytes
+    from tinygrad_llm.runtime.host_memory import available_memory
 
     if args.threads_only:
         print_threads()
@@ -73,15 +73,8 @@ def run_info(args: argparse.Namespace) -> int:
             "tokenizer's vocabulary, so a run's count, which train prints, differs)"
         )
         return 0
-    if args.checkpoint:
-        path = Path(args.checkpoint) / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing (expected a run folder with config.json)")
-        try:
-            data = json.loads(path.read_text())
-            config = config_from_hf(data, path) if is_hf_config(data) else config_from_dict(data)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"{path}: not a model configuration ({exc})") from None
+    if args.checkpoint:  # checked against its weights' header, as generate checks it
+        config, weights_note = checked_config(Path(args.checkpoint))
         title = str(args.checkpoint)
     else:
         name = args.preset or "gpt2-small"
@@ -96,34 +89,43 @@ def run_info(args: argparse.Namespace) -> int:
         f"the token embedding {tied:,})"
     )
     if args.checkpoint:
+        print(f"  {'weights':16s} {weights_note}")
         for line in run_summary(Path(args.checkpoint)):
             print(f"  {line}")
     ctx = args.context_length or config.context_length
-    memory = estimate_memory(config, args.batch_size, ctx)
+    if ctx > config.context_length:
+        raise ValueError(
+            f"--context-length {ctx}: the model takes at most {config.context_length} positions (its context_length)"
+        )
+    memory = training_memory(config, args.batch_size, ctx)  # the estimate every training command checks
     print(f"  training memory, float32, batch {args.batch_size} x context {ctx}:")
-    for key, value in memory.items():
-        print(f"    {key:14s} {format_bytes(value)}")
+    for key in ("parameters", "gradients", "optimizer", "activations", "total"):
+        print(f"    {key:14s} {format_bytes(memory[key])}")
+    available = available_memory()
+    if available is not None:
+        print(f"    {'available':14s} {format_bytes(available[0])} ({available[1]})")
     if args.processes > 1:
-        print_data_parallel_memory(memory, args.processes, args.batch_size, format_bytes)
+        print_data_parallel_memory(config, args.batch_size, ctx, args.processes)
     print_threads()
     return 0
 
 
-def print_data_parallel_memory(
-    memory: dict, processes: int, batch_size: int, format_bytes: Callable[[float], str]
-) -> None:
+def print_data_parallel_memory(config: GPTConfig, batch_size: int, context_length: int, processes: int) -> None:
     """Per process of ``mpiexec -n processes`` (batch_size each): the flat gradient buffer the Allreduce adds,
     and what ZeRO-1 saves by keeping 1/processes of AdamW's moments (tinygrad_llm/dist)."""
-    moments = memory["optimizer"]
-    shard = -(-moments // processes)
-    plain = memory["total"] + memory["gradients"]  # + the flat buffer the gradients are averaged in
+    from tinygrad_llm.memory import training_memory
+    from tinygrad_llm.model import format_bytes
+
+    plain = training_memory(config, batch_size, context_length, processes=processes)
+    zero = training_memory(config, batch_size, context_length, processes=processes, zero=True)
+    moments, shard = plain["optimizer"], zero["optimizer"]
     print(f"  data-parallel over {processes} processes, per process (batch {batch_size} each):")
     print(
-        f"    {'without ZeRO':15s} {format_bytes(plain)} (the above + a {format_bytes(memory['gradients'])} "
+        f"    {'without ZeRO':15s} {format_bytes(plain['total'])} (the above + a {format_bytes(plain['allreduce'])} "
         f"gradient buffer for the Allreduce)"
     )
     print(
-        f"    {'ZeRO-1 (--zero)':15s} {format_bytes(plain - moments + shard)}: AdamW moments {format_bytes(shard)} "
+        f"    {'ZeRO-1 (--zero)':15s} {format_bytes(zero['total'])}: AdamW moments {format_bytes(shard)} "
         f"instead of {format_bytes(moments)}, saving {format_bytes(moments - shard)} per process"
     )
 

@@ -21,8 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--out",
         metavar="FILE",
         default=None,
-        help="where to write the figure (.png, .pdf or .svg; default RUN/losses.png)",
+        help="where to write the figure (.png, .pdf or .svg; default RUN/losses.png); an existing file is "
+        "replaced only if it is a figure tinygrad-llm drew",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file whoever wrote it")
     p.set_defaults(run=run_plot)
 
 
@@ -31,6 +33,6 @@ def run_plot(args: argparse.Namespace) -> int:
 
     if not matplotlib_available():
         raise ValueError("plot needs matplotlib: pip install matplotlib")
-    _, path = plot_run(args.run_dir, args.out)
+    _, path = plot_run(args.run_dir, args.out, overwrite=args.overwrite)
     print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -146,7 +146,12 @@ def run_gradcheck(args: argparse.Namespace) -> int:
         title = f"preset {args.preset}"
     model.double().eval()  # float64 for finite differences; eval: no dropout, the same loss every call
     cfg = model.config
-    t = min(args.context_length, cfg.context_length)
+    if args.context_length > cfg.context_length:  # never cut to the model's context without a word
+        raise ValueError(
+            f"--context-length {args.context_length}: the model in {title} takes at most {cfg.context_length} "
+            f"positions (its context_length); use --context-length {cfg.context_length} or less"
+        )
+    t = args.context_length
     rng = np.random.default_rng(args.seed)
     ids = rng.integers(0, cfg.vocab_size, (args.batch_size, t + 1))
     inputs, targets = ids[:, :-1], ids[:, 1:]  # next-token prediction, as in training
@@ -172,17 +177,12 @@ def run_gradcheck(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tinygrad_llm.cli.common import load_model_and_tokenizer
+    from tinygrad_llm.files import check_output_file
     from tinygrad_llm.train.figures import attention_weights, plot_attention
     from tinygrad_llm.train.plot import matplotlib_available
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out {out}: expected a file name ending in .png")
-    if out.exists():
-        raise FileExistsError(f"--out {out} already exists: remove it or choose another name")
+    out = check_output_file(args.out, suffixes=(".png",), overwrite_flag=None)  # never replaces a file
     if not matplotlib_available():
         raise RuntimeError("drawing needs matplotlib: pip install 'tinygrad-llm[plot]'")
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.device)
@@ -195,7 +195,11 @@ def run_attention(args: argparse.Namespace) -> int:
             f"--layer {args.layer}: the model has {n_layers} layers (0 to {n_layers - 1}, or -1 for the last)"
         )
     layer = args.layer % n_layers
-    ids = ids[-model.config.context_length :]
+    if len(ids) > model.config.context_length:  # never cut to the model's context without a word
+        raise ValueError(
+            f"--prompt: {len(ids)} tokens, but the model attends over at most {model.config.context_length} "
+            "(its context_length): give a shorter prompt"
+        )
     weights = attention_weights(model, ids, layer)  # (H, T, T)
     tokens = [tokenizer.decode([i]) for i in ids]
     plot_attention(weights, tokens, out, title=f"{args.checkpoint}: layer {layer}")

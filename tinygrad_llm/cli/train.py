@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -166,11 +167,13 @@ def given_options(argv: Sequence[str]) -> set[str]:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train (``tinygrad_llm.train.run.train_run``), then print a sample of the model from process 0."""
+    from tinygrad_llm.cli.preflight import check_train
     from tinygrad_llm.train.run import RunSettings, train_run
 
     comm = start_data_parallel(args.device, args.threads)  # under mpiexec: this process's place among the N
     if comm is None:
         return 0
+    check_train(args, comm)  # the memory the run needs, before the text is read or a model allocated
     argv = getattr(args, "argv", None)
     run = train_run(RunSettings.from_namespace(args), comm, given=given_options(argv) if argv is not None else None)
     if comm.is_root:  # process 0 prints the sample
@@ -188,7 +191,7 @@ def print_sample(run: TrainRun) -> None:
     if s.arch == "bert":  # an encoder does not continue text: it fills in masked tokens
         print(
             f"\n--- sample (filling in masked tokens) ---\n"
-            f"{fill_mask_sample(run.model, run.tokenizer, first_line(run.text[run.split :], 4 * ctx), ctx, s.seed)}"
+            f"{fill_mask_sample(run.model, run.tokenizer, first_line(run.val_head, 4 * ctx), ctx, s.seed)}"
         )
         return
     print(f"\n--- sample (continuing {run.prompt!r}) ---\n{run.prompt}", end="", flush=True)
@@ -201,4 +204,5 @@ def print_sample(run: TrainRun) -> None:
         run.tokenizer,
     )
     print()
-    print(f'\nnext: tinygrad-llm generate --checkpoint {run.out} --prompt "..."', file=sys.stderr)
+    # quoted as a shell needs it (a folder with a space), so that the line can be copied as it is
+    print(f'\nnext: tinygrad-llm generate --checkpoint {shlex.quote(str(run.out))} --prompt "..."', file=sys.stderr)

@@ -78,23 +78,28 @@ class GPTDataset:
                 f"{self.max_length + 1} (max_length + 1, for the shifted target); "
                 "use a longer text or a smaller max_length"
             )
-        self.starts = np.arange(0, n - self.max_length, self.stride, dtype=np.int64)
+        # window i starts at i * stride (not kept as an array: 8 bytes a window, as much as a large text's ids)
+        self._n_windows = len(range(0, n - self.max_length, self.stride))
         self._offsets = np.arange(self.max_length, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return self._n_windows
 
     def __getitem__(self, index):
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"GPTDataset: index {index} out of range for {n} windows")
-        start = int(self.starts[index])
+        start = int(index % n) * self.stride
         chunk = np.asarray(self.token_ids[start : start + self.max_length + 1], dtype=np.int64)
         return chunk[:-1], chunk[1:]  # input, and the same window shifted one token to the right
 
     def get_batch(self, indices: Iterable[int] | Array) -> tuple[np.ndarray, np.ndarray]:
         """Windows ``indices`` stacked: (inputs, targets), each (len(indices), max_length) int64."""
-        rows = self.starts[np.asarray(indices, dtype=np.int64)][:, None] + self._offsets  # (B, T)
+        indices, n = np.asarray(indices, dtype=np.int64), len(self)
+        if indices.size and not (-n <= indices.min() and indices.max() < n):
+            raise IndexError(f"GPTDataset: indices out of range for {n} windows")
+        starts = (indices % n) * self.stride  # (B,)
+        rows = starts[:, None] + self._offsets  # (B, T)
         inputs = np.asarray(self.token_ids[rows], dtype=np.int64)
         targets = np.asarray(self.token_ids[rows + 1], dtype=np.int64)
         return inputs, targets

@@ -7,14 +7,18 @@ Both files are written atomically: a crash leaves the previous version or none, 
 
     write_tokens("train.bin", ids, vocab_size=50257)
     tokens = load_tokens("train.bin")                  # np.memmap, read-only, nothing loaded up front
+    tokenize_to_file(pieces, tokenizer.encode, "train.bin", vocab_size)   # a text of any size, in chunks
     sampler = RandomBatchSampler(tokens, batch_size=12, block_size=64, seed=0)
     inputs, targets = sampler.get_batch()              # (12, 64) int64 each, random windows
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +28,7 @@ from tinygrad_llm.data.dataset import check_positive_int
 from tinygrad_llm.files import atomic_write
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
     from tinygrad_llm.backend import Array
 
@@ -48,8 +52,9 @@ class TokenFileWriter:
             writer.write(tokenizer.encode(document) + [tokenizer.eot_id])
     """
 
-    def __init__(self, path, vocab_size: int, overwrite: bool = False):
+    def __init__(self, path, vocab_size: int, overwrite: bool = False, source: dict | None = None):
         self.path = Path(path)
+        self.source = source  # recorded in the header: what the ids were made from (see tokenize_to_file)
         self.vocab_size = check_positive_int(vocab_size, "vocab_size", "TokenFileWriter")
         if vocab_size > 1 << 32:
             raise ValueError(f"TokenFileWriter: vocab_size={vocab_size} does not fit uint32 ids")
@@ -92,6 +97,8 @@ class TokenFileWriter:
             "vocab_size": self.vocab_size,
             "count": self.count,
         }
+        if self.source is not None:
+            header["source"] = self.source
         with atomic_write(header_path(self.path), "w") as f:
             json.dump(header, f)
             f.write("\n")
@@ -204,3 +211,86 @@ class RandomBatchSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["bit_generator"]
+
+
+CHUNK_CHARS = 1 << 18  # characters encoded at a time: the id list of one chunk is all that is held
+# Where a text may be cut without changing its tokens: after a letter, digit or ASCII punctuation mark and
+# before a space, newline or tab. Every tokenizer here (character, byte, and the byte-level BPEs with GPT-2's
+# pre-tokenizer pattern) encodes such a cut's two sides as it encodes the whole: GPT-2's pattern never puts a
+# non-space and a following space in one piece (a space only ever starts a piece), and a piece ending in a
+# non-space depends on nothing after it (the one look-ahead, in ``\s+(?!\S)``, ends runs of spaces). Both
+# sides of the cut are whitespace and non-whitespace in every definition (Python's, Unicode's, the regex
+# module's), and no special token (<|endoftext|>, [MASK]) holds a space, so none is cut either.
+_SAFE_CUT = re.compile(r"[\w!-/:-@\[-`{-~](?=[ \n\t])")
+
+
+def chunks_at_safe_cuts(pieces: Iterable[str], chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
+    """The text of ``pieces`` again, as chunks of at least ``chunk_chars`` characters (but the last) that end
+    at a safe cut (see ``_SAFE_CUT``): encoding each chunk alone gives the ids of encoding the whole text. A
+    text with no safe cut (no space at all) comes out as one chunk."""
+    held: list[str] = []  # the pieces since the last cut
+    held_chars = 0
+    searched = 0  # held[:searched] are known to hold no cut
+    for piece in pieces:
+        held.append(piece)
+        held_chars += len(piece)
+        if held_chars < chunk_chars:
+            continue
+        before = held[searched - 1][-1:] if searched else ""  # a cut may fall between old and new text
+        end = _last_cut(before + "".join(held[searched:]))
+        if end is None:  # no cut yet: read on, and never search these pieces again
+            searched = len(held)
+            continue
+        cut = sum(len(p) for p in held[:searched]) - len(before) + end
+        text = "".join(held)
+        yield text[:cut]
+        rest = text[cut:]  # after the last cut: holds none
+        held, held_chars, searched = ([rest], len(rest), 1) if rest else ([], 0, 0)
+    if held_chars:
+        yield "".join(held)
+
+
+def _last_cut(text: str) -> int | None:
+    """The position of the last safe cut in ``text`` (None if it has none), searched from the end."""
+    size = 4096
+    while True:
+        start = max(len(text) - size, 0)
+        last = collections.deque(_SAFE_CUT.finditer(text, start), maxlen=1)  # (every match is one character)
+        if last:
+            return last[0].end()
+        if start == 0:
+            return None
+        size *= 16
+
+
+def tokenize_to_file(
+    pieces: Iterable[str],
+    encode: Callable[[str], list[int]],
+    path: str | Path,
+    vocab_size: int,
+    source: dict | None = None,
+    total_chars: int | None = None,
+    chunk_chars: int = CHUNK_CHARS,
+    desc: str | None = None,
+) -> Path:
+    """Encode the text of ``pieces`` chunk by chunk (``chunks_at_safe_cuts``) into the token file ``path``
+    (uint16 ids when ``vocab_size`` fits, else uint32; written atomically, replacing an older one), as
+    nanoGPT's prepare.py does, with a progress bar on a terminal (``total_chars``: the text's length, for
+    the bar). ``source`` is recorded in the header (``read_header(path)["source"]``). Only one chunk's ids
+    are ever held, never the whole text's."""
+    from tqdm import tqdm
+
+    with (
+        TokenFileWriter(path, vocab_size, overwrite=True, source=source) as writer,
+        tqdm(
+            total=total_chars,
+            unit="char",
+            unit_scale=True,
+            desc=desc or Path(path).name,
+            disable=not sys.stderr.isatty(),
+        ) as bar,
+    ):
+        for chunk in chunks_at_safe_cuts(pieces, chunk_chars):
+            writer.write(np.asarray(encode(chunk), dtype=np.int64))  # checked against the vocabulary
+            bar.update(len(chunk))
+    return Path(path)

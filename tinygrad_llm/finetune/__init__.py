@@ -9,7 +9,8 @@
 
 Modules:
     spam_data     the SMS Spam Collection: download/read, balance, split, SpamDataset
-    classifier    classification head, freezing recipes, loss/accuracy, training loop, classify_text
+    classifier    classification head, freezing recipes, loss/accuracy, training loop, classify_text,
+                  class_probabilities
     ensemble      ClassifierEnsemble: several classifiers' mean class probability
     recipe        the classifier's recipes (the book's, the measured from-scratch one) and the loop that trains,
                   scores and saves one classifier or an ensemble: finetune_classifier(ClassifierRecipe(...), out)
@@ -26,6 +27,7 @@ from tinygrad_llm.finetune.classifier import (
     calc_accuracy_loader,
     calc_loss_batch,
     calc_loss_loader,
+    class_probabilities,
     classify_review,
     classify_text,
     evaluate_model,
@@ -90,6 +92,7 @@ __all__ = [
     "calc_accuracy_loader",
     "calc_loss_batch",
     "calc_loss_loader",
+    "class_probabilities",
     "classify_review",
     "classify_text",
     "compute_dpo_loss",

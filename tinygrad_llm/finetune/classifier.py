@@ -371,6 +371,45 @@ def train_classifier(
     }
 
 
+def class_probabilities(
+    text: str,
+    model: Module,
+    tokenizer: Tokenizer,
+    device: str | None = None,
+    max_length: int | None = None,
+    pad_token_id: int | None = None,
+) -> np.ndarray:
+    """The class probabilities (num_classes,) the classifier gives ``text``, encoded as it was trained: a GPT's
+    ids truncated to ``max_length`` (and the context) and padded with ``pad_token_id`` (default end-of-text),
+    the last position read; a BERT's ``[CLS] ids [SEP]`` padded with [PAD] (BertSpamDataset), [CLS] read."""
+    from tinygrad_llm.model import BertConfig
+
+    device = device or model.device
+    if isinstance(model.config, BertConfig):  # the encoder: positions, not a context_length
+        from tinygrad_llm.finetune.bert_classifier import BertSpamDataset
+
+        positions = model.config.max_position_embeddings
+        limit = positions if max_length is None else min(max_length, positions)
+        input_ids = BertSpamDataset([text], [0], tokenizer, max_length=limit).input_ids  # (1, T)
+    else:
+        if pad_token_id is None:
+            pad_token_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
+        context = model.config.context_length
+        limit = context if max_length is None else min(max_length, context)
+        ids = tokenizer.encode(text)[:limit] or [pad_token_id]
+        if max_length is not None:
+            ids += [pad_token_id] * (limit - len(ids))
+        input_ids = np.asarray([ids], dtype=np.int64)  # (1, T)
+    was_training = model.training
+    model.eval()
+    with no_grad():
+        logits = last_token_logits(model, backend.to_device(input_ids, device))  # (1, classes)
+    model.train(was_training)
+    logits = backend.to_numpy(logits.data)[0].astype(np.float64)
+    exp = np.exp(logits - logits.max())  # softmax; an ensemble's rows are log probabilities: the same
+    return exp / exp.sum()
+
+
 def classify_text(
     text: str,
     model: Module,
@@ -381,23 +420,9 @@ def classify_text(
     class_names: Sequence[str] | None = ("not spam", "spam"),
 ) -> str:
     """The predicted class name of one text (the book's ``classify_review``): encode, truncate to
-    ``max_length`` (and the context), pad with end-of-text to ``max_length``, read the last token's logits."""
-    device = device or model.device
-    if pad_token_id is None:
-        pad_token_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
-    input_ids = tokenizer.encode(text)
-    context = model.config.context_length
-    limit = context if max_length is None else min(max_length, context)
-    input_ids = input_ids[:limit] or [pad_token_id]
-    if max_length is not None:
-        input_ids += [pad_token_id] * (limit - len(input_ids))
-    ids = backend.to_device(np.asarray([input_ids], dtype=np.int64), device)  # (1, T)
-    was_training = model.training
-    model.eval()
-    with no_grad():
-        logits = last_token_logits(model, ids)  # (1, classes)
-    model.train(was_training)
-    predicted = int(backend.to_numpy(logits.data).argmax(axis=-1)[0])
+    ``max_length`` (and the context), pad with end-of-text to ``max_length``, read the last token's logits
+    (BERT: ``[CLS]``'s; see ``class_probabilities``)."""
+    predicted = int(class_probabilities(text, model, tokenizer, device, max_length, pad_token_id).argmax())
     if predicted >= len(class_names):
         return str(predicted)
     return class_names[predicted]

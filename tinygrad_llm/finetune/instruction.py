@@ -177,6 +177,17 @@ class InstructionDataset:
     def __len__(self) -> int:
         return len(self.data)
 
+    def records_without_response(self) -> list[int]:
+        """The indices of the records that keep no response token within ``allowed_max_length``: their
+        prompt fills it, so they teach nothing of answering (with ``mask_inputs``, nothing at all)."""
+        limit = self.allowed_max_length
+        return [
+            i
+            for i, (ids, prompt_length) in enumerate(zip(self.encoded_texts, self.prompt_lengths))
+            # position prompt_length - 1 predicts the first response token (custom_collate_fn's targets)
+            if max(prompt_length - 1, 0) >= (len(ids) if limit is None else min(len(ids), limit))
+        ]
+
     def get_batch(self, indices: Sequence[int] | Array) -> tuple[np.ndarray, np.ndarray]:
         indices = [int(i) for i in indices]
         return custom_collate_fn(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinygrad_llm import backend
+from tinygrad_llm import backend, files
 from tinygrad_llm.files import atomic_write
 
 if TYPE_CHECKING:
@@ -30,14 +30,14 @@ if TYPE_CHECKING:
     from tinygrad_llm.tokenizer.base import Tokenizer
 
 FINETUNE_FILE = "finetune.json"
+# How many members a classifier ensemble may have: finetune-classifier --ensemble refuses more before
+# training, and load_classifier refuses more in a finetune.json (a damaged file would allocate without end).
+ENSEMBLE_SIZES = range(1, 65)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    path = Path(path)
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, allow_nan=True)
-        f.write("\n")
-    return path
+    """``files.write_json``: atomically, strict JSON (a NaN or infinite metric is written as null)."""
+    return files.write_json(path, obj, indent=2)
 
 
 def save_finetuned(out: str | os.PathLike, model: Module, tokenizer: Tokenizer, meta: dict) -> Path:
@@ -76,8 +76,11 @@ def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple
         raise ValueError(f"{meta_file}: task is {meta.get('task')!r}, not 'classification'")
     state, config = load_model_files(path)
     size = meta.get("ensemble_size", 1)
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 64:
-        raise ValueError(f"{meta_file}: ensemble_size must be an integer from 1 to 64, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size not in ENSEMBLE_SIZES:
+        raise ValueError(
+            f"{meta_file}: ensemble_size must be an integer from {ENSEMBLE_SIZES[0]} to {ENSEMBLE_SIZES[-1]}, "
+            f"got {size!r}"
+        )
     prefixes = [f"members.{k}." for k in range(size)] if size > 1 else [""]
     if isinstance(config, dict) and config.get("model_type") == "bert":  # finetune-classifier --arch bert
         from tinygrad_llm.model import BertConfig, BertForSequenceClassification

@@ -132,6 +132,13 @@ class PreferenceDataset:
             )
         self.reference_logprobs = (chosen, rejected)
 
+    def records_without_preference(self) -> list[int]:
+        """The indices of the records whose chosen and rejected sequences are the same within
+        ``allowed_max_length``: the same answer twice, or two answers cut off before they differ. The policy
+        gives both one log-probability, so such a pair's DPO loss is ln 2 and its gradient zero."""
+        limit = self.allowed_max_length
+        return [i for i, item in enumerate(self.encoded_texts) if item["chosen"][:limit] == item["rejected"][:limit]]
+
     def get_batch(self, indices: Sequence[int] | Array) -> dict:
         indices = np.asarray([int(i) for i in indices], dtype=np.int64)
         batch = preference_collate_fn(

@@ -236,6 +236,26 @@ def saved_if_interrupted(
         raise
 
 
+def check_max_length(max_length: int | None, context: int, model: str = "the model's context") -> int:
+    """--max-length within what the model can read (``context``: its context length or positions): the
+    tokens per training sequence, ``context`` when not given. Longer is refused, never clamped in silence."""
+    if max_length is not None and max_length > context:
+        raise ValueError(
+            f"--max-length {max_length} is longer than {model} of {context} tokens: give at most {context} "
+            "(or start from a model with a longer context)"
+        )
+    return context if max_length is None else max_length
+
+
+def check_usable_records(unusable: int, total: int, why: str, fix: str, log: Log) -> None:
+    """Before training: refuse when none of the ``total`` training records can teach anything (``why``:
+    what is wrong with them), warn with the count when ``unusable`` of them cannot."""
+    if unusable == total:
+        raise ValueError(f"nothing to train on: all {total} training records {why}; {fix}")
+    if unusable:
+        log(f"warning: {unusable} of {total} training records {why}: they teach nothing ({fix})")
+
+
 def parameter_counts(model: Module) -> dict:
     return {
         "trainable_parameters": model.num_parameters(trainable_only=True),
@@ -248,6 +268,8 @@ def parameter_counts(model: Module) -> dict:
 
 def resolve_classifier_defaults(args: Args) -> None:
     """The book's settings with --init-from; the measured from-scratch recipe otherwise (SCRATCH_RECIPE)."""
+    from tinygrad_llm.finetune.io import ENSEMBLE_SIZES
+
     if (args.init_from is not None or args.arch == "bert") and (args.ngram_sizes or args.ngram_buckets):
         raise ValueError(
             "--ngram-embeddings and --ngram-buckets are for a GPT trained from scratch (without "
@@ -264,6 +286,8 @@ def resolve_classifier_defaults(args: Args) -> None:
             setattr(args, name, value)
     if args.average_from is None:  # the second half of the epochs: 10-20 of 20
         args.average_from = max(1, args.epochs // 2)
+    if args.ensemble not in ENSEMBLE_SIZES:  # what load_classifier reads back
+        raise ValueError(f"--ensemble must be {ENSEMBLE_SIZES[0]} to {ENSEMBLE_SIZES[-1]}, got {args.ensemble}")
 
 
 def run_classifier_recipe(args: Args, out: Path) -> dict | None:
@@ -295,6 +319,7 @@ def run_classifier_recipe(args: Args, out: Path) -> dict | None:
         model, tokenizer, described = load_start_model(args, context_length=probe.max_length)
     else:
         model, tokenizer, described = load_start_model(args)
+    check_max_length(args.max_length, model.config.context_length)
     train_set = SpamDataset(*splits["train"], tokenizer, max_length=args.max_length)
     max_length = min(train_set.max_length, model.config.context_length)  # never past the context
     if max_length != train_set.max_length:
@@ -370,6 +395,7 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
 
     model = new_member()
     if args.init_from is not None:
+        check_max_length(args.max_length, model.config.max_position_embeddings, "the BERT's positions")
         longest = BertSpamDataset(*splits["train"], tokenizer, max_length=args.max_length).max_length
         max_length = min(longest, model.config.max_position_embeddings)  # never past the positions it has
     datasets = tuple(
@@ -613,12 +639,19 @@ def run_instruct_recipe(args: Args, out: Path) -> dict | None:
     lora = apply_lora(args, model)
     if args.device:
         model.to(args.device)
-    context = model.config.context_length
-    allowed = min(args.max_length or context, context)
+    allowed = check_max_length(args.max_length, model.config.context_length)
     datasets = [
         I.InstructionDataset(d, tokenizer, allowed_max_length=allowed, mask_inputs=args.mask_inputs)
         for d in (train_data, val_data)
     ]
+    check_usable_records(
+        len(datasets[0].records_without_response()),
+        len(datasets[0]),
+        f"keep no response token within the {allowed} tokens of --max-length (the prompt fills them"
+        f"{'; --mask-inputs masks the prompt' if args.mask_inputs else ''})",
+        f"raise --max-length (the model's context is {model.config.context_length}) or shorten the records",
+        args.log,
+    )
     batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
     train_loader = DataLoader(datasets[0], batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
     val_loader = DataLoader(datasets[1], batch_size=batch, drop_last=False)

@@ -215,20 +215,21 @@ def normal_cdf(xp: ModuleType, x: Array) -> Array:
     """
     # in float64 whatever x's dtype: 1 - erf(z) below cancels for z near 2, which float32 would not survive
     z = xp.abs(x.astype(np.float64)) * (1 / math.sqrt(2))
-    erfc_abs = xp.empty_like(z)  # erfc(|x| / sqrt 2)
-    near = z < 2
-    zs = z[near]
+    # Both formulas run on every element, each on z clamped into its own range (the value the other range's
+    # elements get there is unused), and xp.where picks one per element: boolean-mask indexing (z[z < 2])
+    # would copy the mask's count to the host, a wait for a GPU at every call.
+    zs = xp.minimum(z, 2.0)  # z where z < 2
     z2 = zs * zs
     term, total = zs, zs
     for n in range(_ERF_SERIES_TERMS):
         term = term * (2 * z2 / (2 * n + 3))  # the ratio of consecutive terms
         total = total + term
-    erfc_abs[near] = 1 - (2 / math.sqrt(math.pi)) * xp.exp(-z2) * total
-    zl = z[~near]
+    series = 1 - (2 / math.sqrt(math.pi)) * xp.exp(-z2) * total
+    zl = xp.maximum(z, 2.0)  # z where z >= 2
     fraction = zl
     for k in range(_ERFC_FRACTION_DEPTH, 0, -1):
         fraction = zl + (k / 2) / fraction
-    erfc_abs[~near] = xp.exp(-zl * zl) / (math.sqrt(math.pi) * fraction)
+    erfc_abs = xp.where(z < 2, series, xp.exp(-zl * zl) / (math.sqrt(math.pi) * fraction))  # erfc(|x| / sqrt 2)
     # Phi(x) = 1 - 0.5 erfc(|x|/sqrt 2) for x >= 0, and 0.5 erfc(|x|/sqrt 2) for x < 0
     return xp.where(x >= 0, 1 - 0.5 * erfc_abs, 0.5 * erfc_abs).astype(x.dtype, copy=False)
 

@@ -13,12 +13,18 @@ Recomputing the weights in backward instead (one more product and softmax) would
 
 The reference for its values and gradients is the five-step composition (tests/test_ops_attention.py holds
 it to that and to finite differences); its softmax runs the compiled kernel where there is one.
+
+Under mixed precision (``backend.autocast``) its four products compute in the autocast dtype, as every other
+product does, and the softmax and its gradient in float32 (as PyTorch's autocast): the scores are cast up
+before the softmax, the weights down before the product with the values; what comes out is float32.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 from tinygrad_llm import backend, runtime
 from tinygrad_llm.backend import Array
@@ -34,8 +40,14 @@ class CausalAttention(Function):
         self.scale, self.p, self.generator = scale, p, generator
 
     def weights(self, q: Array, k: Array) -> Array:
-        """softmax(mask(q k^T * scale)): (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S)."""
-        return causal_softmax_forward(self.xp, runtime.matmul(q, self.xp.swapaxes(k, -1, -2)), self.scale)
+        """softmax(mask(q k^T * scale)): (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S), the softmax in float32."""
+        return causal_softmax_forward(self.xp, self.product(q, self.xp.swapaxes(k, -1, -2)), self.scale)
+
+    def product(self, a: Array, b: Array) -> Array:
+        """a @ b, in the autocast dtype under mixed precision (a float32 result either way)."""
+        if self.low is None:
+            return runtime.matmul(a, b)
+        return runtime.matmul(a.astype(self.low, copy=False), b.astype(self.low, copy=False)).astype(np.float32)
 
     def dropped(self, w: Array) -> Array:
         """Inverted dropout of the weights with the saved mask, in place: w * keep / (1 - p)."""
@@ -45,24 +57,27 @@ class CausalAttention(Function):
         return w
 
     def forward(self, q: Array, k: Array, v: Array) -> Array:
+        self.low = backend.autocast_dtype(q.dtype)  # mixed precision: the products in float16/bfloat16
+        if self.low is not None:  # kept for backward in that dtype, as a product's operands are
+            q, k, v = q.astype(self.low), k.astype(self.low), v.astype(self.low)
         self.q, self.k, self.v = q, k, v
         self.w = w = self.weights(q, k)  # (B, H, T, S), kept for backward
         # the same draw as F.dropout on w: the same mask for the same generator state
         self.keep = self.generator.random(w.shape, dtype=w.dtype) >= self.p if self.p > 0 else None
         wd = self.dropped(w.copy()) if self.keep is not None else w
-        return runtime.matmul(wd, v)  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
+        return self.product(wd, v)  # (B, H, T, S) @ (B, H, S, hd) -> (B, H, T, hd)
 
     def backward(self, gout: Array) -> tuple[Array | None, ...]:
         xp, q, k, v, w = self.xp, self.q, self.k, self.v, self.w
         wd = self.dropped(w.copy()) if self.keep is not None else w  # the weights the product used
         # out = wd v  =>  dL/dv = wd^T gout,  dL/dwd = gout v^T
-        gv = runtime.matmul(xp.swapaxes(wd, -1, -2), gout) if self.needs_grad[2] else None  # (B, H, S, hd)
-        gw = self.dropped(runtime.matmul(gout, xp.swapaxes(v, -1, -2)))  # through dropout: the same mask and scale
+        gv = self.product(xp.swapaxes(wd, -1, -2), gout) if self.needs_grad[2] else None  # (B, H, S, hd)
+        gw = self.dropped(self.product(gout, xp.swapaxes(v, -1, -2)))  # through dropout: the same mask and scale
         # w = softmax(scale * s) with s = q k^T  =>  ds = scale * w * (gw - sum_j gw_j w_j)  (masked: w = 0)
-        gs = causal_softmax_backward(xp, w, gw, self.scale)  # (B, H, T, S)
+        gs = causal_softmax_backward(xp, w, gw, self.scale)  # (B, H, T, S), in float32
         # s = q k^T  =>  dL/dq = ds k,  dL/dk = ds^T q
-        gq = runtime.matmul(gs, k) if self.needs_grad[0] else None  # (B, H, T, hd)
-        gk = runtime.matmul(xp.swapaxes(gs, -1, -2), q) if self.needs_grad[1] else None  # (B, H, S, hd)
+        gq = self.product(gs, k) if self.needs_grad[0] else None  # (B, H, T, hd)
+        gk = self.product(xp.swapaxes(gs, -1, -2), q) if self.needs_grad[1] else None  # (B, H, S, hd)
         return gq, gk, gv
 
 

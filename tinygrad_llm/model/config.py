@@ -118,6 +118,7 @@ def estimate_memory(
     context_length: int | None = None,
     bytes_per_value: int = 4,
     optimizer: str = "adamw",
+    num_classes: int | None = None,
 ) -> dict:
     """Bytes needed to train ``config`` on batches of (batch_size, context_length) in float32.
 
@@ -126,12 +127,17 @@ def estimate_memory(
     and layer about 24 * emb_dim values (LayerNorm outputs, the QKV projection, the 4x feed-forward and
     its GELU, dropout masks) plus 4 * n_heads * T for the attention scores, softmax and dropout, and at
     the end the logits and their softmax (2 * vocab per token). An estimate, within tens of percent.
+    ``num_classes``: a classifier's head (emb_dim -> num_classes, with a bias, as chapter 6 adds) in place
+    of the vocabulary head. tinygrad_llm.memory adds LoRA, ensembles and processes to it.
     """
     t = config.context_length if context_length is None else context_length
     if t > config.context_length:
         raise ValueError(f"estimate_memory: context_length {t} exceeds the model's {config.context_length}")
     c, h, v = config.emb_dim, config.n_heads, config.vocab_size
     n_params = config.num_parameters()
+    if num_classes is not None:  # the vocabulary head replaced by the class head
+        n_params = config.num_parameters(tied=True) + c * num_classes + num_classes
+        v = num_classes
     moments = {"adamw": 2, "adam": 2, "sgd": 1, "none": 0}
     if optimizer not in moments:
         raise ValueError(f"estimate_memory: optimizer must be one of {sorted(moments)}, got {optimizer!r}")

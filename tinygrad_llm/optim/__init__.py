@@ -24,13 +24,14 @@ Modules:
     adamw       AdamW (its arithmetic: ``functional.adamw_update_``, reference and compiled kernel)
     sgd         SGD with momentum / Nesterov
     schedules   lr_at (warmup + cosine), LambdaLR, WarmupCosineLR
-    clip        clip_grad_norm_, grad_norms_by_layer (per-layer gradient norms, for plots)
+    clip        clip_grad_norm_ (clip_grad_norm_on_device_: no wait for a GPU), grad_norms_by_layer (per-layer
+                gradient norms, for plots)
     ema         ExponentialMovingAverage: an exponential moving average of a model's weights
     groups      param_groups_for_weight_decay: decay linear weight matrices only
 """
 
 from tinygrad_llm.optim.adamw import AdamW
-from tinygrad_llm.optim.clip import clip_grad_norm_, grad_norms_by_layer
+from tinygrad_llm.optim.clip import clip_grad_norm_, clip_grad_norm_on_device_, grad_norms_by_layer
 from tinygrad_llm.optim.ema import ExponentialMovingAverage
 from tinygrad_llm.optim.groups import param_groups_for_weight_decay
 from tinygrad_llm.optim.optimizer import Optimizer
@@ -45,6 +46,7 @@ __all__ = [
     "SGD",
     "WarmupCosineLR",
     "clip_grad_norm_",
+    "clip_grad_norm_on_device_",
     "grad_norms_by_layer",
     "lr_at",
     "param_groups_for_weight_decay",

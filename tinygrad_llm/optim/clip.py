@@ -10,6 +10,7 @@ from tinygrad_llm import backend, runtime
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from tinygrad_llm.backend import Array
     from tinygrad_llm.nn.module import Parameter
 
 
@@ -25,6 +26,21 @@ def clip_grad_norm_(parameters: Iterable[Parameter], max_norm: float, error_if_n
     the non-finite norm is returned, so the caller can skip the step or stop with a clear message
     (PyTorch would scale them by 0 or NaN instead); ``error_if_nonfinite=True`` raises a RuntimeError.
     """
+    total_norm = float(clip_grad_norm_on_device_(parameters, max_norm))  # the one device-to-host copy
+    if not math.isfinite(total_norm) and error_if_nonfinite:
+        raise RuntimeError(
+            f"clip_grad_norm_: the total norm of the gradients is {total_norm}; some gradient has an inf or NaN"
+        )
+    return total_norm
+
+
+def clip_grad_norm_on_device_(parameters: Iterable[Parameter], max_norm: float) -> Array | float:
+    """``clip_grad_norm_`` without waiting for the GPU: the same clipping, the norm returned as a 0-d float64
+    array on the gradients' device (0.0 without gradients), for a loop that reads it with other values at once.
+
+    Whether to clip is decided on the device too: every gradient is multiplied by a 0-d factor in its own
+    dtype, ``max_norm / (total_norm + 1e-6)`` where that is below 1 and the norm finite, else exactly 1 (which
+    leaves every value as it is, bit for bit)."""
     if hasattr(parameters, "data") and hasattr(parameters, "grad"):
         parameters = [parameters]
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -34,21 +50,15 @@ def clip_grad_norm_(parameters: Iterable[Parameter], max_norm: float, error_if_n
     if not grads:
         return 0.0
     # The norm of the gradients' squared norms g.g (each a dot product in its dtype, as PyTorch's norm), all on
-    # the gradients' device: one device-to-host copy in all, not one per parameter (each stalls a GPU). The
-    # dot is a BLAS call, so through the thread policy: on a busy machine a parallel one waits a scheduler slice.
+    # the gradients' device: no copy to the host here (each would stall a GPU). The dot is a BLAS call, so
+    # through the thread policy: on a busy machine a parallel one waits a scheduler slice.
     xp = backend.get_array_module(grads[0])
     squares = xp.stack([runtime.matmul(g.ravel(), g.ravel()).astype(xp.float64) for g in grads])  # (n_params,)
-    total_norm = float(xp.sqrt(squares.sum()))  # the one sync
-    if not math.isfinite(total_norm):
-        if error_if_nonfinite:
-            raise RuntimeError(
-                f"clip_grad_norm_: the total norm of the gradients is {total_norm}; some gradient has an inf or NaN"
-            )
-        return total_norm
+    total_norm = xp.sqrt(squares.sum())
     clip_coef = max_norm / (total_norm + 1e-6)
-    if clip_coef < 1.0:
-        for g in grads:
-            g *= clip_coef
+    clip_coef = xp.where(xp.isfinite(total_norm) & (clip_coef < 1.0), clip_coef, 1.0)
+    for g in grads:
+        g *= clip_coef.astype(g.dtype)  # in the gradient's dtype, as a Python float would multiply
     return total_norm
 
 
@@ -64,12 +74,17 @@ def layer_of(name: str) -> str:
 def grad_norms_by_layer(named_parameters: Iterable[tuple[str, Parameter]]) -> dict:
     """{layer: L2 norm of the gradients of its parameters} in model order, parameters without a gradient
     left out (appendix D's ``find_highest_gradient``, per layer): the picture of where gradients grow or
-    vanish through the depth of a network."""
-    squares = {}
+    vanish through the depth of a network. The norms are computed on the gradients' device and copied to
+    the host together: one wait for a GPU, not one per parameter."""
+    squares = {}  # layer -> the squared norms of its parameters' gradients (0-d arrays on their device)
     for name, p in named_parameters:
         if p.grad is None:
             continue
-        norm = float(backend.get_array_module(p.grad).linalg.norm(p.grad.ravel()))
-        layer = layer_of(name)
-        squares[layer] = squares.get(layer, 0.0) + norm * norm
-    return {layer: math.sqrt(s) for layer, s in squares.items()}
+        xp = backend.get_array_module(p.grad)
+        norm = xp.linalg.norm(p.grad.ravel()).astype(xp.float64)
+        squares.setdefault(layer_of(name), []).append(norm * norm)
+    if not squares:
+        return {}
+    per_layer = [xp.stack(layer).sum() for layer in squares.values()]  # each layer's sum, in model order
+    totals = backend.to_numpy(xp.stack(per_layer))  # the one device-to-host copy
+    return {layer: math.sqrt(float(total)) for layer, total in zip(squares, totals)}

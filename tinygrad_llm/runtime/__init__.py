@@ -12,6 +12,7 @@ Operations (``functional``, ``optim.clip``) call one thing of it, ``matmul``; th
     settings.py      the settings object: read from the environment once, changed by configure()/overridden()
     threads.py       the thread policy: fixed or lent by the load monitor; blocks, batch parts, run_parallel
     products.py      matmul: leading axes folded into one 2-D product, cut into blocks on the threads
+    batched_gemm.py  a GPU's batched product (attention's) as one cuBLAS strided-batched GEMM, any float dtype
     batch_parts.py   a training step's batch in parts computed side by side (grad() for all but the first)
     host_memory.py   glibc keeps freed blocks for the next step (no page faults)
 

@@ -20,6 +20,7 @@ the peak stays the peak of what was alive at once (``benchmarks/memory.py`` meas
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import warnings
 
@@ -74,3 +75,59 @@ def _glibc_mallopt():
 def describe() -> str:
     """What keep_freed_memory() did (``tinygrad-llm info``)."""
     return _state
+
+
+# --- how much memory this process may still take ----------------------------------------------------------
+# Read before a command allocates a model or a batch (tinygrad_llm.memory), so that a job that cannot fit is
+# refused with the numbers instead of swapping and then failing. psutil is not a dependency: the kernel's own
+# files say it. MemAvailable is what the kernel could hand out without swapping (free memory plus the page cache
+# it can drop); a container's cgroup limit may be lower, and then the limit less what the cgroup already uses
+# (its page cache that can be dropped, inactive_file, not counted as used) is what is left.
+
+UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
+
+
+def available_memory(proc: str = "/proc", cgroup: str = "/sys/fs/cgroup") -> tuple[int, str] | None:
+    """(bytes this process can still allocate without swapping, where that figure comes from), or None where
+    the system does not say (not Linux). The smaller of /proc/meminfo's MemAvailable and the room left under
+    the cgroup's memory limit (v2 memory.max, or v1 memory.limit_in_bytes) when there is one."""
+    found = []
+    meminfo = _read_key_values(os.path.join(proc, "meminfo"))
+    if "MemAvailable" in meminfo:
+        found.append((meminfo["MemAvailable"] * 1024, "MemAvailable in /proc/meminfo"))  # given in kB
+    for limit_file, usage_file, inactive_key in (
+        ("memory.max", "memory.current", "inactive_file"),  # cgroup v2
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "total_inactive_file"),  # v1
+    ):
+        limit = _read_int(os.path.join(cgroup, limit_file))
+        usage = _read_int(os.path.join(cgroup, usage_file))
+        if limit is None or usage is None or limit >= UNLIMITED:
+            continue
+        stat = _read_key_values(os.path.join(cgroup, os.path.dirname(limit_file), "memory.stat"))
+        used = max(0, usage - stat.get(inactive_key, 0))
+        found.append((max(0, limit - used), f"the memory limit of this container ({cgroup}/{limit_file}) less its use"))
+        break
+    return min(found) if found else None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+    except (OSError, ValueError):
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 writes "max" for no limit
+
+
+def _read_key_values(path: str) -> dict[str, int]:
+    """``name value`` or ``name: value kB`` lines (memory.stat, /proc/meminfo) as {name: value}."""
+    values = {}
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                parts = line.replace(":", " ").split()
+                if len(parts) >= 2 and parts[1].isdigit():
+                    values[parts[0]] = int(parts[1])
+    except (OSError, ValueError):
+        pass
+    return values

@@ -15,10 +15,15 @@ names in messages are the command line's (``--max-steps`` for ``max_steps``).
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import shutil
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tinygrad_llm.data.tokens_file import header_path
 
 if TYPE_CHECKING:
     import argparse
@@ -143,14 +148,13 @@ class RunSettings:
 
 @dataclasses.dataclass
 class TrainRun:
-    """A run once trained: its settings (a resumed run's own filled in), folder, text, tokenizer, model and
-    trainer, and the sample prompt (checked to encode before training)."""
+    """A run once trained: its settings (a resumed run's own filled in), folder, the start of its validation
+    text, tokenizer, model and trainer, and the sample prompt (checked to encode before training)."""
 
     settings: RunSettings
     out: Path
-    text: str
+    val_head: str  # the first characters of the validation text (where sample prompts come from)
     described: str
-    split: int  # text[split:] is the validation text
     tokenizer: object
     prompt: str
     prompt_ids: object  # (1, T) int64
@@ -228,7 +232,15 @@ def build_tokenizer(name: str, text: str, vocab_size: int, log: Log = _stderr) -
         return get_tokenizer("char", text=text)
     if name == "bpe":
         log(f"training a byte-level BPE of {vocab_size} tokens on the data ...")
-        return get_tokenizer("bpe", text=text, vocab_size=vocab_size)
+        with warnings.catch_warnings():  # a small text's shortfall is said below, in the run's own words
+            warnings.filterwarnings("ignore", message="train_bpe: the text allows only", category=UserWarning)
+            tokenizer = get_tokenizer("bpe", text=text, vocab_size=vocab_size)
+        if tokenizer.n_vocab < vocab_size:
+            log(
+                f"note: the text offers only {tokenizer.n_vocab} BPE tokens, so the vocabulary has "
+                f"{tokenizer.n_vocab} rather than --vocab-size {vocab_size} (more text gives more)"
+            )
+        return tokenizer
     return get_tokenizer(name)
 
 
@@ -304,13 +316,18 @@ def resume_settings(
     return changed, checkpoint
 
 
+def tokenizer_name(settings: RunSettings) -> str:
+    """The tokenizer's name: --tokenizer, else gpt2 with --init-from, else the default (char)."""
+    return settings.tokenizer or ("gpt2" if settings.init_from else DEFAULTS["tokenizer"])
+
+
 def _tokenizer(settings: RunSettings, out: Path, text: str, log):
-    """The run's tokenizer: its own when resumed, else built on the text (BERT's four tokens added)."""
+    """The run's tokenizer: its own when resumed, else built on ``text`` (BERT's four tokens added)."""
     import tinygrad_llm as tl
     from tinygrad_llm.tokenizer import load_tokenizer, with_bert_tokens
 
     s = settings
-    name = s.tokenizer or ("gpt2" if s.init_from else DEFAULTS["tokenizer"])
+    name = tokenizer_name(s)
     if s.init_from and not s.resume and s.arch == "gpt":
         if name != "gpt2":
             raise ValueError(
@@ -325,7 +342,7 @@ def _tokenizer(settings: RunSettings, out: Path, text: str, log):
         if shaped:
             raise ValueError(f"--init-from takes the model's shape from {s.init_from}: drop {', '.join(shaped)}")
     tl.manual_seed(s.seed)
-    if s.resume and (out / "tokenizer.json").exists():
+    if _has_own_tokenizer(s, out):
         tokenizer = load_tokenizer(out)
     else:
         tokenizer = build_tokenizer(name, text, s.vocab_size, log)
@@ -334,17 +351,54 @@ def _tokenizer(settings: RunSettings, out: Path, text: str, log):
     return tokenizer
 
 
-def prepare_data(settings: RunSettings, out: Path, log: Log = _stderr) -> tuple[TrainRun, Array, Array]:
-    """(the run so far: text, tokenizer, checked sample prompt; training ids; validation ids)."""
+def _has_own_tokenizer(settings: RunSettings, out: Path) -> bool:
+    from tinygrad_llm.tokenizer import TOKENIZER_FILE
+
+    return settings.resume and (out / TOKENIZER_FILE).exists()
+
+
+def prepare_data(
+    settings: RunSettings, out: Path, log: Log = _stderr, keep_token_files: bool = True
+) -> tuple[TrainRun, Array, Array]:
+    """(the run so far: described corpus, tokenizer, checked sample prompt; training ids; validation ids).
+
+    The text is streamed (``corpus.encode_corpus``), never held whole but for a BPE to train on: read once
+    to check it, count its characters (the split is the book's, ``int(len(text) * (1 - val_fraction))``
+    characters for training) and collect a char tokenizer's alphabet; read again to encode each side in
+    chunks into ``out/train.bin`` and ``out/val.bin``, read back as memmaps. ``keep_token_files=False`` (the
+    other processes of a data-parallel run): the files are written to a temporary folder, removed once
+    mapped."""
+    import tempfile
+
+    from tinygrad_llm.train.corpus import encode_corpus, open_corpus, scan_corpus
+
+    corpus = open_corpus(settings.data)
+    name = tokenizer_name(settings)
+    builds = not _has_own_tokenizer(settings, out)
+    n_chars, text = scan_corpus(corpus, alphabet=builds and name == "char", keep_text=builds and name == "bpe")
+    tokenizer = _tokenizer(settings, out, text, log)
+    del text
+    split = int(n_chars * (1 - settings.val_fraction))
+    folder = out if keep_token_files else Path(tempfile.mkdtemp(prefix="tinygrad-llm-tokens-"))
+    try:
+        train_ids, val_ids, val_head, written = encode_corpus(corpus, tokenizer, split, n_chars, folder, ALLOW_EOT, log)
+        try:
+            run = _checked_run(settings, out, val_head, corpus.described, tokenizer, train_ids, val_ids)
+        except BaseException:
+            for path in written:  # a run that stops here leaves no token file (nor, then, a new folder)
+                for file in (path, header_path(path)):
+                    file.unlink(missing_ok=True)
+            raise
+    finally:
+        if not keep_token_files:
+            shutil.rmtree(folder, ignore_errors=True)  # the maps keep the data for as long as they live
+    return run, train_ids, val_ids
+
+
+def _checked_run(settings, out, val_head, described, tokenizer, train_ids, val_ids) -> TrainRun:
+    """The run so far, once both splits hold a window and the sample prompt encodes."""
     import numpy as np
 
-    from tinygrad_llm.train.corpus import load_corpus
-
-    text, described = load_corpus(settings.data)
-    tokenizer = _tokenizer(settings, out, text, log)
-    split = int(len(text) * (1 - settings.val_fraction))
-    train_ids = np.asarray(tokenizer.encode(text[:split], allowed_special=ALLOW_EOT), dtype=np.int64)
-    val_ids = np.asarray(tokenizer.encode(text[split:], allowed_special=ALLOW_EOT), dtype=np.int64)
     ctx = settings.context_length
     for name, ids in (("training", train_ids), ("validation", val_ids)):
         if len(ids) < ctx + 1:
@@ -352,15 +406,14 @@ def prepare_data(settings: RunSettings, out: Path, log: Log = _stderr) -> tuple[
                 f"the {name} split of {described} has {len(ids)} tokens, fewer than one window of "
                 f"--context-length {ctx} + 1: use a shorter context or more text"
             )
-    prompt = settings.sample_prompt if settings.sample_prompt is not None else first_line(text[split:], ctx // 2)
+    prompt = settings.sample_prompt if settings.sample_prompt is not None else first_line(val_head, ctx // 2)
     try:  # checked now, not after the whole run
         prompt_ids = np.asarray([tokenizer.encode(prompt, allowed_special=ALLOW_EOT) or [0]], dtype=np.int64)
     except ValueError as exc:
         raise ValueError(
             f"--sample-prompt {prompt!r}: the {tokenizer.name} tokenizer cannot encode it ({exc})"
         ) from None
-    run = TrainRun(settings, out, text, described, split, tokenizer, prompt, prompt_ids)
-    return run, train_ids, val_ids
+    return TrainRun(settings, out, val_head, described, tokenizer, prompt, prompt_ids)
 
 
 def build_model(settings: RunSettings, tokenizer: Tokenizer, checkpoint: Path | None) -> tuple[Module, GPTConfig]:
@@ -438,13 +491,13 @@ def build_trainer(
         zero=s.zero,
     )
     trainer.run_settings = s.saved()  # saved with each checkpoint: what --resume takes again
-    trainer.resume_hint = f"continue with: tinygrad-llm train --out {out} --resume"
+    trainer.resume_hint = f"continue with: tinygrad-llm train --out {shlex.quote(str(out))} --resume"
     return trainer
 
 
 def _claimed_run(settings: RunSettings, out: Path, comm, given, log) -> TrainRun:
     changed, checkpoint = resume_settings(settings, out, given, log)
-    run, train_ids, val_ids = prepare_data(settings, out, log)
+    run, train_ids, val_ids = prepare_data(settings, out, log, keep_token_files=comm.is_root)
     run.model, config = build_model(settings, run.tokenizer, checkpoint)
     run.trainer = build_trainer(settings, out, run, train_ids, val_ids, comm)
     if settings.resume:
@@ -488,6 +541,11 @@ def _announce(run: TrainRun, config, train_ids, val_ids, comm, log) -> None:
         )
 
 
+def _loss(value: float | None) -> str:
+    """A loss for a message; None (a NaN, as JSON keeps it) as nan."""
+    return "nan" if value is None else f"{value:.4f}"
+
+
 def _finish(run: TrainRun, log) -> None:
     """Say how the run ended; where the best evaluation was not the last, load the best model (the one saved
     as the run's model.safetensors) so that the sample shows what generate will."""
@@ -496,7 +554,7 @@ def _finish(run: TrainRun, log) -> None:
     if not last:
         return
     log(
-        f"done: step {last['step']}, train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
+        f"done: step {last['step']}, train loss {_loss(last['train_loss'])}, val loss {_loss(last['val_loss'])}, "
         f"{last['elapsed_s']:.0f}s; saved to {out}"
     )
     best = trainer.best
@@ -504,7 +562,7 @@ def _finish(run: TrainRun, log) -> None:
         from tinygrad_llm.checkpoint import MODEL_FILE, read_safetensors
 
         log(
-            f"{out}/{MODEL_FILE} is the best model, from step {best['step']} (val loss {best['val_loss']:.4f}); "
+            f"{out}/{MODEL_FILE} is the best model, from step {best['step']} (val loss {_loss(best['val_loss'])}); "
             f"the latest is in {out}/checkpoints, to resume from"
         )
         run.model.load_state_dict(read_safetensors(out / MODEL_FILE))

@@ -13,8 +13,10 @@ place of the book's four lines (``optimizer.zero_grad()``, ``loss = ...``, ``los
 4. the update: unscale (fp16), clip the global norm to ``grad_clip``, ``optimizer.step()`` (skipped by
    fp16's loss scaler after an inf/NaN gradient).
 
-Steps 1-3 are ``backward_step``, step 4 ``update_step``: the Trainer runs them apart, to rewind a step
-interrupted before its update and to hold signals during the update (train/signals.py).
+Steps 1-3 are ``backward_step``, step 4 ``update_step``. The Trainer runs step 4 in its two halves
+(``MixedPrecision.unscale_and_clip``, then ``finish_step``): the first stays on the GPU, so that one copy to
+the host brings the loss and fp16's inf/NaN verdict together (one wait per step), and an interruption before
+the second rewinds the step; signals are held during the second (train/signals.py).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from tinygrad_llm.amp import PRECISIONS, MixedPrecision
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.data import DataLoader
 from tinygrad_llm.dist import SingleProcess, ZeroAdamW
-from tinygrad_llm.files import atomic_write
+from tinygrad_llm.files import atomic_write, json_text
 from tinygrad_llm.optim import AdamW, grad_norms_by_layer, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.figures import plot_grad_norms, plot_lr_schedule
@@ -48,7 +48,7 @@ from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
 from tinygrad_llm.train.parallel import DataParallel, calc_loss_loader_parallel, stop_together
 from tinygrad_llm.train.plot import plot_losses
 from tinygrad_llm.train.signals import SignalGuard, catch_signals
-from tinygrad_llm.train.step import backward_step, update_step
+from tinygrad_llm.train.step import backward_step
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -283,8 +283,20 @@ class Trainer:
             loss = backward_step(
                 model, self.optimizer, batches, self.device, self.precision, self.parallel, calc_loss_batch
             )  # (calc_loss_batch: looked up here, where tests patch it)
-            # one device-to-host copy per step; the mean over processes, so that all stop together
-            loss = self.comm.mean(float(loss))
+            if self._eval_due(self.step + 1):  # grad_norms.jsonl records this step's, before clipping
+                unscale = 1.0 / self.precision.scaler.get_scale()  # fp16's loss scale taken out (1 otherwise)
+                self._grad_norms = {
+                    layer: norm * unscale for layer, norm in grad_norms_by_layer(model.named_parameters()).items()
+                }
+            # The update's first half stays on the GPU (fp16: unscale, and note an inf/NaN; the clip) and one copy
+            # to the host brings the loss and fp16's verdict together: one wait per step, after which the update
+            # is queued without another.
+            self.precision.unscale_and_clip(self.optimizer, model.parameters(), c.grad_clip)
+            found_inf = self.precision.scaler.unread_found_inf()
+            loss, *verdict = host_floats([loss] if found_inf is None else [loss, found_inf])
+            if verdict:
+                self.precision.scaler.read_found_inf(bool(verdict[0]))
+            loss = self.comm.mean(loss)  # the mean over processes, so that all stop together
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the training loss became {loss} at step {self.step + 1}; stopped without "
@@ -292,16 +304,12 @@ class Trainer:
                     f"--grad-clip)"
                 )
         except BaseException:
+            self.precision.scaler.discard_step()
             self._rewind(start)
             raise
         with self._signals.deferred():  # every parameter moves, or none
-            if self._eval_due(self.step + 1):  # grad_norms.jsonl records this step's, before clipping
-                unscale = 1.0 / self.precision.scaler.get_scale()  # fp16's loss scale taken out (1 otherwise)
-                self._grad_norms = {
-                    layer: norm * unscale for layer, norm in grad_norms_by_layer(model.named_parameters()).items()
-                }
-            # (fp16: gradients unscaled first; a step with an inf/NaN gradient is skipped and the scale lowered)
-            update_step(model, self.optimizer, self.precision, c.grad_clip)
+            # (fp16: a step with an inf/NaN gradient is skipped and the scale lowered)
+            self.precision.finish_step(self.optimizer)
             self.optimizer.zero_grad()
             self.step += 1
             self.tokens_seen += tokens
@@ -442,6 +450,9 @@ class Trainer:
         if self._warned_overfitting or self.best["step"] is None or len(since_best) < self.patience:
             return None
         first, last = self.history[0], self.history[-1]
+        losses = (last["val_loss"], self.best["val_loss"], last["train_loss"], first["train_loss"])
+        if any(loss is None for loss in losses):  # a NaN of an earlier evaluation, read back from JSON as null
+            return None
         if last["val_loss"] < self.best["val_loss"] * 1.01 or last["train_loss"] >= first["train_loss"]:
             return None  # a plateau, or training itself going wrong: not overfitting
         self._warned_overfitting = True
@@ -456,11 +467,11 @@ class Trainer:
     def _write_log(self) -> None:
         with atomic_write(self.out_dir / LOG_FILE, "w") as f:
             for record in self.history:
-                f.write(json.dumps(record) + "\n")
+                f.write(json_text(record) + "\n")  # strict JSON: NaN as null
         if self.grad_norm_history:
             with atomic_write(self.out_dir / GRAD_LOG_FILE, "w") as f:
                 for record in self.grad_norm_history:
-                    f.write(json.dumps(record) + "\n")
+                    f.write(json_text(record) + "\n")  # strict JSON: NaN as null
             plot_grad_norms(self.grad_norm_history, self.out_dir / GRAD_PLOT_FILE)
         if self.history:
             plot_losses(
@@ -470,6 +481,14 @@ class Trainer:
                 [r["val_loss"] for r in self.history],
                 self.out_dir / PLOT_FILE,
             )
+
+
+def host_floats(values: list) -> list[float]:
+    """0-d arrays (a loss, a flag) on one device as Python floats, copied to the host together: one wait for
+    a GPU where a float() of each would wait once each."""
+    xp = backend.get_array_module(values[0])
+    host = backend.to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64) for v in values]))  # the one copy
+    return [float(v) for v in host]
 
 
 def check_trainer_state(checkpoint: Checkpoint) -> None:
