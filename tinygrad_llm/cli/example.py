@@ -19,12 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tinygrad_llm.runtime.settings import EXAMPLE_ARGS_ENV as NOTEBOOK_ARGS  # flags as typed after the name
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from tinygrad_llm.tensor import Tensor
-
-from tinygrad_llm.runtime.settings import EXAMPLE_ARGS_ENV as NOTEBOOK_ARGS  # flags as typed after the name
 
 
 def in_notebook() -> bool:
