@@ -1,3 +1,12 @@
+# %% [markdown]
+# # Chapter 2: working with text data
+#
+# A model reads numbers, not text. This chapter turns Edith Wharton's short story "The Verdict" into what a
+# GPT takes in: words and punctuation split by a regex, token ids from a vocabulary, byte-pair encoding
+# (GPT-2's, and a small one trained here), input/target windows that slide over the ids, and finally
+# token + position embeddings, a (batch, tokens, width) tensor.
+
+# %%
 """Chapter 2: working with text data, on Edith Wharton's "The Verdict".
 
     python examples/ch02_tokenize_and_load.py [--data FOLDER_OR_FILE] [--device cpu|cuda]
@@ -20,7 +29,8 @@ import numpy as np
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
-from tinygrad_llm.cli.common import example_parser, run_example  # --help, --device, Ctrl-C
+from tinygrad_llm.cli.common import example_parser  # --help, --device
+from tinygrad_llm.cli.example import example_args  # flags from the command line or a notebook
 from tinygrad_llm.data import GPTDataset, create_dataloader
 from tinygrad_llm.files import require_data_file
 from tinygrad_llm.tokenizer import (
@@ -33,6 +43,11 @@ from tinygrad_llm.tokenizer import (
 )
 
 FILENAME = "the-verdict.txt"
+
+
+parser = example_parser(__doc__)
+parser.add_argument("--data", help="the-verdict.txt, or a folder holding it (default: $TINYGRAD_LLM_DATA)")
+args = example_args(parser)
 
 
 def section(title: str) -> None:
@@ -163,24 +178,53 @@ def embeddings(dataloader, device: str) -> None:
     print("input embeddings:", input_embeddings.shape, "on", input_embeddings.device)
 
 
-def main(argv=None) -> None:
-    parser = example_parser(__doc__)
-    parser.add_argument("--data", help="the-verdict.txt, or a folder holding it (default: $TINYGRAD_LLM_DATA)")
-    args = parser.parse_args(argv)
-    try:
-        tl.Tensor(np.zeros(1, dtype=np.float32), device=args.device)
-        path = find_text(args.data)
-        raw_text = path.read_text(encoding="utf-8")
-        # GPT-2's vocab.bpe + encoder.json: beside the text (a data folder's gpt2/) or via $TINYGRAD_LLM_DATA
-        gpt2 = get_tokenizer("gpt2", path=path.parent if (path.parent / "gpt2").is_dir() else None)
-    except (RuntimeError, FileNotFoundError, GPT2FilesNotFound, ValueError) as exc:
-        parser.exit(1, f"error: {exc}\n")
-    print(f"reading {path}")
-    simple_tokenizers(raw_text)
-    byte_pair_encoding(raw_text, gpt2)
-    dataloader = data_sampling(raw_text, gpt2)
-    embeddings(dataloader, args.device)
+# %% [markdown]
+# Read the text, and GPT-2's vocabulary (from the data folder: nothing is downloaded when it is there).
 
+# %%
+try:
+    tl.Tensor(np.zeros(1, dtype=np.float32), device=args.device)
+    path = find_text(args.data)
+    raw_text = path.read_text(encoding="utf-8")
+    # GPT-2's vocab.bpe + encoder.json: beside the text (a data folder's gpt2/) or via $TINYGRAD_LLM_DATA
+    gpt2 = get_tokenizer("gpt2", path=path.parent if (path.parent / "gpt2").is_dir() else None)
+except (RuntimeError, FileNotFoundError, GPT2FilesNotFound, ValueError) as exc:
+    parser.exit(1, f"error: {exc}\n")
+print(f"reading {path}")
 
-if __name__ == "__main__":
-    run_example(main)
+# %% [markdown]
+# ## 2.2-2.4 Word-level tokenizers
+#
+# A regex splits on whitespace and punctuation; the sorted set of pieces is the vocabulary (about 1,130
+# entries). `SimpleTokenizerV1` fails on a word it has never seen; `SimpleTokenizerV2` maps it to
+# `<|unk|>` and marks the boundary between two texts with `<|endoftext|>`.
+
+# %%
+simple_tokenizers(raw_text)
+
+# %% [markdown]
+# ## 2.5 Byte-pair encoding
+#
+# GPT-2's tokenizer never meets an unknown word: it splits it into known pieces, down to single bytes.
+# The table compares four tokenizers on the whole text: fewer tokens for a larger vocabulary.
+
+# %%
+byte_pair_encoding(raw_text, gpt2)
+
+# %% [markdown]
+# ## 2.6 Sliding windows
+#
+# The target of each position is the next token: targets are the inputs shifted by one. A data loader
+# cuts the ids into windows of `max_length`, `stride` apart, and stacks them into (batch, max_length).
+
+# %%
+dataloader = data_sampling(raw_text, gpt2)
+
+# %% [markdown]
+# ## 2.7-2.8 Embeddings
+#
+# An embedding is a row lookup in a (vocabulary, width) matrix: (8, 4) ids become (8, 4, 256). Position
+# embeddings (4, 256) are added to every row of the batch by broadcasting.
+
+# %%
+embeddings(dataloader, args.device)

@@ -1,3 +1,12 @@
+# %% [markdown]
+# # The original transformer: an encoder, a decoder, and cross-attention
+#
+# "Attention Is All You Need" translated a sentence in one language into another: an encoder reads the
+# whole source, a decoder writes the target one token at a time and, through cross-attention, asks the
+# encoder's output what the source said. Here the task is small enough to learn in a minute on a CPU:
+# reverse (or copy) a sequence of 10 digits. GPT keeps only the decoder half, BERT only the encoder half.
+
+# %%
 """The original transformer ("Attention Is All You Need", Vaswani et al. 2017): an encoder and a decoder joined
 by cross-attention, learning to reverse (or copy) sequences of digits, as in the Annotated Transformer.
 
@@ -24,7 +33,8 @@ import numpy as np
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
-from tinygrad_llm.cli.common import HelpFormatter, run_example  # defaults in --help; Ctrl-C without a traceback
+from tinygrad_llm.cli.common import HelpFormatter  # defaults in --help
+from tinygrad_llm.cli.example import example_args, in_notebook  # flags from the command line or a notebook
 from tinygrad_llm.model import GPTConfig, MultiHeadAttention, TransformerBlock
 from tinygrad_llm.model.gpt import FeedForward
 from tinygrad_llm.nn import Dropout, Embedding, LayerNorm, Linear, Module, Sequential
@@ -33,6 +43,15 @@ from tinygrad_llm.optim import AdamW
 BOS = 0  # the decoder's start token; digits are 1 .. vocab - 1
 
 
+# %% [markdown]
+# ## Cross-attention
+#
+# The same computation as self-attention, but the queries come from the decoder (B, T_tgt, d) and the keys
+# and values from the encoder (B, T_src, d): the score matrix is (T_tgt, T_src), not square, and has no
+# causal mask, since the whole source is known.
+
+
+# %%
 class CrossAttention(Module):
     """Multi-head attention whose queries come from the decoder and keys/values from the encoder.
 
@@ -65,6 +84,14 @@ class CrossAttention(Module):
         return self.out_proj(context)
 
 
+# %% [markdown]
+# ## The decoder block and the whole model
+#
+# A decoder block is a GPT block with cross-attention between its self-attention and its feed-forward.
+# The encoder is a stack of the library's `TransformerBlock` without the causal mask.
+
+
+# %%
 class DecoderBlock(Module):
     """Causal self-attention (the GPT's MultiHeadAttention), cross-attention to the encoder, feed-forward: each
     around a residual path, normalised first (as the Annotated Transformer; the paper normalises after)."""
@@ -127,6 +154,15 @@ class Transformer(Module):
         return self.decode(tgt, self.encode(src))
 
 
+# %% [markdown]
+# ## Data, training and greedy decoding
+#
+# Training uses teacher forcing: the decoder reads the true target shifted right behind a start token
+# (BOS), and every position's next token is predicted at once. Decoding has no true target: it starts
+# from BOS and appends its own most likely token, one position at a time.
+
+
+# %%
 def make_batch(rng, batch: int, length: int, vocab: int, task: str):
     src = rng.integers(1, vocab, size=(batch, length))
     tgt = src[:, ::-1].copy() if task == "reverse" else src.copy()
@@ -145,54 +181,55 @@ def greedy_decode(model, src, length: int):
     return out[:, 1:]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--task", choices=("reverse", "copy"), default="reverse", help="what the decoder must output")
-    p.add_argument("--vocab", type=int, default=11, help="10 digits + BOS, as the Annotated Transformer")
-    p.add_argument("--length", type=int, default=10, help="sequence length")
-    p.add_argument("--max-steps", type=int, default=1500, help="training steps at most (it stops at 100%% earlier)")
-    p.add_argument("--batch-size", type=int, default=64, help="sequences per step")
-    p.add_argument("--lr", type=float, default=3e-3, help="AdamW's peak learning rate, after 100 warm-up steps")
-    p.add_argument("--eval-every", type=int, default=100, help="steps between greedy decodings of the held-out set")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(this small model runs on the CPU)")
-    args = p.parse_args(argv)
+# %%
+p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+p.add_argument("--task", choices=("reverse", "copy"), default="reverse", help="what the decoder must output")
+p.add_argument("--vocab", type=int, default=11, help="10 digits + BOS, as the Annotated Transformer")
+p.add_argument("--length", type=int, default=10, help="sequence length")
+p.add_argument("--max-steps", type=int, default=1500, help="training steps at most (it stops at 100%% earlier)")
+p.add_argument("--batch-size", type=int, default=64, help="sequences per step")
+p.add_argument("--lr", type=float, default=3e-3, help="AdamW's peak learning rate, after 100 warm-up steps")
+p.add_argument("--eval-every", type=int, default=100, help="steps between greedy decodings of the held-out set")
+p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data")
+p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(this small model runs on the CPU)")
+args = example_args(p)
 
-    tl.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    model = Transformer(args.vocab, args.length + 1)
-    optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    held_out = make_batch(np.random.default_rng(args.seed + 1), 200, args.length, args.vocab, args.task)
-    print(
-        f"{args.task} task: {model.num_parameters():,} parameters, sequences of {args.length} digits", file=sys.stderr
-    )
-    start, accuracy = time.perf_counter(), 0.0
-    for step in range(1, args.max_steps + 1):
-        lr = args.lr * min(1.0, step / 100)  # a short warmup: post-attention models dislike a cold start
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        src, decoder_in, tgt = make_batch(rng, args.batch_size, args.length, args.vocab, args.task)
-        loss = F.cross_entropy(model(src, decoder_in), tgt)  # teacher forcing: every position at once
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % args.eval_every == 0:
-            model.eval()
-            decoded = greedy_decode(model, held_out[0], args.length)
-            model.train()
-            accuracy = float((decoded == held_out[2]).all(axis=1).mean())
-            print(
-                f"step {step:5d}  loss {loss.item():.4f}  held-out sequences exactly right {accuracy:.1%}  "
-                f"{time.perf_counter() - start:.0f}s",
-                file=sys.stderr,
-            )
-            if accuracy == 1.0:
-                break
-    src = held_out[0][:1]
-    print(f"source  {src[0].tolist()}\ndecoded {greedy_decode(model, src, args.length)[0].tolist()}")
-    print(f"held-out accuracy {accuracy:.1%} after {step} steps, {time.perf_counter() - start:.0f}s")
-    return 0 if accuracy == 1.0 else 1
+# %%
+tl.manual_seed(args.seed)
+rng = np.random.default_rng(args.seed)
+model = Transformer(args.vocab, args.length + 1)
+optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+held_out = make_batch(np.random.default_rng(args.seed + 1), 200, args.length, args.vocab, args.task)
+print(f"{args.task} task: {model.num_parameters():,} parameters, sequences of {args.length} digits", file=sys.stderr)
+start, accuracy = time.perf_counter(), 0.0
+for step in range(1, args.max_steps + 1):
+    lr = args.lr * min(1.0, step / 100)  # a short warmup: post-attention models dislike a cold start
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    src, decoder_in, tgt = make_batch(rng, args.batch_size, args.length, args.vocab, args.task)
+    loss = F.cross_entropy(model(src, decoder_in), tgt)  # teacher forcing: every position at once
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if step % args.eval_every == 0:
+        model.eval()
+        decoded = greedy_decode(model, held_out[0], args.length)
+        model.train()
+        accuracy = float((decoded == held_out[2]).all(axis=1).mean())
+        print(
+            f"step {step:5d}  loss {loss.item():.4f}  held-out sequences exactly right {accuracy:.1%}  "
+            f"{time.perf_counter() - start:.0f}s",
+            file=sys.stderr,
+        )
+        if accuracy == 1.0:
+            break
 
+# %% [markdown]
+# One held-out sequence and what the model decodes from it.
 
-if __name__ == "__main__":
-    run_example(main)
+# %%
+src = held_out[0][:1]
+print(f"source  {src[0].tolist()}\ndecoded {greedy_decode(model, src, args.length)[0].tolist()}")
+print(f"held-out accuracy {accuracy:.1%} after {step} steps, {time.perf_counter() - start:.0f}s")
+if accuracy < 1.0 and not in_notebook():
+    sys.exit(1)  # the script's status says whether every held-out sequence came out right

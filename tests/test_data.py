@@ -303,17 +303,14 @@ def test_random_batches_are_seeded_windows_and_resumable(tmp_path):
 
 
 def test_chapter2_example_runs(shared_data, capsys):
-    import importlib.util
     from pathlib import Path
 
+    from test_examples import run_script
+
     script = Path(__file__).resolve().parents[1] / "examples" / "ch02_tokenize_and_load.py"
-    spec = importlib.util.spec_from_file_location("ch02_example", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--data", str(shared_data), "--device", "cpu"])
+    assert run_script(script, "--data", shared_data, "--device", "cpu") == 0
     out = capsys.readouterr().out
     assert "tokens in the text: 5145" in out and "vocabulary size: 1130" in out
     assert "input embeddings: (8, 4, 256)" in out and "FAILED" not in out
-    with pytest.raises(SystemExit) as info:
-        module.main(["--data", str(shared_data / "missing-folder")])
-    assert info.value.code == 1 and "the-verdict.txt not found" in capsys.readouterr().err
+    assert run_script(script, "--data", shared_data / "missing-folder") == 1
+    assert "the-verdict.txt not found" in capsys.readouterr().err

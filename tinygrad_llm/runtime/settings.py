@@ -26,6 +26,7 @@ MALLOC_ENV = "TINYGRAD_LLM_MALLOC"
 MALLOC_CHOICES = ("keep", "default")
 MEMORY_CHECK_ENV = "TINYGRAD_LLM_MEMORY_CHECK"
 MEMORY_CHECK_CHOICES = ("on", "off")
+EXAMPLE_ARGS_ENV = "TINYGRAD_LLM_EXAMPLE_ARGS"  # an example's flags where it runs as a notebook
 PREFIX = "TINYGRAD_LLM_"
 
 # Every variable the project reads, and what it accepts: a tuple of values, or a description (a number, a
@@ -43,6 +44,7 @@ ENVIRONMENT = {
     "TINYGRAD_LLM_REQUIRE_NVRTC": ("1", "0"),
     "TINYGRAD_LLM_DATA": "a folder laid out like ../shared/data",
     "TINYGRAD_LLM_CACHE": "a folder for downloads (made when missing)",
+    EXAMPLE_ARGS_ENV: "an example's flags, as typed after its name (read when it runs as a notebook)",
 }
 # Read with surrounding spaces dropped and case ignored, as their readers do; the others are taken as written.
 LOOSE = {THREADS_ENV, MALLOC_ENV, MEMORY_CHECK_ENV, "TINYGRAD_LLM_KERNELS", "TINYGRAD_LLM_DEBUG"}
@@ -122,6 +124,8 @@ def check_environment(environ: Mapping[str, str] | None = None) -> tuple[list[st
         elif name == THREADS_ENV:
             if not value.isdigit() or int(value) < 1:
                 errors.append(f"{name}={raw!r}: expected {accepted}")
+        elif name == EXAMPLE_ARGS_ENV:
+            pass  # the example's own parser checks its flags
         else:  # a folder: the data folder must exist; the cache folder is made when first needed
             path = os.path.expanduser(raw)
             if os.path.exists(path) and not os.path.isdir(path):
