@@ -45,28 +45,6 @@ def example_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_example(main: Callable[[], int | None]) -> None:
-    """``sys.exit(main())`` for an example script, with Ctrl-C ending in one line instead of a traceback, and the
-    runtime's settings applied first, as every command of the command line does (host memory kept for reuse)."""
-    import sys
-
-    from tinygrad_llm import runtime
-    from tinygrad_llm.runtime.settings import check_environment
-
-    errors, warnings = check_environment()  # as every command checks its environment at start-up
-    for line in [f"warning: {w}" for w in warnings] + [f"error: {e}" for e in errors]:
-        print(line, file=sys.stderr)
-    if errors:
-        sys.exit(2)
-    runtime.configure()
-    try:
-        code = main()
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
-
-
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= minimum, or a message saying what was expected."""
     expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
