@@ -3,14 +3,14 @@
 #
 # "Attention Is All You Need" translated a sentence in one language into another: an encoder reads the
 # whole source, a decoder writes the target one token at a time and, through cross-attention, asks the
-# encoder's output what the source said. Here the task is small enough to learn in a minute on a CPU:
+# encoder's output what the source said. Here the task is small enough to learn in seconds on a CPU:
 # reverse (or copy) a sequence of 10 digits. GPT keeps only the decoder half, BERT only the encoder half.
 
 # %%
 """The original transformer ("Attention Is All You Need", Vaswani et al. 2017): an encoder and a decoder joined
 by cross-attention, learning to reverse (or copy) sequences of digits, as in the Annotated Transformer.
 
-    python examples/transformer_copy_task.py                  # reverse, about a minute on 2 CPU cores
+    python examples/transformer_copy_task.py                  # reverse: under half a minute on 2 CPU cores
     python examples/transformer_copy_task.py --task copy
 
 Both halves of the later models are here, made of this library's own modules:
