@@ -213,6 +213,22 @@ def gelu_backward(x, gy):
     return gx
 
 
+def gelu_erf_forward(x):
+    x1 = cupy.ascontiguousarray(x)
+    y = cupy.empty_like(x1)
+    _kernel("gelu_erf_forward", x.dtype)(_grid(x1.size), (BLOCK,), (x1, np.int64(x1.size), y))
+    return y
+
+
+def gelu_erf_backward(x, gy):
+    if gy.shape != x.shape:
+        return None  # the reference broadcasts; this kernel reads gy element for element
+    x1, gy1 = cupy.ascontiguousarray(x), cupy.ascontiguousarray(gy, dtype=x.dtype)
+    gx = cupy.empty_like(x1)
+    _kernel("gelu_erf_backward", x.dtype)(_grid(x1.size), (BLOCK,), (x1, gy1, np.int64(x1.size), gx))
+    return gx
+
+
 def adamw_update_(param, grad, exp_avg, exp_avg_sq, decay, beta1_c, beta2, beta2_c, bc2_sqrt, eps, neg_step_size):
     """The AdamW step in place; scalars arrive precomputed in the arrays' dtype.
 

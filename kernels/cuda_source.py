@@ -264,6 +264,25 @@ extern "C" __global__ void gelu_backward(const T* x, const T* gy, long long n, T
     }
 }
 
+// The exact GELU (BERT's): y = x Phi(x), Phi(x) = 0.5 erfc(-x / sqrt 2), in double as the Numba kernel and the
+// NumPy reference (erfc keeps the tiny tail at negative x that 1 + erf would cancel); rounded to T.
+extern "C" __global__ void gelu_erf_forward(const T* x, long long n, T* y) {
+    FOR_EACH(i, n) {
+        double v = (double)x[i];
+        y[i] = (T)(v * 0.5 * erfc(-v * 0.7071067811865476));
+    }
+}
+
+// d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density
+extern "C" __global__ void gelu_erf_backward(const T* x, const T* gy, long long n, T* gx) {
+    FOR_EACH(i, n) {
+        double v = (double)x[i];
+        double cdf = 0.5 * erfc(-v * 0.7071067811865476);
+        double pdf = exp(-0.5 * v * v) * 0.3989422804014327;
+        gx[i] = (T)((double)gy[i] * (cdf + v * pdf));
+    }
+}
+
 // In place on p, m and v; torch.optim.AdamW's order of operations.
 extern "C" __global__ void adamw_update(T* p, const T* g, T* m, T* v, long long n, T decay, T beta1_c, T beta2,
                                         T beta2_c, T bc2_sqrt, T eps, T neg_step_size) {

@@ -88,6 +88,7 @@ CASES = {
     "log_softmax_extreme": (lambda a: F.log_softmax(a * 1e4, axis=0), [normal(3, 5)]),
     "layer_norm": (lambda x, w, b: F.layer_norm(x, w, b), [normal(2, 3, 6), normal(6), normal(6)]),
     "gelu": (F.gelu, [normal(3, 4)]),
+    "gelu_erf": (lambda a: F.gelu(a * 4, approximate="none"), [normal(3, 4)]),  # BERT's: the tail at -x too
     "embedding": (lambda w: F.embedding(IDS, w), [normal(5, 3)]),
     "linear": (F.linear, [normal(2, 3, 4), normal(5, 4), normal(5)]),
     "cross_entropy": (
@@ -96,7 +97,15 @@ CASES = {
     ),
     "cross_entropy_none": (lambda z: F.cross_entropy(z * 1e4, TARGETS, reduction="none"), [normal(2, 3, 5)]),
 }
-KERNEL_CASES = {"causal_softmax", "cross_entropy", "cross_entropy_none", "embedding", "gelu", "layer_norm"}
+KERNEL_CASES = {
+    "causal_softmax",
+    "cross_entropy",
+    "cross_entropy_none",
+    "embedding",
+    "gelu",
+    "gelu_erf",
+    "layer_norm",
+}
 
 
 def _kernel_calls(backend):

@@ -183,7 +183,7 @@ class GELUErf(Function):
 
     def forward(self, x: Array) -> Array:
         self.x = x  # all that backward needs, whichever implementation runs: it recomputes Phi from x
-        kernel = getattr(dispatch.for_arrays(x), "gelu_erf_forward", None)  # kernels/numba_layers.py (CPU only)
+        kernel = getattr(dispatch.for_arrays(x), "gelu_erf_forward", None)  # kernels/numba_layers.py, cuda.py
         y = kernel(x) if kernel else None
         if y is None:
             y = x * normal_cdf(self.xp, x)
