@@ -300,3 +300,24 @@ def test_cli_warns_with_the_count_of_records_that_teach_nothing(tmp_path, capsys
     err = capsys.readouterr().err
     assert "warning: 9 of 34 training records keep no response token within the 200 tokens" in err
     assert (out / "model.safetensors").is_file()
+
+
+def test_max_steps_stops_within_the_epochs(capsys):
+    """finetune-instruct --max-steps (Hugging Face's max_steps): 3 steps of 2 epochs of 2 batches, then stop."""
+    import tinygrad_llm as tl
+    from tinygrad_llm.finetune.instruction import train_instruction_model
+    from tinygrad_llm.optim import AdamW
+    from tinygrad_llm.train.progress import Progress
+
+    tl.manual_seed(0)
+    tokenizer = tl.get_tokenizer("byte")
+    model = tl.GPTModel(tl.GPTConfig.preset("tiny", vocab_size=tokenizer.n_vocab, context_length=16, n_layers=1))
+    rng = np.random.default_rng(0)
+    batches = [(rng.integers(0, 256, (2, 8)), rng.integers(0, 256, (2, 8))) for _ in range(2)]
+    bar = Progress(total=3, log=lambda line: None)
+    args = (model, batches, batches, AdamW(model.parameters()), None, 2, 100, 1, "a", tokenizer)
+    train_instruction_model(*args, bar=bar, max_steps=3)
+    assert bar.done == 3
+    bar = Progress(total=4, log=lambda line: None)
+    train_instruction_model(*args, bar=bar)
+    assert bar.done == 4  # without it: every batch of every epoch

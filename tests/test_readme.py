@@ -27,7 +27,7 @@ TRAIN_STEPS = {"--max-steps": "4", "--eval-interval": "2", "--eval-iters": "2"}
 SHORTER = {
     "train": TRAIN_STEPS,
     "finetune-classifier": {"--epochs": "1"},
-    "finetune-instruct": {"--epochs": "1"},
+    "finetune-instruct": {"--epochs": "1", "--max-steps": "10"},
     "finetune-dpo": {"--epochs": "1", "--max-train": "16"},  # 16 records: two steps of the epoch
 }
 EXCLUSIVE = {"--max-steps": "--epochs"}  # train takes one of the two: the shortened run keeps --max-steps

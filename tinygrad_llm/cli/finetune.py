@@ -269,6 +269,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=positive_int, default=2, help="passes over the training split (default 2)")
     train.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        help="stop after this many optimizer steps, within --epochs (Hugging Face's max_steps): a quick run",
+    )
+    train.add_argument(
         "--lr",
         type=finite_float,
         default=None,

@@ -266,18 +266,22 @@ def train_instruction_model(
     parallel: DataParallel | None = None,
     precision: str = "fp32",
     bar: Progress | None = None,
+    max_steps: int | None = None,
 ) -> tuple[list[float], list[float], list[int]]:
     """The loop of ``tinygrad-llm finetune-instruct``: chapter 5's ``train_model_simple`` (same arguments, same
     evaluations, prints and return value) with the fast step of train/step.py in place of the book's four
     lines: the batch cut into parts on the CPU's cores, ``precision`` tf32/fp16/bf16 on a GPU (see
     tinygrad_llm.amp), and ``parallel`` a ``train.parallel.DataParallel`` (the loaders then yield every
     process's rows; each process trains on its own). ``bar``: the job's progress, stepped after every step
-    (``train.progress.Progress``: a bar with its ETA, or a line every 15 s)."""
+    (``train.progress.Progress``: a bar with its ETA, or a line every 15 s). ``max_steps``: stop after that
+    many steps, within ``num_epochs`` (Hugging Face's max_steps), then print the sample as an epoch's end does."""
     say = bar.write if bar is not None and bar.enabled else print
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
     amp = MixedPrecision(precision, model.device)
     for epoch in range(num_epochs):
+        if max_steps is not None and global_step + 1 >= max_steps:
+            break
         model.train()
         for input_batch, target_batch in train_loader:
             tokens_seen += input_batch.size
@@ -293,5 +297,7 @@ def train_instruction_model(
                 val_losses.append(val_loss)
                 track_tokens_seen.append(tokens_seen)
                 say(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+            if max_steps is not None and global_step + 1 >= max_steps:
+                break
         generate_and_print_sample(model, tokenizer, device, start_context)
     return train_losses, val_losses, track_tokens_seen

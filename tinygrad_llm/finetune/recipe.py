@@ -593,6 +593,7 @@ class InstructRecipe:
     lora_rank: int | None = None
     lora_alpha: float | None = None
     epochs: int = 2
+    max_steps: int | None = None  # stop after this many optimizer steps (within epochs)
     lr: float | None = None
     weight_decay: float = 0.1
     batch_size: int = 8
@@ -683,7 +684,12 @@ def run_instruct_recipe(args: Args, out: Path) -> dict | None:
     )
 
     start = time.perf_counter()
-    bar = Progress(args.epochs * len(train_loader), args.log, enabled=args.comm.is_root)
+    steps = (
+        args.epochs * len(train_loader)
+        if args.max_steps is None
+        else min(args.max_steps, args.epochs * len(train_loader))
+    )
+    bar = Progress(steps, args.log, enabled=args.comm.is_root)
     with (
         contextlib.closing(bar),
         saved_if_interrupted(
@@ -709,6 +715,7 @@ def run_instruct_recipe(args: Args, out: Path) -> dict | None:
             parallel=parallel,
             precision=args.precision,
             bar=bar,
+            max_steps=args.max_steps,
         )
     train_s = time.perf_counter() - start
     train_loss, val_loss = evaluate_model(
