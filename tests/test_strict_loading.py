@@ -100,6 +100,8 @@ def rewrite(file: Path, edit) -> None:
         ("nan", ["'pos_emb.weight'", "NaN or infinite"]),
         ("overlap", ["starts at byte"]),
         ("past the end", ["truncated"]),
+        ("trailing bytes", ["trailing bytes"]),
+        ("gap", ["starts at byte", "expected"]),
         ("short data", ["needs", "bytes"]),
         ("huge header", ["header length"]),
         ("not json", ["not JSON"]),
@@ -128,6 +130,13 @@ def test_a_weights_file_that_lies_is_refused_naming_file_and_tensor(run, tmp_pat
             header[name]["data_offsets"] = [begin - 4, end - 4]
         elif case == "past the end":
             data = data[:-4]
+        elif case == "trailing bytes":  # the docstring's promise: the tensors tile the data, nothing after them
+            data = data + b"\0" * 8
+        elif case == "gap":  # 4 unclaimed bytes before the last tensor (which moves 4 bytes on)
+            name = max(header, key=lambda n: header[n]["data_offsets"][0])
+            begin, end = header[name]["data_offsets"]
+            header[name]["data_offsets"] = [begin + 4, end + 4]
+            data = data[:begin] + b"\0" * 4 + data[begin:]
         elif case == "short data":
             header[first]["shape"] = [header[first]["shape"][0] + 1] + header[first]["shape"][1:]
         elif case == "huge header":
