@@ -114,7 +114,8 @@ def test_loss_gradcheck_float64():
     assert tl.gradcheck(tl.functional.logsigmoid, [x])
 
 
-def test_loss_rewards_and_logprobs_equal_pytorch(torch):
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])  # the book's, and others: a loss that ignored beta fails
+def test_loss_rewards_and_logprobs_equal_pytorch(torch, beta):
     """The book's compute_logprobs and compute_dpo_loss, written in PyTorch, on the same numbers."""
     tF = torch.nn.functional
     rng = np.random.default_rng(2)
@@ -136,7 +137,6 @@ def test_loss_rewards_and_logprobs_equal_pytorch(torch):
     values = [rng.normal(-2, 1, 8) for _ in range(4)]
     ours = [Tensor(v, requires_grad=True) for v in values[:2]]
     theirs = [torch.tensor(v, requires_grad=True) for v in values[:2]]
-    beta = 0.1
     loss, chosen_reward, rejected_reward = compute_dpo_loss(*ours, values[2], values[3], beta)
     ref_chosen, ref_rejected = torch.tensor(values[2]), torch.tensor(values[3])
     t_loss = -tF.logsigmoid(beta * ((theirs[0] - theirs[1]) - (ref_chosen - ref_rejected))).mean()
@@ -373,3 +373,27 @@ def test_a_start_without_end_of_text_says_which_model_to_start_from(tmp_path, sh
     said = capsys.readouterr().err
     assert "char tokenizer has no <|endoftext|>" in said and "tinygrad-llm finetune-instruct --out" in said
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("loop", ["train_model_dpo_simple", "train_model_dpo"])
+def test_both_loops_train_with_the_beta_they_are_given(loop):
+    """At the start the policy is the reference, so the loss's gradient is -beta / 2 times the log-ratio's:
+    the first step's gradient with beta 2 is 20 times that with beta 0.1, for every parameter. A loop that
+    dropped its beta (the command line's --beta) would give them equal."""
+    from tinygrad_llm.finetune import dpo
+    from tinygrad_llm.optim import SGD
+
+    tokenizer = tl.get_tokenizer("byte")
+    moves = {}
+    for beta in (0.1, 2.0):
+        tl.manual_seed(5)
+        model = tl.GPTModel(tl.GPTConfig.preset("tiny", vocab_size=tokenizer.n_vocab, context_length=192, n_layers=1))
+        model.eval()  # no dropout: the same forward pass for both betas
+        train_set = PreferenceDataset(_byte_preferences(8), tokenizer)
+        precompute_reference_logprobs(model, train_set)
+        loader = DataLoader(train_set, batch_size=8, drop_last=True)
+        getattr(dpo, loop)(model, None, loader, loader, SGD(model.parameters(), lr=0.0), 1, beta, 100, 1, log=None)
+        moves[beta] = np.concatenate([p.grad.ravel() for p in model.parameters()])  # the one step's gradient
+    assert np.abs(moves[0.1]).max() > 0
+    # float32 sums in another order: within 1e-5 of the largest element (a few cancel to ~1e-6 of it)
+    np.testing.assert_allclose(moves[2.0], 20 * moves[0.1], rtol=1e-4, atol=1e-5 * np.abs(moves[2.0]).max())
