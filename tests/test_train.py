@@ -230,3 +230,26 @@ def test_corpus_reading(tmp_path):
     (tmp_path / "folder" / "b.txt").write_text("second")
     (tmp_path / "folder" / "a.md").write_text("first")
     assert load_corpus(tmp_path / "folder")[0] == "first\n\nsecond"
+
+
+def test_grad_accum_steps_on_the_gradient_of_the_whole_batch(tmp_path):
+    """One step of grad_accum=2 micro-batches of 4 gives the gradient of one batch of 8 (the same windows;
+    dropout off, its masks being drawn per micro-batch): each micro-batch's loss is scaled by 1/grad_accum.
+    Without that scale the gradient would be twice as large, which AdamW's first step (scale-free) and
+    clipping would hide: so the gradient the optimizer receives is compared, with clipping off."""
+    grads = {}
+    for accum, batch in ((2, 4), (1, 8)):
+        trainer = make_trainer(tmp_path / f"accum{accum}", grad_accum=accum, batch_size=batch, grad_clip=0.0)
+        for module in trainer.model.modules():
+            if hasattr(module, "p"):  # Dropout
+                module.p = 0.0
+        step = trainer.optimizer.step
+
+        def seen_then_step(step=step, accum=accum, model=trainer.model):
+            grads[accum] = np.concatenate([p.grad.ravel() for p in model.parameters()])
+            step()
+
+        trainer.optimizer.step = seen_then_step
+        trainer.train_step()
+    assert np.abs(grads[1]).max() > 0
+    np.testing.assert_allclose(grads[2], grads[1], rtol=1e-4, atol=1e-5 * np.abs(grads[1]).max())
