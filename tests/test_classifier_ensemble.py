@@ -66,7 +66,14 @@ def test_ensemble_answers_the_log_of_its_members_mean_probability():
         all_probs = np.exp(ensemble(eval_loader.dataset.input_ids).data)
     assert loss == pytest.approx(float(np.mean(-np.log(all_probs[np.arange(48), labels]))), rel=1e-5)
     assert calc_accuracy_loader(eval_loader, ensemble) == np.mean(all_probs.argmax(axis=1) == labels)
-    assert classify_text("WIN cash", ensemble, tl.get_tokenizer("byte"), max_length=24) in ("not spam", "spam")
+    for chosen in (0, 1):  # members pushed to one class: the ensemble's text classification follows them
+        for member in members:
+            member.out_head.bias.data[...] = np.where(np.arange(2) == chosen, 20.0, 0.0)
+        with tl.no_grad():
+            assert (
+                classify_text("WIN cash", ensemble, tl.get_tokenizer("byte"), max_length=24)
+                == (("not spam", "spam")[chosen])
+            )
     with pytest.raises(ValueError, match="at least 2 members"):
         ClassifierEnsemble(members[:1])
 
