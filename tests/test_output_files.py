@@ -102,9 +102,7 @@ def test_write_file_refuses_links_folders_and_files_not_ours(tmp_path):
 def test_json_is_strict_a_non_finite_number_is_null(tmp_path):
     value = {"loss": math.nan, "curve": [1.5, math.inf, -math.inf], "f32": np.float32("nan"), "n": np.int64(3)}
     assert strict_loads(files.json_text(value)) == {"loss": None, "curve": [1.5, None, None], "f32": None, "n": 3}
-    from tinygrad_llm.finetune.io import write_json  # metrics.json, finetune.json of the fine-tuning commands
-
-    write_json(tmp_path / "metrics.json", {"val_loss": math.nan, "accuracy": 0.5})
+    files.write_json(tmp_path / "metrics.json", {"val_loss": math.nan, "accuracy": 0.5})
     assert strict_loads((tmp_path / "metrics.json").read_text()) == {"val_loss": None, "accuracy": 0.5}
 
 

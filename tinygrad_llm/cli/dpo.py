@@ -82,10 +82,10 @@ def run_finetune_dpo(args: argparse.Namespace, out: Path) -> int:
     import tinygrad_llm as tl
     from tinygrad_llm.cli.common import describe_processes
     from tinygrad_llm.data import DataLoader
-    from tinygrad_llm.files import require_data_file
+    from tinygrad_llm.files import require_data_file, write_json
     from tinygrad_llm.finetune import dpo
     from tinygrad_llm.finetune.instruction import split_instruction_data
-    from tinygrad_llm.finetune.io import save_finetuned, write_json
+    from tinygrad_llm.finetune.io import save_finetuned
     from tinygrad_llm.finetune.preference import PreferenceDataset, load_preference_data
     from tinygrad_llm.finetune.recipe import (
         check_max_length,

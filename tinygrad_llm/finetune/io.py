@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,11 +35,6 @@ FINETUNE_FILE = "finetune.json"
 ENSEMBLE_SIZES = range(1, 65)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """``files.write_json``: atomically, strict JSON (a NaN or infinite metric is written as null)."""
-    return files.write_json(path, obj, indent=2)
-
-
 def save_finetuned(out: str | os.PathLike, model: Module, tokenizer: Tokenizer, meta: dict) -> Path:
     """Write model.safetensors, config.json, tokenizer.json and finetune.json into ``out`` (each atomically)."""
     from safetensors.numpy import save
@@ -50,9 +45,9 @@ def save_finetuned(out: str | os.PathLike, model: Module, tokenizer: Tokenizer, 
     payload = save(state)  # built in memory first: a failure leaves no file behind
     with atomic_write(out / "model.safetensors") as f:
         f.write(payload)
-    write_json(out / "config.json", model.config.to_dict())
+    files.write_json(out / "config.json", model.config.to_dict())
     tokenizer.save(out)
-    write_json(out / FINETUNE_FILE, meta)
+    files.write_json(out / FINETUNE_FILE, meta)
     return out
 
 

@@ -424,9 +424,10 @@ def _train_classifier(
     first member, ``new_member()`` builds each further one of an --ensemble (after its own seed is set)."""
     import tinygrad_llm as tl
     from tinygrad_llm.data import DataLoader
+    from tinygrad_llm.files import write_json
     from tinygrad_llm.finetune import classifier as C
     from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
-    from tinygrad_llm.finetune.io import save_finetuned, write_json
+    from tinygrad_llm.finetune.io import save_finetuned
     from tinygrad_llm.finetune.lora import merge_lora
     from tinygrad_llm.finetune.spam_data import CLASS_NAMES
 
@@ -628,9 +629,9 @@ def run_instruct_recipe(args: Args, out: Path) -> dict | None:
     """finetune_instruct on a namespace of the recipe's fields plus ``comm`` and ``log`` (the CLI's args)."""
     import tinygrad_llm as tl
     from tinygrad_llm.data import DataLoader
-    from tinygrad_llm.files import require_data_file
+    from tinygrad_llm.files import require_data_file, write_json
     from tinygrad_llm.finetune import instruction as I
-    from tinygrad_llm.finetune.io import save_finetuned, write_json
+    from tinygrad_llm.finetune.io import save_finetuned
     from tinygrad_llm.finetune.judge import OllamaJudge, score_responses
     from tinygrad_llm.finetune.lora import merge_lora
     from tinygrad_llm.optim import AdamW, param_groups_for_weight_decay
