@@ -241,6 +241,47 @@ def peak_tflops(precision: str) -> float | None:
     return None
 
 
+def product_parameters(model) -> int:
+    """The weights that enter matrix products (every Linear's weight, the output head's included; not the
+    embedding tables, which are looked up, nor biases and norms): each costs 2 FLOPs a token forward, 4 backward."""
+    from tinygrad_llm.nn import Linear
+
+    return sum(module.weight.size for module in model.modules() if isinstance(module, Linear))
+
+
+def step_flops_per_token(model) -> float:
+    """A training step's FLOPs per token on the CPU: 6 per weight in a matrix product (forward 2, backward 4) plus
+    attention's two (T, T) products per layer, 12 L C T (forward and backward, the causal half not subtracted,
+    as nanoGPT and llm.c count)."""
+    config = model.config
+    return 6 * product_parameters(model) + 12 * config.n_layers * config.emb_dim * config.context_length
+
+
+def sgemm_gflops(threads: int, shapes=((2048, 2048, 2048),), repeats: int = 5) -> dict:
+    """{(m, k, n): (median, best) GFLOP/s} of NumPy's float32 product (its BLAS with ``threads`` threads of its
+    own): the machine's peak for this library, what a step's achieved GFLOP/s is a fraction of."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    found = {}
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for m, k, n in shapes:
+            a = rng.standard_normal((m, k), dtype=np.float32)
+            b = rng.standard_normal((k, n), dtype=np.float32)
+            out = np.empty((m, n), np.float32)
+            number = _calibrate(lambda a=a, b=b, out=out: np.matmul(a, b, out=out), 0.2)
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(number):
+                    np.matmul(a, b, out=out)
+                samples.append((time.perf_counter() - start) / number)
+            flops = 2 * m * k * n / 1e9
+            found[(m, k, n)] = (flops / statistics.median(samples), flops / min(samples))
+    return found
+
+
 def train_flops_per_token(config, n_params: int) -> float:
     """Training FLOPs per token, as nanoGPT estimates them (PaLM appendix B): 6 N for the weights' products
     forward and backward, plus 12 L C T for attention's two (T, T) products."""

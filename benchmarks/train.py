@@ -14,7 +14,9 @@ Part 2, a training step (forward, backward, clip at 1.0, AdamW) at three shapes 
 nanoGPT's CPU "baby" (4 layers, 4 heads, 128 wide, block 64, batch 12, vocab 65), "medium" (6 layers,
 6 heads, 384 wide, block 256, batch 8, vocab 65) and gpt2-small untied (block 64, batch 4). Three sides:
 ours, PyTorch eager and torch.compile (where it compiles; the reason is printed where not), the same
-weights and batch, interleaved repetitions in one process, medians and the ratios:
+weights and batch, interleaved repetitions in one process, medians and the ratios, and each side's achieved
+GFLOP/s (benchmarks/_common.step_flops_per_token) as a share of this machine's SGEMM peak at the same threads
+(benchmarks/peak.py):
 
     python benchmarks/train.py --part 2 --threads 1              # all three shapes, one thread each side
     python benchmarks/train.py --part 2 --shape baby --repeats 9  # one shape; no --threads: the defaults
@@ -30,6 +32,7 @@ Needs $TINYGRAD_LLM_DATA (or --data) for tinyshakespeare.txt; torch for the refe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +48,8 @@ from _common import (
     require_device,
     set_tf32,
     set_threads,
+    sgemm_gflops,
+    step_flops_per_token,
     synced,
     time_interleaved,
 )
@@ -183,11 +188,23 @@ def part2(args, torch) -> None:
                 f"after one warm-up"
             )
             medians = time_interleaved(synced(steps, args.device, torch), repeats=args.repeats, number=1, warmup=1)
-            print("| side | median ms/step | tokens/s | ours / side (time) |\n| --- | ---: | ---: | ---: |")
+            flops = step_flops_per_token(GPTModel(config)) * batch * config.context_length
+            peak = None
+            if args.device == "cpu":  # the share of this machine's SGEMM peak at the threads the sides use
+                threads = args.threads or os.cpu_count() or 1
+                peak = sgemm_gflops(threads)[(2048, 2048, 2048)][1]
+                print(f"SGEMM peak (NumPy, 2048^3, {threads} thread(s), best of 5): {peak:.1f} GFLOP/s")
+            print(
+                "| side | median ms/step | tokens/s | GFLOP/s | % of SGEMM peak | ours / side (time) |\n"
+                "| --- | ---: | ---: | ---: | ---: | ---: |"
+            )
             for name, seconds in medians.items():
                 ratio = medians.get("tinygrad_llm", float("nan")) / seconds
+                achieved = flops / seconds / 1e9
+                share = f"{100 * achieved / peak:.0f}%" if peak else "-"
                 print(
-                    f"| {name} | {1000 * seconds:.1f} | {batch * config.context_length / seconds:.0f} | {ratio:.2f} |"
+                    f"| {name} | {1000 * seconds:.1f} | {batch * config.context_length / seconds:.0f} | "
+                    f"{achieved:.1f} | {share} | {ratio:.2f} |"
                 )
             if args.device == "cuda":
                 n_params = GPTModel(config).num_parameters()
