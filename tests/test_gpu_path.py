@@ -30,8 +30,10 @@ def host_copies():
 
 @pytest.fixture
 def stand_in_gpu(monkeypatch):
-    """The stand-in GPU (tests/gpu_stand_in.py); the NumPy reference of every kernel runs (no Numba on it)."""
+    """The stand-in GPU (tests/gpu_stand_in.py); the NumPy reference of every kernel runs (no Numba on it), and
+    operations take their array module from their inputs, as when CuPy is loaded."""
     use_stand_in(monkeypatch)
+    monkeypatch.setattr(backend, "cupy_loaded", lambda: True)
     with dispatch.use("numpy"):
         yield HostCopies
 
@@ -116,27 +118,42 @@ def test_sampling_on_the_model_device_matches_the_host_reference():
         assert type(got) is np.ndarray and got.dtype == np.int64
 
 
-def test_the_stand_in_counts_every_way_to_the_host(host_copies):
+def test_the_stand_in_counts_every_way_to_the_host():
+    import operator
+
     x = np.arange(3.0).view(HostCopies)
-    one = x[1, ...]  # a 0-d array (x[1] would be a NumPy scalar)
+    one = x[1]  # a 0-d array, as CuPy's (NumPy's would be a scalar, read without a count)
     ways = [
         lambda: float(one),
         lambda: int(one),
         lambda: bool(one),
+        lambda: operator.index(x[1].astype(np.int64)),
         lambda: one.item(),
         lambda: x.tolist(),
         lambda: x.get(),
         lambda: DeviceNamespace().asnumpy(x),
         lambda: x.__array__(),
         lambda: backend.to_numpy(x),
+        lambda: np.asarray(one),
+        lambda: np.array(x),
+        lambda: f"{one:.3f}",
+        lambda: str(x),
+        lambda: float(next(iter(x))),  # an element by iterating is a 0-d array too
+        lambda: int(x.argmax()),
         lambda: x[x > 0],  # boolean-mask indexing, read
         lambda: x.__setitem__(x > 5, 0.0),  # and written
     ]
     with pytest.MonkeyPatch.context() as m:
+        use_stand_in(m)
         m.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
+        assert isinstance(one, HostCopies) and one.ndim == 0
         for i, way in enumerate(ways, 1):
             way()
-            assert host_copies.count == i
+            assert HostCopies.count == i, i
+        np.array(x, subok=True), np.asarray(np.arange(2.0)), x[1:], x.sum(), list(x)  # not copies
+        assert HostCopies.count == len(ways)
+    np.asarray(x)  # the hook went with the monkeypatch
+    assert HostCopies.count == len(ways)
 
 
 def _device_trainer(tmp_path, precision, grad_clip, eval_interval=10):
