@@ -163,9 +163,8 @@ def use_stand_in(monkeypatch) -> ModelCublas:
 
     HostCopies.count, HostCopies.products = 0, []
     cublas = ModelCublas()
-    monkeypatch.setattr(
-        backend, "get_array_module", lambda array: DeviceNamespace() if isinstance(array, HostCopies) else np
-    )
+    device = DeviceNamespace()  # one, as CuPy is one module: code may compare array modules with `is`
+    monkeypatch.setattr(backend, "get_array_module", lambda array: device if isinstance(array, HostCopies) else np)
     monkeypatch.setattr(backend, "device_of", lambda array: "cpu")
     monkeypatch.setattr(np, "asarray", _counting(_asarray))
     monkeypatch.setattr(np, "array", _counting(_array))

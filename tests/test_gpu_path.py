@@ -193,6 +193,20 @@ def test_a_training_step_copies_to_the_host_once(monkeypatch, tmp_path, precisio
     assert not any(np.array_equal(b, p.data) for b, p in zip(before, trainer.model.parameters()))  # and stepped
 
 
+def test_a_trainer_evaluation_copies_to_the_host_once(monkeypatch, tmp_path):
+    """The train and validation losses, summed over their batches on the GPU, come back in one copy (before:
+    one per batch)."""
+    use_stand_in(monkeypatch)
+    monkeypatch.setattr(backend, "cupy_loaded", lambda: True)
+    with dispatch.use("numpy"):
+        trainer = _device_trainer(tmp_path, "fp32", None)
+        trainer.config.eval_iters = 3
+        HostCopies.count = 0
+        train_loss, val_loss = trainer.evaluate()
+    assert HostCopies.count == 1
+    assert isinstance(train_loss, float) and isinstance(val_loss, float) and 1.0 < val_loss < 4.0
+
+
 def test_exact_gelu_never_copies_to_the_host(stand_in_gpu):
     """BERT's GELU (erf) picked the series or the continued fraction per element with boolean masks: a host
     copy per call on a GPU. Now both run and xp.where picks, with the same values as the CPU's."""
@@ -210,7 +224,7 @@ def test_exact_gelu_never_copies_to_the_host(stand_in_gpu):
     np.testing.assert_array_equal(t.grad.view(np.ndarray), plain.grad)
 
 
-def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch, host_copies):
+def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch):
     from tinygrad_llm.optim import grad_norms_by_layer
 
     model = GPTModel(GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=3))
@@ -220,9 +234,9 @@ def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch, host_copies)
     want = grad_norms_by_layer(model.named_parameters())  # on NumPy arrays
     for p in model.parameters():
         p.grad = p.grad.view(HostCopies)
-    monkeypatch.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
+    use_stand_in(monkeypatch)  # (every way to the host counted: np.asarray too)
     got = grad_norms_by_layer(model.named_parameters())
-    assert host_copies.count == 1 and len(model.parameters()) > 30
+    assert HostCopies.count == 1 and len(model.parameters()) > 30
     assert (
         list(got)
         == list(want)
