@@ -1,7 +1,9 @@
 """A CPU stand-in for GPU arrays, for tests of what the GPU path does that a CPU can check.
 
-On a GPU every value copied back to the host (``float(x)``, ``int(x)``, ``bool(x)``, ``.item()``, ``.tolist()``,
-``.get()``, ``cupy.asnumpy``, boolean-mask indexing) waits for all the work queued before it. ``HostCopies`` is a
+On a GPU every value copied back to the host (``float(x)``, ``int(x)``, ``bool(x)``, ``operator.index(x)``,
+``.item()``, ``.tolist()``, ``.get()``, ``cupy.asnumpy``, ``np.asarray``/``np.array`` of it, formatting it,
+boolean-mask indexing) waits for all the work queued before it. As on CuPy, an element (``x[i]``, iterating,
+``x.argmax()``) stays a 0-d device array, so reading it later counts too. ``HostCopies`` is a
 NumPy array that counts those copies and multiplies matrices as CuPy 14 does; ``DeviceNamespace`` is NumPy
 returning such arrays: handed to code in place of CuPy, they count the copies it would make on a GPU.
 ``ModelCublas`` is cuBLAS's strided-batched GEMM by its definition (column-major), on host memory.
@@ -50,6 +52,15 @@ class HostCopies(np.ndarray):
     def __int__(self):
         return int(self._copy())
 
+    def __index__(self):  # range(x), x as a slice bound or a list index
+        return self._copy().__index__()
+
+    def __format__(self, spec):  # f"{loss:.3f}"
+        return format(self._copy()[()] if self.ndim == 0 else self._copy(), spec)
+
+    def __str__(self):
+        return str(self._copy())
+
     def __bool__(self):
         return bool(self._copy())
 
@@ -62,7 +73,18 @@ class HostCopies(np.ndarray):
     def __getitem__(self, key):  # x[mask]: CuPy copies the mask's count to the host to size the result
         if _has_boolean_mask(key):
             HostCopies.count += 1
-        return super().__getitem__(key)
+        return _device(super().__getitem__(key))  # an element: a 0-d array, as CuPy's (NumPy: a scalar)
+
+    def __iter__(self):  # (NumPy's iterator would give NumPy scalars)
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(len(self)))
+
+    def argmax(self, *args, **kwargs):
+        return _device(super().argmax(*args, **kwargs))
+
+    def argmin(self, *args, **kwargs):
+        return _device(super().argmin(*args, **kwargs))
 
     def __setitem__(self, key, value):
         if _has_boolean_mask(key):
@@ -80,12 +102,30 @@ def _has_boolean_mask(key) -> bool:
     return any(isinstance(k, np.ndarray) and k.dtype == bool for k in (key if isinstance(key, tuple) else (key,)))
 
 
+_asarray, _array = np.asarray, np.array  # NumPy's own, for the stand-in itself (use_stand_in counts the others)
+
+
+def _counting(convert):
+    """np.asarray/np.array counting a copy per stand-in array among their input (NumPy views an ndarray subclass
+    without calling its ``__array__``; CuPy refuses to convert implicitly, so on a GPU this is a copy or an error)."""
+
+    def converted(obj, *args, **kwargs):
+        result = convert(obj, *args, **kwargs)
+        if not isinstance(result, HostCopies):  # (np.array(x, subok=True), as NumPy's own functions call it: no copy)
+            HostCopies.count += sum(
+                isinstance(x, HostCopies) for x in (obj if isinstance(obj, (list, tuple)) else [obj])
+            )
+        return result
+
+    return converted
+
+
 def _plain(x):
     return x.view(np.ndarray) if isinstance(x, HostCopies) else x
 
 
 def _device(x):
-    return np.asarray(x).view(HostCopies) if isinstance(x, (np.ndarray, np.generic)) else x
+    return _asarray(x).view(HostCopies) if isinstance(x, (np.ndarray, np.generic)) else x
 
 
 class DeviceNamespace:
@@ -95,7 +135,7 @@ class DeviceNamespace:
         self._module = module
 
     def asnumpy(self, array):  # CuPy's copy to the host
-        return array._copy() if isinstance(array, HostCopies) else np.asarray(array)
+        return array._copy() if isinstance(array, HostCopies) else _asarray(array)
 
     def __getattr__(self, name):
         attr = getattr(self._module, name)
@@ -110,7 +150,7 @@ class DeviceNamespace:
 
 def on_device(array):
     """A Tensor whose array is the stand-in for a GPU array (Tensor() itself would make a NumPy array)."""
-    t = tl.Tensor._from_op(np.asarray(array, np.float32).view(HostCopies), None)
+    t = tl.Tensor._from_op(_asarray(array, np.float32).view(HostCopies), None)
     t.requires_grad = True
     return t
 
@@ -118,15 +158,16 @@ def on_device(array):
 def use_stand_in(monkeypatch) -> ModelCublas:
     """Hand the stand-in to the library as its GPU: HostCopies arrays get DeviceNamespace as their array module
     (NumPy arrays stay NumPy's), live on the "cpu" device (no transfers), and the batched products run on a
-    model of cuBLAS, returned. Counts start at 0."""
+    model of cuBLAS, returned. np.asarray/np.array of a stand-in array count as copies. Counts start at 0."""
     from tinygrad_llm.runtime import batched_gemm
 
     HostCopies.count, HostCopies.products = 0, []
     cublas = ModelCublas()
-    monkeypatch.setattr(
-        backend, "get_array_module", lambda array: DeviceNamespace() if isinstance(array, HostCopies) else np
-    )
+    device = DeviceNamespace()  # one, as CuPy is one module: code may compare array modules with `is`
+    monkeypatch.setattr(backend, "get_array_module", lambda array: device if isinstance(array, HostCopies) else np)
     monkeypatch.setattr(backend, "device_of", lambda array: "cpu")
+    monkeypatch.setattr(np, "asarray", _counting(_asarray))
+    monkeypatch.setattr(np, "array", _counting(_array))
     monkeypatch.setattr(batched_gemm, "cuda_libraries", lambda: (cublas, 0, False, address))
     return cublas
 

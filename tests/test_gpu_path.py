@@ -30,8 +30,10 @@ def host_copies():
 
 @pytest.fixture
 def stand_in_gpu(monkeypatch):
-    """The stand-in GPU (tests/gpu_stand_in.py); the NumPy reference of every kernel runs (no Numba on it)."""
+    """The stand-in GPU (tests/gpu_stand_in.py); the NumPy reference of every kernel runs (no Numba on it), and
+    operations take their array module from their inputs, as when CuPy is loaded."""
     use_stand_in(monkeypatch)
+    monkeypatch.setattr(backend, "cupy_loaded", lambda: True)
     with dispatch.use("numpy"):
         yield HostCopies
 
@@ -116,27 +118,42 @@ def test_sampling_on_the_model_device_matches_the_host_reference():
         assert type(got) is np.ndarray and got.dtype == np.int64
 
 
-def test_the_stand_in_counts_every_way_to_the_host(host_copies):
+def test_the_stand_in_counts_every_way_to_the_host():
+    import operator
+
     x = np.arange(3.0).view(HostCopies)
-    one = x[1, ...]  # a 0-d array (x[1] would be a NumPy scalar)
+    one = x[1]  # a 0-d array, as CuPy's (NumPy's would be a scalar, read without a count)
     ways = [
         lambda: float(one),
         lambda: int(one),
         lambda: bool(one),
+        lambda: operator.index(x[1].astype(np.int64)),
         lambda: one.item(),
         lambda: x.tolist(),
         lambda: x.get(),
         lambda: DeviceNamespace().asnumpy(x),
         lambda: x.__array__(),
         lambda: backend.to_numpy(x),
+        lambda: np.asarray(one),
+        lambda: np.array(x),
+        lambda: f"{one:.3f}",
+        lambda: str(x),
+        lambda: float(next(iter(x))),  # an element by iterating is a 0-d array too
+        lambda: int(x.argmax()),
         lambda: x[x > 0],  # boolean-mask indexing, read
         lambda: x.__setitem__(x > 5, 0.0),  # and written
     ]
     with pytest.MonkeyPatch.context() as m:
+        use_stand_in(m)
         m.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
+        assert isinstance(one, HostCopies) and one.ndim == 0
         for i, way in enumerate(ways, 1):
             way()
-            assert host_copies.count == i
+            assert HostCopies.count == i, i
+        np.array(x, subok=True), np.asarray(np.arange(2.0)), x[1:], x.sum(), list(x)  # not copies
+        assert HostCopies.count == len(ways)
+    np.asarray(x)  # the hook went with the monkeypatch
+    assert HostCopies.count == len(ways)
 
 
 def _device_trainer(tmp_path, precision, grad_clip, eval_interval=10):
@@ -176,6 +193,20 @@ def test_a_training_step_copies_to_the_host_once(monkeypatch, tmp_path, precisio
     assert not any(np.array_equal(b, p.data) for b, p in zip(before, trainer.model.parameters()))  # and stepped
 
 
+def test_a_trainer_evaluation_copies_to_the_host_once(monkeypatch, tmp_path):
+    """The train and validation losses, summed over their batches on the GPU, come back in one copy (before:
+    one per batch)."""
+    use_stand_in(monkeypatch)
+    monkeypatch.setattr(backend, "cupy_loaded", lambda: True)
+    with dispatch.use("numpy"):
+        trainer = _device_trainer(tmp_path, "fp32", None)
+        trainer.config.eval_iters = 3
+        HostCopies.count = 0
+        train_loss, val_loss = trainer.evaluate()
+    assert HostCopies.count == 1
+    assert isinstance(train_loss, float) and isinstance(val_loss, float) and 1.0 < val_loss < 4.0
+
+
 def test_exact_gelu_never_copies_to_the_host(stand_in_gpu):
     """BERT's GELU (erf) picked the series or the continued fraction per element with boolean masks: a host
     copy per call on a GPU. Now both run and xp.where picks, with the same values as the CPU's."""
@@ -193,7 +224,7 @@ def test_exact_gelu_never_copies_to_the_host(stand_in_gpu):
     np.testing.assert_array_equal(t.grad.view(np.ndarray), plain.grad)
 
 
-def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch, host_copies):
+def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch):
     from tinygrad_llm.optim import grad_norms_by_layer
 
     model = GPTModel(GPTConfig(vocab_size=13, context_length=8, emb_dim=8, n_heads=2, n_layers=3))
@@ -203,9 +234,9 @@ def test_gradient_norms_by_layer_copy_to_the_host_once(monkeypatch, host_copies)
     want = grad_norms_by_layer(model.named_parameters())  # on NumPy arrays
     for p in model.parameters():
         p.grad = p.grad.view(HostCopies)
-    monkeypatch.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
+    use_stand_in(monkeypatch)  # (every way to the host counted: np.asarray too)
     got = grad_norms_by_layer(model.named_parameters())
-    assert host_copies.count == 1 and len(model.parameters()) > 30
+    assert HostCopies.count == 1 and len(model.parameters()) > 30
     assert (
         list(got)
         == list(want)

@@ -89,7 +89,7 @@ def interrupt_at(monkeypatch, trainer, where: str, call: int) -> None:
     elif where == "update":
         trainer.optimizer.step = wrap(trainer.optimizer.step)
     else:
-        monkeypatch.setattr(trainer_module, "calc_loss_loader", wrap(trainer_module.calc_loss_loader))
+        monkeypatch.setattr(trainer_module, "mean_loss_on_device", wrap(trainer_module.mean_loss_on_device))
 
 
 @pytest.mark.parametrize(

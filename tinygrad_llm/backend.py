@@ -139,6 +139,14 @@ def to_numpy(array: Array) -> np.ndarray:
     return to_device(array, "cpu")
 
 
+def host_floats(values: list) -> list[float]:
+    """0-d arrays (a loss, a flag) on one device as Python floats, copied to the host together: one wait for
+    a GPU where a float() of each would wait once each."""
+    xp = get_array_module(values[0])
+    host = to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64) for v in values]))  # the one copy
+    return [float(v) for v in host]
+
+
 def scatter_add(target: Array, index: Any, values: Array | float) -> None:
     """``target[index] += values`` where repeated indices accumulate (numpy.add.at on either backend)."""
     get_array_module(target).add.at(target, index, values)  # cupy.add.at: an atomic-add kernel on the GPU

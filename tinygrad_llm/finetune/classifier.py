@@ -94,8 +94,8 @@ def trainable_parameters(model: Module) -> list[tuple[str, Parameter]]:
 # ---- loss and accuracy --------------------------------------------------------------------------------
 
 
-def _to(array, device):
-    return backend.to_device(array.data if isinstance(array, Tensor) else array, device)
+def _raw(array):
+    return array.data if isinstance(array, Tensor) else array
 
 
 def last_token_logits(model: Module, input_batch: Array | Tensor) -> Tensor:
@@ -108,10 +108,10 @@ def last_token_logits(model: Module, input_batch: Array | Tensor) -> Tensor:
 def calc_loss_batch(
     input_batch: Array | Tensor, target_batch: Array | Tensor, model: Module, device: str | None = None
 ) -> Tensor:
-    """Cross-entropy of the last token's logits (B, classes) against the labels (B,)."""
-    device = device or model.device
-    logits = last_token_logits(model, _to(input_batch, device))
-    return F.cross_entropy(logits, _to(target_batch, device))
+    """Cross-entropy of the last token's logits (B, classes) against the labels (B,), computed where the model
+    is (``device``, the book's argument, is accepted for its signature). The ids and labels stay where the
+    batch has them: the model and the loss check their range there (on the host: no wait for a GPU)."""
+    return F.cross_entropy(last_token_logits(model, _raw(input_batch)), _raw(target_batch))
 
 
 def calc_loss_loader(
@@ -126,22 +126,40 @@ def calc_accuracy_loader(
 ) -> float:
     """Share of correctly classified examples in the first ``num_batches`` batches (all when None).
 
-    The model's mode is left as it is: call ``model.eval()`` first, as the book does, to turn dropout off."""
-    device = device or model.device
-    correct, seen = 0, 0
+    The model's mode is left as it is: call ``model.eval()`` first, as the book does, to turn dropout off.
+    The right answers are counted on the model's device and copied to the host once (one wait for a GPU)."""
+    return calc_accuracy_and_loss_loader(data_loader, model, device, num_batches, loss=False)[0]
+
+
+def calc_accuracy_and_loss_loader(
+    data_loader: Iterable,
+    model: Module,
+    device: str | None = None,
+    num_batches: int | None = None,
+    loss: bool = True,
+) -> tuple[float, float]:
+    """(``calc_accuracy_loader``, ``calc_loss_loader``) in one pass: one forward per batch, and the counts and
+    losses summed on the model's device and copied to the host together (one wait for a GPU). NaNs when the
+    loader is empty; ``loss`` False: the accuracy only (the loss NaN)."""
     n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
     if n == 0:
-        return float("nan")
+        return float("nan"), float("nan")
+    correct, total, seen = 0, 0.0, 0
     with no_grad():
         for i, (input_batch, target_batch) in enumerate(data_loader):
             if i >= n:
                 break
-            logits = last_token_logits(model, _to(input_batch, device))
-            predicted = backend.to_numpy(logits.data.argmax(axis=-1))  # (B, classes) -> (B,)
-            labels = backend.to_numpy(_to(target_batch, "cpu"))
-            correct += int((predicted == labels).sum())
+            logits = last_token_logits(model, _raw(input_batch))  # (B, classes)
+            labels = _raw(target_batch)
+            if loss:
+                total = total + F.cross_entropy(logits, labels).data.astype(np.float64)
+            xp = backend.get_array_module(logits.data)
+            if backend.get_array_module(labels) is not xp:  # (a host batch: moved, no wait)
+                labels = backend.to_device(labels, backend.device_of(logits.data))
+            correct = correct + (logits.data.argmax(axis=-1) == labels).sum()
             seen += len(labels)
-    return correct / seen
+    correct, total = backend.host_floats([correct, total])  # the one copy
+    return correct / seen, total / n if loss else float("nan")
 
 
 def evaluate_model(
@@ -333,8 +351,7 @@ def train_classifier(
         )
         model.eval()
         with ema.average_parameters(model) if ema is not None else contextlib.nullcontext():
-            val_accuracy = calc_accuracy_loader(val_loader, model, device)
-            val_loss = calc_loss_loader(val_loader, model, device)
+            val_accuracy, val_loss = calc_accuracy_and_loss_loader(val_loader, model, device)
             key = (val_accuracy, -val_loss)
             improved = best_key is None or key > best_key
             if improved and average_from is None:  # a copy on the host: the model keeps training in place

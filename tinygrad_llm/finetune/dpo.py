@@ -56,14 +56,20 @@ def compute_logprobs(
     divides by their number (the book), otherwise the log-probabilities are summed (the DPO paper). A row
     with no selected token gets 0.
     """
-    xp = backend.get_array_module(logits.data)
-    labels = xp.asarray(labels.data if isinstance(labels, Tensor) else labels)
+    # The targets are made where the labels are (on the host for a loader's batch): the loss checks their
+    # range there and moves them to the logits' device, with no wait for a GPU.
+    labels = labels.data if isinstance(labels, Tensor) else labels
+    xp = backend.get_array_module(labels) if hasattr(labels, "dtype") else np
+    labels = xp.asarray(labels)
     if labels.shape != logits.shape[:2]:
         raise ValueError(f"compute_logprobs: labels of shape {labels.shape} do not match logits {logits.shape}")
     targets = xp.full(labels.shape, IGNORE_INDEX, dtype=np.int64)  # (B, L): position t -> token t + 1
     targets[:, :-1] = labels[:, 1:]
     if selection_mask is not None:
-        mask = xp.asarray(selection_mask.data if isinstance(selection_mask, Tensor) else selection_mask)
+        mask = selection_mask.data if isinstance(selection_mask, Tensor) else selection_mask
+        if backend.get_array_module(mask) is not xp:
+            mask = backend.to_device(mask, "cpu" if xp is np else "cuda")
+        mask = xp.asarray(mask)
         selected = mask[:, 1:].astype(bool)  # the mask of the predicted tokens, as the book's mask[:, 1:]
         targets[:, :-1] = xp.where(selected, targets[:, :-1], IGNORE_INDEX)
     # -cross_entropy is log softmax(logits)[target], and 0 where the target is ignored
@@ -84,18 +90,42 @@ def compute_dpo_loss(
 ) -> tuple[Tensor, float, float]:
     """(loss, chosen_rewards, rejected_rewards): the batch-mean DPO loss (a Tensor) and the mean rewards
     (floats, not differentiated), from per-sequence log-probabilities (B,) of the policy and the reference."""
-    reference_chosen = _values(reference_chosen_logprobs)
-    reference_rejected = _values(reference_rejected_logprobs)
+    loss, chosen, rejected = dpo_loss_on_device(
+        model_chosen_logprobs, model_rejected_logprobs, reference_chosen_logprobs, reference_rejected_logprobs, beta
+    )
+    chosen, rejected = backend.host_floats([chosen, rejected])
+    return loss, chosen, rejected
+
+
+def dpo_loss_on_device(
+    model_chosen_logprobs: Tensor,
+    model_rejected_logprobs: Tensor,
+    reference_chosen_logprobs: Tensor | Array | list[float],
+    reference_rejected_logprobs: Tensor | Array | list[float],
+    beta: float = 0.1,
+) -> tuple[Tensor, Array, Array]:
+    """``compute_dpo_loss`` with the rewards left where the policy's log-probabilities are (float64 0-d
+    arrays): a training step or an evaluation reads them later, with its other numbers (one wait for a GPU)."""
+    reference_chosen = _float64_like(reference_chosen_logprobs, model_chosen_logprobs)
+    reference_rejected = _float64_like(reference_rejected_logprobs, model_chosen_logprobs)
     dtype = model_chosen_logprobs.dtype
     model_logratios = model_chosen_logprobs - model_rejected_logprobs  # (B,)
-    reference_logratios = Tensor(
-        (reference_chosen - reference_rejected).astype(dtype), device=model_chosen_logprobs.device
-    )  # (B,): a constant
-    logits = model_logratios - reference_logratios
+    logits = model_logratios - (reference_chosen - reference_rejected).astype(dtype)  # (B,): minus a constant
     losses = -F.logsigmoid(logits * beta)  # DPO, eq. 7 of the paper
-    chosen_rewards = float((_values(model_chosen_logprobs) - reference_chosen).mean())
-    rejected_rewards = float((_values(model_rejected_logprobs) - reference_rejected).mean())
+    chosen_rewards = (_float64_like(model_chosen_logprobs, model_chosen_logprobs) - reference_chosen).mean()
+    rejected_rewards = (_float64_like(model_rejected_logprobs, model_chosen_logprobs) - reference_rejected).mean()
     return losses.mean(), chosen_rewards, rejected_rewards
+
+
+def _float64_like(x, like: Tensor) -> Array:
+    """Log-probabilities (B,) (a Tensor, an array on any device or a list) as a float64 array on ``like``'s
+    device, not differentiated."""
+    x = x.data if isinstance(x, Tensor) else x
+    if not hasattr(x, "dtype"):
+        x = np.asarray(x, dtype=np.float64)
+    if backend.get_array_module(x) is not backend.get_array_module(like.data):
+        x = backend.to_device(x, backend.device_of(like.data))
+    return x.astype(np.float64)
 
 
 def _values(x) -> np.ndarray:
@@ -106,10 +136,11 @@ def _values(x) -> np.ndarray:
 
 
 def sequence_logprobs(model: Module, batch: dict, key: str, average: bool = True, device: str | None = None) -> Tensor:
-    """Log-probabilities (B,) of the ``key`` ("chosen"/"rejected") sequences of a batch under ``model``."""
-    device = device or model.device
-    ids = backend.to_device(batch[key], device)
-    return compute_logprobs(model(ids), ids, backend.to_device(batch[f"{key}_mask"], device), average)
+    """Log-probabilities (B,) of the ``key`` ("chosen"/"rejected") sequences of a batch under ``model``, on
+    the model's device (``device``, the book's argument, is accepted for its signature). The ids stay where
+    the batch has them: the model and the loss check them there (on the host: no wait for a GPU)."""
+    ids = batch[key]
+    return compute_logprobs(model(ids), ids, batch[f"{key}_mask"], average)
 
 
 def compute_dpo_loss_batch(
@@ -123,6 +154,20 @@ def compute_dpo_loss_batch(
     """The DPO loss of one batch dict (see ``PreferenceDataset``): the policy runs with gradients; the
     reference's log-probabilities come from the batch when precomputed, else from ``reference_model``
     without gradients. Returns (loss Tensor, chosen_rewards, rejected_rewards)."""
+    loss, chosen, rejected = dpo_loss_batch_on_device(batch, policy_model, reference_model, beta, average, device)
+    chosen, rejected = backend.host_floats([chosen, rejected])
+    return loss, chosen, rejected
+
+
+def dpo_loss_batch_on_device(
+    batch: dict,
+    policy_model: Module,
+    reference_model: Module,
+    beta: float = 0.1,
+    average: bool = True,
+    device: str | None = None,
+) -> tuple[Tensor, Array, Array]:
+    """``compute_dpo_loss_batch`` with the rewards left on the policy's device (``dpo_loss_on_device``)."""
     policy_chosen = sequence_logprobs(policy_model, batch, "chosen", average, device)
     policy_rejected = sequence_logprobs(policy_model, batch, "rejected", average, device)
     if "reference_chosen_logprobs" in batch:
@@ -135,7 +180,7 @@ def compute_dpo_loss_batch(
         with no_grad():
             reference_chosen = sequence_logprobs(reference_model, batch, "chosen", average, device)
             reference_rejected = sequence_logprobs(reference_model, batch, "rejected", average, device)
-    return compute_dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
+    return dpo_loss_on_device(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
 
 
 def compute_dpo_loss_loader(
@@ -148,20 +193,28 @@ def compute_dpo_loss_loader(
     device: str | None = None,
 ) -> tuple[float, float, float]:
     """(loss, chosen_rewards, rejected_rewards) averaged over the first ``num_batches`` batches (all when None),
-    without gradients; NaNs for an empty loader, as the book."""
+    without gradients; NaNs for an empty loader, as the book. One copy to the host (one wait for a GPU)."""
+    sums = _dpo_sums(data_loader, policy_model, reference_model, beta, num_batches, average, device)
+    return tuple(backend.host_floats(sums)) if sums else (float("nan"), float("nan"), float("nan"))
+
+
+def _dpo_sums(data_loader, policy_model, reference_model, beta, num_batches, average, device) -> list:
+    """[mean loss, mean chosen reward, mean rejected reward] over the loader's first ``num_batches`` batches,
+    as 0-d float64 arrays on the policy's device ([] for an empty loader): summed there, read by the caller."""
     n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
     if n == 0:
-        return float("nan"), float("nan"), float("nan")
-    total_loss = total_chosen = total_rejected = 0.0
+        return []
+    sums = None
     with no_grad():
         for i, batch in enumerate(data_loader):
             if i >= n:
                 break
-            loss, chosen, rejected = compute_dpo_loss_batch(batch, policy_model, reference_model, beta, average, device)
-            total_loss += loss.item()
-            total_chosen += chosen
-            total_rejected += rejected
-    return total_loss / n, total_chosen / n, total_rejected / n
+            loss, chosen, rejected = dpo_loss_batch_on_device(
+                batch, policy_model, reference_model, beta, average, device
+            )
+            values = [loss.data.astype(np.float64), chosen, rejected]
+            sums = values if sums is None else [total + value for total, value in zip(sums, values)]
+    return [total / n for total in sums]
 
 
 def evaluate_dpo_loss_loader(
@@ -175,14 +228,20 @@ def evaluate_dpo_loss_loader(
     device: str | None = None,
 ) -> dict:
     """{train_loss, train_chosen_reward, train_rejected_reward, val_...} over ``eval_iter`` batches of each
-    loader (all when None), the policy in eval mode (dropout off) and then back in its previous mode."""
+    loader (all when None), the policy in eval mode (dropout off) and then back in its previous mode. The six
+    numbers come to the host in one copy (one wait for a GPU)."""
     was_training = policy_model.training
     policy_model.eval()
+    splits = {
+        split: _dpo_sums(loader, policy_model, reference_model, beta, eval_iter, average, device)
+        for split, loader in (("train", train_loader), ("val", val_loader))
+    }
+    policy_model.train(was_training)
+    on_device = [value for sums in splits.values() for value in sums]
+    host = iter(backend.host_floats(on_device) if on_device else [])
     result = {}
-    for split, loader in (("train", train_loader), ("val", val_loader)):
-        loss, chosen, rejected = compute_dpo_loss_loader(
-            loader, policy_model, reference_model, beta, eval_iter, average, device
-        )
+    for split, sums in splits.items():
+        loss, chosen, rejected = [next(host) for _ in sums] if sums else [float("nan")] * 3
         result.update(
             {
                 f"{split}_loss": loss,
@@ -191,7 +250,6 @@ def evaluate_dpo_loss_loader(
                 f"{split}_reward_margin": chosen - rejected,
             }
         )
-    policy_model.train(was_training)
     return result
 
 
@@ -254,10 +312,10 @@ def train_model_dpo_simple(
         policy_model.train()
         for batch in train_loader:
             optimizer.zero_grad()  # reset the gradients of the previous step
-            loss, _, _ = compute_dpo_loss_batch(batch, policy_model, reference_model, beta, average, device)
+            loss, _, _ = dpo_loss_batch_on_device(batch, policy_model, reference_model, beta, average, device)
             loss.backward()  # the gradients of the loss
             optimizer.step()  # update the weights with them
-            _check_finite(loss.item(), global_step + 1)
+            _check_finite(loss.item(), global_step + 1)  # (the rewards stay on the device: one copy per step)
             tokens_seen += batch["chosen"].size
             global_step += 1
             if global_step % eval_freq == 0:
@@ -306,7 +364,7 @@ def train_model_dpo(
         log = bar.write
 
     def loss_batch(batch: dict, _targets: None, model: Module, device: str | None) -> Tensor:
-        return compute_dpo_loss_batch(batch, model, reference_model, beta, average, device)[0]
+        return dpo_loss_batch_on_device(batch, model, reference_model, beta, average, device)[0]
 
     tracking = _new_tracking()
     tokens_seen, global_step = 0, -1
@@ -317,9 +375,9 @@ def train_model_dpo(
             loss = train_step(
                 policy_model, optimizer, [(batch, None)], device, parallel=parallel, loss_batch=loss_batch
             )
-            _check_finite(float(loss), global_step + 1)
+            _check_finite(loss, global_step + 1)  # (a float: the step's one copy to the host)
             if bar is not None:
-                bar.step(float(loss))
+                bar.step(loss)
             global_step += 1
             if global_step % eval_freq == 0:
                 _evaluate(

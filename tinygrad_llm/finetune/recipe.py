@@ -495,8 +495,9 @@ def _train_classifier(
     metrics = {}
     train_loader = DataLoader(train_set, batch_size=batch, drop_last=False)
     for name, loader in (("train", train_loader), ("val", val_loader), ("test", test_loader)):
-        metrics[f"{name}_accuracy"] = C.calc_accuracy_loader(loader, model, args.device)
-        metrics[f"{name}_loss"] = C.calc_loss_loader(loader, model, args.device)
+        metrics[f"{name}_accuracy"], metrics[f"{name}_loss"] = C.calc_accuracy_and_loss_loader(
+            loader, model, args.device
+        )
     if size > 1:  # each member alone, beside the ensemble
         metrics["member_test_accuracy"] = [C.calc_accuracy_loader(test_loader, m, args.device) for m in members]
     first = selections[0]

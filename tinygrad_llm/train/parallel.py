@@ -16,6 +16,9 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
+
+from tinygrad_llm import backend
 from tinygrad_llm.dist import GradientReducer, SingleProcess, broadcast_parameters
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
@@ -51,16 +54,17 @@ def calc_loss_loader_parallel(
     if comm.world_size == 1:
         return calc_loss_loader(data_loader, model, device, num_batches, loss_batch)
     loss_batch = loss_batch or calc_loss_batch
-    total, count = 0.0, 0
+    total, count = 0.0, 0  # this process's share, summed on the model's device: copied to the host once
     with no_grad():
         for i, (inputs, targets) in enumerate(data_loader):
             if num_batches is not None and i >= num_batches:
                 break
             mine = local_rows(inputs, comm)
             if len(mine):  # a short last batch may leave a process no rows
-                total += loss_batch(mine, local_rows(targets, comm), model, device).item() * len(mine) / len(inputs)
+                loss = loss_batch(mine, local_rows(targets, comm), model, device).data.astype(np.float64)
+                total = total + loss * len(mine) / len(inputs)
             count += 1
-    return comm.sum(total) / count if count else float("nan")
+    return comm.sum(backend.host_floats([total])[0]) / count if count else float("nan")
 
 
 class DataParallel:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from tinygrad_llm.generate import generate, text_to_token_ids, token_ids_to_text
 from tinygrad_llm.tensor import no_grad
-from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
+from tinygrad_llm.train.losses import calc_loss_batch, host_losses, mean_loss_on_device
 
 if TYPE_CHECKING:
     from tinygrad_llm.model.gpt import GPTModel
@@ -36,13 +36,20 @@ def evaluate_model(
     parallel: DataParallel | None = None,
 ) -> tuple[float, float]:
     """Mean loss over the first ``eval_iter`` batches of each loader, in eval mode (dropout off);
-    ``loss_batch`` as in ``calc_loss_loader``; with ``parallel`` (data-parallel) each process scores its rows."""
+    ``loss_batch`` as in ``calc_loss_loader``; with ``parallel`` (data-parallel) each process scores its rows.
+    One process copies both losses to the host at once (one wait for a GPU per evaluation)."""
     was_training = model.training
     model.eval()
-    loss_loader = parallel.loss_loader if parallel is not None else calc_loss_loader
     with no_grad():
-        train_loss = loss_loader(train_loader, model, device, eval_iter, loss_batch)
-        val_loss = loss_loader(val_loader, model, device, eval_iter, loss_batch)
+        if parallel is not None:
+            train_loss = parallel.loss_loader(train_loader, model, device, eval_iter, loss_batch)
+            val_loss = parallel.loss_loader(val_loader, model, device, eval_iter, loss_batch)
+        else:
+            losses = [
+                mean_loss_on_device(loader, model, device, eval_iter, loss_batch)
+                for loader in (train_loader, val_loader)
+            ]
+            train_loss, val_loss = host_losses(losses)
     model.train(was_training)
     return train_loss, val_loss
 

@@ -13,10 +13,11 @@ place of the book's four lines (``optimizer.zero_grad()``, ``loss = ...``, ``los
 4. the update: unscale (fp16), clip the global norm to ``grad_clip``, ``optimizer.step()`` (skipped by
    fp16's loss scaler after an inf/NaN gradient).
 
-Steps 1-3 are ``backward_step``, step 4 ``update_step``. The Trainer runs step 4 in its two halves
-(``MixedPrecision.unscale_and_clip``, then ``finish_step``): the first stays on the GPU, so that one copy to
-the host brings the loss and fp16's inf/NaN verdict together (one wait per step), and an interruption before
-the second rewinds the step; signals are held during the second (train/signals.py).
+Steps 1-3 are ``backward_step``, step 4 ``update_step``. ``train_step`` (and the Trainer) run step 4 in its
+two halves (``MixedPrecision.unscale_and_clip``, then ``finish_step``): the first stays on the GPU, so that
+one copy to the host (``read_loss``) brings the loss and fp16's inf/NaN verdict together, after the step's
+work is queued: one wait for a GPU per optimizer step. The Trainer checks the loss between the halves, so an
+interruption before the second rewinds the step; signals are held during the second (train/signals.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from tinygrad_llm import backend
 from tinygrad_llm.amp import MixedPrecision
 from tinygrad_llm.runtime import backward_in_parts
 from tinygrad_llm.train.losses import calc_loss_batch
@@ -83,9 +85,22 @@ def train_step(
     parallel: DataParallel | None = None,
     loss_batch: Callable[..., Tensor] = calc_loss_batch,
     grad_clip: float | None = None,
-) -> Array:
+) -> float:
     """Steps 1-4: one optimizer step over ``batches`` (a list of (inputs, targets) micro-batches). Returns
-    this process's mean loss (a float64 0-d array)."""
+    this process's mean loss, copied to the host together with fp16's inf/NaN verdict: one wait for a GPU."""
+    amp = amp or MixedPrecision("fp32", model.device)
     loss = backward_step(model, optimizer, batches, device, amp, parallel, loss_batch)
-    update_step(model, optimizer, amp, grad_clip)
+    amp.unscale_and_clip(optimizer, model.parameters(), grad_clip)
+    loss = read_loss(loss, amp)
+    amp.finish_step(optimizer)
+    return loss
+
+
+def read_loss(loss: Array, amp: MixedPrecision) -> float:
+    """The step's loss (a 0-d array from ``backward_step``) as a float, and ``amp``'s inf/NaN verdict (fp16,
+    after ``unscale_and_clip``) handed to its scaler: both copied to the host at once, one wait for a GPU."""
+    found_inf = amp.scaler.unread_found_inf()
+    loss, *verdict = backend.host_floats([loss] if found_inf is None else [loss, found_inf])
+    if verdict:
+        amp.scaler.read_found_inf(bool(verdict[0]))
     return loss

@@ -43,12 +43,12 @@ from tinygrad_llm.files import atomic_write, json_text
 from tinygrad_llm.optim import AdamW, grad_norms_by_layer, lr_at, param_groups_for_weight_decay
 from tinygrad_llm.tensor import no_grad
 from tinygrad_llm.train.figures import plot_grad_norms, plot_lr_schedule
-from tinygrad_llm.train.losses import calc_loss_batch, calc_loss_loader
+from tinygrad_llm.train.losses import calc_loss_batch, host_losses, mean_loss_on_device
 from tinygrad_llm.train.parallel import DataParallel, calc_loss_loader_parallel, stop_together
 from tinygrad_llm.train.plot import plot_losses
 from tinygrad_llm.train.progress import Progress
 from tinygrad_llm.train.signals import SignalGuard, catch_signals
-from tinygrad_llm.train.step import backward_step
+from tinygrad_llm.train.step import backward_step, read_loss
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -292,10 +292,7 @@ class Trainer:
             # to the host brings the loss and fp16's verdict together: one wait per step, after which the update
             # is queued without another.
             self.precision.unscale_and_clip(self.optimizer, model.parameters(), c.grad_clip)
-            found_inf = self.precision.scaler.unread_found_inf()
-            loss, *verdict = host_floats([loss] if found_inf is None else [loss, found_inf])
-            if verdict:
-                self.precision.scaler.read_found_inf(bool(verdict[0]))
+            loss = read_loss(loss, self.precision)
             loss = self.comm.mean(loss)  # the mean over processes, so that all stop together
             if not math.isfinite(loss):
                 raise TrainingError(
@@ -330,14 +327,18 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         with no_grad(), self.precision.autocast():  # evaluated as trained
-            train_loss, val_loss = self._eval_loss(self.train_eval_loader), self._eval_loss(self.val_eval_loader)
+            losses = [self._eval_loss(self.train_eval_loader), self._eval_loss(self.val_eval_loader)]
         self.model.train(was_training)
+        if self.comm.world_size > 1:
+            return tuple(losses)
+        train_loss, val_loss = host_losses(losses)  # both in one copy to the host
         return train_loss, val_loss
 
-    def _eval_loss(self, loader) -> float:
+    def _eval_loss(self, loader):
+        """One process: the mean loss on the model's device (read with the other); several: a float."""
         if self.comm.world_size > 1:  # each process scores its rows; the mean over all of them
             return calc_loss_loader_parallel(loader, self.model, self.device, self.config.eval_iters, self.comm)
-        return calc_loss_loader(loader, self.model, self.device, self.config.eval_iters)
+        return mean_loss_on_device(loader, self.model, self.device, self.config.eval_iters)
 
     def fit(self, stop_after: int | None = None) -> list[dict]:
         """Train until ``total_steps`` (or until step ``stop_after``, saving there as an interruption would).
@@ -470,14 +471,6 @@ class Trainer:
                 [r["val_loss"] for r in self.history],
                 self.out_dir / PLOT_FILE,
             )
-
-
-def host_floats(values: list) -> list[float]:
-    """0-d arrays (a loss, a flag) on one device as Python floats, copied to the host together: one wait for
-    a GPU where a float() of each would wait once each."""
-    xp = backend.get_array_module(values[0])
-    host = backend.to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64) for v in values]))  # the one copy
-    return [float(v) for v in host]
 
 
 def check_trainer_state(checkpoint: Checkpoint) -> None:
