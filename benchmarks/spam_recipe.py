@@ -12,8 +12,8 @@ seeds together (5 x 149 = 745), each against what was chosen before it:
 2. hashed byte n-gram embeddings (2-, 3- and 4-grams, 2,048 rows each, ``nn/ngram.py``): kept only if they beat
    the model without them by more than the 95% interval of the difference (a paired bootstrap over the
    validation messages, seed by seed), since they are code a reader has to learn;
-3. an ensemble of three members (seeds S, S + 1000, S + 2000, their probabilities averaged), kept by the same
-   rule against its member 0 (the single model of seed S, bit for bit).
+3. an ensemble of three members (seeds S, S + 1000, S + 2000 on seed S's split, their probabilities averaged,
+   as ``--ensemble 3``), kept by the same rule against its member 0 (the one model of step 2).
 
 What is fixed beforehand, not chosen here: the byte tokenizer, the tiny preset, AdamW at lr 1e-3 with weight
 decay 0.1, batch 32, dropout 0.1, 20 epochs, messages cut at 160 bytes (the earlier passes in RESULTS.md chose
@@ -51,29 +51,28 @@ BOOTSTRAP = 10_000
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
+    """One model's recipe: the fields of ``finetune-classifier`` the search varies."""
+
     name: str
     ngram_sizes: tuple
     epochs: int
     average_from: int  # == epochs: the last epoch's weights alone
-    ensemble: int = 1
 
     def recipe_fields(self) -> dict:
         return {
             "ngram_sizes": self.ngram_sizes,
             "ngram_buckets": 2048 if self.ngram_sizes else None,
             "average_from": self.average_from,
-            "ensemble": self.ensemble,
+            "ensemble": 1,
             "epochs": self.epochs,
         }
 
 
-def variant(ngrams: bool, averaged: bool, ensemble: int = 1, epochs: int = EPOCHS) -> Variant:
-    name = f"{'ngrams' if ngrams else 'plain'}-{'swa' if averaged else 'last'}" + (
-        f"-x{ensemble}" if ensemble > 1 else ""
-    )
+def variant(ngrams: bool, averaged: bool, epochs: int = EPOCHS) -> Variant:
+    name = f"{'ngrams' if ngrams else 'plain'}-{'swa' if averaged else 'last'}"
     if epochs != EPOCHS:
         name += f"-e{epochs}"
-    return Variant(name, NGRAMS if ngrams else (), epochs, max(1, epochs // 2) if averaged else epochs, ensemble)
+    return Variant(name, NGRAMS if ngrams else (), epochs, max(1, epochs // 2) if averaged else epochs)
 
 
 # ---- one run: train (or reuse), then the members' spam probabilities on one split ---------------------------
@@ -87,18 +86,20 @@ def split_of(seed: int, data: str | None) -> dict:
     return random_split(texts, labels, 0.7, 0.1, seed=seed)
 
 
-def train(seed: int, v: Variant, out: Path, data: str | None) -> Path:
-    """finetune-classifier --seed SEED with the variant's fields, at one thread; reused when already finished."""
-    folder = out / f"seed{seed}-{v.name}"
+def train(seed: int, v: Variant, member: int, out: Path, data: str | None) -> Path:
+    """Member ``member`` of the variant on seed ``seed``'s split: ``finetune-classifier --seed SEED + 1000 member
+    --split-seed SEED`` with the variant's fields (member k of ``--ensemble`` bit for bit; member 0 the one model
+    of ``--seed SEED``), at one thread; reused when already finished."""
+    folder = out / f"seed{seed}-{v.name}" if member == 0 else out / f"seed{seed}-{v.name}-m{member}"
     if (folder / "metrics.json").is_file():
         return folder
     import tinygrad_llm.runtime as runtime
     from tinygrad_llm.finetune.recipe import ClassifierRecipe, finetune_classifier
 
     runtime.configure(threads=1)  # two runs side by side, each on its core
-    with open(out / f"seed{seed}-{v.name}.log", "w") as log_file:
+    with open(folder.with_name(folder.name + ".log"), "w") as log_file:
         finetune_classifier(
-            ClassifierRecipe(data=data, seed=seed, **v.recipe_fields()),
+            ClassifierRecipe(data=data, seed=seed + 1000 * member, split_seed=seed, **v.recipe_fields()),
             folder,
             log=lambda line: print(line, file=log_file, flush=True),
         )
@@ -128,11 +129,11 @@ def member_probabilities(folder: Path, seed: int, split: str, data: str | None) 
 
 
 def run_validation(job: tuple) -> tuple:
-    seed, v, out, data = job
+    seed, v, member, out, data = job
     start = time.perf_counter()
-    folder = train(seed, v, out, data)
+    folder = train(seed, v, member, out, data)
     p, labels = member_probabilities(folder, seed, "validation", data)
-    return seed, v.name, p, labels, time.perf_counter() - start
+    return seed, v.name, member, p, labels, time.perf_counter() - start
 
 
 # ---- statistics ------------------------------------------------------------------------------------------
@@ -201,16 +202,26 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
         log.append(line)
 
-    def validate(variants) -> dict:
-        """{variant name: [per-seed (p, labels)]} on validation, training what is not in --out yet."""
-        jobs = [(seed, v, out, args.data) for v in variants for seed in args.seeds]
+    def validate(variants, members=(0,)) -> dict:
+        """{variant name: [per seed (p (members, messages), labels)]} on validation, training what --out lacks."""
+        jobs = [(seed, v, k, out, args.data) for v in variants for seed in args.seeds for k in members]
         found = {}
-        for seed, name, p, labels, seconds in pool.map(run_validation, jobs):
-            say(f"  seed {seed} {name}: validation {int(correct(p, labels).sum())}/{len(labels)} ({seconds:.0f} s)")
-            found[(name, seed)] = (p, labels)
-        return {v.name: [found[(v.name, seed)] for seed in args.seeds] for v in variants}
+        for seed, name, k, p, labels, seconds in pool.map(run_validation, jobs):
+            say(
+                f"  seed {seed} {name} member {k}: validation {int(correct(p, labels).sum())}/{len(labels)} "
+                f"({seconds:.0f} s)"
+            )
+            found[(name, seed, k)] = p, labels
+        return {
+            v.name: [
+                (np.concatenate([found[(v.name, seed, k)][0] for k in members]), found[(v.name, seed, members[0])][1])
+                for seed in args.seeds
+            ]
+            for v in variants
+        }
 
-    def pooled(runs, members=None) -> list[np.ndarray]:
+    def right(runs, members=None) -> list[np.ndarray]:
+        """Per seed, 1 where the (mean of the first ``members``) probability picks the label."""
         return [correct(p if members is None else p[:members], labels) for p, labels in runs]
 
     def compare(what: str, base: list, candidate: list) -> tuple:
@@ -224,47 +235,46 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     say(f"seeds {args.seeds}: choosing on validation")
-    # 1. readout
-    runs = validate([variant(False, False, epochs=args.epochs), variant(False, True, epochs=args.epochs)])
-    last, swa = (
-        pooled(runs[variant(False, False, epochs=args.epochs).name]),
-        pooled(runs[variant(False, True, epochs=args.epochs).name]),
+    # 1. readout: the last epoch or the second half's average
+    last, swa = variant(False, False, args.epochs), variant(False, True, args.epochs)
+    runs = validate([last, swa])
+    diff, _, _ = compare(
+        "1. readout: the last epoch vs the second half averaged", right(runs[last.name]), right(runs[swa.name])
     )
-    diff, _, _ = compare("1. readout: the last epoch vs the second half averaged", last, swa)
     averaged = diff > 0
-    base_runs = runs[variant(False, averaged, epochs=args.epochs).name]
+    base = swa if averaged else last
     say(f"   -> {'the average of the second half of the epochs' if averaged else 'the last epoch'}")
-    # 2. n-grams
-    ngram_runs = validate([variant(True, averaged, epochs=args.epochs)])[
-        variant(True, averaged, epochs=args.epochs).name
-    ]
-    diff, low, _ = compare("2. hashed 2/3/4-gram embeddings: without vs with", pooled(base_runs), pooled(ngram_runs))
+    # 2. hashed n-gram embeddings
+    with_ngrams = variant(True, averaged, args.epochs)
+    runs.update(validate([with_ngrams]))
+    diff, low, _ = compare(
+        "2. hashed 2/3/4-gram embeddings: without vs with", right(runs[base.name]), right(runs[with_ngrams.name])
+    )
     ngrams = low > 0
     say(f"   -> {'kept' if ngrams else 'left out'} (kept only when the interval lies above 0)")
-    # 3. ensemble of three
-    chosen = variant(ngrams, averaged, ensemble=3, epochs=args.epochs)
-    ensemble_runs = validate([chosen])[chosen.name]
-    single_runs = ngram_runs if ngrams else base_runs
-    for (p3, _), (p1, _) in zip(ensemble_runs, single_runs, strict=True):
-        assert np.array_equal(p3[0], p1[0]), "member 0 of the ensemble must be the single model, bit for bit"
-    diff, low, _ = compare(
-        "3. ensemble of three: member 0 vs the three", pooled(ensemble_runs, 1), pooled(ensemble_runs)
-    )
+    # 3. an ensemble of three: members 1 and 2 beside the one model (member 0) already trained
+    chosen = with_ngrams if ngrams else base
+    extra = validate([chosen], members=(1, 2))[chosen.name]
+    three = [
+        (np.concatenate([p0, p12]), labels) for (p0, labels), (p12, _) in zip(runs[chosen.name], extra, strict=True)
+    ]
+    diff, low, _ = compare("3. ensemble of three: member 0 vs the three", right(three, 1), right(three))
     ensemble = 3 if low > 0 else 1
     say(f"   -> {'an ensemble of three' if ensemble > 1 else 'one model'}")
-    final = variant(ngrams, averaged, ensemble, epochs=args.epochs)
-    say(f"chosen: {final.name} ({time.perf_counter() - start:.0f} s of training and scoring)")
+    name = chosen.name + (f" x{ensemble}" if ensemble > 1 else "")
+    say(f"chosen: {name} ({time.perf_counter() - start:.0f} s of training and scoring)")
 
     # the test split, read once, for the chosen recipe alone
-    say(f"test accuracy of {final.name}, read once:")
-    folder_of = {seed: out / f"seed{seed}-{(chosen if ensemble > 1 else final).name}" for seed in args.seeds}
+    say(f"test accuracy of {name}, read once:")
     overlap = test_overlap(args.seeds, args.data)
-    rows, right, total = [], 0, 0
+    rows, right_all, total = [], 0, 0
     for seed in args.seeds:
-        p, labels = member_probabilities(folder_of[seed], seed, "test", args.data)
-        k = int(correct(p[:ensemble], labels).sum())
+        folders = [out / f"seed{seed}-{chosen.name}"] + [out / f"seed{seed}-{chosen.name}-m{k}" for k in (1, 2)]
+        found = [member_probabilities(folder, seed, "test", args.data) for folder in folders[:ensemble]]
+        labels = found[0][1]
+        k = int(correct(np.concatenate([p for p, _ in found]), labels).sum())
         low, high = wilson(k, len(labels))
-        right, total = right + k, total + len(labels)
+        right_all, total = right_all + k, total + len(labels)
         rows.append(
             {
                 "seed": seed,
@@ -280,18 +290,18 @@ def main(argv: list[str] | None = None) -> int:
             f"  (test messages also in the screened test sets of seeds 2/5: {overlap[seed]['in_screened']}, in any "
             f"earlier seed's: {overlap[seed]['in_earlier']}, of {overlap[seed]['distinct']} distinct)"
         )
-    low, high = wilson(right, total)
+    low, high = wilson(right_all, total)
     per_seed = [r["accuracy"] for r in rows]
     say(
-        f"  all seeds: {right}/{total} = {right / total * 100:.2f}% [{low * 100:.1f}, {high * 100:.1f}]; "
+        f"  all seeds: {right_all}/{total} = {right_all / total * 100:.2f}% [{low * 100:.1f}, {high * 100:.1f}]; "
         f"per seed {min(per_seed) * 100:.2f}-{max(per_seed) * 100:.2f}%"
     )
     summary = {
         "seeds": args.seeds,
-        "chosen": dataclasses.asdict(final),
+        "chosen": {**dataclasses.asdict(chosen), "ensemble": ensemble},
         "choices": {"averaged": averaged, "ngrams": ngrams, "ensemble": ensemble},
         "test": rows,
-        "test_pooled": {"right": right, "messages": total, "interval": [low, high]},
+        "test_pooled": {"right": right_all, "messages": total, "interval": [low, high]},
         "log": log,
     }
     from tinygrad_llm.files import write_json

@@ -78,6 +78,23 @@ def test_an_ensemble_trains_from_python_and_the_cli_is_the_same_call(tmp_path):
         np.testing.assert_array_equal(cli.state_dict()[name], array, err_msg=name)
 
 
+def test_an_ensembles_member_is_the_one_model_of_its_seed_on_the_ensembles_split(tmp_path):
+    """--split-seed S --seed S + 1000 trains member 1 of the ensemble of --seed S, bit for bit (what
+    benchmarks/spam_recipe.py relies on to train an ensemble's members side by side)."""
+    data = _spam_file(tmp_path)
+    common = ["--data", str(data), "--preset", "tiny", "--emb-dim", "16", "--n-layers", "1", "--max-length", "24"]
+    common += ["--epochs", "2", "--ngram-embeddings", "none", "--batch-size", "8"]
+    assert main(["finetune-classifier", *common, "--ensemble", "2", "--seed", "5", "--out", str(tmp_path / "x2")]) == 0
+    one = ["--ensemble", "1", "--seed", "1005", "--split-seed", "5", "--out", str(tmp_path / "one")]
+    assert main(["finetune-classifier", *common, *one]) == 0
+    ensemble, _, _ = load_classifier(tmp_path / "x2")
+    member, _, _ = load_classifier(tmp_path / "one")
+    for name, array in member.state_dict().items():
+        np.testing.assert_array_equal(ensemble.members[1].state_dict()[name], array, err_msg=name)
+    metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert (metrics["seed"], metrics["split_seed"]) == (1005, 5)
+
+
 def test_the_book_recipe_without_ngrams_builds_the_book_gpt(tmp_path):
     recipe = ClassifierRecipe(
         data=str(_spam_file(tmp_path)),

@@ -231,6 +231,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "they answer with their mean class probability (default "
         f"{SCRATCH_RECIPE['ensemble']} from scratch, 1 with --init-from)",
     )
+    train.add_argument(
+        "--split-seed",
+        type=nonnegative_int,
+        default=None,
+        help="seed of the balanced train/validation/test split alone (default: --seed): models of several "
+        "--seed on one split, as Hugging Face's data_seed",
+    )
     train.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay (default 0.1)")
     train.add_argument(
         "--batch-size",

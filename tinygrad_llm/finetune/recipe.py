@@ -110,6 +110,7 @@ class ClassifierRecipe:
     eval_freq: int = 50
     eval_iter: int = 5
     seed: int = 123
+    split_seed: int | None = None  # the split's draw alone (None: seed)
     device: str | None = None
     precision: str = "fp32"
 
@@ -122,8 +123,9 @@ def finetune_classifier(
     recipe: ClassifierRecipe, out: str | os.PathLike, comm: Communicator | None = None, log: Log = log_stderr
 ) -> dict | None:
     """Train the spam classifier ``recipe`` describes (one model, or ``recipe.ensemble`` of them from the seeds
-    seed, seed + 1000, ...), score it on the train/validation/test splits and save it into the folder ``out``
-    (model, tokenizer.json, finetune.json, metrics.json; finetune.io.load_classifier reads it back).
+    seed, seed + 1000, ...: member k is, bit for bit, the one model of seed + 1000 k with split_seed=seed), score
+    it on the train/validation/test splits and save it into the folder ``out`` (model, tokenizer.json,
+    finetune.json, metrics.json; finetune.io.load_classifier reads it back).
 
     ``comm``: the data-parallel communicator (default one process); ``log``: where progress lines go. Returns
     metrics.json's contents (None on a process other than 0, which neither scores nor writes). Ctrl-C saves the
@@ -318,9 +320,10 @@ def run_classifier_recipe(args: Args, out: Path) -> dict | None:
 
     args.default_preset = "tiny"
     resolve_classifier_defaults(args)
+    split_seed = args.seed if args.split_seed is None else args.split_seed
     texts, labels = read_sms_spam(find_spam_file(args.data))
-    texts, labels = create_balanced_dataset(texts, labels, seed=args.seed)
-    splits = random_split(texts, labels, 0.7, 0.1, seed=args.seed)
+    texts, labels = create_balanced_dataset(texts, labels, seed=split_seed)
+    splits = random_split(texts, labels, 0.7, 0.1, seed=split_seed)
     tl.manual_seed(args.seed)
     if args.arch == "bert":
         return _finetune_bert_classifier(args, out, splits)
@@ -519,6 +522,7 @@ def _train_classifier(
         trainable=trainable,
         lora=lora,
         seed=args.seed,
+        split_seed=args.seed if args.split_seed is None else args.split_seed,
         train_seconds=round(train_s, 1),
         init_from=args.init_from,
         config=model.config.to_dict(),
