@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from test_classify_cli import _predicted_by_hand
 
 from tinygrad_llm.cli import main
 from tinygrad_llm.train.plot import matplotlib_available
@@ -238,6 +240,22 @@ def test_resume_continues_exactly(tmp_path, capsys):
     )
 
 
+def test_version_prints_the_packages_version(capsys):
+    """--version: the version pyproject.toml gives the package (what pip installs), the one __version__ holds."""
+    import re
+    from pathlib import Path
+
+    import tinygrad_llm
+
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    version = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE).group(1)
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"tinygrad-llm {version}\n"
+    assert tinygrad_llm.__version__ == version
+
+
 @pytest.mark.parametrize("command", ["train", "generate", "chat", "info", "plot", "classify"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -386,10 +404,16 @@ def test_classifier_commands_and_an_interrupted_finetuning(tmp_path, capsys, mon
     )
     assert json.loads((out / "finetune.json").read_text())["interrupted"] is True
     assert "interrupted: saved the model as it was" in capsys.readouterr().err
-    assert main(["classify", "--checkpoint", str(out), "--text", "WIN cash now", "--text", "see you"]) == 0
-    lines = capsys.readouterr().out.splitlines()  # usable: one label per text
-    assert [line.split("\t")[1] for line in lines] == ["WIN cash now", "see you"]
-    assert all(line.split("\t")[0] in ("ham", "spam") for line in lines)
+    texts = ["WIN cash now", "see you"]
+    assert main(["classify", "--checkpoint", str(out), "--probs", *[a for t in texts for a in ("--text", t)]]) == 0
+    lines = capsys.readouterr().out.splitlines()  # usable: the model as it was, one label per text
+    assert [line.split("\t")[1] for line in lines] == texts
+    for line, text in zip(lines, texts):  # the label and probabilities the saved model gives, likeliest first
+        probs, names, _ = _predicted_by_hand(out, text)
+        words = line.split("\t")[0].split()
+        order = probs.argsort()[::-1]
+        assert words[0] == names[order[0]] and words[1::2] == [names[k] for k in order]
+        np.testing.assert_allclose([float(p) for p in words[2::2]], probs[order], atol=5e-4)
     assert main(["generate", "--checkpoint", str(out), "--prompt", "x"]) == 1
     assert "is a classifier (finetune-classifier)" in capsys.readouterr().err
     assert main(["classify", "--checkpoint", str(tmp_path / "nowhere"), "--text", "x"]) == 1

@@ -397,3 +397,54 @@ def test_both_loops_train_with_the_beta_they_are_given(loop):
     assert np.abs(moves[0.1]).max() > 0
     # float32 sums in another order: within 1e-5 of the largest element (a few cancel to ~1e-6 of it)
     np.testing.assert_allclose(moves[2.0], 20 * moves[0.1], rtol=1e-4, atol=1e-5 * np.abs(moves[2.0]).max())
+
+
+class _Stopped(Exception):
+    """Raised by the stand-in DPO loop: the test has what it came for, the command stops there."""
+
+
+def test_cli_sum_logprobs_and_max_train_change_what_dpo_trains_on(tmp_path, tiny_byte_model, monkeypatch, capsys):
+    """finetune-dpo as far as its loop, which is replaced by one that keeps what it is given. --max-train 8:
+    the first 8 training records, not the split's 34. --sum-logprobs: each record's reference log-probability
+    is the sum of its response tokens' log-probabilities (the DPO paper), without it their mean (the book);
+    both computed here from the model's logits by hand; and the loop scores the policy the same way."""
+    from tinygrad_llm.cli import main
+    from tinygrad_llm.finetune import dpo
+    from tinygrad_llm.finetune.io import save_finetuned
+
+    monkeypatch.delenv("TINYGRAD_LLM_DEBUG", raising=False)  # the stop is reported as an error, not raised
+    model, tokenizer = tiny_byte_model
+    save_finetuned(tmp_path / "start", model, tokenizer, {"task": "instruction"})
+    records = _byte_preferences(40)  # train / test / validation: 34 / 4 / 2
+    (tmp_path / "prefs.json").write_text(json.dumps(records))
+    given = []
+
+    def stand_in(model, reference, train_loader, val_loader, optimizer, epochs, beta, *args, average, **kwargs):
+        given.append({"model": model, "dataset": train_loader.dataset, "average": average})
+        raise _Stopped("stopped where training starts")
+
+    monkeypatch.setattr(dpo, "train_model_dpo", stand_in)
+    base = ["finetune-dpo", "--init-from", str(tmp_path / "start"), "--data", str(tmp_path / "prefs.json")]
+    base += ["--batch-size", "4", "--eval-iter", "1"]
+    assert main([*base, "--out", str(tmp_path / "summed"), "--sum-logprobs", "--max-train", "8"]) == 1
+    assert main([*base, "--out", str(tmp_path / "averaged")]) == 1
+    assert capsys.readouterr().err.count("stopped where training starts") == 2
+    summed, averaged = given
+    train = split_instruction_data(records)[0]
+    assert len(averaged["dataset"]) == len(train) == 34
+    assert summed["dataset"].data == train[:8]
+    assert (summed["average"], averaged["average"]) == (False, True)  # the loop scores the policy as below
+    start = summed["model"].eval()
+    for i in range(8):
+        batch = summed["dataset"].get_batch([i])
+        for key in ("chosen", "rejected"):
+            ids, mask = batch[key], batch[f"{key}_mask"][0, 1:].astype(bool)  # the response tokens predicted
+            with tl.no_grad():
+                logits = start(ids).data[0, :-1].astype(np.float64)  # position t predicts token t + 1
+            log_probs = logits - logits.max(-1, keepdims=True)
+            log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+            by_hand = log_probs[np.arange(len(mask)), ids[0, 1:]][mask]
+            assert 3 < len(by_hand) < 40
+            assert batch[f"reference_{key}_logprobs"][0] == pytest.approx(by_hand.sum(), rel=1e-5)
+            mean = averaged["dataset"].get_batch([i])[f"reference_{key}_logprobs"][0]
+            assert mean == pytest.approx(by_hand.mean(), rel=1e-5)

@@ -321,3 +321,115 @@ def test_max_steps_stops_within_the_epochs(capsys):
     bar = Progress(total=4, log=lambda line: None)
     train_instruction_model(*args, bar=bar)
     assert bar.done == 4  # without it: every batch of every epoch
+
+
+# ---- the flags of finetune-instruct, by their effect on what the training loop is given (issue 25) --------------
+
+SMALL_INSTRUCT = [
+    "--preset",
+    "small-cpu",
+    "--emb-dim",
+    "16",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--tokenizer",
+    "byte",
+]
+
+
+class _Stopped(Exception):
+    """Raised by the stand-in training loop: the test has what it came for, the command stops there."""
+
+
+def _instruct_until_training(tmp_path, monkeypatch, capsys, *flags) -> dict:
+    """``finetune-instruct`` on 40 short records as far as its training loop, which is replaced by one that keeps
+    what it is given (the model, the training loader) and stops the command. Returns those."""
+    from tinygrad_llm.cli import main
+    from tinygrad_llm.finetune import instruction
+
+    monkeypatch.delenv("TINYGRAD_LLM_DEBUG", raising=False)  # the stop is reported as an error, not raised
+    given = {}
+
+    def stand_in(model, train_loader, *args, **kwargs):
+        given.update(model=model, train_loader=train_loader)
+        raise _Stopped("stopped where training starts")
+
+    monkeypatch.setattr(instruction, "train_instruction_model", stand_in)
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([{"instruction": f"Repeat {i}.", "input": "", "output": f"{i} {i}"} for i in range(40)]))
+    out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    argv = ["finetune-instruct", "--data", str(data), *SMALL_INSTRUCT, "--batch-size", "4", "--out", str(out), *flags]
+    assert main(argv) == 1
+    assert "stopped where training starts" in capsys.readouterr().err
+    return given
+
+
+def test_mask_inputs_sets_the_prompts_targets_to_ignore(tmp_path, monkeypatch, capsys):
+    """The first batch the loop trains on: with --mask-inputs each row's targets up to the prompt's last token
+    are -100 and the response's are learnt; without it the prompt is learnt too."""
+    import tinygrad_llm as tl
+
+    tokenizer = tl.get_tokenizer("byte")
+    for mask in (True, False):
+        flags = ["--mask-inputs"] if mask else []
+        inputs, targets = next(iter(_instruct_until_training(tmp_path, monkeypatch, capsys, *flags)["train_loader"]))
+        for row_inputs, row_targets in zip(inputs, targets):
+            text = tokenizer.decode(row_inputs.tolist())
+            prompt = text.index("\n\n### Response:")  # format_input's length: one byte token per character
+            assert prompt > 100
+            if mask:
+                assert np.all(row_targets[: prompt - 1] == X)
+            else:
+                np.testing.assert_array_equal(row_targets[: prompt - 1], row_inputs[1:prompt])
+            np.testing.assert_array_equal(row_targets[prompt - 1 : prompt + 5], row_inputs[prompt : prompt + 6])
+
+
+def test_lora_alpha_scales_every_adapter_by_alpha_over_rank(tmp_path, monkeypatch, capsys):
+    """--lora-rank 2 --lora-alpha 8: each adapted Linear adds 4 x A B (the default alpha = rank would add 1 x)."""
+    import tinygrad_llm as tl
+    from tinygrad_llm.finetune.lora import LinearWithLoRA
+
+    model = _instruct_until_training(tmp_path, monkeypatch, capsys, "--lora-rank", "2", "--lora-alpha", "8")["model"]
+    adapted = [m for m in model.modules() if isinstance(m, LinearWithLoRA)]
+    assert len(adapted) == 5  # the block's W_qkv, out_proj and two feed-forward layers, and the output head
+    rng = np.random.default_rng(0)
+    for layer in adapted:
+        loras = [layer.lora] if layer.n_splits == 1 else list(layer.lora)
+        for lora in loras:
+            lora.B.data[...] = rng.standard_normal(lora.B.shape).astype(np.float32)  # B starts at 0: no update
+        x = rng.standard_normal((3, layer.in_features)).astype(np.float32)
+        with tl.no_grad():
+            update = layer(tl.Tensor(x)).data - layer.linear(tl.Tensor(x)).data
+        expected = np.concatenate([x @ lora.A.data @ lora.B.data for lora in loras], axis=-1) * (8 / 2)
+        np.testing.assert_allclose(update, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_judge_model_and_timeout_reach_the_judges_request(tmp_path, monkeypatch, capsys):
+    """--judge-url is checked before training with one request: a stand-in for urlopen keeps it (and its timeout)
+    and refuses it, so the command stops there, naming the judge."""
+    import urllib.error
+    import urllib.request
+
+    from tinygrad_llm.cli import main
+
+    requests = []
+
+    def refuse(request, timeout=None):
+        requests.append((json.loads(request.data), request.full_url, timeout))
+        raise urllib.error.URLError("refused by the stand-in")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.delenv("TINYGRAD_LLM_DEBUG", raising=False)
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(_records()))
+    url = "http://judge.invalid:1234/api/chat"
+    base = ["finetune-instruct", "--data", str(data), *SMALL_INSTRUCT, "--judge-url", url]
+    assert main([*base, "--judge-model", "qwen-judge", "--judge-timeout", "7", "--out", str(tmp_path / "a")]) == 1
+    assert f"cannot reach the judge at {url}" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b")]) == 1  # the defaults: llama3, 60 seconds
+    (given, given_url, given_timeout), (default, _, default_timeout) = requests
+    assert (given["model"], given_url, given_timeout) == ("qwen-judge", url, 7.0)
+    assert (default["model"], default_timeout) == ("llama3", 60.0)
+    assert not (tmp_path / "a").exists()  # stopped before anything was written

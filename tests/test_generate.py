@@ -245,3 +245,53 @@ def test_any_model_that_maps_ids_to_logits_can_generate():
     out = generate(Bigram(), np.array([[3]]), max_new_tokens=6)
     assert out.tolist() == [[3, 4, 0, 1, 2, 3, 4]]
     assert generate(Bigram(), np.array([[0, 1]]), max_new_tokens=2, context_size=1).tolist() == [[0, 1, 2, 3]]
+
+
+@pytest.fixture(scope="module")
+def letters_checkpoint(tmp_path_factory):
+    """A run folder of an untrained 1-layer GPT over the 26 letters: its next-token distribution is close to
+    uniform, so sampling at temperature 1 wanders over the whole vocabulary unless --top-k/--top-p stop it."""
+    folder = tmp_path_factory.mktemp("letters")
+    tokenizer = tl.get_tokenizer("char", text="abcdefghijklmnopqrstuvwxyz")
+    tl.manual_seed(7)
+    config = GPTConfig.preset("tiny", vocab_size=tokenizer.n_vocab, context_length=32, n_layers=1, emb_dim=16)
+    GPTModel(config).save_pretrained(folder)
+    tokenizer.save(folder)
+    return folder
+
+
+def _generated(folder, capsys, *flags) -> list[int]:
+    """The ids ``tinygrad-llm generate`` prints after the prompt "ab" (one character per token)."""
+    from tinygrad_llm.cli import main
+    from tinygrad_llm.tokenizer import load_tokenizer
+
+    argv = ["generate", "--checkpoint", str(folder), "--prompt", "ab", "--max-new-tokens", "16", *flags]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ab") and out.endswith("\n")
+    return load_tokenizer(folder).encode(out[2:-1])
+
+
+def test_cli_top_k_and_top_p_keep_to_the_likeliest_tokens(letters_checkpoint, capsys):
+    greedy = _generated(letters_checkpoint, capsys, "--temperature", "0")
+    free = _generated(letters_checkpoint, capsys, "--temperature", "1", "--seed", "5")
+    assert free != greedy  # sampling over nearly uniform probabilities: not the argmax every time
+    # --top-k 1 and a nucleus smaller than any token's probability leave only the argmax to sample
+    assert _generated(letters_checkpoint, capsys, "--temperature", "1", "--seed", "5", "--top-k", "1") == greedy
+    assert _generated(letters_checkpoint, capsys, "--temperature", "1", "--seed", "5", "--top-p", "0.01") == greedy
+    # --top-k 3: every token among the 3 likeliest after its prefix, where the free sample strays
+    from tinygrad_llm.cli.common import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(letters_checkpoint, None)
+    model.eval()
+    prompt = tokenizer.encode("ab")
+
+    def ranks(new_ids):
+        ids = np.asarray([prompt + new_ids])
+        with tl.no_grad():
+            logits = model(ids[:, :-1]).data[0, len(prompt) - 1 :]  # (16, vocab): each new token's logits
+        return [int((row > row[token]).sum()) for row, token in zip(logits, new_ids)]  # 0: the likeliest
+
+    top3 = _generated(letters_checkpoint, capsys, "--temperature", "1", "--seed", "5", "--top-k", "3")
+    assert max(ranks(top3)) <= 2 and max(ranks(free)) > 2
+    assert ranks(greedy) == [0] * 16

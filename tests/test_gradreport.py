@@ -91,3 +91,24 @@ def test_check_model_gradients_refuses_float32():
     ids = np.zeros((1, 4), dtype=np.int64)
     with pytest.raises(TypeError, match="float64"):
         check_model_gradients(lambda: F.cross_entropy(model(ids), ids), model.named_parameters())
+
+
+def test_eps_and_rtol_change_what_is_measured_and_what_passes(capsys):
+    """The same model, batch and directions each time. Central differences err by about eps^2 f'''/6: --eps
+    0.1 measures an error 4 times that of --eps 0.05, far above the default's; --rtol is the line between OK
+    and NOT OK, just above the largest error passing and just below it failing."""
+    import re
+
+    def worst(*flags) -> tuple[int, float]:
+        code = main(["gradcheck", "--emb-dim", "8", "--n-heads", "2", *SMALL, "--directions", "0", *flags])
+        verdict = capsys.readouterr().out.strip().splitlines()[-1]
+        return code, float(re.search(r"relative error ([-+.e0-9]+)", verdict).group(1))
+
+    code, tiny = worst()
+    assert code == 0 and tiny < 1e-6
+    code, half = worst("--eps", "0.05")
+    code_large, large = worst("--eps", "0.1")
+    assert code == code_large == 1 and large > 1e-3
+    assert large / half == pytest.approx(4, rel=0.1)  # (0.1 / 0.05)^2: the truncation error of the step
+    assert worst("--eps", "0.1", "--rtol", f"{large * 1.05:.6e}") == (0, large)
+    assert worst("--eps", "0.1", "--rtol", f"{large * 0.95:.6e}") == (1, large)

@@ -88,25 +88,24 @@ def test_a_folder_that_is_not_a_run_is_never_written_unasked(tmp_path, story, ca
     assert not old.exists() and find_checkpoint(hf).name == "ckpt-000001"
 
 
+def commands_with_out(story: Path, tmp_path: Path) -> list[list[str]]:
+    """Each command that writes a run folder, without its --out (the fine-tunings' data is missing: an --out
+    problem must be found before the data is read)."""
+    return [
+        ["train", "--data", str(story), *TINY],
+        ["finetune-classifier", "--data", str(tmp_path / "no-such-file"), "--preset", "tiny"],
+        ["finetune-instruct", "--data", str(tmp_path / "no-such-file"), "--preset", "tiny"],
+    ]
+
+
 def test_out_paths_are_checked_before_any_work(tmp_path, story, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    cases = [(a_file, "exists and is not a folder"), (a_file / "run", "is a file, not a folder")]
-    if os.geteuid() != 0:  # root writes anywhere
-        cases.append((locked / "run", "not writable"))
-    for out, expected in cases:
-        for command in (
-            ["train", "--data", str(story), *TINY],
-            ["finetune-classifier", "--data", str(tmp_path / "no-such-file"), "--preset", "tiny"],
-            ["finetune-instruct", "--data", str(tmp_path / "no-such-file"), "--preset", "tiny"],
-        ):
+    for out, expected in [(a_file, "exists and is not a folder"), (a_file / "run", "is a file, not a folder")]:
+        for command in commands_with_out(story, tmp_path):
             assert main([*command, "--out", str(out)]) == 1
             one_line_error(capsys.readouterr().err, "--out", expected)  # the output, not the missing data
     assert a_file.read_text() == "mine"
-    locked.chmod(0o700)
     # a failure after the folder was created removes the folder it created, and only that
     assert (
         main(
@@ -126,6 +125,21 @@ def test_out_paths_are_checked_before_any_work(tmp_path, story, capsys):
     # finetune outputs obey the same rule as train's: another folder is refused unless --overwrite
     assert main(["finetune-classifier", "--out", str(tmp_path), "--preset", "tiny"]) == 1
     one_line_error(capsys.readouterr().err, "--out", "not empty", "--overwrite")
+
+
+def test_an_out_inside_a_folder_one_cannot_write_is_refused_before_any_work(tmp_path, story, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("running as root, who may write into any folder, so no folder is unwritable here (CI runs as root)")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        for command in commands_with_out(story, tmp_path):
+            assert main([*command, "--out", str(locked / "run")]) == 1
+            one_line_error(capsys.readouterr().err, "--out", "not writable")
+    finally:
+        locked.chmod(0o700)
+    assert list(locked.iterdir()) == []
 
 
 def test_sample_prompt_and_seed_are_checked_before_training(tmp_path, story):
