@@ -4,18 +4,27 @@ On a GPU every value copied back to the host (``float(x)``, ``int(x)``, ``bool(x
 ``.get()``, ``cupy.asnumpy``, boolean-mask indexing) waits for all the work queued before it. ``HostCopies`` is a
 NumPy array that counts those copies and multiplies matrices as CuPy 14 does; ``DeviceNamespace`` is NumPy
 returning such arrays: handed to code in place of CuPy, they count the copies it would make on a GPU.
+``use_stand_in`` also counts NumPy's own conversions (``np.asarray(x)``, ``np.array(x)``, ...), which view an
+array subclass without asking it (CuPy refuses them: on a GPU they are a bug either way).
 ``ModelCublas`` is cuBLAS's strided-batched GEMM by its definition (column-major), on host memory.
 """
 
 from __future__ import annotations
 
 import ctypes
+import sys
 import types
 
 import numpy as np
 
 import tinygrad_llm as tl
 from tinygrad_llm import backend
+
+# NumPy's conversions of a whole array: an array subclass comes out as a plain ndarray without __array__ being
+# called, so HostCopies cannot see them itself; use_stand_in replaces them by counting ones (the originals kept
+# here for the stand-in's own use).
+NUMPY_CONVERSIONS = {name: getattr(np, name) for name in ("asarray", "array", "ascontiguousarray", "asfortranarray")}
+_asarray = NUMPY_CONVERSIONS["asarray"]
 
 
 class HostCopies(np.ndarray):
@@ -85,7 +94,7 @@ def _plain(x):
 
 
 def _device(x):
-    return np.asarray(x).view(HostCopies) if isinstance(x, (np.ndarray, np.generic)) else x
+    return _asarray(x).view(HostCopies) if isinstance(x, (np.ndarray, np.generic)) else x
 
 
 class DeviceNamespace:
@@ -95,7 +104,7 @@ class DeviceNamespace:
         self._module = module
 
     def asnumpy(self, array):  # CuPy's copy to the host
-        return array._copy() if isinstance(array, HostCopies) else np.asarray(array)
+        return array._copy() if isinstance(array, HostCopies) else _asarray(array)
 
     def __getattr__(self, name):
         attr = getattr(self._module, name)
@@ -110,7 +119,7 @@ class DeviceNamespace:
 
 def on_device(array):
     """A Tensor whose array is the stand-in for a GPU array (Tensor() itself would make a NumPy array)."""
-    t = tl.Tensor._from_op(np.asarray(array, np.float32).view(HostCopies), None)
+    t = tl.Tensor._from_op(_asarray(array, np.float32).view(HostCopies), None)
     t.requires_grad = True
     return t
 
@@ -123,12 +132,28 @@ def use_stand_in(monkeypatch) -> ModelCublas:
 
     HostCopies.count, HostCopies.products = 0, []
     cublas = ModelCublas()
+    count_numpy_conversions(monkeypatch)
     monkeypatch.setattr(
         backend, "get_array_module", lambda array: DeviceNamespace() if isinstance(array, HostCopies) else np
     )
     monkeypatch.setattr(backend, "device_of", lambda array: "cpu")
     monkeypatch.setattr(batched_gemm, "cuda_libraries", lambda: (cublas, 0, False, address))
     return cublas
+
+
+def count_numpy_conversions(monkeypatch) -> None:
+    """np.asarray, np.array, np.ascontiguousarray and np.asfortranarray of a HostCopies array, called from outside
+    NumPy, count as a copy to the host, as its own conversions do. (NumPy's own functions convert their arguments
+    inside, e.g. np.broadcast_to: not counted, the stand-in's array module being NumPy where CuPy's would keep
+    the array on the GPU.)"""
+    for name, convert in NUMPY_CONVERSIONS.items():
+
+        def counting(a, *args, _convert=convert, **kwargs):
+            if isinstance(a, HostCopies) and not sys._getframe(1).f_globals.get("__name__", "").startswith("numpy"):
+                a = a._copy()
+            return _convert(a, *args, **kwargs)
+
+        monkeypatch.setattr(np, name, counting)
 
 
 def address(array) -> int:

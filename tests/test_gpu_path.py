@@ -9,7 +9,7 @@ import types
 
 import numpy as np
 import pytest
-from gpu_stand_in import DeviceNamespace, HostCopies, on_device, use_stand_in
+from gpu_stand_in import DeviceNamespace, HostCopies, count_numpy_conversions, on_device, use_stand_in
 
 import tinygrad_llm as tl
 from tinygrad_llm import backend
@@ -131,9 +131,15 @@ def test_the_stand_in_counts_every_way_to_the_host(host_copies):
         lambda: backend.to_numpy(x),
         lambda: x[x > 0],  # boolean-mask indexing, read
         lambda: x.__setitem__(x > 5, 0.0),  # and written
+        lambda: np.asarray(x),  # NumPy's conversions (use_stand_in counts them: NumPy never asks the array)
+        lambda: np.asarray(one, dtype=np.float64),
+        lambda: np.array(x),
+        lambda: np.ascontiguousarray(x),
+        lambda: np.asfortranarray(x),
     ]
     with pytest.MonkeyPatch.context() as m:
         m.setattr(backend, "get_array_module", lambda array: DeviceNamespace())
+        count_numpy_conversions(m)
         for i, way in enumerate(ways, 1):
             way()
             assert host_copies.count == i
