@@ -283,6 +283,55 @@ MUTATIONS = [
         ("tests/test_ops_nn.py::test_linear", "tests/test_ops_nn.py::test_linear_bias_gradient_sums_every_row"),
         "linear's bias gradient is the mean of the rows' gradients, not their sum",
     ),
+    # ---- the compiled kernels' backward passes (what runs by default on a CPU) ---------------------------
+    M(
+        "kernel-layernorm-backward-no-mean-term",
+        "kernels/numba_layers.py",
+        "gxr[j] = s * (g - a - xhat * c)",
+        "gxr[j] = s * (g - xhat * c)",
+        ("tests/test_kernels.py::test_layer_norm_matches_reference",),
+        "the Numba layer_norm backward drops the mean term",
+    ),
+    M(
+        "kernel-softmax-backward-no-sum-term",
+        "kernels/numba_softmax.py",
+        "gxr[j] = scale * yr[j] * (gyr[j] - dot)",
+        "gxr[j] = scale * yr[j] * gyr[j]",
+        ("tests/test_kernels.py::test_softmax_matches_reference",),
+        "the Numba softmax backward drops the -sum_j gy_j y_j term",
+    ),
+    M(
+        "kernel-cross-entropy-onehot-unscaled",
+        "kernels/numba_softmax.py",
+        "gr[targets[r]] -= c\n",
+        "gr[targets[r]] -= 1\n",
+        ("tests/test_kernels.py::test_cross_entropy_matches_reference",),
+        "the Numba cross-entropy backward subtracts the one-hot target without the row's weight (1/count)",
+    ),
+    M(
+        "kernel-embedding-overwrites-repeats",
+        "kernels/numba_layers.py",
+        "dst[j] += src[j]",
+        "dst[j] = src[j]",
+        ("tests/test_ops_nn.py::test_embedding_gradient_counts_repeats",),
+        "the Numba embedding backward keeps a repeated id's last row instead of the sum",
+    ),
+    M(
+        "kernel-gelu-derivative",
+        "kernels/numba_layers.py",
+        "(two * v * c * (one + a3 * v * v))",
+        "(two * v * c * (one + a * v * v))",
+        ("tests/test_kernels.py::test_gelu_matches_reference",),
+        "the Numba GELU derivative of the cubic term loses its factor 3",
+    ),
+    M(
+        "kernel-adamw-no-weight-decay",
+        "kernels/numba_layers.py",
+        "p = p_[i] * decay  # decoupled weight decay",
+        "p = p_[i]  # decoupled weight decay",
+        ("tests/test_kernels.py::test_adamw_matches_torch_over_20_steps",),
+        "the Numba AdamW update ignores the weight decay",
+    ),
 ]
 
 
@@ -329,6 +378,13 @@ def copy_checkout(dest: Path) -> None:
             target.symlink_to(os.readlink(source))
         else:
             shutil.copy2(source, target)
+
+
+def numba_cache(path: Path) -> dict[Path, bytes]:
+    """The kernels Numba compiled from ``path`` and cached beside it (index and data files, by path). A
+    mutated kernel file is compiled again and its cache rewritten; restoring it keeps later runs from
+    compiling the original again."""
+    return {p: p.read_bytes() for p in (path.parent / "__pycache__").glob(f"{path.stem}.*.nb[ic]")}
 
 
 def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
@@ -388,13 +444,18 @@ def main(argv: list[str] | None = None) -> int:
             path = copy / m.file
             original = path.read_text(encoding="utf-8")
             stat = path.stat()
+            compiled = numba_cache(path)
             path.write_text(original.replace(m.original, m.replacement), encoding="utf-8")
             start = time.perf_counter()
             try:
                 status, tail = run_tests(copy, m.tests, args.timeout)
-            finally:
+            finally:  # the file, its time and its compiled kernels as they were: no recompiling afterwards
                 path.write_text(original, encoding="utf-8")
-                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # Numba's cache stays valid
+                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+                for cached in numba_cache(path):
+                    cached.unlink()
+                for cached, data in compiled.items():
+                    cached.write_bytes(data)
             seconds = time.perf_counter() - start
             verdict = {1: "caught", 0: "NOT caught", None: "timed out"}.get(status, f"error (pytest {status})")
             rows.append((m.id, m.file, m.breaks, verdict, seconds))
