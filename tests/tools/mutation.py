@@ -193,7 +193,7 @@ MUTATIONS = [
         "GELU's derivative of the cubic term loses its factor 3 (the NumPy reference path)",
     ),
     M(
-        "sum-to-keeps-broadcast-axes",
+        "sum-to-averages",
         "tinygrad_llm/functional/_common.py",
         "    y = x.sum(axis=axes, keepdims=True)\n",
         "    y = x.mean(axis=axes, keepdims=True)\n",
