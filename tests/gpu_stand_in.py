@@ -6,6 +6,8 @@ boolean-mask indexing) waits for all the work queued before it. As on CuPy, an e
 ``x.argmax()``) stays a 0-d device array, so reading it later counts too. ``HostCopies`` is a
 NumPy array that counts those copies and multiplies matrices as CuPy 14 does; ``DeviceNamespace`` is NumPy
 returning such arrays: handed to code in place of CuPy, they count the copies it would make on a GPU.
+``use_stand_in`` also counts NumPy's own conversions (``np.asarray(x)``, ``np.array(x)``, ...), which view an
+array subclass without asking it (CuPy refuses them: on a GPU they are a bug either way).
 ``ModelCublas`` is cuBLAS's strided-batched GEMM by its definition (column-major), on host memory.
 """
 
@@ -102,12 +104,15 @@ def _has_boolean_mask(key) -> bool:
     return any(isinstance(k, np.ndarray) and k.dtype == bool for k in (key if isinstance(key, tuple) else (key,)))
 
 
-_asarray, _array = np.asarray, np.array  # NumPy's own, for the stand-in itself (use_stand_in counts the others)
+# NumPy's own conversions, for the stand-in itself (use_stand_in counts the others' calls)
+_asarray, _array = np.asarray, np.array
+_ascontiguousarray, _asfortranarray = np.ascontiguousarray, np.asfortranarray
 
 
 def _counting(convert):
-    """np.asarray/np.array counting a copy per stand-in array among their input (NumPy views an ndarray subclass
-    without calling its ``__array__``; CuPy refuses to convert implicitly, so on a GPU this is a copy or an error)."""
+    """np.asarray/np.array/np.ascontiguousarray/np.asfortranarray counting a copy per stand-in array among their
+    input (NumPy views an ndarray subclass without calling its ``__array__``; CuPy refuses to convert implicitly,
+    so on a GPU this is a copy or an error)."""
 
     def converted(obj, *args, **kwargs):
         result = convert(obj, *args, **kwargs)
@@ -168,6 +173,8 @@ def use_stand_in(monkeypatch) -> ModelCublas:
     monkeypatch.setattr(backend, "device_of", lambda array: "cpu")
     monkeypatch.setattr(np, "asarray", _counting(_asarray))
     monkeypatch.setattr(np, "array", _counting(_array))
+    monkeypatch.setattr(np, "ascontiguousarray", _counting(_ascontiguousarray))
+    monkeypatch.setattr(np, "asfortranarray", _counting(_asfortranarray))
     monkeypatch.setattr(batched_gemm, "cuda_libraries", lambda: (cublas, 0, False, address))
     return cublas
 

@@ -142,6 +142,10 @@ def test_the_stand_in_counts_every_way_to_the_host():
         lambda: int(x.argmax()),
         lambda: x[x > 0],  # boolean-mask indexing, read
         lambda: x.__setitem__(x > 5, 0.0),  # and written
+        lambda: np.asarray(x),  # NumPy's conversions (use_stand_in counts them: NumPy never asks the array)
+        lambda: np.asarray(one, dtype=np.float64),
+        lambda: np.ascontiguousarray(x),
+        lambda: np.asfortranarray(x),
     ]
     with pytest.MonkeyPatch.context() as m:
         use_stand_in(m)

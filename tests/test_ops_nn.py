@@ -144,6 +144,14 @@ def test_linear(data, batch, n_in, n_out, with_bias):
         check(F.linear, lambda x, w: x @ w.T, x, w)
 
 
+def test_linear_bias_gradient_sums_every_row():
+    """dL/db adds gy over every row of every batch axis (a mean would pass where the cases drawn above have
+    one row, as the derandomized "ci" profile's do)."""
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((5, 4)), rng.standard_normal(5)
+    check(F.linear, lambda x, w, b: x @ w.T + b, x, w, b)
+
+
 def layer_norm_reference(a, w=None, b=None, eps=1e-5):
     mean = a.mean(axis=-1, keepdims=True)
     var = ((a - mean) ** 2).mean(axis=-1, keepdims=True)
