@@ -332,6 +332,47 @@ MUTATIONS = [
         ("tests/test_kernels.py::test_adamw_matches_torch_over_20_steps",),
         "the Numba AdamW update ignores the weight decay",
     ),
+    # ---- the flags and the masked-LM pretraining tested by their effect -------------------------------
+    M(
+        "train-grad-clip-ignored",
+        "tinygrad_llm/train/run.py",
+        "        grad_clip=s.grad_clip or None,\n",
+        "        grad_clip=None,\n",
+        ("tests/test_train_flags.py::test_grad_clip_bounds_the_gradient_the_optimizer_steps_with",),
+        "train --grad-clip never reaches the Trainer (no clipping)",
+    ),
+    M(
+        "train-weight-decay-fixed",
+        "tinygrad_llm/train/run.py",
+        "        weight_decay=s.weight_decay,\n",
+        "        weight_decay=0.1,\n",
+        ("tests/test_train_flags.py::test_weight_decay_moves_the_weight_matrices_by_exactly_the_decay_term",),
+        "train --weight-decay is ignored (always 0.1)",
+    ),
+    M(
+        "train-val-fraction-fixed",
+        "tinygrad_llm/train/run.py",
+        "    split = int(n_chars * (1 - settings.val_fraction))",
+        "    split = int(n_chars * (1 - 0.1))",
+        ("tests/test_train_flags.py::test_val_fraction_sets_how_much_of_the_text_goes_to_val_bin",),
+        "train --val-fraction is ignored (always a tenth)",
+    ),
+    M(
+        "generate-top-k-dropped",
+        "tinygrad_llm/cli/generate.py",
+        "                top_k=args.top_k,\n",
+        "                top_k=None,\n",
+        ("tests/test_generate.py::test_cli_top_k_and_top_p_keep_to_the_likeliest_tokens",),
+        "generate --top-k never reaches the sampler",
+    ),
+    M(
+        "mlm-inputs-never-masked",
+        "tinygrad_llm/data/mlm.py",
+        "    inputs[to_mask] = mask_id\n",
+        "",
+        ("tests/test_bert_train.py::test_masked_lm_learns_from_the_context_what_letter_frequencies_cannot_tell",),
+        "masked-LM pretraining never writes [MASK] into its inputs (it learns to copy what it sees)",
+    ),
 ]
 
 
