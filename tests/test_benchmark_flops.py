@@ -3,7 +3,7 @@ formula against the products a training step really makes, counted at ``runtime.
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,11 @@ from tinygrad_llm import functional as F
 from tinygrad_llm import runtime
 from tinygrad_llm.model import GPTConfig, GPTModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from _common import product_parameters, step_flops_per_token  # noqa: E402
+# loaded by its path: benchmarks/ on sys.path would shadow packages (its kernels.py, Hugging Face's kernels)
+_spec = importlib.util.spec_from_file_location("benchmarks_common", Path(__file__).parents[1] / "benchmarks/_common.py")
+_common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_common)
+product_parameters, step_flops_per_token = _common.product_parameters, _common.step_flops_per_token
 
 
 def test_product_parameters_are_the_blocks_projections_and_the_head():

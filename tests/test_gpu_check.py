@@ -133,8 +133,8 @@ def test_the_section_names_date_and_device(gpu_check):
     assert "| d | KV-cache generation, GPU tokens = CPU tokens | PASS | 3 s | same tokens |" in text
 
 
-def test_the_cuda_tests_pass_only_if_none_skipped_for_want_of_a_gpu():
-    sys.path.insert(0, str(PATH.parent))
+def test_the_cuda_tests_pass_only_if_none_skipped_for_want_of_a_gpu(monkeypatch):
+    monkeypatch.syspath_prepend(str(PATH.parent))  # for this test only: benchmarks/ would shadow packages
     from _gpu_parts import tests_passed
 
     summary = "40 passed, 1 skipped in 61.2s"
