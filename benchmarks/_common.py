@@ -282,6 +282,22 @@ def sgemm_gflops(threads: int, shapes=((2048, 2048, 2048),), repeats: int = 5) -
     return found
 
 
+def sgemm_peak(threads: int) -> float:
+    """The best GFLOP/s of NumPy's 2048^3 float32 product at ``threads`` threads, measured in a fresh process: in
+    the benchmark's own, another library's spinning thread pool (PyTorch's OpenMP workers) would share the cores."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from _common import sgemm_gflops; "
+        "print(json.dumps(sgemm_gflops(int(sys.argv[2]))[(2048, 2048, 2048)][1]))"
+    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", code, here, str(threads)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def train_flops_per_token(config, n_params: int) -> float:
     """Training FLOPs per token, as nanoGPT estimates them (PaLM appendix B): 6 N for the weights' products
     forward and backward, plus 12 L C T for attention's two (T, T) products."""
