@@ -167,6 +167,11 @@ def part2(args, torch) -> None:
     from _steps import SHAPES, build_steps, shape_config
 
     shapes = list(SHAPES) if args.shape == "all" else [args.shape]
+    peak = None
+    if args.device == "cpu":  # each side's share of this machine's SGEMM peak at the threads the sides use
+        threads = args.threads or os.cpu_count() or 1
+        peak = sgemm_peak(threads)
+        print(f"SGEMM peak (NumPy, 2048^3, {threads} thread(s), best of 5, own process): {peak:.1f} GFLOP/s")
     for shape in shapes:
         config, batch = shape_config(shape, args.batch_size, args.context_length)
         for precision in precisions(args):  # on a GPU: TF32 off, then on (fp32 weights and activations both)
@@ -189,11 +194,6 @@ def part2(args, torch) -> None:
             )
             medians = time_interleaved(synced(steps, args.device, torch), repeats=args.repeats, number=1, warmup=1)
             flops = step_flops_per_token(GPTModel(config)) * batch * config.context_length
-            peak = None
-            if args.device == "cpu":  # the share of this machine's SGEMM peak at the threads the sides use
-                threads = args.threads or os.cpu_count() or 1
-                peak = sgemm_peak(threads)
-                print(f"SGEMM peak (NumPy, 2048^3, {threads} thread(s), best of 5, own process): {peak:.1f} GFLOP/s")
             print(
                 "| side | median ms/step | tokens/s | GFLOP/s | % of SGEMM peak | ours / side (time) |\n"
                 "| --- | ---: | ---: | ---: | ---: | ---: |"
