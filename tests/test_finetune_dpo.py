@@ -403,8 +403,9 @@ class _Stopped(Exception):
     """Raised by the stand-in DPO loop: the test has what it came for, the command stops there."""
 
 
-def test_cli_sum_logprobs_and_max_train_change_what_dpo_trains_on(tmp_path, tiny_byte_model, monkeypatch, capsys):
-    """finetune-dpo as far as its loop, which is replaced by one that keeps what it is given. --max-train 8:
+def test_cli_sum_logprobs_max_train_and_beta_change_what_dpo_trains_on(tmp_path, tiny_byte_model, monkeypatch, capsys):
+    """finetune-dpo as far as its loop, which is replaced by one that keeps what it is given. --beta 0.37 reaches
+    the loop (the default 0.1 without it). --max-train 8:
     the first 8 training records, not the split's 34. --sum-logprobs: each record's reference log-probability
     is the sum of its response tokens' log-probabilities (the DPO paper), without it their mean (the book);
     both computed here from the model's logits by hand; and the loop scores the policy the same way."""
@@ -420,19 +421,20 @@ def test_cli_sum_logprobs_and_max_train_change_what_dpo_trains_on(tmp_path, tiny
     given = []
 
     def stand_in(model, reference, train_loader, val_loader, optimizer, epochs, beta, *args, average, **kwargs):
-        given.append({"model": model, "dataset": train_loader.dataset, "average": average})
+        given.append({"model": model, "dataset": train_loader.dataset, "average": average, "beta": beta})
         raise _Stopped("stopped where training starts")
 
     monkeypatch.setattr(dpo, "train_model_dpo", stand_in)
     base = ["finetune-dpo", "--init-from", str(tmp_path / "start"), "--data", str(tmp_path / "prefs.json")]
     base += ["--batch-size", "4", "--eval-iter", "1"]
-    assert main([*base, "--out", str(tmp_path / "summed"), "--sum-logprobs", "--max-train", "8"]) == 1
+    assert main([*base, "--out", str(tmp_path / "summed"), "--sum-logprobs", "--max-train", "8", "--beta", "0.37"]) == 1
     assert main([*base, "--out", str(tmp_path / "averaged")]) == 1
     assert capsys.readouterr().err.count("stopped where training starts") == 2
     summed, averaged = given
     train = split_instruction_data(records)[0]
     assert len(averaged["dataset"]) == len(train) == 34
     assert summed["dataset"].data == train[:8]
+    assert (summed["beta"], averaged["beta"]) == (0.37, 0.1)
     assert (summed["average"], averaged["average"]) == (False, True)  # the loop scores the policy as below
     start = summed["model"].eval()
     for i in range(8):

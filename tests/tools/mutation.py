@@ -70,6 +70,14 @@ MUTATIONS = [
         "the command line's DPO loop (finetune-dpo --beta) trains with beta 0.1 whatever it is given",
     ),
     M(
+        "dpo-beta-cli-flag",
+        "tinygrad_llm/cli/dpo.py",
+        "            args.epochs,\n            args.beta,\n",
+        "            args.epochs,\n            0.1,\n",
+        ("tests/test_finetune_dpo.py::test_cli_sum_logprobs_max_train_and_beta_change_what_dpo_trains_on",),
+        "finetune-dpo --beta never reaches the training loop (it trains with 0.1)",
+    ),
+    M(
         "dpo-beta-loss",
         "tinygrad_llm/finetune/dpo.py",
         "losses = -F.logsigmoid(logits * beta)",
