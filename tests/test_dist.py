@@ -251,6 +251,36 @@ def test_finetune_classifier_on_two_processes_equals_one_with_twice_the_batch(mp
     assert two["batch_size"] == 4 and "2 processes (MPI" in result.stderr
 
 
+@pytest.mark.slow
+def test_train_zero_from_the_command_line_shards_the_moments_and_trains_the_same(mpiexec, tmp_path):
+    """``mpiexec -n 2 tinygrad-llm train --zero``: the optimizer the run trains with keeps half of AdamW's
+    moments on each process (said once, with the sizes), and its weights and saved AdamW state after three steps
+    equal the same run's without --zero (ZeRO-1 is the same elementwise update, on slices)."""
+    from tinygrad_llm.checkpoint import load_checkpoint
+    from tinygrad_llm.model import GPTConfig, format_bytes
+
+    tiny = ["train", "--preset", "tiny", "--max-steps", "3", "--context-length", "16", "--eval-iters", "1"]
+    zero, _ = run_mpiexec(mpiexec, "cli", *tiny, "--zero", "--out", tmp_path / "zero")
+    plain, _ = run_mpiexec(mpiexec, "cli", *tiny, "--out", tmp_path / "plain")
+    assert zero.returncode == 0 and plain.returncode == 0, zero.stderr[-3000:] + plain.stderr[-3000:]
+    saved = load_checkpoint(tmp_path / "zero")
+    parameters = sum(a.size for a in saved.model_state.values() if a.dtype == np.float32)
+    whole = 2 * 4 * GPTConfig.from_dict(saved.config).num_parameters()
+    assert whole == 2 * 4 * parameters  # every parameter trains, float32: its two moments
+    said = [line for line in zero.stderr.splitlines() if line.startswith("ZeRO-1")]
+    assert said == [
+        f"ZeRO-1: each of the 2 processes keeps {format_bytes(whole // 2)} of AdamW's moments instead of "
+        f"{format_bytes(whole)}"
+    ]
+    assert "ZeRO-1" not in plain.stderr
+    other = load_checkpoint(tmp_path / "plain")
+    for name, array in saved.model_state.items():
+        np.testing.assert_array_equal(array, other.model_state[name], err_msg=name)
+    for index, state in saved.optimizer_state["state"].items():
+        for key, value in state.items():
+            np.testing.assert_array_equal(value, other.optimizer_state["state"][index][key], err_msg=key)
+
+
 def test_info_shows_what_zero_saves_per_process(capsys):
     from tinygrad_llm.cli import main
     from tinygrad_llm.model import GPTConfig, estimate_memory, format_bytes

@@ -366,6 +366,14 @@ MUTATIONS = [
         "train --val-fraction is ignored (always a tenth)",
     ),
     M(
+        "train-zero-dropped",
+        "tinygrad_llm/train/run.py",
+        "        zero=s.zero,\n",
+        "        zero=False,\n",
+        ("tests/test_dist.py::test_train_zero_from_the_command_line_shards_the_moments_and_trains_the_same",),
+        "train --zero under mpiexec never reaches the Trainer (every process keeps all of AdamW's moments)",
+    ),
+    M(
         "generate-top-k-dropped",
         "tinygrad_llm/cli/generate.py",
         "                top_k=args.top_k,\n",

@@ -524,6 +524,7 @@ def _claimed_run(settings: RunSettings, out: Path, comm, given, log) -> TrainRun
 
 def _announce(run: TrainRun, config, train_ids, val_ids, comm, log) -> None:
     """The line that says what trains on what, and a warning for a schedule that never decays."""
+    from tinygrad_llm.dist import ZeroAdamW
     from tinygrad_llm.dist.launch import describe_processes
 
     s, trainer = run.settings, run.trainer
@@ -534,6 +535,15 @@ def _announce(run: TrainRun, config, train_ids, val_ids, comm, log) -> None:
         f"on {run.described}: {len(train_ids):,} training / {len(val_ids):,} validation tokens"
         f"{describe_processes(comm, s.batch_size)}, {trainer.total_steps} steps -> {run.out}"
     )
+    if isinstance(trainer.optimizer, ZeroAdamW):  # --zero under mpiexec
+        from tinygrad_llm.model import format_bytes
+
+        zero = trainer.optimizer
+        kept, whole = zero.exp_avg.nbytes + zero.exp_avg_sq.nbytes, 2 * zero.params_flat.nbytes
+        log(
+            f"ZeRO-1: each of the {comm.world_size} processes keeps {format_bytes(kept)} of AdamW's moments "
+            f"instead of {format_bytes(whole)}"
+        )
     if s.warmup_steps >= trainer.total_steps:
         log(
             f"warning: --warmup-steps {s.warmup_steps} is not below the run's {trainer.total_steps} steps, so the "
