@@ -190,7 +190,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--lr",
         type=finite_float,
         default=None,
-        help=f"AdamW learning rate (default 5e-5 with --init-from, {SCRATCH_RECIPE['lr']:g} from scratch)",
+        help=f"AdamW learning rate (default 5e-5 with --init-from, {SCRATCH_RECIPE['lr']:g} from scratch, "
+        f"{BERT_SCRATCH['lr']:g} for --arch bert from scratch)",
     )
     train.add_argument(
         "--lr-schedule",
@@ -244,7 +245,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=None,
         help=f"messages per batch (default 8 with --init-from, as the book; "
-        f"{SCRATCH_RECIPE['batch_size']} from scratch)",
+        f"{SCRATCH_RECIPE['batch_size']} from scratch, {BERT_SCRATCH['batch_size']} for --arch bert from scratch)",
     )
     train.add_argument(
         "--max-length",
