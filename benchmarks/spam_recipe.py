@@ -17,8 +17,9 @@ seeds together (5 x 149 = 745), each against what was chosen before it:
    10 / 20 / 30 epochs, the n-gram table (2-4-grams x 2,048 rows or 2-6-grams x 4,096), the byte tokenizer or
    GPT-2's BPE. These are numbers, not code, so the one with the most validation messages right is kept; a tie
    keeps the value the recipe has;
-4. an ensemble of three members (seeds S, S + 1000, S + 2000 on seed S's split, their probabilities averaged,
-   as ``--ensemble 3``), kept by step 2's rule against its member 0 (the one model of step 3).
+4. an ensemble of three members (runs of seeds S, S + 1000, S + 2000 on seed S's split, ``--split-seed S``,
+   their probabilities averaged here), kept by step 2's rule against its member 0 (the one model of step 3).
+   (It was not kept, and finetune-classifier's --ensemble was removed; the step stays as a measurement.)
 
 What stays fixed: the tiny preset (a wider model costs 3.5x per run and the screened one was no better), AdamW's
 weight decay 0.1, messages cut at 160 bytes (an SMS is at most 160 characters), the constant learning rate.
@@ -80,7 +81,6 @@ class Variant:
             "ngram_sizes": self.ngram_sizes,
             "ngram_buckets": 2048 if self.ngram_sizes else None,
             "average_from": self.average_from,
-            "ensemble": 1,
             "epochs": self.epochs,
             **dict(self.moved),
         }
@@ -111,7 +111,7 @@ def variant(ngrams: bool, averaged: bool, epochs: int = EPOCHS) -> Variant:
     return Variant(name, NGRAMS if ngrams else (), epochs, max(1, epochs // 2) if averaged else epochs)
 
 
-# ---- one run: train (or reuse), then the members' spam probabilities on one split ---------------------------
+# ---- one run: train (or reuse), then its spam probabilities on one split -----------------------------------
 
 
 def split_of(seed: int, data: str | None) -> dict:
@@ -124,8 +124,8 @@ def split_of(seed: int, data: str | None) -> dict:
 
 def train(seed: int, v: Variant, member: int, out: Path, data: str | None) -> Path:
     """Member ``member`` of the variant on seed ``seed``'s split: ``finetune-classifier --seed SEED + 1000 member
-    --split-seed SEED`` with the variant's fields (member k of ``--ensemble`` bit for bit; member 0 the one model
-    of ``--seed SEED``), at one thread; reused when already finished."""
+    --split-seed SEED`` with the variant's fields (seed SEED's split, its own initialisation and batch order;
+    member 0 the one model of ``--seed SEED``), at one thread; reused when already finished."""
     folder = out / f"seed{seed}-{v.name}" if member == 0 else out / f"seed{seed}-{v.name}-m{member}"
     if (folder / "metrics.json").is_file():
         return folder
@@ -143,7 +143,8 @@ def train(seed: int, v: Variant, member: int, out: Path, data: str | None) -> Pa
 
 
 def member_probabilities(folder: Path, seed: int, split: str, data: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(p, labels): p (members, messages) the spam probability each member gives each message of ``split``."""
+    """(p, labels): p (1, messages) the spam probability the run in ``folder`` gives each message of ``split``
+    (one row: the callers stack the rows of an ensemble's members)."""
     from tinygrad_llm import backend
     from tinygrad_llm.finetune.classifier import last_token_logits
     from tinygrad_llm.finetune.io import load_classifier
@@ -154,14 +155,11 @@ def member_probabilities(folder: Path, seed: int, split: str, data: str | None) 
     model.eval()
     texts, labels = split_of(seed, data)[split]
     ids = SpamDataset(texts, labels, tokenizer, meta["max_length"], meta["pad_token_id"]).input_ids  # (N, T)
-    members = list(model.members) if hasattr(model, "members") else [model]
-    p = np.empty((len(members), len(labels)))
     with no_grad():
-        for k, member in enumerate(members):
-            logits = backend.to_numpy(last_token_logits(member, ids).data).astype(np.float64)  # (N, 2)
-            logits -= logits.max(axis=1, keepdims=True)
-            p[k] = np.exp(logits[:, 1]) / np.exp(logits).sum(axis=1)
-    return p, np.asarray(labels)
+        logits = backend.to_numpy(last_token_logits(model, ids).data).astype(np.float64)  # (N, 2)
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits[:, 1]) / np.exp(logits).sum(axis=1)
+    return p[None, :], np.asarray(labels)
 
 
 def run_validation(job: tuple) -> tuple:

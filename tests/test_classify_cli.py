@@ -5,6 +5,7 @@ empty --text are refused."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -20,8 +21,8 @@ from tinygrad_llm.model import BertForSequenceClassification, NgramGPTModel
 TEXTS = ["WIN 7 cash now, call 09007", "see you at 3 tonight", "free prize!!", "ok"]
 SIZES = ["--preset", "tiny", "--emb-dim", "16", "--n-layers", "1", "--max-length", "24", "--epochs", "2"]
 ARCHS = {
-    "gpt": ["--ngram-embeddings", "none", "--ensemble", "1"],
-    "ngram-gpt": ["--ngram-buckets", "64", "--ensemble", "1"],
+    "gpt": ["--ngram-embeddings", "none"],
+    "ngram-gpt": ["--ngram-buckets", "64"],
     "bert": ["--arch", "bert"],
 }
 
@@ -83,6 +84,21 @@ def test_classify_refuses_a_tokenizer_that_is_not_the_models(classifiers, tmp_pa
     err = capsys.readouterr().err
     assert "tokenizer.json" in err and "50257" in err and "257" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_ensemble_of_an_older_version_is_refused_with_its_file_named(classifiers, tmp_path, capsys):
+    """A run folder of the removed --ensemble (finetune.json: "ensemble_size": 3) is refused with a message that
+    names the file and says ensembles are no longer written, from the library and from classify (no traceback)."""
+    folder = tmp_path / "ensemble"
+    shutil.copytree(classifiers["gpt"], folder)
+    meta_file = folder / "finetune.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "ensemble_size": 3}))
+    with pytest.raises(ValueError, match="ensemble_size is 3") as refused:
+        load_classifier(folder)
+    assert str(meta_file) in str(refused.value) and "no longer writes" in str(refused.value)
+    assert main(["classify", "--checkpoint", str(folder), "--text", "WIN cash"]) == 1
+    err = capsys.readouterr().err
+    assert str(meta_file) in err and "no longer writes" in err and "Traceback" not in err
 
 
 def test_classify_refuses_an_empty_text(classifiers, capsys):

@@ -262,8 +262,6 @@ def test_cli_with_lora_trains_only_adapters_and_exports_a_plain_model(tmp_path, 
             "2",
             "--trainable",
             "all",
-            "--ensemble",
-            "1",
             "--out",
             str(out),
         ]

@@ -1,4 +1,4 @@
-"""The classifier recipes as library code (finetune/recipe.py): an ensemble trains, scores and saves from Python,
+"""The classifier recipes as library code (finetune/recipe.py): a classifier trains, scores and saves from Python,
 without the command line, and the command line is that call."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from tinygrad_llm.cli import main
-from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
+from tinygrad_llm.finetune import spam_data
 from tinygrad_llm.finetune.io import load_classifier
 from tinygrad_llm.finetune.recipe import SCRATCH_RECIPE, ClassifierRecipe, finetune_classifier
 from tinygrad_llm.model import NgramGPTModel
@@ -20,7 +20,7 @@ def _spam_file(tmp_path):
     return data
 
 
-def test_an_ensemble_trains_from_python_and_the_cli_is_the_same_call(tmp_path):
+def test_a_classifier_trains_from_python_and_the_cli_is_the_same_call(tmp_path):
     data = _spam_file(tmp_path)
     lines = []
     recipe = ClassifierRecipe(
@@ -31,18 +31,16 @@ def test_an_ensemble_trains_from_python_and_the_cli_is_the_same_call(tmp_path):
         max_length=24,
         epochs=2,
         ngram_buckets=64,
-        ensemble=2,
         seed=5,
     )
     metrics = finetune_classifier(recipe, tmp_path / "lib", log=lines.append)
     assert recipe.epochs == 2 and recipe.lr is None  # the caller's recipe is not filled in
-    assert metrics["ensemble_size"] == 2 and [m["seed"] for m in metrics["members"]] == [5, 1005]
+    assert (metrics["seed"], metrics["split_seed"]) == (5, 5) and "ensemble_size" not in metrics
     assert metrics["average_from"] == 1 and metrics["lr"] == SCRATCH_RECIPE["lr"]  # the from-scratch defaults
     assert tuple(metrics["config"]["ngram_sizes"]) == SCRATCH_RECIPE["ngram_sizes"]
-    assert any("member 2 of 2" in line for line in lines)
+    assert any("2-class classifier" in line for line in lines)
     model, _, meta = load_classifier(tmp_path / "lib")
-    assert isinstance(model, ClassifierEnsemble) and meta["ensemble_size"] == 2
-    assert all(isinstance(member, NgramGPTModel) for member in model.members)
+    assert isinstance(model, NgramGPTModel) and "ensemble_size" not in meta
     assert json.loads((tmp_path / "lib" / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
 
     assert (
@@ -63,8 +61,6 @@ def test_an_ensemble_trains_from_python_and_the_cli_is_the_same_call(tmp_path):
                 "2",
                 "--ngram-buckets",
                 "64",
-                "--ensemble",
-                "2",
                 "--seed",
                 "5",
                 "--out",
@@ -78,20 +74,32 @@ def test_an_ensemble_trains_from_python_and_the_cli_is_the_same_call(tmp_path):
         np.testing.assert_array_equal(cli.state_dict()[name], array, err_msg=name)
 
 
-def test_an_ensembles_member_is_the_one_model_of_its_seed_on_the_ensembles_split(tmp_path):
-    """--split-seed S --seed S + 1000 trains member 1 of the ensemble of --seed S, bit for bit (what
-    benchmarks/spam_recipe.py relies on to train an ensemble's members side by side)."""
+def test_split_seed_draws_the_split_alone(tmp_path, monkeypatch):
+    """--seed S + 1000 --split-seed S trains on exactly the split of --seed S, from its own initialisation and
+    batch order (what benchmarks/spam_recipe.py relies on to train several models on one split)."""
+    drawn = []
+
+    def recording_split(*args, **kwargs):
+        split = original(*args, **kwargs)
+        drawn.append({name: list(texts) for name, (texts, _) in split.items()})
+        return split
+
+    original = spam_data.random_split
+    monkeypatch.setattr(spam_data, "random_split", recording_split)
     data = _spam_file(tmp_path)
     common = ["--data", str(data), "--preset", "tiny", "--emb-dim", "16", "--n-layers", "1", "--max-length", "24"]
     common += ["--epochs", "2", "--ngram-embeddings", "none", "--batch-size", "8"]
-    assert main(["finetune-classifier", *common, "--ensemble", "2", "--seed", "5", "--out", str(tmp_path / "x2")]) == 0
-    one = ["--ensemble", "1", "--seed", "1005", "--split-seed", "5", "--out", str(tmp_path / "one")]
-    assert main(["finetune-classifier", *common, *one]) == 0
-    ensemble, _, _ = load_classifier(tmp_path / "x2")
-    member, _, _ = load_classifier(tmp_path / "one")
-    for name, array in member.state_dict().items():
-        np.testing.assert_array_equal(ensemble.members[1].state_dict()[name], array, err_msg=name)
-    metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert main(["finetune-classifier", *common, "--seed", "5", "--out", str(tmp_path / "s5")]) == 0
+    other = ["--seed", "1005", "--split-seed", "5", "--out", str(tmp_path / "s1005")]
+    assert main(["finetune-classifier", *common, *other]) == 0
+    assert len(drawn) == 2 and drawn[0] == drawn[1]  # the same train, validation and test messages
+    texts, labels = spam_data.create_balanced_dataset(*spam_data.read_sms_spam(data), seed=1005)
+    assert original(texts, labels, 0.7, 0.1, seed=1005)["train"][0] != drawn[0]["train"]  # seed 1005's own differs
+    first, _, _ = load_classifier(tmp_path / "s5")
+    second, _, _ = load_classifier(tmp_path / "s1005")
+    weights = second.state_dict()
+    assert any(not np.array_equal(array, weights[name]) for name, array in first.state_dict().items())
+    metrics = json.loads((tmp_path / "s1005" / "metrics.json").read_text())
     assert (metrics["seed"], metrics["split_seed"]) == (1005, 5)
 
 
@@ -104,14 +112,13 @@ def test_the_book_recipe_without_ngrams_builds_the_book_gpt(tmp_path):
         max_length=24,
         epochs=1,
         ngram_sizes=(),
-        ensemble=1,
         average_from=0,
         batch_size=8,
     )
     metrics = finetune_classifier(recipe, tmp_path / "plain", log=lambda line: None)
     model, _, _ = load_classifier(tmp_path / "plain")
     assert type(model).__name__ == "GPTModel" and "ngram_sizes" not in metrics["config"]
-    assert metrics["best_epoch"] == 1 and metrics["ensemble_size"] == 1
+    assert metrics["best_epoch"] == 1
 
 
 def test_instruction_finetuning_runs_from_python(tmp_path):

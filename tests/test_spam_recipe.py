@@ -32,7 +32,6 @@ def test_step_three_moves_one_setting_at_a_time_and_keeps_the_others(recipe):
         "ngram_sizes": (2, 3, 4),
         "ngram_buckets": 2048,
         "average_from": 10,
-        "ensemble": 1,
         "epochs": 20,
     }
     moved = base.move("batch_size", 16).move("lr", 2e-3).move("batch_size", 64)  # the last value of a field wins

@@ -4,8 +4,8 @@
     check_training_memory(config, batch_size=13000, context_length=64, flags=TRAIN_FLAGS)   # NotEnoughMemory
 
 One estimate serves everyone: ``model.estimate_memory`` (parameters, gradients, AdamW's moments, activations)
-with what a job adds to it here -- LoRA adapters (their parameters trained, the model's frozen), the members of
-a classifier ensemble, the Allreduce buffer and ZeRO-1's shard of a data-parallel process. ``tinygrad-llm info``
+with what a job adds to it here -- LoRA adapters (their parameters trained, the model's frozen), the Allreduce
+buffer and ZeRO-1's shard of a data-parallel process. ``tinygrad-llm info``
 prints it; every command that trains calls ``check_training_memory`` before it allocates a model or a batch, so
 a job that cannot fit is refused with the numbers and the flag to change instead of swapping for minutes and
 then failing with a bare MemoryError. The memory left is ``runtime.host_memory.available_memory()``
@@ -35,7 +35,6 @@ def training_memory(
     *,
     num_classes: int | None = None,
     lora_rank: int | None = None,
-    members: int = 1,
     processes: int = 1,
     zero: bool = False,
     sequences: int = 1,
@@ -47,10 +46,9 @@ def training_memory(
 
     ``num_classes``: a classifier's head instead of the vocabulary's. ``lora_rank``: the model frozen, adapters
     of this rank on every Linear trained (finetune.lora): their parameters, gradients and moments, and per
-    token and adapter the rank-r bottleneck and the update kept for the backward pass. ``members``: an
-    ensemble's models, kept side by side (trained one after another). ``zero``: ZeRO-1 keeps 1/processes of
-    the moments (tinygrad_llm.dist). ``sequences``: sequences per record of the batch (DPO's policy reads a
-    chosen and a rejected response: 2).
+    token and adapter the rank-r bottleneck and the update kept for the backward pass. ``zero``: ZeRO-1 keeps
+    1/processes of the moments (tinygrad_llm.dist). ``sequences``: sequences per record of the batch (DPO's
+    policy reads a chosen and a rejected response: 2).
     """
     from tinygrad_llm.finetune.lora import lora_parameter_count
 
@@ -72,7 +70,6 @@ def training_memory(
         memory["gradients"] = trained
         memory["optimizer"] = 2 * trained
         memory["activations"] += batch_size * t * per_token * value
-    memory["parameters"] *= members
     if processes > 1:
         memory["allreduce"] = memory["gradients"]
         if zero:

@@ -25,7 +25,6 @@ from tinygrad_llm.cli.common import (
 
 # The recipes, and the steps the instruction and DPO commands share, are library code (finetune/recipe.py);
 # the --help texts name their defaults, and finetune-dpo imports the last two from here.
-from tinygrad_llm.finetune.io import ENSEMBLE_SIZES
 from tinygrad_llm.finetune.recipe import BERT_SCRATCH, SCRATCH_RECIPE
 
 TOKENIZERS = ("gpt2", "byte")
@@ -44,16 +43,6 @@ def ngram_sizes(text: str) -> tuple:
             f"expected distinct n-gram sizes >= 2 separated by commas (e.g. 2,3,4) or 'none', got {text!r}"
         )
     return sizes
-
-
-def ensemble_size(text: str) -> int:
-    """--ensemble: an integer in ENSEMBLE_SIZES, the range load_classifier (and so classify) reads back."""
-    value = positive_int(text)
-    if value not in ENSEMBLE_SIZES:
-        raise argparse.ArgumentTypeError(
-            f"expected {ENSEMBLE_SIZES[0]} to {ENSEMBLE_SIZES[-1]} members (what classify can load), got {value}"
-        )
-    return value
 
 
 def _add_model_arguments(p, default_preset: str) -> None:
@@ -224,15 +213,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "epochs 10-20 of 20; 0: off, the default with --init-from, --patience or --ema-decay)",
     )
     train.add_argument(
-        "--ensemble",
-        type=ensemble_size,
-        default=None,
-        metavar="K",
-        help="train K classifiers with the seeds --seed, --seed + 1000, ... and save them together; "
-        "they answer with their mean class probability (default 1: three gained less than their interval on "
-        "validation, benchmarks/spam_recipe.py)",
-    )
-    train.add_argument(
         "--split-seed",
         type=nonnegative_int,
         default=None,
@@ -363,8 +343,6 @@ def run_finetune_classifier(args: argparse.Namespace, out: Path) -> int:
         if metrics["average_from"]
         else f"epoch {metrics['best_epoch']} of {metrics['epochs_run']}"
     )
-    if metrics["ensemble_size"] > 1:
-        chosen = f"{metrics['ensemble_size']} members, each {chosen}"
     log(
         f"accuracy ({chosen}): train {metrics['train_accuracy'] * 100:.2f}% | "
         f"val {metrics['val_accuracy'] * 100:.2f}% | test {metrics['test_accuracy'] * 100:.2f}% "

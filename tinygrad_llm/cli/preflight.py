@@ -59,10 +59,9 @@ def checked_config(folder: Path) -> tuple[GPTConfig, str]:
     if not weights.is_file():
         return config, f"no {WEIGHTS_FILE} here: the sizes are config.json's alone"
     header = PretrainedSafetensors(weights)  # the header only: no tensor is read
-    prefix = "members.0." if any(name.startswith("members.0.") for name in header.entries) else ""  # an ensemble
-    check_config_fits_header(config, header, path, hf_layout=hf_layout, prefix=prefix)
+    check_config_fits_header(config, header, path, hf_layout=hf_layout)
     if not hf_layout:
-        check_tables_fit_header(config, header, path, prefix=prefix)
+        check_tables_fit_header(config, header, path)
     return config, f"{WEIGHTS_FILE} holds this model (its header agrees with config.json)"
 
 
@@ -194,7 +193,6 @@ def check_finetune(args: argparse.Namespace, comm: Communicator) -> None:
     context = job.max_length or min(config.context_length, SHORT_RECORDS)
     lora_rank = getattr(job, "lora_rank", None)
     check_lora_rank(config, lora_rank)
-    members = getattr(job, "ensemble", 1) or 1
     check_memory(
         args,
         config,
@@ -203,12 +201,11 @@ def check_finetune(args: argparse.Namespace, comm: Communicator) -> None:
         comm,
         {
             "activations": "--batch-size or --max-length",
-            "model": model_flag + (" or --ensemble" if members > 1 else ""),
+            "model": model_flag,
             "lora": "--lora-rank",
         },
         num_classes=2 if classifier else None,
         lora_rank=lora_rank,
-        members=members,
         sequences=2 if args.command == "finetune-dpo" else 1,
     )
 

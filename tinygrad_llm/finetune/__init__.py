@@ -11,9 +11,8 @@ Modules:
     spam_data     the SMS Spam Collection: download/read, balance, split, SpamDataset
     classifier    classification head, freezing recipes, loss/accuracy, training loop, classify_text,
                   class_probabilities
-    ensemble      ClassifierEnsemble: several classifiers' mean class probability
     recipe        the classifier's recipes (the book's, the measured from-scratch one) and the loop that trains,
-                  scores and saves one classifier or an ensemble: finetune_classifier(ClassifierRecipe(...), out)
+                  scores and saves one classifier: finetune_classifier(ClassifierRecipe(...), out)
     instruction   Alpaca formatting, InstructionDataset, custom_collate_fn, test-set responses
     preference    chosen/rejected records, PreferenceDataset, the DPO collate (response-only masks)
     dpo           DPO: response log-probabilities, the loss and rewards, the reference, the training loop
@@ -45,7 +44,6 @@ from tinygrad_llm.finetune.dpo import (
     precompute_reference_logprobs,
     train_model_dpo_simple,
 )
-from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
 from tinygrad_llm.finetune.instruction import (
     InstructionDataset,
     custom_collate_fn,
@@ -79,7 +77,6 @@ from tinygrad_llm.finetune.spam_data import (
 from tinygrad_llm.train.plot import plot_values
 
 __all__ = [
-    "ClassifierEnsemble",
     "ClassifierRecipe",
     "InstructionDataset",
     "JudgeError",

@@ -313,7 +313,7 @@ def train_classifier(
     Returns {"epochs_run", "best_epoch" (None when averaging), "val_accuracy" (per epoch), "val_loss" (per
     epoch), "train_losses", "val_losses" (every eval_freq steps), "examples_seen"}. With ``parallel`` every
     process scores the whole validation set, so all choose the same epoch. ``bar``: the job's progress
-    (``train.progress.Progress``, shared by an ensemble's members), stepped after every optimizer step.
+    (``train.progress.Progress``), stepped after every optimizer step.
     """
     if average_from is not None:
         if not 1 <= average_from <= max_epochs:
@@ -431,7 +431,7 @@ def class_probabilities(
         logits = last_token_logits(model, backend.to_device(input_ids, device))  # (1, classes)
     model.train(was_training)
     logits = backend.to_numpy(logits.data)[0].astype(np.float64)
-    exp = np.exp(logits - logits.max())  # softmax; an ensemble's rows are log probabilities: the same
+    exp = np.exp(logits - logits.max())  # softmax
     return exp / exp.sum()
 
 

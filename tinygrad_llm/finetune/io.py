@@ -5,8 +5,7 @@
       config.json         the GPTConfig
       tokenizer.json      the tokenizer
       finetune.json       what kind of fine-tuning: {"task": "classification", "num_classes": 2,
-                          "class_names": [...], "max_length": ..., "pad_token_id": ...} or {"task": "instruction"};
-                          a classifier ensemble adds "ensemble_size": K (its weights: members.0. ... members.K-1.)
+                          "class_names": [...], "max_length": ..., "pad_token_id": ...} or {"task": "instruction"}
 
 An instruction-tuned model is a plain GPT: ``tinygrad-llm generate --checkpoint out`` runs it. A classifier
 has a (num_classes, emb_dim) head instead of the vocabulary head: ``load_classifier(out)`` rebuilds it.
@@ -30,9 +29,6 @@ if TYPE_CHECKING:
     from tinygrad_llm.tokenizer.base import Tokenizer
 
 FINETUNE_FILE = "finetune.json"
-# How many members a classifier ensemble may have: finetune-classifier --ensemble refuses more before
-# training, and load_classifier refuses more in a finetune.json (a damaged file would allocate without end).
-ENSEMBLE_SIZES = range(1, 65)
 
 
 def save_finetuned(out: str | os.PathLike, model: Module, tokenizer: Tokenizer, meta: dict) -> Path:
@@ -53,8 +49,8 @@ def save_finetuned(out: str | os.PathLike, model: Module, tokenizer: Tokenizer, 
 
 def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple[Module, Tokenizer, dict]:
     """(model, tokenizer, meta) of a classifier saved by ``finetune-classifier`` (or ``save_finetuned``): a
-    GPTModel or BERT with its class head, or a ``ClassifierEnsemble`` of them when finetune.json says
-    ``ensemble_size``."""
+    GPTModel or BERT with its class head. A folder of an older version's ``--ensemble`` (an ``ensemble_size``
+    in finetune.json) is refused: ensembles are no longer written or read."""
     from tinygrad_llm.checkpoint import CheckpointError, check_state_matches, load_model_files
     from tinygrad_llm.finetune.classifier import add_classification_head
     from tinygrad_llm.model.ngram_gpt import check_tables_fit_header, config_from_dict, model_class
@@ -69,14 +65,13 @@ def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     if meta.get("task") != "classification":
         raise ValueError(f"{meta_file}: task is {meta.get('task')!r}, not 'classification'")
-    state, config = load_model_files(path)
-    size = meta.get("ensemble_size", 1)
-    if isinstance(size, bool) or not isinstance(size, int) or size not in ENSEMBLE_SIZES:
+    if meta.get("ensemble_size", 1) != 1:  # an older version's --ensemble: members.0. ... in the weights
         raise ValueError(
-            f"{meta_file}: ensemble_size must be an integer from {ENSEMBLE_SIZES[0]} to {ENSEMBLE_SIZES[-1]}, "
-            f"got {size!r}"
+            f"{meta_file}: ensemble_size is {meta['ensemble_size']!r}: an ensemble of classifiers, which "
+            "finetune-classifier no longer writes and this version cannot load (the ensemble was removed: it "
+            "gained less than its interval on validation); train one model again with finetune-classifier"
         )
-    prefixes = [f"members.{k}." for k in range(size)] if size > 1 else [""]
+    state, config = load_model_files(path)
     if isinstance(config, dict) and config.get("model_type") == "bert":  # finetune-classifier --arch bert
         from tinygrad_llm.model import BertConfig, BertForSequenceClassification
 
@@ -86,7 +81,7 @@ def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple
             raise CheckpointError(
                 f"{path / 'config.json'}: not a BERT configuration this library can build ({exc})"
             ) from None
-        members = [BertForSequenceClassification(config) for _ in prefixes]
+        model = BertForSequenceClassification(config)
     else:
         try:
             config = config_from_dict(config)  # a GPTConfig, or an NgramGPTConfig (the from-scratch recipe's)
@@ -95,17 +90,10 @@ def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple
                 f"{path / 'config.json'}: not a model configuration this GPT can build ({exc})"
             ) from None
         weights = SafetensorsFile(path / "model.safetensors", error=CheckpointError)
-        for prefix in prefixes:  # sizes checked before allocating the model
-            check_config_fits_header(config, weights, path / "config.json", hf_layout=False, prefix=prefix)
-            check_tables_fit_header(config, weights, path / "config.json", prefix=prefix)
-        gpt = model_class(config)
-        members = [add_classification_head(gpt(config), int(meta["num_classes"])) for _ in prefixes]
-    if size > 1:
-        from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
-
-        model = ClassifierEnsemble(members)
-    else:
-        model = members[0]
+        # sizes checked before allocating the model
+        check_config_fits_header(config, weights, path / "config.json", hf_layout=False)
+        check_tables_fit_header(config, weights, path / "config.json")
+        model = add_classification_head(model_class(config)(config), int(meta["num_classes"]))
     check_state_matches(state, model.state_dict(), path / "model.safetensors")
     model.load_state_dict(state)
     if device:

@@ -1,15 +1,15 @@
 """The spam classifier of chapter 6 as recipes: the book's (fine-tune a pretrained GPT, --init-from) and the
 measured from-scratch one (bytes, hashed n-grams, the late epochs' weights averaged), with
-the loop that trains one classifier or an ensemble of them, scores and saves it.
+the loop that trains one classifier, scores and saves it.
 
     from tinygrad_llm.finetune.recipe import ClassifierRecipe, finetune_classifier
 
-    metrics = finetune_classifier(ClassifierRecipe(epochs=2, ensemble=2), "runs/spam")  # trains, scores, saves
-    model, tokenizer, meta = finetune.io.load_classifier("runs/spam")                 # a ClassifierEnsemble
+    metrics = finetune_classifier(ClassifierRecipe(epochs=2), "runs/spam")  # trains, scores, saves
+    model, tokenizer, meta = finetune.io.load_classifier("runs/spam")    # the model with its class head
 
 ``tinygrad-llm finetune-classifier`` parses its flags into a ``ClassifierRecipe`` and calls
 ``finetune_classifier``; each field is the flag of the same name (None: the recipe's default). The training
-loop of one member is ``classifier.train_classifier``, as it is.
+loop is ``classifier.train_classifier``, as it is.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 # batches of 16 at lr 2e-3, dropout 0.1; the weights of epochs 10-20 averaged (stochastic weight averaging)
 # rather than the epoch that happened to score best on 149 validation messages; one model. Every one of these is
 # chosen on validation accuracy alone by benchmarks/spam_recipe.py: the averaging and the n-grams beat the model
-# without them by more than their 95% interval, an ensemble of three did not (so --ensemble is 1 unless asked);
+# without them by more than their 95% interval; an ensemble of three did not, so it was removed (RESULTS.md);
 # batch, lr, dropout, epochs, the n-gram table and the tokenizer are each the best of the values tried around
 # the recipe (RESULTS.md, with the test accuracy read once, and what did not help in the earlier passes: a
 # cosine schedule, an exponential moving average, other readouts, augmentation).
@@ -60,11 +60,10 @@ SCRATCH_RECIPE = {
     "ngram_sizes": (2, 3, 4),
     "ngram_buckets": 2048,
     "average_from": None,
-    "ensemble": 1,
 }  # average_from None: the second half of --epochs
 # BERT from scratch keeps the recipe it was measured with: one model, the best validation epoch, patience 5.
 # (batch 32 at lr 1e-3: the GPT's settings before spam_recipe.py's step 3 moved them, which it did not try on BERT)
-BERT_SCRATCH = {"ngram_sizes": (), "average_from": 0, "ensemble": 1, "patience": 5, "batch_size": 32, "lr": 1e-3}
+BERT_SCRATCH = {"ngram_sizes": (), "average_from": 0, "patience": 5, "batch_size": 32, "lr": 1e-3}
 # Fine-tuning a pretrained GPT (--init-from): the book's chapter 6, one model, the best validation epoch.
 BOOK_RECIPE = {
     "epochs": 5,
@@ -75,7 +74,6 @@ BOOK_RECIPE = {
     "warmup_steps": 0,
     "ema_decay": 0.0,
     "average_from": 0,
-    "ensemble": 1,
 }
 
 
@@ -106,7 +104,6 @@ class ClassifierRecipe:
     warmup_steps: int | None = None
     ema_decay: float | None = None
     average_from: int | None = None
-    ensemble: int | None = None
     weight_decay: float = 0.1
     batch_size: int | None = None
     max_length: int | None = None
@@ -125,14 +122,14 @@ def log_stderr(message: str) -> None:
 def finetune_classifier(
     recipe: ClassifierRecipe, out: str | os.PathLike, comm: Communicator | None = None, log: Log = log_stderr
 ) -> dict | None:
-    """Train the spam classifier ``recipe`` describes (one model, or ``recipe.ensemble`` of them from the seeds
-    seed, seed + 1000, ...: member k is, bit for bit, the one model of seed + 1000 k with split_seed=seed), score
-    it on the train/validation/test splits and save it into the folder ``out`` (model, tokenizer.json,
-    finetune.json, metrics.json; finetune.io.load_classifier reads it back).
+    """Train the spam classifier ``recipe`` describes (``seed`` draws the split, the initialisation and the
+    batch order; ``split_seed``, when given, the split alone), score it on the train/validation/test splits and
+    save it into the folder ``out`` (model, tokenizer.json, finetune.json, metrics.json;
+    finetune.io.load_classifier reads it back).
 
     ``comm``: the data-parallel communicator (default one process); ``log``: where progress lines go. Returns
     metrics.json's contents (None on a process other than 0, which neither scores nor writes). Ctrl-C saves the
-    members trained so far, marked "interrupted", and raises KeyboardInterrupt.
+    model as it is, marked "interrupted", and raises KeyboardInterrupt.
     """
     from tinygrad_llm.dist import SingleProcess
 
@@ -286,8 +283,6 @@ def parameter_counts(model: Module) -> dict:
 
 def resolve_classifier_defaults(args: Args) -> None:
     """The book's settings with --init-from; the measured from-scratch recipe otherwise (SCRATCH_RECIPE)."""
-    from tinygrad_llm.finetune.io import ENSEMBLE_SIZES
-
     if (args.init_from is not None or args.arch == "bert") and (args.ngram_sizes or args.ngram_buckets):
         raise ValueError(
             "--ngram-embeddings and --ngram-buckets are for a GPT trained from scratch (without "
@@ -304,8 +299,6 @@ def resolve_classifier_defaults(args: Args) -> None:
             setattr(args, name, value)
     if args.average_from is None:  # the second half of the epochs: 10-20 of 20
         args.average_from = max(1, args.epochs // 2)
-    if args.ensemble not in ENSEMBLE_SIZES:  # what load_classifier reads back
-        raise ValueError(f"--ensemble must be {ENSEMBLE_SIZES[0]} to {ENSEMBLE_SIZES[-1]}, got {args.ensemble}")
 
 
 def run_classifier_recipe(args: Args, out: Path) -> dict | None:
@@ -348,23 +341,10 @@ def run_classifier_recipe(args: Args, out: Path) -> dict | None:
 
     trainable = args.trainable or ("last-block" if args.init_from else "all")
 
-    def with_head(model: Module) -> Module:
-        C.add_classification_head(model, num_classes=len(CLASS_NAMES))
-        return C.set_trainable(model, trainable)
-
-    def new_member() -> Module:  # a further member of an --ensemble: the same start, its own draws
-        return with_head(load_start_model(args, context_length=max_length if args.init_from is None else None)[0])
-
+    C.add_classification_head(model, num_classes=len(CLASS_NAMES))
+    C.set_trainable(model, trainable)
     return _train_classifier(
-        args,
-        out,
-        with_head(model),
-        tokenizer,
-        described,
-        trainable,
-        (train_set, val_set, test_set),
-        max_length,
-        new_member,
+        args, out, model, tokenizer, described, trainable, (train_set, val_set, test_set), max_length
     )
 
 
@@ -386,9 +366,7 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
         shape = GPTConfig.preset(preset, vocab_size=tokenizer.n_vocab, context_length=max_length, **overrides)
         config = BertConfig.from_gpt_config(shape, pad_token_id=tokenizer.pad_id, num_labels=len(CLASS_NAMES))
         described = f"a fresh BERT of the {preset} size (from scratch)"
-
-        def start_model() -> BertForSequenceClassification:
-            return BertForSequenceClassification(config)
+        model = BertForSequenceClassification(config)
     else:
         source = Path(args.init_from)
         if not (source / "tokenizer.json").is_file():
@@ -399,20 +377,11 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
             )
         tokenizer = with_bert_tokens(load_tokenizer(source))
         described = f"{source}"
-
-        def start_model() -> BertForSequenceClassification:
-            with warnings.catch_warnings():  # the fresh pooler/classifier is expected here
-                warnings.simplefilter("ignore")
-                model = BertForSequenceClassification.from_pretrained(source).train()
-            apply_dropout(model, args.dropout)
-            return model
-
-    def new_member() -> Module:
-        model = start_model()
-        set_trainable_bert(model, trainable)
-        return model
-
-    model = new_member()
+        with warnings.catch_warnings():  # the fresh pooler/classifier is expected here
+            warnings.simplefilter("ignore")
+            model = BertForSequenceClassification.from_pretrained(source).train()
+        apply_dropout(model, args.dropout)
+    set_trainable_bert(model, trainable)
     if args.init_from is not None:
         check_max_length(args.max_length, model.config.max_position_embeddings, "the BERT's positions")
         longest = BertSpamDataset(*splits["train"], tokenizer, max_length=args.max_length).max_length
@@ -420,19 +389,15 @@ def _finetune_bert_classifier(args, out: Path, splits) -> dict | None:
     datasets = tuple(
         BertSpamDataset(*splits[name], tokenizer, max_length=max_length) for name in ("train", "validation", "test")
     )
-    return _train_classifier(args, out, model, tokenizer, described, trainable, datasets, max_length, new_member)
+    return _train_classifier(args, out, model, tokenizer, described, trainable, datasets, max_length)
 
 
-def _train_classifier(
-    args, out: Path, model, tokenizer, described, trainable, datasets, max_length, new_member
-) -> dict | None:
-    """Train, evaluate and save a classifier of either half: the rest of finetune-classifier. ``model`` is the
-    first member, ``new_member()`` builds each further one of an --ensemble (after its own seed is set)."""
-    import tinygrad_llm as tl
+def _train_classifier(args, out: Path, model, tokenizer, described, trainable, datasets, max_length) -> dict | None:
+    """Train, evaluate and save a classifier of either half (``model``, its head on): the rest of
+    finetune-classifier."""
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.files import write_json
     from tinygrad_llm.finetune import classifier as C
-    from tinygrad_llm.finetune.ensemble import ClassifierEnsemble
     from tinygrad_llm.finetune.io import save_finetuned
     from tinygrad_llm.finetune.lora import merge_lora
     from tinygrad_llm.finetune.spam_data import CLASS_NAMES
@@ -451,7 +416,6 @@ def _train_classifier(
     batch = args.batch_size * args.comm.world_size  # --batch-size is per process: each takes its rows
     val_loader = DataLoader(val_set, batch_size=batch, drop_last=False)
     test_loader = DataLoader(test_set, batch_size=batch, drop_last=False)
-    size = args.ensemble
     meta = {
         "task": "classification",
         "num_classes": len(CLASS_NAMES),
@@ -459,44 +423,32 @@ def _train_classifier(
         "max_length": max_length,
         "pad_token_id": train_set.pad_token_id,
     }
-    members, selections, lora, counts = [], [], None, {}
-
-    def snapshot() -> tuple[Module, dict]:  # what Ctrl-C saves: the members so far, the one in training last
-        saved = members[0] if len(members) == 1 else ClassifierEnsemble(members)
-        return saved, {**meta, **({"ensemble_size": len(members)} if len(members) > 1 else {})}
+    lora = apply_lora(args, model)
+    counts = parameter_counts(model)  # before any merge
 
     start = time.perf_counter()
-    # one bar for the whole job (every member's every epoch), its ETA the job's; its lines go above the bar
-    bar = Progress(size * args.epochs * (len(train_set) // batch), args.log, enabled=args.comm.is_root)
+    # one bar for every epoch, its ETA the job's; its lines go above the bar
+    bar = Progress(args.epochs * (len(train_set) // batch), args.log, enabled=args.comm.is_root)
     log = bar.write if args.comm.is_root else args.log
     with (
         contextlib.closing(bar),
-        saved_if_interrupted(out, snapshot, tokenizer, lambda: lora, write=args.comm.is_root, log=args.log),
+        saved_if_interrupted(
+            out, lambda: (model, meta), tokenizer, lambda: lora, write=args.comm.is_root, log=args.log
+        ),
     ):
-        for k in range(size):
-            seed = args.seed + 1000 * k  # member 0 is the single model of --seed, bit for bit
-            if k:
-                tl.manual_seed(seed)
-                model = new_member()
-            members.append(model)
-            lora = apply_lora(args, model)
-            member_counts = parameter_counts(model)  # before any merge
-            counts = {name: counts.get(name, 0) + n for name, n in member_counts.items()}
-            log(
-                f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier"
-                f"{f' (member {k + 1} of {size})' if size > 1 else ''} ({trainable}"
-                f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {member_counts['trainable_parameters']:,} "
-                f"of {member_counts['total_parameters']:,} parameters trainable; {len(train_set)} / "
-                f"{len(val_set)} / {len(test_set)} messages of {max_length} tokens"
-                f"{describe_processes(args.comm, args.batch_size)} -> {out}"
-            )
-            selections.append(_train_member(args, model, train_set, val_loader, batch, seed, bar, log))
-            if lora:
-                merge_lora(model)  # a plain model: W + scale * (A B)^T
+        log(
+            f"fine-tuning {described} as a {len(CLASS_NAMES)}-class classifier ({trainable}"
+            f"{', LoRA rank %d' % lora['rank'] if lora else ''}): {counts['trainable_parameters']:,} "
+            f"of {counts['total_parameters']:,} parameters trainable; {len(train_set)} / "
+            f"{len(val_set)} / {len(test_set)} messages of {max_length} tokens"
+            f"{describe_processes(args.comm, args.batch_size)} -> {out}"
+        )
+        selection = _train_one(args, model, train_set, val_loader, batch, bar, log)
+        if lora:
+            merge_lora(model)  # a plain model: W + scale * (A B)^T
     train_s = time.perf_counter() - start
     if not args.comm.is_root:
         return None  # process 0 scores the model and writes it
-    model, meta = snapshot()
     model.eval()
     metrics = {}
     train_loader = DataLoader(train_set, batch_size=batch, drop_last=False)
@@ -504,18 +456,14 @@ def _train_classifier(
         metrics[f"{name}_accuracy"], metrics[f"{name}_loss"] = C.calc_accuracy_and_loss_loader(
             loader, model, args.device
         )
-    if size > 1:  # each member alone, beside the ensemble
-        metrics["member_test_accuracy"] = [C.calc_accuracy_loader(test_loader, m, args.device) for m in members]
-    first = selections[0]
     metrics.update(
         counts,
         epochs=args.epochs,
         patience=args.patience,
-        epochs_run=first["epochs_run"],
-        best_epoch=first["best_epoch"],
-        val_accuracy_per_epoch=first["val_accuracy"],
+        epochs_run=selection["epochs_run"],
+        best_epoch=selection["best_epoch"],
+        val_accuracy_per_epoch=selection["val_accuracy"],
         average_from=args.average_from or None,
-        ensemble_size=size,
         lr=args.lr,
         lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps,
@@ -530,23 +478,13 @@ def _train_classifier(
         init_from=args.init_from,
         config=model.config.to_dict(),
     )
-    if size > 1:
-        metrics["members"] = [
-            {
-                "seed": args.seed + 1000 * k,
-                "epochs_run": sel["epochs_run"],
-                "best_epoch": sel["best_epoch"],
-                "val_accuracy_per_epoch": sel["val_accuracy"],
-            }
-            for k, sel in enumerate(selections)
-        ]
     save_finetuned(out, model, tokenizer, meta)
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _train_member(args, model, train_set, val_loader, batch: int, seed: int, bar: Progress, log) -> dict:
-    """Train one classifier (one member of an ensemble) with its own shuffling seed; returns its selection."""
+def _train_one(args, model, train_set, val_loader, batch: int, bar: Progress, log) -> dict:
+    """Train the classifier (its batches shuffled from --seed); returns its selection."""
     from tinygrad_llm.data import DataLoader
     from tinygrad_llm.finetune import classifier as C
     from tinygrad_llm.optim import AdamW, WarmupCosineLR
@@ -556,7 +494,7 @@ def _train_member(args, model, train_set, val_loader, batch: int, seed: int, bar
         model.to(args.device)
     optimizer = AdamW(C.trainable_parameters(model), lr=args.lr, weight_decay=args.weight_decay)
     parallel = DataParallel(args.comm, model, optimizer)
-    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, seed=seed)
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
     scheduler = None
     if args.lr_schedule == "cosine":
         total_steps = args.epochs * len(train_loader)

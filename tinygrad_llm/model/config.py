@@ -128,7 +128,7 @@ def estimate_memory(
     its GELU, dropout masks) plus 4 * n_heads * T for the attention scores, softmax and dropout, and at
     the end the logits and their softmax (2 * vocab per token). An estimate, within tens of percent.
     ``num_classes``: a classifier's head (emb_dim -> num_classes, with a bias, as chapter 6 adds) in place
-    of the vocabulary head. tinygrad_llm.memory adds LoRA, ensembles and processes to it.
+    of the vocabulary head. tinygrad_llm.memory adds LoRA and processes to it.
     """
     t = config.context_length if context_length is None else context_length
     if t > config.context_length:

@@ -165,11 +165,11 @@ def model_class(config: GPTConfig) -> type:
     return NgramGPTModel if isinstance(config, NgramGPTConfig) else GPTModel
 
 
-def check_tables_fit_header(config: GPTConfig, st: SafetensorsFile, config_file: str | Path, prefix: str = "") -> None:
+def check_tables_fit_header(config: GPTConfig, st: SafetensorsFile, config_file: str | Path) -> None:
     """The n-gram tables config.json claims against the weights file's header, before anything is allocated
     (as pretrained.check_config_fits_header does for the rest): a file without tables for an NgramGPTConfig,
     or with tables for a GPTConfig, is named here."""
-    tables = sorted(key for key in st.entries if key.startswith(prefix + "ngram_emb.tables."))
+    tables = sorted(key for key in st.entries if key.startswith("ngram_emb.tables."))
     sizes = getattr(config, "ngram_sizes", ())
     buckets = getattr(config, "ngram_buckets", None)
     if len(tables) != len(sizes) or any(len(st.shape(key)) != 2 or st.shape(key)[0] != buckets for key in tables):

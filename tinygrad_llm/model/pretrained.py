@@ -242,18 +242,15 @@ class PretrainedSafetensors(SafetensorsFile):
         super().__init__(path, error=PretrainedError)
 
 
-def check_config_fits_header(
-    config: GPTConfig, st: SafetensorsFile, config_file: str | Path, hf_layout: bool, prefix: str = ""
-) -> None:
+def check_config_fits_header(config: GPTConfig, st: SafetensorsFile, config_file: str | Path, hf_layout: bool) -> None:
     """The config's sizes against the weights file's header, before anything is built or allocated: a
-    config.json claiming 10^9 layers or positions is named here, not found out of memory later. ``prefix``:
-    where the model's names start in our layout (``members.0.`` in a classifier ensemble's file)."""
+    config.json claiming 10^9 layers or positions is named here, not found out of memory later."""
     if hf_layout:
         prefix = "transformer." if "transformer.wte.weight" in st.entries else ""
         token, position, block = prefix + "wte.weight", prefix + "wpe.weight", prefix + "h."
         fields = ("vocab_size", "n_positions", "n_embd", "n_layer")
     else:
-        token, position, block = prefix + "tok_emb.weight", prefix + "pos_emb.weight", prefix + "trf_blocks."
+        token, position, block = "tok_emb.weight", "pos_emb.weight", "trf_blocks."
         fields = ("vocab_size", "context_length", "emb_dim", "n_layers")
     for name in (token, position):
         if name not in st.entries or len(st.shape(name)) != 2:

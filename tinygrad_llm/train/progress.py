@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 
 class Progress:
-    """``total`` steps (for an ensemble or several epochs: all of them, so the ETA is the whole job's).
+    """``total`` steps (for several epochs: all of them, so the ETA is the whole job's).
 
     ``step(loss=..., **extra)`` after each one; ``write(message)`` prints a message without breaking the bar;
     ``close()`` at the end. ``log`` prints the plain lines when there is no terminal.
