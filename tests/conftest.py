@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import importlib.util
 import os
+import sys
 import threading
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -106,3 +109,14 @@ def serve_folder(root):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script of benchmarks/ or tests/tools/ loaded by its path, as module ``name``: benchmarks/ on sys.path
+    would shadow installed packages (its kernels.py, Hugging Face's ``kernels``). The module stays in
+    sys.modules under its own name, where its dataclasses look it up."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

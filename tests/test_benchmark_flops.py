@@ -3,11 +3,11 @@ formula against the products a training step really makes, counted at ``runtime.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 import tinygrad_llm as tl
 from tinygrad_llm import functional as F
@@ -15,9 +15,7 @@ from tinygrad_llm import runtime
 from tinygrad_llm.model import GPTConfig, GPTModel
 
 # loaded by its path: benchmarks/ on sys.path would shadow packages (its kernels.py, Hugging Face's kernels)
-_spec = importlib.util.spec_from_file_location("benchmarks_common", Path(__file__).parents[1] / "benchmarks/_common.py")
-_common = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_common)
+_common = load_script(Path(__file__).parents[1] / "benchmarks/_common.py", "benchmarks_common")
 product_parameters, step_flops_per_token = _common.product_parameters, _common.step_flops_per_token
 
 

@@ -4,13 +4,13 @@ under its timeout, the exit status, the "no CUDA GPU" exit and the section it wr
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from tinygrad_llm import backend
 
@@ -19,10 +19,7 @@ PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PATH, "gpu_check")
 
 
 def test_parts_are_chosen_in_order_and_a_wrong_letter_is_a_clear_error(gpu_check, capsys):

@@ -3,11 +3,11 @@ shapes and offsets its gpt2_build_from_checkpoint reads), and its gradient file 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 import tinygrad_llm as tl
 from tinygrad_llm.model import GPTConfig, GPTModel
@@ -17,10 +17,7 @@ PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "llmc.py"
 
 @pytest.fixture(scope="module")
 def llmc():
-    spec = importlib.util.spec_from_file_location("llmc_benchmark", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PATH, "llmc_benchmark")
 
 
 def tied_model(**overrides) -> GPTModel:

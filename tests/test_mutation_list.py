@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 TOOLS = Path(__file__).resolve().parent / "tools"
 
 
 @pytest.fixture(scope="module")
 def mutation():
-    spec = importlib.util.spec_from_file_location("mutation_check", TOOLS / "mutation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclass looks its module up there)
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return load_script(TOOLS / "mutation.py", "mutation_check")
 
 
 @functools.cache

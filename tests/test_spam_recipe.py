@@ -3,27 +3,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "spam_recipe.py"
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("spam_recipe", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
+    return load_script(PATH, "spam_recipe")
 
 
 def test_step_three_moves_one_setting_at_a_time_and_keeps_the_others(recipe):
