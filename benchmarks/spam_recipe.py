@@ -53,8 +53,11 @@ EARLIER_SEEDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 123)
 EPOCHS = 20
 NGRAMS = (2, 3, 4)
 BOOTSTRAP = 10_000
+# Where the search starts: the settings the earlier passes left, written here and not read from SCRATCH_RECIPE
+# (which holds what this search chose), so that a rerun from a clone trains the same runs.
+START = {"tokenizer": "byte", "batch_size": 32, "lr": 1e-3, "dropout": 0.1}
 # Step 3's neighbours: each setting the earlier passes chose (partly on test accuracy), one step either side of
-# SCRATCH_RECIPE's value, in the order they are tried.
+# its START value, in the order they are tried.
 NEIGHBOURS = (
     ("batch_size", (16, 64)),
     ("lr", (5e-4, 2e-3)),
@@ -74,7 +77,7 @@ class Variant:
     ngram_sizes: tuple
     epochs: int
     average_from: int  # == epochs: the last epoch's weights alone
-    moved: tuple = ()  # ((field, value), ...): the settings step 3 moved from SCRATCH_RECIPE's
+    moved: tuple = ()  # ((field, value), ...): the settings step 3 moved from START's
 
     def recipe_fields(self) -> dict:
         return {
@@ -82,6 +85,7 @@ class Variant:
             "ngram_buckets": 2048 if self.ngram_sizes else None,
             "average_from": self.average_from,
             "epochs": self.epochs,
+            **START,
             **dict(self.moved),
         }
 

@@ -25,6 +25,10 @@ def test_step_three_moves_one_setting_at_a_time_and_keeps_the_others(recipe):
         "ngram_buckets": 2048,
         "average_from": 10,
         "epochs": 20,
+        "tokenizer": "byte",  # where the search started, whatever SCRATCH_RECIPE holds now
+        "batch_size": 32,
+        "lr": 1e-3,
+        "dropout": 0.1,
     }
     moved = base.move("batch_size", 16).move("lr", 2e-3).move("batch_size", 64)  # the last value of a field wins
     assert moved.recipe_fields() == {**base.recipe_fields(), "batch_size": 64, "lr": 2e-3}
